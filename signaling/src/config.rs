@@ -1,0 +1,101 @@
+//! Server configuration: limits, timeouts and the ICE servers handed out to clients.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::protocol::IceServer;
+
+/// Default frame size limit (64 KiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Default maximum number of peers in one session.
+pub const DEFAULT_MAX_PEERS_PER_SESSION: usize = 32;
+/// Default sustained rate of frames per second and connection.
+pub const DEFAULT_RATE_PER_SEC: u32 = 200;
+/// Default burst of frames a connection may send at once.
+pub const DEFAULT_RATE_BURST: u32 = 400;
+/// Default time without any frame after which a connection is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Configuration of a [`SignalingServer`](crate::SignalingServer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:0`, an ephemeral loopback port).
+    pub listen: SocketAddr,
+    /// Largest accepted frame payload in bytes (default 64 KiB). Larger frames are answered
+    /// with error `7003` and dropped; frames far above the limit also close the connection.
+    pub max_frame_bytes: usize,
+    /// Largest number of peers in one session (default 32); one more join gets `7005`.
+    /// `0` is treated as `1`.
+    pub max_peers_per_session: usize,
+    /// Sustained frames per second per connection (default 200); see `rate_burst`.
+    pub rate_per_sec: u32,
+    /// Token bucket size (default 400). Frames beyond the bucket get `7004` and are
+    /// dropped; 100 consecutive rejections close the connection. `0` is treated as `1`.
+    pub rate_burst: u32,
+    /// Time without any frame from the client (default 60 s) after which the server
+    /// sends `7010` and closes the connection. It also bounds the WebSocket handshake.
+    pub idle_timeout: Duration,
+    /// ICE servers handed out in every `welcome` (default empty).
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_peers_per_session: DEFAULT_MAX_PEERS_PER_SESSION,
+            rate_per_sec: DEFAULT_RATE_PER_SEC,
+            rate_burst: DEFAULT_RATE_BURST,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The transport-level limit given to tungstenite: a little above `max_frame_bytes`,
+    /// so that moderately oversized frames are still read whole and answered with a coded
+    /// `7003` while the connection stays open. Frames above this limit cannot be skipped
+    /// safely; they get `7003` and the connection is closed.
+    pub(crate) fn hard_frame_limit(&self) -> usize {
+        self.max_frame_bytes
+            .saturating_add((self.max_frame_bytes / 4).max(4096))
+    }
+
+    pub(crate) fn effective_max_peers(&self) -> usize {
+        self.max_peers_per_session.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_default_matches_documented_values() {
+        let c = ServerConfig::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(c.max_frame_bytes, 65536);
+        assert_eq!(c.max_peers_per_session, 32);
+        assert_eq!((c.rate_per_sec, c.rate_burst), (200, 400));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert!(c.ice_servers.is_empty());
+    }
+
+    #[test]
+    fn config_hard_limit_is_slightly_above_soft_limit() {
+        let c = ServerConfig::default();
+        assert_eq!(c.hard_frame_limit(), 65536 + 16384);
+        let small = ServerConfig {
+            max_frame_bytes: 100,
+            ..ServerConfig::default()
+        };
+        assert_eq!(small.hard_frame_limit(), 100 + 4096);
+        let huge = ServerConfig {
+            max_frame_bytes: usize::MAX,
+            ..ServerConfig::default()
+        };
+        assert_eq!(huge.hard_frame_limit(), usize::MAX);
+    }
+}

@@ -1,0 +1,566 @@
+//! One task per WebSocket: handshake, frame parsing, limits, and the client's state machine
+//! (not joined → joined → gone).
+//!
+//! The task owns the socket. Frames for this client produced by other connections (presence
+//! events, relayed signals) arrive through a bounded queue held by the registry; replies to
+//! the client's own frames are written directly. Every refusal is an `error` frame on this
+//! connection only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::config::ServerConfig;
+use crate::error::Rejection;
+use crate::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, codes};
+use crate::ratelimit::{TokenBucket, Verdict};
+use crate::registry::{JoinRequest, Outbound, Registry, encode};
+
+/// Capacity of each client's outbound queue (frames from other connections).
+pub const OUTBOUND_QUEUE: usize = 256;
+/// Longest time one write to a client may take before the client is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the client's Close reply after sending ours.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Longest `type` echoed back in a 7002 error message.
+const MAX_ECHOED_TYPE: usize = 64;
+
+/// State shared by the accept loop and every connection task.
+pub(crate) struct Shared {
+    pub config: ServerConfig,
+    pub registry: Registry,
+}
+
+impl Shared {
+    pub fn new(config: ServerConfig) -> Self {
+        let registry = Registry::new(config.effective_max_peers());
+        Shared { config, registry }
+    }
+}
+
+/// Resolves once the server shuts down (or the server handle is gone).
+pub(crate) async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// A session membership; leaving the session when dropped, so that it also happens when the
+/// task is aborted.
+struct Membership {
+    shared: Arc<Shared>,
+    session: String,
+    client_id: String,
+    seq: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if self
+            .shared
+            .registry
+            .leave(&self.session, &self.client_id, self.seq)
+        {
+            tracing::info!("left session");
+        }
+    }
+}
+
+/// What the read loop does after handling one frame.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Parse one text frame into a client message, telling malformed frames (7001) from
+/// well-formed ones of an unknown type (7002).
+pub(crate) fn parse_client_frame(text: &str) -> Result<ClientMessage, Rejection> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Rejection::new(codes::MALFORMED_FRAME, format!("invalid JSON: {e}")))?;
+    let Some(kind) = value.get("type").and_then(Value::as_str) else {
+        return Err(Rejection::new(
+            codes::MALFORMED_FRAME,
+            "frame must be a JSON object with a string field \"type\"",
+        ));
+    };
+    if !matches!(kind, "join" | "signal" | "leave" | "ping") {
+        let shown: String = kind.chars().take(MAX_ECHOED_TYPE).collect();
+        return Err(Rejection::new(
+            codes::UNKNOWN_TYPE,
+            format!("unknown frame type {shown:?}"),
+        ));
+    }
+    let kind = kind.to_owned();
+    serde_json::from_value(value).map_err(|e| {
+        Rejection::new(
+            codes::MALFORMED_FRAME,
+            format!("malformed {kind} frame: {e}"),
+        )
+    })
+}
+
+/// Serve one accepted TCP connection until it closes or the server shuts down.
+pub(crate) async fn run(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = shared.config.hard_frame_limit();
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let idle = shared.config.idle_timeout;
+    let handshake = timeout(
+        idle,
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+    );
+    let ws = tokio::select! {
+        biased;
+        () = wait_shutdown(&mut shutdown) => return,
+        r = handshake => match r {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "websocket handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("websocket handshake timed out");
+                return;
+            }
+        },
+    };
+    tracing::debug!("connected");
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let mut conn = Connection {
+        bucket: TokenBucket::new(
+            shared.config.rate_per_sec,
+            shared.config.rate_burst,
+            Instant::now().into_std(),
+        ),
+        shared,
+        ws,
+        tx: Some(tx),
+        rx,
+        membership: None,
+        desynced: false,
+    };
+    conn.serve(&mut shutdown).await;
+    tracing::debug!("disconnected");
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    ws: WebSocketStream<TcpStream>,
+    bucket: TokenBucket,
+    /// Our queue's sender until it is handed to the registry on join.
+    tx: Option<mpsc::Sender<Outbound>>,
+    rx: mpsc::Receiver<Outbound>,
+    membership: Option<Membership>,
+    /// A frame was refused mid-read: the byte stream no longer parses as frames.
+    desynced: bool,
+}
+
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl Connection {
+    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        let idle = self.shared.config.idle_timeout;
+        let mut deadline = deadline_after(idle);
+        loop {
+            let joined = self.membership.is_some();
+            tokio::select! {
+                biased;
+                () = wait_shutdown(shutdown) => {
+                    self.close_with(
+                        Some(Rejection::new(codes::SHUTTING_DOWN, "server is shutting down")),
+                        CloseCode::Away,
+                        "server shutting down",
+                    )
+                    .await;
+                    return;
+                }
+                () = sleep_until(deadline) => {
+                    tracing::debug!("idle timeout");
+                    self.close_with(
+                        Some(Rejection::new(
+                            codes::IDLE_TIMEOUT,
+                            format!("no frame for {} s", idle.as_secs_f64()),
+                        )),
+                        CloseCode::Normal,
+                        "idle timeout",
+                    )
+                    .await;
+                    return;
+                }
+                out = self.rx.recv(), if joined => match out {
+                    Some(frame) => {
+                        if self.send_frame(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => {
+                        // The registry dropped us: our queue overflowed.
+                        tracing::info!("dropped as a slow consumer");
+                        self.membership = None;
+                        self.close_with(
+                            Some(Rejection::new(
+                                codes::SLOW_CONSUMER,
+                                "outbound queue overflowed; removed from the session",
+                            )),
+                            CloseCode::Policy,
+                            "slow consumer",
+                        )
+                        .await;
+                        return;
+                    }
+                },
+                incoming = self.ws.next() => match incoming {
+                    None => return,
+                    Some(Err(e)) => {
+                        self.on_read_error(e).await;
+                        return;
+                    }
+                    Some(Ok(msg)) => {
+                        deadline = deadline_after(idle);
+                        if let Flow::Stop = self.on_message(msg).await {
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn on_read_error(&mut self, e: WsError) {
+        match e {
+            WsError::Capacity(e) => {
+                tracing::debug!(error = %e, "frame above the hard limit");
+                self.desynced = true;
+                self.close_with(Some(self.too_large()), CloseCode::Size, "frame too large")
+                    .await;
+            }
+            WsError::Utf8(_) => {
+                self.close_with(
+                    Some(Rejection::new(
+                        codes::MALFORMED_FRAME,
+                        "text frame is not valid UTF-8",
+                    )),
+                    CloseCode::Invalid,
+                    "invalid UTF-8",
+                )
+                .await;
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {}
+            e => tracing::debug!(error = %e, "read error"),
+        }
+    }
+
+    fn too_large(&self) -> Rejection {
+        Rejection::new(
+            codes::FRAME_TOO_LARGE,
+            format!("frame exceeds {} bytes", self.shared.config.max_frame_bytes),
+        )
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Flow {
+        if let Message::Close(_) = msg {
+            // tungstenite queued the Close reply; flush it.
+            let _ = timeout(WRITE_TIMEOUT, self.ws.flush()).await;
+            return Flow::Stop;
+        }
+        match self.bucket.check(Instant::now().into_std()) {
+            Verdict::Allow => {}
+            Verdict::Reject => {
+                return self
+                    .reply_error(Rejection::new(
+                        codes::RATE_LIMITED,
+                        "rate limit exceeded; frame dropped",
+                    ))
+                    .await;
+            }
+            Verdict::Disconnect => {
+                tracing::info!(
+                    strikes = self.bucket.strikes(),
+                    "disconnected for sustained rate limit abuse"
+                );
+                self.close_with(
+                    Some(Rejection::new(
+                        codes::RATE_LIMITED,
+                        "rate limit exceeded repeatedly; closing",
+                    )),
+                    CloseCode::Policy,
+                    "rate limit",
+                )
+                .await;
+                return Flow::Stop;
+            }
+        }
+        let max = self.shared.config.max_frame_bytes;
+        match msg {
+            Message::Text(text) if text.len() > max => self.reply_error(self.too_large()).await,
+            Message::Binary(bin) if bin.len() > max => self.reply_error(self.too_large()).await,
+            Message::Text(text) => match parse_client_frame(text.as_str()) {
+                Ok(m) => self.on_client_message(m).await,
+                Err(rej) => self.reply_error(rej).await,
+            },
+            Message::Binary(_) => {
+                self.reply_error(Rejection::new(
+                    codes::MALFORMED_FRAME,
+                    "binary frames are not supported; send JSON text frames",
+                ))
+                .await
+            }
+            // Pings are answered by tungstenite; pongs only count as activity.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_client_message(&mut self, msg: ClientMessage) -> Flow {
+        match msg {
+            ClientMessage::Ping => self.reply(&ServerMessage::Pong).await,
+            ClientMessage::Join { .. } if self.membership.is_some() => {
+                self.reply_error(Rejection::new(codes::BAD_STATE, "already joined a session"))
+                    .await
+            }
+            ClientMessage::Join {
+                version,
+                session,
+                name,
+                password,
+                create,
+            } => {
+                if version != PROTOCOL_VERSION {
+                    return self
+                        .reply_error(Rejection::new(
+                            codes::UNSUPPORTED_VERSION,
+                            format!(
+                                "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+                            ),
+                        ))
+                        .await;
+                }
+                let req = JoinRequest {
+                    session: session.as_deref(),
+                    create,
+                    name: &name,
+                    password: password.as_deref(),
+                };
+                self.join(req).await
+            }
+            ClientMessage::Signal { to, data } => {
+                let Some(m) = &self.membership else {
+                    return self.reply_error(not_joined()).await;
+                };
+                if !data.is_object() {
+                    return self
+                        .reply_error(Rejection::new(
+                            codes::MALFORMED_FRAME,
+                            "signal data must be a JSON object",
+                        ))
+                        .await;
+                }
+                match self
+                    .shared
+                    .registry
+                    .relay(&m.session, &m.client_id, m.seq, &to, data)
+                {
+                    Ok(()) => Flow::Continue,
+                    Err(rej) => self.reply_error(rej).await,
+                }
+            }
+            ClientMessage::Leave => {
+                if self.membership.is_none() {
+                    return self.reply_error(not_joined()).await;
+                }
+                self.membership = None;
+                self.close_with(None, CloseCode::Normal, "left").await;
+                Flow::Stop
+            }
+        }
+    }
+
+    async fn join(&mut self, req: JoinRequest<'_>) -> Flow {
+        let Some(tx) = self.tx.clone() else {
+            return self.reply_error(not_joined()).await;
+        };
+        let joined = match self.shared.registry.join(req, tx) {
+            Ok(j) => j,
+            Err(rej) => return self.reply_error(rej).await,
+        };
+        // Only the registry may hold our sender now, so that dropping us closes the queue.
+        self.tx = None;
+        let span = tracing::Span::current();
+        span.record("client_id", joined.client_id.as_str());
+        span.record("session", joined.session.as_str());
+        tracing::info!(peers = joined.peers.len(), "joined session");
+        self.membership = Some(Membership {
+            shared: Arc::clone(&self.shared),
+            session: joined.session.clone(),
+            client_id: joined.client_id.clone(),
+            seq: joined.seq,
+        });
+        // Written before the queue is polled again, so `welcome` precedes any presence
+        // event or signal that other members produce from now on.
+        self.reply(&ServerMessage::Welcome {
+            session: joined.session,
+            client_id: joined.client_id,
+            peers: joined.peers,
+            ice_servers: self.shared.config.ice_servers.clone(),
+        })
+        .await
+    }
+
+    async fn reply(&mut self, msg: &ServerMessage) -> Flow {
+        match self.send_frame(encode(msg)).await {
+            Ok(()) => Flow::Continue,
+            Err(()) => Flow::Stop,
+        }
+    }
+
+    async fn reply_error(&mut self, rej: Rejection) -> Flow {
+        tracing::debug!(code = rej.code, message = %rej.message, "refused frame");
+        self.reply(&rej.to_message()).await
+    }
+
+    async fn send_frame(&mut self, frame: Outbound) -> Result<(), ()> {
+        match timeout(WRITE_TIMEOUT, self.ws.send(Message::Text(frame))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                Err(())
+            }
+            Err(_) => {
+                tracing::info!("write timed out; dropping client");
+                Err(())
+            }
+        }
+    }
+
+    /// Optionally send an error frame, then a Close frame, and wait (bounded) for the
+    /// client's Close reply.
+    async fn close_with(&mut self, error: Option<Rejection>, code: CloseCode, reason: &str) {
+        if let Some(rej) = error
+            && self.send_frame(encode(&rej.to_message())).await.is_err()
+        {
+            return;
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        if !matches!(
+            timeout(WRITE_TIMEOUT, self.ws.close(Some(frame))).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        if self.desynced {
+            // The frame stream cannot be parsed any more. Drain raw bytes instead, so that
+            // the socket is not dropped with unread data (which would reset the connection
+            // and could destroy the error and Close frames before the client reads them).
+            let tcp = self.ws.get_mut();
+            let _ = tcp.shutdown().await;
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = timeout(CLOSE_GRACE, async {
+                while let Ok(1..) = tcp.read(&mut buf).await {}
+            })
+            .await;
+            return;
+        }
+        let _ = timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+fn not_joined() -> Rejection {
+    Rejection::new(codes::BAD_STATE, "join a session first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_invalid_json_is_malformed() {
+        for raw in ["", "{", "not json", "{\"type\":\"ping\"", "\u{0}"] {
+            assert_eq!(
+                parse_client_frame(raw).unwrap_err().code,
+                codes::MALFORMED_FRAME,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_missing_or_non_string_type_is_malformed() {
+        for raw in [
+            "{}",
+            "[]",
+            "42",
+            "null",
+            r#"{"type":7}"#,
+            r#"{"kind":"ping"}"#,
+        ] {
+            assert_eq!(
+                parse_client_frame(raw).unwrap_err().code,
+                codes::MALFORMED_FRAME,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_unknown_type_is_unknown_type() {
+        let e = parse_client_frame(r#"{"type":"subscribe","topic":"x"}"#).unwrap_err();
+        assert_eq!(e.code, codes::UNKNOWN_TYPE);
+        assert!(e.message.contains("subscribe"));
+        let long = format!(r#"{{"type":"{}"}}"#, "y".repeat(10_000));
+        let e = parse_client_frame(&long).unwrap_err();
+        assert_eq!(e.code, codes::UNKNOWN_TYPE);
+        assert!(e.message.len() < 200);
+    }
+
+    #[test]
+    fn parse_known_type_with_missing_fields_is_malformed() {
+        for raw in [
+            r#"{"type":"signal","data":{}}"#,
+            r#"{"type":"join","version":1,"session":null}"#,
+            r#"{"type":"join","version":"1","session":null,"name":"a"}"#,
+        ] {
+            assert_eq!(
+                parse_client_frame(raw).unwrap_err().code,
+                codes::MALFORMED_FRAME,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_valid_frames_ignore_unknown_fields() {
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ping","extra":true}"#).unwrap(),
+            ClientMessage::Ping
+        );
+        assert!(matches!(
+            parse_client_frame(r#"{"type":"signal","to":"abc","data":{"kind":"offer","sdp":""}}"#)
+                .unwrap(),
+            ClientMessage::Signal { .. }
+        ));
+    }
+}

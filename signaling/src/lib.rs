@@ -1,0 +1,53 @@
+//! `peershare-signaling`: the WebSocket signaling server of peershare, and the signaling
+//! wire types shared with every client.
+//!
+//! Clients join a session (by code, optionally password-protected), learn their client ID,
+//! the peers present and the ICE servers to use, get presence events, and exchange WebRTC
+//! offers, answers and ICE candidates addressed to one peer. The server relays those
+//! opaque payloads; it never sees file contents. It enforces a frame size limit, a
+//! per-connection rate limit, a peers-per-session limit and an idle timeout, and answers
+//! every refused frame with a coded `error` frame. The wire format is documented in
+//! `docs/PROTOCOL.md` ("Signaling").
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use peershare_signaling::{ServerConfig, SignalingServer};
+//! let server = SignalingServer::bind(ServerConfig::default()).await?;
+//! println!("{}", server.url());
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`protocol`]: wire types (`ClientMessage`, `ServerMessage`, …), error codes, limits
+//!   shared with clients.
+//! - `config`: [`ServerConfig`] and its defaults.
+//! - `server`: [`SignalingServer`]: the accept loop, connection tasks, graceful shutdown.
+//! - `connection`: one task per WebSocket: handshake, parsing, limits, the client's state
+//!   machine; its outbound queue is bounded.
+//! - `registry`: sessions and their members; join rules, presence events, relay, dropping
+//!   slow consumers. One lock, never held across an `.await`.
+//! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
+//! - `ids`: random session codes and client IDs.
+//! - `error`: [`Rejection`], a refused frame's code and message.
+
+mod config;
+mod connection;
+mod error;
+mod ids;
+pub mod protocol;
+mod ratelimit;
+mod registry;
+mod server;
+
+pub use config::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PEERS_PER_SESSION,
+    DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC, ServerConfig,
+};
+pub use error::Rejection;
+pub use protocol::{
+    ClientId, ClientMessage, IceServer, MAX_NAME_LEN, PROTOCOL_VERSION, PeerInfo, ServerMessage,
+    SignalData,
+};
+pub use server::SignalingServer;

@@ -1,0 +1,194 @@
+//! Signaling wire types, shared by the server and every client (the `peershare` library
+//! depends on this module, so the two cannot drift).
+//!
+//! Frames are JSON text frames over WebSocket, tagged by `"type"`. See `docs/PROTOCOL.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the signaling protocol spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A client's identity inside one session (assigned by the server).
+pub type ClientId = String;
+
+/// Frames sent by a client to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMessage {
+    /// Join a session. `session: null` asks the server to create a fresh session with an
+    /// unguessable code. A non-null code joins that session; if it does not exist the
+    /// server answers `7006` unless `create` is true (then the client-chosen code, which
+    /// must pass [`valid_session_code`], creates it).
+    Join {
+        version: u32,
+        session: Option<String>,
+        name: String,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        create: bool,
+    },
+    /// Relay `data` to one other client of the same session. The server does not
+    /// interpret `data` (see [`SignalData`] for what peershare clients put there).
+    Signal {
+        to: ClientId,
+        data: serde_json::Value,
+    },
+    /// Leave the session (the server then closes the socket).
+    Leave,
+    /// Keep-alive; answered by `pong`.
+    Ping,
+}
+
+/// Frames sent by the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    Welcome {
+        session: String,
+        client_id: ClientId,
+        peers: Vec<PeerInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    PeerJoined {
+        peer: PeerInfo,
+    },
+    PeerLeft {
+        id: ClientId,
+    },
+    Signal {
+        from: ClientId,
+        data: serde_json::Value,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+    Pong,
+}
+
+/// Another member of the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub id: ClientId,
+    pub name: String,
+}
+
+/// One ICE server entry, in the browsers' `RTCIceServer` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// What peershare clients carry in `signal.data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SignalData {
+    Offer { sdp: String },
+    Answer { sdp: String },
+    Candidate { candidate: CandidateInit },
+}
+
+/// The browsers' `RTCIceCandidateInit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateInit {
+    pub candidate: String,
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(default)]
+    pub username_fragment: Option<String>,
+}
+
+/// Stable numeric codes of signaling errors (sent in `error` frames).
+pub mod codes {
+    /// The frame is not valid JSON or misses required fields.
+    pub const MALFORMED_FRAME: u16 = 7001;
+    /// The frame's `type` is unknown to this server.
+    pub const UNKNOWN_TYPE: u16 = 7002;
+    /// The frame exceeds the server's frame size limit.
+    pub const FRAME_TOO_LARGE: u16 = 7003;
+    /// The client sends faster than the server's rate limit.
+    pub const RATE_LIMITED: u16 = 7004;
+    /// The session already holds the maximum number of peers.
+    pub const SESSION_FULL: u16 = 7005;
+    /// No session with that code exists.
+    pub const SESSION_NOT_FOUND: u16 = 7006;
+    /// Wrong or missing session password.
+    pub const UNAUTHORIZED: u16 = 7007;
+    /// The addressed client is not in the session.
+    pub const UNKNOWN_RECIPIENT: u16 = 7008;
+    /// A frame that needs a joined session arrived before `join`, or a second `join`.
+    pub const BAD_STATE: u16 = 7009;
+    /// The connection was idle for too long.
+    pub const IDLE_TIMEOUT: u16 = 7010;
+    /// The client's protocol version is not supported.
+    pub const UNSUPPORTED_VERSION: u16 = 7011;
+    /// The server is shutting down.
+    pub const SHUTTING_DOWN: u16 = 7012;
+    /// A field is out of its allowed range (name too long, bad session code …).
+    pub const INVALID_FIELD: u16 = 7013;
+    /// The client did not read its frames fast enough (its outbound queue overflowed);
+    /// the server drops it from its session and closes the connection.
+    pub const SLOW_CONSUMER: u16 = 7014;
+}
+
+/// Maximum length of a display name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether a client-chosen session code is acceptable: 8 to 64 characters from
+/// `[A-Za-z0-9_-]` (shell-safe and URL-safe).
+pub fn valid_session_code(code: &str) -> bool {
+    (8..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_join_roundtrip_matches_architecture_shape() {
+        let raw = r#"{"type":"join","version":1,"session":null,"name":"alice","password":null}"#;
+        let msg: ClientMessage = serde_json::from_str(raw).unwrap();
+        assert_eq!(
+            msg,
+            ClientMessage::Join {
+                version: 1,
+                session: None,
+                name: "alice".into(),
+                password: None,
+                create: false
+            }
+        );
+    }
+
+    #[test]
+    fn signal_data_candidate_uses_browser_field_names() {
+        let raw = r#"{"kind":"candidate","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#;
+        let data: SignalData = serde_json::from_str(raw).unwrap();
+        let SignalData::Candidate { candidate } = &data else {
+            panic!("wrong kind")
+        };
+        assert_eq!(candidate.sdp_mid.as_deref(), Some("0"));
+        assert_eq!(candidate.sdp_mline_index, Some(0));
+        let back = serde_json::to_value(&data).unwrap();
+        assert_eq!(back["candidate"]["sdpMLineIndex"], 0);
+    }
+
+    #[test]
+    fn session_code_validation_rejects_unsafe_codes() {
+        assert!(valid_session_code("abcdEFGH-123_"));
+        assert!(!valid_session_code("short"));
+        assert!(!valid_session_code("has space in it"));
+        assert!(!valid_session_code("semi;colon;code"));
+    }
+}

@@ -1,0 +1,565 @@
+//! The session registry: which clients are in which session, and delivery between them.
+//!
+//! One `std::sync::Mutex` guards the whole map. It is held only for map updates and
+//! non-blocking `try_send`s into the members' bounded outbound queues, never across an
+//! `.await`. A member whose queue is full is a slow consumer: it is removed from its
+//! session (dropping the registry's sender closes its queue, which its connection task
+//! notices and answers by closing the socket) and the others get `peer-left`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha1::Sha1;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::error::Rejection;
+use crate::ids;
+use crate::protocol::{ClientId, MAX_NAME_LEN, PeerInfo, ServerMessage, codes, valid_session_code};
+
+/// An encoded frame waiting in a member's outbound queue.
+pub(crate) type Outbound = Utf8Bytes;
+
+/// Serialize a server frame.
+pub(crate) fn encode(msg: &ServerMessage) -> Outbound {
+    match serde_json::to_string(msg) {
+        Ok(s) => Utf8Bytes::from(s),
+        // Unreachable for these types (string-keyed maps only); never panic regardless.
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a server frame");
+            Utf8Bytes::from_static(
+                r#"{"type":"error","code":7001,"message":"internal encoding error"}"#,
+            )
+        }
+    }
+}
+
+/// A join as asked for by a client (fields not yet validated).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinRequest<'a> {
+    pub session: Option<&'a str>,
+    pub create: bool,
+    pub name: &'a str,
+    pub password: Option<&'a str>,
+}
+
+/// A successful join.
+#[derive(Debug, Clone)]
+pub(crate) struct Joined {
+    pub session: String,
+    pub client_id: ClientId,
+    /// Distinguishes this membership from any later one reusing the same ID.
+    pub seq: u64,
+    /// The other members, in join order.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// HMAC-SHA1 of the session password under a random per-session key: the password itself
+/// is not kept, and checking a candidate compares tags in constant time.
+struct PasswordTag {
+    key: [u8; 32],
+    tag: Vec<u8>,
+}
+
+type HmacSha1 = Hmac<Sha1>;
+
+impl PasswordTag {
+    fn new(password: &str) -> Option<Self> {
+        let key: [u8; 32] = rand::rng().random();
+        let mut mac = HmacSha1::new_from_slice(&key).ok()?;
+        mac.update(password.as_bytes());
+        Some(PasswordTag {
+            key,
+            tag: mac.finalize().into_bytes().to_vec(),
+        })
+    }
+
+    fn verify(&self, candidate: &str) -> bool {
+        let Ok(mut mac) = HmacSha1::new_from_slice(&self.key) else {
+            return false;
+        };
+        mac.update(candidate.as_bytes());
+        mac.verify_slice(&self.tag).is_ok()
+    }
+}
+
+struct Member {
+    name: String,
+    seq: u64,
+    tx: mpsc::Sender<Outbound>,
+}
+
+struct Session {
+    password: Option<PasswordTag>,
+    members: HashMap<ClientId, Member>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    clients: HashSet<ClientId>,
+    next_seq: u64,
+}
+
+/// All sessions of one server.
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+    max_peers: usize,
+}
+
+impl Registry {
+    pub fn new(max_peers: usize) -> Self {
+        Registry {
+            inner: Mutex::new(Inner::default()),
+            max_peers: max_peers.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding the lock; if something ever did, the map is still
+        // consistent enough to keep serving other sessions.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Validate and perform a join. On success the new member's outbound queue is `tx`,
+    /// and every other member has been sent `peer-joined`.
+    pub fn join(
+        &self,
+        req: JoinRequest<'_>,
+        tx: mpsc::Sender<Outbound>,
+    ) -> Result<Joined, Rejection> {
+        let name = req.name.trim();
+        if name.is_empty() {
+            return Err(Rejection::new(codes::INVALID_FIELD, "name is empty"));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(Rejection::new(
+                codes::INVALID_FIELD,
+                format!("name is longer than {MAX_NAME_LEN} bytes"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(Rejection::new(
+                codes::INVALID_FIELD,
+                "name contains control characters",
+            ));
+        }
+        let password = req.password.filter(|p| !p.is_empty());
+
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let code = match req.session {
+            None => loop {
+                let code = ids::session_code();
+                if !inner.sessions.contains_key(&code) {
+                    break code;
+                }
+            },
+            Some(code) => {
+                if let Some(session) = inner.sessions.get(code) {
+                    if let Some(tag) = &session.password
+                        && !password.is_some_and(|p| tag.verify(p))
+                    {
+                        return Err(Rejection::new(
+                            codes::UNAUTHORIZED,
+                            "wrong or missing session password",
+                        ));
+                    }
+                    if session.members.len() >= self.max_peers {
+                        return Err(Rejection::new(
+                            codes::SESSION_FULL,
+                            format!("session is full ({} peers)", self.max_peers),
+                        ));
+                    }
+                } else if !req.create {
+                    return Err(Rejection::new(codes::SESSION_NOT_FOUND, "no such session"));
+                } else if !valid_session_code(code) {
+                    return Err(Rejection::new(
+                        codes::INVALID_FIELD,
+                        "session code must be 8 to 64 characters from [A-Za-z0-9_-]",
+                    ));
+                }
+                code.to_owned()
+            }
+        };
+
+        let client_id = loop {
+            let id = ids::client_id();
+            if !inner.clients.contains(&id) {
+                break id;
+            }
+        };
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+
+        let session = inner
+            .sessions
+            .entry(code.clone())
+            .or_insert_with(|| Session {
+                password: password.and_then(PasswordTag::new),
+                members: HashMap::new(),
+            });
+        let mut peers: Vec<(u64, PeerInfo)> = session
+            .members
+            .iter()
+            .map(|(id, m)| {
+                (
+                    m.seq,
+                    PeerInfo {
+                        id: id.clone(),
+                        name: m.name.clone(),
+                    },
+                )
+            })
+            .collect();
+        peers.sort_by_key(|(seq, _)| *seq);
+        let peers: Vec<PeerInfo> = peers.into_iter().map(|(_, p)| p).collect();
+
+        let joined_frame = encode(&ServerMessage::PeerJoined {
+            peer: PeerInfo {
+                id: client_id.clone(),
+                name: name.to_owned(),
+            },
+        });
+        let slow = deliver(
+            session,
+            session.members.keys().cloned().collect(),
+            &joined_frame,
+        );
+        session.members.insert(
+            client_id.clone(),
+            Member {
+                name: name.to_owned(),
+                seq,
+                tx,
+            },
+        );
+        inner.clients.insert(client_id.clone());
+        remove_members(inner, &code, slow);
+
+        Ok(Joined {
+            session: code,
+            client_id,
+            seq,
+            peers,
+        })
+    }
+
+    /// Remove a member (if it is still the same membership) and tell the others.
+    /// Idempotent. Returns whether the member was present.
+    pub fn leave(&self, session: &str, client_id: &str, seq: u64) -> bool {
+        let mut guard = self.lock();
+        let present = guard
+            .sessions
+            .get(session)
+            .and_then(|s| s.members.get(client_id))
+            .is_some_and(|m| m.seq == seq);
+        if present {
+            remove_members(&mut guard, session, vec![client_id.to_owned()]);
+        }
+        present
+    }
+
+    /// Relay `data` from one member to another of the same session.
+    pub fn relay(
+        &self,
+        session: &str,
+        from: &str,
+        seq: u64,
+        to: &str,
+        data: serde_json::Value,
+    ) -> Result<(), Rejection> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(s) = inner.sessions.get_mut(session) else {
+            return Err(Rejection::new(codes::BAD_STATE, "not in a session"));
+        };
+        if s.members.get(from).is_none_or(|m| m.seq != seq) {
+            return Err(Rejection::new(codes::BAD_STATE, "not in a session"));
+        }
+        if to == from {
+            return Err(Rejection::new(
+                codes::UNKNOWN_RECIPIENT,
+                "cannot signal yourself",
+            ));
+        }
+        if !s.members.contains_key(to) {
+            return Err(Rejection::new(
+                codes::UNKNOWN_RECIPIENT,
+                format!("no client {to:?} in this session"),
+            ));
+        }
+        let frame = encode(&ServerMessage::Signal {
+            from: from.to_owned(),
+            data,
+        });
+        let slow = deliver(s, vec![to.to_owned()], &frame);
+        remove_members(inner, session, slow);
+        Ok(())
+    }
+
+    /// Number of sessions (for tests and metrics).
+    #[cfg(test)]
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+}
+
+/// `try_send` `frame` to each of `targets`; return those whose queue is full.
+fn deliver(session: &Session, targets: Vec<ClientId>, frame: &Outbound) -> Vec<ClientId> {
+    let mut slow = Vec::new();
+    for id in targets {
+        let Some(member) = session.members.get(&id) else {
+            continue;
+        };
+        match member.tx.try_send(frame.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => slow.push(id),
+            // The connection task is ending and will remove itself.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+    slow
+}
+
+/// Remove members from a session, telling the remaining ones (which may in turn turn out
+/// to be slow and be removed too). Drops the session when it becomes empty.
+fn remove_members(inner: &mut Inner, code: &str, mut pending: Vec<ClientId>) {
+    let Some(session) = inner.sessions.get_mut(code) else {
+        return;
+    };
+    while let Some(id) = pending.pop() {
+        if session.members.remove(&id).is_none() {
+            continue;
+        }
+        inner.clients.remove(&id);
+        tracing::debug!(session = code, client_id = %id, "member removed");
+        let frame = encode(&ServerMessage::PeerLeft { id });
+        let others: Vec<ClientId> = session
+            .members
+            .keys()
+            .filter(|k| !pending.contains(k))
+            .cloned()
+            .collect();
+        pending.extend(deliver(session, others, &frame));
+    }
+    if session.members.is_empty() {
+        inner.sessions.remove(code);
+        tracing::debug!(session = code, "session removed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(session: Option<&'a str>, name: &'a str) -> JoinRequest<'a> {
+        JoinRequest {
+            session,
+            create: false,
+            name,
+            password: None,
+        }
+    }
+
+    fn recv_now(rx: &mut mpsc::Receiver<Outbound>) -> Option<ServerMessage> {
+        rx.try_recv()
+            .ok()
+            .map(|f| serde_json::from_str(f.as_str()).unwrap())
+    }
+
+    #[test]
+    fn registry_join_without_code_creates_session() {
+        let r = Registry::new(4);
+        let (tx, _rx) = mpsc::channel(8);
+        let j = r.join(req(None, " alice "), tx).unwrap();
+        assert!(valid_session_code(&j.session));
+        assert!(j.peers.is_empty());
+        assert_eq!(r.session_count(), 1);
+    }
+
+    #[test]
+    fn registry_join_existing_lists_peers_in_join_order_and_notifies() {
+        let r = Registry::new(4);
+        let (ta, mut ra) = mpsc::channel(8);
+        let a = r.join(req(None, "alice"), ta).unwrap();
+        let (tb, mut rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "bob"), tb).unwrap();
+        let (tc, _rc) = mpsc::channel(8);
+        let c = r.join(req(Some(&a.session), "carol"), tc).unwrap();
+        let names: Vec<_> = c.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        assert_eq!(
+            recv_now(&mut ra),
+            Some(ServerMessage::PeerJoined {
+                peer: PeerInfo {
+                    id: b.client_id.clone(),
+                    name: "bob".into()
+                }
+            })
+        );
+        assert!(matches!(
+            recv_now(&mut ra),
+            Some(ServerMessage::PeerJoined { .. })
+        ));
+        assert!(matches!(
+            recv_now(&mut rb),
+            Some(ServerMessage::PeerJoined { .. })
+        ));
+        assert_eq!(recv_now(&mut rb), None);
+    }
+
+    #[test]
+    fn registry_join_validates_name_and_code() {
+        let r = Registry::new(4);
+        let (tx, _rx) = mpsc::channel(8);
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        for name in ["", "   ", long.as_str(), "a\u{7}b"] {
+            let e = r.join(req(None, name), tx.clone()).unwrap_err();
+            assert_eq!(e.code, codes::INVALID_FIELD, "{name:?}");
+        }
+        let e = r
+            .join(req(Some("nosuchsession"), "a"), tx.clone())
+            .unwrap_err();
+        assert_eq!(e.code, codes::SESSION_NOT_FOUND);
+        let bad = JoinRequest {
+            create: true,
+            ..req(Some("bad code!"), "a")
+        };
+        assert_eq!(
+            r.join(bad, tx.clone()).unwrap_err().code,
+            codes::INVALID_FIELD
+        );
+        let good = JoinRequest {
+            create: true,
+            ..req(Some("my-own-code_1"), "a")
+        };
+        assert_eq!(r.join(good, tx).unwrap().session, "my-own-code_1");
+    }
+
+    #[test]
+    fn registry_password_session_rejects_wrong_password() {
+        let r = Registry::new(4);
+        let (tx, _rx) = mpsc::channel(8);
+        let a = r
+            .join(
+                JoinRequest {
+                    password: Some("s3cret"),
+                    ..req(None, "a")
+                },
+                tx.clone(),
+            )
+            .unwrap();
+        for pw in [None, Some(""), Some("s3cre"), Some("s3cret!")] {
+            let e = r
+                .join(
+                    JoinRequest {
+                        password: pw,
+                        ..req(Some(&a.session), "b")
+                    },
+                    tx.clone(),
+                )
+                .unwrap_err();
+            assert_eq!(e.code, codes::UNAUTHORIZED, "{pw:?}");
+        }
+        r.join(
+            JoinRequest {
+                password: Some("s3cret"),
+                ..req(Some(&a.session), "b")
+            },
+            tx,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn registry_full_session_rejects_join() {
+        let r = Registry::new(2);
+        let (tx, _rx) = mpsc::channel(8);
+        let a = r.join(req(None, "a"), tx.clone()).unwrap();
+        r.join(req(Some(&a.session), "b"), tx.clone()).unwrap();
+        let e = r.join(req(Some(&a.session), "c"), tx).unwrap_err();
+        assert_eq!(e.code, codes::SESSION_FULL);
+    }
+
+    #[test]
+    fn registry_last_leave_removes_session() {
+        let r = Registry::new(4);
+        let (ta, _ra) = mpsc::channel(8);
+        let a = r.join(req(None, "a"), ta).unwrap();
+        let (tb, mut rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "b"), tb).unwrap();
+        assert!(!r.leave(&a.session, &a.client_id, a.seq + 100));
+        assert!(r.leave(&a.session, &a.client_id, a.seq));
+        assert!(!r.leave(&a.session, &a.client_id, a.seq));
+        assert_eq!(
+            recv_now(&mut rb),
+            Some(ServerMessage::PeerLeft {
+                id: a.client_id.clone()
+            })
+        );
+        assert_eq!(r.session_count(), 1);
+        assert!(r.leave(&b.session, &b.client_id, b.seq));
+        assert_eq!(r.session_count(), 0);
+    }
+
+    #[test]
+    fn registry_relay_routes_only_within_session() {
+        let r = Registry::new(4);
+        let (ta, _ra) = mpsc::channel(8);
+        let a = r.join(req(None, "a"), ta).unwrap();
+        let (tb, mut rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "b"), tb).unwrap();
+        let (tx, _rx) = mpsc::channel(8);
+        let x = r.join(req(None, "x"), tx).unwrap();
+        let data = serde_json::json!({"kind": "offer", "sdp": "v=0"});
+        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
+            .unwrap();
+        assert_eq!(
+            recv_now(&mut rb),
+            Some(ServerMessage::Signal {
+                from: a.client_id.clone(),
+                data: data.clone()
+            })
+        );
+        let e = r
+            .relay(&a.session, &a.client_id, a.seq, &x.client_id, data.clone())
+            .unwrap_err();
+        assert_eq!(e.code, codes::UNKNOWN_RECIPIENT);
+        let e = r
+            .relay(&a.session, &a.client_id, a.seq, &a.client_id, data)
+            .unwrap_err();
+        assert_eq!(e.code, codes::UNKNOWN_RECIPIENT);
+    }
+
+    #[test]
+    fn registry_slow_member_is_dropped_and_others_told() {
+        let r = Registry::new(4);
+        let (ta, mut ra) = mpsc::channel(1);
+        let a = r.join(req(None, "a"), ta).unwrap();
+        let (tb, mut rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "b"), tb).unwrap();
+        // a's queue now holds peer-joined(b) and is full.
+        let data = serde_json::json!({});
+        r.relay(&b.session, &b.client_id, b.seq, &a.client_id, data)
+            .unwrap();
+        assert_eq!(
+            recv_now(&mut rb),
+            Some(ServerMessage::PeerLeft {
+                id: a.client_id.clone()
+            })
+        );
+        assert!(matches!(
+            recv_now(&mut ra),
+            Some(ServerMessage::PeerJoined { .. })
+        ));
+        // The registry dropped a's sender: its queue is closed.
+        assert!(matches!(
+            ra.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert!(!r.leave(&a.session, &a.client_id, a.seq));
+    }
+}

@@ -1,0 +1,267 @@
+//! Sessions, presence and relay against a real server on loopback.
+
+mod common;
+
+use common::{Client, Closed, config, creator, expect_welcome, joiner, start};
+use peershare_signaling::protocol::{
+    IceServer, PeerInfo, ServerMessage, codes, valid_session_code,
+};
+use serde_json::json;
+
+#[tokio::test]
+async fn join_without_code_creates_session_and_welcomes_creator() {
+    let ice = vec![IceServer {
+        urls: vec![
+            "stun:stun.example.invalid:3478".into(),
+            "turn:turn.example.invalid:3478".into(),
+        ],
+        username: Some("1700000000:x".into()),
+        credential: Some("c2VjcmV0".into()),
+    }];
+    let server = start(peershare_signaling::ServerConfig {
+        ice_servers: ice.clone(),
+        ..config()
+    })
+    .await;
+    let (_a, w) = creator(&server, "alice").await;
+    assert_eq!(w.session.len(), 16);
+    assert!(valid_session_code(&w.session));
+    assert!(!w.client_id.is_empty());
+    assert!(w.peers.is_empty());
+    assert_eq!(w.ice_servers, ice);
+
+    let (_b, w2) = creator(&server, "bob").await;
+    assert_ne!(w2.session, w.session);
+    assert_ne!(w2.client_id, w.client_id);
+}
+
+#[tokio::test]
+async fn join_existing_session_lists_present_peers_and_notifies_them() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (mut b, wb) = joiner(&server, &wa.session, "bob").await;
+    assert_eq!(wb.session, wa.session);
+    assert_eq!(
+        wb.peers,
+        vec![PeerInfo {
+            id: wa.client_id.clone(),
+            name: "alice".into()
+        }]
+    );
+    let bob = PeerInfo {
+        id: wb.client_id.clone(),
+        name: "bob".into(),
+    };
+    assert_eq!(
+        a.recv().await,
+        ServerMessage::PeerJoined { peer: bob.clone() }
+    );
+
+    // Names are trimmed.
+    let (_c, wc) = joiner(&server, &wa.session, "  carol ").await;
+    let carol = PeerInfo {
+        id: wc.client_id.clone(),
+        name: "carol".into(),
+    };
+    let expected_peers = vec![
+        PeerInfo {
+            id: wa.client_id.clone(),
+            name: "alice".into(),
+        },
+        bob,
+    ];
+    assert_eq!(wc.peers, expected_peers);
+    assert_eq!(
+        a.recv().await,
+        ServerMessage::PeerJoined {
+            peer: carol.clone()
+        }
+    );
+    assert_eq!(b.recv().await, ServerMessage::PeerJoined { peer: carol });
+    // Nobody is told about themselves, and nothing else is pending.
+    a.barrier().await;
+    b.barrier().await;
+}
+
+#[tokio::test]
+async fn leave_frame_notifies_remaining_members_and_closes_socket() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (mut b, wb) = joiner(&server, &wa.session, "bob").await;
+    let (mut c, _wc) = joiner(&server, &wa.session, "carol").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    assert!(matches!(b.recv().await, ServerMessage::PeerJoined { .. }));
+
+    b.send_json(json!({"type": "leave"})).await;
+    assert!(matches!(b.expect_closed().await, Closed::Frame(_)));
+    let left = ServerMessage::PeerLeft {
+        id: wb.client_id.clone(),
+    };
+    assert_eq!(a.recv().await, left);
+    assert_eq!(c.recv().await, left);
+    a.barrier().await;
+    c.barrier().await;
+}
+
+#[tokio::test]
+async fn disconnect_without_leave_notifies_remaining_members() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (b, wb) = joiner(&server, &wa.session, "bob").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    drop(b);
+    assert_eq!(
+        a.recv().await,
+        ServerMessage::PeerLeft {
+            id: wb.client_id.clone()
+        }
+    );
+}
+
+#[tokio::test]
+async fn session_last_member_leaving_removes_session() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    a.send_json(json!({"type": "leave"})).await;
+    a.expect_closed().await;
+    // The session is gone once the leave has been processed (the close proves it was).
+    let mut d = Client::connect(&server).await;
+    d.send_json(json!({"type": "join", "version": 1, "session": wa.session, "name": "dave"}))
+        .await;
+    d.expect_error(codes::SESSION_NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn join_with_create_flag_uses_client_chosen_code() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    let wa = expect_welcome(
+        a.join_frame(json!({"type": "join", "version": 1, "session": "team-room_42", "name": "alice", "create": true}))
+            .await,
+    );
+    assert_eq!(wa.session, "team-room_42");
+    // Joining it again with create: true joins the existing session.
+    let mut b = Client::connect(&server).await;
+    let wb = expect_welcome(
+        b.join_frame(json!({"type": "join", "version": 1, "session": "team-room_42", "name": "bob", "create": true}))
+            .await,
+    );
+    assert_eq!(wb.peers.len(), 1);
+    let (_c, wc) = joiner(&server, "team-room_42", "carol").await;
+    assert_eq!(wc.peers.len(), 2);
+}
+
+#[tokio::test]
+async fn join_with_create_flag_and_unsafe_code_returns_7013() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    for code in ["short", "has space here", "semi;colon;x", &"x".repeat(65)] {
+        a.send_json(
+            json!({"type": "join", "version": 1, "session": code, "name": "a", "create": true}),
+        )
+        .await;
+        a.expect_error(codes::INVALID_FIELD).await;
+    }
+}
+
+#[tokio::test]
+async fn join_password_session_with_matching_password_succeeds() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    let wa = expect_welcome(
+        a.join_frame(json!({"type": "join", "version": 1, "session": null, "name": "alice", "password": "hunter2"}))
+            .await,
+    );
+    let mut b = Client::connect(&server).await;
+    let wb = expect_welcome(
+        b.join_frame(json!({"type": "join", "version": 1, "session": wa.session, "name": "bob", "password": "hunter2"}))
+            .await,
+    );
+    assert_eq!(wb.peers.len(), 1);
+}
+
+#[tokio::test]
+async fn signal_between_members_is_relayed_with_sender_id() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (mut b, wb) = joiner(&server, &wa.session, "bob").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+
+    let offer = json!({"kind": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"});
+    a.signal(&wb.client_id, offer.clone()).await;
+    assert_eq!(
+        b.recv().await,
+        ServerMessage::Signal {
+            from: wa.client_id.clone(),
+            data: offer
+        }
+    );
+    let cand = json!({"kind": "candidate", "candidate": {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}});
+    b.signal(&wa.client_id, cand.clone()).await;
+    assert_eq!(
+        a.recv().await,
+        ServerMessage::Signal {
+            from: wb.client_id.clone(),
+            data: cand
+        }
+    );
+    // Opaque data: unknown shapes are relayed unchanged, in order.
+    for i in 0..20 {
+        a.signal(&wb.client_id, json!({"seq": i, "nested": {"x": [1, 2, 3]}}))
+            .await;
+    }
+    for i in 0..20 {
+        match b.recv().await {
+            ServerMessage::Signal { from, data } => {
+                assert_eq!(from, wa.client_id);
+                assert_eq!(data["seq"], i);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The sender got nothing back.
+    a.barrier().await;
+}
+
+#[tokio::test]
+async fn signal_to_unknown_recipient_returns_7008() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    a.signal("000000000000", json!({"kind": "offer", "sdp": ""}))
+        .await;
+    a.expect_error(codes::UNKNOWN_RECIPIENT).await;
+    a.signal(&wa.client_id, json!({})).await;
+    a.expect_error(codes::UNKNOWN_RECIPIENT).await;
+}
+
+#[tokio::test]
+async fn signal_to_client_of_other_session_returns_7008() {
+    let server = start(config()).await;
+    let (mut a, _wa) = creator(&server, "alice").await;
+    let (mut x, wx) = creator(&server, "mallory-target").await;
+    a.signal(&wx.client_id, json!({"kind": "offer", "sdp": "v=0"}))
+        .await;
+    a.expect_error(codes::UNKNOWN_RECIPIENT).await;
+    // Nothing leaked into the other session.
+    x.barrier().await;
+}
+
+#[tokio::test]
+async fn ping_before_and_after_join_returns_pong() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    a.barrier().await;
+    a.join(None, "alice").await;
+    a.barrier().await;
+}
+
+#[tokio::test]
+async fn join_after_failed_join_succeeds() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    a.send_json(json!({"type": "join", "version": 1, "session": "nosuchsession", "name": "a"}))
+        .await;
+    a.expect_error(codes::SESSION_NOT_FOUND).await;
+    a.join(None, "alice").await;
+}

@@ -1,0 +1,374 @@
+//! One task per remote peer: it owns the `RTCPeerConnection` and the control channel,
+//! performs the offer/answer exchange and trickle ICE through signaling, and talks to the
+//! peer task only through messages.
+
+use std::sync::Arc;
+
+use peershare_signaling::protocol::{CandidateInit, ClientMessage, IceServer, SignalData};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+
+use crate::error::{Error, Result};
+use crate::proto::control::{ControlMessage, DecodeError, parse_job_channel_label};
+use crate::proto::ids::JobId;
+use crate::rtc::{RtcChannel, RtcSettings, build_peer_connection};
+
+/// Label of the control channel.
+pub const CONTROL_LABEL: &str = "control";
+
+/// Commands from the peer task to a connection task.
+pub(crate) enum ConnCommand {
+    /// Signaling data the remote peer sent us.
+    RemoteSignal(SignalData),
+    /// Send a control message (queued until the control channel is open).
+    Control(ControlMessage),
+    /// Open the data channel of a job.
+    OpenJob {
+        job_id: JobId,
+        reply: oneshot::Sender<Result<RtcChannel>>,
+    },
+    /// Close the connection.
+    Close,
+}
+
+/// Events from a connection task to the peer task.
+pub(crate) enum ConnEvent {
+    /// The control channel is open: offers may flow.
+    ControlOpen,
+    Control(ControlMessage),
+    ControlInvalid(DecodeError),
+    /// The remote side opened the data channel of a job.
+    JobChannel { job_id: JobId, channel: RtcChannel },
+    /// The connection failed or closed for good.
+    Down(String),
+}
+
+/// Handle of a running connection task.
+pub(crate) struct ConnHandle {
+    pub tx: mpsc::UnboundedSender<ConnCommand>,
+}
+
+/// What the connection task needs to run.
+pub(crate) struct ConnSetup {
+    pub remote: String,
+    pub offerer: bool,
+    pub settings: RtcSettings,
+    pub ice_servers: Vec<IceServer>,
+    pub signal_tx: mpsc::Sender<ClientMessage>,
+    pub events: mpsc::UnboundedSender<(String, ConnEvent)>,
+}
+
+enum RtcEvent {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    DataChannel(Arc<dyn DataChannel>),
+}
+
+struct Handler(mpsc::UnboundedSender<RtcEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.send(RtcEvent::Candidate(init));
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(RtcEvent::State(state));
+    }
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.0.send(RtcEvent::DataChannel(dc));
+    }
+}
+
+/// Start the task for the connection to `setup.remote`.
+pub(crate) fn spawn(setup: ConnSetup) -> ConnHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let span = tracing::info_span!("conn", remote = %setup.remote);
+    tokio::spawn(
+        async move {
+            let remote = setup.remote.clone();
+            let events = setup.events.clone();
+            let reason = match run(setup, rx).await {
+                Ok(()) => "closed".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!(%reason, "connection task ended");
+            let _ = events.send((remote, ConnEvent::Down(reason)));
+        }
+        .instrument(span),
+    );
+    ConnHandle { tx }
+}
+
+struct Conn {
+    remote: String,
+    pc: Arc<dyn PeerConnection>,
+    signal_tx: mpsc::Sender<ClientMessage>,
+    events: mpsc::UnboundedSender<(String, ConnEvent)>,
+    control: Option<Arc<RtcChannel>>,
+    control_open: bool,
+    queued: Vec<ControlMessage>,
+    pending_candidates: Vec<RTCIceCandidateInit>,
+    have_remote: bool,
+}
+
+enum ControlSignal {
+    Open,
+    Message(bytes::BytesMut),
+    Closed,
+}
+
+async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand>) -> Result<()> {
+    let (rtc_tx, mut rtc_rx) = mpsc::unbounded_channel();
+    let pc = build_peer_connection(
+        &setup.settings,
+        &setup.ice_servers,
+        Arc::new(Handler(rtc_tx)),
+    )
+    .await?;
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlSignal>();
+    let mut conn = Conn {
+        remote: setup.remote,
+        pc,
+        signal_tx: setup.signal_tx,
+        events: setup.events,
+        control: None,
+        control_open: false,
+        queued: Vec::new(),
+        pending_candidates: Vec::new(),
+        have_remote: false,
+    };
+    if setup.offerer {
+        let dc = conn
+            .pc
+            .create_data_channel(CONTROL_LABEL, Some(RTCDataChannelInit::default()))
+            .await
+            .map_err(rtc_err)?;
+        conn.attach_control(RtcChannel::spawn(dc, false), &ctl_tx);
+        let offer = conn.pc.create_offer(None).await.map_err(rtc_err)?;
+        conn.pc
+            .set_local_description(offer.clone())
+            .await
+            .map_err(rtc_err)?;
+        conn.signal(SignalData::Offer { sdp: offer.sdp }).await;
+    }
+    let result = loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None | Some(ConnCommand::Close) => break Ok(()),
+                Some(cmd) => {
+                    if let Err(e) = conn.on_command(cmd, &ctl_tx).await {
+                        break Err(e);
+                    }
+                }
+            },
+            Some(ev) = rtc_rx.recv() => {
+                if let Some(reason) = conn.on_rtc(ev, &ctl_tx).await {
+                    break Err(Error::ConnectionFailed(reason));
+                }
+            }
+            Some(sig) = ctl_rx.recv() => {
+                if let Some(reason) = conn.on_control(sig).await {
+                    break Err(Error::ConnectionFailed(reason));
+                }
+            }
+        }
+    };
+    let _ = conn.pc.close().await;
+    result
+}
+
+fn rtc_err(e: webrtc::error::Error) -> Error {
+    Error::ConnectionFailed(e.to_string())
+}
+
+impl Conn {
+    async fn signal(&self, data: SignalData) {
+        match serde_json::to_value(&data) {
+            Ok(value) => {
+                let _ = self
+                    .signal_tx
+                    .send(ClientMessage::Signal {
+                        to: self.remote.clone(),
+                        data: value,
+                    })
+                    .await;
+            }
+            Err(e) => tracing::warn!("cannot encode signal: {e}"),
+        }
+    }
+
+    fn emit(&self, event: ConnEvent) {
+        let _ = self.events.send((self.remote.clone(), event));
+    }
+
+    fn attach_control(&mut self, channel: RtcChannel, ctl_tx: &mpsc::UnboundedSender<ControlSignal>) {
+        let channel = Arc::new(channel);
+        self.control = Some(channel.clone());
+        let tx = ctl_tx.clone();
+        tokio::spawn(async move {
+            if channel.wait_open().await.is_ok() {
+                let _ = tx.send(ControlSignal::Open);
+                while let Some((_, data)) = channel.recv_message().await {
+                    if tx.send(ControlSignal::Message(data)).is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(ControlSignal::Closed);
+        });
+    }
+
+    async fn on_command(
+        &mut self,
+        cmd: ConnCommand,
+        ctl_tx: &mpsc::UnboundedSender<ControlSignal>,
+    ) -> Result<()> {
+        let _ = ctl_tx;
+        match cmd {
+            ConnCommand::RemoteSignal(data) => self.on_remote_signal(data).await,
+            ConnCommand::Control(msg) => {
+                self.send_control(msg).await;
+                Ok(())
+            }
+            ConnCommand::OpenJob { job_id, reply } => {
+                let label = crate::proto::control::job_channel_label(&job_id);
+                let result = self
+                    .pc
+                    .create_data_channel(&label, Some(RTCDataChannelInit::default()))
+                    .await
+                    .map(|dc| RtcChannel::spawn(dc, false))
+                    .map_err(rtc_err);
+                let _ = reply.send(result);
+                Ok(())
+            }
+            ConnCommand::Close => Ok(()),
+        }
+    }
+
+    async fn send_control(&mut self, msg: ControlMessage) {
+        match (&self.control, self.control_open) {
+            (Some(control), true) => {
+                if control.send_text(&msg.encode()).await.is_err() {
+                    tracing::debug!("control channel closed while sending");
+                }
+            }
+            _ => self.queued.push(msg),
+        }
+    }
+
+    async fn on_remote_signal(&mut self, data: SignalData) -> Result<()> {
+        match data {
+            SignalData::Offer { sdp } => {
+                let offer = RTCSessionDescription::offer(sdp).map_err(rtc_err)?;
+                self.pc.set_remote_description(offer).await.map_err(rtc_err)?;
+                self.remote_description_set().await;
+                let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
+                self.pc
+                    .set_local_description(answer.clone())
+                    .await
+                    .map_err(rtc_err)?;
+                self.signal(SignalData::Answer { sdp: answer.sdp }).await;
+            }
+            SignalData::Answer { sdp } => {
+                let answer = RTCSessionDescription::answer(sdp).map_err(rtc_err)?;
+                self.pc
+                    .set_remote_description(answer)
+                    .await
+                    .map_err(rtc_err)?;
+                self.remote_description_set().await;
+            }
+            SignalData::Candidate { candidate } => {
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_mline_index,
+                    username_fragment: candidate.username_fragment,
+                    ..Default::default()
+                };
+                if self.have_remote {
+                    if let Err(e) = self.pc.add_ice_candidate(init).await {
+                        tracing::debug!("ignoring remote candidate: {e}");
+                    }
+                } else {
+                    self.pending_candidates.push(init);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remote_description_set(&mut self) {
+        self.have_remote = true;
+        for init in std::mem::take(&mut self.pending_candidates) {
+            if let Err(e) = self.pc.add_ice_candidate(init).await {
+                tracing::debug!("ignoring remote candidate: {e}");
+            }
+        }
+    }
+
+    async fn on_rtc(
+        &mut self,
+        ev: RtcEvent,
+        ctl_tx: &mpsc::UnboundedSender<ControlSignal>,
+    ) -> Option<String> {
+        match ev {
+            RtcEvent::Candidate(init) => {
+                let candidate = CandidateInit {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                self.signal(SignalData::Candidate { candidate }).await;
+            }
+            RtcEvent::State(state) => {
+                tracing::debug!(%state, "peer connection state");
+                match state {
+                    RTCPeerConnectionState::Failed => return Some("ICE failed".into()),
+                    RTCPeerConnectionState::Closed => return Some("closed by peer".into()),
+                    _ => {}
+                }
+            }
+            RtcEvent::DataChannel(dc) => {
+                let label = dc.label().await.unwrap_or_default();
+                if label == CONTROL_LABEL && self.control.is_none() {
+                    self.attach_control(RtcChannel::spawn(dc, true), ctl_tx);
+                } else if let Some(job_id) = parse_job_channel_label(&label) {
+                    self.emit(ConnEvent::JobChannel {
+                        job_id,
+                        channel: RtcChannel::spawn(dc, true),
+                    });
+                } else {
+                    tracing::warn!(%label, "closing unexpected data channel");
+                    let _ = dc.close().await;
+                }
+            }
+        }
+        None
+    }
+
+    async fn on_control(&mut self, sig: ControlSignal) -> Option<String> {
+        match sig {
+            ControlSignal::Open => {
+                self.control_open = true;
+                for msg in std::mem::take(&mut self.queued) {
+                    self.send_control(msg).await;
+                }
+                self.emit(ConnEvent::ControlOpen);
+            }
+            ControlSignal::Message(data) => match ControlMessage::decode(&data) {
+                Ok(msg) => self.emit(ConnEvent::Control(msg)),
+                Err(e) => self.emit(ConnEvent::ControlInvalid(e)),
+            },
+            ControlSignal::Closed => return Some("control channel closed".into()),
+        }
+        None
+    }
+}

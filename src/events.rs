@@ -1,0 +1,186 @@
+//! Events emitted by a [`crate::Peer`], named after the file-share SDKs' events
+//! (ARCHITECTURE.md §4). Serialized with `"event"` as the tag, e.g. `upload-started`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::proto::ids::{FileId, JobId};
+use crate::proto::upload::Outcome;
+
+/// A file offered to us, as listed by [`crate::Peer::available_files`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileInfo {
+    pub file_id: FileId,
+    /// The name as offered (untrusted; sanitized when saved).
+    pub name: String,
+    pub size: u64,
+    /// BLAKE3 of the file, hex.
+    pub hash: String,
+    /// Client ID of the sender.
+    pub sender: String,
+    /// Milliseconds until the offer expires, as of when the event was made.
+    pub expires_in_ms: u64,
+}
+
+/// Something that happened in the session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// Another client joined the session.
+    PeerJoined { peer: String, name: String },
+    /// Another client left the session.
+    PeerLeft { peer: String },
+    /// The peer-to-peer connection to `peer` is up.
+    Connection { peer: String },
+
+    /// Sender: the file is open and its offer went out.
+    UploadStarted {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+    },
+    /// Sender: `peer` has acknowledged `bytes` of the file.
+    UploadProgress {
+        job_id: JobId,
+        file_id: FileId,
+        peer: String,
+        bytes: u64,
+        size: u64,
+    },
+    /// Sender: one recipient's outcome (delivered, declined or failed).
+    RecipientOutcome {
+        job_id: JobId,
+        file_id: FileId,
+        peer: String,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// Sender: every intended recipient is resolved.
+    UploadCompleted {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+        outcomes: BTreeMap<String, Outcome>,
+    },
+    /// Sender: delivery became impossible.
+    UploadFailed {
+        job_id: Option<JobId>,
+        file_id: Option<FileId>,
+        name: String,
+        size: u64,
+        code: u16,
+        message: String,
+    },
+    /// Sender: the upload was cancelled locally.
+    UploadCancelled {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+    },
+
+    /// Recipient: a sender started sharing a file with us.
+    FileUploadStarted {
+        file_id: FileId,
+        name: String,
+        size: u64,
+        sender: String,
+    },
+    /// Recipient: a file is ready to download.
+    DownloadAvailable {
+        file_id: FileId,
+        name: String,
+        size: u64,
+        hash: String,
+        sender: String,
+        expires_in_ms: u64,
+    },
+    /// Recipient: data started to flow (again, after a resume) from byte `offset`.
+    DownloadStarted {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+        offset: u64,
+    },
+    /// Recipient: `bytes` of the file received.
+    DownloadProgress {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        bytes: u64,
+        size: u64,
+    },
+    /// Recipient: the file is verified and saved (or held in memory).
+    DownloadCompleted {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+        /// Where it was saved; `None` for in-memory downloads.
+        path: Option<PathBuf>,
+        /// The bytes of an in-memory download.
+        #[serde(skip)]
+        data: Option<bytes::Bytes>,
+    },
+    /// Recipient: the download failed.
+    DownloadFailed {
+        job_id: Option<JobId>,
+        file_id: FileId,
+        name: String,
+        size: u64,
+        code: u16,
+        message: String,
+    },
+    /// Recipient: the download was cancelled locally.
+    DownloadCancelled {
+        job_id: JobId,
+        file_id: FileId,
+        name: String,
+        size: u64,
+    },
+
+    /// A coded error not tied to one job (signaling loss, a misbehaving peer …).
+    Error {
+        peer: Option<String>,
+        code: u16,
+        message: String,
+    },
+}
+
+impl Event {
+    /// The SDK-style name of the event (`upload-started`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::PeerJoined { .. } => "peer-joined",
+            Event::PeerLeft { .. } => "peer-left",
+            Event::Connection { .. } => "connection",
+            Event::UploadStarted { .. } => "upload-started",
+            Event::UploadProgress { .. } => "upload-progress",
+            Event::RecipientOutcome { .. } => "recipient-outcome",
+            Event::UploadCompleted { .. } => "upload-completed",
+            Event::UploadFailed { .. } => "upload-failed",
+            Event::UploadCancelled { .. } => "upload-cancelled",
+            Event::FileUploadStarted { .. } => "file-upload-started",
+            Event::DownloadAvailable { .. } => "download-available",
+            Event::DownloadStarted { .. } => "download-started",
+            Event::DownloadProgress { .. } => "download-progress",
+            Event::DownloadCompleted { .. } => "download-completed",
+            Event::DownloadFailed { .. } => "download-failed",
+            Event::DownloadCancelled { .. } => "download-cancelled",
+            Event::Error { .. } => "error",
+        }
+    }
+
+    /// Whether this is a progress event (frequent, usually filtered in logs and tests).
+    pub fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            Event::UploadProgress { .. } | Event::DownloadProgress { .. }
+        )
+    }
+}

@@ -1,0 +1,57 @@
+//! # peershare
+//!
+//! Peer-to-peer file transfer over WebRTC data channels. A [`Peer`] joins a session on a
+//! signaling server, connects directly to every other member, and shares files with
+//! everyone or with chosen client IDs. Files move in 64 KiB chunks over one reliable data
+//! channel per job, paced by the data channel's send buffer, and are verified with BLAKE3
+//! before they appear under their final name.
+//!
+//! ```no_run
+//! # async fn demo() -> peershare::Result<()> {
+//! use peershare::{Peer, PeerConfig, Save, Share, Event};
+//! let (sender, _events) = Peer::join(PeerConfig::new("ws://127.0.0.1:8787")).await?;
+//! sender.send_files(&["report.pdf".into()], Share::Broadcast).await?;
+//!
+//! let mut config = PeerConfig::new("ws://127.0.0.1:8787");
+//! config.session = Some(sender.session().to_string());
+//! let (recipient, mut events) = Peer::join(config).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let Event::DownloadAvailable { file_id, .. } = event {
+//!         recipient.download(file_id, Save::ToDir("downloads".into())).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`proto`]: the sans-IO core: control messages and their codec, IDs, name
+//!   sanitizing, and the upload/download job state machines. No I/O, clocks or tokio.
+//! - [`transport`]: the `Channel` seam (a reliable ordered message channel with a send
+//!   buffer) and an in-memory implementation for tests.
+//! - [`transfer`]: the engine that streams a file into a channel and a channel into a
+//!   verified file, with read-ahead and write-behind threads.
+//! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
+//!   message size, bind address) and the data-channel implementation of `Channel`.
+//! - `connection`: one task per remote peer owning its `RTCPeerConnection`.
+//! - `signal_client`: the WebSocket client of the signaling server.
+//! - [`peer`]: the public [`Peer`] handle and the task that owns all session state.
+//! - [`events`], [`error`], [`config`]: the public event, error and configuration types.
+
+pub mod config;
+mod connection;
+pub mod error;
+pub mod events;
+pub mod peer;
+pub mod proto;
+pub mod rtc;
+pub mod signal_client;
+pub mod transfer;
+pub mod transport;
+
+pub use config::PeerConfig;
+pub use error::{Error, Result, codes};
+pub use events::{Event, FileInfo};
+pub use peer::{Events, Peer, Save, SendOptions, Share};
+pub use proto::ids::{FileId, JobId};
+pub use proto::upload::Outcome;
+pub use peershare_signaling as signaling;

@@ -1,0 +1,280 @@
+//! Messages of the peer control channel (JSON text, one message per data-channel message).
+//! See docs/PROTOCOL.md, "Peer control channel".
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{FileId, JobId};
+
+/// Version of the control protocol spoken by this build.
+pub const CONTROL_VERSION: u32 = 1;
+/// Largest control message accepted, in bytes. Anything bigger is refused before parsing.
+pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
+/// Longest file name accepted in an offer, in bytes.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// One control message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ControlMessage {
+    /// First message on a fresh control channel, in both directions.
+    Hello { version: u32, name: String },
+    /// A file is available to the receiver of this message.
+    Offer {
+        file_id: FileId,
+        name: String,
+        size: u64,
+        /// BLAKE3 of the whole file, 64 lowercase hex digits.
+        hash: String,
+        /// Remaining lifetime of the offer in milliseconds, counted from sending.
+        ttl_ms: u64,
+    },
+    /// The file is no longer available.
+    Revoke { file_id: FileId },
+    /// Send file `file_id` from byte `offset` on a new data channel labelled `job/<job_id>`.
+    Request {
+        job_id: JobId,
+        file_id: FileId,
+        offset: u64,
+    },
+    /// The recipient does not want the file.
+    Decline { file_id: FileId },
+    /// The recipient durably holds `received` bytes of the job.
+    Progress { job_id: JobId, received: u64 },
+    /// The recipient finished the job: `ok` means the hash matched and the file is saved.
+    Done {
+        job_id: JobId,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+    },
+    /// Either side stops the job.
+    Cancel {
+        job_id: JobId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+    },
+    /// A coded error, about a job or file where one is named.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_id: Option<JobId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_id: Option<FileId>,
+        code: u16,
+        message: String,
+    },
+}
+
+/// Why a control message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("control message of {0} bytes exceeds the limit of {MAX_CONTROL_MESSAGE}")]
+    TooLarge(usize),
+    #[error("control message is not UTF-8 JSON text")]
+    NotText,
+    #[error("unknown control message type {0:?}")]
+    UnknownType(String),
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    #[error("invalid field: {0}")]
+    Invalid(String),
+}
+
+impl ControlMessage {
+    /// Encode as JSON text.
+    pub fn encode(&self) -> String {
+        // Serializing these plain data types cannot fail; fall back to an error message
+        // rather than panicking if it ever did.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","code":6005,"message":"encode failed: {e}"}}"#)
+        })
+    }
+
+    /// Decode and validate one message received from a peer.
+    pub fn decode(bytes: &[u8]) -> Result<ControlMessage, DecodeError> {
+        if bytes.len() > MAX_CONTROL_MESSAGE {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotText)?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let ty = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| DecodeError::Malformed("missing \"type\"".into()))?;
+        if !KNOWN_TYPES.contains(&ty) {
+            return Err(DecodeError::UnknownType(ty.chars().take(64).collect()));
+        }
+        let msg: ControlMessage =
+            serde_json::from_value(value).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        msg.validate()?;
+        Ok(msg)
+    }
+
+    fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            ControlMessage::Hello { name, .. } if name.len() > MAX_NAME_BYTES => {
+                Err(DecodeError::Invalid("hello name too long".into()))
+            }
+            ControlMessage::Offer { name, hash, .. } => {
+                if name.len() > MAX_NAME_BYTES {
+                    return Err(DecodeError::Invalid("file name too long".into()));
+                }
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(DecodeError::Invalid("hash is not 64 hex digits".into()));
+                }
+                Ok(())
+            }
+            ControlMessage::Error { message, .. } if message.len() > MAX_CONTROL_MESSAGE / 2 => {
+                Err(DecodeError::Invalid("error message too long".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+const KNOWN_TYPES: &[&str] = &[
+    "hello", "offer", "revoke", "request", "decline", "progress", "done", "cancel", "error",
+];
+
+/// Label of the data channel that carries job `job_id`.
+pub fn job_channel_label(job_id: &JobId) -> String {
+    format!("job/{job_id}")
+}
+
+/// The job ID in a data channel label, if it is a job channel.
+pub fn parse_job_channel_label(label: &str) -> Option<JobId> {
+    label.strip_prefix("job/").and_then(|s| s.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer() -> ControlMessage {
+        ControlMessage::Offer {
+            file_id: FileId::new(),
+            name: "a.txt".into(),
+            size: 10,
+            hash: "ab".repeat(32),
+            ttl_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn decode_roundtrip_every_type_succeeds() {
+        let job_id = JobId::new();
+        let file_id = FileId::new();
+        let all = vec![
+            ControlMessage::Hello {
+                version: 1,
+                name: "x".into(),
+            },
+            offer(),
+            ControlMessage::Revoke { file_id },
+            ControlMessage::Request {
+                job_id,
+                file_id,
+                offset: 5,
+            },
+            ControlMessage::Decline { file_id },
+            ControlMessage::Progress {
+                job_id,
+                received: 9,
+            },
+            ControlMessage::Done {
+                job_id,
+                ok: false,
+                code: Some(5100),
+            },
+            ControlMessage::Cancel { job_id, code: None },
+            ControlMessage::Error {
+                job_id: None,
+                file_id: Some(file_id),
+                code: 5091,
+                message: "no".into(),
+            },
+        ];
+        for m in all {
+            assert_eq!(ControlMessage::decode(m.encode().as_bytes()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn decode_truncated_message_is_malformed() {
+        let text = offer().encode();
+        for cut in [1, text.len() / 2, text.len() - 1] {
+            assert!(matches!(
+                ControlMessage::decode(&text.as_bytes()[..cut]),
+                Err(DecodeError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn decode_oversized_message_is_refused_before_parsing() {
+        let big = vec![b' '; MAX_CONTROL_MESSAGE + 1];
+        assert_eq!(
+            ControlMessage::decode(&big),
+            Err(DecodeError::TooLarge(MAX_CONTROL_MESSAGE + 1))
+        );
+    }
+
+    #[test]
+    fn decode_unknown_type_is_reported_as_unknown() {
+        assert_eq!(
+            ControlMessage::decode(br#"{"type":"launch-missiles"}"#),
+            Err(DecodeError::UnknownType("launch-missiles".into()))
+        );
+    }
+
+    #[test]
+    fn decode_non_utf8_is_not_text() {
+        assert_eq!(
+            ControlMessage::decode(&[0xff, 0xfe, 0x00]),
+            Err(DecodeError::NotText)
+        );
+    }
+
+    #[test]
+    fn decode_bad_fields_are_refused() {
+        // negative size, bad job id, bad hash, missing type, unknown extra field
+        let cases: &[&[u8]] = &[
+            br#"{"type":"offer","file_id":"00000000-0000-0000-0000-000000000001","name":"a","size":-1,"hash":"00","ttl_ms":1}"#,
+            br#"{"type":"request","job_id":"nope","file_id":"00000000-0000-0000-0000-000000000001","offset":0}"#,
+            br#"{"type":"offer","file_id":"00000000-0000-0000-0000-000000000001","name":"a","size":1,"hash":"zz","ttl_ms":1}"#,
+            br#"{"file_id":"x"}"#,
+            br#"[1,2,3]"#,
+            br#"{"type":"decline","file_id":"00000000-0000-0000-0000-000000000001","extra":1}"#,
+        ];
+        for c in cases {
+            assert!(
+                ControlMessage::decode(c).is_err(),
+                "accepted {}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
+    #[test]
+    fn decode_overlong_name_is_invalid() {
+        let m = ControlMessage::Offer {
+            file_id: FileId::new(),
+            name: "n".repeat(MAX_NAME_BYTES + 1),
+            size: 1,
+            hash: "0".repeat(64),
+            ttl_ms: 1,
+        };
+        assert!(matches!(
+            ControlMessage::decode(m.encode().as_bytes()),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn job_label_roundtrip_and_rejects_foreign_labels() {
+        let id = JobId::new();
+        assert_eq!(parse_job_channel_label(&job_channel_label(&id)), Some(id));
+        assert_eq!(parse_job_channel_label("control"), None);
+        assert_eq!(parse_job_channel_label("job/not-a-uuid"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! Sans-IO core: wire messages, identifiers, name sanitizing and the job state machines.
+//! Nothing in here touches sockets, files, clocks or tokio; inputs are messages, bytes
+//! and "now" values, outputs are decisions.
+
+pub mod control;
+pub mod download;
+pub mod hash;
+pub mod ids;
+pub mod names;
+pub mod upload;

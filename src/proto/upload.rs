@@ -1,0 +1,255 @@
+//! Upload job state machine: who may fetch the file, and per-recipient outcomes.
+//! Pure: time comes in as milliseconds on the caller's monotonic clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::codes;
+
+/// Client ID as assigned by the signaling server.
+pub type ClientId = String;
+
+/// Who a file is shared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every participant, including those who join while the offer is alive.
+    Broadcast,
+    /// Only these client IDs.
+    Only(BTreeSet<ClientId>),
+}
+
+impl Audience {
+    /// Whether `peer` is an intended recipient.
+    pub fn includes(&self, peer: &str) -> bool {
+        match self {
+            Audience::Broadcast => true,
+            Audience::Only(set) => set.contains(peer),
+        }
+    }
+}
+
+/// What became of the file at one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The recipient holds a verified copy.
+    Delivered,
+    /// The recipient declined the offer.
+    Declined,
+    /// Delivery to this recipient failed with `code`.
+    Failed { code: u16 },
+}
+
+/// What the upload job as a whole became, once every recipient is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Completed(BTreeMap<ClientId, Outcome>),
+    /// Every recipient failed; carries the code of the last failure.
+    Failed(BTreeMap<ClientId, Outcome>, u16),
+}
+
+/// State of one upload job.
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    audience: Audience,
+    size: u64,
+    expires_at_ms: u64,
+    offered: BTreeMap<ClientId, Option<Outcome>>,
+    acked: BTreeMap<ClientId, u64>,
+    finished: bool,
+}
+
+impl UploadState {
+    /// A job for a file of `size` bytes, alive until `expires_at_ms`.
+    pub fn new(audience: Audience, size: u64, expires_at_ms: u64) -> Self {
+        Self {
+            audience,
+            size,
+            expires_at_ms,
+            offered: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            finished: false,
+        }
+    }
+
+    /// The intended audience.
+    pub fn audience(&self) -> &Audience {
+        &self.audience
+    }
+
+    /// Whether the offer is still alive at `now_ms`.
+    pub fn is_alive(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms
+    }
+
+    /// Remaining lifetime at `now_ms`.
+    pub fn ttl_ms(&self, now_ms: u64) -> u64 {
+        self.expires_at_ms.saturating_sub(now_ms)
+    }
+
+    /// Whether the offer should go to `peer` now (intended, not yet offered, alive).
+    pub fn should_offer(&self, peer: &str, now_ms: u64) -> bool {
+        self.audience.includes(peer) && !self.offered.contains_key(peer) && self.is_alive(now_ms)
+    }
+
+    /// Record that the offer went to `peer`.
+    pub fn mark_offered(&mut self, peer: &str) {
+        self.offered.entry(peer.to_string()).or_insert(None);
+    }
+
+    /// Check a request from `peer`: `Err(code)` if it must be refused.
+    pub fn authorize(&self, peer: &str, offset: u64, now_ms: u64) -> Result<(), u16> {
+        if !self.audience.includes(peer) {
+            return Err(codes::NOT_PERMITTED);
+        }
+        if !self.is_alive(now_ms) {
+            return Err(codes::OFFER_EXPIRED);
+        }
+        if offset > self.size {
+            return Err(codes::PROTOCOL_VIOLATION);
+        }
+        if matches!(self.offered.get(peer), Some(Some(Outcome::Delivered))) {
+            return Err(codes::ALREADY_DOWNLOADED);
+        }
+        Ok(())
+    }
+
+    /// Record acknowledged bytes; returns the new value if it advanced and is plausible.
+    pub fn on_progress(&mut self, peer: &str, received: u64) -> Option<u64> {
+        if received > self.size || !self.offered.contains_key(peer) {
+            return None;
+        }
+        let slot = self.acked.entry(peer.to_string()).or_insert(0);
+        if received > *slot {
+            *slot = received;
+            Some(received)
+        } else {
+            None
+        }
+    }
+
+    /// Record the outcome at `peer`; returns the job's completion once every recipient
+    /// that got the offer is resolved (reported once).
+    pub fn on_outcome(&mut self, peer: &str, outcome: Outcome) -> Option<Completion> {
+        if let Some(slot) = self.offered.get_mut(peer) {
+            // A verified copy is final; later noise does not undo it.
+            if !matches!(slot, Some(Outcome::Delivered)) {
+                *slot = Some(outcome);
+            }
+        }
+        self.completion()
+    }
+
+    /// The recipient left: its pending delivery failed.
+    pub fn on_peer_gone(&mut self, peer: &str) -> Option<Completion> {
+        match self.offered.get(peer) {
+            Some(None) => self.on_outcome(
+                peer,
+                Outcome::Failed {
+                    code: codes::PEER_GONE,
+                },
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether completion was already reported.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn completion(&mut self) -> Option<Completion> {
+        if self.finished || self.offered.is_empty() || self.offered.values().any(Option::is_none)
+        {
+            return None;
+        }
+        self.finished = true;
+        let outcomes: BTreeMap<ClientId, Outcome> = self
+            .offered
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|o| (k.clone(), o)))
+            .collect();
+        let last_failure = outcomes.values().rev().find_map(|o| match o {
+            Outcome::Failed { code } => Some(*code),
+            _ => None,
+        });
+        let all_failed = outcomes
+            .values()
+            .all(|o| matches!(o, Outcome::Failed { .. }));
+        match (all_failed, last_failure) {
+            (true, Some(code)) => Some(Completion::Failed(outcomes, code)),
+            _ => Some(Completion::Completed(outcomes)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only(ids: &[&str]) -> Audience {
+        Audience::Only(ids.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn upload_targeted_request_from_outsider_is_not_permitted() {
+        let s = UploadState::new(only(&["a"]), 10, 1000);
+        assert_eq!(s.authorize("a", 0, 0), Ok(()));
+        assert_eq!(s.authorize("b", 0, 0), Err(codes::NOT_PERMITTED));
+    }
+
+    #[test]
+    fn upload_request_after_expiry_is_expired() {
+        let s = UploadState::new(Audience::Broadcast, 10, 1000);
+        assert_eq!(s.authorize("a", 0, 1000), Err(codes::OFFER_EXPIRED));
+        assert!(!s.should_offer("a", 1000));
+    }
+
+    #[test]
+    fn upload_request_beyond_size_is_protocol_violation() {
+        let s = UploadState::new(Audience::Broadcast, 10, 1000);
+        assert_eq!(s.authorize("a", 11, 0), Err(codes::PROTOCOL_VIOLATION));
+    }
+
+    #[test]
+    fn upload_completes_when_all_offered_resolved() {
+        let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
+        s.mark_offered("a");
+        s.mark_offered("b");
+        assert_eq!(s.on_outcome("a", Outcome::Delivered), None);
+        let done = s.on_outcome("b", Outcome::Declined).unwrap();
+        let Completion::Completed(map) = done else {
+            panic!("expected completion")
+        };
+        assert_eq!(map["a"], Outcome::Delivered);
+        assert_eq!(map["b"], Outcome::Declined);
+        // reported once
+        assert_eq!(s.on_outcome("b", Outcome::Declined), None);
+    }
+
+    #[test]
+    fn upload_all_recipients_failed_is_failure() {
+        let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
+        s.mark_offered("a");
+        let done = s.on_peer_gone("a").unwrap();
+        assert!(matches!(done, Completion::Failed(_, codes::PEER_GONE)));
+    }
+
+    #[test]
+    fn upload_progress_ignores_regressions_and_overclaims() {
+        let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
+        s.mark_offered("a");
+        assert_eq!(s.on_progress("a", 4), Some(4));
+        assert_eq!(s.on_progress("a", 3), None);
+        assert_eq!(s.on_progress("a", 11), None);
+        assert_eq!(s.on_progress("zz", 5), None);
+    }
+
+    #[test]
+    fn upload_delivered_then_request_again_is_already_downloaded() {
+        let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
+        s.mark_offered("a");
+        s.mark_offered("b");
+        s.on_outcome("a", Outcome::Delivered);
+        assert_eq!(s.authorize("a", 0, 0), Err(codes::ALREADY_DOWNLOADED));
+    }
+}

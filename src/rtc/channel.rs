@@ -1,0 +1,124 @@
+//! [`Channel`] over a `webrtc` data channel.
+//!
+//! `webrtc` 0.21 stops draining *every* data channel of a connection while one registered
+//! channel's event queue is full, so each channel must be polled all the time. An
+//! [`RtcChannel`] therefore owns a small reader task that polls its channel without pause,
+//! keeps open/close state, and hands messages over through a bounded queue: a slow
+//! consumer fills the queue, the reader waits, and SCTP's window closes — backpressure that
+//! reaches the sender.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use tokio::sync::{Mutex, mpsc, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+
+use crate::transport::{Channel, ChannelClosed};
+
+/// Messages buffered between the reader task and the consumer.
+const RECV_QUEUE: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Open,
+    Closed,
+}
+
+/// A WebRTC data channel seen through the transport seam. `send` waits while the
+/// channel's outstanding bytes exceed the connection's send-buffer limit.
+pub struct RtcChannel {
+    dc: Arc<dyn DataChannel>,
+    rx: Mutex<mpsc::Receiver<(bool, BytesMut)>>,
+    state: watch::Receiver<State>,
+}
+
+impl RtcChannel {
+    /// Wrap a data channel and start its reader. `open` says whether it is already open
+    /// (channels announced by the remote side are).
+    pub fn spawn(dc: Arc<dyn DataChannel>, open: bool) -> Self {
+        let (tx, rx) = mpsc::channel(RECV_QUEUE);
+        let (state_tx, state) = watch::channel(if open {
+            State::Open
+        } else {
+            State::Connecting
+        });
+        let reader_dc = dc.clone();
+        tokio::spawn(async move {
+            let mut consumer_gone = false;
+            while let Some(event) = reader_dc.poll().await {
+                match event {
+                    DataChannelEvent::OnOpen => {
+                        let _ = state_tx.send(State::Open);
+                    }
+                    DataChannelEvent::OnMessage(msg) => {
+                        if !consumer_gone && tx.send((msg.is_string, msg.data)).await.is_err() {
+                            consumer_gone = true;
+                            let _ = reader_dc.close().await;
+                        }
+                    }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+            let _ = state_tx.send(State::Closed);
+        });
+        Self {
+            dc,
+            rx: Mutex::new(rx),
+            state,
+        }
+    }
+
+    /// Wait until the channel is open.
+    pub async fn wait_open(&self) -> Result<(), ChannelClosed> {
+        let mut state = self.state.clone();
+        match state.wait_for(|s| *s != State::Connecting).await {
+            Ok(s) if *s == State::Open => Ok(()),
+            _ => Err(ChannelClosed),
+        }
+    }
+
+    /// Wait until the channel is closed.
+    pub async fn wait_closed(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| *s == State::Closed).await;
+    }
+
+    /// Next message with its text flag, or `None` once closed.
+    pub async fn recv_message(&self) -> Option<(bool, BytesMut)> {
+        self.rx.lock().await.recv().await
+    }
+
+    /// Send a text message.
+    pub async fn send_text(&self, text: &str) -> Result<(), ChannelClosed> {
+        self.dc.send_text(text).await.map_err(|_| ChannelClosed)
+    }
+}
+
+#[async_trait]
+impl Channel for RtcChannel {
+    async fn send(&self, data: BytesMut) -> Result<(), ChannelClosed> {
+        self.dc.send(data).await.map_err(|_| ChannelClosed)
+    }
+
+    async fn recv(&self) -> Option<BytesMut> {
+        self.recv_message().await.map(|(_, data)| data)
+    }
+
+    async fn close(&self) {
+        let _ = self.dc.close().await;
+    }
+}
+
+impl Drop for RtcChannel {
+    fn drop(&mut self) {
+        let dc = self.dc.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = dc.close().await;
+            });
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Shared helpers for the integration tests: an in-process signaling server on
+//! 127.0.0.1, peers bound to 127.0.0.1, and an event recorder.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peershare::signaling::{ServerConfig, SignalingServer};
+use peershare::{Event, Events, Peer, PeerConfig};
+
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Upper bound for any single wait; generous so that a loaded CI machine never flakes.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+pub async fn server() -> SignalingServer {
+    let config = ServerConfig {
+        listen: (LOCALHOST, 0).into(),
+        ..ServerConfig::default()
+    };
+    SignalingServer::bind(config).await.expect("bind signaling server")
+}
+
+pub fn config(server: &SignalingServer, session: Option<&str>, name: &str, dir: &Path) -> PeerConfig {
+    let mut c = PeerConfig::new(server.url());
+    c.session = session.map(str::to_string);
+    c.name = name.to_string();
+    c.download_dir = dir.to_path_buf();
+    c.rtc.bind = Some(LOCALHOST);
+    c
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn random_file(dir: &Path, name: &str, size: usize, seed: u64) -> (PathBuf, Vec<u8>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; size];
+    rng.fill(&mut data[..]);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).expect("write source file");
+    (path, data)
+}
+
+/// Records every event of a peer and waits for particular ones.
+pub struct Recorder {
+    pub events: Events,
+    pub seen: Vec<Event>,
+}
+
+impl Recorder {
+    pub fn new(events: Events) -> Self {
+        Self {
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for the first event (from now on) matching `pred`.
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw {:#?}", self.names()))
+                .unwrap_or_else(|| panic!("event stream ended waiting for {what}"));
+            let hit = pred(&ev);
+            self.seen.push(ev.clone());
+            if hit {
+                return ev;
+            }
+        }
+    }
+
+    /// Names of the transfer events seen, without progress, presence and connection events.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.seen
+            .iter()
+            .filter(|e| {
+                !e.is_progress()
+                    && !matches!(
+                        e,
+                        Event::PeerJoined { .. } | Event::PeerLeft { .. } | Event::Connection { .. }
+                    )
+            })
+            .map(Event::name)
+            .collect()
+    }
+}
+
+/// Join a new session as `name`; returns the peer and its recorder.
+pub async fn join(server: &SignalingServer, session: Option<&str>, name: &str, dir: &Path) -> (Peer, Recorder) {
+    let (peer, events) = Peer::join(config(server, session, name, dir)).await.expect("join");
+    (peer, Recorder::new(events))
+}
+
+/// Wait until `rec` has seen a peer-joined for each of `ids`... or they were present at join.
+pub async fn wait_connected(rec: &mut Recorder, count: usize) {
+    let mut n = rec.seen.iter().filter(|e| matches!(e, Event::Connection { .. })).count();
+    while n < count {
+        rec.until("connection", |e| matches!(e, Event::Connection { .. })).await;
+        n += 1;
+    }
+}
