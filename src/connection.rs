@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::proto::control::{ControlMessage, DecodeError, parse_job_channel_label};
 use crate::proto::ids::JobId;
 use crate::rtc::{RtcChannel, RtcSettings, build_peer_connection};
+use crate::transport::Channel;
 
 /// Label of the control channel.
 pub const CONTROL_LABEL: &str = "control";
@@ -32,9 +33,14 @@ pub(crate) enum ConnCommand {
         job_id: JobId,
         reply: oneshot::Sender<Result<RtcChannel>>,
     },
-    /// Close the connection.
-    Close,
+    /// Close the connection. With a reply channel the close is graceful: the control
+    /// channel is closed first and its closing handshake awaited (bounded), so control
+    /// messages sent before (a final `done`) reach the peer; then the reply is sent.
+    Close(Option<oneshot::Sender<()>>),
 }
+
+/// Longest wait for a graceful close of the control channel.
+const GRACEFUL_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Events from a connection task to the peer task.
 pub(crate) enum ConnEvent {
@@ -161,7 +167,17 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
     let result = loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                None | Some(ConnCommand::Close) => break Ok(()),
+                None | Some(ConnCommand::Close(None)) => break Ok(()),
+                Some(ConnCommand::Close(Some(done))) => {
+                    if let Some(control) = conn.control.clone() {
+                        control.flush(GRACEFUL_CLOSE).await;
+                        control.close().await;
+                        let _ = tokio::time::timeout(GRACEFUL_CLOSE, control.wait_closed()).await;
+                    }
+                    let _ = conn.pc.close().await;
+                    let _ = done.send(());
+                    break Ok(());
+                }
                 Some(cmd) => {
                     if let Err(e) = conn.on_command(cmd, &ctl_tx).await {
                         break Err(e);
@@ -248,7 +264,7 @@ impl Conn {
                 let _ = reply.send(result);
                 Ok(())
             }
-            ConnCommand::Close => Ok(()),
+            ConnCommand::Close(_) => Ok(()),
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::proto::control::OfferGroup;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::Outcome;
 
@@ -22,6 +23,8 @@ pub struct FileInfo {
     pub sender: String,
     /// Milliseconds until the offer expires, as of when the event was made.
     pub expires_in_ms: u64,
+    /// The files shared together with this one.
+    pub group: Option<OfferGroup>,
 }
 
 /// Something that happened in the session.
@@ -98,6 +101,8 @@ pub enum Event {
         hash: String,
         sender: String,
         expires_in_ms: u64,
+        /// The files shared together with this one (how many to expect).
+        group: Option<OfferGroup>,
     },
     /// Recipient: data started to flow (again, after a resume) from byte `offset`.
     DownloadStarted {

@@ -46,6 +46,7 @@ pub mod proto;
 pub mod rtc;
 pub mod signal_client;
 pub mod transfer;
+pub mod ticket;
 pub mod transport;
 
 pub use config::PeerConfig;
@@ -54,4 +55,5 @@ pub use events::{Event, FileInfo};
 pub use peer::{Events, Peer, Save, SendOptions, Share};
 pub use proto::ids::{FileId, JobId};
 pub use proto::upload::Outcome;
+pub use ticket::Ticket;
 pub use peershare_signaling as signaling;

@@ -1,1 +1,122 @@
-fn main(){}
+//! The `peershare` command line: `send`, `recv` and `signal`.
+
+mod cli;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Fast, verified, peer-to-peer file transfer over WebRTC.
+#[derive(Parser, Debug)]
+#[command(name = "peershare", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Share files; prints the `peershare recv TICKET` line to give to the recipient.
+    Send(SendArgs),
+    /// Receive the files shared under a ticket.
+    Recv(RecvArgs),
+    /// Run a signaling server.
+    Signal(SignalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
+    /// Signaling server (`ws://HOST:PORT`); without it an embedded server is started.
+    #[arg(long)]
+    server: Option<String>,
+    /// Session code to use (created if missing); a fresh unguessable one by default.
+    #[arg(long)]
+    session: Option<String>,
+    /// Share only with this client ID (repeatable); everyone by default.
+    #[arg(long = "to", value_name = "CLIENT")]
+    to: Vec<String>,
+    /// Keep serving after the first recipient has everything, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Print one JSON object per line on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+    /// Restrict the embedded server and ICE host candidates to this local address.
+    #[arg(long, value_name = "IP")]
+    bind: Option<IpAddr>,
+    /// Largest file to send, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_size: Option<u64>,
+    /// Files to share.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecvArgs {
+    /// Directory to save into (created if missing).
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Accept every file without asking.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Print one JSON object per line on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+    /// Restrict ICE host candidates to this local address.
+    #[arg(long, value_name = "IP")]
+    bind: Option<IpAddr>,
+    /// Largest file to accept, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_size: Option<u64>,
+    /// The ticket printed by `peershare send`.
+    ticket: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SignalArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8787", value_name = "HOST:PORT")]
+    listen: std::net::SocketAddr,
+    /// Listen on this address instead (same as --listen IP:PORT with the port of --listen).
+    #[arg(long, value_name = "IP")]
+    bind: Option<IpAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG")
+                .unwrap_or_else(|_| {
+                    "warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,webrtc=error".into()
+                }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error 6008: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Send(args) => cli::send::run(args).await,
+            Command::Recv(args) => cli::recv::run(args).await,
+            Command::Signal(args) => cli::signal::run(args).await,
+        }
+    });
+    // Do not wait for background tasks (connections closing) to wind down.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", cli::describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

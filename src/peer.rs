@@ -19,7 +19,7 @@ use crate::config::PeerConfig;
 use crate::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup};
 use crate::error::{Error, Result, codes};
 use crate::events::{Event, FileInfo};
-use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+use crate::proto::control::{CONTROL_VERSION, ControlMessage, OfferGroup};
 use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
@@ -293,6 +293,7 @@ struct RemotePeer {
 
 struct SharedFile {
     job_id: JobId,
+    group: OfferGroup,
     path: PathBuf,
     name: String,
     identity: FileIdentity,
@@ -431,8 +432,17 @@ impl Actor {
                 t.abort();
             }
         }
+        // Close every connection gracefully (final control messages reach the peers)
+        // before telling the signaling server we left.
+        let mut closing = Vec::new();
         for (_, p) in self.peers.drain() {
-            let _ = p.conn.tx.send(ConnCommand::Close);
+            let (tx, rx) = oneshot::channel();
+            if p.conn.tx.send(ConnCommand::Close(Some(tx))).is_ok() {
+                closing.push(rx);
+            }
+        }
+        for rx in closing {
+            let _ = rx.await;
         }
         let _ = self.signal_tx.send(ClientMessage::Leave).await;
     }
@@ -447,9 +457,19 @@ impl Actor {
                 ttl,
                 reply,
             } => {
+                let group_id = uuid::Uuid::new_v4();
+                let count = files.len() as u32;
                 let ids = files
                     .into_iter()
-                    .map(|f| self.share(f, audience.clone(), ttl))
+                    .enumerate()
+                    .map(|(index, f)| {
+                        let group = OfferGroup {
+                            id: group_id,
+                            count,
+                            index: index as u32,
+                        };
+                        self.share(f, audience.clone(), ttl, group)
+                    })
                     .collect();
                 let _ = reply.send(ids);
             }
@@ -502,6 +522,7 @@ impl Actor {
                             hash: Hash::of(b"").to_hex(),
                             sender,
                             expires_in_ms: 60_000,
+                            group: None,
                         },
                         expires_at: Instant::now() + Duration::from_secs(60),
                     },
@@ -512,12 +533,19 @@ impl Actor {
         }
     }
 
-    fn share(&mut self, f: PreparedFile, audience: Audience, ttl: Duration) -> JobId {
+    fn share(
+        &mut self,
+        f: PreparedFile,
+        audience: Audience,
+        ttl: Duration,
+        group: OfferGroup,
+    ) -> JobId {
         let job_id = JobId::new();
         let file_id = FileId::new();
         let expires = self.now_ms().saturating_add(ttl.as_millis() as u64);
         let shared = SharedFile {
             job_id,
+            group,
             path: f.path,
             name: f.name,
             identity: f.identity,
@@ -560,6 +588,7 @@ impl Actor {
             size: shared.identity.size,
             hash: shared.hash.to_hex(),
             ttl_ms: shared.state.ttl_ms(now),
+            group: Some(shared.group),
         };
         self.send_control(peer, msg);
     }
@@ -705,7 +734,7 @@ impl Actor {
         let Some(p) = self.peers.remove(peer) else {
             return;
         };
-        let _ = p.conn.tx.send(ConnCommand::Close);
+        let _ = p.conn.tx.send(ConnCommand::Close(None));
         // Uploads to it.
         let serving: Vec<JobId> = self
             .serving
@@ -853,6 +882,7 @@ impl Actor {
                 size,
                 hash,
                 ttl_ms,
+                group,
             } => {
                 if self.offered.contains_key(&file_id) || self.downloaded.contains(&file_id) {
                     return;
@@ -864,6 +894,7 @@ impl Actor {
                     hash: hash.clone(),
                     sender: peer.to_string(),
                     expires_in_ms: ttl_ms,
+                    group,
                 };
                 self.offered.insert(
                     file_id,
@@ -885,6 +916,7 @@ impl Actor {
                     hash,
                     sender: peer.to_string(),
                     expires_in_ms: ttl_ms,
+                    group,
                 });
                 if self.config.auto_accept {
                     let dir = self.config.download_dir.clone();

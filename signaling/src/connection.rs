@@ -32,6 +32,8 @@ pub const OUTBOUND_QUEUE: usize = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's Close reply after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Initial read buffer per connection.
+const READ_BUFFER: usize = 16 * 1024;
 /// Longest `type` echoed back in a 7002 error message.
 const MAX_ECHOED_TYPE: usize = 64;
 
@@ -115,6 +117,9 @@ pub(crate) async fn run(
 ) {
     let limit = shared.config.hard_frame_limit();
     let ws_config = WebSocketConfig::default()
+        // Signaling frames are small; tungstenite allocates this per connection up front
+        // (default 128 KiB) and grows it for larger frames.
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     let idle = shared.config.idle_timeout;

@@ -6,7 +6,7 @@ use crate::protocol::ServerMessage;
 /// that tells the client why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (code {code})")]
-pub struct Rejection {
+pub(crate) struct Rejection {
     /// One of [`crate::protocol::codes`].
     pub code: u16,
     /// Human-readable explanation.
@@ -15,7 +15,7 @@ pub struct Rejection {
 
 impl Rejection {
     /// A rejection with `code` and `message`.
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u16, message: impl Into<String>) -> Self {
         Rejection {
             code,
             message: message.into(),
@@ -23,7 +23,7 @@ impl Rejection {
     }
 
     /// The `error` frame for this rejection.
-    pub fn to_message(&self) -> ServerMessage {
+    pub(crate) fn to_message(&self) -> ServerMessage {
         ServerMessage::Error {
             code: self.code,
             message: self.message.clone(),

@@ -30,7 +30,7 @@
 //!   slow consumers. One lock, never held across an `.await`.
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
 //! - `ids`: random session codes and client IDs.
-//! - `error`: [`Rejection`], a refused frame's code and message.
+//! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
 
 mod config;
 mod connection;
@@ -45,7 +45,6 @@ pub use config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PEERS_PER_SESSION,
     DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC, ServerConfig,
 };
-pub use error::Rejection;
 pub use protocol::{
     ClientId, ClientMessage, IceServer, MAX_NAME_LEN, PROTOCOL_VERSION, PeerInfo, ServerMessage,
     SignalData,

@@ -44,6 +44,9 @@ async fn main() -> Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         ..ServerConfig::default()
     };
+    // Install the signal handlers before announcing the URL, so that a SIGTERM sent as soon
+    // as the URL is seen already means "shut down gracefully".
+    let signals = Signals::install()?;
     let server = SignalingServer::bind(config)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -53,26 +56,48 @@ async fn main() -> Result<()> {
     stdout.flush().context("cannot write to stdout")?;
     drop(stdout);
 
-    wait_for_signal().await?;
+    signals.wait().await?;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() -> Result<()> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Result<Self> {
+        Ok(Signals {})
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) -> Result<()> {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) -> Result<()> {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")
+    }
 }

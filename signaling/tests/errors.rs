@@ -63,6 +63,21 @@ async fn signal_non_object_data_returns_7001() {
 }
 
 #[tokio::test]
+async fn frame_invalid_utf8_returns_7001_and_closes() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    a.send_raw(Message::Frame(bad)).await;
+    a.expect_error(codes::MALFORMED_FRAME).await;
+    match a.expect_closed().await {
+        Closed::Frame(Some(f)) => assert_eq!(f.code, CloseCode::Invalid),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn frame_unknown_type_returns_7002() {
     let server = start(config()).await;
     let mut a = Client::connect(&server).await;

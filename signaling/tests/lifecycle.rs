@@ -30,15 +30,16 @@ fn assert_close_code(closed: Closed, expected: CloseCode) {
 async fn idle_connection_times_out_with_7010() {
     let server = start(config()).await; // default idle timeout: 60 s
     let (mut a, _wa) = creator(&server, "alice").await;
+    // b's idle timer starts after t0.
+    let t0 = tokio::time::Instant::now();
     let mut b = Client::connect(&server).await;
 
     // Virtual time from here on: when every task waits, the clock jumps to the next timer.
     tokio::time::pause();
-    let t0 = tokio::time::Instant::now();
     tokio::time::advance(Duration::from_secs(40)).await;
-    // Activity resets a's timer, not b's.
-    a.barrier().await;
+    // Activity resets a's timer (after t1), not b's.
     let t1 = tokio::time::Instant::now();
+    a.barrier().await;
 
     let msg = b.recv_within(VIRTUAL_WAIT).await;
     assert_error(&msg, codes::IDLE_TIMEOUT);

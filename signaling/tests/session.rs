@@ -265,3 +265,81 @@ async fn join_after_failed_join_succeeds() {
     a.expect_error(codes::SESSION_NOT_FOUND).await;
     a.join(None, "alice").await;
 }
+
+/// A member that stops reading is dropped from its session once its outbound queue is
+/// full; the sender and the other members are never blocked by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_to_slow_consumer_drops_it_with_peer_left() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = start(peershare_signaling::ServerConfig {
+        rate_per_sec: 1_000_000,
+        rate_burst: 1_000_000,
+        ..config()
+    })
+    .await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (b, wb) = joiner(&server, &wa.session, "slow-bob").await;
+    let (mut c, wc) = joiner(&server, &wa.session, "carol").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+
+    // b never reads again. a floods it with large signals from a separate task.
+    let (mut a_tx, mut a_rx) = a.into_inner().split();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let to = wb.client_id.clone();
+    let flood = tokio::spawn(async move {
+        let pad = "x".repeat(60_000);
+        for i in 0..5_000 {
+            if stop2.load(Ordering::Relaxed) {
+                break;
+            }
+            let frame = json!({"type": "signal", "to": to, "data": {"i": i, "pad": pad}});
+            if a_tx.send(Message::text(frame.to_string())).await.is_err() {
+                break;
+            }
+        }
+        a_tx
+    });
+
+    // c, in the same session, is not blocked by b: it sees b leave.
+    let left = ServerMessage::PeerLeft {
+        id: wb.client_id.clone(),
+    };
+    assert_eq!(
+        c.recv_within(std::time::Duration::from_secs(30)).await,
+        left
+    );
+    stop.store(true, Ordering::Relaxed);
+    // a sees b leave too (possibly after 7008 errors for signals sent after that).
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(30), a_rx.next())
+            .await
+            .expect("timed out")
+            .expect("ended")
+            .expect("read error");
+        let Message::Text(t) = msg else { continue };
+        match serde_json::from_str::<ServerMessage>(t.as_str()).unwrap() {
+            m if m == left => break,
+            ServerMessage::Error { code, .. } => assert_eq!(code, codes::UNKNOWN_RECIPIENT),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut a_tx = flood.await.unwrap();
+    // The session still relays between the others.
+    a_tx.send(Message::text(
+        json!({"type": "signal", "to": wc.client_id, "data": {"kind": "offer", "sdp": "still"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    match c.recv().await {
+        ServerMessage::Signal { from, .. } => assert_eq!(from, wa.client_id),
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(b);
+}

@@ -14,7 +14,7 @@ pub const MAX_NAME_BYTES: usize = 1024;
 
 /// One control message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ControlMessage {
     /// First message on a fresh control channel, in both directions.
     Hello { version: u32, name: String },
@@ -27,6 +27,10 @@ pub enum ControlMessage {
         hash: String,
         /// Remaining lifetime of the offer in milliseconds, counted from sending.
         ttl_ms: u64,
+        /// The files shared together in one request, so a recipient knows how many to
+        /// expect.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<OfferGroup>,
     },
     /// The file is no longer available.
     Revoke { file_id: FileId },
@@ -62,6 +66,16 @@ pub enum ControlMessage {
         code: u16,
         message: String,
     },
+}
+
+/// Position of an offer among the files shared together in one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OfferGroup {
+    pub id: uuid::Uuid,
+    /// Number of files in the group.
+    pub count: u32,
+    /// Index of this file in the group, from 0.
+    pub index: u32,
 }
 
 /// Why a control message was refused.
@@ -115,7 +129,14 @@ impl ControlMessage {
             ControlMessage::Hello { name, .. } if name.len() > MAX_NAME_BYTES => {
                 Err(DecodeError::Invalid("hello name too long".into()))
             }
-            ControlMessage::Offer { name, hash, .. } => {
+            ControlMessage::Offer {
+                name, hash, group, ..
+            } => {
+                if let Some(g) = group
+                    && (g.count == 0 || g.index >= g.count)
+                {
+                    return Err(DecodeError::Invalid("offer group index out of range".into()));
+                }
                 if name.len() > MAX_NAME_BYTES {
                     return Err(DecodeError::Invalid("file name too long".into()));
                 }
@@ -157,6 +178,11 @@ mod tests {
             size: 10,
             hash: "ab".repeat(32),
             ttl_ms: 1000,
+            group: Some(OfferGroup {
+                id: uuid::Uuid::new_v4(),
+                count: 2,
+                index: 1,
+            }),
         }
     }
 
@@ -244,7 +270,7 @@ mod tests {
             br#"{"type":"offer","file_id":"00000000-0000-0000-0000-000000000001","name":"a","size":1,"hash":"zz","ttl_ms":1}"#,
             br#"{"file_id":"x"}"#,
             br#"[1,2,3]"#,
-            br#"{"type":"decline","file_id":"00000000-0000-0000-0000-000000000001","extra":1}"#,
+            br#"{"type":"offer","file_id":"00000000-0000-0000-0000-000000000001","name":"a","size":1,"hash":"0000000000000000000000000000000000000000000000000000000000000000","ttl_ms":1,"group":{"id":"00000000-0000-0000-0000-000000000001","count":2,"index":2}}"#,
         ];
         for c in cases {
             assert!(
@@ -263,11 +289,21 @@ mod tests {
             size: 1,
             hash: "0".repeat(64),
             ttl_ms: 1,
+            group: None,
         };
         assert!(matches!(
             ControlMessage::decode(m.encode().as_bytes()),
             Err(DecodeError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn decode_unknown_fields_are_ignored_for_compatibility() {
+        let m = ControlMessage::decode(
+            br#"{"type":"decline","file_id":"00000000-0000-0000-0000-000000000001","future":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(m, ControlMessage::Decline { .. }));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 use crate::transport::{Channel, ChannelClosed};
@@ -32,6 +32,7 @@ pub struct RtcChannel {
     dc: Arc<dyn DataChannel>,
     rx: Mutex<mpsc::Receiver<(bool, BytesMut)>>,
     state: watch::Receiver<State>,
+    drained: Arc<Notify>,
 }
 
 impl RtcChannel {
@@ -45,6 +46,8 @@ impl RtcChannel {
             State::Connecting
         });
         let reader_dc = dc.clone();
+        let drained = Arc::new(Notify::new());
+        let reader_drained = drained.clone();
         tokio::spawn(async move {
             let mut consumer_gone = false;
             while let Some(event) = reader_dc.poll().await {
@@ -59,6 +62,8 @@ impl RtcChannel {
                         }
                     }
                     DataChannelEvent::OnClose => break,
+                    // The low threshold is 0: fired when every sent byte was acknowledged.
+                    DataChannelEvent::OnBufferedAmountLow => reader_drained.notify_waiters(),
                     _ => {}
                 }
             }
@@ -68,7 +73,24 @@ impl RtcChannel {
             dc,
             rx: Mutex::new(rx),
             state,
+            drained,
         }
+    }
+
+    /// Wait (at most `limit`) until the peer has acknowledged every byte sent so far.
+    pub async fn flush(&self, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.drained.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match self.dc.outstanding_bytes().await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => notified.await,
+                }
+            }
+        })
+        .await;
     }
 
     /// Wait until the channel is open.

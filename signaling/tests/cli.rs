@@ -1,0 +1,96 @@
+//! The `peershare-signaling` binary: prints its URL, serves, shuts down gracefully on SIGTERM.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use peershare_signaling::protocol::{ServerMessage, codes};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn binary_prints_url_serves_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare-signaling"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-peers",
+            "1",
+            "--idle-timeout-secs",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = timeout(common::WAIT, lines.next_line())
+        .await
+        .expect("no URL line in time")
+        .expect("read stdout")
+        .expect("stdout closed");
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    let port: u16 = url.rsplit(':').next().unwrap().parse().expect("port");
+    assert_ne!(port, 0);
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    let join = json!({"type": "join", "version": 1, "session": null, "name": "a"});
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws.next()).await.unwrap() else {
+        panic!("no welcome");
+    };
+    let ServerMessage::Welcome { session, .. } = serde_json::from_str(t.as_str()).unwrap() else {
+        panic!("expected welcome: {t}");
+    };
+    // --max-peers 1 is in force.
+    let (mut ws2, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    let join2 = json!({"type": "join", "version": 1, "session": session, "name": "b"});
+    ws2.send(Message::text(join2.to_string())).await.unwrap();
+    let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws2.next()).await.unwrap() else {
+        panic!("no reply");
+    };
+    assert!(
+        matches!(serde_json::from_str(t.as_str()).unwrap(), ServerMessage::Error { code, .. } if code == codes::SESSION_FULL),
+        "{t}"
+    );
+
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws.next()).await.unwrap() else {
+        panic!("no shutdown error");
+    };
+    assert!(
+        matches!(serde_json::from_str(t.as_str()).unwrap(), ServerMessage::Error { code, .. } if code == codes::SHUTTING_DOWN),
+        "{t}"
+    );
+    assert!(matches!(
+        timeout(common::WAIT, ws.next()).await.unwrap(),
+        Some(Ok(Message::Close(_)))
+    ));
+    // Finish the close handshake so the server need not wait for it.
+    while let Ok(Some(Ok(_))) = timeout(common::WAIT, ws.next()).await {}
+    drop(ws2);
+    let status = timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("server did not exit")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}

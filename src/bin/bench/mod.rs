@@ -1,0 +1,284 @@
+//! The benchmark run: machine facts, then (g) TCP, (a) raw data channel, (b)+(d) one
+//! peershare transfer, (e) join → first byte, (f) fan-out; then one markdown table.
+
+pub mod child;
+pub mod product;
+pub mod raw;
+pub mod sys;
+pub mod tcp;
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use peershare::rtc::RtcSettings;
+use peershare::signaling::{ServerConfig, SignalingServer};
+use rand::{RngCore, SeedableRng};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Transport overrides, applied to the raw pair and to every peer process alike.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Tune {
+    /// Kernel buffer size for every UDP socket, bytes (default: the product's).
+    #[arg(long)]
+    pub socket_buffer: Option<usize>,
+    /// Data-channel send-buffer limit, bytes (default: the product's).
+    #[arg(long)]
+    pub send_buffer: Option<usize>,
+    /// SCTP receive window, bytes (default: the product's).
+    #[arg(long)]
+    pub sctp_window: Option<u32>,
+}
+
+impl Tune {
+    /// The product's settings with these overrides, bound to 127.0.0.1.
+    pub fn settings(&self) -> RtcSettings {
+        let mut s = RtcSettings {
+            bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ..RtcSettings::default()
+        };
+        if let Some(v) = self.socket_buffer {
+            s.socket_buffer_bytes = v;
+        }
+        if let Some(v) = self.send_buffer {
+            s.send_buffer_limit = v;
+        }
+        if let Some(v) = self.sctp_window {
+            s.sctp_receive_window = v;
+        }
+        s
+    }
+
+    /// The same overrides as command-line arguments for a peer process.
+    pub fn args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(x) = self.socket_buffer {
+            v.extend(["--socket-buffer".to_string(), x.to_string()]);
+        }
+        if let Some(x) = self.send_buffer {
+            v.extend(["--send-buffer".to_string(), x.to_string()]);
+        }
+        if let Some(x) = self.sctp_window {
+            v.extend(["--sctp-window".to_string(), x.to_string()]);
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// MiB moved by (a), (b), (f) per recipient and (g).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub size: u64,
+    /// Recipients of the fan-out measurement (f).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=31))]
+    pub recipients: u64,
+    /// Fresh pairs measured for join → first byte (e); the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub latency_runs: u64,
+    /// Directory for the test files (default: a fresh directory under $TMPDIR).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tune: Tune,
+}
+
+fn write_random_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+fn drops_since(before: Option<u64>) -> String {
+    match (before, sys::udp_rcvbuf_errors()) {
+        (Some(b), Some(a)) => (a.saturating_sub(b)).to_string(),
+        _ => "?".into(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map_or_else(|| "?".into(), |m| format!("{m:.1} MiB"))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn phase(name: &str) {
+    eprintln!("[peershare-bench] {name} …");
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let settings = args.tune.settings();
+    let bytes = args.size * MIB;
+    let machine = sys::Machine::probe(settings.socket_buffer_bytes);
+    let tmp;
+    let work = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            tempfile::tempdir_in(d)?
+        }
+        None => tempfile::tempdir()?,
+    };
+    tmp = work.path().to_path_buf();
+
+    phase("(g) TCP loopback");
+    let tcp = tcp::run(bytes)?;
+
+    phase("(a) raw data channel");
+    let before = sys::udp_rcvbuf_errors();
+    let raw = raw::run(&settings, bytes).await?;
+    let raw_drops = drops_since(before);
+
+    phase("writing and hashing the test file");
+    let src = tmp.join("source.bin");
+    write_random_file(&src, bytes)?;
+    let src_hash = product::hash(src.clone()).await?;
+    let small = tmp.join("small.bin");
+    write_random_file(&small, 4 * MIB)?;
+
+    let server = SignalingServer::bind(ServerConfig {
+        listen: (Ipv4Addr::LOCALHOST, 0).into(),
+        ..ServerConfig::default()
+    })
+    .await
+    .context("binding the signaling server")?;
+    let url = server.url();
+
+    phase("(b)+(d) peershare transfer, one recipient");
+    let before = sys::udp_rcvbuf_errors();
+    let one = product::fan_out(&url, &src, &src_hash, 1, &tmp, &args.tune).await?;
+    let one_drops = drops_since(before);
+    let b_secs = one.deliveries[0].secs;
+    let b = args.size as f64 / b_secs;
+
+    phase("(e) join → first byte, fresh pairs");
+    let mut lat = Vec::new();
+    for _ in 0..args.latency_runs {
+        lat.push(product::first_byte(&url, &small, &tmp, &args.tune).await?);
+    }
+
+    let r = args.recipients as usize;
+    phase(&format!("(f) one sender → {r} recipients"));
+    let fan = product::fan_out(&url, &src, &src_hash, r, &tmp, &args.tune).await?;
+    server.shutdown().await;
+
+    let ratio = b / raw.mib_per_s;
+    let fan_ratio = fan.wall_secs / one.wall_secs;
+    let started = median(lat.iter().map(|l| l.started_ms).collect());
+    let first_progress = median(lat.iter().map(|l| l.first_progress_ms).collect());
+    let connected = median(lat.iter().map(|l| l.connected_ms).collect());
+    let available = median(lat.iter().map(|l| l.available_ms).collect());
+    let max_recipient_rss = fan
+        .recipient_rss_mib
+        .iter()
+        .flatten()
+        .copied()
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let s = &raw.setup;
+
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line(format!(
+        "## peershare-bench: {} MiB, {} recipients",
+        args.size, args.recipients
+    ));
+    line(String::new());
+    for fact in machine.describe() {
+        line(format!("- {fact}"));
+    }
+    line(format!(
+        "- transport: socket buffer {} B, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, bound to 127.0.0.1",
+        settings.socket_buffer_bytes,
+        settings.send_buffer_limit,
+        settings.sctp_receive_window,
+        raw::MESSAGE / 1024
+    ));
+    line(String::new());
+    line("| row | measure | result | detail |".into());
+    line("|---|---|---|---|".into());
+    line(format!(
+        "| (a) | raw data channel (build_peer_connection pair, 1 ordered reliable channel, no file I/O) | {:.1} MiB/s | {} MiB in {:.2} s at the receiver; UDP rcvbuf drops {raw_drops}; setup {:.0} ms (built {:.0}, SDP {:.0}, connected {:.0}, channel open {:.0}) |",
+        raw.mib_per_s, args.size, raw.secs, s.open_ms, s.built_ms, s.sdp_ms, s.connected_ms, s.open_ms
+    ));
+    line(format!(
+        "| (b) | peershare file → file via signaling, BLAKE3 verified | {b:.1} MiB/s | {} MiB, download request → DownloadCompleted {b_secs:.2} s; UDP rcvbuf drops {one_drops} |",
+        args.size
+    ));
+    line(format!("| (c) | ratio b/a | {ratio:.2} | |"));
+    line(format!(
+        "| (d) | peak RSS, sending peer | {} | VmHWM of the sender process, {} MiB file |",
+        mib(one.sender_rss_mib),
+        args.size
+    ));
+    line(format!(
+        "| (d) | peak RSS, receiving peer | {} | VmHWM of the recipient process |",
+        mib(one.recipient_rss_mib[0])
+    ));
+    line(format!(
+        "| (e) | join → first byte, fresh pair | {started:.0} ms | median of {} runs to DownloadStarted (job channel open); connected {connected:.0} ms, offer {available:.0} ms, first progress (1 MiB) {first_progress:.0} ms |",
+        lat.len()
+    ));
+    line(format!(
+        "| (f) | 1 → {r} recipients, wall / one recipient | {fan_ratio:.2}× | {r} × {} MiB in {:.2} s ({:.1} MiB/s total) vs one in {:.2} s; peak RSS sender {}, recipients ≤ {} |",
+        args.size,
+        fan.wall_secs,
+        (r as f64 * args.size as f64) / fan.wall_secs,
+        one.wall_secs,
+        mib(fan.sender_rss_mib),
+        mib(max_recipient_rss)
+    ));
+    line(format!(
+        "| (g) | plain TCP loopback (64 KiB writes) | {tcp:.0} MiB/s | physical reference |"
+    ));
+    line(String::new());
+    line("Targets of issue 6 (as measured in this run):".into());
+    line(String::new());
+    line(format!(
+        "- b/a ≥ 0.9 (for 1 GiB): {ratio:.2} at {} MiB: {}",
+        args.size,
+        verdict(ratio >= 0.9)
+    ));
+    let rss_max = one
+        .sender_rss_mib
+        .into_iter()
+        .chain(one.recipient_rss_mib.iter().copied().flatten())
+        .fold(0.0f64, f64::max);
+    line(format!(
+        "- peak RSS ≤ 64 MiB per peer (for 4 GiB): {rss_max:.1} MiB at {} MiB: {}",
+        args.size,
+        verdict(rss_max > 0.0 && rss_max <= 64.0)
+    ));
+    line(format!(
+        "- join → first byte ≤ 300 ms: {started:.0} ms: {}",
+        verdict(started <= 300.0)
+    ));
+    line(format!(
+        "- 1 → 4 recipients ≤ 4.5× one: {fan_ratio:.2}× with {r}: {}",
+        verdict(r == 4 && fan_ratio <= 4.5)
+    ));
+    print!("{out}");
+    std::io::stdout().flush()?;
+    drop(work);
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! (a) The raw data-channel ceiling: two peer connections built by the product's
+//! `build_peer_connection`, SDP exchanged in-process, one ordered reliable channel,
+//! 64 KiB messages, no file I/O.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::BytesMut;
+use peershare::rtc::{RtcSettings, build_peer_connection};
+use tokio::sync::{mpsc, oneshot, watch};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+};
+
+/// Size of one message (the product's chunk size).
+pub const MESSAGE: usize = peershare::transfer::CHUNK_SIZE;
+
+/// Where the connection setup of the raw pair went, in ms from the start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// Both peer connections built.
+    pub built_ms: f64,
+    /// Offer and answer exchanged (each side waited for candidate gathering).
+    pub sdp_ms: f64,
+    /// Offerer's connection state `Connected` (ICE + DTLS done).
+    pub connected_ms: f64,
+    /// Data channel `OnOpen` on the offerer (SCTP association + DCEP).
+    pub open_ms: f64,
+}
+
+pub struct RawResult {
+    pub mib_per_s: f64,
+    pub secs: f64,
+    pub setup: Setup,
+}
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    connected_at: Arc<Mutex<Option<Instant>>>,
+    channels: Option<mpsc::UnboundedSender<Arc<dyn DataChannel>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected
+            && let Ok(mut at) = self.connected_at.lock()
+        {
+            at.get_or_insert_with(Instant::now);
+        }
+    }
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        if let Some(tx) = &self.channels {
+            let _ = tx.send(dc);
+        }
+    }
+}
+
+fn ms(start: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(start).as_secs_f64() * 1000.0
+}
+
+/// Build a connected pair and its open data channel: (offerer, answerer, sender channel,
+/// receiver channel, setup timeline).
+pub async fn connect_pair(
+    settings: &RtcSettings,
+) -> anyhow::Result<(
+    Arc<dyn PeerConnection>,
+    Arc<dyn PeerConnection>,
+    Arc<dyn DataChannel>,
+    Arc<dyn DataChannel>,
+    Setup,
+)> {
+    let t0 = Instant::now();
+    let connected_at = Arc::new(Mutex::new(None));
+    let (a_gathered_tx, mut a_gathered) = watch::channel(false);
+    let (b_gathered_tx, mut b_gathered) = watch::channel(false);
+    let (dc_tx, mut dc_rx) = mpsc::unbounded_channel();
+    let a = build_peer_connection(
+        settings,
+        &[],
+        Arc::new(Handler {
+            gathered: a_gathered_tx,
+            connected_at: connected_at.clone(),
+            channels: None,
+        }),
+    )
+    .await?;
+    let b = build_peer_connection(
+        settings,
+        &[],
+        Arc::new(Handler {
+            gathered: b_gathered_tx,
+            connected_at: Arc::new(Mutex::new(None)),
+            channels: Some(dc_tx),
+        }),
+    )
+    .await?;
+    let built = Instant::now();
+
+    let dc = a
+        .create_data_channel("bench", Some(RTCDataChannelInit::default()))
+        .await?;
+    // Every channel must be polled all the time; this task also reports OnOpen.
+    let (open_tx, open_rx) = oneshot::channel();
+    let poll_dc = dc.clone();
+    tokio::spawn(async move {
+        let mut open_tx = Some(open_tx);
+        while let Some(ev) = poll_dc.poll().await {
+            match ev {
+                DataChannelEvent::OnOpen => {
+                    if let Some(tx) = open_tx.take() {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+    });
+
+    let offer = a.create_offer(None).await?;
+    a.set_local_description(offer).await?;
+    a_gathered.wait_for(|g| *g).await?;
+    let offer = a
+        .local_description()
+        .await
+        .context("offerer has no local description")?;
+    b.set_remote_description(offer).await?;
+    let answer = b.create_answer(None).await?;
+    b.set_local_description(answer).await?;
+    b_gathered.wait_for(|g| *g).await?;
+    let answer = b
+        .local_description()
+        .await
+        .context("answerer has no local description")?;
+    a.set_remote_description(answer).await?;
+    let sdp = Instant::now();
+
+    let opened = tokio::time::timeout(Duration::from_secs(30), open_rx)
+        .await
+        .context("data channel did not open within 30 s")??;
+    let remote = tokio::time::timeout(Duration::from_secs(30), dc_rx.recv())
+        .await
+        .context("no remote data channel within 30 s")?
+        .context("answerer handler dropped")?;
+    let connected = connected_at
+        .lock()
+        .ok()
+        .and_then(|c| *c)
+        .unwrap_or(opened);
+    let setup = Setup {
+        built_ms: ms(t0, built),
+        sdp_ms: ms(t0, sdp),
+        connected_ms: ms(t0, connected),
+        open_ms: ms(t0, opened),
+    };
+    Ok((a, b, dc, remote, setup))
+}
+
+/// Send `bytes` as 64 KiB messages; MiB/s measured at the receiver.
+pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult> {
+    let (a, b, dc, remote, setup) = connect_pair(settings).await?;
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut got = 0u64;
+        while let Some(ev) = remote.poll().await {
+            match ev {
+                DataChannelEvent::OnMessage(msg) => {
+                    got += msg.data.len() as u64;
+                    if got >= bytes {
+                        break;
+                    }
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+        let _ = done_tx.send((got, Instant::now()));
+    });
+    let template = BytesMut::from(&vec![0xa5u8; MESSAGE][..]);
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MESSAGE as u64) as usize;
+        dc.send(BytesMut::from(&template[..n]))
+            .await
+            .context("sending on the raw data channel")?;
+        left -= n as u64;
+    }
+    let (got, end) = done_rx.await.context("receiver task ended")?;
+    anyhow::ensure!(got == bytes, "raw receiver got {got} of {bytes} bytes");
+    let secs = end.duration_since(start).as_secs_f64();
+    let _ = a.close().await;
+    let _ = b.close().await;
+    Ok(RawResult {
+        mib_per_s: bytes as f64 / (1024.0 * 1024.0) / secs,
+        secs,
+        setup,
+    })
+}

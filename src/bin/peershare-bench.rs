@@ -1,0 +1,50 @@
+//! `peershare-bench`: measures the data-channel ceiling, a real peershare transfer, their
+//! ratio, peak RSS per peer, join → first byte, fan-out and plain TCP in one run, and
+//! prints a markdown table (docs/PERFORMANCE.md). All traffic stays on 127.0.0.1.
+//!
+//! ```text
+//! cargo build --release --bin peershare-bench
+//! target/release/peershare-bench                  # defaults: 256 MiB, 4 recipients
+//! target/release/peershare-bench --size 1024 --recipients 4
+//! ```
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peershare-bench",
+    about = "Throughput, memory and latency benchmark of peershare on loopback"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    bench: bench::BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Internal: one peer of a measurement, driven by the parent over stdin/stdout.
+    #[command(hide = true)]
+    Peer(bench::child::PeerArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Some(Cmd::Peer(args)) => runtime.block_on(bench::child::run(args)),
+        None => runtime.block_on(bench::run(cli.bench)),
+    }
+}
