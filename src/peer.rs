@@ -67,6 +67,11 @@ impl Events {
     pub async fn recv(&mut self) -> Option<Event> {
         self.rx.recv().await
     }
+
+    /// The next event if one is ready now.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// A member of a session that shares and receives files.

@@ -31,12 +31,16 @@ enum Cmd {
     Peer(bench::child::PeerArgs),
 }
 
+/// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
+/// connection-setup chatter.
+const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| QUIET.into()),
         )
         .with_writer(std::io::stderr)
         .try_init();

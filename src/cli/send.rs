@@ -96,6 +96,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             _ => {}
         }
     };
+    // Show what was emitted together with the last outcome (its upload-completed).
+    while let Some(event) = events.try_recv() {
+        out.event(&event);
+    }
     out.clear();
     peer.leave().await;
     result.map_err(Into::into)

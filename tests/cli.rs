@@ -1,0 +1,216 @@
+//! The built `peershare` binary, end to end on 127.0.0.1.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_peershare");
+/// Hang guard for a whole process run (not a performance assertion).
+const GUARD: Duration = Duration::from_secs(120);
+
+fn peershare(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+fn write_random(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; size];
+    rng.fill(&mut data[..]);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+async fn finish(child: Child) -> (i32, String, String) {
+    let out = tokio::time::timeout(GUARD, child.wait_with_output())
+        .await
+        .expect("process hung")
+        .expect("process output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_string())
+        .filter(|n| !n.ends_with("-progress") && n != "connection" && !n.starts_with("peer-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("alpha.bin");
+    let b = tmp.path().join("beta.txt");
+    let a_data = write_random(&a, 5 * 1024 * 1024 + 11, 1);
+    std::fs::write(&b, b"hello peershare\n").unwrap();
+    let out = tmp.path().join("out");
+
+    let mut send = peershare(&["send", "--bind", "127.0.0.1", "--json"])
+        .arg(&a)
+        .arg(&b)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(send.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .expect("no ticket line")
+        .unwrap()
+        .expect("send closed stdout");
+    let ticket_line: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(ticket_line["event"], "ticket");
+    let ticket = ticket_line["ticket"].as_str().unwrap().to_string();
+    assert!(ticket.bytes().all(|c| c.is_ascii_alphanumeric() || b"@:._-".contains(&c)), "{ticket}");
+    let send_rest = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            v.push(l);
+        }
+        v
+    });
+
+    let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--json", "--out"])
+        .arg(&out)
+        .arg(&ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "recv failed: {stderr}");
+    let send_status = tokio::time::timeout(GUARD, send.wait()).await.unwrap().unwrap();
+    assert!(send_status.success(), "send failed");
+
+    assert!(std::fs::read(out.join("alpha.bin")).unwrap() == a_data);
+    assert_eq!(std::fs::read(out.join("beta.txt")).unwrap(), b"hello peershare\n");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "stray files in the output");
+
+    let recv_events = json_lines(&stdout);
+    let mut recv_names = names(&recv_events);
+    recv_names.sort();
+    assert_eq!(
+        recv_names,
+        [
+            "download-available", "download-available",
+            "download-completed", "download-completed",
+            "download-started", "download-started",
+            "file-upload-started", "file-upload-started"
+        ]
+    );
+    for e in &recv_events {
+        match e["event"].as_str().unwrap() {
+            "download-started" => {
+                assert_eq!(e["offset"], 0);
+                assert!(e["job_id"].is_string() && e["file_id"].is_string());
+                assert!(e["name"].is_string() && e["size"].is_u64());
+            }
+            "download-completed" => {
+                let path = e["path"].as_str().unwrap();
+                let name = e["name"].as_str().unwrap();
+                assert_eq!(Path::new(path), out.join(name));
+            }
+            _ => {}
+        }
+    }
+
+    let send_lines = send_rest.await.unwrap();
+    let send_events: Vec<Value> = json_lines(&send_lines.join("\n"));
+    let send_names = names(&send_events);
+    assert_eq!(send_names.iter().filter(|n| *n == "upload-started").count(), 2);
+    assert_eq!(send_names.iter().filter(|n| *n == "upload-completed").count(), 2);
+    assert!(send_events.iter().filter(|e| e["event"] == "recipient-outcome").all(|e| e["outcome"] == "delivered"));
+}
+
+#[tokio::test]
+async fn cli_recv_bogus_ticket_exits_nonzero_with_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recv = peershare(&["recv", "--yes", "--out"])
+        .arg(tmp.path())
+        .arg("this-is-no-ticket")
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_ne!(code, 0);
+    assert!(stderr.starts_with("error 6008: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn cli_recv_unreachable_ticket_exits_nonzero_with_1180() {
+    // Reserve a port and close it again, so nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
+        .arg(tmp.path())
+        .arg(format!("abcdefgh23456789@127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_ne!(code, 0);
+    assert!(stderr.starts_with("error 1180: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn cli_recv_unknown_session_exits_with_signaling_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = peershare(&["signal", "--listen", "127.0.0.1:0"]).spawn().unwrap();
+    let mut lines = BufReader::new(signal.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(GUARD, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let host_port = url.strip_prefix("ws://").expect("ws URL");
+    let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
+        .arg(tmp.path())
+        .arg(format!("abcdefgh23456789@{host_port}"))
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_ne!(code, 0);
+    assert!(stderr.starts_with("error 7006: "), "{stderr}");
+}
+
+#[tokio::test]
+async fn cli_send_missing_file_exits_5089() {
+    let tmp = tempfile::tempdir().unwrap();
+    let send = peershare(&["send", "--bind", "127.0.0.1"])
+        .arg(tmp.path().join("nope.bin"))
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(send).await;
+    assert_ne!(code, 0);
+    assert!(stderr.starts_with("error 5089: "), "{stderr}");
+    assert!(!stdout.contains("peershare recv"), "a ticket was printed: {stdout}");
+}
+
+#[tokio::test]
+async fn cli_send_over_size_limit_exits_1185() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("big.bin");
+    write_random(&f, 2048, 3);
+    let send = peershare(&["send", "--bind", "127.0.0.1", "--max-size", "1024"])
+        .arg(&f)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(send).await;
+    assert_ne!(code, 0);
+    assert!(stderr.starts_with("error 1185: "), "{stderr}");
+    assert!(!stdout.contains("peershare recv"), "a ticket was printed: {stdout}");
+}
