@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --bin peershare-bench
-//! target/release/peershare-bench                  # defaults: 256 MiB, 4 recipients
+//! target/release/peershare-bench                  # defaults: 512 MiB, 4 recipients
 //! target/release/peershare-bench --size 1024 --recipients 4
 //! ```
 

@@ -71,7 +71,7 @@ impl Tune {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// MiB moved by (a), (b), (f) per recipient and (g).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub size: u64,
     /// Recipients of the fan-out measurement (f).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=31))]
