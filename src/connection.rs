@@ -16,6 +16,7 @@ use webrtc::peer_connection::{
 use crate::error::{Error, Result};
 use crate::proto::control::{ControlMessage, DecodeError, parse_job_channel_label};
 use crate::proto::ids::JobId;
+use crate::rtc::path::{SelectedPath, selected_path};
 use crate::rtc::{RtcChannel, RtcSettings, build_peer_connection};
 use crate::transport::Channel;
 
@@ -44,8 +45,8 @@ const GRACEFUL_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Events from a connection task to the peer task.
 pub(crate) enum ConnEvent {
-    /// The control channel is open: offers may flow.
-    ControlOpen,
+    /// The control channel is open: offers may flow. Carries the selected path.
+    ControlOpen(Option<SelectedPath>),
     Control(ControlMessage),
     ControlInvalid(DecodeError),
     /// The remote side opened the data channel of a job.
@@ -377,7 +378,9 @@ impl Conn {
                 for msg in std::mem::take(&mut self.queued) {
                     self.send_control(msg).await;
                 }
-                self.emit(ConnEvent::ControlOpen);
+                let path = selected_path(self.pc.as_ref()).await;
+                tracing::info!(?path, "control channel open");
+                self.emit(ConnEvent::ControlOpen(path));
             }
             ControlSignal::Message(data) => match ControlMessage::decode(&data) {
                 Ok(msg) => self.emit(ConnEvent::Control(msg)),

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::proto::control::OfferGroup;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::Outcome;
+use crate::rtc::path::PathKind;
 
 /// A file offered to us, as listed by [`crate::Peer::available_files`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,8 +36,14 @@ pub enum Event {
     PeerJoined { peer: String, name: String },
     /// Another client left the session.
     PeerLeft { peer: String },
-    /// The peer-to-peer connection to `peer` is up.
-    Connection { peer: String },
+    /// The peer-to-peer connection to `peer` is up, over a `direct` or `relay` path
+    /// (`local`/`remote` are the selected candidate types: host, srflx, prflx, relay).
+    Connection {
+        peer: String,
+        path: Option<PathKind>,
+        local: Option<String>,
+        remote: Option<String>,
+    },
 
     /// Sender: the file is open and its offer went out.
     UploadStarted {

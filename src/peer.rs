@@ -815,12 +815,17 @@ impl Actor {
 
     fn on_conn_event(&mut self, peer: String, ev: ConnEvent) {
         match ev {
-            ConnEvent::ControlOpen => {
+            ConnEvent::ControlOpen(path) => {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return;
                 };
                 p.control_open = true;
-                self.emit(Event::Connection { peer: peer.clone() });
+                self.emit(Event::Connection {
+                    peer: peer.clone(),
+                    path: path.as_ref().map(|p| p.kind),
+                    local: path.as_ref().map(|p| p.local.clone()),
+                    remote: path.map(|p| p.remote),
+                });
                 self.send_control(
                     &peer,
                     ControlMessage::Hello {

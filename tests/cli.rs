@@ -105,6 +105,8 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "stray files in the output");
 
     let recv_events = json_lines(&stdout);
+    let conn = recv_events.iter().find(|e| e["event"] == "connection").expect("connection event");
+    assert_eq!(conn["path"], "direct", "{conn}");
     let mut recv_names = names(&recv_events);
     recv_names.sort();
     assert_eq!(

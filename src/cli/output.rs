@@ -75,7 +75,14 @@ impl Output {
             return;
         }
         match event {
-            Event::Connection { peer } => self.note(&format!("connected to {peer}")),
+            Event::Connection { peer, path, .. } => {
+                let how = match path {
+                    Some(peershare::rtc::path::PathKind::Relay) => "relayed through TURN",
+                    Some(peershare::rtc::path::PathKind::Direct) => "direct",
+                    None => "path unknown",
+                };
+                self.note(&format!("connected to {peer} ({how})"))
+            }
             Event::UploadProgress {
                 job_id,
                 peer,

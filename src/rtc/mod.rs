@@ -2,12 +2,14 @@
 //! the [`crate::transport::Channel`] seam.
 
 mod channel;
+pub mod path;
 pub mod runtime;
 
 pub use channel::RtcChannel;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
@@ -33,6 +35,11 @@ pub struct RtcSettings {
     pub sctp_receive_window: u32,
     /// Use only TURN relay candidates.
     pub relay_only: bool,
+    /// ICE connectivity-check interval while connecting; `None` = the stack's 200 ms.
+    pub ice_check_interval: Option<Duration>,
+    /// During a connection's first seconds, wake its driver at least this often; `None` =
+    /// only at protocol deadlines, which are ≥ 200 ms apart (docs/PERFORMANCE.md).
+    pub setup_poll_interval: Option<Duration>,
 }
 
 impl Default for RtcSettings {
@@ -43,6 +50,8 @@ impl Default for RtcSettings {
             send_buffer_limit: 4 * 1024 * 1024,
             sctp_receive_window: 4 * 1024 * 1024,
             relay_only: false,
+            ice_check_interval: None,
+            setup_poll_interval: None,
         }
     }
 }
@@ -53,22 +62,45 @@ pub async fn build_peer_connection(
     ice_servers: &[IceServer],
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>> {
-    let runtime = runtime::BufferedRuntime::new(settings.socket_buffer_bytes)
+    let mut runtime = runtime::BufferedRuntime::new(settings.socket_buffer_bytes)
         .ok_or_else(|| Error::ConnectionFailed("no async runtime compiled in".into()))?;
-    let setting_engine = SettingEngineBuilder::new()
+    if let Some(interval) = settings.setup_poll_interval {
+        runtime = runtime.with_setup_poll(interval, runtime::SETUP_WINDOW);
+    }
+    let mut setting_engine = SettingEngineBuilder::new()
         // mDNS needs a multicast route, which namespaces and some hosts lack.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
         // Advertise 256 KiB so browsers may send large messages; we send 64 KiB.
         .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-        .with_sctp_max_receive_buffer_size(settings.sctp_receive_window)
-        .build();
+        .with_sctp_max_receive_buffer_size(settings.sctp_receive_window);
+    if let Some(interval) = settings.ice_check_interval {
+        // Keep the stack's 1.4 s of attempts per candidate pair (7 × 200 ms).
+        let attempts = (1400 / interval.as_millis().max(1)).clamp(7, 1000) as u16;
+        setting_engine = setting_engine.with_ice_connection_attempts(Some(interval), Some(attempts));
+    }
+    let setting_engine = setting_engine.build();
     let ice: Vec<RTCIceServer> = ice_servers
         .iter()
+        .filter_map(|s| {
+            if !settings.direct_only {
+                return Some(s.clone());
+            }
+            let urls: Vec<String> = s
+                .urls
+                .iter()
+                .filter(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+                .cloned()
+                .collect();
+            (!urls.is_empty()).then(|| IceServer {
+                urls,
+                ..s.clone()
+            })
+        })
         .map(|s| RTCIceServer {
-            urls: s.urls.clone(),
-            username: s.username.clone().unwrap_or_default(),
-            credential: s.credential.clone().unwrap_or_default(),
+            urls: s.urls,
+            username: s.username.unwrap_or_default(),
+            credential: s.credential.unwrap_or_default(),
         })
         .collect();
     let mut config = RTCConfigurationBuilder::new().with_ice_servers(ice);

@@ -21,11 +21,16 @@ use webrtc::runtime::{
 /// Socket buffer size requested for every UDP socket.
 pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long after its creation a runtime applies its setup poll interval.
+pub const SETUP_WINDOW: Duration = Duration::from_secs(5);
+
 /// Delegates to the default (tokio) runtime and enlarges UDP socket buffers.
 #[derive(Debug)]
 pub struct BufferedRuntime {
     inner: Arc<dyn Runtime>,
     buffer_bytes: usize,
+    /// Until this instant, no sleep is longer than the interval.
+    setup_poll: Option<(Duration, Instant)>,
 }
 
 impl BufferedRuntime {
@@ -34,7 +39,18 @@ impl BufferedRuntime {
         Some(Self {
             inner: default_runtime()?,
             buffer_bytes,
+            setup_poll: None,
         })
+    }
+
+    /// For `window` from now, cap every sleep at `interval`. The `webrtc` 0.21 driver
+    /// flushes output that a state change produced (the DTLS ClientHello after ICE
+    /// connects, the SCTP INIT after DTLS, the DCEP OPEN after SCTP) only at its next
+    /// wake-up, which is up to 200 ms away; capping the sleeps during setup removes
+    /// those three stalls (docs/PERFORMANCE.md).
+    pub fn with_setup_poll(mut self, interval: Duration, window: Duration) -> Self {
+        self.setup_poll = Some((interval, Instant::now() + window));
+        self
     }
 }
 
@@ -148,6 +164,10 @@ impl Runtime for BufferedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let duration = match self.setup_poll {
+            Some((cap, until)) if Instant::now() < until => duration.min(cap),
+            _ => duration,
+        };
         self.inner.sleep(duration)
     }
 

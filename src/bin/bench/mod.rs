@@ -10,6 +10,7 @@ pub mod tcp;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -31,6 +32,12 @@ pub struct Tune {
     /// SCTP receive window, bytes (default: the product's).
     #[arg(long)]
     pub sctp_window: Option<u32>,
+    /// ICE check interval while connecting, ms; 0 = the stack's default (200 ms).
+    #[arg(long)]
+    pub ice_check_ms: Option<u64>,
+    /// Cap on the driver's sleeps during connection setup, ms; 0 = no cap.
+    #[arg(long)]
+    pub setup_poll_ms: Option<u64>,
 }
 
 impl Tune {
@@ -49,6 +56,12 @@ impl Tune {
         if let Some(v) = self.sctp_window {
             s.sctp_receive_window = v;
         }
+        if let Some(ms) = self.ice_check_ms {
+            s.ice_check_interval = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.setup_poll_ms {
+            s.setup_poll_interval = (ms > 0).then(|| Duration::from_millis(ms));
+        }
         s
     }
 
@@ -63,6 +76,12 @@ impl Tune {
         }
         if let Some(x) = self.sctp_window {
             v.extend(["--sctp-window".to_string(), x.to_string()]);
+        }
+        if let Some(x) = self.ice_check_ms {
+            v.extend(["--ice-check-ms".to_string(), x.to_string()]);
+        }
+        if let Some(x) = self.setup_poll_ms {
+            v.extend(["--setup-poll-ms".to_string(), x.to_string()]);
         }
         v
     }
@@ -208,11 +227,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         line(format!("- {fact}"));
     }
     line(format!(
-        "- transport: socket buffer {} B, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, bound to 127.0.0.1",
+        "- transport: socket buffer {} B, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, ICE check interval {}, setup poll {}, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
         settings.send_buffer_limit,
         settings.sctp_receive_window,
-        raw::MESSAGE / 1024
+        raw::MESSAGE / 1024,
+        settings
+            .ice_check_interval
+            .map_or_else(|| "default (200 ms)".into(), |d| format!("{} ms", d.as_millis())),
+        settings
+            .setup_poll_interval
+            .map_or_else(|| "off".into(), |d| format!("{} ms", d.as_millis())),
     ));
     line(String::new());
     line("| row | measure | result | detail |".into());
