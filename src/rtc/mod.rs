@@ -35,6 +35,8 @@ pub struct RtcSettings {
     pub sctp_receive_window: u32,
     /// Use only TURN relay candidates.
     pub relay_only: bool,
+    /// Never use a TURN relay (TURN servers handed out by signaling are ignored).
+    pub direct_only: bool,
     /// ICE connectivity-check interval while connecting; `None` = the stack's 200 ms.
     pub ice_check_interval: Option<Duration>,
     /// During a connection's first seconds, wake its driver at least this often; `None` =
@@ -50,6 +52,7 @@ impl Default for RtcSettings {
             send_buffer_limit: 4 * 1024 * 1024,
             sctp_receive_window: 4 * 1024 * 1024,
             relay_only: false,
+            direct_only: false,
             ice_check_interval: None,
             setup_poll_interval: None,
         }
