@@ -22,7 +22,13 @@ async fn main() -> anyhow::Result<()> {
     let mut done = 0;
     while let Some(event) = events.recv().await {
         match event {
-            Event::DownloadAvailable { file_id, name, size, group, .. } => {
+            Event::DownloadAvailable {
+                file_id,
+                name,
+                size,
+                group,
+                ..
+            } => {
                 println!("downloading {name} ({size} bytes)");
                 expected.get_or_insert(group.map_or(1, |g| g.count));
                 peer.download(file_id, Save::ToDir(out.clone())).await?;
@@ -31,7 +37,12 @@ async fn main() -> anyhow::Result<()> {
                 println!("saved {path:?}, BLAKE3 verified");
                 done += 1;
             }
-            Event::DownloadFailed { name, code, message, .. } => {
+            Event::DownloadFailed {
+                name,
+                code,
+                message,
+                ..
+            } => {
                 anyhow::bail!("{name}: error {code}: {message}")
             }
             _ => {}

@@ -10,7 +10,9 @@ use peershare::{Event, Peer, PeerConfig, Share};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let server = args.next().ok_or_else(|| anyhow::anyhow!("usage: sender SERVER FILE..."))?;
+    let server = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: sender SERVER FILE..."))?;
     let files: Vec<std::path::PathBuf> = args.map(Into::into).collect();
 
     let (peer, mut events) = Peer::join(PeerConfig::new(server)).await?;
@@ -27,7 +29,12 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
             }
-            Event::UploadFailed { name, code, message, .. } => {
+            Event::UploadFailed {
+                name,
+                code,
+                message,
+                ..
+            } => {
                 anyhow::bail!("{name}: error {code}: {message}")
             }
             _ => {}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::rtc::RtcSettings;
 
 /// Everything a peer needs to join a session.
@@ -32,6 +33,13 @@ pub struct PeerConfig {
     pub offer_ttl: Duration,
     /// Download every offer into `download_dir` as soon as it is available.
     pub auto_accept: bool,
+    /// Limit on the bytes per second this peer sends and receives, all jobs together.
+    pub rate_limit: Option<u64>,
+    /// How long jobs wait for a peer whose connection was lost (or who left) to come
+    /// back before they fail with 6003.
+    pub resume_grace: Duration,
+    /// The clock for offer lifetimes and grace periods (tests move it forward).
+    pub clock: Clock,
 }
 
 impl PeerConfig {
@@ -50,6 +58,9 @@ impl PeerConfig {
             max_files_per_request: 1000,
             offer_ttl: Duration::from_secs(3600),
             auto_accept: false,
+            rate_limit: None,
+            resume_grace: Duration::from_secs(120),
+            clock: Clock::system(),
         }
     }
 }

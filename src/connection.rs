@@ -4,9 +4,11 @@
 
 use std::sync::Arc;
 
-use peershare_signaling::protocol::{CandidateInit, ClientMessage, IceServer, SignalData};
+use peershare_signaling::protocol::{CandidateInit, ClientMessage, IceServer};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
+use uuid::Uuid;
 use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
@@ -23,10 +25,51 @@ use crate::transport::Channel;
 /// Label of the control channel.
 pub const CONTROL_LABEL: &str = "control";
 
+/// What peershare peers put in signaling `data`: the browsers' offer/answer/candidate
+/// shapes (`peershare_signaling::protocol::SignalData`) plus `conn`, the ID of the
+/// connection attempt they belong to, and `reconnect`, a request to the offerer to
+/// replace a connection that died. A missing `conn` (e.g. from a browser) means "the
+/// current connection".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub(crate) enum PeerSignal {
+    Offer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conn: Option<Uuid>,
+    },
+    Answer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conn: Option<Uuid>,
+    },
+    Candidate {
+        candidate: CandidateInit,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conn: Option<Uuid>,
+    },
+    Reconnect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conn: Option<Uuid>,
+    },
+}
+
+impl PeerSignal {
+    /// The connection attempt this signal belongs to.
+    pub(crate) fn conn(&self) -> Option<Uuid> {
+        match self {
+            PeerSignal::Offer { conn, .. }
+            | PeerSignal::Answer { conn, .. }
+            | PeerSignal::Candidate { conn, .. }
+            | PeerSignal::Reconnect { conn } => *conn,
+        }
+    }
+}
+
 /// Commands from the peer task to a connection task.
 pub(crate) enum ConnCommand {
-    /// Signaling data the remote peer sent us.
-    RemoteSignal(SignalData),
+    /// Signaling data the remote peer sent us for this connection.
+    RemoteSignal(PeerSignal),
     /// Send a control message (queued until the control channel is open).
     Control(ControlMessage),
     /// Open the data channel of a job.
@@ -50,7 +93,10 @@ pub(crate) enum ConnEvent {
     Control(ControlMessage),
     ControlInvalid(DecodeError),
     /// The remote side opened the data channel of a job.
-    JobChannel { job_id: JobId, channel: RtcChannel },
+    JobChannel {
+        job_id: JobId,
+        channel: RtcChannel,
+    },
     /// The connection failed or closed for good.
     Down(String),
 }
@@ -63,11 +109,13 @@ pub(crate) struct ConnHandle {
 /// What the connection task needs to run.
 pub(crate) struct ConnSetup {
     pub remote: String,
+    /// ID of this connection attempt (chosen by the offerer).
+    pub conn_id: Uuid,
     pub offerer: bool,
     pub settings: RtcSettings,
     pub ice_servers: Vec<IceServer>,
     pub signal_tx: mpsc::Sender<ClientMessage>,
-    pub events: mpsc::UnboundedSender<(String, ConnEvent)>,
+    pub events: mpsc::UnboundedSender<(String, Uuid, ConnEvent)>,
 }
 
 enum RtcEvent {
@@ -96,17 +144,18 @@ impl PeerConnectionEventHandler for Handler {
 /// Start the task for the connection to `setup.remote`.
 pub(crate) fn spawn(setup: ConnSetup) -> ConnHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let span = tracing::info_span!("conn", remote = %setup.remote);
+    let span = tracing::info_span!("conn", remote = %setup.remote, conn = %setup.conn_id);
     tokio::spawn(
         async move {
             let remote = setup.remote.clone();
+            let conn_id = setup.conn_id;
             let events = setup.events.clone();
             let reason = match run(setup, rx).await {
                 Ok(()) => "closed".to_string(),
                 Err(e) => e.to_string(),
             };
             tracing::debug!(%reason, "connection task ended");
-            let _ = events.send((remote, ConnEvent::Down(reason)));
+            let _ = events.send((remote, conn_id, ConnEvent::Down(reason)));
         }
         .instrument(span),
     );
@@ -115,9 +164,10 @@ pub(crate) fn spawn(setup: ConnSetup) -> ConnHandle {
 
 struct Conn {
     remote: String,
+    conn_id: Uuid,
     pc: Arc<dyn PeerConnection>,
     signal_tx: mpsc::Sender<ClientMessage>,
-    events: mpsc::UnboundedSender<(String, ConnEvent)>,
+    events: mpsc::UnboundedSender<(String, Uuid, ConnEvent)>,
     control: Option<Arc<RtcChannel>>,
     control_open: bool,
     queued: Vec<ControlMessage>,
@@ -142,6 +192,7 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlSignal>();
     let mut conn = Conn {
         remote: setup.remote,
+        conn_id: setup.conn_id,
         pc,
         signal_tx: setup.signal_tx,
         events: setup.events,
@@ -163,7 +214,11 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
             .set_local_description(offer.clone())
             .await
             .map_err(rtc_err)?;
-        conn.signal(SignalData::Offer { sdp: offer.sdp }).await;
+        conn.signal(PeerSignal::Offer {
+            sdp: offer.sdp,
+            conn: Some(conn.conn_id),
+        })
+        .await;
     }
     let result = loop {
         tokio::select! {
@@ -206,7 +261,7 @@ fn rtc_err(e: webrtc::error::Error) -> Error {
 }
 
 impl Conn {
-    async fn signal(&self, data: SignalData) {
+    async fn signal(&self, data: PeerSignal) {
         match serde_json::to_value(&data) {
             Ok(value) => {
                 let _ = self
@@ -222,10 +277,14 @@ impl Conn {
     }
 
     fn emit(&self, event: ConnEvent) {
-        let _ = self.events.send((self.remote.clone(), event));
+        let _ = self.events.send((self.remote.clone(), self.conn_id, event));
     }
 
-    fn attach_control(&mut self, channel: RtcChannel, ctl_tx: &mpsc::UnboundedSender<ControlSignal>) {
+    fn attach_control(
+        &mut self,
+        channel: RtcChannel,
+        ctl_tx: &mpsc::UnboundedSender<ControlSignal>,
+    ) {
         let channel = Arc::new(channel);
         self.control = Some(channel.clone());
         let tx = ctl_tx.clone();
@@ -280,20 +339,27 @@ impl Conn {
         }
     }
 
-    async fn on_remote_signal(&mut self, data: SignalData) -> Result<()> {
+    async fn on_remote_signal(&mut self, data: PeerSignal) -> Result<()> {
         match data {
-            SignalData::Offer { sdp } => {
+            PeerSignal::Offer { sdp, .. } => {
                 let offer = RTCSessionDescription::offer(sdp).map_err(rtc_err)?;
-                self.pc.set_remote_description(offer).await.map_err(rtc_err)?;
+                self.pc
+                    .set_remote_description(offer)
+                    .await
+                    .map_err(rtc_err)?;
                 self.remote_description_set().await;
                 let answer = self.pc.create_answer(None).await.map_err(rtc_err)?;
                 self.pc
                     .set_local_description(answer.clone())
                     .await
                     .map_err(rtc_err)?;
-                self.signal(SignalData::Answer { sdp: answer.sdp }).await;
+                self.signal(PeerSignal::Answer {
+                    sdp: answer.sdp,
+                    conn: Some(self.conn_id),
+                })
+                .await;
             }
-            SignalData::Answer { sdp } => {
+            PeerSignal::Answer { sdp, .. } => {
                 let answer = RTCSessionDescription::answer(sdp).map_err(rtc_err)?;
                 self.pc
                     .set_remote_description(answer)
@@ -301,7 +367,8 @@ impl Conn {
                     .map_err(rtc_err)?;
                 self.remote_description_set().await;
             }
-            SignalData::Candidate { candidate } => {
+            PeerSignal::Reconnect { .. } => {}
+            PeerSignal::Candidate { candidate, .. } => {
                 let init = RTCIceCandidateInit {
                     candidate: candidate.candidate,
                     sdp_mid: candidate.sdp_mid,
@@ -343,7 +410,11 @@ impl Conn {
                     sdp_mline_index: init.sdp_mline_index,
                     username_fragment: init.username_fragment,
                 };
-                self.signal(SignalData::Candidate { candidate }).await;
+                self.signal(PeerSignal::Candidate {
+                    candidate,
+                    conn: Some(self.conn_id),
+                })
+                .await;
             }
             RtcEvent::State(state) => {
                 tracing::debug!(%state, "peer connection state");

@@ -46,6 +46,8 @@ pub mod codes {
     pub const CONNECTION_FAILED: u16 = 6007;
     /// Invalid configuration or argument given by the caller.
     pub const INVALID_ARGUMENT: u16 = 6008;
+    /// The job was cancelled on this side.
+    pub const CANCELLED: u16 = 6009;
 }
 
 /// Errors of the peershare library. Every variant has a stable [`Error::code`].
@@ -93,6 +95,8 @@ pub enum Error {
     ConnectionFailed(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error("cancelled")]
+    CancelledLocally,
     /// An error reported by the other side or by the signaling server, with its code.
     #[error("{message} (code {code})")]
     Remote { code: u16, message: String },
@@ -124,6 +128,7 @@ impl Error {
             Error::UnsupportedVersion(_) => UNSUPPORTED_VERSION,
             Error::ConnectionFailed(_) => CONNECTION_FAILED,
             Error::InvalidArgument(_) => INVALID_ARGUMENT,
+            Error::CancelledLocally => CANCELLED,
             Error::Remote { code, .. } => *code,
         }
     }

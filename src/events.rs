@@ -45,6 +45,10 @@ pub enum Event {
         remote: Option<String>,
     },
 
+    /// The connection to `peer` was lost; jobs with it are kept and resume when it is
+    /// re-established.
+    ConnectionLost { peer: String, reason: String },
+
     /// Sender: the file is open and its offer went out.
     UploadStarted {
         job_id: JobId,
@@ -60,13 +64,15 @@ pub enum Event {
         bytes: u64,
         size: u64,
     },
-    /// Sender: one recipient's outcome (delivered, declined or failed).
+    /// Sender: one recipient's outcome (delivered, declined or failed), with the bytes
+    /// sent to it over all attempts (more than the size when resumes re-sent data).
     RecipientOutcome {
         job_id: JobId,
         file_id: FileId,
         peer: String,
         #[serde(flatten)]
         outcome: Outcome,
+        bytes_sent: u64,
     },
     /// Sender: every intended recipient is resolved.
     UploadCompleted {
@@ -171,6 +177,7 @@ impl Event {
             Event::PeerJoined { .. } => "peer-joined",
             Event::PeerLeft { .. } => "peer-left",
             Event::Connection { .. } => "connection",
+            Event::ConnectionLost { .. } => "connection-lost",
             Event::UploadStarted { .. } => "upload-started",
             Event::UploadProgress { .. } => "upload-progress",
             Event::RecipientOutcome { .. } => "recipient-outcome",

@@ -34,9 +34,12 @@
 //!   message size, bind address) and the data-channel implementation of `Channel`.
 //! - `connection`: one task per remote peer owning its `RTCPeerConnection`.
 //! - `signal_client`: the WebSocket client of the signaling server.
-//! - [`peer`]: the public [`Peer`] handle and the task that owns all session state.
+//! - [`peer`]: the public [`Peer`] handle; `session`: the task that owns all session
+//!   state (links and reconnection, uploads, downloads and their resume).
+//! - [`store`]: durable download job records next to the partial files.
 //! - [`events`], [`error`], [`config`]: the public event, error and configuration types.
 
+pub mod clock;
 pub mod config;
 mod connection;
 pub mod error;
@@ -44,16 +47,18 @@ pub mod events;
 pub mod peer;
 pub mod proto;
 pub mod rtc;
+mod session;
 pub mod signal_client;
-pub mod transfer;
+pub mod store;
 pub mod ticket;
+pub mod transfer;
 pub mod transport;
 
 pub use config::PeerConfig;
 pub use error::{Error, Result, codes};
 pub use events::{Event, FileInfo};
 pub use peer::{Events, Peer, Save, SendOptions, Share};
+pub use peershare_signaling as signaling;
 pub use proto::ids::{FileId, JobId};
 pub use proto::upload::Outcome;
 pub use ticket::Ticket;
-pub use peershare_signaling as signaling;

@@ -49,6 +49,15 @@ pub struct SendArgs {
     /// Largest file to send, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_size: Option<u64>,
+    /// Use only TURN relay candidates (never a direct path).
+    #[arg(long, conflicts_with = "direct_only")]
+    relay_only: bool,
+    /// Never use a TURN relay.
+    #[arg(long)]
+    direct_only: bool,
+    /// TURN relay of the embedded signaling server (ignored with --server).
+    #[command(flatten)]
+    turn: cli::signal::TurnArgs,
     /// Files to share.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
@@ -71,6 +80,12 @@ pub struct RecvArgs {
     /// Largest file to accept, in bytes.
     #[arg(long, value_name = "BYTES")]
     max_size: Option<u64>,
+    /// Use only TURN relay candidates (never a direct path).
+    #[arg(long, conflicts_with = "direct_only")]
+    relay_only: bool,
+    /// Never use a TURN relay.
+    #[arg(long)]
+    direct_only: bool,
     /// The ticket printed by `peershare send`.
     ticket: String,
 }
@@ -83,20 +98,24 @@ pub struct SignalArgs {
     /// Listen on this address instead (same as --listen IP:PORT with the port of --listen).
     #[arg(long, value_name = "IP")]
     bind: Option<IpAddr>,
+    #[command(flatten)]
+    turn: cli::signal::TurnArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG")
-                .unwrap_or_else(|_| {
-                    "warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,webrtc=error".into()
-                }),
+            tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG").unwrap_or_else(|_| {
+                "warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,webrtc=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error 6008: cannot start the async runtime: {e}");

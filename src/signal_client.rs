@@ -58,7 +58,9 @@ pub async fn connect(url: &str, join: JoinRequest) -> Result<SignalingSession> {
     let url = normalize_url(url);
     tokio::time::timeout(JOIN_TIMEOUT, connect_inner(&url, join))
         .await
-        .map_err(|_| Error::NotConnected(format!("signaling server {url} did not answer in time")))?
+        .map_err(|_| {
+            Error::NotConnected(format!("signaling server {url} did not answer in time"))
+        })?
 }
 
 async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession> {
@@ -111,7 +113,8 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
     })
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send_frame(ws: &mut Ws, frame: &ClientMessage) -> Result<()> {
     let text = serde_json::to_string(frame)

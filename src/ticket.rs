@@ -121,14 +121,25 @@ mod tests {
             let t = Ticket::new(server, "abcdefgh23456789");
             let s = t.to_string();
             assert!(s.starts_with("ps1"));
-            assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
             assert_eq!(s.parse::<Ticket>().unwrap(), t);
         }
     }
 
     #[test]
     fn ticket_bogus_inputs_are_invalid_argument() {
-        for s in ["", "hello", "x@y", "abcdefgh@host", "short@1.2.3.4:5", "ps1!!!", "ps1aGVsbG8"] {
+        for s in [
+            "",
+            "hello",
+            "x@y",
+            "abcdefgh@host",
+            "short@1.2.3.4:5",
+            "ps1!!!",
+            "ps1aGVsbG8",
+        ] {
             let e = s.parse::<Ticket>().unwrap_err();
             assert_eq!(e.code(), crate::error::codes::INVALID_ARGUMENT, "{s}");
         }

@@ -11,15 +11,30 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::codes;
 use crate::proto::download::{ChunkError, DownloadState, Verdict};
+use crate::proto::hash::Hash;
 use crate::proto::ids::JobId;
 use crate::proto::names::numbered_name;
+use crate::proto::resume::{CHECKPOINT_BYTES, CheckpointPolicy, Reconcile, reconcile};
+use crate::store::{JobRecord, JobStore};
 use crate::transport::Channel;
 
 /// Size of one data message (the SCTP max message size both sides advertise is larger).
 pub const CHUNK_SIZE: usize = 64 * 1024;
 /// Chunks read ahead of the network, and written behind it.
 const PIPELINE_DEPTH: usize = 16;
+
+/// The most bytes a cut connection can make a sender send twice for one job: one
+/// backpressure window (what may be in the network between the two ends: the sender's
+/// send-buffer limit plus the receiver's SCTP window) plus one chunk. Everything that
+/// reached the recipient's process is drained and written before it resumes.
+pub fn resend_bound(settings: &crate::rtc::RtcSettings) -> u64 {
+    settings.send_buffer_limit as u64 + u64::from(settings.sctp_receive_window) + CHUNK_SIZE as u64
+}
 
 /// What identifies the version of a source file that was offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +87,8 @@ pub async fn send_file<C: Channel + ?Sized>(
     path: &Path,
     offset: u64,
     identity: FileIdentity,
+    sent_total: &AtomicU64,
+    limit: Option<&RateLimit>,
 ) -> Result<u64> {
     let now = FileIdentity::of(path)?;
     if now != identity {
@@ -112,11 +129,15 @@ pub async fn send_file<C: Channel + ?Sized>(
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk?;
         let len = chunk.len() as u64;
+        if let Some(limit) = limit {
+            limit.take(len).await;
+        }
         channel
             .send(chunk)
             .await
             .map_err(|_| Error::UploadFailed("data channel closed".into()))?;
         sent += len;
+        sent_total.fetch_add(len, Ordering::Relaxed);
     }
     drop(rx);
     let _ = reader.await;
@@ -128,11 +149,47 @@ pub async fn send_file<C: Channel + ?Sized>(
     Ok(sent)
 }
 
+/// A byte-rate limit shared by every transfer of a peer (`--limit-rate`).
+#[derive(Debug)]
+pub struct RateLimit {
+    bytes_per_sec: u64,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    /// At most `bytes_per_sec` bytes per second (at least 1).
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Wait until `bytes` more may pass.
+    pub async fn take(&self, bytes: u64) {
+        let until = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let start = (*next).max(now);
+            let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+            *next = start + cost;
+            start
+        };
+        tokio::time::sleep_until(until).await;
+    }
+}
+
 /// Where a download goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Sink {
-    /// Into `dir`, under `name` (already sanitized) or a numbered variant if taken.
-    Dir { dir: PathBuf, name: String },
+    /// Into the job store's directory: data in the job's partial file, progress
+    /// checkpointed in its record, published under `name` (already sanitized) or a
+    /// numbered variant once verified.
+    Dir {
+        store: JobStore,
+        record: JobRecord,
+        name: String,
+    },
     /// Into memory.
     Memory,
 }
@@ -146,25 +203,89 @@ pub enum Saved {
 
 /// Name of the partial file of job `job_id` inside the output directory.
 pub fn partial_name(job_id: &JobId) -> String {
-    format!(".peershare-{job_id}.part")
+    crate::store::partial_name(job_id)
 }
 
-/// Receive a whole download from `channel` into `sink`, verifying it. `on_progress` is
-/// called with the received byte count whenever an acknowledgement is due.
+/// Live counters of a running download, shared with the peer task, and its stop
+/// switch.
+#[derive(Debug, Default)]
+pub struct DownloadCounters {
+    /// Bytes written to the partial file (or buffered in memory) so far.
+    pub written: AtomicU64,
+    /// Bytes durably checkpointed.
+    pub durable: AtomicU64,
+    stop: tokio::sync::Notify,
+    discard: std::sync::atomic::AtomicBool,
+}
+
+impl DownloadCounters {
+    /// Stop the download: the receiver stops reading, the writer flushes and records
+    /// what it wrote, and the partial data is then removed if `discard`, else kept for a
+    /// later resume.
+    pub fn stop(&self, discard: bool) {
+        self.discard.store(discard, Ordering::Release);
+        self.stop.notify_one();
+    }
+}
+
+/// Prepare the partial file of `record` for resuming at `offset`: cut it to that
+/// length and hash the bytes already there. Returns the state to continue with.
+/// Blocking; call from a blocking thread.
+pub fn prepare_resume(store: &JobStore, record: &JobRecord, offset: u64) -> Result<DownloadState> {
+    let expected: Hash = record
+        .hash
+        .parse()
+        .map_err(|_| Error::Protocol("job record carries an invalid hash".into()))?;
+    let path = store.partial_path(&record.job_id);
+    let mut hasher = blake3::Hasher::new();
+    let offset = match std::fs::metadata(&path) {
+        Ok(meta) => match reconcile(offset, record.size, meta.len()) {
+            Reconcile::ResumeAt { offset, truncate } => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .read(true)
+                    .open(&path)
+                    .map_err(|e| storage_error(&path, &e))?;
+                if truncate {
+                    file.set_len(offset).map_err(|e| save_error(&path, &e))?;
+                }
+                let mut reader = std::io::BufReader::with_capacity(1 << 20, file).take(offset);
+                std::io::copy(&mut reader, &mut hasher).map_err(|e| storage_error(&path, &e))?;
+                offset
+            }
+            Reconcile::Restart => 0,
+        },
+        Err(_) => 0,
+    };
+    if offset == 0 {
+        hasher = blake3::Hasher::new();
+    }
+    Ok(DownloadState::new(record.size, expected, offset, hasher))
+}
+
+/// Receive a download from `channel` into `sink`, verifying it. `on_progress` is called
+/// with the received byte count whenever an acknowledgement is due. On a transport
+/// failure the partial data stays for a resume; on a verification failure or a protocol
+/// violation it is removed.
 pub async fn receive<C: Channel + ?Sized>(
     channel: &C,
     mut state: DownloadState,
     sink: Sink,
-    job_id: JobId,
+    counters: Arc<DownloadCounters>,
+    limit: Option<Arc<RateLimit>>,
     mut on_progress: impl FnMut(u64) + Send,
 ) -> Result<Saved> {
     match sink {
         Sink::Memory => {
             let mut buf = Vec::with_capacity(state.size().min(64 * 1024 * 1024) as usize);
             while !state.is_complete() {
-                let chunk = next_chunk(channel).await?;
+                let chunk = next_chunk(channel, &counters).await?;
                 let step = state.on_chunk(&chunk).map_err(chunk_error)?;
+                if let Some(limit) = &limit {
+                    limit.take(chunk.len() as u64).await;
+                }
                 buf.extend_from_slice(&chunk);
+                counters.written.store(step.received, Ordering::Release);
                 if step.ack_due {
                     on_progress(step.received);
                 }
@@ -172,47 +293,108 @@ pub async fn receive<C: Channel + ?Sized>(
             verify(&state)?;
             Ok(Saved::Memory(Bytes::from(buf)))
         }
-        Sink::Dir { dir, name } => {
-            let temp = dir.join(partial_name(&job_id));
-            let result = receive_to_file(channel, &mut state, &temp, &mut on_progress).await;
+        Sink::Dir {
+            store,
+            record,
+            name,
+        } => {
+            let temp = store.partial_path(&record.job_id);
+            let job_id = record.job_id;
+            let result = receive_to_file(
+                channel,
+                &mut state,
+                &store,
+                record,
+                &counters,
+                limit.as_deref(),
+                &mut on_progress,
+            )
+            .await;
             let result = match result {
-                Ok(()) => verify(&state).and_then(|_| publish(&temp, &dir, &name)),
+                Ok(()) => verify(&state).and_then(|_| publish(&temp, store.dir(), &name)),
                 Err(e) => Err(e),
             };
-            if result.is_err() {
-                let _ = std::fs::remove_file(&temp);
+            match &result {
+                Ok(_) => store.remove_record(&job_id),
+                Err(Error::CancelledLocally) if counters.discard.load(Ordering::Acquire) => {
+                    store.remove(&job_id)
+                }
+                Err(e) if discards_partial(e) => store.remove(&job_id),
+                Err(_) => {}
             }
             result.map(Saved::Path)
         }
     }
 }
 
+/// Whether a failure makes the partial data worthless.
+pub fn discards_partial(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        codes::POSSIBLY_CORRUPT | codes::PROTOCOL_VIOLATION
+    )
+}
+
 async fn receive_to_file<C: Channel + ?Sized>(
     channel: &C,
     state: &mut DownloadState,
-    temp: &Path,
+    store: &JobStore,
+    mut record: JobRecord,
+    counters: &Arc<DownloadCounters>,
+    limit: Option<&RateLimit>,
     on_progress: &mut (impl FnMut(u64) + Send),
 ) -> Result<()> {
+    let temp = store.partial_path(&record.job_id);
+    let start = state.received();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
-        .truncate(state.received() == 0)
-        .open(temp)
-        .map_err(|e| storage_error(temp, &e))?;
-    file.seek(SeekFrom::Start(state.received()))
-        .map_err(|e| storage_error(temp, &e))?;
+        .truncate(start == 0)
+        .open(&temp)
+        .map_err(|e| storage_error(&temp, &e))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| storage_error(&temp, &e))?;
+    counters.written.store(start, Ordering::Release);
+    counters.durable.store(start, Ordering::Release);
+    if start == 0 || record.offset != start {
+        // The record must exist (and not claim more than is on disk) before any data.
+        record.offset = start.min(record.offset);
+        store.save(&record)?;
+    }
+    let size = state.size();
     let (tx, mut rx) = mpsc::channel::<BytesMut>(PIPELINE_DEPTH);
-    let temp_path = temp.to_path_buf();
+    let writer_store = store.clone();
+    let writer_counters = counters.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut policy = CheckpointPolicy::new(start, CHECKPOINT_BYTES);
+        let mut written = start;
+        // Data first, then the record that describes it.
+        let checkpoint = |file: &mut File, record: &mut JobRecord, written: u64| -> Result<()> {
+            file.sync_data().map_err(|e| save_error(&temp, &e))?;
+            record.offset = written;
+            writer_store.save(record)
+        };
         while let Some(chunk) = rx.blocking_recv() {
-            file.write_all(&chunk)
-                .map_err(|e| save_error(&temp_path, &e))?;
+            file.write_all(&chunk).map_err(|e| save_error(&temp, &e))?;
+            written += chunk.len() as u64;
+            writer_counters.written.store(written, Ordering::Release);
+            if policy.due(written, written == size) {
+                checkpoint(&mut file, &mut record, written)?;
+                policy.checkpointed(written);
+                writer_counters.durable.store(written, Ordering::Release);
+            }
         }
-        file.sync_all().map_err(|e| save_error(&temp_path, &e))
+        // Whatever ended the stream, what was written is made durable and recorded, so
+        // a resume (in this process or the next) starts right after it.
+        if policy.due(written, true) {
+            checkpoint(&mut file, &mut record, written)?;
+            writer_counters.durable.store(written, Ordering::Release);
+        }
+        file.sync_all().map_err(|e| save_error(&temp, &e))
     });
     let mut failure = None;
     while !state.is_complete() {
-        let chunk = match next_chunk(channel).await {
+        let chunk = match next_chunk(channel, counters).await {
             Ok(c) => c,
             Err(e) => {
                 failure = Some(e);
@@ -226,6 +408,9 @@ async fn receive_to_file<C: Channel + ?Sized>(
                 break;
             }
         };
+        if let Some(limit) = limit {
+            limit.take(chunk.len() as u64).await;
+        }
         if tx.send(chunk).await.is_err() {
             break; // the writer failed; its error is reported below
         }
@@ -243,11 +428,16 @@ async fn receive_to_file<C: Channel + ?Sized>(
     }
 }
 
-async fn next_chunk<C: Channel + ?Sized>(channel: &C) -> Result<BytesMut> {
-    channel
-        .recv()
-        .await
-        .ok_or_else(|| Error::DownloadFailed("data channel closed before the file was complete".into()))
+async fn next_chunk<C: Channel + ?Sized>(
+    channel: &C,
+    counters: &DownloadCounters,
+) -> Result<BytesMut> {
+    tokio::select! {
+        chunk = channel.recv() => chunk.ok_or_else(|| {
+            Error::DownloadFailed("data channel closed before the file was complete".into())
+        }),
+        _ = counters.stop.notified() => Err(Error::CancelledLocally),
+    }
 }
 
 fn chunk_error(e: ChunkError) -> Error {
@@ -311,6 +501,29 @@ mod tests {
         v
     }
 
+    fn record(dir: &Path, data: &[u8]) -> (JobStore, JobRecord) {
+        let record = JobRecord {
+            version: crate::store::RECORD_VERSION,
+            job_id: JobId::new(),
+            file_id: crate::proto::ids::FileId::new(),
+            name: "f.bin".into(),
+            size: data.len() as u64,
+            hash: Hash::of(data).to_hex(),
+            sender_name: "s".into(),
+            sender_id: "c".into(),
+            offset: 0,
+        };
+        (JobStore::new(dir), record)
+    }
+
+    fn dir_sink(store: &JobStore, record: &JobRecord) -> Sink {
+        Sink::Dir {
+            store: store.clone(),
+            record: record.clone(),
+            name: "f.bin".into(),
+        }
+    }
+
     #[tokio::test]
     async fn transfer_file_to_file_over_memory_channel_is_identical() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,31 +534,140 @@ mod tests {
         std::fs::create_dir(&out).unwrap();
         let identity = FileIdentity::of(&src).unwrap();
         let (a, b) = memory_pair(4);
-        let state = DownloadState::new(data.len() as u64, Hash::of(&data), 0, blake3::Hasher::new());
-        let job = JobId::new();
+        let (store, rec) = record(&out, &data);
+        let state =
+            DownloadState::new(data.len() as u64, Hash::of(&data), 0, blake3::Hasher::new());
         let mut acks = Vec::new();
-        let (sent, saved) = tokio::join!(
-            send_file(&a, &src, 0, identity),
-            receive(&b, state, Sink::Dir { dir: out.clone(), name: "f.bin".into() }, job, |n| acks.push(n)),
+        let sent = AtomicU64::new(0);
+        let counters = Arc::new(DownloadCounters::default());
+        let (sent_res, saved) = tokio::join!(
+            send_file(&a, &src, 0, identity, &sent, None),
+            receive(
+                &b,
+                state,
+                dir_sink(&store, &rec),
+                counters.clone(),
+                None,
+                |n| acks.push(n)
+            ),
         );
-        assert_eq!(sent.unwrap(), data.len() as u64);
-        let Saved::Path(p) = saved.unwrap() else { panic!("not a path") };
+        assert_eq!(sent_res.unwrap(), data.len() as u64);
+        assert_eq!(sent.load(Ordering::Relaxed), data.len() as u64);
+        let Saved::Path(p) = saved.unwrap() else {
+            panic!("not a path")
+        };
         assert_eq!(p, out.join("f.bin"));
         assert_eq!(std::fs::read(&p).unwrap(), data);
         assert_eq!(acks.last().copied(), Some(data.len() as u64));
-        assert!(!out.join(partial_name(&job)).exists());
+        assert_eq!(counters.durable.load(Ordering::Relaxed), data.len() as u64);
+        // Neither the partial file nor the record is left behind.
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn transfer_cut_then_resumed_from_written_offset_is_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(CHUNK_SIZE * 9 + 7, 9);
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, &data).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let (store, rec) = record(&out, &data);
+        // First attempt: the sender delivers 3 chunks, then the channel dies.
+        let (a, b) = memory_pair(16);
+        for c in data.chunks(CHUNK_SIZE).take(3) {
+            a.send(BytesMut::from(c)).await.unwrap();
+        }
+        a.close().await;
+        let counters = Arc::new(DownloadCounters::default());
+        let state =
+            DownloadState::new(data.len() as u64, Hash::of(&data), 0, blake3::Hasher::new());
+        let err = receive(
+            &b,
+            state,
+            dir_sink(&store, &rec),
+            counters.clone(),
+            None,
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), codes::DOWNLOAD_FAILED);
+        let written = counters.written.load(Ordering::Relaxed);
+        assert_eq!(written, 3 * CHUNK_SIZE as u64);
+        assert!(
+            store.partial_path(&rec.job_id).exists(),
+            "partial data must be kept"
+        );
+        // Second attempt resumes from what was written.
+        let state = tokio::task::spawn_blocking({
+            let (store, rec) = (store.clone(), rec.clone());
+            move || prepare_resume(&store, &rec, written)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(state.received(), written);
+        let (a, b) = memory_pair(4);
+        let sent = AtomicU64::new(0);
+        let identity = FileIdentity::of(&src).unwrap();
+        let (sent_res, saved) = tokio::join!(
+            send_file(&a, &src, written, identity, &sent, None),
+            receive(&b, state, dir_sink(&store, &rec), counters, None, |_| {}),
+        );
+        assert_eq!(sent_res.unwrap(), data.len() as u64 - written);
+        let Saved::Path(p) = saved.unwrap() else {
+            panic!("not a path")
+        };
+        assert_eq!(std::fs::read(&p).unwrap(), data);
+    }
+
+    #[test]
+    fn prepare_resume_truncates_bytes_past_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(1000, 4);
+        let (store, mut rec) = record(dir.path(), &data);
+        rec.offset = 400;
+        // 600 bytes on disk but only 400 recorded as durable; the tail is garbage.
+        let mut on_disk = data[..400].to_vec();
+        on_disk.extend_from_slice(&[0xAA; 200]);
+        std::fs::write(store.partial_path(&rec.job_id), &on_disk).unwrap();
+        let state = prepare_resume(&store, &rec, rec.offset).unwrap();
+        assert_eq!(state.received(), 400);
+        assert_eq!(
+            std::fs::metadata(store.partial_path(&rec.job_id))
+                .unwrap()
+                .len(),
+            400
+        );
+        let mut state = state;
+        state.on_chunk(&data[400..]).unwrap();
+        assert_eq!(state.verify(), Verdict::Verified);
+    }
+
+    #[test]
+    fn prepare_resume_short_file_restarts_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes(1000, 5);
+        let (store, mut rec) = record(dir.path(), &data);
+        rec.offset = 500;
+        std::fs::write(store.partial_path(&rec.job_id), &data[..100]).unwrap();
+        let state = prepare_resume(&store, &rec, rec.offset).unwrap();
+        assert_eq!(state.received(), 0);
     }
 
     #[tokio::test]
     async fn transfer_corrupted_stream_is_possibly_corrupt_and_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let data = random_bytes(1000, 2);
+        let (store, rec) = record(dir.path(), &data);
         let (a, b) = memory_pair(4);
         let state = DownloadState::new(1000, Hash::of(&data), 0, blake3::Hasher::new());
         let mut bad = data.clone();
         bad[10] ^= 1;
         a.send(BytesMut::from(&bad[..])).await.unwrap();
-        let err = receive(&b, state, Sink::Dir { dir: dir.path().into(), name: "x".into() }, JobId::new(), |_| {})
+        let counters = Arc::new(DownloadCounters::default());
+        let err = receive(&b, state, dir_sink(&store, &rec), counters, None, |_| {})
             .await
             .unwrap_err();
         assert_eq!(err.code(), crate::error::codes::POSSIBLY_CORRUPT);
@@ -357,7 +679,9 @@ mod tests {
         let (a, b) = memory_pair(4);
         let state = DownloadState::new(4, Hash::of(b"abcd"), 0, blake3::Hasher::new());
         a.send(BytesMut::from(&b"abcde"[..])).await.unwrap();
-        let err = receive(&b, state, Sink::Memory, JobId::new(), |_| {}).await.unwrap_err();
+        let err = receive(&b, state, Sink::Memory, Default::default(), None, |_| {})
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), crate::error::codes::PROTOCOL_VIOLATION);
     }
 
@@ -367,8 +691,21 @@ mod tests {
         let state = DownloadState::new(8, Hash::of(b"abcdefgh"), 0, blake3::Hasher::new());
         a.send(BytesMut::from(&b"abcd"[..])).await.unwrap();
         a.close().await;
-        let err = receive(&b, state, Sink::Memory, JobId::new(), |_| {}).await.unwrap_err();
+        let err = receive(&b, state, Sink::Memory, Default::default(), None, |_| {})
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), crate::error::codes::DOWNLOAD_FAILED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_paces_bytes_by_virtual_clock() {
+        let limit = RateLimit::new(1000);
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            limit.take(500).await;
+        }
+        // 2500 bytes at 1000 B/s: the fifth take starts at 2.0 s.
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
     }
 
     #[tokio::test]
@@ -379,7 +716,9 @@ mod tests {
         let identity = FileIdentity::of(&src).unwrap();
         std::fs::write(&src, b"three").unwrap();
         let (a, _b) = memory_pair(4);
-        let err = send_file(&a, &src, 0, identity).await.unwrap_err();
+        let err = send_file(&a, &src, 0, identity, &AtomicU64::new(0), None)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), crate::error::codes::POSSIBLY_CORRUPT);
     }
 

@@ -7,14 +7,35 @@ use std::process::Command;
 fn bench_tiny_run_prints_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_peershare-bench"))
-        .args(["--size", "4", "--recipients", "2", "--latency-runs", "1", "--dir"])
+        .args([
+            "--size",
+            "4",
+            "--recipients",
+            "2",
+            "--latency-runs",
+            "1",
+            "--dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run peershare-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
-    for row in ["| (a) |", "| (b) |", "| (c) |", "| (d) | peak RSS, sending", "| (d) | peak RSS, receiving", "| (e) |", "| (f) |", "| (g) |"] {
+    assert!(
+        out.status.success(),
+        "bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for row in [
+        "| (a) |",
+        "| (b) |",
+        "| (c) |",
+        "| (d) | peak RSS, sending",
+        "| (d) | peak RSS, receiving",
+        "| (e) |",
+        "| (f) |",
+        "| (g) |",
+    ] {
         assert!(stdout.contains(row), "row {row} missing from:\n{stdout}");
     }
     for fact in ["cores:", "net.core.rmem_max:", "capped:"] {

@@ -81,7 +81,12 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
     let ticket_line: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(ticket_line["event"], "ticket");
     let ticket = ticket_line["ticket"].as_str().unwrap().to_string();
-    assert!(ticket.bytes().all(|c| c.is_ascii_alphanumeric() || b"@:._-".contains(&c)), "{ticket}");
+    assert!(
+        ticket
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"@:._-".contains(&c)),
+        "{ticket}"
+    );
     let send_rest = tokio::spawn(async move {
         let mut v = Vec::new();
         while let Ok(Some(l)) = lines.next_line().await {
@@ -97,25 +102,42 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
         .unwrap();
     let (code, stdout, stderr) = finish(recv).await;
     assert_eq!(code, 0, "recv failed: {stderr}");
-    let send_status = tokio::time::timeout(GUARD, send.wait()).await.unwrap().unwrap();
+    let send_status = tokio::time::timeout(GUARD, send.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(send_status.success(), "send failed");
 
     assert!(std::fs::read(out.join("alpha.bin")).unwrap() == a_data);
-    assert_eq!(std::fs::read(out.join("beta.txt")).unwrap(), b"hello peershare\n");
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "stray files in the output");
+    assert_eq!(
+        std::fs::read(out.join("beta.txt")).unwrap(),
+        b"hello peershare\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        2,
+        "stray files in the output"
+    );
 
     let recv_events = json_lines(&stdout);
-    let conn = recv_events.iter().find(|e| e["event"] == "connection").expect("connection event");
+    let conn = recv_events
+        .iter()
+        .find(|e| e["event"] == "connection")
+        .expect("connection event");
     assert_eq!(conn["path"], "direct", "{conn}");
     let mut recv_names = names(&recv_events);
     recv_names.sort();
     assert_eq!(
         recv_names,
         [
-            "download-available", "download-available",
-            "download-completed", "download-completed",
-            "download-started", "download-started",
-            "file-upload-started", "file-upload-started"
+            "download-available",
+            "download-available",
+            "download-completed",
+            "download-completed",
+            "download-started",
+            "download-started",
+            "file-upload-started",
+            "file-upload-started"
         ]
     );
     for e in &recv_events {
@@ -137,9 +159,23 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
     let send_lines = send_rest.await.unwrap();
     let send_events: Vec<Value> = json_lines(&send_lines.join("\n"));
     let send_names = names(&send_events);
-    assert_eq!(send_names.iter().filter(|n| *n == "upload-started").count(), 2);
-    assert_eq!(send_names.iter().filter(|n| *n == "upload-completed").count(), 2);
-    assert!(send_events.iter().filter(|e| e["event"] == "recipient-outcome").all(|e| e["outcome"] == "delivered"));
+    assert_eq!(
+        send_names.iter().filter(|n| *n == "upload-started").count(),
+        2
+    );
+    assert_eq!(
+        send_names
+            .iter()
+            .filter(|n| *n == "upload-completed")
+            .count(),
+        2
+    );
+    assert!(
+        send_events
+            .iter()
+            .filter(|e| e["event"] == "recipient-outcome")
+            .all(|e| e["outcome"] == "delivered")
+    );
 }
 
 #[tokio::test]
@@ -159,7 +195,11 @@ async fn cli_recv_bogus_ticket_exits_nonzero_with_code() {
 #[tokio::test]
 async fn cli_recv_unreachable_ticket_exits_nonzero_with_1180() {
     // Reserve a port and close it again, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tmp = tempfile::tempdir().unwrap();
     let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
         .arg(tmp.path())
@@ -175,9 +215,15 @@ async fn cli_recv_unreachable_ticket_exits_nonzero_with_1180() {
 #[tokio::test]
 async fn cli_recv_unknown_session_exits_with_signaling_code() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut signal = peershare(&["signal", "--listen", "127.0.0.1:0"]).spawn().unwrap();
+    let mut signal = peershare(&["signal", "--listen", "127.0.0.1:0"])
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(signal.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(GUARD, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let host_port = url.strip_prefix("ws://").expect("ws URL");
     let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
         .arg(tmp.path())
@@ -199,7 +245,10 @@ async fn cli_send_missing_file_exits_5089() {
     let (code, stdout, stderr) = finish(send).await;
     assert_ne!(code, 0);
     assert!(stderr.starts_with("error 5089: "), "{stderr}");
-    assert!(!stdout.contains("peershare recv"), "a ticket was printed: {stdout}");
+    assert!(
+        !stdout.contains("peershare recv"),
+        "a ticket was printed: {stdout}"
+    );
 }
 
 #[tokio::test]
@@ -214,5 +263,8 @@ async fn cli_send_over_size_limit_exits_1185() {
     let (code, stdout, stderr) = finish(send).await;
     assert_ne!(code, 0);
     assert!(stderr.starts_with("error 1185: "), "{stderr}");
-    assert!(!stdout.contains("peershare recv"), "a ticket was printed: {stdout}");
+    assert!(
+        !stdout.contains("peershare recv"),
+        "a ticket was printed: {stdout}"
+    );
 }

@@ -6,7 +6,10 @@ use common::*;
 use peershare::{Event, Outcome, Save, SendOptions, Share, codes};
 
 fn is_completed(e: &Event) -> bool {
-    matches!(e, Event::DownloadCompleted { .. } | Event::DownloadFailed { .. })
+    matches!(
+        e,
+        Event::DownloadCompleted { .. } | Event::DownloadFailed { .. }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,15 +25,33 @@ async fn transfer_one_to_one_64mib_is_identical_with_exact_events() {
 
     let jobs = sender.send_files(&[src], Share::Broadcast).await.unwrap();
     assert_eq!(jobs.len(), 1);
-    let Event::DownloadAvailable { file_id, name, size, sender: from, .. } =
-        r_rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await
+    let Event::DownloadAvailable {
+        file_id,
+        name,
+        size,
+        sender: from,
+        ..
+    } = r_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
     else {
         unreachable!()
     };
-    assert_eq!((name.as_str(), size, from.as_str()), ("big.bin", data.len() as u64, sender.client_id()));
-    let download_job = recipient.download(file_id, Save::ToDir(out.clone())).await.unwrap();
+    assert_eq!(
+        (name.as_str(), size, from.as_str()),
+        ("big.bin", data.len() as u64, sender.client_id())
+    );
+    let download_job = recipient
+        .download(file_id, Save::ToDir(out.clone()))
+        .await
+        .unwrap();
     let done = r_rec.until("download end", is_completed).await;
-    let Event::DownloadCompleted { job_id, path: Some(path), .. } = done else {
+    let Event::DownloadCompleted {
+        job_id,
+        path: Some(path),
+        ..
+    } = done
+    else {
         panic!("download failed: {done:?}")
     };
     assert_eq!(job_id, download_job);
@@ -39,17 +60,41 @@ async fn transfer_one_to_one_64mib_is_identical_with_exact_events() {
     // Nothing else (no partial file) is left in the output directory.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 
-    let completed = s_rec.until("upload completed", |e| matches!(e, Event::UploadCompleted { .. })).await;
-    let Event::UploadCompleted { job_id, outcomes, .. } = completed else { unreachable!() };
+    let completed = s_rec
+        .until("upload completed", |e| {
+            matches!(e, Event::UploadCompleted { .. })
+        })
+        .await;
+    let Event::UploadCompleted {
+        job_id, outcomes, ..
+    } = completed
+    else {
+        unreachable!()
+    };
     assert_eq!(job_id, jobs[0]);
-    assert_eq!(outcomes.get(recipient.client_id()), Some(&Outcome::Delivered));
+    assert_eq!(
+        outcomes.get(recipient.client_id()),
+        Some(&Outcome::Delivered)
+    );
 
     assert_eq!(
         r_rec.names(),
-        ["file-upload-started", "download-available", "download-started", "download-completed"]
+        [
+            "file-upload-started",
+            "download-available",
+            "download-started",
+            "download-completed"
+        ]
     );
-    assert_eq!(s_rec.names(), ["upload-started", "recipient-outcome", "upload-completed"]);
-    let started = r_rec.seen.iter().find(|e| matches!(e, Event::DownloadStarted { .. })).unwrap();
+    assert_eq!(
+        s_rec.names(),
+        ["upload-started", "recipient-outcome", "upload-completed"]
+    );
+    let started = r_rec
+        .seen
+        .iter()
+        .find(|e| matches!(e, Event::DownloadStarted { .. }))
+        .unwrap();
     assert!(matches!(started, Event::DownloadStarted { offset: 0, .. }));
     // Progress was reported on both sides and ends at the full size.
     let last_up = s_rec.seen.iter().rev().find_map(|e| match e {
@@ -81,20 +126,26 @@ async fn transfer_broadcast_to_three_recipients_all_identical() {
     wait_connected(&mut s_rec, 3).await;
     sender.send_files(&[src], Share::Broadcast).await.unwrap();
     for (peer, rec, dir) in &mut recipients {
-        let Event::DownloadAvailable { file_id, .. } =
-            rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await
+        let Event::DownloadAvailable { file_id, .. } = rec
+            .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+            .await
         else {
             unreachable!()
         };
-        peer.download(file_id, Save::ToDir(dir.clone())).await.unwrap();
+        peer.download(file_id, Save::ToDir(dir.clone()))
+            .await
+            .unwrap();
     }
     for (_, rec, dir) in &mut recipients {
         let done = rec.until("download end", is_completed).await;
         assert!(matches!(done, Event::DownloadCompleted { .. }), "{done:?}");
         assert!(std::fs::read(dir.join("bcast.bin")).unwrap() == data);
     }
-    let Event::UploadCompleted { outcomes, .. } =
-        s_rec.until("upload completed", |e| matches!(e, Event::UploadCompleted { .. })).await
+    let Event::UploadCompleted { outcomes, .. } = s_rec
+        .until("upload completed", |e| {
+            matches!(e, Event::UploadCompleted { .. })
+        })
+        .await
     else {
         unreachable!()
     };
@@ -118,33 +169,55 @@ async fn share_targeted_other_peer_sees_no_offer_and_forged_request_gets_5091() 
         .send_files(&[src], Share::To(vec![chosen.client_id().to_string()]))
         .await
         .unwrap();
-    let Event::DownloadAvailable { file_id, .. } =
-        c_rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await
+    let Event::DownloadAvailable { file_id, .. } = c_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
     else {
         unreachable!()
     };
     let job = chosen.download(file_id, Save::InMemory).await.unwrap();
     let done = c_rec.until("download end", is_completed).await;
-    let Event::DownloadCompleted { job_id, data: Some(bytes), .. } = done else {
+    let Event::DownloadCompleted {
+        job_id,
+        data: Some(bytes),
+        ..
+    } = done
+    else {
         panic!("{done:?}")
     };
     assert_eq!(job_id, job);
     assert!(bytes[..] == data[..]);
-    let _ = s_rec.until("upload completed", |e| matches!(e, Event::UploadCompleted { .. })).await;
+    let _ = s_rec
+        .until("upload completed", |e| {
+            matches!(e, Event::UploadCompleted { .. })
+        })
+        .await;
 
     // The other peer was never offered the file (the offer went out before the
     // completion above, on the same ordered path, so it would have arrived by now) …
     assert!(other.available_files().await.is_empty());
     assert_eq!(
-        other.download(file_id, Save::InMemory).await.unwrap_err().code(),
+        other
+            .download(file_id, Save::InMemory)
+            .await
+            .unwrap_err()
+            .code(),
         codes::FILE_NOT_AVAILABLE
     );
     // … and a forged request for the guessed file ID is refused by the sender.
-    let forged = other.forge_request(sender.client_id(), file_id).await.unwrap();
+    let forged = other
+        .forge_request(sender.client_id(), file_id)
+        .await
+        .unwrap();
     let failed = o_rec.until("forged request answer", is_completed).await;
-    let Event::DownloadFailed { job_id, code, .. } = failed else { panic!("{failed:?}") };
+    let Event::DownloadFailed { job_id, code, .. } = failed else {
+        panic!("{failed:?}")
+    };
     assert_eq!((job_id, code), (Some(forged), codes::NOT_PERMITTED));
-    assert!(!o_rec.seen.iter().any(|e| matches!(e, Event::DownloadAvailable { .. } | Event::DownloadStarted { .. })));
+    assert!(!o_rec.seen.iter().any(|e| matches!(
+        e,
+        Event::DownloadAvailable { .. } | Event::DownloadStarted { .. }
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,18 +229,30 @@ async fn download_into_memory_returns_identical_bytes() {
     let (sender, _s_rec) = join(&server, None, "sender", tmp.path()).await;
     let (recipient, mut r_rec) = join(&server, Some(sender.session()), "r", tmp.path()).await;
     sender.send_files(&[src], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } =
-        r_rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await
+    let Event::DownloadAvailable { file_id, .. } = r_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
     else {
         unreachable!()
     };
     recipient.download(file_id, Save::InMemory).await.unwrap();
     let done = r_rec.until("download end", is_completed).await;
-    let Event::DownloadCompleted { path: None, data: Some(bytes), .. } = done else { panic!("{done:?}") };
+    let Event::DownloadCompleted {
+        path: None,
+        data: Some(bytes),
+        ..
+    } = done
+    else {
+        panic!("{done:?}")
+    };
     assert!(bytes[..] == data[..]);
     // A second download of the same file is refused.
     assert_eq!(
-        recipient.download(file_id, Save::InMemory).await.unwrap_err().code(),
+        recipient
+            .download(file_id, Save::InMemory)
+            .await
+            .unwrap_err()
+            .code(),
         codes::ALREADY_DOWNLOADED
     );
 }
@@ -181,22 +266,40 @@ async fn decline_sender_sees_declined_outcome() {
     let (sender, mut s_rec) = join(&server, None, "sender", tmp.path()).await;
     let (recipient, mut r_rec) = join(&server, Some(sender.session()), "r", tmp.path()).await;
     let jobs = sender.send_files(&[src], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } =
-        r_rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await
+    let Event::DownloadAvailable { file_id, .. } = r_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
     else {
         unreachable!()
     };
     recipient.decline(file_id).await.unwrap();
     assert!(recipient.available_files().await.is_empty());
-    let Event::UploadCompleted { job_id, outcomes, .. } =
-        s_rec.until("upload completed", |e| matches!(e, Event::UploadCompleted { .. })).await
+    let Event::UploadCompleted {
+        job_id, outcomes, ..
+    } = s_rec
+        .until("upload completed", |e| {
+            matches!(e, Event::UploadCompleted { .. })
+        })
+        .await
     else {
         unreachable!()
     };
     assert_eq!(job_id, jobs[0]);
-    assert_eq!(outcomes.get(recipient.client_id()), Some(&Outcome::Declined));
-    assert_eq!(s_rec.names(), ["upload-started", "recipient-outcome", "upload-completed"]);
-    assert!(s_rec.seen.iter().any(|e| matches!(e, Event::RecipientOutcome { outcome: Outcome::Declined, .. })));
+    assert_eq!(
+        outcomes.get(recipient.client_id()),
+        Some(&Outcome::Declined)
+    );
+    assert_eq!(
+        s_rec.names(),
+        ["upload-started", "recipient-outcome", "upload-completed"]
+    );
+    assert!(s_rec.seen.iter().any(|e| matches!(
+        e,
+        Event::RecipientOutcome {
+            outcome: Outcome::Declined,
+            ..
+        }
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,21 +315,39 @@ async fn send_files_too_large_or_unreadable_fail_before_any_offer() {
     let (_recipient, mut r_rec) = join(&server, Some(sender.session()), "r", tmp.path()).await;
     wait_connected(&mut s_rec, 1).await;
 
-    let err = sender.send_files(&[src.clone()], Share::Broadcast).await.unwrap_err();
+    let err = sender
+        .send_files(std::slice::from_ref(&src), Share::Broadcast)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), codes::FILE_TOO_LARGE);
     let missing = tmp.path().join("does-not-exist");
-    let err = sender.send_files(&[missing], Share::Broadcast).await.unwrap_err();
+    let err = sender
+        .send_files(&[missing], Share::Broadcast)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), codes::STORAGE_ACCESS_DENIED);
     // A directory is not a readable file either.
-    let err = sender.send_files(&[tmp.path().to_path_buf()], Share::Broadcast).await.unwrap_err();
+    let err = sender
+        .send_files(&[tmp.path().to_path_buf()], Share::Broadcast)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), codes::STORAGE_ACCESS_DENIED);
     // Nothing was offered, so a later small share is the first offer the recipient sees.
     let (small, _) = random_file(tmp.path(), "small.bin", 10, 2);
     sender.send_files(&[small], Share::Broadcast).await.unwrap();
-    let first = r_rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await;
-    let Event::DownloadAvailable { name, .. } = first else { unreachable!() };
+    let first = r_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await;
+    let Event::DownloadAvailable { name, .. } = first else {
+        unreachable!()
+    };
     assert_eq!(name, "small.bin");
-    assert!(!s_rec.seen.iter().any(|e| matches!(e, Event::UploadStarted { name, .. } if name == "big.bin")));
+    assert!(
+        !s_rec
+            .seen
+            .iter()
+            .any(|e| matches!(e, Event::UploadStarted { name, .. } if name == "big.bin"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,25 +368,34 @@ async fn download_hostile_names_land_inside_output_dir() {
         .send_files_with(
             &paths,
             Share::Broadcast,
-            SendOptions { names: Some(hostile.iter().map(|s| s.to_string()).collect()), ..Default::default() },
+            SendOptions {
+                names: Some(hostile.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     let mut file_ids = Vec::new();
     while file_ids.len() < hostile.len() {
-        if let Event::DownloadAvailable { file_id, .. } =
-            r_rec.until("offer", |e| matches!(e, Event::DownloadAvailable { .. })).await
+        if let Event::DownloadAvailable { file_id, .. } = r_rec
+            .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+            .await
         {
             file_ids.push(file_id);
         }
     }
     for id in file_ids {
-        recipient.download(id, Save::ToDir(out.clone())).await.unwrap();
+        recipient
+            .download(id, Save::ToDir(out.clone()))
+            .await
+            .unwrap();
     }
     let mut saved = Vec::new();
     while saved.len() < hostile.len() {
         let done = r_rec.until("download end", is_completed).await;
-        let Event::DownloadCompleted { path: Some(p), .. } = done else { panic!("{done:?}") };
+        let Event::DownloadCompleted { path: Some(p), .. } = done else {
+            panic!("{done:?}")
+        };
         saved.push(p);
     }
     let canonical_out = out.canonicalize().unwrap();
@@ -280,7 +410,10 @@ async fn download_hostile_names_land_inside_output_dir() {
     names.sort();
     assert_eq!(names.len(), 5);
     for want in ["x", "passwd", "b", "download", "download (1)"] {
-        assert!(names.iter().any(|n| n == want), "missing {want} in {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "missing {want} in {names:?}"
+        );
     }
     assert!(!tmp.path().join("x").exists());
 }

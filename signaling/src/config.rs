@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::protocol::IceServer;
+use crate::turn::TurnConfig;
 
 /// Default frame size limit (64 KiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -35,8 +36,12 @@ pub struct ServerConfig {
     /// Time without any frame from the client (default 60 s) after which the server
     /// sends `7010` and closes the connection. It also bounds the WebSocket handshake.
     pub idle_timeout: Duration,
-    /// ICE servers handed out in every `welcome` (default empty).
+    /// ICE servers handed out in every `welcome` (default empty), before the STUN/TURN
+    /// entries of `turn`.
     pub ice_servers: Vec<IceServer>,
+    /// TURN relay whose per-client credentials go into every `welcome` (default
+    /// disabled; `peershare signal` enables the embedded relay).
+    pub turn: TurnConfig,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +54,7 @@ impl Default for ServerConfig {
             rate_burst: DEFAULT_RATE_BURST,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             ice_servers: Vec::new(),
+            turn: TurnConfig::default(),
         }
     }
 }
@@ -81,6 +87,8 @@ mod tests {
         assert_eq!((c.rate_per_sec, c.rate_burst), (200, 400));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert!(c.ice_servers.is_empty());
+        assert_eq!(c.turn.mode, crate::TurnMode::Disabled);
+        assert_eq!(c.turn.credential_lifetime, Duration::from_secs(12 * 3600));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::error::Rejection;
 use crate::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, codes};
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::registry::{JoinRequest, Outbound, Registry, encode};
+use crate::turn::TurnIssuer;
 
 /// Capacity of each client's outbound queue (frames from other connections).
 pub const OUTBOUND_QUEUE: usize = 256;
@@ -41,12 +42,27 @@ const MAX_ECHOED_TYPE: usize = 64;
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub registry: Registry,
+    /// Issues the STUN/TURN entries with per-client credentials; `None` without a relay.
+    pub turn: Option<TurnIssuer>,
 }
 
 impl Shared {
-    pub fn new(config: ServerConfig) -> Self {
+    pub fn new(config: ServerConfig, turn: Option<TurnIssuer>) -> Self {
         let registry = Registry::new(config.effective_max_peers());
-        Shared { config, registry }
+        Shared {
+            config,
+            registry,
+            turn,
+        }
+    }
+
+    /// The welcome's ICE servers for `client_id`: the configured ones, then the relay's.
+    fn ice_servers_for(&self, client_id: &str) -> Vec<crate::protocol::IceServer> {
+        let mut servers = self.config.ice_servers.clone();
+        if let Some(turn) = &self.turn {
+            servers.extend(turn.ice_servers(client_id));
+        }
+        servers
     }
 }
 
@@ -420,11 +436,12 @@ impl Connection {
         });
         // Written before the queue is polled again, so `welcome` precedes any presence
         // event or signal that other members produce from now on.
+        let ice_servers = self.shared.ice_servers_for(&joined.client_id);
         self.reply(&ServerMessage::Welcome {
             session: joined.session,
             client_id: joined.client_id,
             peers: joined.peers,
-            ice_servers: self.shared.config.ice_servers.clone(),
+            ice_servers,
         })
         .await
     }

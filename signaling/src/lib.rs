@@ -29,6 +29,8 @@
 //! - `registry`: sessions and their members; join rules, presence events, relay, dropping
 //!   slow consumers. One lock, never held across an `.await`.
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
+//! - [`turn`]: TURN REST credentials, and the embedded TURN/STUN relay started with the
+//!   server when [`TurnMode::Embedded`] is configured.
 //! - `ids`: random session codes and client IDs.
 //! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
 
@@ -40,6 +42,7 @@ pub mod protocol;
 mod ratelimit;
 mod registry;
 mod server;
+pub mod turn;
 
 pub use config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PEERS_PER_SESSION,
@@ -50,3 +53,4 @@ pub use protocol::{
     SignalData,
 };
 pub use server::SignalingServer;
+pub use turn::{DEFAULT_CREDENTIAL_LIFETIME, DEFAULT_TURN_PORT, TurnConfig, TurnMode};

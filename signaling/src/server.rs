@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::connection::{self, Shared, wait_shutdown};
+use crate::turn::{EmbeddedRelay, TurnIssuer, TurnMode, random_secret};
 
 /// How long shutdown waits for connection tasks to finish before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -26,15 +27,40 @@ pub struct SignalingServer {
     local_addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
     accept_task: Option<JoinHandle<()>>,
+    /// The embedded TURN relay, when configured.
+    relay: Option<Arc<EmbeddedRelay>>,
 }
 
 impl SignalingServer {
-    /// Bind `config.listen`, spawn the accept loop on the current tokio runtime, and return.
+    /// Bind `config.listen`, start the embedded TURN relay if `config.turn` asks for it,
+    /// spawn the accept loop on the current tokio runtime, and return.
     pub async fn bind(config: ServerConfig) -> std::io::Result<SignalingServer> {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        let lifetime = config.turn.credential_lifetime;
+        let (relay, issuer) = match &config.turn.mode {
+            TurnMode::Disabled => (None, None),
+            TurnMode::External { urls, secret } => (
+                None,
+                Some(TurnIssuer::external(urls, secret.clone(), lifetime)),
+            ),
+            TurnMode::Embedded {
+                listen,
+                public_ip,
+                secret,
+            } => {
+                let secret = secret.clone().unwrap_or_else(random_secret);
+                let relay = EmbeddedRelay::start(*listen, *public_ip, &secret)
+                    .await
+                    .map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("TURN relay on {listen}: {e}"))
+                    })?;
+                let issuer = TurnIssuer::embedded(relay.advertised(), secret, lifetime);
+                (Some(Arc::new(relay)), Some(issuer))
+            }
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, issuer));
         let span = tracing::info_span!("signaling", addr = %local_addr);
         let accept_task = tokio::spawn(accept_loop(listener, shared, shutdown_rx).instrument(span));
         tracing::info!(addr = %local_addr, "signaling server listening");
@@ -42,7 +68,13 @@ impl SignalingServer {
             local_addr,
             shutdown_tx,
             accept_task: Some(accept_task),
+            relay,
         })
+    }
+
+    /// The address of the embedded TURN/STUN relay as advertised to clients, if it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().map(|r| r.advertised())
     }
 
     /// The bound address (with the actual port when `listen` asked for port 0).
@@ -55,12 +87,16 @@ impl SignalingServer {
         format!("ws://{}", self.local_addr)
     }
 
-    /// Stop accepting, send every client error `7012` and a Close frame, and wait (about
-    /// 2 s at most) for the connections to end.
+    /// Stop accepting, send every client error `7012` and a Close frame, wait (about 2 s
+    /// at most) for the connections to end, then stop the embedded TURN relay (closing its
+    /// allocations).
     pub async fn shutdown(mut self) {
         self.shutdown_tx.send_replace(true);
         if let Some(task) = self.accept_task.take() {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_millis(500), task).await;
+        }
+        if let Some(relay) = self.relay.take() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, relay.close()).await;
         }
     }
 }
@@ -68,6 +104,11 @@ impl SignalingServer {
 impl Drop for SignalingServer {
     fn drop(&mut self) {
         self.shutdown_tx.send_replace(true);
+        if let Some(relay) = self.relay.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move { relay.close().await });
+        }
     }
 }
 

@@ -39,8 +39,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| QUIET.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| QUIET.into()),
         )
         .with_writer(std::io::stderr)
         .try_init();

@@ -104,20 +104,35 @@ impl Output {
             }
             Event::UploadCompleted { name, .. } => self.note(&format!("{name}: delivered")),
             Event::UploadFailed {
-                name, code, message, ..
+                name,
+                code,
+                message,
+                ..
             } => self.note(&format!("{name}: error {code}: {message}")),
             Event::DownloadStarted {
-                job_id, name, size, offset, ..
+                job_id,
+                name,
+                size,
+                offset,
+                ..
             } => {
                 let bar = self.bar(job_id.to_string(), *size, name.clone());
                 bar.set_position(*offset);
                 bar.reset_eta();
             }
-            Event::DownloadProgress { job_id, name, bytes, size, .. } => {
+            Event::DownloadProgress {
+                job_id,
+                name,
+                bytes,
+                size,
+                ..
+            } => {
                 self.bar(job_id.to_string(), *size, name.clone())
                     .set_position(*bytes);
             }
-            Event::DownloadCompleted { job_id, path, name, .. } => {
+            Event::DownloadCompleted {
+                job_id, path, name, ..
+            } => {
                 let shown = path
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -126,7 +141,11 @@ impl Output {
                 self.note(&format!("saved {shown} (BLAKE3 verified)"));
             }
             Event::DownloadFailed {
-                job_id, name, code, message, ..
+                job_id,
+                name,
+                code,
+                message,
+                ..
             } => {
                 if let Some(id) = job_id {
                     self.finish_bar(&id.to_string(), format!("{name} ✗"));

@@ -27,11 +27,16 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
     config.name = super::host_name();
     config.download_dir = args.out.clone();
     config.rtc.bind = args.bind;
+    config.rtc.relay_only = args.relay_only;
+    config.rtc.direct_only = args.direct_only;
     if let Some(max) = args.max_size {
         config.max_file_size = max;
     }
     let (peer, mut events) = Peer::join(config).await?;
-    out.note(&format!("joined session as {}; waiting for files", peer.client_id()));
+    out.note(&format!(
+        "joined session as {}; waiting for files",
+        peer.client_id()
+    ));
 
     let mut answers = if args.yes { None } else { Some(stdin_lines()) };
     let mut pending: VecDeque<Offer> = VecDeque::new();
@@ -100,7 +105,11 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
                         done += 1;
                     }
                 } else {
-                    let offer = Offer { file_id, name, size };
+                    let offer = Offer {
+                        file_id,
+                        name,
+                        size,
+                    };
                     if pending.is_empty() {
                         prompt(&offer);
                     }
@@ -112,7 +121,9 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
                 done += 1;
                 first_error.get_or_insert(Error::from_remote(code, message));
             }
-            Event::PeerLeft { peer: who } if Some(&who) == sender.as_ref() && !finished(expected, done) => {
+            Event::PeerLeft { peer: who }
+                if Some(&who) == sender.as_ref() && !finished(expected, done) =>
+            {
                 break Err(first_error.unwrap_or(Error::PeerGone(who)));
             }
             _ => {}

@@ -19,10 +19,13 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             let listen_ip = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let server = SignalingServer::bind(ServerConfig {
                 listen: SocketAddr::new(listen_ip, 0),
+                turn: args.turn.config(listen_ip, 0),
                 ..ServerConfig::default()
             })
             .await
-            .with_context(|| format!("cannot start the embedded signaling server on {listen_ip}"))?;
+            .with_context(|| {
+                format!("cannot start the embedded signaling server on {listen_ip}")
+            })?;
             let port = server.local_addr().port();
             let (own, public) = if listen_ip.is_unspecified() {
                 (IpAddr::V4(Ipv4Addr::LOCALHOST), super::lan_ip())
@@ -40,6 +43,8 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     config.create_session = args.session.is_some();
     config.name = super::host_name();
     config.rtc.bind = args.bind;
+    config.rtc.relay_only = args.relay_only;
+    config.rtc.direct_only = args.direct_only;
     if let Some(max) = args.max_size {
         config.max_file_size = max;
     }
@@ -82,7 +87,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         out.event(&event);
         match &event {
             Event::RecipientOutcome {
-                job_id, peer: who, outcome, ..
+                job_id,
+                peer: who,
+                outcome,
+                ..
             } if jobs.contains(job_id) => {
                 let mine = resolved.entry(who.clone()).or_default();
                 mine.insert(*job_id, outcome.clone());
@@ -112,7 +120,10 @@ fn verdict<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> Result<(), Error>
             Outcome::Delivered => {}
             Outcome::Declined => return Err(Error::Declined),
             Outcome::Failed { code } => {
-                return Err(Error::from_remote(*code, "delivery to the recipient failed"));
+                return Err(Error::from_remote(
+                    *code,
+                    "delivery to the recipient failed",
+                ));
             }
         }
     }

@@ -135,7 +135,9 @@ impl ControlMessage {
                 if let Some(g) = group
                     && (g.count == 0 || g.index >= g.count)
                 {
-                    return Err(DecodeError::Invalid("offer group index out of range".into()));
+                    return Err(DecodeError::Invalid(
+                        "offer group index out of range".into(),
+                    ));
                 }
                 if name.len() > MAX_NAME_BYTES {
                     return Err(DecodeError::Invalid("file name too long".into()));

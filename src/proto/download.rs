@@ -136,13 +136,8 @@ mod tests {
     use super::*;
 
     fn state_for(data: &[u8]) -> DownloadState {
-        DownloadState::new(
-            data.len() as u64,
-            Hash::of(data),
-            0,
-            blake3::Hasher::new(),
-        )
-        .with_ack_interval(4)
+        DownloadState::new(data.len() as u64, Hash::of(data), 0, blake3::Hasher::new())
+            .with_ack_interval(4)
     }
 
     #[test]
@@ -150,7 +145,10 @@ mod tests {
         let data = b"hello world!";
         let mut s = state_for(data);
         let a = s.on_chunk(&data[..5]).unwrap();
-        assert_eq!((a.write_at, a.received, a.ack_due, a.complete), (0, 5, true, false));
+        assert_eq!(
+            (a.write_at, a.received, a.ack_due, a.complete),
+            (0, 5, true, false)
+        );
         let b = s.on_chunk(&data[5..7]).unwrap();
         assert_eq!((b.write_at, b.ack_due), (5, false));
         let c = s.on_chunk(&data[7..]).unwrap();

@@ -7,4 +7,5 @@ pub mod download;
 pub mod hash;
 pub mod ids;
 pub mod names;
+pub mod resume;
 pub mod upload;

@@ -152,14 +152,33 @@ impl UploadState {
         }
     }
 
+    /// Whether `peer` got the offer and has no outcome yet.
+    pub fn is_pending(&self, peer: &str) -> bool {
+        matches!(self.offered.get(peer), Some(None))
+    }
+
+    /// The peers the offer went to.
+    pub fn offered_peers(&self) -> Vec<ClientId> {
+        self.offered.keys().cloned().collect()
+    }
+
+    /// Drop `peer`'s pending entry: its job was taken over by another client ID (a
+    /// restarted recipient resuming). Returns the completion if that resolved the job.
+    pub fn forget_pending(&mut self, peer: &str) -> Option<Completion> {
+        if self.is_pending(peer) {
+            self.offered.remove(peer);
+            self.acked.remove(peer);
+        }
+        self.completion()
+    }
+
     /// Whether completion was already reported.
     pub fn is_finished(&self) -> bool {
         self.finished
     }
 
     fn completion(&mut self) -> Option<Completion> {
-        if self.finished || self.offered.is_empty() || self.offered.values().any(Option::is_none)
-        {
+        if self.finished || self.offered.is_empty() || self.offered.values().any(Option::is_none) {
             return None;
         }
         self.finished = true;
@@ -242,6 +261,20 @@ mod tests {
         assert_eq!(s.on_progress("a", 3), None);
         assert_eq!(s.on_progress("a", 11), None);
         assert_eq!(s.on_progress("zz", 5), None);
+    }
+
+    #[test]
+    fn upload_forget_pending_takes_entry_out_of_completion() {
+        let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
+        s.mark_offered("old");
+        s.mark_offered("new");
+        assert!(s.is_pending("old"));
+        assert_eq!(s.forget_pending("old"), None);
+        let done = s.on_outcome("new", Outcome::Delivered).unwrap();
+        let Completion::Completed(map) = done else {
+            panic!("expected completion")
+        };
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["new"]);
     }
 
     #[test]

@@ -40,11 +40,7 @@ impl RtcChannel {
     /// (channels announced by the remote side are).
     pub fn spawn(dc: Arc<dyn DataChannel>, open: bool) -> Self {
         let (tx, rx) = mpsc::channel(RECV_QUEUE);
-        let (state_tx, state) = watch::channel(if open {
-            State::Open
-        } else {
-            State::Connecting
-        });
+        let (state_tx, state) = watch::channel(if open { State::Open } else { State::Connecting });
         let reader_dc = dc.clone();
         let drained = Arc::new(Notify::new());
         let reader_drained = drained.clone();
@@ -56,7 +52,9 @@ impl RtcChannel {
                         let _ = state_tx.send(State::Open);
                     }
                     DataChannelEvent::OnMessage(msg) => {
-                        if !consumer_gone && tx.send((msg.is_string, msg.data)).await.is_err() {
+                        let delivered =
+                            consumer_gone || tx.send((msg.is_string, msg.data)).await.is_ok();
+                        if !delivered {
                             consumer_gone = true;
                             let _ = reader_dc.close().await;
                         }
@@ -77,9 +75,10 @@ impl RtcChannel {
         }
     }
 
-    /// Wait (at most `limit`) until the peer has acknowledged every byte sent so far.
+    /// Wait (at most `limit`) until the peer has acknowledged every byte sent so far,
+    /// or the channel is closed.
     pub async fn flush(&self, limit: std::time::Duration) {
-        let _ = tokio::time::timeout(limit, async {
+        let acked = async {
             loop {
                 let notified = self.drained.notified();
                 tokio::pin!(notified);
@@ -88,6 +87,12 @@ impl RtcChannel {
                     Ok(0) | Err(_) => return,
                     Ok(_) => notified.await,
                 }
+            }
+        };
+        let _ = tokio::time::timeout(limit, async {
+            tokio::select! {
+                _ = acked => {}
+                _ = self.wait_closed() => {}
             }
         })
         .await;

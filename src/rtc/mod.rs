@@ -2,6 +2,7 @@
 //! the [`crate::transport::Channel`] seam.
 
 mod channel;
+pub mod netsim;
 pub mod path;
 pub mod runtime;
 
@@ -37,11 +38,22 @@ pub struct RtcSettings {
     pub relay_only: bool,
     /// Never use a TURN relay (TURN servers handed out by signaling are ignored).
     pub direct_only: bool,
+    /// ICE consent: silence after which a connection counts as disconnected, the further
+    /// time after which it has failed (and is replaced), and the keep-alive period.
+    pub ice_timeouts: IceTimeouts,
     /// ICE connectivity-check interval while connecting; `None` = the stack's 200 ms.
     pub ice_check_interval: Option<Duration>,
-    /// During a connection's first seconds, wake its driver at least this often; `None` =
-    /// only at protocol deadlines, which are ≥ 200 ms apart (docs/PERFORMANCE.md).
+    /// During a connection's first seconds, wake its driver at least this often (default
+    /// 5 ms); `None` = only at protocol deadlines, which are ≥ 200 ms apart, making setup
+    /// take ~600 ms more (docs/PERFORMANCE.md).
     pub setup_poll_interval: Option<Duration>,
+    /// While TURN-relayed data flows, wake the driver at least this often; `None` = only
+    /// at protocol deadlines, which caps relayed transfers far below direct ones
+    /// (docs/RELAY.md). Direct connections are unaffected.
+    pub relay_poll_interval: Option<Duration>,
+    /// Simulated network under every UDP socket (tests): loss, delay, filters, cuts;
+    /// `None` = the real network only. See [`netsim`].
+    pub network: Option<netsim::NetworkModel>,
 }
 
 impl Default for RtcSettings {
@@ -53,8 +65,33 @@ impl Default for RtcSettings {
             sctp_receive_window: 4 * 1024 * 1024,
             relay_only: false,
             direct_only: false,
+            ice_timeouts: IceTimeouts::default(),
             ice_check_interval: None,
-            setup_poll_interval: None,
+            // Measured: join → first byte 810 ms → 30 ms on loopback, no throughput
+            // change (docs/PERFORMANCE.md).
+            setup_poll_interval: Some(runtime::SETUP_POLL_INTERVAL),
+            relay_poll_interval: Some(runtime::RELAY_POLL_INTERVAL),
+            network: None,
+        }
+    }
+}
+
+/// ICE liveness timers (see [`RtcSettings::ice_timeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IceTimeouts {
+    pub disconnected: Duration,
+    pub failed: Duration,
+    pub keepalive: Duration,
+}
+
+impl Default for IceTimeouts {
+    /// 3 s + 5 s: a dead path is replaced after about 8 s instead of the stack's 30 s,
+    /// while a 1 s keep-alive stays cheap.
+    fn default() -> Self {
+        Self {
+            disconnected: Duration::from_secs(3),
+            failed: Duration::from_secs(5),
+            keepalive: Duration::from_secs(1),
         }
     }
 }
@@ -70,17 +107,24 @@ pub async fn build_peer_connection(
     if let Some(interval) = settings.setup_poll_interval {
         runtime = runtime.with_setup_poll(interval, runtime::SETUP_WINDOW);
     }
+    runtime = runtime.with_relay_poll(settings.relay_poll_interval);
     let mut setting_engine = SettingEngineBuilder::new()
         // mDNS needs a multicast route, which namespaces and some hosts lack.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
         // Advertise 256 KiB so browsers may send large messages; we send 64 KiB.
         .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-        .with_sctp_max_receive_buffer_size(settings.sctp_receive_window);
+        .with_sctp_max_receive_buffer_size(settings.sctp_receive_window)
+        .with_ice_timeouts(
+            Some(settings.ice_timeouts.disconnected),
+            Some(settings.ice_timeouts.failed),
+            Some(settings.ice_timeouts.keepalive),
+        );
     if let Some(interval) = settings.ice_check_interval {
         // Keep the stack's 1.4 s of attempts per candidate pair (7 × 200 ms).
         let attempts = (1400 / interval.as_millis().max(1)).clamp(7, 1000) as u16;
-        setting_engine = setting_engine.with_ice_connection_attempts(Some(interval), Some(attempts));
+        setting_engine =
+            setting_engine.with_ice_connection_attempts(Some(interval), Some(attempts));
     }
     let setting_engine = setting_engine.build();
     let ice: Vec<RTCIceServer> = ice_servers
@@ -95,10 +139,7 @@ pub async fn build_peer_connection(
                 .filter(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
                 .cloned()
                 .collect();
-            (!urls.is_empty()).then(|| IceServer {
-                urls,
-                ..s.clone()
-            })
+            (!urls.is_empty()).then(|| IceServer { urls, ..s.clone() })
         })
         .map(|s| RTCIceServer {
             urls: s.urls,
@@ -117,7 +158,10 @@ pub async fn build_peer_connection(
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config.build())
         .with_setting_engine(setting_engine)
-        .with_runtime(Arc::new(runtime))
+        .with_runtime(match &settings.network {
+            Some(net) => Arc::new(net.runtime(Arc::new(runtime))),
+            None => Arc::new(runtime),
+        })
         .with_handler(handler)
         .with_udp_addrs(vec![bind])
         .with_data_channel_send_buffer_limit(settings.send_buffer_limit)

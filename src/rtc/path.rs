@@ -57,7 +57,10 @@ pub async fn selected_path(pc: &dyn PeerConnection) -> Option<SelectedPath> {
         }
     };
     let local = candidate_type("RTCLocalIceCandidate_", &pair.local_candidate_id)?;
-    let remote = candidate_type("RTCRemoteIceCandidate_", &pair.remote_candidate_id)?;
+    // webrtc 0.21 lists only signaled remote candidates in its stats; one learned from
+    // an incoming check (peer-reflexive, common behind symmetric NATs) is missing.
+    let remote = candidate_type("RTCRemoteIceCandidate_", &pair.remote_candidate_id)
+        .unwrap_or(RTCIceCandidateType::Prflx);
     let relayed = local == RTCIceCandidateType::Relay || remote == RTCIceCandidateType::Relay;
     Some(SelectedPath {
         kind: if relayed {

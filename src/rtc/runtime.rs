@@ -11,11 +11,13 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
-    default_runtime,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    Transmit, default_runtime,
 };
 
 /// Socket buffer size requested for every UDP socket.
@@ -23,6 +25,16 @@ pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long after its creation a runtime applies its setup poll interval.
 pub const SETUP_WINDOW: Duration = Duration::from_secs(5);
+/// Default setup poll interval ([`BufferedRuntime::with_setup_poll`]).
+pub const SETUP_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// While relayed data flows, no driver sleep is longer than this (docs/RELAY.md).
+pub const RELAY_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// The relay poll interval stays in force this long after the last relayed data packet.
+pub const RELAY_ACTIVE_WINDOW: Duration = Duration::from_millis(250);
+/// Relayed datagrams at least this large count as data (consent checks and keep-alives
+/// through the relay are smaller and do not keep the fast polling on).
+const RELAY_DATA_MIN_BYTES: usize = 256;
 
 /// Delegates to the default (tokio) runtime and enlarges UDP socket buffers.
 #[derive(Debug)]
@@ -31,6 +43,10 @@ pub struct BufferedRuntime {
     buffer_bytes: usize,
     /// Until this instant, no sleep is longer than the interval.
     setup_poll: Option<(Duration, Instant)>,
+    /// Cap on every sleep while relayed data flows; `None` = off.
+    relay_poll: Option<Duration>,
+    /// When the last relayed data datagram went through one of this runtime's sockets.
+    relay_activity: Arc<RelayActivity>,
 }
 
 impl BufferedRuntime {
@@ -40,7 +56,29 @@ impl BufferedRuntime {
             inner: default_runtime()?,
             buffer_bytes,
             setup_poll: None,
+            relay_poll: Some(RELAY_POLL_INTERVAL),
+            relay_activity: Arc::new(RelayActivity::new()),
         })
+    }
+
+    /// While TURN-relayed data flows through this runtime's sockets (and for
+    /// [`RELAY_ACTIVE_WINDOW`] after), cap every sleep at `interval`; `None` turns that
+    /// off. On by default with [`RELAY_POLL_INTERVAL`].
+    ///
+    /// Works around the phase order of the `webrtc` 0.21.1 driver, which leaves relayed
+    /// packets (outbound ones encapsulated after the TURN clients were drained, inbound
+    /// ones decapsulated after the core was read) queued until its next wake-up, often
+    /// the 200 ms delayed-ACK or ≥ 1 s retransmission timer. Direct connections never
+    /// pay for it. See docs/RELAY.md.
+    pub fn with_relay_poll(mut self, interval: Option<Duration>) -> Self {
+        self.relay_poll = interval;
+        self
+    }
+
+    /// Whether relayed data went through this runtime's sockets within the last
+    /// [`RELAY_ACTIVE_WINDOW`].
+    pub fn relay_active(&self) -> bool {
+        self.relay_activity.active(self.inner.now())
     }
 
     /// For `window` from now, cap every sleep at `interval`. The `webrtc` 0.21 driver
@@ -135,7 +173,15 @@ impl Runtime for BufferedRuntime {
             });
         }
         tracing::debug!(?report, "UDP socket buffers");
-        self.inner.wrap_udp_socket(socket)
+        let inner = self.inner.wrap_udp_socket(socket)?;
+        if self.relay_poll.is_none() {
+            return Ok(inner);
+        }
+        Ok(Arc::new(RelayWatchSocket {
+            inner,
+            activity: Arc::clone(&self.relay_activity),
+            clock: Arc::clone(&self.inner),
+        }))
     }
 
     fn wrap_tcp_listener(
@@ -164,10 +210,16 @@ impl Runtime for BufferedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let duration = match self.setup_poll {
+        let mut duration = match self.setup_poll {
             Some((cap, until)) if Instant::now() < until => duration.min(cap),
             _ => duration,
         };
+        if let Some(cap) = self.relay_poll
+            && duration > cap
+            && self.relay_activity.active(self.inner.now())
+        {
+            duration = cap;
+        }
         self.inner.sleep(duration)
     }
 
@@ -188,9 +240,122 @@ impl Runtime for BufferedRuntime {
     }
 }
 
+/// The last time relayed data passed, as nanoseconds since `base` (0 = never).
+#[derive(Debug)]
+struct RelayActivity {
+    base: Instant,
+    last_nanos: AtomicU64,
+}
+
+impl RelayActivity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.base).as_nanos();
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
+        self.last_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        let last = self.last_nanos.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let since_base = now.saturating_duration_since(self.base);
+        since_base.saturating_sub(Duration::from_nanos(last)) < RELAY_ACTIVE_WINDOW
+    }
+}
+
+/// Whether a datagram is TURN ChannelData carrying data: first byte 64–79 (RFC 7983's
+/// demultiplexing range for TURN channels; STUN is 0–3, DTLS 20–63, RTP 128–191) and
+/// larger than a consent check.
+fn is_relayed_data(datagram: &[u8]) -> bool {
+    datagram.len() >= RELAY_DATA_MIN_BYTES && matches!(datagram.first(), Some(64..=79))
+}
+
+/// A UDP socket that notes when relayed data passes through it.
+#[derive(Debug)]
+struct RelayWatchSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    activity: Arc<RelayActivity>,
+    clock: Arc<dyn Runtime>,
+}
+
+impl AsyncUdpSocket for RelayWatchSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        if is_relayed_data(transmit.contents) {
+            self.activity.mark(self.clock.now());
+        }
+        self.inner.poll_send(cx, transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let polled = self.inner.poll_recv(cx, bufs, meta);
+        if let Poll::Ready(Ok(n)) = &polled
+            && bufs
+                .iter()
+                .zip(meta.iter())
+                .take(*n)
+                .any(|(buf, m)| is_relayed_data(&buf[..m.len.min(buf.len())]))
+        {
+            self.activity.mark(self.clock.now());
+        }
+        polled
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relayed_data_detection_matches_channel_data_only() {
+        let mut channel_data = vec![0u8; 1200];
+        channel_data[0] = 0x40;
+        assert!(is_relayed_data(&channel_data));
+        channel_data[0] = 0x4f;
+        assert!(is_relayed_data(&channel_data));
+        // DTLS application data (23) and STUN (0/1) on a direct path are not relayed data.
+        for first in [0u8, 1, 23, 63, 80, 128] {
+            channel_data[0] = first;
+            assert!(!is_relayed_data(&channel_data), "first byte {first}");
+        }
+        // A small ChannelData (a consent check through the relay) does not count.
+        assert!(!is_relayed_data(&[0x40, 0, 0, 100]));
+    }
+
+    #[test]
+    fn relay_activity_lasts_for_the_window() {
+        let a = RelayActivity::new();
+        let t0 = a.base + Duration::from_secs(3);
+        assert!(!a.active(t0), "never marked");
+        a.mark(t0);
+        assert!(a.active(t0));
+        assert!(a.active(t0 + RELAY_ACTIVE_WINDOW - Duration::from_millis(1)));
+        assert!(!a.active(t0 + RELAY_ACTIVE_WINDOW));
+    }
 
     #[test]
     fn enlarge_buffers_reports_granted_sizes() {

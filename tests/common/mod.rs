@@ -18,10 +18,17 @@ pub async fn server() -> SignalingServer {
         listen: (LOCALHOST, 0).into(),
         ..ServerConfig::default()
     };
-    SignalingServer::bind(config).await.expect("bind signaling server")
+    SignalingServer::bind(config)
+        .await
+        .expect("bind signaling server")
 }
 
-pub fn config(server: &SignalingServer, session: Option<&str>, name: &str, dir: &Path) -> PeerConfig {
+pub fn config(
+    server: &SignalingServer,
+    session: Option<&str>,
+    name: &str,
+    dir: &Path,
+) -> PeerConfig {
     let mut c = PeerConfig::new(server.url());
     c.session = session.map(str::to_string);
     c.name = name.to_string();
@@ -33,8 +40,7 @@ pub fn config(server: &SignalingServer, session: Option<&str>, name: &str, dir: 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -88,7 +94,9 @@ impl Recorder {
                 !e.is_progress()
                     && !matches!(
                         e,
-                        Event::PeerJoined { .. } | Event::PeerLeft { .. } | Event::Connection { .. }
+                        Event::PeerJoined { .. }
+                            | Event::PeerLeft { .. }
+                            | Event::Connection { .. }
                     )
             })
             .map(Event::name)
@@ -97,16 +105,28 @@ impl Recorder {
 }
 
 /// Join a new session as `name`; returns the peer and its recorder.
-pub async fn join(server: &SignalingServer, session: Option<&str>, name: &str, dir: &Path) -> (Peer, Recorder) {
-    let (peer, events) = Peer::join(config(server, session, name, dir)).await.expect("join");
+pub async fn join(
+    server: &SignalingServer,
+    session: Option<&str>,
+    name: &str,
+    dir: &Path,
+) -> (Peer, Recorder) {
+    let (peer, events) = Peer::join(config(server, session, name, dir))
+        .await
+        .expect("join");
     (peer, Recorder::new(events))
 }
 
 /// Wait until `rec` has seen a peer-joined for each of `ids`... or they were present at join.
 pub async fn wait_connected(rec: &mut Recorder, count: usize) {
-    let mut n = rec.seen.iter().filter(|e| matches!(e, Event::Connection { .. })).count();
+    let mut n = rec
+        .seen
+        .iter()
+        .filter(|e| matches!(e, Event::Connection { .. }))
+        .count();
     while n < count {
-        rec.until("connection", |e| matches!(e, Event::Connection { .. })).await;
+        rec.until("connection", |e| matches!(e, Event::Connection { .. }))
+            .await;
         n += 1;
     }
 }

@@ -87,7 +87,9 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), peer.leave()).await;
         }
         Role::Recv => {
-            let session = args.session.context("--session is required for --role recv")?;
+            let session = args
+                .session
+                .context("--session is required for --role recv")?;
             let out = args.out.context("--out is required for --role recv")?;
             config.session = Some(session);
             config.name = "bench-recipient".into();

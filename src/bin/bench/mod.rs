@@ -1,6 +1,7 @@
 //! The benchmark run: machine facts, then (g) TCP, (a) raw data channel, (b)+(d) one
 //! peershare transfer, (e) join → first byte, (f) fan-out; then one markdown table.
 
+pub mod breakdown;
 pub mod child;
 pub mod product;
 pub mod raw;
@@ -101,6 +102,9 @@ pub struct BenchArgs {
     /// Directory for the test files (default: a fresh directory under $TMPDIR).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure where the gap between (a) and (b) goes, layer by layer.
+    #[arg(long)]
+    pub breakdown: bool,
     #[command(flatten)]
     pub tune: Tune,
 }
@@ -129,7 +133,11 @@ fn drops_since(before: Option<u64>) -> String {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn mib(v: Option<f64>) -> String {
@@ -148,7 +156,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let settings = args.tune.settings();
     let bytes = args.size * MIB;
     let machine = sys::Machine::probe(settings.socket_buffer_bytes);
-    let tmp;
+    let load_before = sys::load_average();
     let work = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
@@ -156,7 +164,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         None => tempfile::tempdir()?,
     };
-    tmp = work.path().to_path_buf();
+    let tmp = work.path().to_path_buf();
 
     phase("(g) TCP loopback");
     let tcp = tcp::run(bytes)?;
@@ -172,6 +180,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let src_hash = product::hash(src.clone()).await?;
     let small = tmp.join("small.bin");
     write_random_file(&small, 4 * MIB)?;
+
+    let mut layers = Vec::new();
+    if args.breakdown {
+        phase("breakdown: channel adapter");
+        layers.push((
+            "(a) + the product's channel adapter (RtcChannel on both ends), no file I/O",
+            breakdown::adapter(&settings, bytes).await?,
+        ));
+        phase("breakdown: transfer engine on tmpfs");
+        let shm = Path::new("/dev/shm");
+        let ram = if shm.is_dir() {
+            tempfile::tempdir_in(shm)?
+        } else {
+            tempfile::tempdir()?
+        };
+        let ram_src = ram.path().join("source.bin");
+        std::fs::copy(&src, &ram_src)?;
+        layers.push((
+            "+ transfer engine file → file in RAM (tmpfs): read-ahead, BLAKE3, write-behind",
+            breakdown::engine(&settings, &ram_src, ram.path()).await?,
+        ));
+        drop(ram);
+        phase("breakdown: transfer engine on disk");
+        layers.push((
+            "+ the same with source and destination on disk (fsync at the end)",
+            breakdown::engine(&settings, &src, &tmp).await?,
+        ));
+    }
 
     let server = SignalingServer::bind(ServerConfig {
         listen: (Ipv4Addr::LOCALHOST, 0).into(),
@@ -227,24 +263,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         line(format!("- {fact}"));
     }
     line(format!(
-        "- transport: socket buffer {} B, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, ICE check interval {}, setup poll {}, bound to 127.0.0.1",
+        "- 1-min load average: {load_before} at the start, {} at the end (other work skews the figures)",
+        sys::load_average()
+    ));
+    line(format!(
+        "- transport: socket buffer {} B, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, ICE check interval {}, setup poll {} for the first {} s, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
         settings.send_buffer_limit,
         settings.sctp_receive_window,
         raw::MESSAGE / 1024,
-        settings
-            .ice_check_interval
-            .map_or_else(|| "default (200 ms)".into(), |d| format!("{} ms", d.as_millis())),
+        settings.ice_check_interval.map_or_else(
+            || "default (200 ms)".into(),
+            |d| format!("{} ms", d.as_millis())
+        ),
         settings
             .setup_poll_interval
             .map_or_else(|| "off".into(), |d| format!("{} ms", d.as_millis())),
+        peershare::rtc::runtime::SETUP_WINDOW.as_secs(),
     ));
     line(String::new());
     line("| row | measure | result | detail |".into());
     line("|---|---|---|---|".into());
     line(format!(
         "| (a) | raw data channel (build_peer_connection pair, 1 ordered reliable channel, no file I/O) | {:.1} MiB/s | {} MiB in {:.2} s at the receiver; UDP rcvbuf drops {raw_drops}; setup {:.0} ms (built {:.0}, SDP {:.0}, connected {:.0}, channel open {:.0}) |",
-        raw.mib_per_s, args.size, raw.secs, s.open_ms, s.built_ms, s.sdp_ms, s.connected_ms, s.open_ms
+        raw.mib_per_s,
+        args.size,
+        raw.secs,
+        s.open_ms,
+        s.built_ms,
+        s.sdp_ms,
+        s.connected_ms,
+        s.open_ms
     ));
     line(format!(
         "| (b) | peershare file → file via signaling, BLAKE3 verified | {b:.1} MiB/s | {} MiB, download request → DownloadCompleted {b_secs:.2} s; UDP rcvbuf drops {one_drops} |",
@@ -276,6 +325,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     line(format!(
         "| (g) | plain TCP loopback (64 KiB writes) | {tcp:.0} MiB/s | physical reference |"
     ));
+    if !layers.is_empty() {
+        line(String::new());
+        line("Where (a) → (b) goes, one layer at a time (same size, same process as (a)):".into());
+        line(String::new());
+        line("| layer | MiB/s | of (a) |".into());
+        line("|---|---|---|".into());
+        line(format!(
+            "| (a) raw data channel | {:.1} | 1.00 |",
+            raw.mib_per_s
+        ));
+        for (label, v) in &layers {
+            line(format!("| {label} | {v:.1} | {:.2} |", v / raw.mib_per_s));
+        }
+        line(format!(
+            "| (b) + signaling, control protocol, one process per peer | {b:.1} | {ratio:.2} |"
+        ));
+    }
     line(String::new());
     line("Targets of issue 6 (as measured in this run):".into());
     line(String::new());

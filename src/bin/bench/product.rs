@@ -111,7 +111,13 @@ fn sender_args(server: &str, file: &Path, tune: &Tune) -> Vec<String> {
     v
 }
 
-fn recipient_args(server: &str, session: &str, out: &Path, wait_go: bool, tune: &Tune) -> Vec<String> {
+fn recipient_args(
+    server: &str,
+    session: &str,
+    out: &Path,
+    wait_go: bool,
+    tune: &Tune,
+) -> Vec<String> {
     let mut v = vec![
         "--role".into(),
         "recv".into(),
@@ -130,7 +136,11 @@ fn recipient_args(server: &str, session: &str, out: &Path, wait_go: bool, tune: 
 }
 
 /// Start a sender sharing `file`; returns it and the session code.
-async fn start_sender(server: &str, file: &Path, tune: &Tune) -> anyhow::Result<(ChildPeer, String)> {
+async fn start_sender(
+    server: &str,
+    file: &Path,
+    tune: &Tune,
+) -> anyhow::Result<(ChildPeer, String)> {
     let mut sender = ChildPeer::spawn(&sender_args(server, file, tune))?;
     let session = sender.expect("session").await?;
     sender.expect("shared").await?;
@@ -172,7 +182,9 @@ pub async fn fan_out(
     for i in 0..recipients {
         let out = work.join(format!("out-{recipients}-{i}"));
         std::fs::create_dir_all(&out)?;
-        peers.push(ChildPeer::spawn(&recipient_args(server, &session, &out, true, tune))?);
+        peers.push(ChildPeer::spawn(&recipient_args(
+            server, &session, &out, true, tune,
+        ))?);
     }
     for p in &mut peers {
         p.expect("ready").await?;
@@ -199,7 +211,11 @@ pub async fn fan_out(
     sender.quit().await;
     for d in &deliveries {
         let got = hash(d.path.clone()).await?;
-        anyhow::ensure!(got == src_hash, "{} differs from the source", d.path.display());
+        anyhow::ensure!(
+            got == src_hash,
+            "{} differs from the source",
+            d.path.display()
+        );
         std::fs::remove_file(&d.path)?;
     }
     Ok(FanOut {
@@ -219,7 +235,12 @@ pub struct Latency {
 }
 
 /// A fresh sender and a fresh recipient that downloads as soon as the offer arrives.
-pub async fn first_byte(server: &str, file: &Path, work: &Path, tune: &Tune) -> anyhow::Result<Latency> {
+pub async fn first_byte(
+    server: &str,
+    file: &Path,
+    work: &Path,
+    tune: &Tune,
+) -> anyhow::Result<Latency> {
     let (sender, session) = start_sender(server, file, tune).await?;
     let out = work.join("out-latency");
     std::fs::create_dir_all(&out)?;

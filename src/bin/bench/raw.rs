@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::BytesMut;
-use peershare::rtc::{RtcSettings, build_peer_connection};
+use peershare::rtc::{RtcChannel, RtcSettings, build_peer_connection};
 use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
@@ -67,17 +67,36 @@ fn ms(start: Instant, at: Instant) -> f64 {
     at.saturating_duration_since(start).as_secs_f64() * 1000.0
 }
 
-/// Build a connected pair and its open data channel: (offerer, answerer, sender channel,
-/// receiver channel, setup timeline).
-pub async fn connect_pair(
-    settings: &RtcSettings,
-) -> anyhow::Result<(
-    Arc<dyn PeerConnection>,
-    Arc<dyn PeerConnection>,
-    Arc<dyn DataChannel>,
-    Arc<dyn DataChannel>,
-    Setup,
-)> {
+/// The two ends of the bench channel.
+pub enum Ends {
+    /// Raw `webrtc` data channels; the sender's is polled by a task of ours.
+    Raw {
+        tx: Arc<dyn DataChannel>,
+        rx: Arc<dyn DataChannel>,
+    },
+    /// The product's channel adapter on both ends.
+    Adapter { tx: RtcChannel, rx: RtcChannel },
+}
+
+/// A connected pair with its open channel.
+pub struct Pair {
+    pub offerer: Arc<dyn PeerConnection>,
+    pub answerer: Arc<dyn PeerConnection>,
+    pub ends: Ends,
+    pub setup: Setup,
+}
+
+impl Pair {
+    pub async fn close(self) {
+        drop(self.ends);
+        let _ = self.offerer.close().await;
+        let _ = self.answerer.close().await;
+    }
+}
+
+/// Build a connected pair and open one ordered reliable channel, raw or wrapped in the
+/// product's [`RtcChannel`].
+pub async fn connect_pair(settings: &RtcSettings, adapter: bool) -> anyhow::Result<Pair> {
     let t0 = Instant::now();
     let connected_at = Arc::new(Mutex::new(None));
     let (a_gathered_tx, mut a_gathered) = watch::channel(false);
@@ -108,23 +127,30 @@ pub async fn connect_pair(
     let dc = a
         .create_data_channel("bench", Some(RTCDataChannelInit::default()))
         .await?;
-    // Every channel must be polled all the time; this task also reports OnOpen.
+    // Every channel must be polled all the time; this task (or the adapter's reader)
+    // also reports OnOpen.
     let (open_tx, open_rx) = oneshot::channel();
-    let poll_dc = dc.clone();
-    tokio::spawn(async move {
-        let mut open_tx = Some(open_tx);
-        while let Some(ev) = poll_dc.poll().await {
-            match ev {
-                DataChannelEvent::OnOpen => {
-                    if let Some(tx) = open_tx.take() {
-                        let _ = tx.send(Instant::now());
+    let adapter_tx = if adapter {
+        drop(open_tx);
+        Some(RtcChannel::spawn(dc.clone(), false))
+    } else {
+        let poll_dc = dc.clone();
+        tokio::spawn(async move {
+            let mut open_tx = Some(open_tx);
+            while let Some(ev) = poll_dc.poll().await {
+                match ev {
+                    DataChannelEvent::OnOpen => {
+                        if let Some(tx) = open_tx.take() {
+                            let _ = tx.send(Instant::now());
+                        }
                     }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
                 }
-                DataChannelEvent::OnClose => break,
-                _ => {}
             }
-        }
-    });
+        });
+        None
+    };
 
     let offer = a.create_offer(None).await?;
     a.set_local_description(offer).await?;
@@ -144,34 +170,57 @@ pub async fn connect_pair(
     a.set_remote_description(answer).await?;
     let sdp = Instant::now();
 
-    let opened = tokio::time::timeout(Duration::from_secs(30), open_rx)
-        .await
-        .context("data channel did not open within 30 s")??;
+    let opened = match &adapter_tx {
+        Some(ch) => {
+            tokio::time::timeout(Duration::from_secs(30), ch.wait_open())
+                .await
+                .context("data channel did not open within 30 s")?
+                .map_err(|_| anyhow::anyhow!("data channel closed before opening"))?;
+            Instant::now()
+        }
+        None => tokio::time::timeout(Duration::from_secs(30), open_rx)
+            .await
+            .context("data channel did not open within 30 s")??,
+    };
     let remote = tokio::time::timeout(Duration::from_secs(30), dc_rx.recv())
         .await
         .context("no remote data channel within 30 s")?
         .context("answerer handler dropped")?;
-    let connected = connected_at
-        .lock()
-        .ok()
-        .and_then(|c| *c)
-        .unwrap_or(opened);
+    let connected = connected_at.lock().ok().and_then(|c| *c).unwrap_or(opened);
     let setup = Setup {
         built_ms: ms(t0, built),
         sdp_ms: ms(t0, sdp),
         connected_ms: ms(t0, connected),
         open_ms: ms(t0, opened),
     };
-    Ok((a, b, dc, remote, setup))
+    let ends = match adapter_tx {
+        Some(tx) => Ends::Adapter {
+            tx,
+            rx: RtcChannel::spawn(remote, true),
+        },
+        None => Ends::Raw { tx: dc, rx: remote },
+    };
+    Ok(Pair {
+        offerer: a,
+        answerer: b,
+        ends,
+        setup,
+    })
 }
 
 /// Send `bytes` as 64 KiB messages; MiB/s measured at the receiver.
 pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult> {
-    let (a, b, dc, remote, setup) = connect_pair(settings).await?;
+    let pair = connect_pair(settings, false).await?;
+    let setup = pair.setup;
+    let Ends::Raw { tx: dc, rx: remote } = &pair.ends else {
+        unreachable!("asked for raw ends")
+    };
+    let (dc, remote) = (dc.clone(), remote.clone());
+    let rx = remote;
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut got = 0u64;
-        while let Some(ev) = remote.poll().await {
+        while let Some(ev) = rx.poll().await {
             match ev {
                 DataChannelEvent::OnMessage(msg) => {
                     got += msg.data.len() as u64;
@@ -198,8 +247,8 @@ pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult
     let (got, end) = done_rx.await.context("receiver task ended")?;
     anyhow::ensure!(got == bytes, "raw receiver got {got} of {bytes} bytes");
     let secs = end.duration_since(start).as_secs_f64();
-    let _ = a.close().await;
-    let _ = b.close().await;
+    drop(dc);
+    pair.close().await;
     Ok(RawResult {
         mib_per_s: bytes as f64 / (1024.0 * 1024.0) / secs,
         secs,

@@ -81,6 +81,13 @@ fn proc_field(path: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// The 1-minute load average: other work on the machine skews every figure.
+pub fn load_average() -> String {
+    read_trimmed("/proc/loadavg")
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Peak resident set size (VmHWM) of process `pid`, in KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     proc_field(&format!("/proc/{pid}/status"), "VmHWM:")
@@ -93,6 +100,8 @@ pub fn udp_rcvbuf_errors() -> Option<u64> {
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let header = udp.next()?;
     let values = udp.next()?;
-    let idx = header.split_whitespace().position(|h| h == "RcvbufErrors")?;
+    let idx = header
+        .split_whitespace()
+        .position(|h| h == "RcvbufErrors")?;
     values.split_whitespace().nth(idx)?.parse().ok()
 }

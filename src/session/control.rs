@@ -1,0 +1,73 @@
+//! Dispatch of control messages and transfer reports to the upload and download sides.
+
+use super::{Report, Session};
+use crate::error::codes;
+use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+
+impl Session {
+    pub(super) fn on_control(&mut self, peer: &str, msg: ControlMessage) {
+        match msg {
+            ControlMessage::Hello { version, .. } => {
+                if version != CONTROL_VERSION {
+                    self.send_control(
+                        peer,
+                        ControlMessage::Error {
+                            job_id: None,
+                            file_id: None,
+                            code: codes::UNSUPPORTED_VERSION,
+                            message: format!("control protocol {version} is not supported"),
+                        },
+                    );
+                }
+            }
+            ControlMessage::Offer {
+                file_id,
+                name,
+                size,
+                hash,
+                ttl_ms,
+                group,
+            } => {
+                let info = self.offer_info(peer, file_id, name, size, hash, ttl_ms, group);
+                self.on_offer(peer, info, ttl_ms);
+            }
+            ControlMessage::Revoke { file_id } => self.on_revoke(peer, file_id),
+            ControlMessage::Request {
+                job_id,
+                file_id,
+                offset,
+            } => self.on_request(peer, job_id, file_id, offset),
+            ControlMessage::Decline { file_id } => self.on_recipient_decline(peer, file_id),
+            ControlMessage::Progress { job_id, received } => {
+                self.on_recipient_progress(peer, job_id, received)
+            }
+            ControlMessage::Done { job_id, ok, code } => {
+                self.on_recipient_done(peer, job_id, ok, code)
+            }
+            ControlMessage::Cancel { job_id, code } => {
+                // A job ID names either a download we serve or one we run.
+                if !self.on_recipient_cancel(peer, job_id, code) {
+                    self.on_sender_cancel(peer, job_id, code);
+                }
+            }
+            ControlMessage::Error {
+                job_id,
+                code,
+                message,
+                ..
+            } => self.on_sender_error(peer, job_id, code, message),
+        }
+    }
+
+    pub(super) fn on_report(&mut self, report: Report) {
+        match report {
+            Report::DownloadProgress { job_id, received } => {
+                self.on_download_progress(job_id, received)
+            }
+            Report::DownloadDone { job_id, result } => self.on_download_done(job_id, result),
+            Report::UploadStreamDone { job_id, result } => {
+                self.on_upload_stream_done(job_id, result)
+            }
+        }
+    }
+}

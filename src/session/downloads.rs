@@ -1,0 +1,690 @@
+//! Offers to us and our download jobs: requesting, receiving, resuming after a lost
+//! connection or a restart, verification outcomes, cancelling.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Download;
+use super::{Ending, Offered, Phase, Report, Session};
+use crate::error::{Error, Result, codes};
+use crate::events::{Event, FileInfo};
+use crate::peer::Save;
+use crate::proto::control::{ControlMessage, OfferGroup};
+use crate::proto::download::DownloadState;
+use crate::proto::hash::Hash;
+use crate::proto::ids::{FileId, JobId};
+use crate::proto::names::sanitize_file_name;
+use crate::proto::resume::{OfferMatch, match_offer};
+use crate::rtc::RtcChannel;
+use crate::store::{JobRecord, JobStore, RECORD_VERSION};
+use crate::transfer::{self, DownloadCounters, Saved, Sink};
+use crate::transport::Channel;
+
+/// Attempts in a row that may end without new bytes before a job fails.
+const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
+
+impl Session {
+    pub(super) fn available_files(&self) -> Vec<FileInfo> {
+        let now = self.config.clock.now();
+        let mut list: Vec<FileInfo> = self
+            .offered
+            .values()
+            .filter(|o| o.expires_at > now && !self.downloaded.contains(&o.info.file_id))
+            .map(|o| FileInfo {
+                expires_in_ms: (o.expires_at - now).as_millis() as u64,
+                ..o.info.clone()
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    pub(super) fn on_offer(&mut self, peer: &str, info: FileInfo, ttl_ms: u64) {
+        let file_id = info.file_id;
+        if self.offered.contains_key(&file_id) || self.downloaded.contains(&file_id) {
+            return;
+        }
+        self.offered.insert(
+            file_id,
+            Offered {
+                info: info.clone(),
+                expires_at: self.config.clock.now() + Duration::from_millis(ttl_ms),
+            },
+        );
+        self.emit(Event::FileUploadStarted {
+            file_id,
+            name: info.name.clone(),
+            size: info.size,
+            sender: peer.to_string(),
+        });
+        self.emit(Event::DownloadAvailable {
+            file_id,
+            name: info.name.clone(),
+            size: info.size,
+            hash: info.hash.clone(),
+            sender: peer.to_string(),
+            expires_in_ms: ttl_ms,
+            group: info.group,
+        });
+        // A suspended job of a sender that left may continue from this peer if it
+        // offers the same content (a restarted sender).
+        let adopt = self
+            .downloads
+            .iter()
+            .find(|(_, d)| {
+                matches!(d.phase, Phase::Suspended { .. })
+                    && !self.links.contains_key(&d.sender)
+                    && d.size == info.size
+                    && d.hash.to_hex().eq_ignore_ascii_case(&info.hash)
+            })
+            .map(|(id, _)| *id);
+        if let Some(job_id) = adopt {
+            if let Some(d) = self.downloads.get_mut(&job_id) {
+                tracing::info!(%job_id, %peer, "resuming from a peer that offers the same content");
+                d.sender = peer.to_string();
+                d.file_id = file_id;
+            }
+            self.request(job_id);
+            return;
+        }
+        if self.config.auto_accept {
+            let dir = self.config.download_dir.clone();
+            if let Err(e) = self.start_download(file_id, Save::ToDir(dir)) {
+                self.emit(Event::DownloadFailed {
+                    job_id: None,
+                    file_id,
+                    name: info.name,
+                    size: info.size,
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn on_revoke(&mut self, peer: &str, file_id: FileId) {
+        self.offered
+            .retain(|id, o| !(*id == file_id && o.info.sender == peer));
+    }
+
+    pub(super) fn start_download(&mut self, file_id: FileId, save: Save) -> Result<JobId> {
+        if self.downloaded.contains(&file_id)
+            || self.downloads.values().any(|d| d.file_id == file_id)
+        {
+            return Err(Error::AlreadyDownloaded(file_id.to_string()));
+        }
+        let offer = self
+            .offered
+            .get(&file_id)
+            .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
+        if offer.expires_at <= self.config.clock.now() {
+            return Err(Error::OfferExpired(file_id.to_string()));
+        }
+        let info = offer.info.clone();
+        let limit = match save {
+            Save::InMemory => self
+                .config
+                .max_memory_download
+                .min(self.config.max_file_size),
+            Save::ToDir(_) => self.config.max_file_size,
+        };
+        if info.size > limit {
+            return Err(Error::FileTooLarge {
+                name: info.name.clone(),
+                size: info.size,
+                max: limit,
+            });
+        }
+        let hash: Hash = info
+            .hash
+            .parse()
+            .map_err(|_| Error::Protocol("offer carried an invalid hash".into()))?;
+        if !self.links.contains_key(&info.sender) {
+            return Err(Error::PeerGone(info.sender.clone()));
+        }
+        let durable = match &save {
+            Save::ToDir(dir) => {
+                check_writable_dir(dir)?;
+                Some(self.durable_job_for(JobStore::new(dir), &info)?)
+            }
+            Save::InMemory => None,
+        };
+        let job_id = durable
+            .as_ref()
+            .map(|(_, r)| r.job_id)
+            .unwrap_or_else(JobId::new);
+        let offset = durable.as_ref().map_or(0, |(_, r)| r.offset);
+        let counters = Arc::new(DownloadCounters::default());
+        counters.written.store(offset, Ordering::Release);
+        self.downloads.insert(
+            job_id,
+            Download {
+                file_id,
+                sender: info.sender.clone(),
+                name: info.name.clone(),
+                size: info.size,
+                hash,
+                save,
+                durable,
+                counters,
+                phase: Phase::Requested { offset },
+                fruitless: 0,
+                ending: None,
+            },
+        );
+        tracing::info!(%job_id, %file_id, offset, "requesting download");
+        self.request(job_id);
+        Ok(job_id)
+    }
+
+    /// The durable job for `info` in `store`: a stored job of the same content is
+    /// resumed; one of the same name with other content is discarded (5100).
+    fn durable_job_for(
+        &mut self,
+        store: JobStore,
+        info: &FileInfo,
+    ) -> Result<(JobStore, JobRecord)> {
+        let running: Vec<JobId> = self.downloads.keys().copied().collect();
+        for record in store.list() {
+            if running.contains(&record.job_id) {
+                continue;
+            }
+            let stored = (record.name.as_str(), record.size, record.hash.as_str());
+            match match_offer(stored, (&info.name, info.size, &info.hash)) {
+                OfferMatch::SameContent => {
+                    tracing::info!(job_id = %record.job_id, offset = record.offset, "found a partial download of this file");
+                    let mut record = record;
+                    record.file_id = info.file_id;
+                    record.sender_id = info.sender.clone();
+                    return Ok((store, record));
+                }
+                OfferMatch::ChangedContent => {
+                    store.remove(&record.job_id);
+                    self.emit(Event::DownloadFailed {
+                        job_id: Some(record.job_id),
+                        file_id: record.file_id,
+                        name: record.name.clone(),
+                        size: record.size,
+                        code: codes::POSSIBLY_CORRUPT,
+                        message: "the source changed since the partial download; starting over"
+                            .into(),
+                    });
+                }
+                OfferMatch::Unrelated => {}
+            }
+        }
+        let sender_name = self
+            .links
+            .get(&info.sender)
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        let record = JobRecord {
+            version: RECORD_VERSION,
+            job_id: JobId::new(),
+            file_id: info.file_id,
+            name: info.name.clone(),
+            size: info.size,
+            hash: info.hash.clone(),
+            sender_name,
+            sender_id: info.sender.clone(),
+            offset: 0,
+        };
+        Ok((store, record))
+    }
+
+    /// Resume a stored job of the download directory from any peer offering its content.
+    pub(super) fn resume_stored(&mut self, job_id: JobId) -> Result<JobId> {
+        if self.downloads.contains_key(&job_id) {
+            return Ok(job_id);
+        }
+        let store = JobStore::new(&self.config.download_dir);
+        let record = store
+            .load(&job_id)
+            .ok_or_else(|| Error::InvalidJob(job_id.to_string()))?;
+        let offer = self
+            .offered
+            .values()
+            .find(|o| o.info.size == record.size && o.info.hash.eq_ignore_ascii_case(&record.hash))
+            .ok_or_else(|| {
+                Error::FileNotAvailable(format!(
+                    "{}: no peer in the session offers this file now",
+                    record.name
+                ))
+            })?;
+        let file_id = offer.info.file_id;
+        self.start_download(file_id, Save::ToDir(self.config.download_dir.clone()))
+    }
+
+    /// Send the request of `job_id` from its current offset (if the sender is connected;
+    /// otherwise it goes out when the connection is back).
+    fn request(&mut self, job_id: JobId) {
+        let connected = self
+            .downloads
+            .get(&job_id)
+            .is_some_and(|d| self.is_connected(&d.sender));
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        let offset = match (&d.save, &d.durable) {
+            (Save::ToDir(_), Some(_)) => d.counters.written.load(Ordering::Acquire),
+            _ => 0,
+        };
+        let (sender, file_id) = (d.sender.clone(), d.file_id);
+        if !connected {
+            if !matches!(d.phase, Phase::Suspended { .. }) {
+                d.phase = Phase::Suspended {
+                    since: self.config.clock.now(),
+                };
+            }
+            return;
+        }
+        d.phase = Phase::Requested { offset };
+        self.send_control(
+            &sender,
+            ControlMessage::Request {
+                job_id,
+                file_id,
+                offset,
+            },
+        );
+    }
+
+    /// The connection to `peer` is (back) up: re-request its suspended jobs.
+    pub(super) fn resume_from(&mut self, peer: &str) {
+        let jobs: Vec<JobId> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| d.sender == peer && matches!(d.phase, Phase::Suspended { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for job_id in jobs {
+            tracing::info!(%job_id, %peer, "resuming download");
+            self.request(job_id);
+        }
+    }
+
+    /// Tell the sender how a job ended, and remember it for a resend on reconnection.
+    fn report_outcome(&mut self, sender: &str, done: ControlMessage) {
+        if let ControlMessage::Done { job_id, .. } = &done {
+            self.outcomes
+                .insert(*job_id, (sender.to_string(), done.clone()));
+        }
+        self.send_control(sender, done);
+    }
+
+    /// Send again every job outcome reported to `peer` (idempotent on its side).
+    pub(super) fn resend_outcomes_to(&mut self, peer: &str) {
+        let msgs: Vec<ControlMessage> = self
+            .outcomes
+            .values()
+            .filter(|(sender, _)| sender == peer)
+            .map(|(_, m)| m.clone())
+            .collect();
+        for msg in msgs {
+            self.send_control(peer, msg);
+        }
+    }
+
+    pub(super) fn decline(&mut self, file_id: FileId) -> Result<()> {
+        let offer = self
+            .offered
+            .remove(&file_id)
+            .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
+        self.send_control(&offer.info.sender, ControlMessage::Decline { file_id });
+        Ok(())
+    }
+
+    pub(super) fn forge_request(&mut self, sender: String, file_id: FileId) -> Result<JobId> {
+        self.offered.insert(
+            file_id,
+            Offered {
+                info: FileInfo {
+                    file_id,
+                    name: "forged".into(),
+                    size: 1,
+                    hash: Hash::of(b"").to_hex(),
+                    sender,
+                    expires_in_ms: 60_000,
+                    group: None,
+                },
+                expires_at: self.config.clock.now() + Duration::from_secs(60),
+            },
+        );
+        self.start_download(file_id, Save::InMemory)
+    }
+
+    pub(super) fn on_job_channel(&mut self, peer: &str, job_id: JobId, channel: RtcChannel) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            tracing::warn!(%peer, %job_id, "data channel for an unknown job");
+            return;
+        };
+        let Phase::Requested { offset } = d.phase else {
+            tracing::warn!(%peer, %job_id, "unexpected data channel");
+            return;
+        };
+        if d.sender != peer {
+            tracing::warn!(%peer, %job_id, "data channel from the wrong peer");
+            return;
+        }
+        let sink = match (&d.save, &d.durable) {
+            (Save::ToDir(_), Some((store, record))) => Sink::Dir {
+                store: store.clone(),
+                record: record.clone(),
+                name: sanitize_file_name(&d.name),
+            },
+            _ => Sink::Memory,
+        };
+        let (size, hash) = (d.size, d.hash);
+        let counters = d.counters.clone();
+        let limit = self.limit.clone();
+        let reports = self.report_tx.clone();
+        let span = tracing::info_span!("download", job = %job_id, %peer, offset);
+        let task = tokio::spawn(
+            async move {
+                let state = match &sink {
+                    Sink::Dir { store, record, .. } if offset > 0 => {
+                        let (store, record) = (store.clone(), record.clone());
+                        tokio::task::spawn_blocking(move || {
+                            transfer::prepare_resume(&store, &record, offset)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(Error::SaveFailed(format!("resume task: {e}"))))
+                    }
+                    _ => Ok(DownloadState::new(size, hash, 0, blake3::Hasher::new())),
+                };
+                let result = match state {
+                    Ok(state) if state.received() != offset => Err(Error::SaveFailed(format!(
+                        "partial file holds {} bytes, expected {offset}",
+                        state.received()
+                    ))),
+                    Ok(state) => {
+                        let progress = reports.clone();
+                        transfer::receive(&channel, state, sink, counters, limit, move |received| {
+                            let _ = progress.send(Report::DownloadProgress { job_id, received });
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                channel.close().await;
+                let _ = reports.send(Report::DownloadDone { job_id, result });
+            }
+            .instrument(span),
+        );
+        d.phase = Phase::Running { task };
+        let ev = Event::DownloadStarted {
+            job_id,
+            file_id: d.file_id,
+            name: d.name.clone(),
+            size: d.size,
+            offset,
+        };
+        self.emit(ev);
+    }
+
+    pub(super) fn on_download_progress(&mut self, job_id: JobId, received: u64) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        d.fruitless = 0;
+        let ev = Event::DownloadProgress {
+            job_id,
+            file_id: d.file_id,
+            name: d.name.clone(),
+            bytes: received,
+            size: d.size,
+        };
+        let sender = d.sender.clone();
+        self.emit(ev);
+        self.send_control(&sender, ControlMessage::Progress { job_id, received });
+    }
+
+    pub(super) fn on_download_done(&mut self, job_id: JobId, result: Result<Saved>) {
+        let ending = self
+            .downloads
+            .get_mut(&job_id)
+            .and_then(|d| d.ending.take());
+        if let Some(ending) = ending
+            && result.is_err()
+        {
+            self.finish_ending(job_id, ending);
+            return;
+        }
+        match result {
+            Ok(saved) => {
+                let Some(d) = self.downloads.remove(&job_id) else {
+                    return;
+                };
+                self.downloaded.insert(d.file_id);
+                self.offered.remove(&d.file_id);
+                self.report_outcome(
+                    &d.sender,
+                    ControlMessage::Done {
+                        job_id,
+                        ok: true,
+                        code: None,
+                    },
+                );
+                let (path, data) = match saved {
+                    Saved::Path(p) => (Some(p), None),
+                    Saved::Memory(b) => (None, Some(b)),
+                };
+                tracing::info!(%job_id, ?path, "download completed and verified");
+                self.emit(Event::DownloadCompleted {
+                    job_id,
+                    file_id: d.file_id,
+                    name: d.name,
+                    size: d.size,
+                    path,
+                    data,
+                });
+            }
+            Err(e) if e.code() == codes::DOWNLOAD_FAILED => {
+                // The data channel went away before the end: a transport failure.
+                let Some(d) = self.downloads.get_mut(&job_id) else {
+                    return;
+                };
+                d.fruitless += 1;
+                if d.fruitless > MAX_FRUITLESS_ATTEMPTS {
+                    self.fail_download(job_id, e);
+                    return;
+                }
+                d.phase = Phase::Suspended {
+                    since: self.config.clock.now(),
+                };
+                let sender = d.sender.clone();
+                if self.is_connected(&sender) {
+                    self.request(job_id);
+                }
+            }
+            Err(e) => self.fail_download(job_id, e),
+        }
+    }
+
+    /// Suspended downloads whose sender did not come back within the grace period fail.
+    pub(super) fn expire_suspended_downloads(&mut self, now: Instant) {
+        let grace = self.config.resume_grace;
+        let expired: Vec<JobId> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| {
+                matches!(d.phase, Phase::Suspended { since } if now.duration_since(since) >= grace)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job_id in expired {
+            let sender = self.downloads[&job_id].sender.clone();
+            // The partial data stays: a later run can resume it.
+            self.fail_download_keep(
+                job_id,
+                Error::PeerGone(format!("{sender} did not come back within {grace:?}")),
+            );
+        }
+    }
+
+    pub(super) fn on_sender_cancel(&mut self, peer: &str, job_id: JobId, code: Option<u16>) {
+        if self
+            .downloads
+            .get(&job_id)
+            .is_some_and(|d| d.sender == peer)
+        {
+            self.fail_download(
+                job_id,
+                Error::from_remote(
+                    code.unwrap_or(codes::CANCELLED_BY_PEER),
+                    "cancelled by the sender",
+                ),
+            );
+        }
+    }
+
+    pub(super) fn on_sender_error(
+        &mut self,
+        peer: &str,
+        job_id: Option<JobId>,
+        code: u16,
+        message: String,
+    ) {
+        match job_id.filter(|j| self.downloads.get(j).is_some_and(|d| d.sender == peer)) {
+            Some(job_id) => self.fail_download(job_id, Error::from_remote(code, message)),
+            None => {
+                tracing::warn!(%peer, code, %message, "peer reported an error");
+                self.emit(Event::Error {
+                    peer: Some(peer.to_string()),
+                    code,
+                    message,
+                });
+            }
+        }
+    }
+
+    pub(super) fn cancel_download(&mut self, job_id: JobId, keep_partial: bool) -> Result<()> {
+        match self.downloads.get(&job_id) {
+            Some(d) if d.ending.is_none() => {
+                let sender = d.sender.clone();
+                self.send_control(
+                    &sender,
+                    ControlMessage::Cancel {
+                        job_id,
+                        code: Some(codes::CANCELLED_BY_PEER),
+                    },
+                );
+                tracing::info!(%job_id, keep_partial, "cancelling download");
+                self.end_job(job_id, Ending::Cancelled, !keep_partial);
+                Ok(())
+            }
+            _ => Err(Error::InvalidJob(job_id.to_string())),
+        }
+    }
+
+    /// The job failed for good: its partial data is removed.
+    fn fail_download(&mut self, job_id: JobId, e: Error) {
+        self.end_job(job_id, Ending::Failed(e), true);
+    }
+
+    /// The job failed, but its partial data stays for a later run to resume.
+    fn fail_download_keep(&mut self, job_id: JobId, e: Error) {
+        self.end_job(job_id, Ending::Failed(e), false);
+    }
+
+    /// Stop a job. A running transfer task is told to stop (it records what it wrote
+    /// and removes the partial data itself if `discard`, so no late write can recreate
+    /// it); the event follows once it has finished.
+    fn end_job(&mut self, job_id: JobId, ending: Ending, discard: bool) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        if d.ending.is_some() {
+            return;
+        }
+        if let Phase::Running { .. } = d.phase {
+            d.counters.stop(discard);
+            d.ending = Some(ending);
+            return;
+        }
+        if discard && let Some((store, _)) = &d.durable {
+            store.remove(&job_id);
+        }
+        self.finish_ending(job_id, ending);
+    }
+
+    /// Emit the final event of a stopped job.
+    fn finish_ending(&mut self, job_id: JobId, ending: Ending) {
+        let Some(d) = self.downloads.remove(&job_id) else {
+            return;
+        };
+        match ending {
+            Ending::Cancelled => {
+                tracing::info!(%job_id, "download cancelled");
+                self.emit(Event::DownloadCancelled {
+                    job_id,
+                    file_id: d.file_id,
+                    name: d.name,
+                    size: d.size,
+                });
+            }
+            Ending::Failed(e) => {
+                tracing::warn!(%job_id, code = e.code(), "download failed: {e}");
+                self.report_outcome(
+                    &d.sender,
+                    ControlMessage::Done {
+                        job_id,
+                        ok: false,
+                        code: Some(e.code()),
+                    },
+                );
+                self.emit(Event::DownloadFailed {
+                    job_id: Some(job_id),
+                    file_id: d.file_id,
+                    name: d.name,
+                    size: d.size,
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn offer_info(
+        &self,
+        peer: &str,
+        file_id: FileId,
+        name: String,
+        size: u64,
+        hash: String,
+        ttl_ms: u64,
+        group: Option<OfferGroup>,
+    ) -> FileInfo {
+        FileInfo {
+            file_id,
+            name,
+            size,
+            hash,
+            sender: peer.to_string(),
+            expires_in_ms: ttl_ms,
+            group,
+        }
+    }
+}
+
+fn check_writable_dir(dir: &std::path::Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| transfer::storage_error(dir, &e))?;
+    if !meta.is_dir() {
+        return Err(Error::StorageAccessDenied(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().readonly() {
+        return Err(Error::StorageAccessDenied(format!(
+            "{} is read-only",
+            dir.display()
+        )));
+    }
+    Ok(())
+}

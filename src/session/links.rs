@@ -1,0 +1,351 @@
+//! Links to the other peers: presence from signaling, one connection task per peer,
+//! routing of signaling data to the right connection attempt, and replacing dead
+//! connections (the offerer reconnects with backoff; the answerer asks it to).
+
+use std::time::Duration;
+
+use peershare_signaling::protocol::{ClientMessage, PeerInfo, ServerMessage};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{Phase, Session};
+use crate::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, PeerSignal};
+use crate::error::codes;
+use crate::events::Event;
+use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+
+/// A live connection attempt.
+pub(crate) struct Conn {
+    pub id: Uuid,
+    pub handle: ConnHandle,
+}
+
+/// Another member of the session.
+pub(crate) struct Link {
+    pub name: String,
+    pub conn: Option<Conn>,
+    pub control_open: bool,
+    /// Offerer only: when to try a new connection.
+    pub retry_at: Option<Instant>,
+    pub attempts: u32,
+    /// Control messages waiting for the control channel (sent in order once it opens).
+    pub outbox: Vec<ControlMessage>,
+}
+
+/// Most control messages kept for a peer while its connection is down.
+const OUTBOX_LIMIT: usize = 4096;
+
+/// Delay before reconnect attempt `n` (0-based): at once, then 0.5, 1, 2, 4 s, … 5 s.
+fn backoff(attempt: u32) -> Duration {
+    match attempt {
+        0 => Duration::ZERO,
+        n => Duration::from_millis((250u64 << n.min(5)).min(5_000)),
+    }
+}
+
+impl Session {
+    /// Whether we make the offers to `peer` (the smaller client ID does; no glare).
+    fn offerer_for(&self, peer: &str) -> bool {
+        self.me.as_str() < peer
+    }
+
+    pub(super) fn add_peer(&mut self, info: PeerInfo) {
+        if info.id == self.me || self.links.contains_key(&info.id) {
+            return;
+        }
+        self.departed.remove(&info.id);
+        let mut link = Link {
+            name: info.name,
+            conn: None,
+            control_open: false,
+            retry_at: None,
+            attempts: 0,
+            outbox: Vec::new(),
+        };
+        if self.offerer_for(&info.id) {
+            link.conn = Some(self.spawn_conn(&info.id, Uuid::new_v4(), true));
+        }
+        self.links.insert(info.id, link);
+    }
+
+    fn spawn_conn(&self, peer: &str, id: Uuid, offerer: bool) -> Conn {
+        let handle = connection::spawn(ConnSetup {
+            remote: peer.to_string(),
+            conn_id: id,
+            offerer,
+            settings: self.config.rtc.clone(),
+            ice_servers: self.ice_servers.clone(),
+            signal_tx: self.signal_tx.clone(),
+            events: self.conn_tx.clone(),
+        });
+        Conn { id, handle }
+    }
+
+    /// Send a control message to `peer`, or keep it until its control channel is open.
+    pub(super) fn send_control(&mut self, peer: &str, msg: ControlMessage) {
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        match (&link.conn, link.control_open) {
+            (Some(conn), true) => {
+                let _ = conn.handle.tx.send(ConnCommand::Control(msg));
+            }
+            _ if link.outbox.len() < OUTBOX_LIMIT => link.outbox.push(msg),
+            _ => tracing::warn!(%peer, "control outbox full; dropping a message"),
+        }
+    }
+
+    /// Whether the control channel to `peer` is up.
+    pub(super) fn is_connected(&self, peer: &str) -> bool {
+        self.links.get(peer).is_some_and(|l| l.control_open)
+    }
+
+    pub(super) fn on_signaling(&mut self, msg: ServerMessage) {
+        match msg {
+            ServerMessage::PeerJoined { peer } => {
+                self.emit(Event::PeerJoined {
+                    peer: peer.id.clone(),
+                    name: peer.name.clone(),
+                });
+                self.add_peer(peer);
+            }
+            ServerMessage::PeerLeft { id } => {
+                self.emit(Event::PeerLeft { peer: id.clone() });
+                self.peer_left(&id);
+            }
+            ServerMessage::Signal { from, data } => match serde_json::from_value(data) {
+                Ok(signal) => self.on_peer_signal(&from, signal),
+                Err(e) => tracing::warn!(%from, "ignoring malformed signal: {e}"),
+            },
+            ServerMessage::Error { code, message } => {
+                self.emit(Event::Error {
+                    peer: None,
+                    code,
+                    message,
+                });
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+        }
+    }
+
+    fn on_peer_signal(&mut self, from: &str, signal: PeerSignal) {
+        let offerer = self.offerer_for(from);
+        let Some(link) = self.links.get_mut(from) else {
+            tracing::debug!(%from, "signal from a client that is not in the session");
+            return;
+        };
+        let current = link.conn.as_ref().map(|c| c.id);
+        match (&signal, signal.conn()) {
+            (PeerSignal::Reconnect { .. }, asked) => {
+                // The answerer lost the connection `asked`; replace it now if it is ours.
+                if offerer && (asked.is_none() || asked == current || current.is_none()) {
+                    if let Some(old) = link.conn.take() {
+                        let _ = old.handle.tx.send(ConnCommand::Close(None));
+                    }
+                    link.control_open = false;
+                    link.retry_at = Some(self.config.clock.now());
+                }
+                return;
+            }
+            (PeerSignal::Offer { .. }, Some(id)) if !offerer && current != Some(id) => {
+                // A new connection attempt by the offerer replaces ours.
+                if let Some(old) = link.conn.take() {
+                    let _ = old.handle.tx.send(ConnCommand::Close(None));
+                }
+                link.control_open = false;
+                let conn = self.spawn_conn(from, id, false);
+                let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
+                if let Some(link) = self.links.get_mut(from) {
+                    link.conn = Some(conn);
+                }
+                return;
+            }
+            (PeerSignal::Offer { .. }, None) if !offerer && current.is_none() => {
+                let conn = self.spawn_conn(from, Uuid::new_v4(), false);
+                let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
+                if let Some(link) = self.links.get_mut(from) {
+                    link.conn = Some(conn);
+                }
+                return;
+            }
+            (_, Some(id)) if current != Some(id) => {
+                tracing::debug!(%from, %id, "dropping signal of a stale connection");
+                return;
+            }
+            _ => {}
+        }
+        if let Some(conn) = &link.conn {
+            let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
+        }
+    }
+
+    pub(super) fn on_conn_event(&mut self, peer: String, conn_id: Uuid, ev: ConnEvent) {
+        let current = self
+            .links
+            .get(&peer)
+            .and_then(|l| l.conn.as_ref())
+            .map(|c| c.id);
+        if current != Some(conn_id) {
+            tracing::debug!(%peer, %conn_id, "event of a stale connection");
+            return;
+        }
+        match ev {
+            ConnEvent::ControlOpen(path) => {
+                if let Some(link) = self.links.get_mut(&peer) {
+                    link.control_open = true;
+                    link.attempts = 0;
+                    link.retry_at = None;
+                }
+                self.emit(Event::Connection {
+                    peer: peer.clone(),
+                    path: path.as_ref().map(|p| p.kind),
+                    local: path.as_ref().map(|p| p.local.clone()),
+                    remote: path.map(|p| p.remote),
+                });
+                let hello = ControlMessage::Hello {
+                    version: CONTROL_VERSION,
+                    name: self.config.name.clone(),
+                };
+                let queued = self
+                    .links
+                    .get_mut(&peer)
+                    .map(|l| std::mem::take(&mut l.outbox))
+                    .unwrap_or_default();
+                for msg in std::iter::once(hello).chain(queued) {
+                    self.send_control(&peer, msg);
+                }
+                self.resend_outcomes_to(&peer);
+                self.offer_all_to(&peer);
+                self.resume_from(&peer);
+            }
+            ConnEvent::Control(msg) => self.on_control(&peer, msg),
+            ConnEvent::ControlInvalid(e) => {
+                tracing::warn!(%peer, "invalid control message: {e}");
+                self.send_control(
+                    &peer,
+                    ControlMessage::Error {
+                        job_id: None,
+                        file_id: None,
+                        code: codes::PROTOCOL_VIOLATION,
+                        message: e.to_string(),
+                    },
+                );
+                self.emit(Event::Error {
+                    peer: Some(peer),
+                    code: codes::PROTOCOL_VIOLATION,
+                    message: e.to_string(),
+                });
+            }
+            ConnEvent::JobChannel { job_id, channel } => {
+                self.on_job_channel(&peer, job_id, channel)
+            }
+            ConnEvent::Down(reason) => self.connection_lost(&peer, reason),
+        }
+    }
+
+    /// The current connection to `peer` died while it is still in the session: keep its
+    /// jobs, and replace the connection.
+    fn connection_lost(&mut self, peer: &str, reason: String) {
+        let offerer = self.offerer_for(peer);
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        let old = link.conn.take().map(|c| c.id);
+        let was_open = link.control_open;
+        link.control_open = false;
+        if offerer {
+            link.retry_at = Some(self.config.clock.now() + backoff(link.attempts));
+            link.attempts = link.attempts.saturating_add(1);
+        }
+        tracing::info!(%peer, %reason, "connection lost; jobs are kept for resume");
+        if was_open {
+            self.emit(Event::ConnectionLost {
+                peer: peer.to_string(),
+                reason,
+            });
+        }
+        if !offerer {
+            let data = PeerSignal::Reconnect { conn: old };
+            if let Ok(data) = serde_json::to_value(&data) {
+                let _ = self.signal_tx.try_send(ClientMessage::Signal {
+                    to: peer.to_string(),
+                    data,
+                });
+            }
+        }
+        self.suspend_peer(peer);
+    }
+
+    /// Stop the data flow to and from `peer`; jobs wait for a new connection.
+    fn suspend_peer(&mut self, peer: &str) {
+        for s in self.serving.values_mut().filter(|s| s.peer == peer) {
+            if let Some(t) = s.task.take() {
+                t.abort();
+            }
+        }
+        // A running download is left alone: it drains what already reached this side
+        // (so less is sent again), then ends with a transport error and is suspended.
+        let now = self.config.clock.now();
+        for d in self.downloads.values_mut().filter(|d| d.sender == peer) {
+            if matches!(d.phase, Phase::Requested { .. }) {
+                d.phase = Phase::Suspended { since: now };
+            }
+        }
+    }
+
+    /// Offerer side: start new connections whose backoff has elapsed.
+    pub(super) fn retry_connections(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.conn.is_none() && l.retry_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in due {
+            tracing::info!(%peer, "reconnecting");
+            let conn = self.spawn_conn(&peer, Uuid::new_v4(), true);
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.conn = Some(conn);
+                link.retry_at = None;
+            }
+        }
+    }
+
+    /// `peer` left the session: close its connection; its jobs wait for the grace period
+    /// (a restarted peer comes back under another client ID and resumes them by content).
+    fn peer_left(&mut self, peer: &str) {
+        let Some(link) = self.links.remove(peer) else {
+            return;
+        };
+        if let Some(conn) = link.conn {
+            let _ = conn.handle.tx.send(ConnCommand::Close(None));
+        }
+        self.suspend_peer(peer);
+        self.offered.retain(|_, o| o.info.sender != peer);
+        self.departed
+            .insert(peer.to_string(), self.config.clock.now());
+    }
+
+    /// Test hook: kill the connection to `peer` as a network failure would.
+    pub(super) fn drop_connection(&mut self, peer: &str) {
+        if let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) {
+            let _ = conn.handle.tx.send(ConnCommand::Close(None));
+        }
+    }
+
+    /// Peers that left and did not come back within the grace period: their pending
+    /// upload outcomes fail.
+    pub(super) fn expire_departed(&mut self, now: Instant) {
+        let grace = self.config.resume_grace;
+        let gone: Vec<String> = self
+            .departed
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= grace)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in gone {
+            self.departed.remove(&peer);
+            self.recipient_gone(&peer);
+        }
+    }
+}

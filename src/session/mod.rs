@@ -1,0 +1,400 @@
+//! The session task: one task per [`crate::Peer`] that owns the signaling session, the
+//! links to the other peers, the shared files, and every upload and download job. The
+//! `Peer` handle, the connection tasks and the transfer tasks talk to it only by message.
+//!
+//! - `links`: presence, connections, signaling routing and reconnection;
+//! - `uploads`: our shared files, offers, serving requests, upload outcomes;
+//! - `downloads`: offers to us, download jobs, resume, verification outcomes.
+
+mod control;
+mod downloads;
+mod links;
+mod uploads;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use peershare_signaling::protocol::{ClientMessage, IceServer, PeerInfo, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::PeerConfig;
+use crate::connection::{ConnCommand, ConnEvent};
+use crate::error::{Result, codes};
+use crate::events::{Event, FileInfo};
+use crate::proto::control::OfferGroup;
+use crate::proto::hash::Hash;
+use crate::proto::ids::{FileId, JobId};
+use crate::proto::upload::{Audience, UploadState};
+use crate::signal_client::SignalingSession;
+use crate::store::{JobRecord, JobStore};
+use crate::transfer::{DownloadCounters, FileIdentity, RateLimit, Saved};
+
+pub(crate) use links::Link;
+
+/// How often timers (reconnects, grace periods) are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Commands from the [`crate::Peer`] handle.
+pub(crate) enum Command {
+    Share {
+        files: Vec<PreparedFile>,
+        audience: Audience,
+        ttl: Duration,
+        reply: oneshot::Sender<Vec<JobId>>,
+    },
+    Available(oneshot::Sender<Vec<FileInfo>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Download {
+        file_id: FileId,
+        save: crate::peer::Save,
+        reply: oneshot::Sender<Result<JobId>>,
+    },
+    Decline {
+        file_id: FileId,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Resume {
+        job_id: JobId,
+        reply: oneshot::Sender<Result<JobId>>,
+    },
+    CancelUpload {
+        job_id: JobId,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    CancelAllUploads(oneshot::Sender<()>),
+    CancelDownload {
+        job_id: JobId,
+        keep_partial: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    CancelAllDownloads(oneshot::Sender<()>),
+    Forge {
+        sender: String,
+        file_id: FileId,
+        reply: oneshot::Sender<Result<JobId>>,
+    },
+    DropConnection {
+        peer: String,
+        reply: oneshot::Sender<()>,
+    },
+    Leave(oneshot::Sender<()>),
+}
+
+/// A file checked and hashed by the handle, ready to be offered.
+pub(crate) struct PreparedFile {
+    pub path: PathBuf,
+    pub name: String,
+    pub identity: FileIdentity,
+    pub hash: Hash,
+}
+
+/// One of our shared files (an upload job).
+struct SharedFile {
+    job_id: JobId,
+    group: OfferGroup,
+    path: PathBuf,
+    name: String,
+    identity: FileIdentity,
+    hash: Hash,
+    state: UploadState,
+}
+
+/// One recipient's download job being served: keyed by the recipient's job ID.
+struct Serving {
+    file_id: FileId,
+    peer: String,
+    /// The attempt currently streaming, if any.
+    task: Option<JoinHandle<()>>,
+    /// Bytes sent for this job over all attempts.
+    sent: Arc<AtomicU64>,
+}
+
+/// A file offered to us.
+struct Offered {
+    info: FileInfo,
+    expires_at: Instant,
+}
+
+enum Phase {
+    /// The request went out; waiting for the sender's data channel.
+    Requested { offset: u64 },
+    /// Data is flowing.
+    Running { task: JoinHandle<()> },
+    /// The connection to the sender is gone; waiting for it to come back.
+    Suspended { since: Instant },
+}
+
+/// One of our download jobs.
+struct Download {
+    file_id: FileId,
+    sender: String,
+    name: String,
+    size: u64,
+    hash: Hash,
+    save: crate::peer::Save,
+    /// The durable job (directory downloads).
+    durable: Option<(JobStore, JobRecord)>,
+    counters: Arc<DownloadCounters>,
+    phase: Phase,
+    /// Consecutive attempts that ended without new bytes (to stop retry loops).
+    fruitless: u32,
+    /// Set when the job is being stopped: the event is emitted once its transfer task
+    /// has finished (and cleaned up), so no write can follow it.
+    ending: Option<Ending>,
+}
+
+enum Ending {
+    Cancelled,
+    Failed(crate::error::Error),
+}
+
+/// Reports from transfer tasks.
+enum Report {
+    DownloadProgress {
+        job_id: JobId,
+        received: u64,
+    },
+    DownloadDone {
+        job_id: JobId,
+        result: Result<Saved>,
+    },
+    UploadStreamDone {
+        job_id: JobId,
+        result: Result<u64>,
+    },
+}
+
+pub(crate) struct Session {
+    config: Arc<PeerConfig>,
+    me: String,
+    ice_servers: Vec<IceServer>,
+    signal_tx: mpsc::Sender<ClientMessage>,
+    signal_rx: mpsc::Receiver<ServerMessage>,
+    events: mpsc::UnboundedSender<Event>,
+    links: HashMap<String, Link>,
+    /// Peers that left while uploads to them were pending, and when.
+    departed: HashMap<String, Instant>,
+    conn_tx: mpsc::UnboundedSender<(String, uuid::Uuid, ConnEvent)>,
+    conn_rx: mpsc::UnboundedReceiver<(String, uuid::Uuid, ConnEvent)>,
+    report_tx: mpsc::UnboundedSender<Report>,
+    report_rx: mpsc::UnboundedReceiver<Report>,
+    shares: HashMap<FileId, SharedFile>,
+    /// Files whose upload was cancelled: late requests get 6004.
+    revoked: HashSet<FileId>,
+    serving: HashMap<JobId, Serving>,
+    offered: HashMap<FileId, Offered>,
+    downloads: HashMap<JobId, Download>,
+    downloaded: HashSet<FileId>,
+    /// Final `done` of each finished download, per sender: sent again on every new
+    /// connection, since one sent as a connection died may have been lost.
+    outcomes: HashMap<JobId, (String, crate::proto::control::ControlMessage)>,
+    limit: Option<Arc<RateLimit>>,
+    epoch: Instant,
+}
+
+impl Session {
+    pub(crate) fn new(
+        config: Arc<PeerConfig>,
+        joined: SignalingSession,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        let (report_tx, report_rx) = mpsc::unbounded_channel();
+        let limit = config.rate_limit.map(|r| Arc::new(RateLimit::new(r)));
+        let epoch = config.clock.now();
+        let mut session = Session {
+            config,
+            me: joined.client_id,
+            ice_servers: joined.ice_servers,
+            signal_tx: joined.tx,
+            signal_rx: joined.rx,
+            events,
+            links: HashMap::new(),
+            departed: HashMap::new(),
+            conn_tx,
+            conn_rx,
+            report_tx,
+            report_rx,
+            shares: HashMap::new(),
+            revoked: HashSet::new(),
+            serving: HashMap::new(),
+            offered: HashMap::new(),
+            downloads: HashMap::new(),
+            downloaded: HashSet::new(),
+            outcomes: HashMap::new(),
+            limit,
+            epoch,
+        };
+        for p in joined.peers {
+            session.add_peer(p);
+        }
+        session
+    }
+
+    /// Milliseconds on the session's monotonic clock (the sans-IO core's "now").
+    fn now_ms(&self) -> u64 {
+        (self.config.clock.now() - self.epoch).as_millis() as u64
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Leave(reply)) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                msg = self.signal_rx.recv() => match msg {
+                    Some(msg) => self.on_signaling(msg),
+                    None => {
+                        self.emit(Event::Error {
+                            peer: None,
+                            code: codes::NOT_CONNECTED,
+                            message: "lost the connection to the signaling server".into(),
+                        });
+                        // Existing peer connections keep working; new peers cannot join.
+                        self.signal_rx = mpsc::channel(1).1;
+                    }
+                },
+                Some((peer, conn, ev)) = self.conn_rx.recv() => self.on_conn_event(peer, conn, ev),
+                Some(report) = self.report_rx.recv() => self.on_report(report),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.config.clock.now();
+        self.retry_connections(now);
+        self.expire_suspended_downloads(now);
+        self.expire_departed(now);
+    }
+
+    async fn shutdown(&mut self) {
+        for (_, s) in self.serving.drain() {
+            if let Some(t) = s.task {
+                t.abort();
+            }
+        }
+        for (_, d) in self.downloads.drain() {
+            if let Phase::Running { task } = d.phase {
+                task.abort();
+            }
+        }
+        // Close every connection gracefully (final control messages reach the peers)
+        // before telling the signaling server we left.
+        let mut closing = Vec::new();
+        for (_, link) in self.links.drain() {
+            if let Some(conn) = link.conn {
+                let (tx, rx) = oneshot::channel();
+                if conn.handle.tx.send(ConnCommand::Close(Some(tx))).is_ok() {
+                    closing.push(rx);
+                }
+            }
+        }
+        for rx in closing {
+            let _ = rx.await;
+        }
+        let _ = self.signal_tx.send(ClientMessage::Leave).await;
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Share {
+                files,
+                audience,
+                ttl,
+                reply,
+            } => {
+                let ids = self.share_files(files, audience, ttl);
+                let _ = reply.send(ids);
+            }
+            Command::Available(reply) => {
+                let _ = reply.send(self.available_files());
+            }
+            Command::Peers(reply) => {
+                let list = self
+                    .links
+                    .iter()
+                    .map(|(id, l)| PeerInfo {
+                        id: id.clone(),
+                        name: l.name.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Download {
+                file_id,
+                save,
+                reply,
+            } => {
+                let _ = reply.send(self.start_download(file_id, save));
+            }
+            Command::Decline { file_id, reply } => {
+                let _ = reply.send(self.decline(file_id));
+            }
+            Command::Resume { job_id, reply } => {
+                let _ = reply.send(self.resume_stored(job_id));
+            }
+            Command::CancelUpload { job_id, reply } => {
+                let _ = reply.send(self.cancel_upload(job_id));
+            }
+            Command::CancelAllUploads(reply) => {
+                let jobs: Vec<JobId> = self
+                    .shares
+                    .values()
+                    .filter(|s| !s.state.is_finished())
+                    .map(|s| s.job_id)
+                    .collect();
+                for job_id in jobs {
+                    let _ = self.cancel_upload(job_id);
+                }
+                let _ = reply.send(());
+            }
+            Command::CancelDownload {
+                job_id,
+                keep_partial,
+                reply,
+            } => {
+                let _ = reply.send(self.cancel_download(job_id, keep_partial));
+            }
+            Command::CancelAllDownloads(reply) => {
+                let jobs: Vec<JobId> = self.downloads.keys().copied().collect();
+                for job_id in jobs {
+                    let _ = self.cancel_download(job_id, false);
+                }
+                let _ = reply.send(());
+            }
+            Command::Forge {
+                sender,
+                file_id,
+                reply,
+            } => {
+                let _ = reply.send(self.forge_request(sender, file_id));
+            }
+            Command::DropConnection { peer, reply } => {
+                self.drop_connection(&peer);
+                let _ = reply.send(());
+            }
+            Command::Leave(_) => {}
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! Our shared files: offers, serving requests (with resume offsets), per-recipient
+//! outcomes, and cancelling uploads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::{PreparedFile, Report, Serving, Session, SharedFile};
+use crate::connection::ConnCommand;
+use crate::error::{Error, Result, codes};
+use crate::events::Event;
+use crate::proto::control::{ControlMessage, OfferGroup};
+use crate::proto::ids::{FileId, JobId};
+use crate::proto::upload::{Audience, Completion, Outcome, UploadState};
+use crate::transfer;
+
+impl Session {
+    pub(super) fn share_files(
+        &mut self,
+        files: Vec<PreparedFile>,
+        audience: Audience,
+        ttl: Duration,
+    ) -> Vec<JobId> {
+        let group_id = uuid::Uuid::new_v4();
+        let count = files.len() as u32;
+        let expires = self.now_ms().saturating_add(ttl.as_millis() as u64);
+        let mut ids = Vec::with_capacity(files.len());
+        for (index, f) in files.into_iter().enumerate() {
+            let job_id = JobId::new();
+            let file_id = FileId::new();
+            let shared = SharedFile {
+                job_id,
+                group: OfferGroup {
+                    id: group_id,
+                    count,
+                    index: index as u32,
+                },
+                path: f.path,
+                name: f.name,
+                identity: f.identity,
+                hash: f.hash,
+                state: UploadState::new(audience.clone(), f.identity.size, expires),
+            };
+            tracing::info!(%job_id, %file_id, name = %shared.name, size = shared.identity.size, "sharing file");
+            self.emit(Event::UploadStarted {
+                job_id,
+                file_id,
+                name: shared.name.clone(),
+                size: shared.identity.size,
+            });
+            self.shares.insert(file_id, shared);
+            let ready: Vec<String> = self
+                .links
+                .iter()
+                .filter(|(_, l)| l.control_open)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for peer in ready {
+                self.offer_to(&file_id, &peer);
+            }
+            ids.push(job_id);
+        }
+        ids
+    }
+
+    /// Offer every live share `peer` should get (on a new connection).
+    pub(super) fn offer_all_to(&mut self, peer: &str) {
+        let mut files: Vec<(u32, FileId)> = self
+            .shares
+            .iter()
+            .map(|(id, s)| (s.group.index, *id))
+            .collect();
+        files.sort();
+        for (_, file_id) in files {
+            self.offer_to(&file_id, peer);
+        }
+    }
+
+    /// Send the offer of `file_id` to `peer` if it should get it.
+    fn offer_to(&mut self, file_id: &FileId, peer: &str) {
+        let now = self.now_ms();
+        let Some(shared) = self.shares.get_mut(file_id) else {
+            return;
+        };
+        if !shared.state.should_offer(peer, now) {
+            return;
+        }
+        shared.state.mark_offered(peer);
+        let msg = ControlMessage::Offer {
+            file_id: *file_id,
+            name: shared.name.clone(),
+            size: shared.identity.size,
+            hash: shared.hash.to_hex(),
+            ttl_ms: shared.state.ttl_ms(now),
+            group: Some(shared.group),
+        };
+        self.send_control(peer, msg);
+    }
+
+    pub(super) fn on_request(&mut self, peer: &str, job_id: JobId, file_id: FileId, offset: u64) {
+        let now = self.now_ms();
+        let refuse = |code: u16, message: String| ControlMessage::Error {
+            job_id: Some(job_id),
+            file_id: Some(file_id),
+            code,
+            message,
+        };
+        if self.revoked.contains(&file_id) {
+            self.send_control(
+                peer,
+                refuse(
+                    codes::CANCELLED_BY_PEER,
+                    "the sender cancelled this upload".into(),
+                ),
+            );
+            return;
+        }
+        let Some(shared) = self.shares.get(&file_id) else {
+            self.send_control(
+                peer,
+                refuse(
+                    codes::FILE_NOT_AVAILABLE,
+                    format!("file {file_id} is not shared"),
+                ),
+            );
+            return;
+        };
+        if let Err(code) = shared.state.authorize(peer, offset, now) {
+            tracing::warn!(%peer, %file_id, code, "refusing request");
+            let message = match code {
+                codes::NOT_PERMITTED => "you are not a recipient of this file".to_string(),
+                codes::OFFER_EXPIRED => "the offer expired".to_string(),
+                codes::ALREADY_DOWNLOADED => "you already downloaded this file".to_string(),
+                _ => format!("invalid request (offset {offset})"),
+            };
+            self.send_control(peer, refuse(code, message));
+            return;
+        }
+        let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) else {
+            return;
+        };
+        // A job resumed by a restarted recipient (new client ID) takes over its old
+        // pending entry.
+        let previous = self
+            .serving
+            .get(&job_id)
+            .map(|s| (s.peer.clone(), s.file_id));
+        if let Some((old_peer, old_file)) = &previous
+            && (old_peer != peer || *old_file != file_id)
+            && let Some(old_share) = self.shares.get_mut(old_file)
+        {
+            old_share.state.forget_pending(old_peer);
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let _ = conn.handle.tx.send(ConnCommand::OpenJob {
+            job_id,
+            reply: reply_tx,
+        });
+        let shared = &self.shares[&file_id];
+        let path = shared.path.clone();
+        let identity = shared.identity;
+        let upload_job = shared.job_id;
+        let sent = self
+            .serving
+            .get(&job_id)
+            .map(|s| s.sent.clone())
+            .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+        if let Some(old) = self.serving.get_mut(&job_id).and_then(|s| s.task.take()) {
+            old.abort();
+        }
+        let reports = self.report_tx.clone();
+        let limit = self.limit.clone();
+        let task_sent = sent.clone();
+        let span =
+            tracing::info_span!("upload", job = %upload_job, download_job = %job_id, %peer, offset);
+        let task = tokio::spawn(
+            async move {
+                let result = async {
+                    let channel = reply_rx
+                        .await
+                        .map_err(|_| Error::UploadFailed("connection closed".into()))??;
+                    channel
+                        .wait_open()
+                        .await
+                        .map_err(|_| Error::UploadFailed("data channel did not open".into()))?;
+                    let n = transfer::send_file(
+                        &channel,
+                        &path,
+                        offset,
+                        identity,
+                        &task_sent,
+                        limit.as_deref(),
+                    )
+                    .await?;
+                    // The recipient closes the channel once it has every byte; closing
+                    // it from this side earlier could discard data still in flight.
+                    channel.wait_closed().await;
+                    Ok(n)
+                }
+                .await;
+                let _ = reports.send(Report::UploadStreamDone { job_id, result });
+            }
+            .instrument(span),
+        );
+        self.serving.insert(
+            job_id,
+            Serving {
+                file_id,
+                peer: peer.to_string(),
+                task: Some(task),
+                sent,
+            },
+        );
+    }
+
+    pub(super) fn on_recipient_progress(&mut self, peer: &str, job_id: JobId, received: u64) {
+        let Some(s) = self.serving.get(&job_id).filter(|s| s.peer == peer) else {
+            return;
+        };
+        let file_id = s.file_id;
+        if let Some(shared) = self.shares.get_mut(&file_id)
+            && let Some(bytes) = shared.state.on_progress(peer, received)
+        {
+            let ev = Event::UploadProgress {
+                job_id: shared.job_id,
+                file_id,
+                peer: peer.to_string(),
+                bytes,
+                size: shared.identity.size,
+            };
+            self.emit(ev);
+        }
+    }
+
+    pub(super) fn on_recipient_done(
+        &mut self,
+        peer: &str,
+        job_id: JobId,
+        ok: bool,
+        code: Option<u16>,
+    ) {
+        let Some(s) = self.serving.get(&job_id).filter(|s| s.peer == peer) else {
+            return;
+        };
+        let outcome = if ok {
+            Outcome::Delivered
+        } else {
+            Outcome::Failed {
+                code: code.unwrap_or(codes::DOWNLOAD_FAILED),
+            }
+        };
+        let file_id = s.file_id;
+        self.finish_serving(job_id, file_id, peer, outcome);
+    }
+
+    pub(super) fn on_recipient_decline(&mut self, peer: &str, file_id: FileId) {
+        let Some(shared) = self.shares.get_mut(&file_id) else {
+            return;
+        };
+        let job_id = shared.job_id;
+        let completion = shared.state.on_outcome(peer, Outcome::Declined);
+        self.emit(Event::RecipientOutcome {
+            job_id,
+            file_id,
+            peer: peer.to_string(),
+            outcome: Outcome::Declined,
+            bytes_sent: 0,
+        });
+        self.emit_completion(&file_id, completion);
+    }
+
+    /// The recipient cancelled its download job `job_id`.
+    pub(super) fn on_recipient_cancel(
+        &mut self,
+        peer: &str,
+        job_id: JobId,
+        code: Option<u16>,
+    ) -> bool {
+        let Some(s) = self.serving.get(&job_id).filter(|s| s.peer == peer) else {
+            return false;
+        };
+        let file_id = s.file_id;
+        tracing::info!(%peer, %job_id, "recipient cancelled");
+        self.finish_serving(
+            job_id,
+            file_id,
+            peer,
+            Outcome::Failed {
+                code: code.unwrap_or(codes::CANCELLED_BY_PEER),
+            },
+        );
+        true
+    }
+
+    /// Stop serving `job_id` and record the recipient's outcome.
+    fn finish_serving(&mut self, job_id: JobId, file_id: FileId, peer: &str, outcome: Outcome) {
+        let Some(s) = self.serving.remove(&job_id) else {
+            return;
+        };
+        if let Some(t) = s.task {
+            t.abort();
+        }
+        let bytes_sent = s.sent.load(Ordering::Relaxed);
+        let Some(shared) = self.shares.get_mut(&file_id) else {
+            return;
+        };
+        let up_job = shared.job_id;
+        let completion = shared.state.on_outcome(peer, outcome.clone());
+        self.emit(Event::RecipientOutcome {
+            job_id: up_job,
+            file_id,
+            peer: peer.to_string(),
+            outcome,
+            bytes_sent,
+        });
+        self.emit_completion(&file_id, completion);
+    }
+
+    fn emit_completion(&mut self, file_id: &FileId, completion: Option<Completion>) {
+        let Some(shared) = self.shares.get(file_id) else {
+            return;
+        };
+        let (job_id, name, size) = (shared.job_id, shared.name.clone(), shared.identity.size);
+        match completion {
+            Some(Completion::Completed(outcomes)) => self.emit(Event::UploadCompleted {
+                job_id,
+                file_id: *file_id,
+                name,
+                size,
+                outcomes: outcomes.into_iter().collect(),
+            }),
+            Some(Completion::Failed(_, code)) => self.emit(Event::UploadFailed {
+                job_id: Some(job_id),
+                file_id: Some(*file_id),
+                name,
+                size,
+                code,
+                message: "no recipient could receive the file".into(),
+            }),
+            None => {}
+        }
+    }
+
+    /// A departed recipient did not come back: its pending deliveries fail (6003).
+    pub(super) fn recipient_gone(&mut self, peer: &str) {
+        let jobs: Vec<(JobId, FileId)> = self
+            .serving
+            .iter()
+            .filter(|(_, s)| s.peer == peer)
+            .map(|(id, s)| (*id, s.file_id))
+            .collect();
+        for (job_id, file_id) in jobs {
+            self.finish_serving(
+                job_id,
+                file_id,
+                peer,
+                Outcome::Failed {
+                    code: codes::PEER_GONE,
+                },
+            );
+        }
+        // Offers it never answered.
+        let files: Vec<FileId> = self.shares.keys().copied().collect();
+        for file_id in files {
+            let Some(shared) = self.shares.get_mut(&file_id) else {
+                continue;
+            };
+            if !shared.state.is_pending(peer) {
+                continue;
+            }
+            let job_id = shared.job_id;
+            let completion = shared.state.on_peer_gone(peer);
+            self.emit(Event::RecipientOutcome {
+                job_id,
+                file_id,
+                peer: peer.to_string(),
+                outcome: Outcome::Failed {
+                    code: codes::PEER_GONE,
+                },
+                bytes_sent: 0,
+            });
+            self.emit_completion(&file_id, completion);
+        }
+    }
+
+    pub(super) fn on_upload_stream_done(&mut self, job_id: JobId, result: Result<u64>) {
+        let Err(e) = result else {
+            return; // finished sending; the recipient's `done` decides the outcome
+        };
+        let Some(s) = self.serving.get_mut(&job_id) else {
+            return;
+        };
+        s.task = None;
+        let (peer, file_id) = (s.peer.clone(), s.file_id);
+        if e.code() == codes::UPLOAD_FAILED {
+            // The data channel went away (lost connection, or the recipient stopped):
+            // the recipient decides what follows (a resume, a cancel, or a `done`).
+            tracing::debug!(%job_id, "upload stream ended early: {e}");
+            return;
+        }
+        tracing::warn!(%job_id, "upload stream failed: {e}");
+        self.send_control(
+            &peer,
+            ControlMessage::Error {
+                job_id: Some(job_id),
+                file_id: Some(file_id),
+                code: e.code(),
+                message: e.to_string(),
+            },
+        );
+        self.finish_serving(job_id, file_id, &peer, Outcome::Failed { code: e.code() });
+    }
+
+    pub(super) fn cancel_upload(&mut self, job_id: JobId) -> Result<()> {
+        let Some((&file_id, shared)) = self.shares.iter().find(|(_, s)| s.job_id == job_id) else {
+            return Err(Error::InvalidJob(job_id.to_string()));
+        };
+        if shared.state.is_finished() {
+            return Err(Error::AlreadyCompleted(job_id.to_string()));
+        }
+        let (name, size) = (shared.name.clone(), shared.identity.size);
+        let offered: Vec<String> = shared.state.offered_peers();
+        let serving: Vec<(JobId, String)> = self
+            .serving
+            .iter()
+            .filter(|(_, s)| s.file_id == file_id)
+            .map(|(id, s)| (*id, s.peer.clone()))
+            .collect();
+        for (dl_job, peer) in serving {
+            // The cancel goes out before the data channel closes.
+            self.send_control(
+                &peer,
+                ControlMessage::Cancel {
+                    job_id: dl_job,
+                    code: Some(codes::CANCELLED_BY_PEER),
+                },
+            );
+            if let Some(s) = self.serving.remove(&dl_job)
+                && let Some(t) = s.task
+            {
+                t.abort();
+            }
+        }
+        for peer in offered {
+            self.send_control(&peer, ControlMessage::Revoke { file_id });
+        }
+        self.shares.remove(&file_id);
+        self.revoked.insert(file_id);
+        tracing::info!(%job_id, "upload cancelled");
+        self.emit(Event::UploadCancelled {
+            job_id,
+            file_id,
+            name,
+            size,
+        });
+        Ok(())
+    }
+}
