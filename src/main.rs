@@ -55,6 +55,9 @@ pub struct SendArgs {
     /// Never use a TURN relay.
     #[arg(long)]
     direct_only: bool,
+    /// Send at most this many bytes per second, all files together (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = cli::parse_bytes)]
+    limit_rate: Option<u64>,
     /// TURN relay of the embedded signaling server (ignored with --server).
     #[command(flatten)]
     turn: cli::signal::TurnArgs,
@@ -86,6 +89,9 @@ pub struct RecvArgs {
     /// Never use a TURN relay.
     #[arg(long)]
     direct_only: bool,
+    /// Receive at most this many bytes per second, all files together (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = cli::parse_bytes)]
+    limit_rate: Option<u64>,
     /// The ticket printed by `peershare send`.
     ticket: String,
 }

@@ -246,3 +246,66 @@ async fn measure_throughput_from_env_prints_figures() {
     let stats = transfer_over_any(link, 9, size, &format!("measure [{spec}]")).await;
     eprintln!("{stats:?}");
 }
+
+/// The path dies for longer than ICE tolerates: the connection is declared lost and
+/// replaced once the path is back, and the same job resumes from where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_path_dies_and_returns_job_resumes_from_offset() {
+    let size = 24 << 20;
+    let mut net = Net::new(NetworkModel::new(7, wan(Loss::None))).await;
+    let (src, data) = net.file(size, 7);
+    net.start(src).await;
+    let Event::DownloadStarted {
+        job_id, offset: 0, ..
+    } = net
+        .r_rec
+        .until("start", |e| matches!(e, Event::DownloadStarted { .. }))
+        .await
+    else {
+        panic!("the first attempt starts at 0")
+    };
+    net.r_rec
+        .until(
+            "some data",
+            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 4 << 20),
+        )
+        .await;
+    net.model.cut();
+    net.r_rec
+        .until("connection lost", |e| {
+            matches!(e, Event::ConnectionLost { .. })
+        })
+        .await;
+    net.model.restore();
+    let resumed = net
+        .r_rec
+        .until("resumed", |e| matches!(e, Event::DownloadStarted { .. }))
+        .await;
+    let Event::DownloadStarted {
+        job_id: again,
+        offset,
+        ..
+    } = resumed
+    else {
+        unreachable!()
+    };
+    assert_eq!(again, job_id, "the same job resumes");
+    assert!(
+        offset >= 4 << 20,
+        "resumed from {offset}, not from where it stopped"
+    );
+    net.finish(&data).await;
+    assert!(
+        !net.r_rec
+            .seen
+            .iter()
+            .any(|e| matches!(e, Event::DownloadFailed { .. }))
+    );
+    // The sender's upload stayed in progress across the gap.
+    assert!(
+        !net.s_rec
+            .seen
+            .iter()
+            .any(|e| matches!(e, Event::UploadFailed { .. }))
+    );
+}

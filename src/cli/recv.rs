@@ -4,7 +4,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io::BufRead;
 
 use anyhow::Context;
-use peershare::{Error, Event, FileId, Peer, PeerConfig, Save, Ticket};
+use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
 use tokio::sync::mpsc;
 
 use super::output::Output;
@@ -29,6 +29,7 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
     config.rtc.bind = args.bind;
     config.rtc.relay_only = args.relay_only;
     config.rtc.direct_only = args.direct_only;
+    config.rate_limit = args.limit_rate;
     if let Some(max) = args.max_size {
         config.max_file_size = max;
     }
@@ -45,6 +46,9 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
     let mut done = 0u32;
     let mut first_error: Option<Error> = None;
     let mut sender: Option<String> = None;
+    // Jobs started by this run (a stale partial job may be reported failed with 5100
+    // before its file starts over; that is not one of ours).
+    let mut mine: HashSet<JobId> = HashSet::new();
 
     let result = loop {
         let event = tokio::select! {
@@ -54,10 +58,15 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
                 if let Some(offer) = offer {
                     let yes = matches!(line.as_deref().map(str::trim), Some("y" | "Y" | "yes"));
                     if yes {
-                        if let Err(e) = peer.download(offer.file_id, Save::ToDir(args.out.clone())).await {
-                            out.note(&format!("{}: error {}: {e}", offer.name, e.code()));
-                            first_error.get_or_insert(e);
-                            done += 1;
+                        match peer.download(offer.file_id, Save::ToDir(args.out.clone())).await {
+                            Ok(job) => {
+                                mine.insert(job);
+                            }
+                            Err(e) => {
+                                out.note(&format!("{}: error {}: {e}", offer.name, e.code()));
+                                first_error.get_or_insert(e);
+                                done += 1;
+                            }
                         }
                     } else {
                         let _ = peer.decline(offer.file_id).await;
@@ -99,10 +108,15 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
                     sender = Some(from.clone());
                 }
                 if args.yes {
-                    if let Err(e) = peer.download(file_id, Save::ToDir(args.out.clone())).await {
-                        out.note(&format!("{name}: error {}: {e}", e.code()));
-                        first_error.get_or_insert(e);
-                        done += 1;
+                    match peer.download(file_id, Save::ToDir(args.out.clone())).await {
+                        Ok(job) => {
+                            mine.insert(job);
+                        }
+                        Err(e) => {
+                            out.note(&format!("{name}: error {}: {e}", e.code()));
+                            first_error.get_or_insert(e);
+                            done += 1;
+                        }
                     }
                 } else {
                     let offer = Offer {
@@ -116,15 +130,23 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
                     pending.push_back(offer);
                 }
             }
-            Event::DownloadCompleted { .. } => done += 1,
-            Event::DownloadFailed { code, message, .. } => {
+            Event::DownloadCompleted { job_id, .. } if mine.contains(&job_id) => done += 1,
+            Event::DownloadFailed {
+                job_id: Some(job_id),
+                code,
+                message,
+                ..
+            } if mine.contains(&job_id) => {
                 done += 1;
                 first_error.get_or_insert(Error::from_remote(code, message));
             }
-            Event::PeerLeft { peer: who }
-                if Some(&who) == sender.as_ref() && !finished(expected, done) =>
-            {
-                break Err(first_error.unwrap_or(Error::PeerGone(who)));
+            Event::PeerLeft { peer: who } if Some(&who) == sender.as_ref() => {
+                out.note("the sender left; waiting for it to come back (its jobs resume)");
+            }
+            Event::Error { code, message, .. } if code == codes::NOT_CONNECTED => {
+                // The signaling server is gone (the sender's embedded server exits
+                // with it): nobody can reach us. Partial files stay for a resume.
+                break Err(first_error.unwrap_or(Error::NotConnected(message)));
             }
             _ => {}
         }

@@ -45,6 +45,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     config.rtc.bind = args.bind;
     config.rtc.relay_only = args.relay_only;
     config.rtc.direct_only = args.direct_only;
+    config.rate_limit = args.limit_rate;
     if let Some(max) = args.max_size {
         config.max_file_size = max;
     }

@@ -138,12 +138,8 @@ impl Session {
         match (&signal, signal.conn()) {
             (PeerSignal::Reconnect { .. }, asked) => {
                 // The answerer lost the connection `asked`; replace it now if it is ours.
-                if offerer && (asked.is_none() || asked == current || current.is_none()) {
-                    if let Some(old) = link.conn.take() {
-                        let _ = old.handle.tx.send(ConnCommand::Close(None));
-                    }
-                    link.control_open = false;
-                    link.retry_at = Some(self.config.clock.now());
+                if offerer && current.is_some() && (asked.is_none() || asked == current) {
+                    self.connection_lost(from, "the peer lost the connection".into());
                 }
                 return;
             }
@@ -250,7 +246,10 @@ impl Session {
         let Some(link) = self.links.get_mut(peer) else {
             return;
         };
-        let old = link.conn.take().map(|c| c.id);
+        let old = link.conn.take().map(|c| {
+            let _ = c.handle.tx.send(ConnCommand::Close(None));
+            c.id
+        });
         let was_open = link.control_open;
         link.control_open = false;
         if offerer {
