@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::proto::control::{ControlMessage, DecodeError, parse_job_channel_label};
 use crate::proto::ids::JobId;
 use crate::rtc::path::{SelectedPath, selected_path};
-use crate::rtc::{RtcChannel, RtcSettings, build_peer_connection};
+use crate::rtc::{RtcChannel, RtcSettings, RtcStream, build_peer_connection};
 use crate::transport::Channel;
 
 /// Label of the control channel.
@@ -95,7 +95,7 @@ pub(crate) enum ConnEvent {
     /// The remote side opened the data channel of a job.
     JobChannel {
         job_id: JobId,
-        channel: RtcChannel,
+        channel: RtcStream,
     },
     /// The connection failed or closed for good.
     Down(String),
@@ -431,7 +431,7 @@ impl Conn {
                 } else if let Some(job_id) = parse_job_channel_label(&label) {
                     self.emit(ConnEvent::JobChannel {
                         job_id,
-                        channel: RtcChannel::spawn(dc, true),
+                        channel: RtcStream::new(dc),
                     });
                 } else {
                     tracing::warn!(%label, "closing unexpected data channel");

@@ -311,7 +311,9 @@ pub async fn receive<C: Channel + ?Sized>(
             )
             .await;
             let result = match result {
-                Ok(()) => verify(&state).and_then(|_| publish(&temp, store.dir(), &name)),
+                Ok(digest) => {
+                    verify_digest(&state, digest).and_then(|_| publish(&temp, store.dir(), &name))
+                }
                 Err(e) => Err(e),
             };
             match &result {
@@ -343,7 +345,7 @@ async fn receive_to_file<C: Channel + ?Sized>(
     counters: &Arc<DownloadCounters>,
     limit: Option<&RateLimit>,
     on_progress: &mut (impl FnMut(u64) + Send),
-) -> Result<()> {
+) -> Result<Hash> {
     let temp = store.partial_path(&record.job_id);
     let start = state.received();
     let mut file = std::fs::OpenOptions::new()
@@ -362,10 +364,12 @@ async fn receive_to_file<C: Channel + ?Sized>(
         store.save(&record)?;
     }
     let size = state.size();
+    // The writer thread hashes what it writes, off the receive path.
+    let mut hasher = state.detach_hasher().unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<BytesMut>(PIPELINE_DEPTH);
     let writer_store = store.clone();
     let writer_counters = counters.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<Hash> {
         let mut policy = CheckpointPolicy::new(start, CHECKPOINT_BYTES);
         let mut written = start;
         // Data first, then the record that describes it.
@@ -376,6 +380,7 @@ async fn receive_to_file<C: Channel + ?Sized>(
         };
         while let Some(chunk) = rx.blocking_recv() {
             file.write_all(&chunk).map_err(|e| save_error(&temp, &e))?;
+            hasher.update(&chunk);
             written += chunk.len() as u64;
             writer_counters.written.store(written, Ordering::Release);
             if policy.due(written, written == size) {
@@ -390,7 +395,8 @@ async fn receive_to_file<C: Channel + ?Sized>(
             checkpoint(&mut file, &mut record, written)?;
             writer_counters.durable.store(written, Ordering::Release);
         }
-        file.sync_all().map_err(|e| save_error(&temp, &e))
+        file.sync_all().map_err(|e| save_error(&temp, &e))?;
+        Ok(Hash(*hasher.finalize().as_bytes()))
     });
     let mut failure = None;
     while !state.is_complete() {
@@ -452,7 +458,15 @@ fn save_error(path: &Path, e: &std::io::Error) -> Error {
 }
 
 fn verify(state: &DownloadState) -> Result<()> {
-    match state.verify() {
+    verdict(state.verify())
+}
+
+fn verify_digest(state: &DownloadState, digest: Hash) -> Result<()> {
+    verdict(state.verify_digest(digest))
+}
+
+fn verdict(v: Verdict) -> Result<()> {
+    match v {
         Verdict::Verified => Ok(()),
         Verdict::Mismatch { expected, actual } => Err(Error::PossiblyCorrupt(format!(
             "BLAKE3 {actual} does not match the offered {expected}"

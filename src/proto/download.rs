@@ -45,7 +45,8 @@ pub struct DownloadState {
     received: u64,
     last_ack: u64,
     ack_interval: u64,
-    hasher: blake3::Hasher,
+    /// `None` once the driver took the hashing over (see [`DownloadState::detach_hasher`]).
+    hasher: Option<blake3::Hasher>,
 }
 
 impl DownloadState {
@@ -59,7 +60,7 @@ impl DownloadState {
             received: offset,
             last_ack: offset,
             ack_interval: DEFAULT_ACK_INTERVAL,
-            hasher,
+            hasher: Some(hasher),
         }
     }
 
@@ -102,7 +103,9 @@ impl DownloadState {
                 got: self.received.saturating_add(len),
             })?;
         let write_at = self.received;
-        self.hasher.update(chunk);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(chunk);
+        }
         self.received = end;
         let complete = self.is_complete();
         let ack_due = complete || end - self.last_ack >= self.ack_interval;
@@ -117,9 +120,24 @@ impl DownloadState {
         })
     }
 
+    /// Hand the hashing to the driver (e.g. a writer thread that hashes what it writes,
+    /// off the receive path); check the result with [`DownloadState::verify_digest`].
+    pub fn detach_hasher(&mut self) -> Option<blake3::Hasher> {
+        self.hasher.take()
+    }
+
     /// Compare the hash of everything received with the offer's.
     pub fn verify(&self) -> Verdict {
-        let actual = Hash(*self.hasher.finalize().as_bytes());
+        let actual = self
+            .hasher
+            .as_ref()
+            .map(|h| Hash(*h.finalize().as_bytes()))
+            .unwrap_or(Hash([0; 32]));
+        self.verify_digest(actual)
+    }
+
+    /// Compare a digest computed by the driver with the offer's.
+    pub fn verify_digest(&self, actual: Hash) -> Verdict {
         if actual == self.expected {
             Verdict::Verified
         } else {
@@ -196,6 +214,23 @@ mod tests {
         let step = s.on_chunk(&data[6..]).unwrap();
         assert_eq!(step.write_at, 6);
         assert_eq!(s.verify(), Verdict::Verified);
+    }
+
+    #[test]
+    fn download_detached_hasher_verifies_via_digest() {
+        let data = b"detached";
+        let mut s = state_for(data);
+        let mut hasher = s.detach_hasher().unwrap();
+        s.on_chunk(data).unwrap();
+        hasher.update(data);
+        assert_eq!(
+            s.verify_digest(Hash(*hasher.finalize().as_bytes())),
+            Verdict::Verified
+        );
+        assert!(matches!(
+            s.verify_digest(Hash([1; 32])),
+            Verdict::Mismatch { .. }
+        ));
     }
 
     #[test]

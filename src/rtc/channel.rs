@@ -149,3 +149,39 @@ impl Drop for RtcChannel {
         }
     }
 }
+
+/// The receiving end of a job channel, polled directly by its consumer: no reader task
+/// and no extra queue hop per message. Only for a consumer that reads without pause
+/// until the end (the download loop does: when it waits, it is on purpose, as
+/// backpressure); a dropped stream unregisters the channel so it cannot hold the
+/// connection's other channels back.
+pub struct RtcStream {
+    dc: Arc<dyn DataChannel>,
+}
+
+impl RtcStream {
+    pub fn new(dc: Arc<dyn DataChannel>) -> Self {
+        Self { dc }
+    }
+}
+
+#[async_trait]
+impl Channel for RtcStream {
+    async fn send(&self, data: BytesMut) -> Result<(), ChannelClosed> {
+        self.dc.send(data).await.map_err(|_| ChannelClosed)
+    }
+
+    async fn recv(&self) -> Option<BytesMut> {
+        loop {
+            match self.dc.poll().await? {
+                DataChannelEvent::OnMessage(msg) => return Some(msg.data),
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.dc.close().await;
+    }
+}

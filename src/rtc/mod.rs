@@ -6,7 +6,7 @@ pub mod netsim;
 pub mod path;
 pub mod runtime;
 
-pub use channel::RtcChannel;
+pub use channel::{RtcChannel, RtcStream};
 
 use std::net::IpAddr;
 use std::sync::Arc;

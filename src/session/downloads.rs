@@ -19,7 +19,7 @@ use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::names::sanitize_file_name;
 use crate::proto::resume::{OfferMatch, match_offer};
-use crate::rtc::RtcChannel;
+use crate::rtc::RtcStream;
 use crate::store::{JobRecord, JobStore, RECORD_VERSION};
 use crate::transfer::{self, DownloadCounters, Saved, Sink};
 use crate::transport::Channel;
@@ -357,7 +357,7 @@ impl Session {
         self.start_download(file_id, Save::InMemory)
     }
 
-    pub(super) fn on_job_channel(&mut self, peer: &str, job_id: JobId, channel: RtcChannel) {
+    pub(super) fn on_job_channel(&mut self, peer: &str, job_id: JobId, channel: RtcStream) {
         let Some(d) = self.downloads.get_mut(&job_id) else {
             tracing::warn!(%peer, %job_id, "data channel for an unknown job");
             return;
