@@ -58,15 +58,14 @@ async fn welcome_ice_servers(server: &SignalingServer) -> (String, Vec<IceServer
             .expect("welcome in time")
             .expect("stream open")
             .expect("frame");
-        if let Message::Text(text) = frame {
-            if let ServerMessage::Welcome {
+        if let Message::Text(text) = frame
+            && let ServerMessage::Welcome {
                 client_id,
                 ice_servers,
                 ..
             } = serde_json::from_str(&text).unwrap()
-            {
-                return (client_id, ice_servers);
-            }
+        {
+            return (client_id, ice_servers);
         }
     }
 }
