@@ -1,6 +1,7 @@
 //! The public [`Peer`] handle. It sends commands to the session task
 //! ([`crate::session`]), which owns all state and emits [`Event`]s.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,19 +50,30 @@ pub struct SendOptions {
 }
 
 /// The stream of events of a peer.
+///
+/// Events that arise together (a recipient's outcome and the upload's completion, say)
+/// are delivered together: once one of them was received, the others are ready for
+/// [`Events::try_recv`].
 pub struct Events {
-    pub(crate) rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::UnboundedReceiver<Vec<Event>>,
+    ready: VecDeque<Event>,
 }
 
 impl Events {
     /// The next event; `None` once the peer has shut down.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        while self.ready.is_empty() {
+            self.ready.extend(self.rx.recv().await?);
+        }
+        self.ready.pop_front()
     }
 
     /// The next event if one is ready now.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        while self.ready.is_empty() {
+            self.ready.extend(self.rx.try_recv().ok()?);
+        }
+        self.ready.pop_front()
     }
 }
 
@@ -98,7 +110,13 @@ impl Peer {
         let span = tracing::info_span!("peer", id = %joined.client_id, session = %joined.session);
         let session = Session::new(config, joined, ev_tx);
         tokio::spawn(session.run(cmd_rx).instrument(span));
-        Ok((peer, Events { rx: ev_rx }))
+        Ok((
+            peer,
+            Events {
+                rx: ev_rx,
+                ready: VecDeque::new(),
+            },
+        ))
     }
 
     /// Our client ID in the session.

@@ -168,7 +168,8 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
             .iter()
             .filter(|n| *n == "upload-completed")
             .count(),
-        2
+        2,
+        "{send_lines:#?}"
     );
     assert!(
         send_events

@@ -175,7 +175,10 @@ pub(crate) struct Session {
     ice_servers: Vec<IceServer>,
     signal_tx: mpsc::Sender<ClientMessage>,
     signal_rx: mpsc::Receiver<ServerMessage>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Vec<Event>>,
+    /// Events of the current step, delivered together at its end so that a consumer
+    /// sees e.g. a recipient's outcome and the upload's completion as one batch.
+    pending: Vec<Event>,
     links: HashMap<String, Link>,
     /// Peers that left while uploads to them were pending, and when.
     departed: HashMap<String, Instant>,
@@ -201,7 +204,7 @@ impl Session {
     pub(crate) fn new(
         config: Arc<PeerConfig>,
         joined: SignalingSession,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::UnboundedSender<Vec<Event>>,
     ) -> Self {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -214,6 +217,7 @@ impl Session {
             signal_tx: joined.tx,
             signal_rx: joined.rx,
             events,
+            pending: Vec::new(),
             links: HashMap::new(),
             departed: HashMap::new(),
             conn_tx,
@@ -241,8 +245,15 @@ impl Session {
         (self.config.clock.now() - self.epoch).as_millis() as u64
     }
 
-    fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+    fn emit(&mut self, event: Event) {
+        self.pending.push(event);
+    }
+
+    /// Deliver the events of the step that just ended.
+    fn flush_events(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.events.send(std::mem::take(&mut self.pending));
+        }
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -253,12 +264,14 @@ impl Session {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Leave(reply)) => {
                         self.shutdown().await;
+                        self.flush_events();
                         let _ = reply.send(());
                         return;
                     }
                     Some(cmd) => self.on_command(cmd),
                     None => {
                         self.shutdown().await;
+                        self.flush_events();
                         return;
                     }
                 },
@@ -278,6 +291,7 @@ impl Session {
                 Some(report) = self.report_rx.recv() => self.on_report(report),
                 _ = tick.tick() => self.on_tick(),
             }
+            self.flush_events();
         }
     }
 
