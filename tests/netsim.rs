@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use peershare::rtc::netsim::{LinkConfig, Loss, NetStats, NetworkModel};
+use peershare::rtc::path::PathKind;
 use peershare::{Event, Peer, Save, Share};
 
 fn is_completed(e: &Event) -> bool {
@@ -308,4 +309,67 @@ async fn resume_path_dies_and_returns_job_resumes_from_offset() {
             .iter()
             .any(|e| matches!(e, Event::UploadFailed { .. }))
     );
+}
+
+/// Direct peer-to-peer UDP is blocked, traffic to the relay is allowed: the connection
+/// goes through the embedded TURN relay and the transfer completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_direct_path_blocked_connects_through_relay_and_completes() {
+    use peershare::signaling::{ServerConfig, SignalingServer, TurnConfig, TurnMode};
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let server = SignalingServer::bind(ServerConfig {
+        listen: (LOCALHOST, 0).into(),
+        turn: TurnConfig {
+            mode: TurnMode::embedded((LOCALHOST, 0).into()),
+            ..TurnConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let relay = server.turn_addr().expect("embedded relay");
+    let model = NetworkModel::new(11, LinkConfig::default());
+    model.only_via([relay]);
+    let mut c = config(&server, None, "sender", tmp.path());
+    c.rtc.network = Some(model.clone());
+    let (sender, events) = Peer::join(c).await.unwrap();
+    let mut s_rec = Recorder::new(events);
+    let mut c = config(&server, Some(sender.session()), "recipient", &out);
+    c.rtc.network = Some(model.clone());
+    let (recipient, events) = Peer::join(c).await.unwrap();
+    let mut r_rec = Recorder::new(events);
+    let (src, data) = random_file(tmp.path(), "relayed.bin", 4 << 20, 11);
+    sender.send_files(&[src], Share::Broadcast).await.unwrap();
+    let Event::Connection { path, .. } = r_rec
+        .until("connection", |e| matches!(e, Event::Connection { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(path, Some(PathKind::Relay));
+    let Event::DownloadAvailable { file_id, .. } = r_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    recipient.download(file_id, Save::ToDir(out)).await.unwrap();
+    let done = r_rec.until("end", is_completed).await;
+    let Event::DownloadCompleted { path: Some(p), .. } = done else {
+        panic!("{done:?}")
+    };
+    assert!(std::fs::read(p).unwrap() == data);
+    let Event::Connection { path, .. } = s_rec
+        .until("sender connection", |e| {
+            matches!(e, Event::Connection { .. })
+        })
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(path, Some(PathKind::Relay));
+    assert!(model.stats().blocked > 0, "the direct path was never tried");
 }
