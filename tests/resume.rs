@@ -320,3 +320,87 @@ async fn resume_changed_source_reports_5100_and_restarts_cleanly() {
         "no bytes of the old version"
     );
 }
+
+/// The sender restarts (new process, new session, new file ID) with the same file: the
+/// recipient's partial job is served from its stored offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_restarted_sender_same_file_serves_from_offset() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (src, data) = random_file(tmp.path(), "same.bin", 24 * 1024 * 1024, 3);
+    let server = server().await;
+
+    let (sender, _s) = join(&server, None, "sender", tmp.path()).await;
+    let (first, mut f_rec) = join(&server, Some(sender.session()), "first", &out).await;
+    sender
+        .send_files(std::slice::from_ref(&src), Share::Broadcast)
+        .await
+        .unwrap();
+    let Event::DownloadAvailable { file_id, .. } = f_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    let job = first
+        .download(file_id, Save::ToDir(out.clone()))
+        .await
+        .unwrap();
+    f_rec
+        .until(
+            "8 MiB",
+            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 8 * 1024 * 1024),
+        )
+        .await;
+    first.cancel_download(job, true).await.unwrap();
+    f_rec
+        .until("cancelled", |e| {
+            matches!(e, Event::DownloadCancelled { .. })
+        })
+        .await;
+    first.leave().await;
+    sender.leave().await;
+    let stored = peershare::store::JobStore::new(&out).list();
+    assert_eq!(stored.len(), 1);
+
+    let (sender2, _s2) = join(&server, None, "sender again", tmp.path()).await;
+    let (second, mut r_rec) = join(&server, Some(sender2.session()), "second", &out).await;
+    sender2.send_files(&[src], Share::Broadcast).await.unwrap();
+    let Event::DownloadAvailable {
+        file_id: new_file, ..
+    } = r_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_ne!(
+        new_file, file_id,
+        "a restarted sender offers under a new file ID"
+    );
+    assert_eq!(
+        second
+            .download(new_file, Save::ToDir(out.clone()))
+            .await
+            .unwrap(),
+        job
+    );
+    let Event::DownloadStarted { offset, .. } = r_rec
+        .until("start", |e| matches!(e, Event::DownloadStarted { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(offset, stored[0].offset);
+    assert!(offset > 0);
+    let end = r_rec.until("end", is_end).await;
+    let Event::DownloadCompleted {
+        path: Some(path), ..
+    } = end
+    else {
+        panic!("{end:?}")
+    };
+    assert!(std::fs::read(&path).unwrap() == data);
+}
