@@ -34,6 +34,7 @@
 //! - `ids`: random session codes and client IDs.
 //! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
 
+pub mod cli;
 mod config;
 mod connection;
 mod error;

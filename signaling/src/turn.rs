@@ -262,14 +262,25 @@ impl AuthHandler for RestAuthHandler {
 /// permitted (CAP_NET_ADMIN), else `SO_RCVBUF`/`SO_SNDBUF` (capped by `net.core.*mem_max`).
 /// Returns the granted receive buffer size.
 pub fn enlarge_socket_buffers(socket: &UdpSocket, bytes: usize) -> usize {
+    set_socket_buffers(socket, bytes);
+    socket2::SockRef::from(socket)
+        .recv_buffer_size()
+        .unwrap_or(0)
+}
+
+/// Set `bytes` receive and send buffers as [`enlarge_socket_buffers`] does; returns
+/// whether the receive buffer was forced past `net.core.rmem_max`. Shared with the
+/// peer library's sockets.
+pub fn set_socket_buffers(socket: &UdpSocket, bytes: usize) -> bool {
     let sock = socket2::SockRef::from(socket);
-    if !set_force(socket, libc::SO_RCVBUFFORCE, bytes) {
+    let forced = set_force(socket, libc::SO_RCVBUFFORCE, bytes);
+    if !forced {
         let _ = sock.set_recv_buffer_size(bytes);
     }
     if !set_force(socket, libc::SO_SNDBUFFORCE, bytes) {
         let _ = sock.set_send_buffer_size(bytes);
     }
-    sock.recv_buffer_size().unwrap_or(0)
+    forced
 }
 
 fn set_force(socket: &UdpSocket, option: libc::c_int, bytes: usize) -> bool {

@@ -5,8 +5,6 @@ pub mod recv;
 pub mod send;
 pub mod signal;
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-
 /// `error CODE: message` for any error; library errors keep their stable code.
 pub fn describe(e: &anyhow::Error) -> String {
     let code = e
@@ -17,19 +15,7 @@ pub fn describe(e: &anyhow::Error) -> String {
     format!("error {code}: {e:#}")
 }
 
-/// The address other machines on the LAN most likely reach us at: the source address
-/// of the default route. A UDP `connect` only consults the routing table; it sends
-/// nothing. Falls back to loopback on a machine without a route.
-pub fn lan_ip() -> IpAddr {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| {
-            // 192.0.2.1 is TEST-NET-1 (documentation); no packet is sent.
-            s.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
+pub use peershare::signaling::cli::lan_ip;
 
 /// This machine's host name, as the default display name.
 pub fn host_name() -> String {

@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Once;
@@ -111,36 +110,14 @@ impl BufferReport {
 /// Set large receive and send buffers on `socket`: `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`
 /// where permitted (CAP_NET_ADMIN), else the capped `SO_RCVBUF`/`SO_SNDBUF`.
 pub fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) -> BufferReport {
+    let forced = peershare_signaling::turn::set_socket_buffers(socket, bytes);
     let sock = socket2::SockRef::from(socket);
-    let forced_recv = set_force(socket, libc::SO_RCVBUFFORCE, bytes);
-    let forced_send = set_force(socket, libc::SO_SNDBUFFORCE, bytes);
-    if !forced_recv {
-        let _ = sock.set_recv_buffer_size(bytes);
-    }
-    if !forced_send {
-        let _ = sock.set_send_buffer_size(bytes);
-    }
     BufferReport {
         requested: bytes,
         recv: sock.recv_buffer_size().unwrap_or(0),
         send: sock.send_buffer_size().unwrap_or(0),
-        forced: forced_recv,
+        forced,
     }
-}
-
-fn set_force(socket: &std::net::UdpSocket, option: libc::c_int, bytes: usize) -> bool {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt with a valid fd, a pointer to a live c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
 }
 
 static CAP_WARNING: Once = Once::new();
