@@ -26,6 +26,8 @@ use crate::transport::Channel;
 
 /// Attempts in a row that may end without new bytes before a job fails.
 const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
+/// Most offers kept from one peer (a flood of offers must not exhaust memory).
+const MAX_OFFERS_PER_PEER: usize = 10_000;
 
 impl Session {
     pub(super) fn available_files(&self) -> Vec<FileInfo> {
@@ -46,6 +48,24 @@ impl Session {
     pub(super) fn on_offer(&mut self, peer: &str, info: FileInfo, ttl_ms: u64) {
         let file_id = info.file_id;
         if self.offered.contains_key(&file_id) || self.downloaded.contains(&file_id) {
+            return;
+        }
+        let from_peer = self
+            .offered
+            .values()
+            .filter(|o| o.info.sender == peer)
+            .count();
+        if from_peer >= MAX_OFFERS_PER_PEER {
+            tracing::warn!(%peer, "too many offers from one peer; ignoring more");
+            self.send_control(
+                peer,
+                ControlMessage::Error {
+                    job_id: None,
+                    file_id: Some(file_id),
+                    code: codes::TOO_MANY_FILES,
+                    message: format!("at most {MAX_OFFERS_PER_PEER} offers are kept per peer"),
+                },
+            );
             return;
         }
         self.offered.insert(
