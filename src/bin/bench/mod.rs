@@ -33,6 +33,9 @@ pub struct Tune {
     /// SCTP receive window, bytes (default: the product's).
     #[arg(long)]
     pub sctp_window: Option<u32>,
+    /// SCTP packet size budget, bytes (default: the product's: 8192 on loopback).
+    #[arg(long)]
+    pub sctp_mtu: Option<u32>,
     /// ICE check interval while connecting, ms; 0 = the stack's default (200 ms).
     #[arg(long)]
     pub ice_check_ms: Option<u64>,
@@ -57,6 +60,9 @@ impl Tune {
         if let Some(v) = self.sctp_window {
             s.sctp_receive_window = v;
         }
+        if let Some(v) = self.sctp_mtu {
+            s.sctp_mtu = Some(v);
+        }
         if let Some(ms) = self.ice_check_ms {
             s.ice_check_interval = (ms > 0).then(|| Duration::from_millis(ms));
         }
@@ -77,6 +83,9 @@ impl Tune {
         }
         if let Some(x) = self.sctp_window {
             v.extend(["--sctp-window".to_string(), x.to_string()]);
+        }
+        if let Some(x) = self.sctp_mtu {
+            v.extend(["--sctp-mtu".to_string(), x.to_string()]);
         }
         if let Some(x) = self.ice_check_ms {
             v.extend(["--ice-check-ms".to_string(), x.to_string()]);
@@ -267,8 +276,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sys::load_average()
     ));
     line(format!(
-        "- transport: socket buffer {} B, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, ICE check interval {}, setup poll {} for the first {} s, bound to 127.0.0.1",
+        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, ICE check interval {}, setup poll {} for the first {} s, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
+        settings.sctp_mtu.map_or_else(
+            || format!(
+                "auto ({} B with {} B socket buffers: loopback, no relay)",
+                peershare::rtc::LOOPBACK_SCTP_MTU,
+                peershare::rtc::LOOPBACK_SOCKET_BUFFER_BYTES
+            ),
+            |m| format!("{m} B")
+        ),
         settings.send_buffer_limit,
         settings.sctp_receive_window,
         raw::MESSAGE / 1024,
