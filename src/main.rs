@@ -26,6 +26,44 @@ enum Command {
     Signal(SignalArgs),
 }
 
+/// Options of the peer, shared by `send` and `recv`.
+#[derive(clap::Args, Debug)]
+pub struct PeerArgs {
+    /// Print one JSON object per line on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+    /// Restrict the servers (`send`'s embedded one) and ICE host candidates to this local
+    /// address.
+    #[arg(long, value_name = "IP")]
+    bind: Option<IpAddr>,
+    /// Largest file to send or accept, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_size: Option<u64>,
+    /// Use only TURN relay candidates (never a direct path).
+    #[arg(long, conflicts_with = "direct_only")]
+    relay_only: bool,
+    /// Never use a TURN relay.
+    #[arg(long)]
+    direct_only: bool,
+    /// At most this many bytes per second, all files together (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = cli::parse_bytes)]
+    limit_rate: Option<u64>,
+}
+
+impl PeerArgs {
+    /// Apply these options to a peer configuration.
+    fn apply(&self, config: &mut peershare::PeerConfig) {
+        config.name = cli::host_name();
+        config.rtc.bind = self.bind;
+        config.rtc.relay_only = self.relay_only;
+        config.rtc.direct_only = self.direct_only;
+        config.rate_limit = self.limit_rate;
+        if let Some(max) = self.max_size {
+            config.max_file_size = max;
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
     /// Signaling server (`ws://HOST:PORT`); without it an embedded server is started.
@@ -40,24 +78,8 @@ pub struct SendArgs {
     /// Keep serving after the first recipient has everything, until Ctrl-C.
     #[arg(long)]
     keep: bool,
-    /// Print one JSON object per line on stdout instead of progress bars.
-    #[arg(long)]
-    json: bool,
-    /// Restrict the embedded server and ICE host candidates to this local address.
-    #[arg(long, value_name = "IP")]
-    bind: Option<IpAddr>,
-    /// Largest file to send, in bytes.
-    #[arg(long, value_name = "BYTES")]
-    max_size: Option<u64>,
-    /// Use only TURN relay candidates (never a direct path).
-    #[arg(long, conflicts_with = "direct_only")]
-    relay_only: bool,
-    /// Never use a TURN relay.
-    #[arg(long)]
-    direct_only: bool,
-    /// Send at most this many bytes per second, all files together (suffixes K, M, G).
-    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = cli::parse_bytes)]
-    limit_rate: Option<u64>,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// TURN relay of the embedded signaling server (ignored with --server).
     #[command(flatten)]
     turn: cli::signal::TurnArgs,
@@ -74,24 +96,8 @@ pub struct RecvArgs {
     /// Accept every file without asking.
     #[arg(long, short = 'y')]
     yes: bool,
-    /// Print one JSON object per line on stdout instead of progress bars.
-    #[arg(long)]
-    json: bool,
-    /// Restrict ICE host candidates to this local address.
-    #[arg(long, value_name = "IP")]
-    bind: Option<IpAddr>,
-    /// Largest file to accept, in bytes.
-    #[arg(long, value_name = "BYTES")]
-    max_size: Option<u64>,
-    /// Use only TURN relay candidates (never a direct path).
-    #[arg(long, conflicts_with = "direct_only")]
-    relay_only: bool,
-    /// Never use a TURN relay.
-    #[arg(long)]
-    direct_only: bool,
-    /// Receive at most this many bytes per second, all files together (suffixes K, M, G).
-    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = cli::parse_bytes)]
-    limit_rate: Option<u64>,
+    #[command(flatten)]
+    peer: PeerArgs,
     /// The ticket printed by `peershare send`.
     ticket: String,
 }

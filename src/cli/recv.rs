@@ -21,18 +21,11 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Error::StorageAccessDenied(format!("{}: {e}", args.out.display())))
         .with_context(|| "preparing the output directory")?;
-    let mut out = Output::new(args.json);
+    let mut out = Output::new(args.peer.json);
     let mut config = PeerConfig::new(ticket.server.clone());
     config.session = Some(ticket.session.clone());
-    config.name = super::host_name();
     config.download_dir = args.out.clone();
-    config.rtc.bind = args.bind;
-    config.rtc.relay_only = args.relay_only;
-    config.rtc.direct_only = args.direct_only;
-    config.rate_limit = args.limit_rate;
-    if let Some(max) = args.max_size {
-        config.max_file_size = max;
-    }
+    args.peer.apply(&mut config);
     let (peer, mut events) = Peer::join(config).await?;
     out.note(&format!(
         "joined session as {}; waiting for files",

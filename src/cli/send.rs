@@ -11,12 +11,12 @@ use super::output::Output;
 use crate::SendArgs;
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let mut out = Output::new(args.json);
+    let mut out = Output::new(args.peer.json);
     // The embedded server lives as long as this function.
     let (_server, own_url, ticket_url) = match &args.server {
         Some(url) => (None, url.clone(), url.clone()),
         None => {
-            let listen_ip = args.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let listen_ip = args.peer.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let server = SignalingServer::bind(ServerConfig {
                 listen: SocketAddr::new(listen_ip, 0),
                 turn: args.turn.config(listen_ip, 0),
@@ -41,14 +41,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let mut config = PeerConfig::new(own_url);
     config.session = args.session.clone();
     config.create_session = args.session.is_some();
-    config.name = super::host_name();
-    config.rtc.bind = args.bind;
-    config.rtc.relay_only = args.relay_only;
-    config.rtc.direct_only = args.direct_only;
-    config.rate_limit = args.limit_rate;
-    if let Some(max) = args.max_size {
-        config.max_file_size = max;
-    }
+    args.peer.apply(&mut config);
     let (peer, mut events) = Peer::join(config).await?;
     let share = if args.to.is_empty() {
         Share::Broadcast
