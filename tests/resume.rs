@@ -15,6 +15,48 @@ fn is_end(e: &Event) -> bool {
     )
 }
 
+/// As a first recipient, download `src` (shared now by `sender`) into `out`, stop once
+/// `at` bytes have arrived keeping the partial data (what a killed process leaves), and
+/// leave. Returns the job and the file ID of the offer.
+async fn leave_partial(
+    server: &peershare::signaling::SignalingServer,
+    sender: &peershare::Peer,
+    src: &std::path::Path,
+    out: &std::path::Path,
+    at: u64,
+) -> (peershare::JobId, peershare::FileId) {
+    let (first, mut f_rec) = join(server, Some(sender.session()), "first", out).await;
+    sender
+        .send_files(&[src.to_path_buf()], Share::Broadcast)
+        .await
+        .unwrap();
+    let Event::DownloadAvailable { file_id, .. } = f_rec
+        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    let job = first
+        .download(file_id, Save::ToDir(out.to_path_buf()))
+        .await
+        .unwrap();
+    f_rec
+        .until(
+            "partial data",
+            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= at),
+        )
+        .await;
+    first.cancel_download(job, true).await.unwrap();
+    // Emitted once the transfer task has recorded what it wrote.
+    f_rec
+        .until("cancelled", |e| {
+            matches!(e, Event::DownloadCancelled { .. })
+        })
+        .await;
+    first.leave().await;
+    (job, file_id)
+}
+
 /// 20 seeded runs of a 64 MiB transfer, each cut 1–5 times at random byte positions,
 /// alternately by the sender and by the recipient closing the peer connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,32 +194,7 @@ async fn resume_new_process_same_content_continues_from_stored_offset() {
     let server = server().await;
     let (sender, _s) = join(&server, None, "sender", tmp.path()).await;
 
-    let (first, mut f_rec) = join(&server, Some(sender.session()), "first", &out).await;
-    sender.send_files(&[src], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } = f_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
-    let job = first
-        .download(file_id, Save::ToDir(out.clone()))
-        .await
-        .unwrap();
-    f_rec
-        .until(
-            "16 MiB",
-            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 16 * 1024 * 1024),
-        )
-        .await;
-    first.cancel_download(job, true).await.unwrap();
-    // Emitted once the transfer task has recorded what it wrote.
-    f_rec
-        .until("cancelled", |e| {
-            matches!(e, Event::DownloadCancelled { .. })
-        })
-        .await;
-    first.leave().await;
+    let (job, _) = leave_partial(&server, &sender, &src, &out, 16 * 1024 * 1024).await;
     assert!(
         !out.join("again.bin").exists(),
         "nothing under the final name before verification"
@@ -236,34 +253,7 @@ async fn resume_changed_source_reports_5100_and_restarts_cleanly() {
     let server = server().await;
 
     let (sender, _s) = join(&server, None, "sender", tmp.path()).await;
-    let (first, mut f_rec) = join(&server, Some(sender.session()), "first", &out).await;
-    sender
-        .send_files(std::slice::from_ref(&src), Share::Broadcast)
-        .await
-        .unwrap();
-    let Event::DownloadAvailable { file_id, .. } = f_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
-    let old_job = first
-        .download(file_id, Save::ToDir(out.clone()))
-        .await
-        .unwrap();
-    f_rec
-        .until(
-            "8 MiB",
-            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 8 * 1024 * 1024),
-        )
-        .await;
-    first.cancel_download(old_job, true).await.unwrap();
-    f_rec
-        .until("cancelled", |e| {
-            matches!(e, Event::DownloadCancelled { .. })
-        })
-        .await;
-    first.leave().await;
+    let (old_job, _) = leave_partial(&server, &sender, &src, &out, 8 * 1024 * 1024).await;
     sender.leave().await;
 
     // The sender restarts with another version of the file.
@@ -333,34 +323,7 @@ async fn resume_restarted_sender_same_file_serves_from_offset() {
     let server = server().await;
 
     let (sender, _s) = join(&server, None, "sender", tmp.path()).await;
-    let (first, mut f_rec) = join(&server, Some(sender.session()), "first", &out).await;
-    sender
-        .send_files(std::slice::from_ref(&src), Share::Broadcast)
-        .await
-        .unwrap();
-    let Event::DownloadAvailable { file_id, .. } = f_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
-    let job = first
-        .download(file_id, Save::ToDir(out.clone()))
-        .await
-        .unwrap();
-    f_rec
-        .until(
-            "8 MiB",
-            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 8 * 1024 * 1024),
-        )
-        .await;
-    first.cancel_download(job, true).await.unwrap();
-    f_rec
-        .until("cancelled", |e| {
-            matches!(e, Event::DownloadCancelled { .. })
-        })
-        .await;
-    first.leave().await;
+    let (job, file_id) = leave_partial(&server, &sender, &src, &out, 8 * 1024 * 1024).await;
     sender.leave().await;
     let stored = peershare::store::JobStore::new(&out).list();
     assert_eq!(stored.len(), 1);
