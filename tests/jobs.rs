@@ -40,12 +40,7 @@ async fn transfer_in_progress(
     let s_rec = Recorder::new(events);
     let (recipient, mut r_rec) = join(server, Some(sender.session()), "recipient", &out).await;
     let up = sender.send_files(&[src], Share::Broadcast).await.unwrap()[0];
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     let down = recipient.download(file_id, Save::ToDir(out)).await.unwrap();
     r_rec
         .until(
@@ -92,14 +87,7 @@ async fn cancel_download_mid_transfer_sender_sees_6004_and_data_stops() {
     // control channel (a second job's offer and decline) happens with no progress.
     let (other, _) = random_file(tmp.path(), "small.bin", 10, 4);
     sender.send_files(&[other], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("second offer", |e| {
-            matches!(e, Event::DownloadAvailable { .. })
-        })
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     recipient.decline(file_id).await.unwrap();
     s_rec
         .until("declined", |e| {
@@ -219,12 +207,7 @@ async fn cancel_unknown_ids_5099_completed_upload_5098_repeat_download_5101() {
     );
     let (src, _) = random_file(tmp.path(), "f.bin", 1000, 1);
     let up = sender.send_files(&[src], Share::Broadcast).await.unwrap()[0];
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     recipient.download(file_id, Save::InMemory).await.unwrap();
     r_rec.until("done", is_end).await;
     s_rec
@@ -321,12 +304,7 @@ async fn offer_expired_sender_refuses_request_with_6001() {
         )
         .await
         .unwrap();
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     // Only the sender's clock passed the lifetime: the sender enforces it.
     clock.advance(Duration::from_secs(61));
     recipient.download(file_id, Save::InMemory).await.unwrap();
@@ -347,12 +325,7 @@ async fn broadcast_late_joiner_receives_live_offer_and_downloads() {
     sender.send_files(&[src], Share::Broadcast).await.unwrap();
     // Joins after the offer went out.
     let (late, mut l_rec) = join(&server, Some(sender.session()), "late", tmp.path()).await;
-    let Event::DownloadAvailable { file_id, .. } = l_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = l_rec.offer().await;
     late.download(file_id, Save::InMemory).await.unwrap();
     let end = l_rec.until("end", is_end).await;
     let Event::DownloadCompleted {

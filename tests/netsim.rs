@@ -79,13 +79,7 @@ impl Net {
             .send_files(&[src], Share::Broadcast)
             .await
             .unwrap();
-        let Event::DownloadAvailable { file_id, .. } = self
-            .r_rec
-            .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-            .await
-        else {
-            unreachable!()
-        };
+        let file_id = self.r_rec.offer().await;
         self.recipient
             .download(file_id, Save::ToDir(self.out.clone()))
             .await
@@ -350,12 +344,7 @@ async fn relay_direct_path_blocked_connects_through_relay_and_completes() {
         unreachable!()
     };
     assert_eq!(path, Some(PathKind::Relay));
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     recipient.download(file_id, Save::ToDir(out)).await.unwrap();
     let done = r_rec.until("end", is_completed).await;
     let Event::DownloadCompleted { path: Some(p), .. } = done else {

@@ -137,12 +137,7 @@ async fn transfer(
         .send_files(&[src.to_path_buf()], Share::Broadcast)
         .await
         .unwrap();
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     let (cpu0, t0) = (cpu_time(), Instant::now());
     recipient
         .download(file_id, Save::ToDir(out.clone()))

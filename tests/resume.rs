@@ -30,12 +30,7 @@ async fn leave_partial(
         .send_files(&[src.to_path_buf()], Share::Broadcast)
         .await
         .unwrap();
-    let Event::DownloadAvailable { file_id, .. } = f_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = f_rec.offer().await;
     let job = first
         .download(file_id, Save::ToDir(out.to_path_buf()))
         .await
@@ -83,12 +78,7 @@ async fn resume_cut_connection_20_seeded_runs_identical_with_bounded_resend() {
             .send_files(std::slice::from_ref(&src), Share::Broadcast)
             .await
             .unwrap();
-        let Event::DownloadAvailable { file_id, .. } = r_rec
-            .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-            .await
-        else {
-            unreachable!()
-        };
+        let file_id = r_rec.offer().await;
         let job = recipient
             .download(file_id, Save::ToDir(out.clone()))
             .await
@@ -205,12 +195,7 @@ async fn resume_new_process_same_content_continues_from_stored_offset() {
 
     let (second, mut s_rec) = join(&server, Some(sender.session()), "second", &out).await;
     assert_eq!(second.resumable_jobs().len(), 1);
-    let Event::DownloadAvailable { file_id, .. } = s_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = s_rec.offer().await;
     let resumed = second
         .download(file_id, Save::ToDir(out.clone()))
         .await
@@ -262,12 +247,7 @@ async fn resume_changed_source_reports_5100_and_restarts_cleanly() {
     let (sender2, _s2) = join(&server, None, "sender", tmp.path()).await;
     let (second, mut r_rec) = join(&server, Some(sender2.session()), "second", &out).await;
     sender2.send_files(&[src], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     let new_job = second
         .download(file_id, Save::ToDir(out.clone()))
         .await

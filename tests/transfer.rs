@@ -126,12 +126,7 @@ async fn transfer_broadcast_to_three_recipients_all_identical() {
     wait_connected(&mut s_rec, 3).await;
     sender.send_files(&[src], Share::Broadcast).await.unwrap();
     for (peer, rec, dir) in &mut recipients {
-        let Event::DownloadAvailable { file_id, .. } = rec
-            .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-            .await
-        else {
-            unreachable!()
-        };
+        let file_id = rec.offer().await;
         peer.download(file_id, Save::ToDir(dir.clone()))
             .await
             .unwrap();
@@ -169,12 +164,7 @@ async fn share_targeted_other_peer_sees_no_offer_and_forged_request_gets_5091() 
         .send_files(&[src], Share::To(vec![chosen.client_id().to_string()]))
         .await
         .unwrap();
-    let Event::DownloadAvailable { file_id, .. } = c_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = c_rec.offer().await;
     let job = chosen.download(file_id, Save::InMemory).await.unwrap();
     let done = c_rec.until("download end", is_completed).await;
     let Event::DownloadCompleted {
@@ -229,12 +219,7 @@ async fn download_into_memory_returns_identical_bytes() {
     let (sender, _s_rec) = join(&server, None, "sender", tmp.path()).await;
     let (recipient, mut r_rec) = join(&server, Some(sender.session()), "r", tmp.path()).await;
     sender.send_files(&[src], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     recipient.download(file_id, Save::InMemory).await.unwrap();
     let done = r_rec.until("download end", is_completed).await;
     let Event::DownloadCompleted {
@@ -266,12 +251,7 @@ async fn decline_sender_sees_declined_outcome() {
     let (sender, mut s_rec) = join(&server, None, "sender", tmp.path()).await;
     let (recipient, mut r_rec) = join(&server, Some(sender.session()), "r", tmp.path()).await;
     let jobs = sender.send_files(&[src], Share::Broadcast).await.unwrap();
-    let Event::DownloadAvailable { file_id, .. } = r_rec
-        .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let file_id = r_rec.offer().await;
     recipient.decline(file_id).await.unwrap();
     assert!(recipient.available_files().await.is_empty());
     let Event::UploadCompleted {

@@ -86,6 +86,17 @@ impl Recorder {
         }
     }
 
+    /// Wait for the next `download-available`; its file ID.
+    pub async fn offer(&mut self) -> peershare::FileId {
+        match self
+            .until("offer", |e| matches!(e, Event::DownloadAvailable { .. }))
+            .await
+        {
+            Event::DownloadAvailable { file_id, .. } => file_id,
+            _ => unreachable!(),
+        }
+    }
+
     /// Names of the transfer events seen, without progress, presence and connection events.
     pub fn names(&self) -> Vec<&'static str> {
         self.seen
