@@ -215,15 +215,13 @@ pub struct DownloadCounters {
     /// Bytes durably checkpointed.
     pub durable: AtomicU64,
     stop: tokio::sync::Notify,
-    discard: std::sync::atomic::AtomicBool,
 }
 
 impl DownloadCounters {
     /// Stop the download: the receiver stops reading, the writer flushes and records
-    /// what it wrote, and the partial data is then removed if `discard`, else kept for a
-    /// later resume.
-    pub fn stop(&self, discard: bool) {
-        self.discard.store(discard, Ordering::Release);
+    /// what it wrote, and `receive` returns [`Error::CancelledLocally`] with the partial
+    /// data kept (the caller decides whether to remove it once `receive` has returned).
+    pub fn stop(&self) {
         self.stop.notify_one();
     }
 }
@@ -318,9 +316,6 @@ pub async fn receive<C: Channel + ?Sized>(
             };
             match &result {
                 Ok(_) => store.remove_record(&job_id),
-                Err(Error::CancelledLocally) if counters.discard.load(Ordering::Acquire) => {
-                    store.remove(&job_id)
-                }
                 Err(e) if discards_partial(e) => store.remove(&job_id),
                 Err(_) => {}
             }

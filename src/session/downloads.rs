@@ -468,10 +468,10 @@ impl Session {
             .downloads
             .get_mut(&job_id)
             .and_then(|d| d.ending.take());
-        if let Some(ending) = ending
+        if let Some((ending, discard)) = ending
             && result.is_err()
         {
-            self.finish_ending(job_id, ending);
+            self.finish_ending(job_id, ending, discard);
             return;
         }
         match result {
@@ -611,9 +611,9 @@ impl Session {
         self.end_job(job_id, Ending::Failed(e), false);
     }
 
-    /// Stop a job. A running transfer task is told to stop (it records what it wrote
-    /// and removes the partial data itself if `discard`, so no late write can recreate
-    /// it); the event follows once it has finished.
+    /// Stop a job. A running transfer task is told to stop (it records what it wrote);
+    /// the cleanup and the event follow once it has finished, whatever made it end, so no
+    /// late write can recreate removed data.
     fn end_job(&mut self, job_id: JobId, ending: Ending, discard: bool) {
         let Some(d) = self.downloads.get_mut(&job_id) else {
             return;
@@ -622,21 +622,21 @@ impl Session {
             return;
         }
         if let Phase::Running { .. } = d.phase {
-            d.counters.stop(discard);
-            d.ending = Some(ending);
+            d.counters.stop();
+            d.ending = Some((ending, discard));
             return;
         }
-        if discard && let Some((store, _)) = &d.durable {
-            store.remove(&job_id);
-        }
-        self.finish_ending(job_id, ending);
+        self.finish_ending(job_id, ending, discard);
     }
 
-    /// Emit the final event of a stopped job.
-    fn finish_ending(&mut self, job_id: JobId, ending: Ending) {
+    /// Remove the partial data if `discard`, and emit the final event of a stopped job.
+    fn finish_ending(&mut self, job_id: JobId, ending: Ending, discard: bool) {
         let Some(d) = self.downloads.remove(&job_id) else {
             return;
         };
+        if discard && let Some((store, _)) = &d.durable {
+            store.remove(&job_id);
+        }
         match ending {
             Ending::Cancelled => {
                 tracing::info!(%job_id, "download cancelled");

@@ -143,9 +143,10 @@ struct Download {
     phase: Phase,
     /// Consecutive attempts that ended without new bytes (to stop retry loops).
     fruitless: u32,
-    /// Set when the job is being stopped: the event is emitted once its transfer task
-    /// has finished (and cleaned up), so no write can follow it.
-    ending: Option<Ending>,
+    /// Set when the job is being stopped, with whether its partial data is to go: the
+    /// cleanup and the event follow once its transfer task has finished, so no write can
+    /// follow them.
+    ending: Option<(Ending, bool)>,
 }
 
 enum Ending {
