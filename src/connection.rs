@@ -235,7 +235,7 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
                     break Ok(());
                 }
                 Some(cmd) => {
-                    if let Err(e) = conn.on_command(cmd, &ctl_tx).await {
+                    if let Err(e) = conn.on_command(cmd).await {
                         break Err(e);
                     }
                 }
@@ -301,12 +301,7 @@ impl Conn {
         });
     }
 
-    async fn on_command(
-        &mut self,
-        cmd: ConnCommand,
-        ctl_tx: &mpsc::UnboundedSender<ControlSignal>,
-    ) -> Result<()> {
-        let _ = ctl_tx;
+    async fn on_command(&mut self, cmd: ConnCommand) -> Result<()> {
         match cmd {
             ConnCommand::RemoteSignal(data) => self.on_remote_signal(data).await,
             ConnCommand::Control(msg) => {

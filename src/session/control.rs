@@ -2,6 +2,7 @@
 
 use super::{Report, Session};
 use crate::error::codes;
+use crate::events::FileInfo;
 use crate::proto::control::{CONTROL_VERSION, ControlMessage};
 
 impl Session {
@@ -28,8 +29,16 @@ impl Session {
                 ttl_ms,
                 group,
             } => {
-                let info = self.offer_info(peer, file_id, name, size, hash, ttl_ms, group);
-                self.on_offer(peer, info, ttl_ms);
+                let info = FileInfo {
+                    file_id,
+                    name,
+                    size,
+                    hash,
+                    sender: peer.to_string(),
+                    expires_in_ms: ttl_ms,
+                    group,
+                };
+                self.on_offer(peer, info);
             }
             ControlMessage::Revoke { file_id } => self.on_revoke(peer, file_id),
             ControlMessage::Request {

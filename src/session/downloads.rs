@@ -13,7 +13,7 @@ use super::{Ending, Offered, Phase, Report, Session};
 use crate::error::{Error, Result, codes};
 use crate::events::{Event, FileInfo};
 use crate::peer::Save;
-use crate::proto::control::{ControlMessage, OfferGroup};
+use crate::proto::control::ControlMessage;
 use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
@@ -45,7 +45,8 @@ impl Session {
         list
     }
 
-    pub(super) fn on_offer(&mut self, peer: &str, info: FileInfo, ttl_ms: u64) {
+    pub(super) fn on_offer(&mut self, peer: &str, info: FileInfo) {
+        let ttl_ms = info.expires_in_ms;
         let file_id = info.file_id;
         if self.offered.contains_key(&file_id) || self.downloaded.contains(&file_id) {
             return;
@@ -666,28 +667,6 @@ impl Session {
                     message: e.to_string(),
                 });
             }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn offer_info(
-        &self,
-        peer: &str,
-        file_id: FileId,
-        name: String,
-        size: u64,
-        hash: String,
-        ttl_ms: u64,
-        group: Option<OfferGroup>,
-    ) -> FileInfo {
-        FileInfo {
-            file_id,
-            name,
-            size,
-            hash,
-            sender: peer.to_string(),
-            expires_in_ms: ttl_ms,
-            group,
         }
     }
 }
