@@ -36,9 +36,11 @@
 //! - `signal_client`: the WebSocket client of the signaling server.
 //! - [`peer`]: the public [`Peer`] handle; `session`: the task that owns all session
 //!   state (links and reconnection, uploads, downloads and their resume).
-//! - [`store`]: durable download job records next to the partial files.
+//! - [`store`]: durable download job records next to the partial files;
+//!   `checkpoint`: the thread that makes a partial file durable while it is written.
 //! - [`events`], [`error`], [`config`]: the public event, error and configuration types.
 
+mod checkpoint;
 pub mod clock;
 pub mod config;
 mod connection;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::checkpoint::Checkpointer;
 use crate::error::codes;
 use crate::proto::download::{ChunkError, DownloadState, Verdict};
 use crate::proto::hash::Hash;
@@ -24,16 +25,33 @@ use crate::store::{JobRecord, JobStore};
 use crate::transport::Channel;
 
 /// Size of one data message (the SCTP max message size both sides advertise is larger).
-pub const CHUNK_SIZE: usize = 64 * 1024;
+///
+/// `webrtc` 0.21 bounds a lagging receiver's backlog by *message count* (256 in the
+/// core's pipeline, 256 in the channel's event queue, up to 256 retained by the driver),
+/// so the chunk size sets the recipient's worst-case memory: 32 KiB keeps it at about
+/// 24 MiB, where 64 KiB reached 60–64 MiB peak RSS on a 4 GiB transfer whose disk fell
+/// behind. 32 KiB moved files as fast as 64 KiB; 16 KiB cost about 15 %
+/// (docs/PERFORMANCE.md, "Chunk size").
+pub const CHUNK_SIZE: usize = 32 * 1024;
 /// Chunks read ahead of the network, and written behind it.
 const PIPELINE_DEPTH: usize = 16;
 
-/// The most bytes a cut connection can make a sender send twice for one job: one
-/// backpressure window (what may be in the network between the two ends: the sender's
-/// send-buffer limit plus the receiver's SCTP window) plus one chunk. Everything that
-/// reached the recipient's process is drained and written before it resumes.
+/// Messages beyond the two windows that a cut can make a sender send twice: one over
+/// the send-buffer limit (`send` waits only once the limit is exceeded) and a few that
+/// the recipient's `webrtc` pipeline has taken out of SCTP's window but not yet delivered
+/// when the cut lands.
+const RESEND_SLACK_MESSAGES: u64 = 8;
+
+/// The most bytes a cut connection makes a sender send twice for one job, for a
+/// recipient that keeps up: one backpressure window (what may be in the network between
+/// the two ends: the sender's send-buffer limit plus the receiver's SCTP window) plus
+/// [`RESEND_SLACK_MESSAGES`] chunks. Everything that reached the recipient's process is
+/// drained and written before it resumes. (A recipient whose disk is behind also loses
+/// what `webrtc` queued for it outside the window: up to 768 messages.)
 pub fn resend_bound(settings: &crate::rtc::RtcSettings) -> u64 {
-    settings.send_buffer_limit as u64 + u64::from(settings.sctp_receive_window) + CHUNK_SIZE as u64
+    settings.send_buffer_limit as u64
+        + u64::from(settings.sctp_receive_window)
+        + RESEND_SLACK_MESSAGES * CHUNK_SIZE as u64
 }
 
 /// What identifies the version of a source file that was offered.
@@ -367,30 +385,35 @@ async fn receive_to_file<C: Channel + ?Sized>(
     let writer = tokio::task::spawn_blocking(move || -> Result<Hash> {
         let mut policy = CheckpointPolicy::new(start, CHECKPOINT_BYTES);
         let mut written = start;
-        // Data first, then the record that describes it.
-        let checkpoint = |file: &mut File, record: &mut JobRecord, written: u64| -> Result<()> {
-            file.sync_data().map_err(|e| save_error(&temp, &e))?;
-            record.offset = written;
-            writer_store.save(record)
-        };
+        // Checkpoints (data first, then the record that describes it) run on their own
+        // thread, so a sync never stalls the writer.
+        let durable = writer_counters.clone();
+        let checkpoints = Checkpointer::spawn(
+            file.try_clone().map_err(|e| save_error(&temp, &e))?,
+            temp.clone(),
+            writer_store.clone(),
+            record,
+            move |offset| durable.durable.store(offset, Ordering::Release),
+        )?;
         while let Some(chunk) = rx.blocking_recv() {
             file.write_all(&chunk).map_err(|e| save_error(&temp, &e))?;
             hasher.update(&chunk);
             written += chunk.len() as u64;
             writer_counters.written.store(written, Ordering::Release);
             if policy.due(written, written == size) {
-                checkpoint(&mut file, &mut record, written)?;
+                checkpoints.request(written)?;
                 policy.checkpointed(written);
-                writer_counters.durable.store(written, Ordering::Release);
             }
         }
         // Whatever ended the stream, what was written is made durable and recorded, so
         // a resume (in this process or the next) starts right after it.
-        if policy.due(written, true) {
-            checkpoint(&mut file, &mut record, written)?;
-            writer_counters.durable.store(written, Ordering::Release);
-        }
+        let mut record = checkpoints.finish()?;
         file.sync_all().map_err(|e| save_error(&temp, &e))?;
+        if record.offset != written {
+            record.offset = written;
+            writer_store.save(&record)?;
+        }
+        writer_counters.durable.store(written, Ordering::Release);
         Ok(Hash(*hasher.finalize().as_bytes()))
     });
     let mut failure = None;

@@ -29,6 +29,9 @@ enum Cmd {
     /// Internal: one peer of a measurement, driven by the parent over stdin/stdout.
     #[command(hide = true)]
     Peer(bench::child::PeerArgs),
+    /// Internal: one end of the raw data-channel pair (a), driven by the parent.
+    #[command(hide = true)]
+    RawPeer(bench::raw::RawPeerArgs),
 }
 
 /// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
@@ -43,11 +46,19 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let workers = match &cli.cmd {
+        Some(Cmd::Peer(a)) => a.tune.workers,
+        Some(Cmd::RawPeer(a)) => a.tune.workers,
+        None => cli.bench.tune.workers,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(usize::try_from(n)?);
+    }
+    let runtime = builder.enable_all().build()?;
     match cli.cmd {
         Some(Cmd::Peer(args)) => runtime.block_on(bench::child::run(args)),
+        Some(Cmd::RawPeer(args)) => runtime.block_on(bench::raw::run_peer(args)),
         None => runtime.block_on(bench::run(cli.bench)),
     }
 }

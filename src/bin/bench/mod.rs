@@ -42,6 +42,9 @@ pub struct Tune {
     /// Cap on the driver's sleeps during connection setup, ms; 0 = no cap.
     #[arg(long)]
     pub setup_poll_ms: Option<u64>,
+    /// Tokio worker threads of every peer process (default: the product's, one per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub workers: Option<u64>,
 }
 
 impl Tune {
@@ -93,6 +96,9 @@ impl Tune {
         if let Some(x) = self.setup_poll_ms {
             v.extend(["--setup-poll-ms".to_string(), x.to_string()]);
         }
+        if let Some(x) = self.workers {
+            v.extend(["--workers".to_string(), x.to_string()]);
+        }
         v
     }
 }
@@ -129,7 +135,9 @@ fn write_random_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
         file.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    file.flush()?;
+    // On disk before anything is measured: gigabytes of dirty pages left behind would
+    // make the kernel throttle the recipient's writes (balance_dirty_pages) and skew (b).
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
 
@@ -178,10 +186,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     phase("(g) TCP loopback");
     let tcp = tcp::run(bytes)?;
 
-    phase("(a) raw data channel");
+    phase("(a) raw data channel, one process per end");
+    let before = sys::udp_rcvbuf_errors();
+    let raw2 = raw::run_two_process(&args.tune, bytes).await?;
+    let raw_drops = drops_since(before);
+    phase("(a') raw data channel, both ends in this process");
     let before = sys::udp_rcvbuf_errors();
     let raw = raw::run(&settings, bytes).await?;
-    let raw_drops = drops_since(before);
+    let raw1_drops = drops_since(before);
 
     phase("writing and hashing the test file");
     let src = tmp.join("source.bin");
@@ -244,7 +256,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let fan = product::fan_out(&url, &src, &src_hash, r, &tmp, &args.tune).await?;
     server.shutdown().await;
 
-    let ratio = b / raw.mib_per_s;
+    let ratio = b / raw2.mib_per_s;
     let fan_ratio = fan.wall_secs / one.wall_secs;
     let started = median(lat.iter().map(|l| l.started_ms).collect());
     let first_progress = median(lat.iter().map(|l| l.first_progress_ms).collect());
@@ -276,7 +288,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sys::load_average()
     ));
     line(format!(
-        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages, ICE check interval {}, setup poll {} for the first {} s, bound to 127.0.0.1",
+        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
         settings.sctp_mtu.map_or_else(
             || format!(
@@ -289,6 +301,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         settings.send_buffer_limit,
         settings.sctp_receive_window,
         raw::MESSAGE / 1024,
+        peershare::transfer::CHUNK_SIZE / 1024,
+        args.tune.workers.map_or_else(
+            || format!(
+                "{} tokio worker threads per process (one per core)",
+                machine.cores
+            ),
+            |w| format!("{w} tokio worker threads per process"),
+        ),
         settings.ice_check_interval.map_or_else(
             || "default (200 ms)".into(),
             |d| format!("{} ms", d.as_millis())
@@ -302,10 +322,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     line("| row | measure | result | detail |".into());
     line("|---|---|---|---|".into());
     line(format!(
-        "| (a) | raw data channel (build_peer_connection pair, 1 ordered reliable channel, no file I/O) | {:.1} MiB/s | {} MiB in {:.2} s at the receiver; UDP rcvbuf drops {raw_drops}; setup {:.0} ms (built {:.0}, SDP {:.0}, connected {:.0}, channel open {:.0}) |",
+        "| (a) | raw data channel: build_peer_connection in each of two processes (the layout of (b)), 1 ordered reliable channel, 64 KiB messages, no file I/O | {:.1} MiB/s | {} MiB in {:.2} s, sender's first message → receiver's last byte; UDP rcvbuf drops {raw_drops}; peak RSS sender {}, receiver {} |",
+        raw2.mib_per_s,
+        args.size,
+        raw2.secs,
+        mib(raw2.sender_rss_mib),
+        mib(raw2.receiver_rss_mib),
+    ));
+    line(format!(
+        "| (a') | the same pair with both ends in one process (one runtime) | {:.1} MiB/s | {} MiB in {:.2} s; UDP rcvbuf drops {raw1_drops}; b/a' {:.2}; setup {:.0} ms (built {:.0}, SDP {:.0}, connected {:.0}, channel open {:.0}) |",
         raw.mib_per_s,
         args.size,
         raw.secs,
+        b / raw.mib_per_s,
         s.open_ms,
         s.built_ms,
         s.sdp_ms,
@@ -344,19 +373,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     if !layers.is_empty() {
         line(String::new());
-        line("Where (a) → (b) goes, one layer at a time (same size, same process as (a)):".into());
+        line("Where (a') → (b) goes, one layer at a time (same size, both ends in this process like (a')):".into());
         line(String::new());
-        line("| layer | MiB/s | of (a) |".into());
+        line("| layer | MiB/s | of (a') |".into());
         line("|---|---|---|".into());
         line(format!(
-            "| (a) raw data channel | {:.1} | 1.00 |",
+            "| (a') raw data channel, one process | {:.1} | 1.00 |",
             raw.mib_per_s
         ));
         for (label, v) in &layers {
             line(format!("| {label} | {v:.1} | {:.2} |", v / raw.mib_per_s));
         }
         line(format!(
-            "| (b) + signaling, control protocol, one process per peer | {b:.1} | {ratio:.2} |"
+            "| (a) raw data channel, one process per end | {:.1} | {:.2} |",
+            raw2.mib_per_s,
+            raw2.mib_per_s / raw.mib_per_s
+        ));
+        line(format!(
+            "| (b) + signaling, control protocol, one process per peer | {b:.1} | {:.2} |",
+            b / raw.mib_per_s
         ));
     }
     line(String::new());

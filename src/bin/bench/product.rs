@@ -27,9 +27,14 @@ pub struct ChildPeer {
 
 impl ChildPeer {
     pub fn spawn(args: &[String]) -> anyhow::Result<Self> {
+        Self::spawn_cmd("peer", args)
+    }
+
+    /// Start the bench binary's hidden `subcommand` with `args`.
+    pub fn spawn_cmd(subcommand: &str, args: &[String]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the bench binary")?;
         let mut child = Command::new(exe)
-            .arg("peer")
+            .arg(subcommand)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -14,8 +14,9 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
 };
 
-/// Size of one message (the product's chunk size).
-pub const MESSAGE: usize = peershare::transfer::CHUNK_SIZE;
+/// Size of one raw message: 64 KiB, as issue 6 defines row (a). (The product's own
+/// chunk size is `peershare::transfer::CHUNK_SIZE`.)
+pub const MESSAGE: usize = 64 * 1024;
 
 /// Where the connection setup of the raw pair went, in ms from the start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -253,5 +254,194 @@ pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult
         mib_per_s: bytes as f64 / (1024.0 * 1024.0) / secs,
         secs,
         setup,
+    })
+}
+
+/// Which end of the two-process raw pair a child process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RawRole {
+    /// Creates the channel and sends.
+    Offer,
+    /// Receives and reports when the last byte arrived.
+    Answer,
+}
+
+/// The hidden `raw-peer` subcommand: one end of the raw pair in its own process, so that
+/// (a) runs with the same process layout as (b). SDP travels through the parent as
+/// `sdp <json string>` lines.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RawPeerArgs {
+    #[arg(long, value_enum)]
+    pub role: RawRole,
+    /// Bytes to move.
+    #[arg(long)]
+    pub bytes: u64,
+    #[command(flatten)]
+    pub tune: super::Tune,
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn gathered_sdp(
+    pc: &Arc<dyn PeerConnection>,
+    gathered: &mut watch::Receiver<bool>,
+) -> anyhow::Result<String> {
+    gathered.wait_for(|g| *g).await?;
+    let desc = pc
+        .local_description()
+        .await
+        .context("no local description")?;
+    Ok(serde_json::to_string(&desc.sdp)?)
+}
+
+async fn read_sdp(
+    stdin: &mut tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>,
+) -> anyhow::Result<String> {
+    let line = stdin
+        .next_line()
+        .await?
+        .context("parent closed stdin before sending the SDP")?;
+    let json = line
+        .strip_prefix("sdp ")
+        .context("expected an `sdp` line")?;
+    Ok(serde_json::from_str(json)?)
+}
+
+/// One end of the two-process raw pair (the `raw-peer` subcommand).
+pub async fn run_peer(args: RawPeerArgs) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    use webrtc::peer_connection::RTCSessionDescription;
+    let settings = args.tune.settings();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let (gathered_tx, mut gathered) = watch::channel(false);
+    let (dc_tx, mut dc_rx) = mpsc::unbounded_channel();
+    let pc = build_peer_connection(
+        &settings,
+        &[],
+        Arc::new(Handler {
+            gathered: gathered_tx,
+            connected_at: Arc::new(Mutex::new(None)),
+            channels: Some(dc_tx),
+        }),
+    )
+    .await?;
+    match args.role {
+        RawRole::Offer => {
+            let dc = pc
+                .create_data_channel("bench", Some(RTCDataChannelInit::default()))
+                .await?;
+            let (open_tx, open_rx) = oneshot::channel();
+            let poll_dc = dc.clone();
+            tokio::spawn(async move {
+                let mut open_tx = Some(open_tx);
+                while let Some(ev) = poll_dc.poll().await {
+                    match ev {
+                        DataChannelEvent::OnOpen => {
+                            if let Some(tx) = open_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        DataChannelEvent::OnClose => break,
+                        _ => {}
+                    }
+                }
+            });
+            let offer = pc.create_offer(None).await?;
+            pc.set_local_description(offer).await?;
+            println!("sdp {}", gathered_sdp(&pc, &mut gathered).await?);
+            let answer = RTCSessionDescription::answer(read_sdp(&mut stdin).await?)?;
+            pc.set_remote_description(answer).await?;
+            tokio::time::timeout(Duration::from_secs(30), open_rx)
+                .await
+                .context("data channel did not open within 30 s")??;
+            let template = BytesMut::from(&vec![0xa5u8; MESSAGE][..]);
+            println!("start {}", unix_nanos());
+            let mut left = args.bytes;
+            while left > 0 {
+                let n = left.min(MESSAGE as u64) as usize;
+                dc.send(BytesMut::from(&template[..n]))
+                    .await
+                    .context("sending on the raw data channel")?;
+                left -= n as u64;
+            }
+            println!("sent");
+        }
+        RawRole::Answer => {
+            let offer = RTCSessionDescription::offer(read_sdp(&mut stdin).await?)?;
+            pc.set_remote_description(offer).await?;
+            let answer = pc.create_answer(None).await?;
+            pc.set_local_description(answer).await?;
+            println!("sdp {}", gathered_sdp(&pc, &mut gathered).await?);
+            let rx = tokio::time::timeout(Duration::from_secs(30), dc_rx.recv())
+                .await
+                .context("no remote data channel within 30 s")?
+                .context("handler dropped")?;
+            let mut got = 0u64;
+            while got < args.bytes {
+                match rx.poll().await {
+                    Some(DataChannelEvent::OnMessage(msg)) => got += msg.data.len() as u64,
+                    Some(DataChannelEvent::OnClose) | None => break,
+                    Some(_) => {}
+                }
+            }
+            println!("end {} {got}", unix_nanos());
+        }
+    }
+    // Stay connected until the parent has read everything it needs.
+    while let Ok(Some(line)) = stdin.next_line().await {
+        if line.trim() == "quit" {
+            break;
+        }
+    }
+    let _ = pc.close().await;
+    Ok(())
+}
+
+/// (a) with each end in its own process (the layout of (b)): MiB/s from the sender's
+/// first message to the receiver's last byte, plus each process's peak RSS.
+pub struct TwoProcess {
+    pub mib_per_s: f64,
+    pub secs: f64,
+    pub sender_rss_mib: Option<f64>,
+    pub receiver_rss_mib: Option<f64>,
+}
+
+pub async fn run_two_process(tune: &super::Tune, bytes: u64) -> anyhow::Result<TwoProcess> {
+    use super::product::ChildPeer;
+    let args = |role: &str| {
+        let mut v = vec![
+            "--role".to_string(),
+            role.to_string(),
+            "--bytes".to_string(),
+            bytes.to_string(),
+        ];
+        v.extend(tune.args());
+        v
+    };
+    let mut offerer = ChildPeer::spawn_cmd("raw-peer", &args("offer"))?;
+    let mut answerer = ChildPeer::spawn_cmd("raw-peer", &args("answer"))?;
+    let offer = offerer.expect("sdp").await?;
+    answerer.send(&format!("sdp {offer}")).await?;
+    let answer = answerer.expect("sdp").await?;
+    offerer.send(&format!("sdp {answer}")).await?;
+    let start: u128 = offerer.expect("start").await?.trim().parse()?;
+    let end = answerer.expect("end").await?;
+    let (end, got) = end.split_once(' ').context("malformed end line")?;
+    let (end, got): (u128, u64) = (end.parse()?, got.trim().parse()?);
+    anyhow::ensure!(got == bytes, "raw receiver got {got} of {bytes} bytes");
+    let secs = end.saturating_sub(start) as f64 / 1e9;
+    let sender_rss_mib = offerer.peak_rss_mib();
+    let receiver_rss_mib = answerer.peak_rss_mib();
+    answerer.quit().await;
+    offerer.quit().await;
+    Ok(TwoProcess {
+        mib_per_s: bytes as f64 / (1024.0 * 1024.0) / secs,
+        secs,
+        sender_rss_mib,
+        receiver_rss_mib,
     })
 }
