@@ -37,7 +37,8 @@
 //! - [`peer`]: the public [`Peer`] handle; `session`: the task that owns all session
 //!   state (links and reconnection, uploads, downloads and their resume).
 //! - [`store`]: durable download job records next to the partial files;
-//!   `checkpoint`: the thread that makes a partial file durable while it is written.
+//!   `checkpoint`: the thread that makes a partial file durable while it is written;
+//!   `partial`: the partial file's writer (direct I/O where the filesystem allows).
 //! - [`events`], [`error`], [`config`]: the public event, error and configuration types.
 
 mod checkpoint;
@@ -46,6 +47,7 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod events;
+mod partial;
 pub mod peer;
 pub mod proto;
 pub mod rtc;

@@ -3,7 +3,7 @@
 //! behind on blocking threads, so disk I/O overlaps the network.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::checkpoint::Checkpointer;
 use crate::error::codes;
+use crate::partial::PartialWriter;
 use crate::proto::download::{ChunkError, DownloadState, Verdict};
 use crate::proto::hash::Hash;
 use crate::proto::ids::JobId;
@@ -361,14 +362,13 @@ async fn receive_to_file<C: Channel + ?Sized>(
 ) -> Result<Hash> {
     let temp = store.partial_path(&record.job_id);
     let start = state.received();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(start == 0)
-        .open(&temp)
-        .map_err(|e| storage_error(&temp, &e))?;
-    file.seek(SeekFrom::Start(start))
-        .map_err(|e| storage_error(&temp, &e))?;
+    let mut out = PartialWriter::open(&temp, start, true).map_err(|e| storage_error(&temp, &e))?;
+    tracing::debug!(
+        direct_io = out.is_direct(),
+        start,
+        "writing {}",
+        temp.display()
+    );
     counters.written.store(start, Ordering::Release);
     counters.durable.store(start, Ordering::Release);
     if start == 0 || record.offset != start {
@@ -376,7 +376,6 @@ async fn receive_to_file<C: Channel + ?Sized>(
         record.offset = start.min(record.offset);
         store.save(&record)?;
     }
-    let size = state.size();
     // The writer thread hashes what it writes, off the receive path.
     let mut hasher = state.detach_hasher().unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<BytesMut>(PIPELINE_DEPTH);
@@ -389,26 +388,31 @@ async fn receive_to_file<C: Channel + ?Sized>(
         // thread, so a sync never stalls the writer.
         let durable = writer_counters.clone();
         let checkpoints = Checkpointer::spawn(
-            file.try_clone().map_err(|e| save_error(&temp, &e))?,
+            out.handle().map_err(|e| save_error(&temp, &e))?,
             temp.clone(),
             writer_store.clone(),
             record,
             move |offset| durable.durable.store(offset, Ordering::Release),
         )?;
         while let Some(chunk) = rx.blocking_recv() {
-            file.write_all(&chunk).map_err(|e| save_error(&temp, &e))?;
+            out.write(&chunk).map_err(|e| save_error(&temp, &e))?;
             hasher.update(&chunk);
             written += chunk.len() as u64;
-            writer_counters.written.store(written, Ordering::Release);
-            if policy.due(written, written == size) {
-                checkpoints.request(written)?;
-                policy.checkpointed(written);
+            // Only what reached the file may be checkpointed (direct I/O stages up to
+            // 1 MiB).
+            let flushed = out.flushed();
+            writer_counters.written.store(flushed, Ordering::Release);
+            if policy.due(flushed, false) {
+                checkpoints.request(flushed)?;
+                policy.checkpointed(flushed);
             }
         }
         // Whatever ended the stream, what was written is made durable and recorded, so
         // a resume (in this process or the next) starts right after it.
+        out.finish().map_err(|e| save_error(&temp, &e))?;
+        writer_counters.written.store(written, Ordering::Release);
         let mut record = checkpoints.finish()?;
-        file.sync_all().map_err(|e| save_error(&temp, &e))?;
+        out.sync_all().map_err(|e| save_error(&temp, &e))?;
         if record.offset != written {
             record.offset = written;
             writer_store.save(&record)?;

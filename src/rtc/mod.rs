@@ -55,6 +55,10 @@ pub struct RtcSettings {
     /// at protocol deadlines, which caps relayed transfers far below direct ones
     /// (docs/RELAY.md). Direct connections are unaffected.
     pub relay_poll_interval: Option<Duration>,
+    /// Let the stack batch sends with UDP GSO where the kernel supports it (default;
+    /// receives are batched by GRO). `false` makes every socket report one GSO segment,
+    /// for measuring what the batching gives (docs/PERFORMANCE.md).
+    pub udp_offload: bool,
     /// Simulated network under every UDP socket (tests): loss, delay, filters, cuts;
     /// `None` = the real network only. See [`netsim`].
     pub network: Option<netsim::NetworkModel>,
@@ -76,6 +80,7 @@ impl Default for RtcSettings {
             // change (docs/PERFORMANCE.md).
             setup_poll_interval: Some(runtime::SETUP_POLL_INTERVAL),
             relay_poll_interval: Some(runtime::RELAY_POLL_INTERVAL),
+            udp_offload: true,
             network: None,
         }
     }
@@ -139,12 +144,14 @@ pub async fn build_peer_connection(
     if let Some(interval) = settings.setup_poll_interval {
         runtime = runtime.with_setup_poll(interval, runtime::SETUP_WINDOW);
     }
-    runtime = runtime.with_relay_poll(settings.relay_poll_interval);
+    runtime = runtime
+        .with_relay_poll(settings.relay_poll_interval)
+        .with_udp_offload(settings.udp_offload);
     let mut setting_engine = SettingEngineBuilder::new()
         // mDNS needs a multicast route, which namespaces and some hosts lack.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
-        // Advertise 256 KiB so browsers may send large messages; we send 64 KiB.
+        // Advertise 256 KiB so browsers may send large messages; we send 32 KiB.
         .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
         .with_sctp_max_receive_buffer_size(settings.sctp_receive_window)
         .with_ice_timeouts(

@@ -46,6 +46,8 @@ pub struct BufferedRuntime {
     relay_poll: Option<Duration>,
     /// When the last relayed data datagram went through one of this runtime's sockets.
     relay_activity: Arc<RelayActivity>,
+    /// Whether sockets may batch sends with UDP GSO.
+    udp_offload: bool,
 }
 
 impl BufferedRuntime {
@@ -57,7 +59,16 @@ impl BufferedRuntime {
             setup_poll: None,
             relay_poll: Some(RELAY_POLL_INTERVAL),
             relay_activity: Arc::new(RelayActivity::new()),
+            udp_offload: true,
         })
+    }
+
+    /// `false`: every socket reports a single GSO segment, so the stack sends one
+    /// datagram per syscall (for measurements; on by default). On loopback, GRO then
+    /// has nothing to coalesce either.
+    pub fn with_udp_offload(mut self, on: bool) -> Self {
+        self.udp_offload = on;
+        self
     }
 
     /// While TURN-relayed data flows through this runtime's sockets (and for
@@ -151,13 +162,14 @@ impl Runtime for BufferedRuntime {
         }
         tracing::debug!(?report, "UDP socket buffers");
         let inner = self.inner.wrap_udp_socket(socket)?;
-        if self.relay_poll.is_none() {
+        if self.relay_poll.is_none() && self.udp_offload {
             return Ok(inner);
         }
         Ok(Arc::new(RelayWatchSocket {
             inner,
             activity: Arc::clone(&self.relay_activity),
             clock: Arc::clone(&self.inner),
+            offload: self.udp_offload,
         }))
     }
 
@@ -255,12 +267,14 @@ fn is_relayed_data(datagram: &[u8]) -> bool {
     datagram.len() >= RELAY_DATA_MIN_BYTES && matches!(datagram.first(), Some(64..=79))
 }
 
-/// A UDP socket that notes when relayed data passes through it.
+/// A UDP socket that notes when relayed data passes through it (and can hide the
+/// kernel's GSO from the stack).
 #[derive(Debug)]
 struct RelayWatchSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     activity: Arc<RelayActivity>,
     clock: Arc<dyn Runtime>,
+    offload: bool,
 }
 
 impl AsyncUdpSocket for RelayWatchSocket {
@@ -295,10 +309,16 @@ impl AsyncUdpSocket for RelayWatchSocket {
     }
 
     fn max_gso_segments(&self) -> usize {
-        self.inner.max_gso_segments()
+        if self.offload {
+            self.inner.max_gso_segments()
+        } else {
+            1
+        }
     }
 
     fn max_gro_segments(&self) -> usize {
+        // Always the kernel's: the stack sizes its receive buffers by this (one segment
+        // means 2000-byte buffers, which truncate 8 KiB loopback datagrams).
         self.inner.max_gro_segments()
     }
 }

@@ -42,6 +42,10 @@ pub struct Tune {
     /// Cap on the driver's sleeps during connection setup, ms; 0 = no cap.
     #[arg(long)]
     pub setup_poll_ms: Option<u64>,
+    /// Hide UDP GSO from the stack: one datagram per send syscall (and, on loopback,
+    /// nothing for GRO to coalesce on receive).
+    #[arg(long)]
+    pub no_udp_offload: bool,
     /// Tokio worker threads of every peer process (default: the product's, one per core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub workers: Option<u64>,
@@ -72,6 +76,7 @@ impl Tune {
         if let Some(ms) = self.setup_poll_ms {
             s.setup_poll_interval = (ms > 0).then(|| Duration::from_millis(ms));
         }
+        s.udp_offload = !self.no_udp_offload;
         s
     }
 
@@ -95,6 +100,9 @@ impl Tune {
         }
         if let Some(x) = self.setup_poll_ms {
             v.extend(["--setup-poll-ms".to_string(), x.to_string()]);
+        }
+        if self.no_udp_offload {
+            v.push("--no-udp-offload".to_string());
         }
         if let Some(x) = self.workers {
             v.extend(["--workers".to_string(), x.to_string()]);
@@ -288,7 +296,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sys::load_average()
     ));
     line(format!(
-        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, bound to 127.0.0.1",
+        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, UDP GSO {}, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
         settings.sctp_mtu.map_or_else(
             || format!(
@@ -317,6 +325,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .setup_poll_interval
             .map_or_else(|| "off".into(), |d| format!("{} ms", d.as_millis())),
         peershare::rtc::runtime::SETUP_WINDOW.as_secs(),
+        if settings.udp_offload { "on" } else { "off" },
     ));
     line(String::new());
     line("| row | measure | result | detail |".into());
