@@ -63,7 +63,7 @@ impl PartialWriter {
                 .custom_flags(flags)
                 .open(path)
         };
-        let aligned = start % ALIGN as u64 == 0;
+        let aligned = start.is_multiple_of(ALIGN as u64);
         let (mut file, stage) = match direct && aligned {
             true => match open(libc::O_DIRECT) {
                 Ok(f) => (f, Some(Stage::new())),
