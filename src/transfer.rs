@@ -34,8 +34,14 @@ use crate::transport::Channel;
 /// behind. 32 KiB moved files as fast as 64 KiB; 16 KiB cost about 15 %
 /// (docs/PERFORMANCE.md, "Chunk size").
 pub const CHUNK_SIZE: usize = 32 * 1024;
-/// Chunks read ahead of the network, and written behind it.
+/// Chunks written behind the network.
 const PIPELINE_DEPTH: usize = 16;
+/// The sender reads the file in blocks of this size and cuts them into chunks without
+/// copying: one read syscall and one reader-thread wake-up per block instead of per
+/// chunk (the wake-ups were a fifth of the sender's CPU in a profile).
+const READ_BLOCK: usize = 256 * 1024;
+/// Blocks read ahead of the network (1 MiB with the above).
+const READ_AHEAD_BLOCKS: usize = 4;
 
 /// Messages beyond the two windows that a cut can make a sender send twice: one over
 /// the send-buffer limit (`send` waits only once the limit is exceeded) and a few that
@@ -120,43 +126,49 @@ pub async fn send_file<C: Channel + ?Sized>(
     file.seek(SeekFrom::Start(offset))
         .map_err(|e| storage_error(path, &e))?;
     let remaining = identity.size.saturating_sub(offset);
-    let (tx, mut rx) = mpsc::channel::<Result<BytesMut>>(PIPELINE_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Result<BytesMut>>(READ_AHEAD_BLOCKS);
     let reader_path = path.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || {
         let mut left = remaining;
         while left > 0 {
-            let want = left.min(CHUNK_SIZE as u64) as usize;
-            let mut buf = BytesMut::zeroed(want);
-            let res = file
-                .read_exact(&mut buf)
-                .map(|_| buf)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::UnexpectedEof => Error::PossiblyCorrupt(format!(
-                        "{} shrank while being sent",
-                        reader_path.display()
-                    )),
-                    _ => storage_error(&reader_path, &e),
-                });
+            let want = left.min(READ_BLOCK as u64);
+            // `read_to_end` fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(want as usize);
+            let res = match (&mut file).take(want).read_to_end(&mut buf) {
+                // A `Vec` converts to a unique `Bytes` and on to `BytesMut` without a
+                // copy (the fallback copy never runs: nothing else holds the buffer).
+                Ok(n) if n as u64 == want => Ok(bytes::Bytes::from(buf)
+                    .try_into_mut()
+                    .unwrap_or_else(|b| BytesMut::from(&b[..]))),
+                Ok(_) => Err(Error::PossiblyCorrupt(format!(
+                    "{} shrank while being sent",
+                    reader_path.display()
+                ))),
+                Err(e) => Err(storage_error(&reader_path, &e)),
+            };
             let failed = res.is_err();
             if tx.blocking_send(res).is_err() || failed {
                 return;
             }
-            left -= want as u64;
+            left -= want;
         }
     });
     let mut sent = 0u64;
-    while let Some(chunk) = rx.recv().await {
-        let chunk = chunk?;
-        let len = chunk.len() as u64;
-        if let Some(limit) = limit {
-            limit.take(len).await;
+    while let Some(block) = rx.recv().await {
+        let mut block = block?;
+        while !block.is_empty() {
+            let chunk = block.split_to(block.len().min(CHUNK_SIZE));
+            let len = chunk.len() as u64;
+            if let Some(limit) = limit {
+                limit.take(len).await;
+            }
+            channel
+                .send(chunk)
+                .await
+                .map_err(|_| Error::UploadFailed("data channel closed".into()))?;
+            sent += len;
+            sent_total.fetch_add(len, Ordering::Relaxed);
         }
-        channel
-            .send(chunk)
-            .await
-            .map_err(|_| Error::UploadFailed("data channel closed".into()))?;
-        sent += len;
-        sent_total.fetch_add(len, Ordering::Relaxed);
     }
     drop(rx);
     let _ = reader.await;

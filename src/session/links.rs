@@ -144,11 +144,21 @@ impl Session {
                 return;
             }
             (PeerSignal::Offer { .. }, Some(id)) if !offerer && current != Some(id) => {
-                // A new connection attempt by the offerer replaces ours.
+                // A new connection attempt by the offerer replaces ours. If ours was up,
+                // the offerer saw it die before we did: it is lost all the same.
+                let was_open = link.control_open;
                 if let Some(old) = link.conn.take() {
                     let _ = old.handle.tx.send(ConnCommand::Close(None));
                 }
                 link.control_open = false;
+                if was_open {
+                    tracing::info!(%from, "connection replaced by the peer; jobs are kept for resume");
+                    self.emit(Event::ConnectionLost {
+                        peer: from.to_string(),
+                        reason: "the peer replaced the connection".into(),
+                    });
+                    self.suspend_peer(from);
+                }
                 let conn = self.spawn_conn(from, id, false);
                 let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
                 if let Some(link) = self.links.get_mut(from) {
