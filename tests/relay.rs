@@ -69,6 +69,13 @@ fn peer_config(
     if !relay_poll {
         c.rtc.relay_poll_interval = None;
     }
+    // Measuring knob of the harness (docs/RELAY.md): the SCTP receive window in bytes.
+    if let Some(w) = std::env::var("PEERSHARE_RELAY_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.rtc.sctp_receive_window = w;
+    }
     c
 }
 
