@@ -43,6 +43,13 @@ struct Net {
 
 impl Net {
     async fn new(model: NetworkModel) -> Net {
+        Self::with_slow_answer(model, false).await
+    }
+
+    /// With `slow_answer`, the recipient is the answerer of the connection (it rejoins
+    /// until its client ID sorts after the sender's) and notices a dead path only after
+    /// a minute, so the sender (the offerer) replaces the connection first.
+    async fn with_slow_answer(model: NetworkModel, slow_answer: bool) -> Net {
         init_tracing();
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
@@ -52,10 +59,20 @@ impl Net {
         c.rtc.network = Some(model.clone());
         let (sender, events) = Peer::join(c).await.expect("join sender");
         let s_rec = Recorder::new(events);
-        let mut c = config(&server, Some(sender.session()), "recipient", &out);
-        c.rtc.network = Some(model.clone());
-        let (recipient, events) = Peer::join(c).await.expect("join recipient");
-        let r_rec = Recorder::new(events);
+        let (recipient, r_rec) = loop {
+            let mut c = config(&server, Some(sender.session()), "recipient", &out);
+            c.rtc.network = Some(model.clone());
+            if slow_answer {
+                c.rtc.ice_timeouts.disconnected = Duration::from_secs(60);
+                c.rtc.ice_timeouts.failed = Duration::from_secs(60);
+            }
+            let (recipient, events) = Peer::join(c).await.expect("join recipient");
+            // The offerer is the peer with the smaller client ID.
+            if !slow_answer || recipient.client_id() > sender.client_id() {
+                break (recipient, Recorder::new(events));
+            }
+            recipient.leave().await;
+        };
         Net {
             model,
             _server: server,
@@ -303,6 +320,62 @@ async fn resume_path_dies_and_returns_job_resumes_from_offset() {
             .iter()
             .any(|e| matches!(e, Event::UploadFailed { .. }))
     );
+}
+
+/// The sender (the offerer) sees the path die long before the recipient does, and its
+/// new offer replaces a connection the recipient still thinks is open: the recipient
+/// reports the loss like its own and the same job resumes.
+#[tokio::test]
+async fn resume_offerer_replaces_connection_answerer_reports_loss_and_resumes() {
+    let size = 16 << 20;
+    let mut net = Net::with_slow_answer(NetworkModel::new(11, wan(Loss::None)), true).await;
+    let (src, data) = net.file(size, 11);
+    net.start(src).await;
+    let Event::DownloadStarted { job_id, .. } = net
+        .r_rec
+        .until("start", |e| matches!(e, Event::DownloadStarted { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    net.r_rec
+        .until(
+            "some data",
+            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 2 << 20),
+        )
+        .await;
+    net.model.cut();
+    // The sender's ICE gives up after 3 s + 5 s; the recipient's would take 2 minutes.
+    net.s_rec
+        .until("sender notices", |e| {
+            matches!(e, Event::ConnectionLost { .. })
+        })
+        .await;
+    net.model.restore();
+    let lost = net
+        .r_rec
+        .until("recipient told", |e| {
+            matches!(e, Event::ConnectionLost { .. })
+        })
+        .await;
+    let Event::ConnectionLost { reason, .. } = lost else {
+        unreachable!()
+    };
+    assert_eq!(reason, "the peer replaced the connection");
+    let Event::DownloadStarted {
+        job_id: again,
+        offset,
+        ..
+    } = net
+        .r_rec
+        .until("resumed", |e| matches!(e, Event::DownloadStarted { .. }))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(again, job_id, "the same job resumes");
+    assert!(offset > 0, "resumed from {offset}");
+    net.finish(&data).await;
 }
 
 /// Direct peer-to-peer UDP is blocked, traffic to the relay is allowed: the connection
