@@ -114,8 +114,12 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        // Not finished (the writer failed): let the thread end on its own.
+        // Not finished (the writer failed): wait for the thread too, so that no record
+        // is written after the caller has moved on (and perhaps removed the job's files).
         self.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -188,6 +192,29 @@ mod tests {
         assert_eq!(last.offset, 10);
         assert_eq!(durable.load(Ordering::Acquire), 10);
         assert_eq!(store.load(&rec.job_id).unwrap().offset, 10);
+    }
+
+    #[test]
+    fn checkpointer_dropped_with_a_request_pending_has_stored_it_on_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::new(dir.path());
+        let rec = record();
+        let path = store.partial_path(&rec.job_id);
+        let mut file = File::create(&path).unwrap();
+        store.save(&rec).unwrap();
+        let cp = Checkpointer::spawn(
+            file.try_clone().unwrap(),
+            path,
+            store.clone(),
+            rec.clone(),
+            |_| {},
+        )
+        .unwrap();
+        file.write_all(b"1234567").unwrap();
+        cp.request(7).unwrap();
+        drop(cp);
+        // Nothing runs after the drop: the pending request was served before it returned.
+        assert_eq!(store.load(&rec.job_id).unwrap().offset, 7);
     }
 
     #[test]
