@@ -103,6 +103,39 @@ impl Net {
             .unwrap();
     }
 
+    /// The recipient's next `DownloadStarted`: its job and offset.
+    async fn next_start(&mut self) -> (peershare::proto::ids::JobId, u64) {
+        let started = self
+            .r_rec
+            .until("download started", |e| {
+                matches!(e, Event::DownloadStarted { .. })
+            })
+            .await;
+        let Event::DownloadStarted { job_id, offset, .. } = started else {
+            unreachable!("matched DownloadStarted")
+        };
+        (job_id, offset)
+    }
+
+    /// Start downloading `src`, wait until `after` bytes have arrived, then cut the
+    /// path. Returns the job and the offset of its first attempt.
+    async fn start_then_cut(
+        &mut self,
+        src: std::path::PathBuf,
+        after: u64,
+    ) -> (peershare::proto::ids::JobId, u64) {
+        self.start(src).await;
+        let first = self.next_start().await;
+        self.r_rec
+            .until(
+                "some data",
+                |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= after),
+            )
+            .await;
+        self.model.cut();
+        first
+    }
+
     /// Wait for the download to end; assert it completed with identical bytes.
     async fn finish(&mut self, data: &[u8]) {
         let done = self.r_rec.until("download end", is_completed).await;
@@ -266,41 +299,15 @@ async fn resume_path_dies_and_returns_job_resumes_from_offset() {
     let size = 24 << 20;
     let mut net = Net::new(NetworkModel::new(7, wan(Loss::None))).await;
     let (src, data) = net.file(size, 7);
-    net.start(src).await;
-    let Event::DownloadStarted {
-        job_id, offset: 0, ..
-    } = net
-        .r_rec
-        .until("start", |e| matches!(e, Event::DownloadStarted { .. }))
-        .await
-    else {
-        panic!("the first attempt starts at 0")
-    };
-    net.r_rec
-        .until(
-            "some data",
-            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 4 << 20),
-        )
-        .await;
-    net.model.cut();
+    let (job_id, first) = net.start_then_cut(src, 4 << 20).await;
+    assert_eq!(first, 0, "the first attempt starts at 0");
     net.r_rec
         .until("connection lost", |e| {
             matches!(e, Event::ConnectionLost { .. })
         })
         .await;
     net.model.restore();
-    let resumed = net
-        .r_rec
-        .until("resumed", |e| matches!(e, Event::DownloadStarted { .. }))
-        .await;
-    let Event::DownloadStarted {
-        job_id: again,
-        offset,
-        ..
-    } = resumed
-    else {
-        unreachable!()
-    };
+    let (again, offset) = net.next_start().await;
     assert_eq!(again, job_id, "the same job resumes");
     assert!(
         offset >= 4 << 20,
@@ -330,21 +337,7 @@ async fn resume_offerer_replaces_connection_answerer_reports_loss_and_resumes() 
     let size = 16 << 20;
     let mut net = Net::with_slow_answer(NetworkModel::new(11, wan(Loss::None)), true).await;
     let (src, data) = net.file(size, 11);
-    net.start(src).await;
-    let Event::DownloadStarted { job_id, .. } = net
-        .r_rec
-        .until("start", |e| matches!(e, Event::DownloadStarted { .. }))
-        .await
-    else {
-        unreachable!()
-    };
-    net.r_rec
-        .until(
-            "some data",
-            |e| matches!(e, Event::DownloadProgress { bytes, .. } if *bytes >= 2 << 20),
-        )
-        .await;
-    net.model.cut();
+    let (job_id, _) = net.start_then_cut(src, 2 << 20).await;
     // The sender's ICE gives up after 3 s + 5 s; the recipient's would take 2 minutes.
     net.s_rec
         .until("sender notices", |e| {
@@ -362,17 +355,7 @@ async fn resume_offerer_replaces_connection_answerer_reports_loss_and_resumes() 
         unreachable!()
     };
     assert_eq!(reason, "the peer replaced the connection");
-    let Event::DownloadStarted {
-        job_id: again,
-        offset,
-        ..
-    } = net
-        .r_rec
-        .until("resumed", |e| matches!(e, Event::DownloadStarted { .. }))
-        .await
-    else {
-        unreachable!()
-    };
+    let (again, offset) = net.next_start().await;
     assert_eq!(again, job_id, "the same job resumes");
     assert!(offset > 0, "resumed from {offset}");
     net.finish(&data).await;
