@@ -135,21 +135,7 @@ pub async fn connect_pair(settings: &RtcSettings, adapter: bool) -> anyhow::Resu
         drop(open_tx);
         Some(RtcChannel::spawn(dc.clone(), false))
     } else {
-        let poll_dc = dc.clone();
-        tokio::spawn(async move {
-            let mut open_tx = Some(open_tx);
-            while let Some(ev) = poll_dc.poll().await {
-                match ev {
-                    DataChannelEvent::OnOpen => {
-                        if let Some(tx) = open_tx.take() {
-                            let _ = tx.send(Instant::now());
-                        }
-                    }
-                    DataChannelEvent::OnClose => break,
-                    _ => {}
-                }
-            }
-        });
+        watch_open(dc.clone(), open_tx);
         None
     };
 
@@ -220,31 +206,11 @@ pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult
     let rx = remote;
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let mut got = 0u64;
-        while let Some(ev) = rx.poll().await {
-            match ev {
-                DataChannelEvent::OnMessage(msg) => {
-                    got += msg.data.len() as u64;
-                    if got >= bytes {
-                        break;
-                    }
-                }
-                DataChannelEvent::OnClose => break,
-                _ => {}
-            }
-        }
+        let got = receive_bytes(&rx, bytes).await;
         let _ = done_tx.send((got, Instant::now()));
     });
-    let template = BytesMut::from(&vec![0xa5u8; MESSAGE][..]);
     let start = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(MESSAGE as u64) as usize;
-        dc.send(BytesMut::from(&template[..n]))
-            .await
-            .context("sending on the raw data channel")?;
-        left -= n as u64;
-    }
+    send_messages(&dc, bytes).await?;
     let (got, end) = done_rx.await.context("receiver task ended")?;
     anyhow::ensure!(got == bytes, "raw receiver got {got} of {bytes} bytes");
     let secs = end.duration_since(start).as_secs_f64();
@@ -255,6 +221,52 @@ pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult
         secs,
         setup,
     })
+}
+
+/// Poll `dc` for as long as it lives (every channel must be polled all the time) and
+/// report when it opens.
+fn watch_open(dc: Arc<dyn DataChannel>, opened: oneshot::Sender<Instant>) {
+    tokio::spawn(async move {
+        let mut opened = Some(opened);
+        while let Some(ev) = dc.poll().await {
+            match ev {
+                DataChannelEvent::OnOpen => {
+                    if let Some(tx) = opened.take() {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Send `bytes` on `dc` as [`MESSAGE`]-sized messages.
+async fn send_messages(dc: &Arc<dyn DataChannel>, bytes: u64) -> anyhow::Result<()> {
+    let template = BytesMut::from(&vec![0xa5u8; MESSAGE][..]);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MESSAGE as u64) as usize;
+        dc.send(BytesMut::from(&template[..n]))
+            .await
+            .context("sending on the raw data channel")?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Receive on `dc` until `bytes` arrived or it closed; returns the bytes received.
+async fn receive_bytes(dc: &Arc<dyn DataChannel>, bytes: u64) -> u64 {
+    let mut got = 0u64;
+    while got < bytes {
+        match dc.poll().await {
+            Some(DataChannelEvent::OnMessage(msg)) => got += msg.data.len() as u64,
+            Some(DataChannelEvent::OnClose) | None => break,
+            Some(_) => {}
+        }
+    }
+    got
 }
 
 /// Which end of the two-process raw pair a child process is.
@@ -335,21 +347,7 @@ pub async fn run_peer(args: RawPeerArgs) -> anyhow::Result<()> {
                 .create_data_channel("bench", Some(RTCDataChannelInit::default()))
                 .await?;
             let (open_tx, open_rx) = oneshot::channel();
-            let poll_dc = dc.clone();
-            tokio::spawn(async move {
-                let mut open_tx = Some(open_tx);
-                while let Some(ev) = poll_dc.poll().await {
-                    match ev {
-                        DataChannelEvent::OnOpen => {
-                            if let Some(tx) = open_tx.take() {
-                                let _ = tx.send(());
-                            }
-                        }
-                        DataChannelEvent::OnClose => break,
-                        _ => {}
-                    }
-                }
-            });
+            watch_open(dc.clone(), open_tx);
             let offer = pc.create_offer(None).await?;
             pc.set_local_description(offer).await?;
             println!("sdp {}", gathered_sdp(&pc, &mut gathered).await?);
@@ -358,16 +356,8 @@ pub async fn run_peer(args: RawPeerArgs) -> anyhow::Result<()> {
             tokio::time::timeout(Duration::from_secs(30), open_rx)
                 .await
                 .context("data channel did not open within 30 s")??;
-            let template = BytesMut::from(&vec![0xa5u8; MESSAGE][..]);
             println!("start {}", unix_nanos());
-            let mut left = args.bytes;
-            while left > 0 {
-                let n = left.min(MESSAGE as u64) as usize;
-                dc.send(BytesMut::from(&template[..n]))
-                    .await
-                    .context("sending on the raw data channel")?;
-                left -= n as u64;
-            }
+            send_messages(&dc, args.bytes).await?;
             println!("sent");
         }
         RawRole::Answer => {
@@ -380,14 +370,7 @@ pub async fn run_peer(args: RawPeerArgs) -> anyhow::Result<()> {
                 .await
                 .context("no remote data channel within 30 s")?
                 .context("handler dropped")?;
-            let mut got = 0u64;
-            while got < args.bytes {
-                match rx.poll().await {
-                    Some(DataChannelEvent::OnMessage(msg)) => got += msg.data.len() as u64,
-                    Some(DataChannelEvent::OnClose) | None => break,
-                    Some(_) => {}
-                }
-            }
+            let got = receive_bytes(&rx, args.bytes).await;
             println!("end {} {got}", unix_nanos());
         }
     }
