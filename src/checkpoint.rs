@@ -164,67 +164,78 @@ mod tests {
         }
     }
 
-    #[test]
-    fn checkpointer_requests_store_the_latest_offset() {
+    /// A stored job with an empty partial file, and a checkpointer for it.
+    struct Job {
+        _dir: tempfile::TempDir,
+        store: JobStore,
+        rec: JobRecord,
+        file: File,
+    }
+
+    fn job() -> Job {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::new(dir.path());
         let rec = record();
-        let path = store.partial_path(&rec.job_id);
-        let mut file = File::create(&path).unwrap();
+        let file = File::create(store.partial_path(&rec.job_id)).unwrap();
         store.save(&rec).unwrap();
+        Job {
+            _dir: dir,
+            store,
+            rec,
+            file,
+        }
+    }
+
+    impl Job {
+        fn checkpointer(&self, on_durable: impl Fn(u64) + Send + 'static) -> Checkpointer {
+            Checkpointer::spawn(
+                self.file.try_clone().unwrap(),
+                self.store.partial_path(&self.rec.job_id),
+                self.store.clone(),
+                self.rec.clone(),
+                on_durable,
+            )
+            .unwrap()
+        }
+
+        fn stored_offset(&self) -> u64 {
+            self.store.load(&self.rec.job_id).unwrap().offset
+        }
+    }
+
+    #[test]
+    fn checkpointer_requests_store_the_latest_offset() {
+        let mut job = job();
         let durable = Arc::new(AtomicU64::new(0));
-        let cp = Checkpointer::spawn(
-            file.try_clone().unwrap(),
-            path,
-            store.clone(),
-            rec.clone(),
-            {
-                let durable = durable.clone();
-                move |o| durable.store(o, Ordering::Release)
-            },
-        )
-        .unwrap();
-        file.write_all(b"12345").unwrap();
+        let cp = job.checkpointer({
+            let durable = durable.clone();
+            move |o| durable.store(o, Ordering::Release)
+        });
+        job.file.write_all(b"12345").unwrap();
         cp.request(5).unwrap();
-        file.write_all(b"67890").unwrap();
+        job.file.write_all(b"67890").unwrap();
         cp.request(10).unwrap();
         let last = cp.finish().unwrap();
         assert_eq!(last.offset, 10);
         assert_eq!(durable.load(Ordering::Acquire), 10);
-        assert_eq!(store.load(&rec.job_id).unwrap().offset, 10);
+        assert_eq!(job.stored_offset(), 10);
     }
 
     #[test]
     fn checkpointer_dropped_with_a_request_pending_has_stored_it_on_return() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = JobStore::new(dir.path());
-        let rec = record();
-        let path = store.partial_path(&rec.job_id);
-        let mut file = File::create(&path).unwrap();
-        store.save(&rec).unwrap();
-        let cp = Checkpointer::spawn(
-            file.try_clone().unwrap(),
-            path,
-            store.clone(),
-            rec.clone(),
-            |_| {},
-        )
-        .unwrap();
-        file.write_all(b"1234567").unwrap();
+        let mut job = job();
+        let cp = job.checkpointer(|_| {});
+        job.file.write_all(b"1234567").unwrap();
         cp.request(7).unwrap();
         drop(cp);
         // Nothing runs after the drop: the pending request was served before it returned.
-        assert_eq!(store.load(&rec.job_id).unwrap().offset, 7);
+        assert_eq!(job.stored_offset(), 7);
     }
 
     #[test]
     fn checkpointer_without_requests_finishes_with_the_record_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = JobStore::new(dir.path());
-        let rec = record();
-        let path = store.partial_path(&rec.job_id);
-        let file = File::create(&path).unwrap();
-        let cp = Checkpointer::spawn(file, path, store, rec.clone(), |_| {}).unwrap();
-        assert_eq!(cp.finish().unwrap(), rec);
+        let job = job();
+        let cp = job.checkpointer(|_| {});
+        assert_eq!(cp.finish().unwrap(), job.rec);
     }
 }

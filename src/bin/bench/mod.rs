@@ -245,7 +245,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.breakdown {
         phase("breakdown: channel adapter");
         layers.push((
-            "(a) + the product's channel adapter (RtcChannel on both ends), no file I/O",
+            "(a') + the product's channel adapter (RtcChannel on both ends), no file I/O",
             breakdown::adapter(&settings, bytes).await?,
         ));
         phase("breakdown: transfer engine on tmpfs");
