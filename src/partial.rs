@@ -111,27 +111,27 @@ impl PartialWriter {
             stage.len += n;
             data = &data[n..];
             if stage.len == STAGE {
-                self.flush_stage()?;
+                self.write_direct(STAGE)?;
             }
         }
         Ok(())
     }
 
-    /// Write what is staged (a whole number of blocks, or everything at the end).
-    fn flush_stage(&mut self) -> io::Result<()> {
+    /// Write the first `len` staged bytes (a whole number of blocks) directly and keep
+    /// the rest staged; if the filesystem refuses (some accept `O_DIRECT` at open and
+    /// not at write), everything staged goes buffered from now on.
+    fn write_direct(&mut self, len: usize) -> io::Result<()> {
         let Some(stage) = self.stage.as_mut() else {
             return Ok(());
         };
-        if stage.len == 0 {
-            return Ok(());
-        }
-        match self.file.write_all(stage.filled()) {
+        let from = stage.start;
+        match self.file.write_all(&stage.mem[from..from + len]) {
             Ok(()) => {
-                self.flushed += stage.len as u64;
-                stage.len = 0;
+                self.flushed += len as u64;
+                stage.mem.copy_within(from + len..from + stage.len, from);
+                stage.len -= len;
                 Ok(())
             }
-            // Accepted at open, refused at write (some filesystems do): go buffered.
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => self.fall_back_to_buffered(),
             Err(e) => Err(e),
         }
@@ -159,28 +159,20 @@ impl PartialWriter {
             return Ok(());
         };
         let whole = stage.len / ALIGN * ALIGN;
-        let from = stage.start;
         if whole > 0 {
-            match self.file.write_all(&stage.mem[from..from + whole]) {
-                Ok(()) => self.flushed += whole as u64,
-                // Refused at write: everything staged goes buffered.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    return self.fall_back_to_buffered();
-                }
-                Err(e) => return Err(e),
-            }
+            self.write_direct(whole)?;
         }
+        // Still direct (else the fallback wrote everything): the unaligned tail.
         let Some(stage) = self.stage.as_mut() else {
             return Ok(());
         };
-        let tail = &stage.mem[from + whole..from + stage.len];
-        if !tail.is_empty() {
+        if stage.len > 0 {
             let mut buffered = OpenOptions::new().write(true).open(&self.path)?;
             buffered.seek(SeekFrom::Start(self.flushed))?;
-            buffered.write_all(tail)?;
-            self.flushed += tail.len() as u64;
+            buffered.write_all(stage.filled())?;
+            self.flushed += stage.len as u64;
+            stage.len = 0;
         }
-        stage.len = 0;
         Ok(())
     }
 
