@@ -415,6 +415,8 @@ async fn receive_to_file<C: Channel + ?Sized>(
             let flushed = out.flushed();
             writer_counters.written.store(flushed, Ordering::Release);
             if policy.due(flushed, false) {
+                // Requested here; the checkpoint thread makes it durable and raises
+                // `counters.durable` when it is.
                 checkpoints.request(flushed)?;
                 policy.checkpointed(flushed);
             }

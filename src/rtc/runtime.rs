@@ -14,10 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    Transmit, default_runtime,
-};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Runtime, Transmit, default_runtime};
 
 /// Socket buffer size requested for every UDP socket.
 pub const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -131,20 +128,93 @@ pub fn enlarge_buffers(socket: &std::net::UdpSocket, bytes: usize) -> BufferRepo
     }
 }
 
+/// The [`Runtime`] methods a wrapper passes straight to its `inner` runtime: everything
+/// but `wrap_udp_socket`, `sleep` and `name`, which each wrapper writes itself. Used by
+/// [`BufferedRuntime`] and `netsim::SimRuntime` inside their `impl Runtime`.
+macro_rules! delegate_runtime {
+    () => {
+        fn spawn(
+            &self,
+            future: ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + Send>>,
+        ) -> Box<dyn ::webrtc::runtime::JoinHandle> {
+            self.inner.spawn(future)
+        }
+
+        fn spawn_reactor(
+            &self,
+            reactor_pool_size: usize,
+            future: ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + Send>>,
+        ) -> Box<dyn ::webrtc::runtime::JoinHandle> {
+            self.inner.spawn_reactor(reactor_pool_size, future)
+        }
+
+        fn wrap_tcp_listener(
+            &self,
+            listener: ::std::net::TcpListener,
+        ) -> ::std::io::Result<::std::sync::Arc<dyn ::webrtc::runtime::AsyncTcpListener>> {
+            self.inner.wrap_tcp_listener(listener)
+        }
+
+        fn connect_tcp<'a>(
+            &'a self,
+            remote_addr: ::std::net::SocketAddr,
+        ) -> ::std::pin::Pin<
+            Box<
+                dyn ::std::future::Future<
+                        Output = ::std::io::Result<
+                            ::std::sync::Arc<dyn ::webrtc::runtime::AsyncTcpStream>,
+                        >,
+                    > + Send
+                    + 'a,
+            >,
+        > {
+            self.inner.connect_tcp(remote_addr)
+        }
+
+        fn resolve_host<'a>(
+            &'a self,
+            host: &'a str,
+        ) -> ::std::pin::Pin<
+            Box<
+                dyn ::std::future::Future<Output = ::std::io::Result<Vec<::std::net::SocketAddr>>>
+                    + Send
+                    + 'a,
+            >,
+        > {
+            self.inner.resolve_host(host)
+        }
+
+        fn now(&self) -> ::std::time::Instant {
+            self.inner.now()
+        }
+
+        fn interval(
+            &self,
+            period: ::std::time::Duration,
+        ) -> Box<dyn ::webrtc::runtime::AsyncInterval> {
+            self.inner.interval(period)
+        }
+
+        fn block_on(
+            &self,
+            future: ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + '_>>,
+        ) {
+            self.inner.block_on(future)
+        }
+
+        fn yield_now(
+            &self,
+        ) -> ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + Send + 'static>> {
+            self.inner.yield_now()
+        }
+    };
+}
+pub(crate) use delegate_runtime;
+
 static CAP_WARNING: Once = Once::new();
 
 impl Runtime for BufferedRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
-    }
-
-    fn spawn_reactor(
-        &self,
-        reactor_pool_size: usize,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn JoinHandle> {
-        self.inner.spawn_reactor(reactor_pool_size, future)
-    }
+    delegate_runtime!();
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let report = enlarge_buffers(&socket, self.buffer_bytes);
@@ -173,31 +243,6 @@ impl Runtime for BufferedRuntime {
         }))
     }
 
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.inner.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let mut duration = match self.setup_poll {
             Some((cap, until)) if Instant::now() < until => duration.min(cap),
@@ -210,18 +255,6 @@ impl Runtime for BufferedRuntime {
             duration = cap;
         }
         self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future)
-    }
-
-    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.yield_now()
     }
 
     fn name(&self) -> &'static str {
