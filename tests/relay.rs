@@ -69,6 +69,10 @@ fn peer_config(
     if !relay_poll {
         c.rtc.relay_poll_interval = None;
     }
+    // Measuring knob of the harness (docs/RELAY.md): relayed datagrams sent singly.
+    if std::env::var_os("PEERSHARE_RELAY_BENCH_NO_BATCH").is_some() {
+        c.rtc.relay_batching = false;
+    }
     // Measuring knob of the harness (docs/RELAY.md): the SCTP receive window in bytes.
     if let Some(w) = std::env::var("PEERSHARE_RELAY_BENCH_WINDOW")
         .ok()

@@ -42,6 +42,7 @@ mod ids;
 pub mod protocol;
 mod ratelimit;
 mod registry;
+pub mod relay_plane;
 mod server;
 pub mod turn;
 

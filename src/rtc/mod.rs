@@ -59,6 +59,10 @@ pub struct RtcSettings {
     /// receives are batched by GRO). `false` makes every socket report one GSO segment,
     /// for measuring what the batching gives (docs/PERFORMANCE.md).
     pub udp_offload: bool,
+    /// Batch TURN-relayed datagrams into UDP GSO sends (default), as the stack does for
+    /// direct ones; `false` sends them one per syscall (docs/RELAY.md). Never applied
+    /// under a simulated [`network`](Self::network).
+    pub relay_batching: bool,
     /// Simulated network under every UDP socket (tests): loss, delay, filters, cuts;
     /// `None` = the real network only. See [`netsim`].
     pub network: Option<netsim::NetworkModel>,
@@ -81,6 +85,7 @@ impl Default for RtcSettings {
             setup_poll_interval: Some(runtime::SETUP_POLL_INTERVAL),
             relay_poll_interval: Some(runtime::RELAY_POLL_INTERVAL),
             udp_offload: true,
+            relay_batching: true,
             network: None,
         }
     }
@@ -146,7 +151,8 @@ pub async fn build_peer_connection(
     }
     runtime = runtime
         .with_relay_poll(settings.relay_poll_interval)
-        .with_udp_offload(settings.udp_offload);
+        .with_udp_offload(settings.udp_offload)
+        .with_relay_batching(settings.relay_batching && settings.network.is_none());
     let mut setting_engine = SettingEngineBuilder::new()
         // mDNS needs a multicast route, which namespaces and some hosts lack.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)

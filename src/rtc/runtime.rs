@@ -4,16 +4,18 @@
 //! default 208 KiB receive buffer, bursts of SCTP packets overflow it and the transfer
 //! stalls in loss recovery (6–37 MiB/s on loopback); with 4 MiB it runs at 250+ MiB/s.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use peershare_signaling::relay_plane::GsoRun;
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Runtime, Transmit, default_runtime};
 
 /// Socket buffer size requested for every UDP socket.
@@ -31,6 +33,8 @@ pub const RELAY_ACTIVE_WINDOW: Duration = Duration::from_millis(250);
 /// Relayed datagrams at least this large count as data (consent checks and keep-alives
 /// through the relay are smaller and do not keep the fast polling on).
 const RELAY_DATA_MIN_BYTES: usize = 256;
+/// Relayed datagrams a socket holds back at most before it sends them anyway.
+const RELAY_BATCH_MAX_BYTES: usize = 256 * 1024;
 
 /// Delegates to the default (tokio) runtime and enlarges UDP socket buffers.
 #[derive(Debug)]
@@ -45,6 +49,11 @@ pub struct BufferedRuntime {
     relay_activity: Arc<RelayActivity>,
     /// Whether sockets may batch sends with UDP GSO.
     udp_offload: bool,
+    /// Whether sockets batch relayed (TURN ChannelData) datagrams into GSO sends, flushed
+    /// when the driver goes to sleep.
+    relay_batching: bool,
+    /// This runtime's sockets, for that flush.
+    sockets: Arc<Mutex<Vec<Weak<RelayWatchSocket>>>>,
 }
 
 impl BufferedRuntime {
@@ -57,7 +66,20 @@ impl BufferedRuntime {
             relay_poll: Some(RELAY_POLL_INTERVAL),
             relay_activity: Arc::new(RelayActivity::new()),
             udp_offload: true,
+            relay_batching: true,
+            sockets: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// `true` (default): TURN ChannelData datagrams that the stack sends one by one are
+    /// collected per driver pass and leave as UDP GSO batches when the driver goes to
+    /// sleep. The `webrtc` 0.21.1 driver batches only direct writes (`flush_writes` sends
+    /// TURN-relayed ones per packet); this gives relayed writes the same batching.
+    /// Only valid when the driver itself sends through these sockets (not under a
+    /// simulated network, whose link tasks send at their own times).
+    pub fn with_relay_batching(mut self, on: bool) -> Self {
+        self.relay_batching = on;
+        self
     }
 
     /// `false`: every socket reports a single GSO segment, so the stack sends one
@@ -232,15 +254,23 @@ impl Runtime for BufferedRuntime {
         }
         tracing::debug!(?report, "UDP socket buffers");
         let inner = self.inner.wrap_udp_socket(socket)?;
-        if self.relay_poll.is_none() && self.udp_offload {
+        let batching = self.relay_batching && self.udp_offload;
+        if self.relay_poll.is_none() && self.udp_offload && !batching {
             return Ok(inner);
         }
-        Ok(Arc::new(RelayWatchSocket {
+        let socket = Arc::new(RelayWatchSocket {
             inner,
             activity: Arc::clone(&self.relay_activity),
             clock: Arc::clone(&self.inner),
             offload: self.udp_offload,
-        }))
+            batch: batching.then(|| Mutex::new(RelayBatch::default())),
+        });
+        if batching {
+            let mut sockets = lock(&self.sockets);
+            sockets.retain(|s| s.strong_count() > 0);
+            sockets.push(Arc::downgrade(&socket));
+        }
+        Ok(socket)
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
@@ -254,11 +284,47 @@ impl Runtime for BufferedRuntime {
         {
             duration = cap;
         }
-        self.inner.sleep(duration)
+        let sleep = self.inner.sleep(duration);
+        // The driver sleeps once per pass: send the relayed datagrams the pass produced.
+        let held: Vec<Arc<RelayWatchSocket>> = lock(&self.sockets)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|s| s.holds_datagrams())
+            .collect();
+        if held.is_empty() {
+            return sleep;
+        }
+        Box::pin(FlushThenSleep { held, sleep })
     }
 
     fn name(&self) -> &'static str {
         "peershare-buffered-tokio"
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values are plain queues, still valid after a panic elsewhere.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A driver sleep that first sends what its sockets hold back.
+struct FlushThenSleep {
+    held: Vec<Arc<RelayWatchSocket>>,
+    sleep: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+}
+
+impl Future for FlushThenSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(socket) = self.held.last() {
+            if socket.poll_flush(cx).is_pending() {
+                // Woken when the socket can take more; the timer is polled after.
+                return Poll::Pending;
+            }
+            self.held.pop();
+        }
+        self.sleep.as_mut().poll(cx)
     }
 }
 
@@ -300,14 +366,101 @@ fn is_relayed_data(datagram: &[u8]) -> bool {
     datagram.len() >= RELAY_DATA_MIN_BYTES && matches!(datagram.first(), Some(64..=79))
 }
 
-/// A UDP socket that notes when relayed data passes through it (and can hide the
-/// kernel's GSO from the stack).
+/// Whether a datagram is TURN ChannelData (RFC 7983 range, with its 4-byte header).
+fn is_channel_data(datagram: &[u8]) -> bool {
+    datagram.len() >= 4 && matches!(datagram.first(), Some(64..=79))
+}
+
+/// Relayed datagrams held back for one GSO send, oldest run first.
+#[derive(Debug, Default)]
+struct RelayBatch {
+    runs: VecDeque<GsoRun>,
+    bytes: usize,
+}
+
+/// A UDP socket that notes when relayed data passes through it, batches relayed
+/// datagrams into GSO sends, and can hide the kernel's GSO from the stack.
 #[derive(Debug)]
 struct RelayWatchSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     activity: Arc<RelayActivity>,
     clock: Arc<dyn Runtime>,
     offload: bool,
+    /// `Some` when relayed datagrams are batched (see [`BufferedRuntime::with_relay_batching`]).
+    batch: Option<Mutex<RelayBatch>>,
+}
+
+impl RelayWatchSocket {
+    fn holds_datagrams(&self) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|b| !lock(b).runs.is_empty())
+    }
+
+    /// Send every held run, in order. A run the kernel refuses is resent one datagram at
+    /// a time (GSO refused) or dropped (like any lost datagram); only `Pending` (socket
+    /// full) stops the flush, to be resumed when the socket is writable.
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(batch) = &self.batch else {
+            return Poll::Ready(());
+        };
+        let mut batch = lock(batch);
+        while let Some(run) = batch.runs.front() {
+            match self.inner.poll_send(cx, &run.transmit()) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) if run.count() > 1 => {
+                    tracing::debug!(error = %e, "relayed GSO send refused; resending singly");
+                    let singles: Vec<GsoRun> = run.split().collect();
+                    batch.runs.pop_front();
+                    for single in singles.into_iter().rev() {
+                        batch.runs.push_front(single);
+                    }
+                    continue;
+                }
+                Poll::Ready(Err(e)) => tracing::debug!(error = %e, "relayed send failed"),
+            }
+            if let Some(sent) = batch.runs.pop_front() {
+                batch.bytes = batch.bytes.saturating_sub(sent.len());
+            }
+        }
+        batch.bytes = 0;
+        Poll::Ready(())
+    }
+
+    /// Hold `transmit` back for a GSO batch if it is a single relayed datagram and the
+    /// kernel can batch; `false` = send it now.
+    fn try_hold(&self, transmit: &Transmit<'_>) -> bool {
+        let Some(batch) = &self.batch else {
+            return false;
+        };
+        let max_segments = self.inner.max_gso_segments();
+        if transmit.segment_size.is_some()
+            || transmit.ecn.is_some()
+            || transmit.src_ip.is_some()
+            || max_segments <= 1
+            || !is_channel_data(transmit.contents)
+        {
+            return false;
+        }
+        let mut batch = lock(batch);
+        if batch.bytes + transmit.contents.len() > RELAY_BATCH_MAX_BYTES {
+            return false;
+        }
+        batch.bytes += transmit.contents.len();
+        // Only the newest run may grow: runs leave in order, so appending to an older one
+        // would overtake the datagrams queued after it.
+        let appended = batch.runs.back_mut().is_some_and(|run| {
+            run.destination() == transmit.destination
+                && run.try_push(transmit.contents, max_segments)
+        });
+        if !appended {
+            batch
+                .runs
+                .push_back(GsoRun::new(transmit.destination, transmit.contents));
+        }
+        true
+    }
 }
 
 impl AsyncUdpSocket for RelayWatchSocket {
@@ -318,6 +471,16 @@ impl AsyncUdpSocket for RelayWatchSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         if is_relayed_data(transmit.contents) {
             self.activity.mark(self.clock.now());
+        }
+        if self.try_hold(transmit) {
+            return Poll::Ready(Ok(transmit.contents.len()));
+        }
+        // Anything sent now goes after what is held, so the order on the wire is kept.
+        if self.poll_flush(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if self.try_hold(transmit) {
+            return Poll::Ready(Ok(transmit.contents.len()));
         }
         self.inner.poll_send(cx, transmit)
     }

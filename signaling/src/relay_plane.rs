@@ -1,0 +1,729 @@
+//! The embedded relay's data plane: the sockets the `turn` server reads and writes.
+//!
+//! The `turn` 0.17 server handles every relayed datagram with one syscall per hop: a
+//! `recvfrom` on its listener, a `sendto` from the sender's relay socket to the recipient's
+//! relay socket, a `recvfrom` there and a `sendto` back out of the listener — four per
+//! datagram, about a third of the relayed CPU in a profile (docs/RELAY.md). The server takes
+//! its sockets as [`Conn`] trait objects, so this module replaces them without touching the
+//! protocol logic:
+//!
+//! - [`ListenerConn`]: the listening socket. Reads use `recvmmsg` with UDP GRO (one syscall
+//!   for up to 32 buffers of coalesced datagrams, split here into the server's one datagram
+//!   per `recv_from`). Writes are queued in a [`SendBatcher`] and leave as UDP GSO batches:
+//!   consecutive equal-sized datagrams to one client in one `sendmsg`.
+//! - [`RelayConn`]: an allocation's relay socket. A datagram for another allocation of this
+//!   same relay (both peers relayed through it, the usual case behind symmetric NATs) is
+//!   handed over in memory, with the sender's relay address as its source, exactly what the
+//!   kernel would have reported; anything else goes through the real socket.
+//!
+//! Batches are flushed whenever a task that produced output is about to wait for input
+//! (the listener's read loop, or an allocation's read loop), and whenever more than
+//! [`FLUSH_BYTES`] are queued, so batching never holds a datagram back while the relay is
+//! idle.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use webrtc_util::Conn;
+
+/// Largest payload of one GSO batch (the kernel refuses more than one UDP datagram's worth).
+pub const MAX_BATCH_BYTES: usize = 65_535;
+/// Most segments in one GSO batch (the kernel's `UDP_MAX_SEGMENTS`).
+pub const MAX_BATCH_SEGMENTS: usize = 64;
+/// Queued output beyond which the producing task flushes at once.
+pub const FLUSH_BYTES: usize = 256 * 1024;
+/// Receive buffers per `recvmmsg`.
+const RECV_BUFFERS: usize = quinn_udp::BATCH_SIZE;
+/// Size of each receive buffer: room for a full GRO batch.
+const RECV_BUFFER_BYTES: usize = 64 * 1024;
+/// Datagrams an allocation may have waiting from other allocations before new ones are
+/// dropped (what a full socket buffer would do).
+pub const INBOX_DATAGRAMS: usize = 16 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain queues behind, still valid.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Consecutive datagrams to one destination that can leave in one GSO `sendmsg`: all of
+/// `segment` bytes, except that the last may be shorter (which closes the run). Also used
+/// by the peers' sockets to batch their relayed datagrams.
+#[derive(Debug)]
+pub struct GsoRun {
+    destination: SocketAddr,
+    segment: usize,
+    count: usize,
+    closed: bool,
+    bytes: Vec<u8>,
+}
+
+impl GsoRun {
+    pub fn new(destination: SocketAddr, datagram: &[u8]) -> GsoRun {
+        GsoRun {
+            destination,
+            segment: datagram.len(),
+            count: 1,
+            // An empty datagram cannot be a GSO segment.
+            closed: datagram.is_empty(),
+            bytes: datagram.to_vec(),
+        }
+    }
+
+    /// Append `datagram` if the GSO rules allow it (at most `max_segments` segments and
+    /// [`MAX_BATCH_BYTES`] in all).
+    pub fn try_push(&mut self, datagram: &[u8], max_segments: usize) -> bool {
+        if self.closed
+            || datagram.is_empty()
+            || datagram.len() > self.segment
+            || self.count >= max_segments.min(MAX_BATCH_SEGMENTS)
+            || self.bytes.len() + datagram.len() > MAX_BATCH_BYTES
+        {
+            return false;
+        }
+        self.bytes.extend_from_slice(datagram);
+        self.count += 1;
+        self.closed = datagram.len() < self.segment;
+        true
+    }
+
+    pub fn destination(&self) -> SocketAddr {
+        self.destination
+    }
+
+    /// Datagrams in the run.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Payload bytes in the run.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The run as one transmit: GSO when it holds more than one datagram.
+    pub fn transmit(&self) -> Transmit<'_> {
+        Transmit {
+            destination: self.destination,
+            ecn: None,
+            contents: &self.bytes,
+            segment_size: (self.count > 1).then_some(self.segment),
+            src_ip: None,
+        }
+    }
+
+    /// The datagrams of this run, in order, each as its own run (to resend them singly
+    /// when the kernel refuses GSO).
+    pub fn split(&self) -> impl Iterator<Item = GsoRun> + '_ {
+        self.bytes
+            .chunks(self.segment.max(1))
+            .map(|d| GsoRun::new(self.destination, d))
+    }
+}
+
+/// Output of one UDP socket, queued as GSO runs until the next flush.
+#[derive(Debug)]
+pub struct SendBatcher {
+    socket: Arc<UdpSocket>,
+    state: UdpSocketState,
+    pending: Mutex<Pending>,
+    /// Serialises flushes, so runs leave in the order they were queued.
+    flushing: tokio::sync::Mutex<()>,
+    sent_batches: AtomicU64,
+    sent_datagrams: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    runs: Vec<GsoRun>,
+    bytes: usize,
+}
+
+impl SendBatcher {
+    fn new(socket: Arc<UdpSocket>) -> io::Result<SendBatcher> {
+        let state = UdpSocketState::new(UdpSockRef::from(&*socket))?;
+        Ok(SendBatcher {
+            socket,
+            state,
+            pending: Mutex::new(Pending::default()),
+            flushing: tokio::sync::Mutex::new(()),
+            sent_batches: AtomicU64::new(0),
+            sent_datagrams: AtomicU64::new(0),
+        })
+    }
+
+    fn max_segments(&self) -> usize {
+        self.state.max_gso_segments().clamp(1, MAX_BATCH_SEGMENTS)
+    }
+
+    /// Queue `datagram` for `destination`; returns whether so much is queued that the
+    /// caller should flush now.
+    fn push(&self, datagram: &[u8], destination: SocketAddr) -> bool {
+        let max_segments = self.max_segments();
+        let mut pending = lock(&self.pending);
+        pending.bytes += datagram.len();
+        // Append to this destination's latest run (later runs go elsewhere, so the order
+        // per destination is kept); otherwise start a new run.
+        let appended = pending
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.destination == destination)
+            .is_some_and(|r| r.try_push(datagram, max_segments));
+        if !appended {
+            pending.runs.push(GsoRun::new(destination, datagram));
+        }
+        pending.bytes >= FLUSH_BYTES
+    }
+
+    /// Send everything queued so far.
+    pub async fn flush(&self) {
+        let _serial = self.flushing.lock().await;
+        let runs = {
+            let mut pending = lock(&self.pending);
+            pending.bytes = 0;
+            std::mem::take(&mut pending.runs)
+        };
+        for run in &runs {
+            self.send_run(run).await;
+        }
+    }
+
+    async fn send_run(&self, run: &GsoRun) {
+        match self.send(&run.transmit()).await {
+            Ok(()) => {
+                self.sent_batches.fetch_add(1, Ordering::Relaxed);
+                self.sent_datagrams
+                    .fetch_add(run.count as u64, Ordering::Relaxed);
+            }
+            // quinn-udp turns GSO off for the socket when the kernel refuses it; send this
+            // run one datagram at a time.
+            Err(e) if run.count > 1 => {
+                tracing::debug!(error = %e, to = %run.destination, "GSO send failed; resending singly");
+                for single in run.split() {
+                    if let Err(e) = self.send(&single.transmit()).await {
+                        tracing::debug!(error = %e, to = %run.destination, "relay send failed");
+                    }
+                }
+            }
+            // UDP: a datagram the kernel refuses is lost, as it would be on the wire.
+            Err(e) => tracing::debug!(error = %e, to = %run.destination, "relay send failed"),
+        }
+    }
+
+    async fn send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.socket
+            .async_io(Interest::WRITABLE, || {
+                self.state
+                    .try_send(UdpSockRef::from(&*self.socket), transmit)
+            })
+            .await
+    }
+
+    /// GSO batches and datagrams sent so far.
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.sent_batches.load(Ordering::Relaxed),
+            self.sent_datagrams.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One received datagram inside [`ListenerConn`]'s receive buffers.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    buffer: usize,
+    offset: usize,
+    len: usize,
+    from: SocketAddr,
+}
+
+#[derive(Debug)]
+struct RecvState {
+    buffers: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+    queue: VecDeque<Received>,
+}
+
+/// The relay's listening socket: batched reads (`recvmmsg` + GRO) handed out one datagram
+/// per `recv_from`, and writes through a [`SendBatcher`].
+#[derive(Debug)]
+pub struct ListenerConn {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    recv_state: UdpSocketState,
+    recv: tokio::sync::Mutex<RecvState>,
+    batcher: Arc<SendBatcher>,
+}
+
+impl ListenerConn {
+    /// Wrap a bound, non-blocking socket.
+    pub fn new(socket: UdpSocket) -> io::Result<ListenerConn> {
+        let socket = Arc::new(socket);
+        let local = socket.local_addr()?;
+        let recv_state = UdpSocketState::new(UdpSockRef::from(&*socket))?;
+        let batcher = Arc::new(SendBatcher::new(Arc::clone(&socket))?);
+        Ok(ListenerConn {
+            socket,
+            local,
+            recv_state,
+            recv: tokio::sync::Mutex::new(RecvState {
+                buffers: vec![vec![0; RECV_BUFFER_BYTES]; RECV_BUFFERS],
+                meta: vec![RecvMeta::default(); RECV_BUFFERS],
+                queue: VecDeque::new(),
+            }),
+            batcher,
+        })
+    }
+
+    /// The batcher for this socket's output (shared with the relay sockets, which flush it
+    /// before they wait).
+    pub fn batcher(&self) -> Arc<SendBatcher> {
+        Arc::clone(&self.batcher)
+    }
+
+    async fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut guard = self.recv.lock().await;
+        let state = &mut *guard;
+        loop {
+            if let Some(d) = state.queue.pop_front() {
+                let n = d.len.min(buf.len());
+                let src = &state.buffers[d.buffer][d.offset..d.offset + n];
+                buf[..n].copy_from_slice(src);
+                return Ok((n, d.from));
+            }
+            // About to wait for input: nothing this relay produced may wait with us.
+            self.batcher.flush().await;
+            let RecvState {
+                buffers,
+                meta,
+                queue,
+            } = &mut *state;
+            let count = self
+                .socket
+                .async_io(Interest::READABLE, || {
+                    let mut slices: Vec<IoSliceMut<'_>> =
+                        buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                    self.recv_state
+                        .recv(UdpSockRef::from(&*self.socket), &mut slices, meta)
+                })
+                .await?;
+            for (buffer, m) in meta.iter().enumerate().take(count) {
+                let stride = m.stride.max(1);
+                let mut offset = 0;
+                // A zero-length datagram still counts as one.
+                loop {
+                    let len = stride.min(m.len - offset);
+                    queue.push_back(Received {
+                        buffer,
+                        offset,
+                        len,
+                        from: m.addr,
+                    });
+                    offset += len;
+                    if offset >= m.len {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Conn for ListenerConn {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported).into())
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.receive(buf).await?.0)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        Ok(self.receive(buf).await?)
+    }
+
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::NotConnected).into())
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if self.batcher.push(buf, target) {
+            self.batcher.flush().await;
+        }
+        Ok(buf.len())
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        self.batcher.flush().await;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+/// The relay sockets of one relay, by advertised address, for in-memory hand-over.
+#[derive(Debug, Default)]
+pub struct RelayTable {
+    conns: Mutex<HashMap<SocketAddr, Weak<RelayConn>>>,
+}
+
+impl RelayTable {
+    fn get(&self, addr: &SocketAddr) -> Option<Arc<RelayConn>> {
+        lock(&self.conns).get(addr).and_then(Weak::upgrade)
+    }
+
+    fn insert(&self, conn: &Arc<RelayConn>) {
+        lock(&self.conns).insert(conn.advertised, Arc::downgrade(conn));
+    }
+
+    /// Forget `addr` if it still names the socket at `ptr`.
+    fn remove(&self, addr: &SocketAddr, ptr: *const RelayConn) {
+        let mut conns = lock(&self.conns);
+        if conns.get(addr).is_some_and(|w| w.as_ptr() == ptr) {
+            conns.remove(addr);
+        }
+    }
+
+    /// Relay sockets currently registered.
+    pub fn len(&self) -> usize {
+        lock(&self.conns).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An allocation's relay socket: datagrams between allocations of the same relay move in
+/// memory; everything else uses the bound socket.
+#[derive(Debug)]
+pub struct RelayConn {
+    socket: UdpSocket,
+    /// The relayed address clients were told (and peers send to).
+    advertised: SocketAddr,
+    inbox: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    arrived: Notify,
+    table: Arc<RelayTable>,
+    /// The listener's output, flushed before this socket waits.
+    batcher: Arc<SendBatcher>,
+    dropped: AtomicU64,
+}
+
+impl RelayConn {
+    /// Register a relay socket bound on `socket` and advertised as `advertised`.
+    pub fn register(
+        socket: UdpSocket,
+        advertised: SocketAddr,
+        table: &Arc<RelayTable>,
+        batcher: &Arc<SendBatcher>,
+    ) -> Arc<RelayConn> {
+        let conn = Arc::new(RelayConn {
+            socket,
+            advertised,
+            inbox: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            table: Arc::clone(table),
+            batcher: Arc::clone(batcher),
+            dropped: AtomicU64::new(0),
+        });
+        table.insert(&conn);
+        conn
+    }
+
+    fn deliver(&self, datagram: &[u8], from: SocketAddr) {
+        {
+            let mut inbox = lock(&self.inbox);
+            if inbox.len() >= INBOX_DATAGRAMS {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::debug!(relay = %self.advertised, dropped, "relay inbox full; datagram dropped");
+                }
+                return;
+            }
+            inbox.push_back((datagram.to_vec(), from));
+        }
+        self.arrived.notify_one();
+    }
+
+    /// Datagrams dropped because the inbox was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RelayConn {
+    fn drop(&mut self) {
+        self.table
+            .remove(&self.advertised, self as *const RelayConn);
+    }
+}
+
+#[async_trait::async_trait]
+impl Conn for RelayConn {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported).into())
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        loop {
+            let next = lock(&self.inbox).pop_front();
+            if let Some((datagram, from)) = next {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                return Ok((n, from));
+            }
+            // About to wait: send what this allocation's task queued for its client.
+            self.batcher.flush().await;
+            tokio::select! {
+                // `notify_one` keeps a permit when nobody waits, so a hand-over between
+                // the empty check and here is not missed.
+                _ = self.arrived.notified() => {}
+                received = self.socket.recv_from(buf) => return Ok(received?),
+            }
+        }
+    }
+
+    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::NotConnected).into())
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if let Some(peer) = self.table.get(&target) {
+            peer.deliver(buf, self.advertised);
+            return Ok(buf.len());
+        }
+        Ok(self.socket.send_to(buf, target).await?)
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        self.table
+            .remove(&self.advertised, self as *const RelayConn);
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn bound() -> UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        UdpSocket::from_std(s).unwrap()
+    }
+
+    fn datagram(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j) as u8).collect()
+    }
+
+    async fn recv_n(socket: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        while out.len() < n {
+            let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+                .await
+                .expect("datagram within 5 s")
+                .unwrap();
+            out.push(buf[..len].to_vec());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn listener_batched_sends_arrive_in_order_and_intact() {
+        let listener = ListenerConn::new(bound()).unwrap();
+        let (a, b) = (bound(), bound());
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // Interleaved destinations, runs broken by shorter and longer datagrams.
+        let sizes = [1200; 40]
+            .into_iter()
+            .chain([700, 1200, 1300])
+            .chain([1200; 70])
+            .chain([100; 5])
+            .collect::<Vec<_>>();
+        let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+        for (i, &len) in sizes.iter().enumerate() {
+            let d = datagram(i, len);
+            let (dest, log) = if i % 3 == 0 {
+                (a_addr, &mut to_a)
+            } else {
+                (b_addr, &mut to_b)
+            };
+            assert_eq!(listener.send_to(&d, dest).await.unwrap(), len);
+            log.push(d);
+        }
+        listener.batcher().flush().await;
+        assert_eq!(recv_n(&a, to_a.len()).await, to_a);
+        assert_eq!(recv_n(&b, to_b.len()).await, to_b);
+        let (batches, datagrams) = listener.batcher().sent();
+        assert_eq!(datagrams, sizes.len() as u64);
+        if listener.batcher().max_segments() > 1 {
+            assert!(batches < datagrams / 4, "{batches} batches for {datagrams}");
+        }
+    }
+
+    #[tokio::test]
+    async fn listener_gso_batch_is_read_as_single_datagrams() {
+        let listener = ListenerConn::new(bound()).unwrap();
+        let to = listener.local_addr().unwrap();
+        let client = bound();
+        let client_addr = client.local_addr().unwrap();
+        let state = UdpSocketState::new(UdpSockRef::from(&client)).unwrap();
+        let sent: Vec<Vec<u8>> = (0..10)
+            .map(|i| datagram(i, 1000))
+            .chain([datagram(10, 500)])
+            .collect();
+        let contents = sent.concat();
+        let gso = state.max_gso_segments() > 1;
+        let transmits: Vec<Transmit<'_>> = if gso {
+            vec![Transmit {
+                destination: to,
+                ecn: None,
+                contents: &contents,
+                segment_size: Some(1000),
+                src_ip: None,
+            }]
+        } else {
+            sent.iter()
+                .map(|d| Transmit {
+                    destination: to,
+                    ecn: None,
+                    contents: d,
+                    segment_size: None,
+                    src_ip: None,
+                })
+                .collect()
+        };
+        for t in &transmits {
+            client
+                .async_io(Interest::WRITABLE, || {
+                    state.try_send(UdpSockRef::from(&client), t)
+                })
+                .await
+                .unwrap();
+        }
+        let mut buf = [0u8; 1500];
+        for expected in &sent {
+            let (n, from) = listener.recv_from(&mut buf).await.unwrap();
+            assert_eq!(from, client_addr);
+            assert_eq!(&buf[..n], &expected[..]);
+        }
+    }
+
+    fn relay(table: &Arc<RelayTable>, batcher: &Arc<SendBatcher>) -> Arc<RelayConn> {
+        let socket = bound();
+        let advertised = socket.local_addr().unwrap();
+        RelayConn::register(socket, advertised, table, batcher)
+    }
+
+    #[tokio::test]
+    async fn relay_conn_to_same_relay_moves_in_memory_with_relay_source() {
+        let listener = ListenerConn::new(bound()).unwrap();
+        let table = Arc::new(RelayTable::default());
+        let (a, b) = (
+            relay(&table, &listener.batcher()),
+            relay(&table, &listener.batcher()),
+        );
+        let outside = bound();
+        a.send_to(b"to b", b.advertised).await.unwrap();
+        a.send_to(b"outside", outside.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"to b"[..], a.advertised));
+        // Not a relay socket of ours: through the kernel, from the bound socket.
+        let (n, from) = outside.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"outside"[..], a.local_addr().unwrap())
+        );
+        // And the outside can still reach a relay socket.
+        outside.send_to(b"in", b.advertised).await.unwrap();
+        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"in"[..], outside.local_addr().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn relay_conn_full_inbox_drops_new_datagrams() {
+        let listener = ListenerConn::new(bound()).unwrap();
+        let table = Arc::new(RelayTable::default());
+        let (a, b) = (
+            relay(&table, &listener.batcher()),
+            relay(&table, &listener.batcher()),
+        );
+        for i in 0..INBOX_DATAGRAMS + 5 {
+            a.send_to(&(i as u32).to_be_bytes(), b.advertised)
+                .await
+                .unwrap();
+        }
+        assert_eq!(b.dropped(), 5);
+        let mut buf = [0u8; 4];
+        for i in 0..INBOX_DATAGRAMS {
+            let (n, _) = b.recv_from(&mut buf).await.unwrap();
+            assert_eq!(u32::from_be_bytes(buf), i as u32, "n={n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn relay_table_forgets_closed_and_dropped_sockets() {
+        let listener = ListenerConn::new(bound()).unwrap();
+        let table = Arc::new(RelayTable::default());
+        let (a, b) = (
+            relay(&table, &listener.batcher()),
+            relay(&table, &listener.batcher()),
+        );
+        assert_eq!(table.len(), 2);
+        a.close().await.unwrap();
+        assert_eq!(table.len(), 1);
+        drop(b);
+        assert!(table.is_empty());
+        // With the peer gone, a send goes to the kernel (and nowhere) instead of failing.
+        let c = relay(&table, &listener.batcher());
+        let gone = a.advertised;
+        drop(a);
+        assert_eq!(c.send_to(b"x", gone).await.unwrap(), 1);
+    }
+}
