@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
@@ -50,6 +50,14 @@ pub const INBOX_DATAGRAMS: usize = 16 * 1024;
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain queues behind, still valid.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Consecutive datagrams to one destination that can leave in one GSO `sendmsg`: all of
@@ -386,21 +394,22 @@ impl Conn for ListenerConn {
 /// The relay sockets of one relay, by advertised address, for in-memory hand-over.
 #[derive(Debug, Default)]
 pub struct RelayTable {
-    conns: Mutex<HashMap<SocketAddr, Weak<RelayConn>>>,
+    /// Read for every relayed datagram, written when an allocation starts or ends.
+    conns: RwLock<HashMap<SocketAddr, Weak<RelayConn>>>,
 }
 
 impl RelayTable {
     fn get(&self, addr: &SocketAddr) -> Option<Arc<RelayConn>> {
-        lock(&self.conns).get(addr).and_then(Weak::upgrade)
+        read(&self.conns).get(addr).and_then(Weak::upgrade)
     }
 
     fn insert(&self, conn: &Arc<RelayConn>) {
-        lock(&self.conns).insert(conn.advertised, Arc::downgrade(conn));
+        write(&self.conns).insert(conn.advertised, Arc::downgrade(conn));
     }
 
     /// Forget `addr` if it still names the socket at `ptr`.
     fn remove(&self, addr: &SocketAddr, ptr: *const RelayConn) {
-        let mut conns = lock(&self.conns);
+        let mut conns = write(&self.conns);
         if conns.get(addr).is_some_and(|w| w.as_ptr() == ptr) {
             conns.remove(addr);
         }
@@ -408,13 +417,25 @@ impl RelayTable {
 
     /// Relay sockets currently registered.
     pub fn len(&self) -> usize {
-        lock(&self.conns).len()
+        read(&self.conns).len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
+
+/// Datagrams handed over by other allocations, and emptied buffers kept for reuse (the
+/// buffers move between the relay's threads; recycling them keeps the allocator's
+/// cross-thread frees, and its lock, off the per-datagram path).
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: VecDeque<(Vec<u8>, SocketAddr)>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Emptied buffers an inbox keeps for reuse.
+const SPARE_BUFFERS: usize = 256;
 
 /// An allocation's relay socket: datagrams between allocations of the same relay move in
 /// memory; everything else uses the bound socket.
@@ -423,7 +444,7 @@ pub struct RelayConn {
     socket: UdpSocket,
     /// The relayed address clients were told (and peers send to).
     advertised: SocketAddr,
-    inbox: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    inbox: Mutex<Inbox>,
     arrived: Notify,
     table: Arc<RelayTable>,
     /// The listener's output, flushed before this socket waits.
@@ -442,7 +463,7 @@ impl RelayConn {
         let conn = Arc::new(RelayConn {
             socket,
             advertised,
-            inbox: Mutex::new(VecDeque::new()),
+            inbox: Mutex::new(Inbox::default()),
             arrived: Notify::new(),
             table: Arc::clone(table),
             batcher: Arc::clone(batcher),
@@ -455,14 +476,17 @@ impl RelayConn {
     fn deliver(&self, datagram: &[u8], from: SocketAddr) {
         {
             let mut inbox = lock(&self.inbox);
-            if inbox.len() >= INBOX_DATAGRAMS {
+            if inbox.queue.len() >= INBOX_DATAGRAMS {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
                     tracing::debug!(relay = %self.advertised, dropped, "relay inbox full; datagram dropped");
                 }
                 return;
             }
-            inbox.push_back((datagram.to_vec(), from));
+            let mut buffer = inbox.spare.pop().unwrap_or_default();
+            buffer.clear();
+            buffer.extend_from_slice(datagram);
+            inbox.queue.push_back((buffer, from));
         }
         self.arrived.notify_one();
     }
@@ -492,11 +516,16 @@ impl Conn for RelayConn {
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
         loop {
-            let next = lock(&self.inbox).pop_front();
-            if let Some((datagram, from)) = next {
-                let n = datagram.len().min(buf.len());
-                buf[..n].copy_from_slice(&datagram[..n]);
-                return Ok((n, from));
+            {
+                let mut inbox = lock(&self.inbox);
+                if let Some((datagram, from)) = inbox.queue.pop_front() {
+                    let n = datagram.len().min(buf.len());
+                    buf[..n].copy_from_slice(&datagram[..n]);
+                    if inbox.spare.len() < SPARE_BUFFERS {
+                        inbox.spare.push(datagram);
+                    }
+                    return Ok((n, from));
+                }
             }
             // About to wait: send what this allocation's task queued for its client.
             self.batcher.flush().await;
