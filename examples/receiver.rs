@@ -6,6 +6,11 @@
 
 use peershare::{Event, Peer, PeerConfig, Save};
 
+/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
+/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

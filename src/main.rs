@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
+/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fast, verified, peer-to-peer file transfer over WebRTC.
 #[derive(Parser, Debug)]
 #[command(name = "peershare", version, about)]

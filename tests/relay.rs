@@ -410,3 +410,8 @@ async fn relay_throughput_direct_vs_relayed_report() {
         ext.shutdown().await;
     }
 }
+
+/// The allocator of the product's binaries, so the harness measures what they run
+/// (docs/DECISIONS.md: glibc malloc costs the relayed path ~15 % here).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

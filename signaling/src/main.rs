@@ -9,6 +9,11 @@ use peershare_signaling::cli::{TurnArgs, default_turn_port};
 use peershare_signaling::{ServerConfig, SignalingServer};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
+/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// WebSocket signaling server for peershare.
 #[derive(Debug, Parser)]
 #[command(name = "peershare-signaling", version, about)]

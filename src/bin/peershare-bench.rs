@@ -12,6 +12,11 @@ mod bench;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
+/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "peershare-bench",
