@@ -55,6 +55,39 @@ async fn external_relay_server(coturn: &Coturn) -> SignalingServer {
     .expect("bind signaling server for coturn")
 }
 
+/// What a transfer of the harness varies.
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    /// Relay-only ICE policy on the sender (else the default policy, which prefers
+    /// direct).
+    sender_relay_only: bool,
+    /// Relay-only ICE policy on the recipient. Only one side relay-only gives a path with
+    /// one relay allocation (relay to host); both give two (relay to relay).
+    recipient_relay_only: bool,
+    /// The relay poll workaround (`RtcSettings::relay_poll_interval`).
+    relay_poll: bool,
+    /// GSO batching of relayed datagrams (`RtcSettings::relay_batching`).
+    relay_batching: bool,
+}
+
+impl Knobs {
+    const DIRECT: Knobs = Knobs {
+        sender_relay_only: false,
+        recipient_relay_only: false,
+        relay_poll: true,
+        relay_batching: true,
+    };
+    const RELAYED: Knobs = Knobs {
+        sender_relay_only: true,
+        recipient_relay_only: true,
+        ..Knobs::DIRECT
+    };
+
+    fn relayed(&self) -> bool {
+        self.sender_relay_only || self.recipient_relay_only
+    }
+}
+
 /// Peer settings: bound to 127.0.0.1, relay-only or the default policy.
 fn peer_config(
     server: &SignalingServer,
@@ -62,17 +95,14 @@ fn peer_config(
     name: &str,
     dir: &Path,
     relay_only: bool,
-    relay_poll: bool,
+    knobs: Knobs,
 ) -> PeerConfig {
     let mut c = config(server, session, name, dir);
     c.rtc.relay_only = relay_only;
-    if !relay_poll {
+    if !knobs.relay_poll {
         c.rtc.relay_poll_interval = None;
     }
-    // Measuring knob of the harness (docs/RELAY.md): relayed datagrams sent singly.
-    if std::env::var_os("PEERSHARE_RELAY_BENCH_NO_BATCH").is_some() {
-        c.rtc.relay_batching = false;
-    }
+    c.rtc.relay_batching = knobs.relay_batching;
     // Measuring knob of the harness (docs/RELAY.md): the SCTP receive window in bytes.
     if let Some(w) = std::env::var("PEERSHARE_RELAY_BENCH_WINDOW")
         .ok()
@@ -115,8 +145,7 @@ async fn transfer(
     server: &SignalingServer,
     src: &Path,
     data: &[u8],
-    relay_only: bool,
-    relay_poll: bool,
+    knobs: Knobs,
 ) -> TransferResult {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -126,8 +155,8 @@ async fn transfer(
         None,
         "sender",
         tmp.path(),
-        relay_only,
-        relay_poll,
+        knobs.sender_relay_only,
+        knobs,
     ))
     .await
     .expect("sender joins");
@@ -137,8 +166,8 @@ async fn transfer(
         Some(sender.session()),
         "recipient",
         &out,
-        relay_only,
-        relay_poll,
+        knobs.recipient_relay_only,
+        knobs,
     ))
     .await
     .expect("recipient joins");
@@ -311,7 +340,7 @@ async fn relay_embedded_transfer_is_identical_and_reports_relay_path() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, data) = random_file(tmp.path(), "relayed.bin", 4 * 1024 * 1024 + 3, 11);
     let server = embedded_relay_server().await;
-    let r = transfer(&server, &src, &data, true, true).await;
+    let r = transfer(&server, &src, &data, Knobs::RELAYED).await;
     assert_eq!(r.sender_path, Some(PathKind::Relay));
     assert_eq!(r.recipient_path, Some(PathKind::Relay));
     server.shutdown().await;
@@ -327,7 +356,7 @@ async fn relay_coturn_transfer_is_identical_and_reports_relay_path() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, data) = random_file(tmp.path(), "coturn.bin", 4 * 1024 * 1024 + 5, 12);
     let server = external_relay_server(&coturn).await;
-    let r = transfer(&server, &src, &data, true, true).await;
+    let r = transfer(&server, &src, &data, Knobs::RELAYED).await;
     assert_eq!(r.sender_path, Some(PathKind::Relay));
     assert_eq!(r.recipient_path, Some(PathKind::Relay));
     server.shutdown().await;
@@ -339,22 +368,29 @@ async fn relay_available_default_policy_prefers_direct_path() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, data) = random_file(tmp.path(), "direct.bin", 1024 * 1024, 13);
     let server = embedded_relay_server().await;
-    let r = transfer(&server, &src, &data, false, true).await;
+    let r = transfer(&server, &src, &data, Knobs::DIRECT).await;
     assert_eq!(r.sender_path, Some(PathKind::Direct));
     assert_eq!(r.recipient_path, Some(PathKind::Direct));
     server.shutdown().await;
 }
 
-/// Direct, embedded relay and coturn in one run, with and without the relay poll
-/// workaround. Size: `PEERSHARE_RELAY_BENCH_MIB` (default 128).
+/// Direct, embedded relay and coturn in one run, each case repeated and the repeats
+/// interleaved (machine noise then hits every case alike); the report gives medians.
+/// `PEERSHARE_RELAY_BENCH_MIB` (default 128), `PEERSHARE_RELAY_BENCH_REPEAT` (default 3),
+/// `PEERSHARE_RELAY_BENCH_CASES="direct;coturn"` picks cases by name (the default is
+/// direct, embedded relay and coturn; the variants without a workaround are opt-in).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "measurement harness; run with --release --ignored --nocapture"]
 async fn relay_throughput_direct_vs_relayed_report() {
     init_tracing();
-    let mib: usize = std::env::var("PEERSHARE_RELAY_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128);
+    let env_num = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mib = env_num("PEERSHARE_RELAY_BENCH_MIB", 128);
+    let repeat = env_num("PEERSHARE_RELAY_BENCH_REPEAT", 3).max(1);
     let tmp = tempfile::tempdir().unwrap();
     let (src, data) = random_file(tmp.path(), "bench.bin", mib * 1024 * 1024, 99);
     let embedded = embedded_relay_server().await;
@@ -364,54 +400,109 @@ async fn relay_throughput_direct_vs_relayed_report() {
         Some(c) => Some(external_relay_server(c).await),
         None => None,
     };
-    let mut rows = Vec::new();
-    let mut cases: Vec<(&str, &SignalingServer, bool, bool)> = vec![
-        ("direct", &embedded, false, true),
-        ("direct, no relay poll", &embedded, false, false),
-        ("embedded relay", &embedded, true, true),
-        ("embedded relay, no relay poll", &embedded, true, false),
+    let no_poll = Knobs {
+        relay_poll: false,
+        ..Knobs::RELAYED
+    };
+    let no_batching = Knobs {
+        relay_batching: false,
+        ..Knobs::RELAYED
+    };
+    // One relayed side: the path has one allocation, which is what ICE picked between
+    // two symmetric NATs in tests/netns.rs (relay to peer-reflexive).
+    let sender_relayed = Knobs {
+        recipient_relay_only: false,
+        ..Knobs::RELAYED
+    };
+    let recipient_relayed = Knobs {
+        sender_relay_only: false,
+        ..Knobs::RELAYED
+    };
+    let mut cases: Vec<(&str, &SignalingServer, Knobs, bool)> = vec![
+        ("direct", &embedded, Knobs::DIRECT, true),
+        ("embedded relay", &embedded, Knobs::RELAYED, true),
+        ("embedded, sender relayed", &embedded, sender_relayed, true),
+        (
+            "embedded, recipient relayed",
+            &embedded,
+            recipient_relayed,
+            true,
+        ),
+        (
+            "direct, no relay poll",
+            &embedded,
+            Knobs {
+                relay_poll: false,
+                ..Knobs::DIRECT
+            },
+            false,
+        ),
+        ("embedded relay, no relay poll", &embedded, no_poll, false),
+        ("embedded relay, no batching", &embedded, no_batching, false),
     ];
     if let Some(ext) = &external {
-        cases.push(("coturn", ext, true, true));
-        cases.push(("coturn, no relay poll", ext, true, false));
+        cases.push(("coturn", ext, Knobs::RELAYED, true));
+        cases.push(("coturn, sender relayed", ext, sender_relayed, true));
+        cases.push(("coturn, recipient relayed", ext, recipient_relayed, true));
+        cases.push(("coturn, no relay poll", ext, no_poll, false));
+        cases.push(("coturn, no batching", ext, no_batching, false));
     }
-    // PEERSHARE_RELAY_BENCH_CASES="direct;coturn" picks cases by name.
     let only = std::env::var("PEERSHARE_RELAY_BENCH_CASES").ok();
-    for (name, server, relay_only, poll) in cases {
-        if let Some(only) = &only
-            && !only.split(';').any(|c| c == name)
-        {
-            continue;
+    cases.retain(|(name, _, _, default)| match &only {
+        Some(only) => only.split(';').any(|c| c == *name),
+        None => *default,
+    });
+    let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
+    for round in 0..repeat {
+        for (i, (name, server, knobs, _)) in cases.iter().enumerate() {
+            eprintln!("running: {name} ({}/{repeat})", round + 1);
+            let r = transfer(server, &src, &data, *knobs).await;
+            let expected = if knobs.relayed() {
+                PathKind::Relay
+            } else {
+                PathKind::Direct
+            };
+            assert_eq!(r.recipient_path, Some(expected), "{name}");
+            let secs = r.elapsed.as_secs_f64();
+            let cpu_per_100 = r.cpu.as_secs_f64() * 100.0 / mib as f64;
+            eprintln!("{name}: {:.1} MiB/s", mib as f64 / secs);
+            rates[i].push((mib as f64 / secs, cpu_per_100));
         }
-        eprintln!("running: {name}");
-        let r = transfer(server, &src, &data, relay_only, poll).await;
-        let expected = if relay_only {
-            PathKind::Relay
-        } else {
-            PathKind::Direct
-        };
-        assert_eq!(r.recipient_path, Some(expected), "{name}");
-        let secs = r.elapsed.as_secs_f64();
-        eprintln!("{name}: {:.1} MiB/s", mib as f64 / secs);
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let direct = cases
+        .iter()
+        .position(|c| c.0 == "direct")
+        .map(|i| median(&rates[i].iter().map(|r| r.0).collect::<Vec<_>>()));
+    let mut rows = Vec::new();
+    for (i, (name, ..)) in cases.iter().enumerate() {
+        let mibs: Vec<f64> = rates[i].iter().map(|r| r.0).collect();
+        let cpus: Vec<f64> = rates[i].iter().map(|r| r.1).collect();
+        let m = median(&mibs);
+        let ratio = direct.map_or(String::new(), |d| format!("{:.2}x direct", m / d));
+        let runs: Vec<String> = mibs.iter().map(|r| format!("{r:.1}")).collect();
         rows.push(format!(
-            "{name:<32} {:>8.1} MiB/s  {:>6.2} s  CPU {:>6.2} s ({:.2} CPU-s per 100 MiB)",
-            mib as f64 / secs,
-            secs,
-            r.cpu.as_secs_f64(),
-            r.cpu.as_secs_f64() * 100.0 / mib as f64
+            "{name:<32} {m:>8.1} MiB/s  {ratio:<12}  CPU {:.2} s per 100 MiB  runs: {}",
+            median(&cpus),
+            runs.join(", ")
         ));
     }
     if coturn.is_none() {
         rows.push("coturn: SKIPPED (turnserver not installed)".into());
     }
-    eprintln!("\n{mib} MiB, 127.0.0.1, one run:\n{}", rows.join("\n"));
+    eprintln!(
+        "\n{mib} MiB, 127.0.0.1, medians of {repeat} interleaved runs:\n{}",
+        rows.join("\n")
+    );
     embedded.shutdown().await;
     if let Some(ext) = external {
         ext.shutdown().await;
     }
 }
 
-/// The allocator of the product's binaries, so the harness measures what they run
-/// (docs/DECISIONS.md: glibc malloc costs the relayed path ~15 % here).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

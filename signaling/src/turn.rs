@@ -25,7 +25,7 @@ use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
 use crate::protocol::IceServer;
-use crate::relay_plane::{ListenerConn, RelayConn, RelayTable, SendBatcher};
+use crate::relay_plane::{ListenerConn, RelayConn, RelayPlane};
 
 /// Realm of the embedded relay (any realm works with coturn's `use-auth-secret`).
 pub const TURN_REALM: &str = "peershare";
@@ -315,13 +315,12 @@ fn bind_buffered(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
 
 /// Binds each allocation's relay socket on the listening IP with 16 MiB buffers and reports
 /// it under the advertised IP.
-/// The sockets are [`RelayConn`]s: traffic between two allocations of this relay stays in
-/// memory, and the allocation tasks flush the listener's batched output before they wait.
+/// The sockets are [`RelayConn`]s of the relay's [`RelayPlane`]: traffic between two
+/// allocations of this relay stays in memory, the rest is read and written in batches.
 struct BufferedRelayGenerator {
     bind_ip: IpAddr,
     relay_ip: IpAddr,
-    table: Arc<RelayTable>,
-    batcher: Arc<SendBatcher>,
+    plane: Arc<RelayPlane>,
 }
 
 #[async_trait::async_trait]
@@ -350,7 +349,8 @@ impl RelayAddressGenerator for BufferedRelayGenerator {
             .map_err(|e| turn::Error::Other(format!("relay socket address: {e}")))?;
         relay_addr.set_ip(self.relay_ip);
         tracing::debug!(%relay_addr, "TURN relay socket allocated");
-        let conn = RelayConn::register(socket, relay_addr, &self.table, &self.batcher);
+        let conn = RelayConn::register(socket, relay_addr, &self.plane)
+            .map_err(|e| turn::Error::Other(format!("relay socket: {e}")))?;
         Ok((conn, relay_addr))
     }
 }
@@ -389,15 +389,14 @@ impl EmbeddedRelay {
             bound.ip()
         });
         let advertised = SocketAddr::new(advertised_ip, bound.port());
-        let listener = ListenerConn::new(socket)?;
-        let relays = Arc::new(RelayTable::default());
+        let plane = Arc::new(RelayPlane::default());
+        let listener = ListenerConn::new(socket, &plane)?;
         let server = turn::server::Server::new(turn::server::config::ServerConfig {
             conn_configs: vec![turn::server::config::ConnConfig {
                 relay_addr_generator: Box::new(BufferedRelayGenerator {
                     bind_ip: bound.ip(),
                     relay_ip: advertised_ip,
-                    table: Arc::clone(&relays),
-                    batcher: listener.batcher(),
+                    plane,
                 }),
                 conn: Arc::new(listener),
             }],
