@@ -8,10 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
-/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+/// mimalloc, tuned: see `peershare_signaling::allocator`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
 
 /// Fast, verified, peer-to-peer file transfer over WebRTC.
 #[derive(Parser, Debug)]
@@ -120,6 +119,7 @@ pub struct SignalArgs {
 }
 
 fn main() -> ExitCode {
+    peershare_signaling::allocator::configure();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

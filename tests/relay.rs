@@ -505,4 +505,4 @@ async fn relay_throughput_direct_vs_relayed_report() {
 }
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;

@@ -9,10 +9,9 @@ use peershare_signaling::cli::{TurnArgs, default_turn_port};
 use peershare_signaling::{ServerConfig, SignalingServer};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
-/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+/// mimalloc, tuned: see `peershare_signaling::allocator`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
 
 /// WebSocket signaling server for peershare.
 #[derive(Debug, Parser)]
@@ -33,6 +32,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    peershare_signaling::allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -12,10 +12,9 @@ mod bench;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc malloc: the stack's buffers cross threads, and glibc's arena
-/// locks then cost a futex call per relayed datagram (docs/DECISIONS.md).
+/// mimalloc, tuned: see `peershare_signaling::allocator`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +43,7 @@ enum Cmd {
 const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 
 fn main() -> anyhow::Result<()> {
+    peershare_signaling::allocator::configure();
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
