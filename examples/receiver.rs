@@ -6,13 +6,8 @@
 
 use peershare::{Event, Peer, PeerConfig, Save};
 
-/// mimalloc, tuned: see `peershare_signaling::allocator`.
-#[global_allocator]
-static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    peershare_signaling::allocator::configure();
     let mut args = std::env::args().skip(1);
     let usage = || anyhow::anyhow!("usage: receiver SERVER SESSION [OUT_DIR]");
     let server = args.next().ok_or_else(usage)?;

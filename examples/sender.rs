@@ -7,13 +7,8 @@
 
 use peershare::{Event, Peer, PeerConfig, Share};
 
-/// mimalloc, tuned: see `peershare_signaling::allocator`.
-#[global_allocator]
-static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    peershare_signaling::allocator::configure();
     let mut args = std::env::args().skip(1);
     let server = args
         .next()

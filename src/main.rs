@@ -8,10 +8,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc, tuned: see `peershare_signaling::allocator`.
-#[global_allocator]
-static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
-
 /// Fast, verified, peer-to-peer file transfer over WebRTC.
 #[derive(Parser, Debug)]
 #[command(name = "peershare", version, about)]
@@ -119,7 +115,6 @@ pub struct SignalArgs {
 }
 
 fn main() -> ExitCode {
-    peershare_signaling::allocator::configure();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -503,6 +503,3 @@ async fn relay_throughput_direct_vs_relayed_report() {
         ext.shutdown().await;
     }
 }
-
-#[global_allocator]
-static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;

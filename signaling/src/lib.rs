@@ -32,12 +32,10 @@
 //! - [`turn`]: TURN REST credentials, and the embedded TURN/STUN relay started with the
 //!   server when [`TurnMode::Embedded`] is configured.
 //! - `ids`: random session codes and client IDs.
-//! - [`allocator`]: the global allocator the workspace's binaries use (mimalloc, tuned).
 //! - [`relay_plane`]: the embedded relay's sockets: batched reads and writes, in-memory
 //!   hand-over between allocations.
 //! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
 
-pub mod allocator;
 pub mod cli;
 mod config;
 mod connection;

@@ -9,10 +9,6 @@ use peershare_signaling::cli::{TurnArgs, default_turn_port};
 use peershare_signaling::{ServerConfig, SignalingServer};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc, tuned: see `peershare_signaling::allocator`.
-#[global_allocator]
-static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
-
 /// WebSocket signaling server for peershare.
 #[derive(Debug, Parser)]
 #[command(name = "peershare-signaling", version, about)]
@@ -32,7 +28,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    peershare_signaling::allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

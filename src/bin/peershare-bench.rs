@@ -12,10 +12,6 @@ mod bench;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc, tuned: see `peershare_signaling::allocator`.
-#[global_allocator]
-static GLOBAL: peershare_signaling::allocator::Global = peershare_signaling::allocator::GLOBAL;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "peershare-bench",
@@ -43,7 +39,6 @@ enum Cmd {
 const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 
 fn main() -> anyhow::Result<()> {
-    peershare_signaling::allocator::configure();
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
