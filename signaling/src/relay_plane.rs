@@ -45,7 +45,8 @@ const RECV_BUFFERS: usize = quinn_udp::BATCH_SIZE;
 const RECV_BUFFER_BYTES: usize = 64 * 1024;
 /// Datagrams an allocation may have waiting from other allocations before new ones are
 /// dropped (what a full socket buffer would do).
-pub const INBOX_DATAGRAMS: usize = 16 * 1024;
+/// 8 Ki datagrams of ~1.2 KB (about 10 MB) hold two 4 MiB SCTP windows.
+pub const INBOX_DATAGRAMS: usize = 8 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain queues behind, still valid.
@@ -487,8 +488,10 @@ struct Inbox {
 
 /// Emptied buffers an inbox keeps for reuse.
 const SPARE_BUFFERS: usize = 256;
-/// Receive buffers of an allocation's relay socket (the listener has [`RECV_BUFFERS`]).
-const RELAY_RECV_BUFFERS: usize = 8;
+/// Receive buffers of an allocation's relay socket (the listener has [`RECV_BUFFERS`]):
+/// 4 × 64 KiB, allocated when the socket first reads from the kernel (allocations that
+/// only talk to other allocations of this relay never do).
+const RELAY_RECV_BUFFERS: usize = 4;
 
 /// An allocation's relay socket: datagrams between allocations of the same relay move in
 /// memory; everything else uses the bound socket, with batched reads and writes.

@@ -558,4 +558,105 @@ mod tests {
         assert!(r.recv >= 200 * 1024, "{r:?}");
         assert_eq!(r.capped(), r.recv < SOCKET_BUFFER_BYTES);
     }
+
+    /// A ChannelData datagram of `len` bytes whose payload starts with `tag`.
+    fn channel_data(tag: u8, len: usize) -> Vec<u8> {
+        let mut d = vec![tag; len];
+        d[0] = 0x40;
+        d[1] = 0x00;
+        d
+    }
+
+    async fn send(socket: &Arc<dyn AsyncUdpSocket>, to: SocketAddr, contents: &[u8]) {
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: None,
+        };
+        let n = std::future::poll_fn(|cx| socket.poll_send(cx, &transmit))
+            .await
+            .unwrap();
+        assert_eq!(n, contents.len());
+    }
+
+    /// What `peer` has received so far, without waiting.
+    fn received(peer: &std::net::UdpSocket) -> Vec<Vec<u8>> {
+        peer.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = peer.recv(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+        peer.set_nonblocking(false).unwrap();
+        out
+    }
+
+    /// The next `n` datagrams `peer` receives (5 s read timeout each).
+    fn receive_n(peer: &std::net::UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        (0..n)
+            .map(|_| {
+                let len = peer.recv(&mut buf).expect("datagram within 5 s");
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn relay_batching_holds_channel_data_until_sleep_and_keeps_order() {
+        let runtime = BufferedRuntime::new(SOCKET_BUFFER_BYTES).unwrap();
+        let local = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socket = runtime.wrap_udp_socket(local).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = peer.local_addr().unwrap();
+        let batching = socket.max_gso_segments() > 1;
+
+        // Relayed data during a driver pass: held back (where the kernel can batch).
+        let first: Vec<Vec<u8>> = (1..=5).map(|i| channel_data(i, 1200)).collect();
+        for d in &first {
+            send(&socket, to, d).await;
+        }
+        let short = channel_data(6, 300);
+        send(&socket, to, &short).await;
+        // Nothing has left when batching.
+        let early = received(&peer);
+        if batching {
+            assert!(early.is_empty(), "held datagrams leaked: {}", early.len());
+        }
+        // A STUN message (not ChannelData) goes out at once, after what was held.
+        let stun = vec![0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        send(&socket, to, &stun).await;
+        let mut expected: Vec<Vec<u8>> = first.clone();
+        expected.push(short.clone());
+        expected.push(stun.clone());
+        let mut got = early;
+        got.extend(receive_n(&peer, expected.len() - got.len()));
+        assert_eq!(got, expected);
+
+        // More relayed data, then the driver sleeps: the sleep sends it first.
+        let second: Vec<Vec<u8>> = (7..=9).map(|i| channel_data(i, 1200)).collect();
+        for d in &second {
+            send(&socket, to, d).await;
+        }
+        assert!(!batching || received(&peer).is_empty());
+        runtime.sleep(Duration::from_millis(1)).await;
+        assert_eq!(receive_n(&peer, second.len()), second);
+    }
+
+    #[tokio::test]
+    async fn relay_batching_off_sends_channel_data_at_once() {
+        let runtime = BufferedRuntime::new(SOCKET_BUFFER_BYTES)
+            .unwrap()
+            .with_relay_batching(false);
+        let socket = runtime
+            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let d = channel_data(1, 1200);
+        send(&socket, peer.local_addr().unwrap(), &d).await;
+        assert_eq!(receive_n(&peer, 1), vec![d]);
+    }
 }
