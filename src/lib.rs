@@ -2,7 +2,7 @@
 //!
 //! Peer-to-peer file transfer over WebRTC data channels. A [`Peer`] joins a session on a
 //! signaling server, connects directly to every other member, and shares files with
-//! everyone or with chosen client IDs. Files move in 64 KiB chunks over one reliable data
+//! everyone or with chosen client IDs. Files move in 32 KiB chunks over one reliable data
 //! channel per job, paced by the data channel's send buffer, and are verified with BLAKE3
 //! before they appear under their final name.
 //!
@@ -31,7 +31,9 @@
 //! - [`transfer`]: the engine that streams a file into a channel and a channel into a
 //!   verified file, with read-ahead and write-behind threads.
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
-//!   message size, bind address) and the data-channel implementation of `Channel`.
+//!   message size, bind address), the runtime wrapper that works around the stack's
+//!   driver stalls and batches TURN-relayed writes into GSO sends (`rtc::runtime`), the
+//!   simulated network (`rtc::netsim`) and the data-channel implementation of `Channel`.
 //! - `connection`: one task per remote peer owning its `RTCPeerConnection`.
 //! - `signal_client`: the WebSocket client of the signaling server.
 //! - [`peer`]: the public [`Peer`] handle; `session`: the task that owns all session
