@@ -1,5 +1,5 @@
 //! The public [`Peer`] handle. It sends commands to the session task
-//! ([`crate::session`]), which owns all state and emits [`Event`]s.
+//! (`crate::session`), which owns all state and emits [`Event`]s.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

@@ -52,7 +52,7 @@ const RESEND_SLACK_MESSAGES: u64 = 8;
 /// The most bytes a cut connection makes a sender send twice for one job, for a
 /// recipient that keeps up: one backpressure window (what may be in the network between
 /// the two ends: the sender's send-buffer limit plus the receiver's SCTP window) plus
-/// [`RESEND_SLACK_MESSAGES`] chunks. Everything that reached the recipient's process is
+/// `RESEND_SLACK_MESSAGES` chunks. Everything that reached the recipient's process is
 /// drained and written before it resumes. (A recipient whose disk is behind also loses
 /// what `webrtc` queued for it outside the window: up to 768 messages.)
 pub fn resend_bound(settings: &crate::rtc::RtcSettings) -> u64 {
