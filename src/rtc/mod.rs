@@ -165,6 +165,12 @@ pub async fn build_peer_connection(
             Some(settings.ice_timeouts.failed),
             Some(settings.ice_timeouts.keepalive),
         );
+    if settings.relay_only {
+        // The stack waits 2 s before it accepts a relay candidate, to give direct pairs a
+        // chance; with only relay candidates there is nothing to wait for (docs/RELAY.md).
+        // `None` would mean the stack's default, so zero is spelled out.
+        setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+    }
     if let Some(interval) = settings.ice_check_interval {
         // Keep the stack's 1.4 s of attempts per candidate pair (7 × 200 ms).
         let attempts = (1400 / interval.as_millis().max(1)).clamp(7, 1000) as u16;
