@@ -26,7 +26,9 @@ impl CheckpointPolicy {
         written > self.last_durable && (complete || written - self.last_durable >= self.interval)
     }
 
-    /// Record that `written` bytes are now durable.
+    /// Record that a checkpoint covering `written` bytes was taken or requested; the next
+    /// one is due an interval later. (The writer hands checkpoints to a thread that syncs
+    /// and then stores the record, so durability itself is reported there, not here.)
     pub fn checkpointed(&mut self, written: u64) {
         self.last_durable = self.last_durable.max(written);
     }
