@@ -48,8 +48,9 @@ const RECV_BUFFER_BYTES: usize = 64 * 1024;
 /// 8 Ki datagrams of ~1.2 KB (about 10 MB) hold two 4 MiB SCTP windows.
 pub const INBOX_DATAGRAMS: usize = 8 * 1024;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain queues behind, still valid.
+/// Lock `m`, also after a panic elsewhere poisoned it: the relay's and the peers' socket
+/// locks guard plain queues, which stay valid. Shared with `peershare::rtc::runtime`.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -319,7 +320,6 @@ struct RecvState {
 struct BatchedSocket {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
-    recv_state: UdpSocketState,
     recv: tokio::sync::Mutex<RecvState>,
     /// Receive buffers per `recvmmsg`, allocated on the first read.
     recv_buffers: usize,
@@ -331,12 +331,11 @@ impl BatchedSocket {
     fn new(socket: UdpSocket, recv_buffers: usize, plane: &Arc<RelayPlane>) -> io::Result<Self> {
         let socket = Arc::new(socket);
         let local = socket.local_addr()?;
-        let recv_state = UdpSocketState::new(UdpSockRef::from(&*socket))?;
+        // The batcher's socket state (GRO, GSO and cmsg setup) serves reads too.
         let batcher = Arc::new(SendBatcher::new(Arc::clone(&socket))?);
         Ok(BatchedSocket {
             socket,
             local,
-            recv_state,
             recv: tokio::sync::Mutex::new(RecvState::default()),
             recv_buffers: recv_buffers.clamp(1, RECV_BUFFERS),
             batcher,
@@ -371,7 +370,8 @@ impl BatchedSocket {
                 .async_io(Interest::READABLE, || {
                     let mut slices: Vec<IoSliceMut<'_>> =
                         buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-                    self.recv_state
+                    self.batcher
+                        .state
                         .recv(UdpSockRef::from(&*self.socket), &mut slices, meta)
                 })
                 .await?;
@@ -396,9 +396,12 @@ impl BatchedSocket {
         }
     }
 
-    /// Whether a received datagram is waiting (no read needed).
-    fn has_received(&self) -> bool {
-        self.recv.try_lock().is_ok_and(|s| !s.queue.is_empty())
+    /// Before a read that may wait: unless a received datagram is already queued, send
+    /// what every socket of this relay holds, so nothing this relay produced waits with us.
+    async fn flush_if_idle(&self) {
+        if !self.recv.try_lock().is_ok_and(|s| !s.queue.is_empty()) {
+            self.plane.flush().await;
+        }
     }
 
     /// Queue `buf` for `target`; it leaves at the relay's next flush.
@@ -411,6 +414,54 @@ impl BatchedSocket {
             self.batcher.flush().await;
         }
     }
+}
+
+/// `impl Conn` for an unconnected relay socket (`connect`/`send` refused, no remote
+/// address) with a [`BatchedSocket`] in `io`. Its own logic lives in three inherent
+/// methods: `receive` (one datagram), `send_datagram` and `shut` (on close).
+macro_rules! unconnected_conn {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl Conn for $ty {
+            async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+                Err(io::Error::from(io::ErrorKind::Unsupported).into())
+            }
+
+            async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+                Ok(self.receive(buf).await?.0)
+            }
+
+            async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+                Ok(self.receive(buf).await?)
+            }
+
+            async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::NotConnected).into())
+            }
+
+            async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+                self.send_datagram(buf, target).await;
+                Ok(buf.len())
+            }
+
+            fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+                Ok(self.io.local)
+            }
+
+            fn remote_addr(&self) -> Option<SocketAddr> {
+                None
+            }
+
+            async fn close(&self) -> webrtc_util::Result<()> {
+                self.shut().await;
+                Ok(())
+            }
+
+            fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+                self
+            }
+        }
+    };
 }
 
 /// The relay's listening socket.
@@ -428,54 +479,20 @@ impl ListenerConn {
     }
 
     async fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        if !self.io.has_received() {
-            // About to wait for input: nothing this relay produced may wait with us.
-            self.io.plane.flush().await;
-        }
+        self.io.flush_if_idle().await;
         self.io.receive(buf).await
     }
-}
 
-#[async_trait::async_trait]
-impl Conn for ListenerConn {
-    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
-        Err(io::Error::from(io::ErrorKind::Unsupported).into())
-    }
-
-    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
-        Ok(self.receive(buf).await?.0)
-    }
-
-    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        Ok(self.receive(buf).await?)
-    }
-
-    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
-        Err(io::Error::from(io::ErrorKind::NotConnected).into())
-    }
-
-    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+    async fn send_datagram(&self, buf: &[u8], target: SocketAddr) {
         self.io.send_to(buf, target).await;
-        Ok(buf.len())
     }
 
-    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        Ok(self.io.local)
-    }
-
-    fn remote_addr(&self) -> Option<SocketAddr> {
-        None
-    }
-
-    async fn close(&self) -> webrtc_util::Result<()> {
+    async fn shut(&self) {
         self.io.plane.flush().await;
-        Ok(())
-    }
-
-    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
-        self
     }
 }
+
+unconnected_conn!(ListenerConn);
 
 /// Datagrams handed over by other allocations, and emptied buffers kept for reuse (the
 /// buffers move between the relay's threads; recycling them keeps the allocator's
@@ -555,17 +572,9 @@ impl Drop for RelayConn {
     }
 }
 
-#[async_trait::async_trait]
-impl Conn for RelayConn {
-    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
-        Err(io::Error::from(io::ErrorKind::Unsupported).into())
-    }
-
-    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
-        Ok(self.recv_from(buf).await?.0)
-    }
-
-    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+impl RelayConn {
+    /// The next datagram: handed over by another allocation, or read from the socket.
+    async fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         loop {
             {
                 let mut inbox = lock(&self.inbox);
@@ -578,51 +587,33 @@ impl Conn for RelayConn {
                     return Ok((n, from));
                 }
             }
-            if !self.io.has_received() {
-                // About to wait: send what this relay's tasks queued.
-                self.io.plane.flush().await;
-            }
+            self.io.flush_if_idle().await;
             tokio::select! {
                 // `notify_one` keeps a permit when nobody waits, so a hand-over between
                 // the empty check and here is not missed.
                 _ = self.arrived.notified() => {}
-                received = self.io.receive(buf) => return Ok(received?),
+                received = self.io.receive(buf) => return received,
             }
         }
     }
 
-    async fn send(&self, _buf: &[u8]) -> webrtc_util::Result<usize> {
-        Err(io::Error::from(io::ErrorKind::NotConnected).into())
-    }
-
-    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+    /// To another allocation of this relay in memory, else through the socket.
+    async fn send_datagram(&self, buf: &[u8], target: SocketAddr) {
         if let Some(peer) = self.io.plane.relay(&target) {
             peer.deliver(buf, self.advertised);
         } else {
             self.io.send_to(buf, target).await;
         }
-        Ok(buf.len())
     }
 
-    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        Ok(self.io.local)
-    }
-
-    fn remote_addr(&self) -> Option<SocketAddr> {
-        None
-    }
-
-    async fn close(&self) -> webrtc_util::Result<()> {
+    async fn shut(&self) {
         self.io
             .plane
             .remove(&self.advertised, self as *const RelayConn);
-        Ok(())
-    }
-
-    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
-        self
     }
 }
+
+unconnected_conn!(RelayConn);
 
 #[cfg(test)]
 mod tests {

@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use peershare_signaling::relay_plane::GsoRun;
+use peershare_signaling::relay_plane::{GsoRun, lock};
 use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Runtime, Transmit, default_runtime};
 
 /// Socket buffer size requested for every UDP socket.
@@ -302,11 +302,6 @@ impl Runtime for BufferedRuntime {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values are plain queues, still valid after a panic elsewhere.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// A driver sleep that first sends what its sockets hold back.
 struct FlushThenSleep {
     held: Vec<Arc<RelayWatchSocket>>,
@@ -359,16 +354,15 @@ impl RelayActivity {
     }
 }
 
-/// Whether a datagram is TURN ChannelData carrying data: first byte 64–79 (RFC 7983's
-/// demultiplexing range for TURN channels; STUN is 0–3, DTLS 20–63, RTP 128–191) and
-/// larger than a consent check.
-fn is_relayed_data(datagram: &[u8]) -> bool {
-    datagram.len() >= RELAY_DATA_MIN_BYTES && matches!(datagram.first(), Some(64..=79))
-}
-
-/// Whether a datagram is TURN ChannelData (RFC 7983 range, with its 4-byte header).
+/// Whether a datagram is TURN ChannelData: first byte 64–79 (RFC 7983's demultiplexing
+/// range for TURN channels; STUN is 0–3, DTLS 20–63, RTP 128–191), with its 4-byte header.
 fn is_channel_data(datagram: &[u8]) -> bool {
     datagram.len() >= 4 && matches!(datagram.first(), Some(64..=79))
+}
+
+/// Whether a datagram is ChannelData carrying data: larger than a consent check.
+fn is_relayed_data(datagram: &[u8]) -> bool {
+    datagram.len() >= RELAY_DATA_MIN_BYTES && is_channel_data(datagram)
 }
 
 /// Relayed datagrams held back for one GSO send, oldest run first.
