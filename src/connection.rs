@@ -252,6 +252,16 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
             }
         }
     };
+    if result.is_err() {
+        // Control messages received before the failure still count (a final `done`): a
+        // failure event may have won the `select!` over them, so deliver them before the
+        // `Down` that follows.
+        while let Ok(sig) = ctl_rx.try_recv() {
+            if let ControlSignal::Message(data) = sig {
+                conn.deliver_control(&data);
+            }
+        }
+    }
     let _ = conn.pc.close().await;
     result
 }
@@ -448,12 +458,17 @@ impl Conn {
                 tracing::info!(?path, "control channel open");
                 self.emit(ConnEvent::ControlOpen(path));
             }
-            ControlSignal::Message(data) => match ControlMessage::decode(&data) {
-                Ok(msg) => self.emit(ConnEvent::Control(msg)),
-                Err(e) => self.emit(ConnEvent::ControlInvalid(e)),
-            },
+            ControlSignal::Message(data) => self.deliver_control(&data),
             ControlSignal::Closed => return Some("control channel closed".into()),
         }
         None
+    }
+
+    /// Decode a received control message and hand it to the session task.
+    fn deliver_control(&self, data: &[u8]) {
+        match ControlMessage::decode(data) {
+            Ok(msg) => self.emit(ConnEvent::Control(msg)),
+            Err(e) => self.emit(ConnEvent::ControlInvalid(e)),
+        }
     }
 }

@@ -32,8 +32,22 @@ pub(crate) struct Link {
     pub outbox: Vec<ControlMessage>,
 }
 
+/// The connection of a peer that left the session, kept open until it ends by itself so
+/// that the control messages the peer sent before leaving are still processed.
+pub(crate) struct Draining {
+    pub conn: Conn,
+    /// When it is closed at the latest.
+    pub until: Instant,
+}
+
 /// Most control messages kept for a peer while its connection is down.
 const OUTBOX_LIMIT: usize = 4096;
+
+/// Longest time the connection of a peer that left is read from after its `peer-left`. A
+/// peer that leaves gracefully had every control message acknowledged and closed its
+/// control channel before it told the signaling server, so the connection normally ends
+/// at once; this bounds the wait for one that vanished without closing.
+pub(super) const LEAVE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Delay before reconnect attempt `n` (0-based): at once, then 0.5, 1, 2, 4 s, … 5 s.
 fn backoff(attempt: u32) -> Duration {
@@ -192,7 +206,15 @@ impl Session {
             .and_then(|l| l.conn.as_ref())
             .map(|c| c.id);
         if current != Some(conn_id) {
-            tracing::debug!(%peer, %conn_id, "event of a stale connection");
+            if self
+                .draining
+                .get(&peer)
+                .is_some_and(|d| d.conn.id == conn_id)
+            {
+                self.on_draining_event(&peer, ev);
+            } else {
+                tracing::debug!(%peer, %conn_id, "event of a stale connection");
+            }
             return;
         }
         match ev {
@@ -320,19 +342,82 @@ impl Session {
         }
     }
 
-    /// `peer` left the session: close its connection; its jobs wait for the grace period
-    /// (a restarted peer comes back under another client ID and resumes them by content).
+    /// `peer` left the session: its jobs wait for the grace period (a restarted peer comes
+    /// back under another client ID and resumes them by content).
+    ///
+    /// Its connection is closed at once unless an upload outcome from it is pending.
+    /// `peer-left` comes from the signaling server, the peer's control messages come over
+    /// the peer connection: two paths with no order between them. A recipient that
+    /// finishes a download sends its final `done`, closes the connection and then leaves,
+    /// yet its `peer-left` can overtake the `done` still on its way through our connection
+    /// task; closing the connection here would lose the outcome and leave the upload
+    /// waiting for the grace period. So that connection is read until it ends (the leaving
+    /// peer closed it), for at most `LEAVE_DRAIN`. In every other case closing at once
+    /// matters: a download from a sender that vanished is suspended right away, ready for
+    /// a restarted sender to take over, instead of waiting for the connection to time out.
     fn peer_left(&mut self, peer: &str) {
         let Some(link) = self.links.remove(peer) else {
             return;
         };
         if let Some(conn) = link.conn {
-            let _ = conn.handle.tx.send(ConnCommand::Close(None));
+            if link.control_open && self.awaits_outcome_from(peer) {
+                let until = self.config.clock.now() + LEAVE_DRAIN;
+                let previous = self
+                    .draining
+                    .insert(peer.to_string(), Draining { conn, until });
+                if let Some(old) = previous {
+                    let _ = old.conn.handle.tx.send(ConnCommand::Close(None));
+                }
+            } else {
+                let _ = conn.handle.tx.send(ConnCommand::Close(None));
+            }
         }
         self.suspend_peer(peer);
         self.offered.retain(|_, o| o.info.sender != peer);
         self.departed
             .insert(peer.to_string(), self.config.clock.now());
+    }
+
+    /// An event of the connection of a peer that left: the control messages it sent before
+    /// leaving still count (outcomes, declines, cancels); nothing new starts with it. Once
+    /// no outcome from it is pending any more, the connection is closed.
+    fn on_draining_event(&mut self, peer: &str, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Control(
+                ControlMessage::Hello { .. }
+                | ControlMessage::Offer { .. }
+                | ControlMessage::Request { .. },
+            ) => {
+                tracing::debug!(%peer, "ignoring a late offer or request of a peer that left");
+            }
+            ConnEvent::Control(msg) => {
+                self.on_control(peer, msg);
+                if !self.awaits_outcome_from(peer)
+                    && let Some(d) = self.draining.remove(peer)
+                {
+                    let _ = d.conn.handle.tx.send(ConnCommand::Close(None));
+                }
+            }
+            ConnEvent::Down(reason) => {
+                tracing::debug!(%peer, %reason, "connection of a peer that left ended");
+                self.draining.remove(peer);
+            }
+            ConnEvent::ControlOpen(_)
+            | ConnEvent::ControlInvalid(_)
+            | ConnEvent::JobChannel { .. } => {}
+        }
+    }
+
+    /// Close the connections of departed peers that did not end within `LEAVE_DRAIN`.
+    pub(super) fn expire_draining(&mut self, now: Instant) {
+        self.draining.retain(|peer, d| {
+            if d.until > now {
+                return true;
+            }
+            tracing::debug!(%peer, "closing the connection of a peer that left");
+            let _ = d.conn.handle.tx.send(ConnCommand::Close(None));
+            false
+        });
     }
 
     /// Test hook: kill the connection to `peer` as a network failure would.

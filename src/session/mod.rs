@@ -9,6 +9,8 @@
 mod control;
 mod downloads;
 mod links;
+#[cfg(test)]
+mod tests;
 mod uploads;
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +36,7 @@ use crate::signal_client::SignalingSession;
 use crate::store::{JobRecord, JobStore};
 use crate::transfer::{DownloadCounters, FileIdentity, RateLimit, Saved};
 
-pub(crate) use links::Link;
+pub(crate) use links::{Draining, Link};
 
 /// How often timers (reconnects, grace periods) are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -181,6 +183,8 @@ pub(crate) struct Session {
     /// sees e.g. a recipient's outcome and the upload's completion as one batch.
     pending: Vec<Event>,
     links: HashMap<String, Link>,
+    /// Connections of peers that left, read until they end (see `Session::peer_left`).
+    draining: HashMap<String, Draining>,
     /// Peers that left while uploads to them were pending, and when.
     departed: HashMap<String, Instant>,
     conn_tx: mpsc::UnboundedSender<(String, uuid::Uuid, ConnEvent)>,
@@ -220,6 +224,7 @@ impl Session {
             events,
             pending: Vec::new(),
             links: HashMap::new(),
+            draining: HashMap::new(),
             departed: HashMap::new(),
             conn_tx,
             conn_rx,
@@ -301,6 +306,7 @@ impl Session {
         self.retry_connections(now);
         self.expire_suspended_downloads(now);
         self.expire_departed(now);
+        self.expire_draining(now);
     }
 
     async fn shutdown(&mut self) {
@@ -327,6 +333,9 @@ impl Session {
         }
         for rx in closing {
             let _ = rx.await;
+        }
+        for (_, d) in self.draining.drain() {
+            let _ = d.conn.handle.tx.send(ConnCommand::Close(None));
         }
         let _ = self.signal_tx.send(ClientMessage::Leave).await;
     }

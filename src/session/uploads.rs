@@ -344,6 +344,13 @@ impl Session {
         }
     }
 
+    /// Whether an upload outcome from `peer` is still to come: a delivery it runs, or an
+    /// offer it has not answered.
+    pub(super) fn awaits_outcome_from(&self, peer: &str) -> bool {
+        self.serving.values().any(|s| s.peer == peer)
+            || self.shares.values().any(|s| s.state.is_pending(peer))
+    }
+
     /// A departed recipient did not come back: its pending deliveries fail (6003).
     pub(super) fn recipient_gone(&mut self, peer: &str) {
         let jobs: Vec<(JobId, FileId)> = self
