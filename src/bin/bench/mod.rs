@@ -128,7 +128,9 @@ pub struct BenchArgs {
     /// Also measure where the gap between (a) and (b) goes, layer by layer.
     #[arg(long)]
     pub breakdown: bool,
-    /// Runs of (a) and of (b) each; the median run is reported (the others are listed).
+    /// Rounds of (a), (b) and (f), each round running the three back to back; the median
+    /// run of (a) and (b) and the median of the per-round ratios (c) and (f) are reported
+    /// (every run is listed).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=15))]
     pub repeat: u64,
     /// Also move a file of this many MiB (e.g. 4096) from one sender to one recipient
@@ -172,17 +174,46 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The run whose `key` is the median, and every run's `key` in run order.
-fn median_run<T>(runs: Vec<T>, key: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
-    let all: Vec<f64> = runs.iter().map(&key).collect();
-    let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by(|&a, &b| all[a].total_cmp(&all[b]));
-    let pick = order[order.len() / 2];
-    let run = runs
-        .into_iter()
-        .nth(pick)
-        .expect("median index is within the runs");
-    (run, all)
+/// Index of the median of `values` (the upper one for an even count); 0 when empty.
+fn median_index(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order.get(order.len() / 2).copied().unwrap_or(0)
+}
+
+/// UDP receive-buffer drops summed over several measured runs.
+#[derive(Default)]
+struct Drops(Option<u64>);
+
+impl Drops {
+    /// Add the drops since `before` (a reading taken just before the run).
+    fn add(&mut self, before: Option<u64>) {
+        let delta = match (before, sys::udp_rcvbuf_errors()) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
+        self.0 = match (self.0, delta) {
+            (Some(sum), Some(d)) => Some(sum + d),
+            (None, d) => d,
+            (Some(_), None) => None,
+        };
+    }
+}
+
+impl std::fmt::Display for Drops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("?"),
+        }
+    }
+}
+
+fn list2(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list(v: &[f64]) -> String {
@@ -221,14 +252,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     phase("(g) TCP loopback");
     let tcp = tcp::run(bytes)?;
 
-    phase("(a) raw data channel, one process per end");
-    let before = sys::udp_rcvbuf_errors();
-    let mut runs = Vec::new();
-    for _ in 0..args.repeat {
-        runs.push(raw::run_two_process(&args.tune, bytes).await?);
-    }
-    let raw_drops = drops_since(before);
-    let (raw2, raw2_all) = median_run(runs, |r| r.mib_per_s);
     phase("(a') raw data channel, both ends in this process");
     let before = sys::udp_rcvbuf_errors();
     let raw = raw::run(&settings, bytes).await?;
@@ -277,25 +300,72 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .context("binding the signaling server")?;
     let url = server.url();
 
-    phase("(b)+(d) peershare transfer, one recipient");
-    let before = sys::udp_rcvbuf_errors();
-    let mut runs = Vec::new();
-    for _ in 0..args.repeat {
-        runs.push(product::fan_out(&url, &src, &src_hash, 1, &tmp, &args.tune).await?);
+    // (a), (b) and (f) run in rounds, one of each per round, so that the ratios b/a and
+    // (f)/(b) compare runs made seconds apart. On a shared machine, load changes between
+    // phases a minute apart would otherwise move the ratios more than any tuning does.
+    let r = args.recipients as usize;
+    let mut raws = Vec::new();
+    let mut ones = Vec::new();
+    let mut fans = Vec::new();
+    let mut raw_drops = Drops::default();
+    let mut one_drops = Drops::default();
+    for round in 1..=args.repeat {
+        phase(&format!(
+            "round {round}/{}: (a) raw data channel, one process per end",
+            args.repeat
+        ));
+        let before = sys::udp_rcvbuf_errors();
+        raws.push(raw::run_two_process(&args.tune, bytes).await?);
+        raw_drops.add(before);
+        phase(&format!(
+            "round {round}/{}: (b)+(d) peershare transfer, one recipient",
+            args.repeat
+        ));
+        let before = sys::udp_rcvbuf_errors();
+        ones.push(product::fan_out(&url, &src, &src_hash, 1, &tmp, &args.tune).await?);
+        one_drops.add(before);
+        phase(&format!(
+            "round {round}/{}: (f) one sender → {r} recipients",
+            args.repeat
+        ));
+        fans.push(product::fan_out(&url, &src, &src_hash, r, &tmp, &args.tune).await?);
     }
-    let one_drops = drops_since(before);
+    let raw_all: Vec<f64> = raws.iter().map(|x| x.mib_per_s).collect();
+    let b_all: Vec<f64> = ones
+        .iter()
+        .map(|x| args.size as f64 / x.deliveries[0].secs)
+        .collect();
+    let ratios: Vec<f64> = b_all.iter().zip(&raw_all).map(|(b, a)| b / a).collect();
+    let fan_ratios: Vec<f64> = fans
+        .iter()
+        .zip(&ones)
+        .map(|(f, o)| f.wall_secs / o.wall_secs)
+        .collect();
     // Peak RSS over all runs; throughput of the median run.
-    let sender_peak = runs
+    let sender_peak = ones
         .iter()
         .filter_map(|r| r.sender_rss_mib)
         .reduce(f64::max);
-    let recipient_peak = runs
+    let recipient_peak = ones
         .iter()
         .filter_map(|r| r.recipient_rss_mib[0])
         .reduce(f64::max);
-    let (one, b_all) = median_run(runs, |r| args.size as f64 / r.deliveries[0].secs);
+    let fan_sender_peak = fans
+        .iter()
+        .filter_map(|f| f.sender_rss_mib)
+        .reduce(f64::max);
+    let max_recipient_rss = fans
+        .iter()
+        .flat_map(|f| f.recipient_rss_mib.iter().flatten().copied())
+        .reduce(f64::max);
+    let raw2 = &raws[median_index(&raw_all)];
+    let one = &ones[median_index(&b_all)];
     let b_secs = one.deliveries[0].secs;
     let b = args.size as f64 / b_secs;
+    let ratio = median(ratios.clone());
+    let fan_round = median_index(&fan_ratios);
+    let fan_ratio = fan_ratios[fan_round];
+    let (fan, fan_one) = (&fans[fan_round], &ones[fan_round]);
 
     let big = match args.rss_size {
         Some(mib_big) => {
@@ -315,24 +385,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.latency_runs {
         lat.push(product::first_byte(&url, &small, &tmp, &args.tune).await?);
     }
-
-    let r = args.recipients as usize;
-    phase(&format!("(f) one sender → {r} recipients"));
-    let fan = product::fan_out(&url, &src, &src_hash, r, &tmp, &args.tune).await?;
     server.shutdown().await;
 
-    let ratio = b / raw2.mib_per_s;
-    let fan_ratio = fan.wall_secs / one.wall_secs;
     let started = median(lat.iter().map(|l| l.started_ms).collect());
     let first_progress = median(lat.iter().map(|l| l.first_progress_ms).collect());
     let connected = median(lat.iter().map(|l| l.connected_ms).collect());
     let available = median(lat.iter().map(|l| l.available_ms).collect());
-    let max_recipient_rss = fan
-        .recipient_rss_mib
-        .iter()
-        .flatten()
-        .copied()
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
     let s = &raw.setup;
 
     let mut out = String::new();
@@ -390,8 +448,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     line(format!(
         "| (a) | raw data channel: build_peer_connection in each of two processes (the layout of (b)), 1 ordered reliable channel, 64 KiB messages, no file I/O | {:.1} MiB/s | median of {} runs ({}); {} MiB in {:.2} s, sender's first message → receiver's last byte; UDP rcvbuf drops {raw_drops} (all runs); peak RSS sender {}, receiver {} |",
         raw2.mib_per_s,
-        raw2_all.len(),
-        list(&raw2_all),
+        raw_all.len(),
+        list(&raw_all),
         args.size,
         raw2.secs,
         mib(raw2.sender_rss_mib),
@@ -415,7 +473,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         list(&b_all),
         args.size
     ));
-    line(format!("| (c) | ratio b/a | {ratio:.2} | |"));
+    line(format!(
+        "| (c) | ratio b/a | {ratio:.2} | median of the rounds' ratios ({}); each round runs (a), (b) and (f) back to back |",
+        list2(&ratios)
+    ));
     line(format!(
         "| (d) | peak RSS, sending peer | {} | VmHWM of the sender process, {} MiB file, highest of the (b) runs |",
         mib(sender_peak),
@@ -438,12 +499,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         lat.len()
     ));
     line(format!(
-        "| (f) | 1 → {r} recipients, wall / one recipient | {fan_ratio:.2}× | {r} × {} MiB in {:.2} s ({:.1} MiB/s total) vs one in {:.2} s; peak RSS sender {}, recipients ≤ {} |",
+        "| (f) | 1 → {r} recipients, wall / one recipient | {fan_ratio:.2}× | median of the rounds' ratios ({}), each against the round's (b) run; median round: {r} × {} MiB in {:.2} s ({:.1} MiB/s total) vs one in {:.2} s; peak RSS sender {}, recipients ≤ {} (all rounds) |",
+        list2(&fan_ratios),
         args.size,
         fan.wall_secs,
         (r as f64 * args.size as f64) / fan.wall_secs,
-        one.wall_secs,
-        mib(fan.sender_rss_mib),
+        fan_one.wall_secs,
+        mib(fan_sender_peak),
         mib(max_recipient_rss)
     ));
     line(format!(
@@ -482,7 +544,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     let (rss_run, rss_mib) = match &big {
         Some((mib_big, run)) => (run, *mib_big),
-        None => (&one, args.size),
+        None => (one, args.size),
     };
     let rss_max = match &big {
         Some(_) => rss_run
