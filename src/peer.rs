@@ -95,6 +95,7 @@ impl Peer {
                 create: config.create_session,
                 name: config.name.clone(),
                 password: config.password.clone(),
+                relay_only: config.rtc.relay_only,
             },
         )
         .await?;

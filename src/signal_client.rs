@@ -24,6 +24,9 @@ pub struct JoinRequest {
     pub create: bool,
     pub name: String,
     pub password: Option<String>,
+    /// We use only TURN relay candidates (told to the other members, see
+    /// [`PeerInfo::relay_only`]).
+    pub relay_only: bool,
 }
 
 /// A joined session.
@@ -73,6 +76,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
         name: join.name,
         password: join.password,
         create: join.create,
+        relay_only: join.relay_only,
     };
     send_frame(&mut ws, &frame).await?;
     let welcome = loop {

@@ -363,6 +363,7 @@ impl Connection {
                 name,
                 password,
                 create,
+                relay_only,
             } => {
                 if version != PROTOCOL_VERSION {
                     return self
@@ -379,6 +380,7 @@ impl Connection {
                     create,
                     name: &name,
                     password: password.as_deref(),
+                    relay_only,
                 };
                 self.join(req).await
             }

@@ -27,6 +27,10 @@ pub enum ClientMessage {
         password: Option<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         create: bool,
+        /// The client uses only TURN relay candidates; the server tells the other members
+        /// ([`PeerInfo::relay_only`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        relay_only: bool,
     },
     /// Relay `data` to one other client of the same session. The server does not
     /// interpret `data` (see [`SignalData`] for what peershare clients put there).
@@ -72,6 +76,11 @@ pub enum ServerMessage {
 pub struct PeerInfo {
     pub id: ClientId,
     pub name: String,
+    /// The peer joined saying it uses only TURN relay candidates. Its side of any
+    /// connection can then only be relayed, so the other side need not hold back relay
+    /// candidate pairs while waiting for direct ones (the ICE agent's 2 s relay wait).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay_only: bool,
 }
 
 /// One ICE server entry, in the browsers' `RTCIceServer` shape.
@@ -166,7 +175,8 @@ mod tests {
                 session: None,
                 name: "alice".into(),
                 password: None,
-                create: false
+                create: false,
+                relay_only: false,
             }
         );
     }

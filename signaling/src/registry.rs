@@ -43,6 +43,7 @@ pub(crate) struct JoinRequest<'a> {
     pub create: bool,
     pub name: &'a str,
     pub password: Option<&'a str>,
+    pub relay_only: bool,
 }
 
 /// A successful join.
@@ -87,6 +88,7 @@ impl PasswordTag {
 
 struct Member {
     name: String,
+    relay_only: bool,
     seq: u64,
     tx: mpsc::Sender<Outbound>,
 }
@@ -210,6 +212,7 @@ impl Registry {
                     PeerInfo {
                         id: id.clone(),
                         name: m.name.clone(),
+                        relay_only: m.relay_only,
                     },
                 )
             })
@@ -221,6 +224,7 @@ impl Registry {
             peer: PeerInfo {
                 id: client_id.clone(),
                 name: name.to_owned(),
+                relay_only: req.relay_only,
             },
         });
         let slow = deliver(
@@ -232,6 +236,7 @@ impl Registry {
             client_id.clone(),
             Member {
                 name: name.to_owned(),
+                relay_only: req.relay_only,
                 seq,
                 tx,
             },
@@ -361,6 +366,7 @@ mod tests {
             create: false,
             name,
             password: None,
+            relay_only: false,
         }
     }
 
@@ -396,7 +402,8 @@ mod tests {
             Some(ServerMessage::PeerJoined {
                 peer: PeerInfo {
                     id: b.client_id.clone(),
-                    name: "bob".into()
+                    name: "bob".into(),
+                    relay_only: false,
                 }
             })
         );

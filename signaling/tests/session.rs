@@ -45,12 +45,14 @@ async fn join_existing_session_lists_present_peers_and_notifies_them() {
         wb.peers,
         vec![PeerInfo {
             id: wa.client_id.clone(),
-            name: "alice".into()
+            name: "alice".into(),
+            relay_only: false,
         }]
     );
     let bob = PeerInfo {
         id: wb.client_id.clone(),
         name: "bob".into(),
+        relay_only: false,
     };
     assert_eq!(
         a.recv().await,
@@ -62,11 +64,13 @@ async fn join_existing_session_lists_present_peers_and_notifies_them() {
     let carol = PeerInfo {
         id: wc.client_id.clone(),
         name: "carol".into(),
+        relay_only: false,
     };
     let expected_peers = vec![
         PeerInfo {
             id: wa.client_id.clone(),
             name: "alice".into(),
+            relay_only: false,
         },
         bob,
     ];
@@ -81,6 +85,39 @@ async fn join_existing_session_lists_present_peers_and_notifies_them() {
     // Nobody is told about themselves, and nothing else is pending.
     a.barrier().await;
     b.barrier().await;
+}
+
+#[tokio::test]
+async fn join_relay_only_flag_reaches_welcome_and_peer_joined() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    let wa = expect_welcome(
+        a.join_frame(json!({"type": "join", "version": 1, "session": null, "name": "alice", "relay_only": true}))
+            .await,
+    );
+    let alice = PeerInfo {
+        id: wa.client_id.clone(),
+        name: "alice".into(),
+        relay_only: true,
+    };
+    let (_b, wb) = joiner(&server, &wa.session, "bob").await;
+    assert_eq!(wb.peers, vec![alice]);
+    // A client that says nothing is not relay-only, and the flag is left out of the frame.
+    let bob = PeerInfo {
+        id: wb.client_id.clone(),
+        name: "bob".into(),
+        relay_only: false,
+    };
+    assert_eq!(a.recv().await, ServerMessage::PeerJoined { peer: bob });
+    let frame = serde_json::to_value(ServerMessage::PeerJoined {
+        peer: PeerInfo {
+            id: wb.client_id.clone(),
+            name: "bob".into(),
+            relay_only: false,
+        },
+    })
+    .unwrap();
+    assert_eq!(frame["peer"].get("relay_only"), None);
 }
 
 #[tokio::test]

@@ -48,6 +48,7 @@ async fn welcome_ice_servers(server: &SignalingServer) -> (String, Vec<IceServer
         name: "t".into(),
         password: None,
         create: false,
+        relay_only: false,
     };
     ws.send(Message::text(serde_json::to_string(&join).unwrap()))
         .await

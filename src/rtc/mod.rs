@@ -42,6 +42,10 @@ pub struct RtcSettings {
     pub relay_only: bool,
     /// Never use a TURN relay (TURN servers handed out by signaling are ignored).
     pub direct_only: bool,
+    /// Set per connection by the session: the remote peer announced at join that it uses
+    /// only relay candidates, so every candidate pair has a relay end and waiting for a
+    /// direct one is pointless (see [`build_peer_connection`]).
+    pub peer_relay_only: bool,
     /// ICE consent: silence after which a connection counts as disconnected, the further
     /// time after which it has failed (and is replaced), and the keep-alive period.
     pub ice_timeouts: IceTimeouts,
@@ -78,6 +82,7 @@ impl Default for RtcSettings {
             sctp_mtu: None,
             relay_only: false,
             direct_only: false,
+            peer_relay_only: false,
             ice_timeouts: IceTimeouts::default(),
             ice_check_interval: None,
             // Measured: join → first byte 810 ms → 30 ms on loopback, no throughput
@@ -98,6 +103,10 @@ pub const LOOPBACK_SCTP_MTU: u32 = 8192;
 /// Socket buffers used with [`LOOPBACK_SCTP_MTU`]: the kernel charges each 8 KiB
 /// datagram about twice its size, so 4 MiB buffers drop packets under a 4 MiB window.
 pub const LOOPBACK_SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a connection to a relay-only peer waits before it nominates a relayed pair,
+/// instead of the stack's 2 s (docs/RELAY.md).
+pub const PEER_RELAY_ONLY_RELAY_WAIT: Duration = Duration::from_millis(500);
 
 /// ICE liveness timers (see [`RtcSettings::ice_timeouts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +174,21 @@ pub async fn build_peer_connection(
             Some(settings.ice_timeouts.failed),
             Some(settings.ice_timeouts.keepalive),
         );
-    if settings.relay_only {
-        // The stack waits 2 s before it accepts a relay candidate, to give direct pairs a
-        // chance; with only relay candidates there is nothing to wait for (docs/RELAY.md).
-        // `None` would mean the stack's default, so zero is spelled out.
-        setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(Duration::ZERO));
+    // The stack waits 2 s before it nominates a pair with a relay end, to give direct pairs
+    // a chance (docs/RELAY.md, "Relayed connection setup").
+    let relay_wait = if settings.relay_only {
+        // We have only relay candidates: there is nothing better to wait for. Only the
+        // controlling agent (the offerer) nominates.
+        Some(Duration::ZERO)
+    } else if settings.peer_relay_only {
+        // Every pair has the peer's relay end, but ours may be direct (one allocation) or
+        // relayed too (two, slower): wait briefly so the better one has answered.
+        Some(PEER_RELAY_ONLY_RELAY_WAIT)
+    } else {
+        None
+    };
+    if let Some(wait) = relay_wait {
+        setting_engine = setting_engine.with_relay_acceptance_min_wait(Some(wait));
     }
     if let Some(interval) = settings.ice_check_interval {
         // Keep the stack's 1.4 s of attempts per candidate pair (7 × 200 ms).

@@ -13,6 +13,7 @@ use crate::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, Pee
 use crate::error::codes;
 use crate::events::Event;
 use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+use crate::rtc::RtcSettings;
 
 /// A live connection attempt.
 pub(crate) struct Conn {
@@ -23,6 +24,8 @@ pub(crate) struct Conn {
 /// Another member of the session.
 pub(crate) struct Link {
     pub name: String,
+    /// The peer announced at join that it uses only relay candidates.
+    pub relay_only: bool,
     pub conn: Option<Conn>,
     pub control_open: bool,
     /// Offerer only: when to try a new connection.
@@ -68,18 +71,31 @@ impl Session {
             return;
         }
         self.departed.remove(&info.id);
-        let mut link = Link {
+        let link = Link {
             name: info.name,
+            relay_only: info.relay_only,
             conn: None,
             control_open: false,
             retry_at: None,
             attempts: 0,
             outbox: Vec::new(),
         };
+        self.links.insert(info.id.clone(), link);
         if self.offerer_for(&info.id) {
-            link.conn = Some(self.spawn_conn(&info.id, Uuid::new_v4(), true));
+            let conn = self.spawn_conn(&info.id, Uuid::new_v4(), true);
+            if let Some(link) = self.links.get_mut(&info.id) {
+                link.conn = Some(conn);
+            }
         }
-        self.links.insert(info.id, link);
+    }
+
+    /// The transport settings for a connection to `peer`: ours, plus what it announced
+    /// when it joined.
+    pub(super) fn conn_settings(&self, peer: &str) -> RtcSettings {
+        RtcSettings {
+            peer_relay_only: self.links.get(peer).is_some_and(|l| l.relay_only),
+            ..self.config.rtc.clone()
+        }
     }
 
     fn spawn_conn(&self, peer: &str, id: Uuid, offerer: bool) -> Conn {
@@ -87,7 +103,7 @@ impl Session {
             remote: peer.to_string(),
             conn_id: id,
             offerer,
-            settings: self.config.rtc.clone(),
+            settings: self.conn_settings(peer),
             ice_servers: self.ice_servers.clone(),
             signal_tx: self.signal_tx.clone(),
             events: self.conn_tx.clone(),

@@ -361,6 +361,7 @@ impl Session {
                     .map(|(id, l)| PeerInfo {
                         id: id.clone(),
                         name: l.name.clone(),
+                        relay_only: l.relay_only,
                     })
                     .collect();
                 let _ = reply.send(list);

@@ -56,6 +56,7 @@ impl Sender {
             peers: vec![PeerInfo {
                 id: RECIPIENT.into(),
                 name: "recipient".into(),
+                relay_only: false,
             }],
             ice_servers: Vec::new(),
             tx: signal_tx,
@@ -271,4 +272,43 @@ async fn session_peer_left_with_no_pending_outcome_closes_connection_at_once() {
     s.peer_left();
     assert!(closes(&s.commands()));
     assert!(s.session.draining.is_empty());
+}
+
+#[tokio::test]
+async fn session_relay_only_peer_connections_skip_relay_wait() {
+    let (signal_tx, _signal_rx) = mpsc::channel(64);
+    let (_server_tx, server_rx) = mpsc::channel(64);
+    let (ev_tx, _events) = mpsc::unbounded_channel();
+    let peer = |id: &str, relay_only| PeerInfo {
+        id: id.into(),
+        name: id.into(),
+        relay_only,
+    };
+    // We are the larger ID, so we answer both and no connection task is spawned here.
+    let joined = SignalingSession {
+        session: "session".into(),
+        client_id: ME.into(),
+        peers: vec![peer("aa-relayed", true)],
+        ice_servers: Vec::new(),
+        tx: signal_tx,
+        rx: server_rx,
+    };
+    let mut session = Session::new(Arc::new(PeerConfig::new("ws://127.0.0.1:9")), joined, ev_tx);
+    session.add_peer(peer("ab-direct", false));
+    assert!(session.conn_settings("aa-relayed").peer_relay_only);
+    assert!(!session.conn_settings("ab-direct").peer_relay_only);
+    // What the peer list reports is what the peers announced.
+    let mut listed: Vec<(String, bool)> = session
+        .links
+        .iter()
+        .map(|(id, l)| (id.clone(), l.relay_only))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("aa-relayed".to_string(), true),
+            ("ab-direct".to_string(), false)
+        ]
+    );
 }
