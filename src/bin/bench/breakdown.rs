@@ -26,8 +26,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// 64 KiB messages through [`peershare::rtc::RtcChannel`] on both ends, no file I/O.
 pub async fn adapter(settings: &RtcSettings, bytes: u64) -> anyhow::Result<f64> {
-    let pair = connect_pair(settings, true).await?;
-    let Ends::Adapter { tx, rx } = &pair.ends else {
+    let pair = connect_pair(settings, true, 1).await?;
+    let Some(Ends::Adapter { tx, rx }) = pair.ends.first() else {
         unreachable!("asked for adapter ends")
     };
     let template = BytesMut::from(&vec![0xa5u8; MESSAGE][..]);
@@ -64,8 +64,8 @@ pub async fn engine(settings: &RtcSettings, src: &Path, out_dir: &Path) -> anyho
     let p = src.to_path_buf();
     let hash = tokio::task::spawn_blocking(move || transfer::hash_file(&p)).await??;
     let identity = FileIdentity::of(src)?;
-    let pair = connect_pair(settings, true).await?;
-    let Ends::Adapter { tx, rx } = &pair.ends else {
+    let pair = connect_pair(settings, true, 1).await?;
+    let Some(Ends::Adapter { tx, rx }) = pair.ends.first() else {
         unreachable!("asked for adapter ends")
     };
     let state = DownloadState::new(identity.size, hash, 0, blake3::Hasher::new());

@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// Also measure where the gap between (a) and (b) goes, layer by layer.
     #[arg(long)]
     pub breakdown: bool,
+    /// Also measure the raw channel with several channels on one association and with
+    /// several associations, all in this process like (a') (issue 6 stretch item).
+    #[arg(long)]
+    pub parallel: bool,
     /// Rounds of (a), (b) and (f), each round running the three back to back; the median
     /// run of (a) and (b) and the median of the per-round ratios (c) and (f) are reported
     /// (every run is listed).
@@ -231,6 +235,9 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
 }
 
+/// (associations, channels per association) measured by `--parallel`.
+const PARALLEL_LAYOUTS: [(usize, usize); 6] = [(1, 1), (1, 2), (1, 4), (2, 1), (4, 1), (2, 2)];
+
 fn phase(name: &str) {
     eprintln!("[peershare-bench] {name} …");
 }
@@ -256,6 +263,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let before = sys::udp_rcvbuf_errors();
     let raw = raw::run(&settings, bytes).await?;
     let raw1_drops = drops_since(before);
+
+    let mut parallel = Vec::new();
+    if args.parallel {
+        for (associations, channels) in PARALLEL_LAYOUTS {
+            phase(&format!(
+                "parallel: {associations} association(s) × {channels} channel(s)"
+            ));
+            let before = sys::udp_rcvbuf_errors();
+            let r = raw::run_parallel(&settings, bytes, associations, channels).await?;
+            parallel.push((associations, channels, r.mib_per_s, drops_since(before)));
+        }
+    }
 
     phase("writing and hashing the test file");
     let src = tmp.join("source.bin");
@@ -533,6 +552,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "| (b) + signaling, control protocol, one process per peer | {b:.1} | {:.2} |",
             b / raw.mib_per_s
         ));
+    }
+    if !parallel.is_empty() {
+        line(String::new());
+        line(format!(
+            "Several channels or associations in parallel, raw, {} MiB in total split evenly, 64 KiB messages, both ends in this process like (a'), run one after the other:",
+            args.size
+        ));
+        line(String::new());
+        line("| associations | channels each | MiB/s | of (a') | UDP rcvbuf drops |".into());
+        line("|---|---|---|---|---|".into());
+        for (associations, channels, v, drops) in &parallel {
+            line(format!(
+                "| {associations} | {channels} | {v:.1} | {:.2} | {drops} |",
+                v / raw.mib_per_s
+            ));
+        }
     }
     line(String::new());
     line("Targets of issue 6 (as measured in this run):".into());

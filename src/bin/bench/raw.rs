@@ -79,11 +79,12 @@ pub enum Ends {
     Adapter { tx: RtcChannel, rx: RtcChannel },
 }
 
-/// A connected pair with its open channel.
+/// A connected pair with its open channels.
 pub struct Pair {
     pub offerer: Arc<dyn PeerConnection>,
     pub answerer: Arc<dyn PeerConnection>,
-    pub ends: Ends,
+    /// One entry per channel, all on the pair's one SCTP association.
+    pub ends: Vec<Ends>,
     pub setup: Setup,
 }
 
@@ -95,9 +96,13 @@ impl Pair {
     }
 }
 
-/// Build a connected pair and open one ordered reliable channel, raw or wrapped in the
-/// product's [`RtcChannel`].
-pub async fn connect_pair(settings: &RtcSettings, adapter: bool) -> anyhow::Result<Pair> {
+/// Build a connected pair and open `channels` ordered reliable channels, raw or wrapped in
+/// the product's [`RtcChannel`].
+pub async fn connect_pair(
+    settings: &RtcSettings,
+    adapter: bool,
+    channels: usize,
+) -> anyhow::Result<Pair> {
     let t0 = Instant::now();
     let connected_at = Arc::new(Mutex::new(None));
     let (a_gathered_tx, mut a_gathered) = watch::channel(false);
@@ -125,19 +130,23 @@ pub async fn connect_pair(settings: &RtcSettings, adapter: bool) -> anyhow::Resu
     .await?;
     let built = Instant::now();
 
-    let dc = a
-        .create_data_channel("bench", Some(RTCDataChannelInit::default()))
-        .await?;
-    // Every channel must be polled all the time; this task (or the adapter's reader)
-    // also reports OnOpen.
-    let (open_tx, open_rx) = oneshot::channel();
-    let adapter_tx = if adapter {
-        drop(open_tx);
-        Some(RtcChannel::spawn(dc.clone(), false))
-    } else {
-        watch_open(dc.clone(), open_tx);
-        None
-    };
+    // Every channel must be polled all the time; a task of ours (or the adapter's reader)
+    // does, and reports OnOpen.
+    let mut locals = Vec::with_capacity(channels);
+    for i in 0..channels.max(1) {
+        let dc = a
+            .create_data_channel(&format!("bench-{i}"), Some(RTCDataChannelInit::default()))
+            .await?;
+        let (open_tx, open_rx) = oneshot::channel();
+        let adapter_tx = if adapter {
+            drop(open_tx);
+            Some(RtcChannel::spawn(dc.clone(), false))
+        } else {
+            watch_open(dc.clone(), open_tx);
+            None
+        };
+        locals.push((dc, open_rx, adapter_tx));
+    }
 
     let offer = a.create_offer(None).await?;
     a.set_local_description(offer).await?;
@@ -157,35 +166,42 @@ pub async fn connect_pair(settings: &RtcSettings, adapter: bool) -> anyhow::Resu
     a.set_remote_description(answer).await?;
     let sdp = Instant::now();
 
-    let opened = match &adapter_tx {
-        Some(ch) => {
-            tokio::time::timeout(Duration::from_secs(30), ch.wait_open())
+    let mut opened = sdp;
+    let mut ends = Vec::with_capacity(locals.len());
+    for (dc, open_rx, adapter_tx) in locals {
+        opened = match &adapter_tx {
+            Some(ch) => {
+                tokio::time::timeout(Duration::from_secs(30), ch.wait_open())
+                    .await
+                    .context("data channel did not open within 30 s")?
+                    .map_err(|_| anyhow::anyhow!("data channel closed before opening"))?;
+                Instant::now()
+            }
+            None => tokio::time::timeout(Duration::from_secs(30), open_rx)
                 .await
-                .context("data channel did not open within 30 s")?
-                .map_err(|_| anyhow::anyhow!("data channel closed before opening"))?;
-            Instant::now()
+                .context("data channel did not open within 30 s")??,
         }
-        None => tokio::time::timeout(Duration::from_secs(30), open_rx)
+        .max(opened);
+        // Remote channels are matched to local ones in arrival order; the bench sends the
+        // same amount on each, so which is which does not matter.
+        let remote = tokio::time::timeout(Duration::from_secs(30), dc_rx.recv())
             .await
-            .context("data channel did not open within 30 s")??,
-    };
-    let remote = tokio::time::timeout(Duration::from_secs(30), dc_rx.recv())
-        .await
-        .context("no remote data channel within 30 s")?
-        .context("answerer handler dropped")?;
+            .context("no remote data channel within 30 s")?
+            .context("answerer handler dropped")?;
+        ends.push(match adapter_tx {
+            Some(tx) => Ends::Adapter {
+                tx,
+                rx: RtcChannel::spawn(remote, true),
+            },
+            None => Ends::Raw { tx: dc, rx: remote },
+        });
+    }
     let connected = connected_at.lock().ok().and_then(|c| *c).unwrap_or(opened);
     let setup = Setup {
         built_ms: ms(t0, built),
         sdp_ms: ms(t0, sdp),
         connected_ms: ms(t0, connected),
         open_ms: ms(t0, opened),
-    };
-    let ends = match adapter_tx {
-        Some(tx) => Ends::Adapter {
-            tx,
-            rx: RtcChannel::spawn(remote, true),
-        },
-        None => Ends::Raw { tx: dc, rx: remote },
     };
     Ok(Pair {
         offerer: a,
@@ -197,27 +213,58 @@ pub async fn connect_pair(settings: &RtcSettings, adapter: bool) -> anyhow::Resu
 
 /// Send `bytes` as 64 KiB messages; MiB/s measured at the receiver.
 pub async fn run(settings: &RtcSettings, bytes: u64) -> anyhow::Result<RawResult> {
-    let pair = connect_pair(settings, false).await?;
-    let setup = pair.setup;
-    let Ends::Raw { tx: dc, rx: remote } = &pair.ends else {
-        unreachable!("asked for raw ends")
-    };
-    let (dc, remote) = (dc.clone(), remote.clone());
-    let rx = remote;
-    let (done_tx, done_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let got = receive_bytes(&rx, bytes).await;
-        let _ = done_tx.send((got, Instant::now()));
-    });
+    run_parallel(settings, bytes, 1, 1).await
+}
+
+/// Send `bytes` in total as 64 KiB messages, split evenly over `associations` pairs with
+/// `channels` channels each, all at once, in this process; MiB/s from the first send to
+/// the last byte received on any channel. The setup reported is the first pair's.
+pub async fn run_parallel(
+    settings: &RtcSettings,
+    bytes: u64,
+    associations: usize,
+    channels: usize,
+) -> anyhow::Result<RawResult> {
+    let mut pairs = Vec::with_capacity(associations);
+    for _ in 0..associations.max(1) {
+        pairs.push(connect_pair(settings, false, channels).await?);
+    }
+    let setup = pairs[0].setup;
+    let ends: Vec<(Arc<dyn DataChannel>, Arc<dyn DataChannel>)> = pairs
+        .iter()
+        .flat_map(|p| &p.ends)
+        .filter_map(|e| match e {
+            Ends::Raw { tx, rx } => Some((tx.clone(), rx.clone())),
+            Ends::Adapter { .. } => None,
+        })
+        .collect();
+    let n = ends.len() as u64;
+    let share = bytes / n;
+    let mut receivers = Vec::with_capacity(ends.len());
+    let mut senders = Vec::with_capacity(ends.len());
     let start = Instant::now();
-    send_messages(&dc, bytes).await?;
-    let (got, end) = done_rx.await.context("receiver task ended")?;
-    anyhow::ensure!(got == bytes, "raw receiver got {got} of {bytes} bytes");
+    for (tx, rx) in ends {
+        receivers.push(tokio::spawn(async move {
+            let got = receive_bytes(&rx, share).await;
+            (got, Instant::now())
+        }));
+        senders.push(tokio::spawn(async move { send_messages(&tx, share).await }));
+    }
+    for s in senders {
+        s.await.context("sender task")??;
+    }
+    let mut end = start;
+    for r in receivers {
+        let (got, at) = r.await.context("receiver task")?;
+        anyhow::ensure!(got == share, "raw receiver got {got} of {share} bytes");
+        end = end.max(at);
+    }
     let secs = end.duration_since(start).as_secs_f64();
-    drop(dc);
-    pair.close().await;
+    for p in pairs {
+        p.close().await;
+    }
     Ok(RawResult {
-        mib_per_s: bytes as f64 / (1024.0 * 1024.0) / secs,
+        mib_per_s: (share * n) as f64 / (1024.0 * 1024.0) / secs,
         secs,
         setup,
     })
