@@ -14,6 +14,7 @@ fn bench_tiny_run_prints_every_row() {
             "2",
             "--latency-runs",
             "1",
+            "--parallel",
             "--dir",
         ])
         .arg(dir.path())
@@ -35,6 +36,7 @@ fn bench_tiny_run_prints_every_row() {
         "| (e) |",
         "| (f) |",
         "| (g) |",
+        "| 2 | 1 |",
     ] {
         assert!(stdout.contains(row), "row {row} missing from:\n{stdout}");
     }
