@@ -43,6 +43,9 @@ pub const FLUSH_BYTES: usize = 256 * 1024;
 const RECV_BUFFERS: usize = quinn_udp::BATCH_SIZE;
 /// Size of each receive buffer: room for a full GRO batch.
 const RECV_BUFFER_BYTES: usize = 64 * 1024;
+/// Receive buffers a relay keeps for reuse when no socket needs them: two listener reads'
+/// worth (4 MiB). Busy sockets hold theirs only while datagrams they read are queued.
+const SPARE_RECV_BUFFERS: usize = 2 * RECV_BUFFERS;
 /// Datagrams an allocation may have waiting from other allocations before new ones are
 /// dropped (what a full socket buffer would do).
 /// 8 Ki datagrams of ~1.2 KB (about 10 MB) hold two 4 MiB SCTP windows.
@@ -259,9 +262,36 @@ pub struct RelayPlane {
     relays: RwLock<HashMap<SocketAddr, Weak<RelayConn>>>,
     /// Batchers that queued output since the last [`RelayPlane::flush`].
     dirty: Mutex<Vec<Arc<SendBatcher>>>,
+    /// Receive buffers not in use. A socket takes buffers when it is readable and gives
+    /// them back once it has handed out what they held, so an idle allocation holds none.
+    spare_buffers: Mutex<Vec<Vec<u8>>>,
 }
 
 impl RelayPlane {
+    /// `n` receive buffers, from the spares where there are some.
+    fn take_buffers(&self, n: usize) -> Vec<Vec<u8>> {
+        let mut taken = {
+            let mut spare = lock(&self.spare_buffers);
+            let keep = spare.len().saturating_sub(n);
+            spare.split_off(keep)
+        };
+        taken.resize_with(n, || vec![0; RECV_BUFFER_BYTES]);
+        taken
+    }
+
+    /// Give receive buffers back; beyond [`SPARE_RECV_BUFFERS`] they are freed.
+    fn give_back(&self, buffers: &mut Vec<Vec<u8>>) {
+        let mut spare = lock(&self.spare_buffers);
+        let room = SPARE_RECV_BUFFERS.saturating_sub(spare.len());
+        spare.extend(buffers.drain(..).take(room));
+        buffers.clear();
+    }
+
+    /// Receive buffers kept for reuse right now (tests).
+    pub fn spare_recv_buffers(&self) -> usize {
+        lock(&self.spare_buffers).len()
+    }
+
     fn relay(&self, addr: &SocketAddr) -> Option<Arc<RelayConn>> {
         read(&self.relays).get(addr).and_then(Weak::upgrade)
     }
@@ -321,7 +351,8 @@ struct BatchedSocket {
     socket: Arc<UdpSocket>,
     local: SocketAddr,
     recv: tokio::sync::Mutex<RecvState>,
-    /// Receive buffers per `recvmmsg`, allocated on the first read.
+    /// Receive buffers per `recvmmsg`, taken from the relay's spares when the socket is
+    /// readable and given back once their datagrams are handed out.
     recv_buffers: usize,
     batcher: Arc<SendBatcher>,
     plane: Arc<RelayPlane>,
@@ -352,29 +383,43 @@ impl BatchedSocket {
                 let n = d.len.min(buf.len());
                 let src = &state.buffers[d.buffer][d.offset..d.offset + n];
                 buf[..n].copy_from_slice(src);
+                if state.queue.is_empty() {
+                    self.plane.give_back(&mut state.buffers);
+                }
                 return Ok((n, d.from));
             }
+            // Wait without buffers; take them only for the read itself.
+            self.socket.readable().await?;
             if state.buffers.is_empty() {
-                state.buffers = vec![vec![0; RECV_BUFFER_BYTES]; self.recv_buffers];
-                state.meta = vec![RecvMeta::default(); self.recv_buffers];
+                state.buffers = self.plane.take_buffers(self.recv_buffers);
             }
+            state.meta.resize(self.recv_buffers, RecvMeta::default());
             let RecvState {
                 buffers,
                 meta,
                 queue,
             } = &mut *state;
-            // The read and the queueing happen in one poll, so a cancelled receive (the
-            // relay's tasks select on a close signal) loses nothing.
-            let count = self
-                .socket
-                .async_io(Interest::READABLE, || {
-                    let mut slices: Vec<IoSliceMut<'_>> =
-                        buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-                    self.batcher
-                        .state
-                        .recv(UdpSockRef::from(&*self.socket), &mut slices, meta)
-                })
-                .await?;
+            // The read and the queueing happen in one poll after the wait, so a cancelled
+            // receive (the relay's tasks select on a close signal) loses nothing.
+            let read = self.socket.try_io(Interest::READABLE, || {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    buffers.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                self.batcher
+                    .state
+                    .recv(UdpSockRef::from(&*self.socket), &mut slices, meta)
+            });
+            let count = match read {
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Spurious readiness: give the buffers back before waiting again.
+                    self.plane.give_back(buffers);
+                    continue;
+                }
+                Err(e) => {
+                    self.plane.give_back(buffers);
+                    return Err(e);
+                }
+            };
             for (buffer, m) in meta.iter().enumerate().take(count) {
                 let stride = m.stride.max(1);
                 let mut offset = 0;
@@ -506,8 +551,9 @@ struct Inbox {
 /// Emptied buffers an inbox keeps for reuse.
 const SPARE_BUFFERS: usize = 256;
 /// Receive buffers of an allocation's relay socket (the listener has [`RECV_BUFFERS`]):
-/// 4 × 64 KiB, allocated when the socket first reads from the kernel (allocations that
-/// only talk to other allocations of this relay never do).
+/// 4 × 64 KiB, taken from the relay's spares for a read and given back once the datagrams
+/// are handed out, so an idle allocation holds none (allocations that only talk to other
+/// allocations of this relay never read from the kernel at all).
 const RELAY_RECV_BUFFERS: usize = 4;
 
 /// An allocation's relay socket: datagrams between allocations of the same relay move in
@@ -732,6 +778,34 @@ mod tests {
         let socket = bound();
         let advertised = socket.local_addr().unwrap();
         RelayConn::register(socket, advertised, plane).unwrap()
+    }
+
+    #[tokio::test]
+    async fn relay_conn_receive_buffers_return_to_plane_once_handed_out() {
+        let plane = Arc::new(RelayPlane::default());
+        let (a, b) = (relay(&plane), relay(&plane));
+        let outside = bound();
+        let sent: Vec<Vec<u8>> = (0..3).map(|i| datagram(i, 1200)).collect();
+        for d in &sent {
+            outside.send_to(d, a.local_addr().unwrap()).await.unwrap();
+        }
+        let mut buf = [0u8; 1500];
+        for expected in &sent {
+            let (n, _) = a.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &expected[..]);
+        }
+        // Everything read was handed out: the socket holds no buffers, the relay keeps them.
+        assert!(a.io.recv.lock().await.buffers.is_empty());
+        assert_eq!(plane.spare_recv_buffers(), RELAY_RECV_BUFFERS);
+        // The next socket to read takes those instead of allocating its own.
+        outside
+            .send_to(b"to b", b.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (n, _) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"to b");
+        assert!(b.io.recv.lock().await.buffers.is_empty());
+        assert_eq!(plane.spare_recv_buffers(), RELAY_RECV_BUFFERS);
     }
 
     #[tokio::test]
