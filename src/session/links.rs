@@ -436,7 +436,9 @@ impl Session {
         });
     }
 
-    /// Test hook: kill the connection to `peer` as a network failure would.
+    /// Kill the connection to `peer` as a network failure would: reconnection and resume
+    /// follow. Used when a connection is up but useless (a job channel that never opens),
+    /// and as a test hook.
     pub(super) fn drop_connection(&mut self, peer: &str) {
         if let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) {
             let _ = conn.handle.tx.send(ConnCommand::Close(None));

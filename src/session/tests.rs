@@ -312,3 +312,70 @@ async fn session_relay_only_peer_connections_skip_relay_wait() {
         ]
     );
 }
+
+/// A peer connection's handler that has nothing to report.
+struct Quiet;
+
+#[async_trait::async_trait]
+impl webrtc::peer_connection::PeerConnectionEventHandler for Quiet {}
+
+#[tokio::test(start_paused = true)]
+async fn session_job_channel_never_opening_replaces_connection() {
+    let mut s = Sender::new();
+    // A real data channel that can never open: its peer connection has no remote.
+    let settings = crate::rtc::RtcSettings {
+        bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        ..Default::default()
+    };
+    let pc = crate::rtc::build_peer_connection(&settings, &[], Arc::new(Quiet))
+        .await
+        .expect("a peer connection on loopback");
+    let dc = pc
+        .create_data_channel("stuck", None)
+        .await
+        .expect("a data channel");
+    // The recipient asks again (a resume); the job's channel never opens.
+    s.control(ControlMessage::Request {
+        job_id: s.download_job,
+        file_id: s.file_id,
+        offset: 0,
+    });
+    let reply = s
+        .commands()
+        .into_iter()
+        .find_map(|c| match c {
+            ConnCommand::OpenJob { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .expect("the request is served");
+    assert!(
+        reply
+            .send(Ok(crate::rtc::RtcChannel::spawn(dc, false)))
+            .is_ok()
+    );
+    // Virtual time runs on to the open timeout; the upload task reports it. (The first
+    // request's task, whose channel reply was dropped, may report before.)
+    let started = tokio::time::Instant::now();
+    let wait = async {
+        loop {
+            let report = s.session.report_rx.recv().await.expect("a report");
+            if let super::Report::UploadStreamDone {
+                job_id,
+                result: Err(crate::error::Error::ConnectionFailed(_)),
+            } = &report
+            {
+                assert_eq!(*job_id, s.download_job);
+                break report;
+            }
+            s.session.on_report(report);
+        }
+    };
+    let report = tokio::time::timeout(3 * super::uploads::JOB_CHANNEL_OPEN_TIMEOUT, wait)
+        .await
+        .expect("a stuck job channel is given up on");
+    assert!(started.elapsed() >= super::uploads::JOB_CHANNEL_OPEN_TIMEOUT);
+    s.session.on_report(report);
+    // The connection is replaced like a failed one: the recipient resumes over the new one.
+    assert!(closes(&s.commands()), "the connection is closed");
+    let _ = pc.close().await;
+}

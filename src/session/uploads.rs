@@ -17,6 +17,12 @@ use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::{Audience, Completion, Outcome, UploadState};
 use crate::transfer;
 
+/// Longest wait for a job's data channel to open (its DCEP handshake, one round trip
+/// plus retransmissions). Beyond it the connection is replaced (see
+/// `Session::on_upload_stream_done`); a netsim run once sat 120 s with the channel never
+/// opening while the connection stayed up (docs/PERFORMANCE.md, "Lossy paths").
+pub(super) const JOB_CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Session {
     pub(super) fn share_files(
         &mut self,
@@ -182,10 +188,19 @@ impl Session {
                     let channel = reply_rx
                         .await
                         .map_err(|_| Error::UploadFailed("connection closed".into()))??;
-                    channel
-                        .wait_open()
-                        .await
-                        .map_err(|_| Error::UploadFailed("data channel did not open".into()))?;
+                    match tokio::time::timeout(JOB_CHANNEL_OPEN_TIMEOUT, channel.wait_open()).await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            return Err(Error::UploadFailed("data channel did not open".into()));
+                        }
+                        Err(_) => {
+                            return Err(Error::ConnectionFailed(format!(
+                                "the job's data channel did not open within {} s",
+                                JOB_CHANNEL_OPEN_TIMEOUT.as_secs()
+                            )));
+                        }
+                    }
                     let n = transfer::send_file(
                         &channel,
                         &path,
@@ -402,6 +417,14 @@ impl Session {
         };
         s.task = None;
         let (peer, file_id) = (s.peer.clone(), s.file_id);
+        if let Error::ConnectionFailed(reason) = &e {
+            // The connection is up but cannot open a channel (`webrtc` 0.21 has no DCEP
+            // timeout for channels created after the association is up): replace the
+            // connection like a failed one, and the recipient resumes over the new one.
+            tracing::warn!(%job_id, %peer, "{reason}; replacing the connection");
+            self.drop_connection(&peer);
+            return;
+        }
         if e.code() == codes::UPLOAD_FAILED {
             // The data channel went away (lost connection, or the recipient stopped):
             // the recipient decides what follows (a resume, a cancel, or a `done`).
