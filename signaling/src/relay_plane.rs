@@ -284,7 +284,6 @@ impl RelayPlane {
         let mut spare = lock(&self.spare_buffers);
         let room = SPARE_RECV_BUFFERS.saturating_sub(spare.len());
         spare.extend(buffers.drain(..).take(room));
-        buffers.clear();
     }
 
     /// Receive buffers kept for reuse right now (tests).
@@ -362,13 +361,17 @@ impl BatchedSocket {
     fn new(socket: UdpSocket, recv_buffers: usize, plane: &Arc<RelayPlane>) -> io::Result<Self> {
         let socket = Arc::new(socket);
         let local = socket.local_addr()?;
+        let recv_buffers = recv_buffers.clamp(1, RECV_BUFFERS);
         // The batcher's socket state (GRO, GSO and cmsg setup) serves reads too.
         let batcher = Arc::new(SendBatcher::new(Arc::clone(&socket))?);
         Ok(BatchedSocket {
             socket,
             local,
-            recv: tokio::sync::Mutex::new(RecvState::default()),
-            recv_buffers: recv_buffers.clamp(1, RECV_BUFFERS),
+            recv: tokio::sync::Mutex::new(RecvState {
+                meta: vec![RecvMeta::default(); recv_buffers],
+                ..RecvState::default()
+            }),
+            recv_buffers,
             batcher,
             plane: Arc::clone(plane),
         })
@@ -393,7 +396,6 @@ impl BatchedSocket {
             if state.buffers.is_empty() {
                 state.buffers = self.plane.take_buffers(self.recv_buffers);
             }
-            state.meta.resize(self.recv_buffers, RecvMeta::default());
             let RecvState {
                 buffers,
                 meta,
