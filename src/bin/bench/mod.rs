@@ -163,10 +163,9 @@ fn write_random_file(path: &Path, bytes: u64) -> anyhow::Result<()> {
 }
 
 fn drops_since(before: Option<u64>) -> String {
-    match (before, sys::udp_rcvbuf_errors()) {
-        (Some(b), Some(a)) => (a.saturating_sub(b)).to_string(),
-        _ => "?".into(),
-    }
+    let mut drops = Drops::default();
+    drops.add(before);
+    drops.to_string()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -213,16 +212,10 @@ impl std::fmt::Display for Drops {
     }
 }
 
-fn list2(v: &[f64]) -> String {
+/// `v` as a comma-separated list, each with `decimals` decimals.
+fn list(v: &[f64], decimals: usize) -> String {
     v.iter()
-        .map(|x| format!("{x:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn list(v: &[f64]) -> String {
-    v.iter()
-        .map(|x| format!("{x:.0}"))
+        .map(|x| format!("{x:.decimals$}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -468,7 +461,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "| (a) | raw data channel: build_peer_connection in each of two processes (the layout of (b)), 1 ordered reliable channel, 64 KiB messages, no file I/O | {:.1} MiB/s | median of {} runs ({}); {} MiB in {:.2} s, sender's first message → receiver's last byte; UDP rcvbuf drops {raw_drops} (all runs); peak RSS sender {}, receiver {} |",
         raw2.mib_per_s,
         raw_all.len(),
-        list(&raw_all),
+        list(&raw_all, 0),
         args.size,
         raw2.secs,
         mib(raw2.sender_rss_mib),
@@ -489,12 +482,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     line(format!(
         "| (b) | peershare file → file via signaling, BLAKE3 verified | {b:.1} MiB/s | median of {} runs ({}); {} MiB, download request → DownloadCompleted {b_secs:.2} s; UDP rcvbuf drops {one_drops} (all runs) |",
         b_all.len(),
-        list(&b_all),
+        list(&b_all, 0),
         args.size
     ));
     line(format!(
         "| (c) | ratio b/a | {ratio:.2} | median of the rounds' ratios ({}); each round runs (a), (b) and (f) back to back |",
-        list2(&ratios)
+        list(&ratios, 2)
     ));
     line(format!(
         "| (d) | peak RSS, sending peer | {} | VmHWM of the sender process, {} MiB file, highest of the (b) runs |",
@@ -519,7 +512,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     line(format!(
         "| (f) | 1 → {r} recipients, wall / one recipient | {fan_ratio:.2}× | median of the rounds' ratios ({}), each against the round's (b) run; median round: {r} × {} MiB in {:.2} s ({:.1} MiB/s total) vs one in {:.2} s; peak RSS sender {}, recipients ≤ {} (all rounds) |",
-        list2(&fan_ratios),
+        list(&fan_ratios, 2),
         args.size,
         fan.wall_secs,
         (r as f64 * args.size as f64) / fan.wall_secs,
