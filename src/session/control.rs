@@ -77,6 +77,7 @@ impl Session {
             Report::UploadStreamDone { job_id, result } => {
                 self.on_upload_stream_done(job_id, result)
             }
+            Report::JobChannelStuck { job_id } => self.on_job_channel_stuck(job_id),
         }
     }
 }

@@ -21,6 +21,13 @@ pub(crate) struct Conn {
     pub handle: ConnHandle,
 }
 
+impl Conn {
+    /// Tell its task to end at once, as a failure would (no graceful close).
+    pub(crate) fn close(&self) {
+        let _ = self.handle.tx.send(ConnCommand::Close(None));
+    }
+}
+
 /// Another member of the session.
 pub(crate) struct Link {
     pub name: String,
@@ -178,7 +185,7 @@ impl Session {
                 // the offerer saw it die before we did: it is lost all the same.
                 let was_open = link.control_open;
                 if let Some(old) = link.conn.take() {
-                    let _ = old.handle.tx.send(ConnCommand::Close(None));
+                    old.close();
                 }
                 link.control_open = false;
                 if was_open {
@@ -295,7 +302,7 @@ impl Session {
             return;
         };
         let old = link.conn.take().map(|c| {
-            let _ = c.handle.tx.send(ConnCommand::Close(None));
+            c.close();
             c.id
         });
         let was_open = link.control_open;
@@ -382,10 +389,10 @@ impl Session {
                     .draining
                     .insert(peer.to_string(), Draining { conn, until });
                 if let Some(old) = previous {
-                    let _ = old.conn.handle.tx.send(ConnCommand::Close(None));
+                    old.conn.close();
                 }
             } else {
-                let _ = conn.handle.tx.send(ConnCommand::Close(None));
+                conn.close();
             }
         }
         self.suspend_peer(peer);
@@ -411,7 +418,7 @@ impl Session {
                 if !self.awaits_outcome_from(peer)
                     && let Some(d) = self.draining.remove(peer)
                 {
-                    let _ = d.conn.handle.tx.send(ConnCommand::Close(None));
+                    d.conn.close();
                 }
             }
             ConnEvent::Down(reason) => {
@@ -431,7 +438,7 @@ impl Session {
                 return true;
             }
             tracing::debug!(%peer, "closing the connection of a peer that left");
-            let _ = d.conn.handle.tx.send(ConnCommand::Close(None));
+            d.conn.close();
             false
         });
     }
@@ -441,7 +448,7 @@ impl Session {
     /// and as a test hook.
     pub(super) fn drop_connection(&mut self, peer: &str) {
         if let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) {
-            let _ = conn.handle.tx.send(ConnCommand::Close(None));
+            conn.close();
         }
     }
 

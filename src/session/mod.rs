@@ -170,6 +170,10 @@ enum Report {
         job_id: JobId,
         result: Result<u64>,
     },
+    /// A job's data channel did not open in time on a connection that is up.
+    JobChannelStuck {
+        job_id: JobId,
+    },
 }
 
 pub(crate) struct Session {
@@ -335,7 +339,7 @@ impl Session {
             let _ = rx.await;
         }
         for (_, d) in self.draining.drain() {
-            let _ = d.conn.handle.tx.send(ConnCommand::Close(None));
+            d.conn.close();
         }
         let _ = self.signal_tx.send(ClientMessage::Leave).await;
     }

@@ -359,11 +359,7 @@ async fn session_job_channel_never_opening_replaces_connection() {
     let wait = async {
         loop {
             let report = s.session.report_rx.recv().await.expect("a report");
-            if let super::Report::UploadStreamDone {
-                job_id,
-                result: Err(crate::error::Error::ConnectionFailed(_)),
-            } = &report
-            {
+            if let super::Report::JobChannelStuck { job_id } = &report {
                 assert_eq!(*job_id, s.download_job);
                 break report;
             }

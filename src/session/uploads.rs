@@ -19,7 +19,7 @@ use crate::transfer;
 
 /// Longest wait for a job's data channel to open (its DCEP handshake, one round trip
 /// plus retransmissions). Beyond it the connection is replaced (see
-/// `Session::on_upload_stream_done`); a netsim run once sat 120 s with the channel never
+/// `Session::on_job_channel_stuck`); a netsim run once sat 120 s with the channel never
 /// opening while the connection stayed up (docs/PERFORMANCE.md, "Lossy paths").
 pub(super) const JOB_CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -194,12 +194,8 @@ impl Session {
                         Ok(Err(_)) => {
                             return Err(Error::UploadFailed("data channel did not open".into()));
                         }
-                        Err(_) => {
-                            return Err(Error::ConnectionFailed(format!(
-                                "the job's data channel did not open within {} s",
-                                JOB_CHANNEL_OPEN_TIMEOUT.as_secs()
-                            )));
-                        }
+                        // Not an outcome of the upload: the connection is the problem.
+                        Err(_) => return Ok(None),
                     }
                     let n = transfer::send_file(
                         &channel,
@@ -213,10 +209,13 @@ impl Session {
                     // The recipient closes the channel once it has every byte; closing
                     // it from this side earlier could discard data still in flight.
                     channel.wait_closed().await;
-                    Ok(n)
+                    Ok(Some(n))
                 }
                 .await;
-                let _ = reports.send(Report::UploadStreamDone { job_id, result });
+                let _ = reports.send(match result.transpose() {
+                    Some(result) => Report::UploadStreamDone { job_id, result },
+                    None => Report::JobChannelStuck { job_id },
+                });
             }
             .instrument(span),
         );
@@ -408,6 +407,24 @@ impl Session {
         }
     }
 
+    /// The job's data channel did not open within [`JOB_CHANNEL_OPEN_TIMEOUT`] although the
+    /// connection is up (`webrtc` 0.21 has no DCEP timeout for channels created after the
+    /// association is up): replace the connection like a failed one, and the recipient
+    /// resumes over the new one.
+    pub(super) fn on_job_channel_stuck(&mut self, job_id: JobId) {
+        let Some(s) = self.serving.get_mut(&job_id) else {
+            return;
+        };
+        s.task = None;
+        let peer = s.peer.clone();
+        tracing::warn!(
+            %job_id, %peer,
+            "the job's data channel did not open within {} s; replacing the connection",
+            JOB_CHANNEL_OPEN_TIMEOUT.as_secs()
+        );
+        self.drop_connection(&peer);
+    }
+
     pub(super) fn on_upload_stream_done(&mut self, job_id: JobId, result: Result<u64>) {
         let Err(e) = result else {
             return; // finished sending; the recipient's `done` decides the outcome
@@ -417,14 +434,6 @@ impl Session {
         };
         s.task = None;
         let (peer, file_id) = (s.peer.clone(), s.file_id);
-        if let Error::ConnectionFailed(reason) = &e {
-            // The connection is up but cannot open a channel (`webrtc` 0.21 has no DCEP
-            // timeout for channels created after the association is up): replace the
-            // connection like a failed one, and the recipient resumes over the new one.
-            tracing::warn!(%job_id, %peer, "{reason}; replacing the connection");
-            self.drop_connection(&peer);
-            return;
-        }
         if e.code() == codes::UPLOAD_FAILED {
             // The data channel went away (lost connection, or the recipient stopped):
             // the recipient decides what follows (a resume, a cancel, or a `done`).
