@@ -98,7 +98,7 @@ pub enum Error {
     #[error("cancelled")]
     CancelledLocally,
     /// An error reported by the other side or by the signaling server, with its code.
-    #[error("{message} (code {code})")]
+    #[error("{message}")]
     Remote { code: u16, message: String },
 }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,38 +117,56 @@ pub struct SignalArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG").unwrap_or_else(|_| {
-                "warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,webrtc=error".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Logs only when asked for: the console is for the command's own lines.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
+    let json = match &cli.command {
+        Command::Send(a) => a.peer.json,
+        Command::Recv(a) => a.peer.json,
+        Command::Signal(_) => false,
+    };
+    let mut out = cli::output::Output::new(json);
+    let result = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error 6008: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+        Ok(runtime) => {
+            let result = runtime.block_on(async {
+                match cli.command {
+                    Command::Send(args) => cli::send::run(args, &mut out).await,
+                    Command::Recv(args) => cli::recv::run(args, &mut out).await,
+                    Command::Signal(args) => cli::signal::run(args).await.map_err(Into::into),
+                }
+            });
+            // Do not wait for background tasks (connections closing) to wind down.
+            runtime.shutdown_background();
+            result
         }
+        Err(e) => Err(cli::Fatal::new(
+            cli::Exit::TransferFailed,
+            peershare::codes::INVALID_ARGUMENT,
+            format!("cannot start the async runtime: {e}"),
+        )),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Send(args) => cli::send::run(args).await,
-            Command::Recv(args) => cli::recv::run(args).await,
-            Command::Signal(args) => cli::signal::run(args).await,
-        }
-    });
-    // Do not wait for background tasks (connections closing) to wind down.
-    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", cli::describe(&e));
-            ExitCode::FAILURE
+        Err(fatal) => {
+            out.clear();
+            if out.is_json() {
+                out.json_line(&serde_json::json!({
+                    "event": "error",
+                    "code": fatal.code,
+                    "message": fatal.message,
+                    "exit": fatal.exit as u8,
+                }));
+            }
+            eprintln!("{}", fatal.line());
+            ExitCode::from(fatal.exit as u8)
         }
     }
 }

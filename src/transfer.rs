@@ -181,32 +181,48 @@ pub async fn send_file<C: Channel + ?Sized>(
 }
 
 /// A byte-rate limit shared by every transfer of a peer (`--limit-rate`).
-#[derive(Debug)]
+///
+/// A debt clock: every `take` moves the time at which the bytes taken so far are paid for
+/// (`paid_until`) by their cost at the rate. A caller waits only when that time is more than
+/// [`RATE_WAIT_MIN`] ahead of now, so at high rates chunks pass without a timer wake-up
+/// each (a 32 KiB chunk costs 30 µs at 1 GiB/s, far below the timer's 1 ms grain). A
+/// wait that overshoots is carried over: the next bytes are paid from `paid_until`, not
+/// from now, as long as that lies at most [`RATE_CREDIT_MAX`] in the past (the longest
+/// burst after a stall or an idle period).
 pub struct RateLimit {
     bytes_per_sec: u64,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
+    paid_until: std::sync::Mutex<tokio::time::Instant>,
 }
+
+/// A caller is made to wait only when it is this far ahead of its rate.
+pub const RATE_WAIT_MIN: std::time::Duration = std::time::Duration::from_millis(4);
+/// Most credit carried over from oversleeping or idling.
+pub const RATE_CREDIT_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl RateLimit {
     /// At most `bytes_per_sec` bytes per second (at least 1).
     pub fn new(bytes_per_sec: u64) -> Self {
         Self {
             bytes_per_sec: bytes_per_sec.max(1),
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            paid_until: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
-    /// Wait until `bytes` more may pass.
+    /// Take `bytes`; waits first while the bytes taken before are not paid for yet.
     pub async fn take(&self, bytes: u64) {
         let until = {
-            let mut next = self.next.lock().await;
+            // The guarded value is a plain instant: a panic elsewhere cannot leave it
+            // half-written, so a poisoned lock is still usable.
+            let mut paid = self.paid_until.lock().unwrap_or_else(|e| e.into_inner());
             let now = tokio::time::Instant::now();
-            let start = (*next).max(now);
+            let start = (*paid).max(now - RATE_CREDIT_MAX);
             let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
-            *next = start + cost;
+            *paid = start + cost;
             start
         };
-        tokio::time::sleep_until(until).await;
+        if until > tokio::time::Instant::now() + RATE_WAIT_MIN {
+            tokio::time::sleep_until(until).await;
+        }
     }
 }
 
@@ -756,6 +772,50 @@ mod tests {
         }
         // 2500 bytes at 1000 B/s: the fifth take starts at 2.0 s.
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_high_rate_holds_rate_without_per_chunk_waits() {
+        // 1 GiB/s in 32 KiB chunks: 32 MiB take 31.25 ms, within the wait threshold.
+        let limit = RateLimit::new(1 << 30);
+        let start = tokio::time::Instant::now();
+        for _ in 0..1024 {
+            limit.take(32 * 1024).await;
+        }
+        let elapsed = start.elapsed();
+        let ideal = std::time::Duration::from_micros(31_250);
+        // The timer's grain is 1 ms; the old limiter slept once per chunk (over 1 s).
+        let grain = std::time::Duration::from_millis(1);
+        assert!(
+            elapsed + RATE_WAIT_MIN + grain >= ideal && elapsed <= ideal + grain,
+            "32 MiB at 1 GiB/s took {elapsed:?} of virtual time"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_oversleep_is_carried_over() {
+        let limit = RateLimit::new(1000);
+        limit.take(100).await; // paid until 0.1 s
+        limit.take(100).await; // waited until 0.1 s; paid until 0.2 s
+        // The caller comes back 30 ms late (a timer overshoot, a slow write): those
+        // 30 ms are credit, so 30 more bytes pass before it is ahead again.
+        tokio::time::advance(std::time::Duration::from_millis(130)).await;
+        let before = tokio::time::Instant::now();
+        limit.take(130).await; // starts at 0.2 s (in the past): no wait; paid until 0.33 s
+        assert_eq!(tokio::time::Instant::now(), before);
+        let start = tokio::time::Instant::now();
+        limit.take(1).await; // waits until 0.33 s, not 0.36 s
+        assert_eq!(start.elapsed(), std::time::Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_idle_credit_is_bounded() {
+        let limit = RateLimit::new(1000);
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        let start = tokio::time::Instant::now();
+        limit.take(1000).await; // 50 ms of credit: paid until now + 0.95 s
+        limit.take(1).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_millis(950));
     }
 
     #[tokio::test]

@@ -5,17 +5,97 @@ pub mod recv;
 pub mod send;
 pub mod signal;
 
-/// `error CODE: message` for any error; library errors keep their stable code.
-pub fn describe(e: &anyhow::Error) -> String {
-    let code = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<peershare::Error>())
-        .map(|pe| pe.code())
-        .unwrap_or(peershare::codes::INVALID_ARGUMENT);
-    format!("error {code}: {e:#}")
+pub mod rules;
+
+use peershare::codes;
+
+/// The process exit status of a failed `send` or `recv` (the README's exit-code table;
+/// success is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A transfer failed (a recipient failed, a file did not verify, …).
+    TransferFailed = 1,
+    /// Bad usage or input: a bad ticket or option, no terminal to ask on.
+    Usage = 2,
+    /// No session to work in: the server is unreachable, the session does not exist or
+    /// ended, the password is wrong.
+    NoSession = 3,
+    /// `send`: no recipient failed, but some file was declined by every recipient.
+    Declined = 4,
+    /// Interrupted (Ctrl-C / SIGTERM); partial data is kept for a resume.
+    Interrupted = 130,
+}
+
+/// A command that did not succeed: how to exit and the error line to show.
+#[derive(Debug)]
+pub struct Fatal {
+    pub exit: Exit,
+    pub code: u16,
+    pub message: String,
+}
+
+impl Fatal {
+    pub fn new(exit: Exit, code: u16, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A library error, with the exit status its code calls for.
+    pub fn from_error(e: &peershare::Error) -> Self {
+        let exit = match e.code() {
+            codes::INVALID_ARGUMENT => Exit::Usage,
+            codes::NOT_CONNECTED | 7006 | 7007 | 7011 | 7012 => Exit::NoSession,
+            codes::DECLINED => Exit::Declined,
+            _ => Exit::TransferFailed,
+        };
+        Self::new(exit, e.code(), e.to_string())
+    }
+
+    /// The one line shown on stderr.
+    pub fn line(&self) -> String {
+        format!("error {}: {}", self.code, output::shown(&self.message))
+    }
+}
+
+impl From<peershare::Error> for Fatal {
+    fn from(e: peershare::Error) -> Self {
+        Fatal::from_error(&e)
+    }
+}
+
+impl From<anyhow::Error> for Fatal {
+    /// Library errors keep their code; anything else is an invalid argument (6008).
+    fn from(e: anyhow::Error) -> Self {
+        match e.chain().find_map(|c| c.downcast_ref::<peershare::Error>()) {
+            Some(pe) => Fatal {
+                message: format!("{e:#}"),
+                ..Fatal::from_error(pe)
+            },
+            None => Fatal::new(Exit::Usage, codes::INVALID_ARGUMENT, format!("{e:#}")),
+        }
+    }
 }
 
 pub use peershare::signaling::cli::lan_ip;
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
 
 /// This machine's host name, as the default display name.
 pub fn host_name() -> String {

@@ -1,34 +1,97 @@
-//! What the CLI shows: JSON lines on stdout (`--json`), or progress bars and short
-//! messages on stderr.
+//! What the CLI shows. Three modes:
+//! - `--json`: one JSON object per line on stdout, nothing else there;
+//! - a terminal on stderr: progress bars that fit the terminal's width, and short lines
+//!   above them;
+//! - no terminal on stderr (a log file, CI, systemd): the same short lines, plain, with
+//!   no bars and no escape sequences.
+//!
+//! Everything that came from the network (file names, display names, messages) is shown
+//! through [`shown`], so a peer cannot put control characters on the user's terminal.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use peershare::Event;
+use peershare::{Event, Outcome};
+
+use super::human_bytes;
+
+/// Text from a peer or a server, safe to print: control characters (escape sequences,
+/// carriage returns, newlines) are shown escaped, e.g. `\u{1b}`.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Json,
+    Terminal,
+    Plain,
+}
+
+/// One progress bar, with what this run moved through it (for its rate and ETA).
+struct Bar {
+    bar: ProgressBar,
+    /// Position when this run started it (a resumed download starts at its offset).
+    from: u64,
+    since: Instant,
+}
 
 pub struct Output {
-    json: bool,
+    mode: Mode,
     multi: MultiProgress,
-    bars: HashMap<String, ProgressBar>,
+    bars: HashMap<String, Bar>,
+    /// Display names of the other peers, by client ID (already made safe to show).
+    names: HashMap<String, String>,
+    /// Names of our uploads, by job ID.
+    uploads: HashMap<peershare::JobId, String>,
+    /// Offsets downloads started from in this run, by job ID (the first start counts).
+    download_from: HashMap<peershare::JobId, u64>,
+    started: Instant,
+    files: u64,
+    bytes: u64,
 }
+
+/// Width of the name column of a bar.
+const LABEL: usize = 24;
 
 impl Output {
     pub fn new(json: bool) -> Self {
-        let target = if json {
-            ProgressDrawTarget::hidden()
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Terminal
         } else {
-            ProgressDrawTarget::stderr()
+            Mode::Plain
+        };
+        let target = match mode {
+            Mode::Terminal => ProgressDrawTarget::stderr(),
+            Mode::Json | Mode::Plain => ProgressDrawTarget::hidden(),
         };
         Self {
-            json,
+            mode,
             multi: MultiProgress::with_draw_target(target),
             bars: HashMap::new(),
+            names: HashMap::new(),
+            uploads: HashMap::new(),
+            download_from: HashMap::new(),
+            started: Instant::now(),
+            files: 0,
+            bytes: 0,
         }
     }
 
     pub fn is_json(&self) -> bool {
-        self.json
+        self.mode == Mode::Json
     }
 
     /// Print one JSON object as a line on stdout.
@@ -36,52 +99,115 @@ impl Output {
         println!("{value}");
     }
 
-    /// A message for people (stderr, above the bars); nothing in JSON mode.
+    /// A line for people on stderr (above the bars on a terminal); nothing in JSON mode.
     pub fn note(&self, text: &str) {
-        if !self.json {
-            let _ = self.multi.println(text);
+        match self.mode {
+            Mode::Json => {}
+            Mode::Terminal => {
+                let _ = self.multi.println(text);
+            }
+            Mode::Plain => eprintln!("{text}"),
         }
     }
 
-    fn bar(&mut self, key: String, size: u64, label: String) -> &ProgressBar {
+    /// Remember the display name of `peer`.
+    pub fn name_peer(&mut self, peer: &str, name: &str) {
+        let name = if name.is_empty() { peer } else { name };
+        self.names.insert(peer.to_string(), shown(name));
+    }
+
+    /// How a peer is shown: its display name, or its client ID.
+    pub fn peer_name(&self, peer: &str) -> String {
+        self.names.get(peer).cloned().unwrap_or_else(|| shown(peer))
+    }
+
+    fn bar(&mut self, key: String, size: u64, label: String, from: u64) -> &mut Bar {
         let multi = &self.multi;
         self.bars.entry(key).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new(size));
+            // Fits 80 columns: 24 + 1 + bar + 1 + 11 + 1 + 11 + 1 + 18 characters, the bar
+            // taking what the terminal has left.
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                    "{prefix:24!} {wide_bar} {bytes:>11}/{total_bytes:<11} {msg:18!}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
-            bar.set_message(label);
+            bar.set_prefix(truncate(&label, LABEL));
+            bar.set_position(from);
             bar.enable_steady_tick(Duration::from_millis(200));
-            bar
+            Bar {
+                bar,
+                from,
+                since: Instant::now(),
+            }
         })
     }
 
-    fn finish_bar(&mut self, key: &str, message: String) {
-        if let Some(bar) = self.bars.remove(key) {
-            bar.finish_with_message(message);
+    /// Move a bar; its rate and ETA count only what moved in this run.
+    fn advance(&mut self, key: String, size: u64, label: String, position: u64) {
+        let b = self.bar(key, size, label, position);
+        b.bar.set_position(position);
+        let secs = b.since.elapsed().as_secs_f64();
+        let moved = position.saturating_sub(b.from);
+        if secs > 0.0 && moved > 0 {
+            let rate = moved as f64 / secs;
+            let eta = Duration::from_secs_f64(size.saturating_sub(position) as f64 / rate);
+            b.bar
+                .set_message(format!("{}/s {}", human_bytes(rate as u64), clock(eta)));
+        }
+    }
+
+    /// End a bar with its final state (done, declined, failed CODE, left …).
+    fn end_bar(&mut self, key: &str, state: &str) -> bool {
+        match self.bars.remove(key) {
+            Some(b) => {
+                b.bar.finish_with_message(state.to_string());
+                true
+            }
+            None => false,
         }
     }
 
     /// Show one event.
     pub fn event(&mut self, event: &Event) {
-        if self.json {
+        if self.mode == Mode::Json {
             if let Ok(value) = serde_json::to_value(event) {
                 self.json_line(&value);
             }
             return;
         }
         match event {
+            Event::PeerJoined { peer, name } => self.name_peer(peer, name),
+            Event::PeerLeft { peer } => {
+                let who = self.peer_name(peer);
+                let suffix = format!("/{peer}");
+                let keys: Vec<String> = self
+                    .bars
+                    .keys()
+                    .filter(|k| k.ends_with(&suffix))
+                    .cloned()
+                    .collect();
+                for key in keys {
+                    self.end_bar(&key, "recipient left");
+                }
+                self.note(&format!("{who} left the session"));
+            }
             Event::Connection { peer, path, .. } => {
                 let how = match path {
                     Some(peershare::rtc::path::PathKind::Relay) => "relayed through TURN",
                     Some(peershare::rtc::path::PathKind::Direct) => "direct",
                     None => "path unknown",
                 };
-                self.note(&format!("connected to {peer} ({how})"))
+                self.note(&format!("connected to {} ({how})", self.peer_name(peer)));
+            }
+            Event::ConnectionLost { peer, .. } => self.note(&format!(
+                "connection to {} lost; its transfers resume when it is back",
+                self.peer_name(peer)
+            )),
+            Event::UploadStarted { job_id, name, .. } => {
+                self.uploads.insert(*job_id, shown(name));
             }
             Event::UploadProgress {
                 job_id,
@@ -90,25 +216,58 @@ impl Output {
                 size,
                 ..
             } => {
-                let label = format!("→ {peer}");
-                self.bar(format!("{job_id}/{peer}"), *size, label)
-                    .set_position(*bytes);
+                let label = format!("{} → {}", self.upload_name(job_id), self.peer_name(peer));
+                self.advance(format!("{job_id}/{peer}"), *size, label, *bytes);
             }
             Event::RecipientOutcome {
                 job_id,
                 peer,
                 outcome,
+                bytes_sent,
                 ..
             } => {
-                self.finish_bar(&format!("{job_id}/{peer}"), format!("{peer}: {outcome:?}"));
+                let state = match outcome {
+                    Outcome::Delivered => {
+                        self.files += 1;
+                        self.bytes += bytes_sent;
+                        "done".to_string()
+                    }
+                    Outcome::Declined => "declined".to_string(),
+                    Outcome::Failed { code } => format!("failed {code}"),
+                };
+                let shown_bar = self.end_bar(&format!("{job_id}/{peer}"), &state);
+                if !shown_bar || self.mode == Mode::Plain {
+                    self.note(&format!(
+                        "{} → {}: {state}",
+                        self.upload_name(job_id),
+                        self.peer_name(peer)
+                    ));
+                }
             }
-            Event::UploadCompleted { name, .. } => self.note(&format!("{name}: delivered")),
+            Event::UploadCompleted { name, outcomes, .. } => {
+                let count = |f: fn(&Outcome) -> bool| outcomes.values().filter(|o| f(o)).count();
+                let delivered = count(|o| matches!(o, Outcome::Delivered));
+                let declined = count(|o| matches!(o, Outcome::Declined));
+                let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+                let mut parts = vec![format!("delivered to {delivered}")];
+                if declined > 0 {
+                    parts.push(format!("declined by {declined}"));
+                }
+                if failed > 0 {
+                    parts.push(format!("failed for {failed}"));
+                }
+                self.note(&format!("{}: {}", shown(name), parts.join(", ")));
+            }
             Event::UploadFailed {
                 name,
                 code,
                 message,
                 ..
-            } => self.note(&format!("{name}: error {code}: {message}")),
+            } => self.note(&format!(
+                "{}: error {code}: {}",
+                shown(name),
+                shown(message)
+            )),
             Event::DownloadStarted {
                 job_id,
                 name,
@@ -116,9 +275,17 @@ impl Output {
                 offset,
                 ..
             } => {
-                let bar = self.bar(job_id.to_string(), *size, name.clone());
-                bar.set_position(*offset);
-                bar.reset_eta();
+                let first = *self.download_from.entry(*job_id).or_insert(*offset);
+                if *offset > 0 && first == *offset {
+                    self.note(&format!(
+                        "resuming {} from {}",
+                        shown(name),
+                        human_bytes(*offset)
+                    ));
+                }
+                // A restart after a lost connection starts a fresh rate and ETA.
+                self.bars.remove(&job_id.to_string());
+                self.bar(job_id.to_string(), *size, shown(name), *offset);
             }
             Event::DownloadProgress {
                 job_id,
@@ -126,19 +293,23 @@ impl Output {
                 bytes,
                 size,
                 ..
-            } => {
-                self.bar(job_id.to_string(), *size, name.clone())
-                    .set_position(*bytes);
-            }
+            } => self.advance(job_id.to_string(), *size, shown(name), *bytes),
             Event::DownloadCompleted {
-                job_id, path, name, ..
+                job_id,
+                path,
+                name,
+                size,
+                ..
             } => {
-                let shown = path
+                let from = self.download_from.get(job_id).copied().unwrap_or(0);
+                self.files += 1;
+                self.bytes += size.saturating_sub(from);
+                let where_to = path
                     .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| name.clone());
-                self.finish_bar(&job_id.to_string(), format!("{name} ✓"));
-                self.note(&format!("saved {shown} (BLAKE3 verified)"));
+                    .map(|p| shown(&p.display().to_string()))
+                    .unwrap_or_else(|| shown(name));
+                self.end_bar(&job_id.to_string(), "done");
+                self.note(&format!("saved {where_to} (BLAKE3 verified)"));
             }
             Event::DownloadFailed {
                 job_id,
@@ -148,20 +319,102 @@ impl Output {
                 ..
             } => {
                 if let Some(id) = job_id {
-                    self.finish_bar(&id.to_string(), format!("{name} ✗"));
+                    self.end_bar(&id.to_string(), &format!("failed {code}"));
                 }
-                self.note(&format!("{name}: error {code}: {message}"));
+                self.note(&format!(
+                    "{}: error {code}: {}",
+                    shown(name),
+                    shown(message)
+                ));
             }
-            Event::Error { code, message, .. } => self.note(&format!("error {code}: {message}")),
-            _ => {}
+            Event::DownloadCancelled { job_id, name, .. } => {
+                self.end_bar(&job_id.to_string(), "cancelled");
+                self.note(&format!("{}: cancelled", shown(name)));
+            }
+            Event::Error { code, message, .. } => {
+                self.note(&format!("error {code}: {}", shown(message)))
+            }
+            Event::FileUploadStarted { .. }
+            | Event::DownloadAvailable { .. }
+            | Event::UploadCancelled { .. } => {}
         }
+    }
+
+    fn upload_name(&self, job_id: &peershare::JobId) -> String {
+        self.uploads
+            .get(job_id)
+            .cloned()
+            .unwrap_or_else(|| job_id.to_string())
+    }
+
+    /// The closing line: files and bytes this run moved, its time and average rate.
+    pub fn summary(&self, verb: &str) {
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.bytes as f64 / secs
+        } else {
+            0.0
+        };
+        self.note(&format!(
+            "{verb} {} file{}, {} in {:.1} s ({}/s)",
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            human_bytes(self.bytes),
+            secs,
+            human_bytes(rate as u64)
+        ));
     }
 
     /// Remove all bars from the terminal.
     pub fn clear(&mut self) {
-        for (_, bar) in self.bars.drain() {
-            bar.finish_and_clear();
+        for (_, b) in self.bars.drain() {
+            b.bar.finish_and_clear();
         }
         let _ = self.multi.clear();
+    }
+}
+
+/// `m:ss` or `h:mm:ss`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// At most `max` characters, with `…` when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_control_characters_are_escaped() {
+        assert_eq!(shown("a\u{1b}[31mb\r\n"), "a\\u{1b}[31mb\\r\\n");
+        assert_eq!(shown("photo é.jpg"), "photo é.jpg");
+    }
+
+    #[test]
+    fn truncate_long_label_ends_with_ellipsis() {
+        assert_eq!(truncate("short", 24), "short");
+        let cut = truncate(&"x".repeat(40), 24);
+        assert_eq!(cut.chars().count(), 24);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn clock_formats_minutes_and_hours() {
+        assert_eq!(clock(Duration::from_secs(42)), "0:42");
+        assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
     }
 }

@@ -1,32 +1,52 @@
-//! `peershare recv`: join the session of a ticket and download what is offered.
+//! `peershare recv`: join the session of a ticket and download what is offered, until
+//! every offered group is resolved (the README's completion rules,
+//! `super::rules::RecvRule`).
 
 use std::collections::{HashSet, VecDeque};
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
+use std::time::Duration;
 
-use anyhow::Context;
 use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
 use tokio::sync::mpsc;
 
-use super::output::Output;
+use super::output::{Output, shown};
+use super::rules::RecvRule;
+use super::{Exit, Fatal};
 use crate::RecvArgs;
+
+/// After offers without a group, how long `recv` waits for more before it is done.
+const UNGROUPED_SETTLE: Duration = Duration::from_secs(1);
 
 struct Offer {
     file_id: FileId,
     name: String,
     size: u64,
+    sender: String,
 }
 
-pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
+pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     let ticket: Ticket = args.ticket.parse()?;
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| Error::StorageAccessDenied(format!("{}: {e}", args.out.display())))
-        .with_context(|| "preparing the output directory")?;
-    let mut out = Output::new(args.peer.json);
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Fatal::new(
+            Exit::Usage,
+            codes::INVALID_ARGUMENT,
+            "standard input is not a terminal, so nobody can answer the questions: pass \
+             --yes to accept every file",
+        ));
+    }
     let mut config = PeerConfig::new(ticket.server.clone());
     config.session = Some(ticket.session.clone());
     config.download_dir = args.out.clone();
     args.peer.apply(&mut config);
     let (peer, mut events) = Peer::join(config).await?;
+    // The directory is made only once there is a session to receive from.
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        peer.leave().await;
+        return Err(Error::StorageAccessDenied(format!("{}: {e}", args.out.display())).into());
+    }
+    for p in peer.peers().await {
+        out.name_peer(&p.id, &p.name);
+    }
     out.note(&format!(
         "joined session as {}; waiting for files",
         peer.client_id()
@@ -34,134 +54,186 @@ pub async fn run(args: RecvArgs) -> anyhow::Result<()> {
 
     let mut answers = if args.yes { None } else { Some(stdin_lines()) };
     let mut pending: VecDeque<Offer> = VecDeque::new();
-    let mut expected: Option<(uuid::Uuid, u32)> = None;
-    let mut seen: HashSet<FileId> = HashSet::new();
-    let mut done = 0u32;
-    let mut first_error: Option<Error> = None;
-    let mut sender: Option<String> = None;
+    let mut rule = RecvRule::default();
     // Jobs started by this run (a stale partial job may be reported failed with 5100
     // before its file starts over; that is not one of ours).
     let mut mine: HashSet<JobId> = HashSet::new();
+    let mut connected: HashSet<String> = HashSet::new();
+    let mut signaling_lost = false;
+    // Set while waiting for more offers without a group after all others are resolved.
+    let mut settle: Option<tokio::time::Instant> = None;
 
     let result = loop {
         let event = tokio::select! {
             ev = events.recv() => ev,
             line = next_line(&mut answers), if !pending.is_empty() => {
-                let offer = pending.pop_front();
-                if let Some(offer) = offer {
-                    let yes = matches!(line.as_deref().map(str::trim), Some("y" | "Y" | "yes"));
-                    if yes {
-                        match peer.download(offer.file_id, Save::ToDir(args.out.clone())).await {
-                            Ok(job) => {
-                                mine.insert(job);
-                            }
-                            Err(e) => {
-                                out.note(&format!("{}: error {}: {e}", offer.name, e.code()));
-                                first_error.get_or_insert(e);
-                                done += 1;
-                            }
-                        }
+                if let Some(offer) = pending.pop_front() {
+                    if is_yes(line.as_deref()) {
+                        accept(&peer, &offer, &args, &mut mine, &mut rule, out).await;
                     } else {
                         let _ = peer.decline(offer.file_id).await;
-                        out.note(&format!("declined {}", offer.name));
-                        done += 1;
+                        out.note(&format!("declined {}", shown(&offer.name)));
+                        rule.resolved(offer.file_id, None);
                     }
                     if let Some(next) = pending.front() {
-                        prompt(next);
+                        prompt(next, out);
                     }
                 }
-                if finished(expected, done) {
-                    break first_error.map_or(Ok(()), Err);
-                }
-                continue;
+                None
             }
-            _ = tokio::signal::ctrl_c() => {
-                break Err(Error::DownloadFailed("interrupted".into()));
+            _ = sleep_until(settle) => break rule.result(),
+            _ = super::interrupted() => {
+                break Err(Fatal::new(
+                    Exit::Interrupted,
+                    codes::CANCELLED,
+                    format!(
+                        "interrupted; partial downloads are kept in {}: run the same \
+                         command again to resume them",
+                        args.out.display()
+                    ),
+                ));
             }
         };
-        let Some(event) = event else {
-            break Err(Error::NotConnected("the peer shut down".into()));
-        };
-        out.event(&event);
-        match event {
-            Event::DownloadAvailable {
-                file_id,
-                name,
-                size,
-                group,
-                sender: from,
-                ..
-            } => {
-                if !seen.insert(file_id) {
-                    continue;
+        if let Some(event) = event {
+            out.event(&event);
+            match event {
+                Event::PeerJoined { .. } | Event::PeerLeft { .. } => {}
+                Event::Connection { peer: who, .. } => {
+                    connected.insert(who);
                 }
-                // The first offer decides which sender and which group we wait for.
-                if expected.is_none() {
-                    expected = Some(group.map_or((uuid::Uuid::nil(), 1), |g| (g.id, g.count)));
-                    sender = Some(from.clone());
+                Event::ConnectionLost { peer: who, .. } => {
+                    connected.remove(&who);
                 }
-                if args.yes {
-                    match peer.download(file_id, Save::ToDir(args.out.clone())).await {
-                        Ok(job) => {
-                            mine.insert(job);
-                        }
-                        Err(e) => {
-                            out.note(&format!("{name}: error {}: {e}", e.code()));
-                            first_error.get_or_insert(e);
-                            done += 1;
-                        }
+                Event::DownloadAvailable {
+                    file_id,
+                    name,
+                    size,
+                    group,
+                    sender,
+                    ..
+                } => {
+                    if !rule.offered(file_id, &sender, group) {
+                        continue;
                     }
-                } else {
+                    settle = None;
                     let offer = Offer {
                         file_id,
                         name,
                         size,
+                        sender,
                     };
-                    if pending.is_empty() {
-                        prompt(&offer);
+                    if args.yes {
+                        accept(&peer, &offer, &args, &mut mine, &mut rule, out).await;
+                    } else {
+                        if pending.is_empty() {
+                            prompt(&offer, out);
+                        }
+                        pending.push_back(offer);
                     }
-                    pending.push_back(offer);
                 }
+                Event::DownloadCompleted {
+                    job_id, file_id, ..
+                } if mine.contains(&job_id) => rule.resolved(file_id, None),
+                Event::DownloadFailed {
+                    job_id: Some(job_id),
+                    file_id,
+                    name,
+                    code,
+                    message,
+                    ..
+                } if mine.contains(&job_id) => {
+                    let failure = Fatal::new(
+                        Exit::TransferFailed,
+                        code,
+                        format!("{}: {}", shown(&name), shown(&message)),
+                    );
+                    rule.resolved(file_id, Some(failure));
+                }
+                Event::Error { code, .. } if code == codes::NOT_CONNECTED => {
+                    signaling_lost = true;
+                }
+                _ => {}
             }
-            Event::DownloadCompleted { job_id, .. } if mine.contains(&job_id) => done += 1,
-            Event::DownloadFailed {
-                job_id: Some(job_id),
-                code,
-                message,
-                ..
-            } if mine.contains(&job_id) => {
-                done += 1;
-                first_error.get_or_insert(Error::from_remote(code, message));
-            }
-            Event::PeerLeft { peer: who } if Some(&who) == sender.as_ref() => {
-                out.note("the sender left; waiting for it to come back (its jobs resume)");
-            }
-            Event::Error { code, message, .. } if code == codes::NOT_CONNECTED => {
-                // The signaling server is gone (the sender's embedded server exits
-                // with it): nobody can reach us. Partial files stay for a resume.
-                break Err(first_error.unwrap_or(Error::NotConnected(message)));
-            }
-            _ => {}
         }
-        if finished(expected, done) {
-            break first_error.map_or(Ok(()), Err);
+        if rule.finished() {
+            if !rule.saw_ungrouped() {
+                break rule.result();
+            }
+            settle.get_or_insert_with(|| tokio::time::Instant::now() + UNGROUPED_SETTLE);
+        }
+        // Without the signaling server nothing can be rebuilt: once no connection is left
+        // either, no offer or resume can come.
+        if signaling_lost && connected.is_empty() {
+            let exit = if rule.has_offers() {
+                Exit::TransferFailed
+            } else {
+                Exit::NoSession
+            };
+            break Err(Fatal::new(
+                exit,
+                codes::NOT_CONNECTED,
+                format!(
+                    "the session ended before every file arrived (lost the signaling server \
+                     and every peer); partial downloads are kept in {}: run the command \
+                     again with a new ticket of the same files to resume them",
+                    args.out.display()
+                ),
+            ));
         }
     };
     out.clear();
+    out.summary("received");
     peer.leave().await;
-    result.map_err(Into::into)
+    result
 }
 
-fn finished(expected: Option<(uuid::Uuid, u32)>, done: u32) -> bool {
-    expected.is_some_and(|(_, count)| done >= count)
+/// Start downloading `offer`; a failure to start resolves it as failed.
+async fn accept(
+    peer: &Peer,
+    offer: &Offer,
+    args: &RecvArgs,
+    mine: &mut HashSet<JobId>,
+    rule: &mut RecvRule,
+    out: &Output,
+) {
+    match peer
+        .download(offer.file_id, Save::ToDir(args.out.clone()))
+        .await
+    {
+        Ok(job) => {
+            mine.insert(job);
+        }
+        Err(e) => {
+            out.note(&format!(
+                "{}: error {}: {}",
+                shown(&offer.name),
+                e.code(),
+                shown(&e.to_string())
+            ));
+            rule.resolved(offer.file_id, Some(Fatal::from_error(&e)));
+        }
+    }
 }
 
-fn prompt(offer: &Offer) {
+/// `y` or `yes` in any case.
+fn is_yes(answer: Option<&str>) -> bool {
+    answer.is_some_and(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+fn prompt(offer: &Offer, out: &Output) {
     eprint!(
-        "Accept {} ({})? [y/N] ",
-        offer.name,
-        super::human_bytes(offer.size)
+        "Accept {} ({}) from {}? [y/N] ",
+        shown(&offer.name),
+        super::human_bytes(offer.size),
+        out.peer_name(&offer.sender)
     );
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Lines of standard input, read on a blocking thread.
@@ -183,5 +255,21 @@ async fn next_line(answers: &mut Option<mpsc::Receiver<String>>) -> Option<Strin
     match answers {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_yes_accepts_any_case_and_refuses_the_rest() {
+        for a in ["y", "Y", "yes", "Yes", "YES", " yes "] {
+            assert!(is_yes(Some(a)), "{a:?}");
+        }
+        for a in ["", "n", "no", "yess", "ja"] {
+            assert!(!is_yes(Some(a)), "{a:?}");
+        }
+        assert!(!is_yes(None));
     }
 }

@@ -1,17 +1,19 @@
-//! `peershare send`: share files and wait until a recipient has them all.
+//! `peershare send`: share files until the recipients have them (the README's
+//! completion rules, `super::rules::SendRule`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
 use peershare::signaling::{ServerConfig, SignalingServer};
-use peershare::{Error, Event, Outcome, Peer, PeerConfig, Share, Ticket};
+use peershare::{Event, Peer, PeerConfig, Share, Ticket, codes};
 
 use super::output::Output;
+use super::rules::SendRule;
+use super::{Exit, Fatal};
 use crate::SendArgs;
 
-pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let mut out = Output::new(args.peer.json);
+pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     // The embedded server lives as long as this function.
     let (_server, own_url, ticket_url) = match &args.server {
         Some(url) => (None, url.clone(), url.clone()),
@@ -23,8 +25,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
                 ..ServerConfig::default()
             })
             .await
-            .with_context(|| {
-                format!("cannot start the embedded signaling server on {listen_ip}")
+            .with_context(|| format!("cannot start the embedded signaling server on {listen_ip}"))
+            .map_err(|e| Fatal {
+                exit: Exit::NoSession,
+                ..Fatal::from(e)
             })?;
             let port = server.local_addr().port();
             let (own, public) = if listen_ip.is_unspecified() {
@@ -48,8 +52,30 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     } else {
         Share::To(args.to.clone())
     };
-    let jobs = peer.send_files(&args.files, share).await?;
-    let jobs: HashSet<_> = jobs.into_iter().collect();
+    let jobs = match peer.send_files(&args.files, share).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            peer.leave().await;
+            return Err(e.into());
+        }
+    };
+    let names: HashMap<_, _> = jobs
+        .iter()
+        .zip(&args.files)
+        .map(|(job, path)| {
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            (*job, super::output::shown(&name))
+        })
+        .collect();
+    let audience = (!args.to.is_empty()).then(|| args.to.iter().cloned().collect());
+    let mut rule = SendRule::new(names, audience);
+    for p in peer.peers().await {
+        out.name_peer(&p.id, &p.name);
+        rule.joined(&p.id);
+    }
 
     let ticket = Ticket::new(&ticket_url, peer.session()).to_string();
     if out.is_json() {
@@ -57,45 +83,50 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     } else {
         println!("peershare recv {ticket}");
         out.note(&format!(
-            "sharing {} file(s) as {}; waiting for a recipient (Ctrl-C to stop)",
+            "sharing {} file(s) as {}; waiting for recipients (Ctrl-C to stop)",
             jobs.len(),
             peer.client_id()
         ));
     }
 
-    // Per recipient: the jobs it resolved, and whether each was delivered.
-    let mut resolved: HashMap<String, HashMap<peershare::JobId, Outcome>> = HashMap::new();
     let result = loop {
         let event = tokio::select! {
             ev = events.recv() => ev,
-            _ = tokio::signal::ctrl_c() => {
+            _ = super::interrupted() => {
                 if args.keep {
-                    break Ok(());
+                    break rule.on_stop();
                 }
-                break Err(Error::UploadFailed("interrupted before a recipient had every file".into()));
+                break Err(Fatal::new(
+                    Exit::Interrupted,
+                    codes::CANCELLED,
+                    "interrupted before every recipient had every file; recipients keep \
+                     their partial downloads: share the same files again and they resume",
+                ));
             }
         };
         let Some(event) = event else {
-            break Err(Error::NotConnected("the peer shut down".into()));
+            break Err(Fatal::new(
+                Exit::TransferFailed,
+                codes::NOT_CONNECTED,
+                "the peer shut down",
+            ));
         };
         out.event(&event);
         match &event {
+            Event::PeerJoined { peer: who, .. } => rule.joined(who),
+            Event::PeerLeft { peer: who } => rule.left(who),
             Event::RecipientOutcome {
                 job_id,
                 peer: who,
                 outcome,
                 ..
-            } if jobs.contains(job_id) => {
-                let mine = resolved.entry(who.clone()).or_default();
-                mine.insert(*job_id, outcome.clone());
-                if mine.len() == jobs.len() && !args.keep {
-                    break verdict(mine.values());
-                }
-            }
-            Event::UploadFailed { code, message, .. } if !args.keep => {
-                break Err(Error::from_remote(*code, message.clone()));
-            }
+            } => rule.outcome(who, *job_id, outcome.clone()),
             _ => {}
+        }
+        if !args.keep
+            && let Some(verdict) = rule.verdict()
+        {
+            break verdict;
         }
     };
     // Show what was emitted together with the last outcome (its upload-completed).
@@ -103,23 +134,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         out.event(&event);
     }
     out.clear();
+    out.summary("sent");
     peer.leave().await;
-    result.map_err(Into::into)
-}
-
-/// Success only when every file was delivered to the recipient.
-fn verdict<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> Result<(), Error> {
-    for o in outcomes {
-        match o {
-            Outcome::Delivered => {}
-            Outcome::Declined => return Err(Error::Declined),
-            Outcome::Failed { code } => {
-                return Err(Error::from_remote(
-                    *code,
-                    "delivery to the recipient failed",
-                ));
-            }
-        }
-    }
-    Ok(())
+    result
 }

@@ -47,6 +47,15 @@ pub enum Completion {
     Failed(BTreeMap<ClientId, Outcome>, u16),
 }
 
+/// What recording one recipient's outcome did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Nothing: the peer never got the offer, or its outcome is final already.
+    Ignored,
+    /// A new outcome; with the job's completion if it resolved the last recipient.
+    New(Option<Completion>),
+}
+
 /// State of one upload job.
 #[derive(Debug, Clone)]
 pub struct UploadState {
@@ -127,29 +136,35 @@ impl UploadState {
         }
     }
 
-    /// Record the outcome at `peer`; returns the job's completion once every recipient
-    /// that got the offer is resolved (reported once).
-    pub fn on_outcome(&mut self, peer: &str, outcome: Outcome) -> Option<Completion> {
-        if let Some(slot) = self.offered.get_mut(peer) {
-            // A verified copy is final; later noise does not undo it.
-            if !matches!(slot, Some(Outcome::Delivered)) {
+    /// Record the outcome at `peer`. Only a recipient the offer went to has an outcome,
+    /// and a final one is not replaced (a verified copy stays delivered; a declined
+    /// offer stays declined); a failed delivery can still become delivered (a recipient
+    /// that resumed after its failure was reported). Once every recipient is resolved,
+    /// the job's completion comes with the outcome that resolved the last one (once).
+    pub fn on_outcome(&mut self, peer: &str, outcome: Outcome) -> Recorded {
+        let Some(slot) = self.offered.get_mut(peer) else {
+            return Recorded::Ignored;
+        };
+        match (&slot, &outcome) {
+            (None, _) | (Some(Outcome::Failed { .. }), Outcome::Delivered) => {
                 *slot = Some(outcome);
             }
+            _ => return Recorded::Ignored,
         }
-        self.completion()
+        Recorded::New(self.completion())
     }
 
     /// The recipient left: its pending delivery failed.
-    pub fn on_peer_gone(&mut self, peer: &str) -> Option<Completion> {
-        match self.offered.get(peer) {
-            Some(None) => self.on_outcome(
-                peer,
-                Outcome::Failed {
-                    code: codes::PEER_GONE,
-                },
-            ),
-            _ => None,
+    pub fn on_peer_gone(&mut self, peer: &str) -> Recorded {
+        if !self.is_pending(peer) {
+            return Recorded::Ignored;
         }
+        self.on_outcome(
+            peer,
+            Outcome::Failed {
+                code: codes::PEER_GONE,
+            },
+        )
     }
 
     /// Whether `peer` got the offer and has no outcome yet.
@@ -234,22 +249,26 @@ mod tests {
         let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
         s.mark_offered("a");
         s.mark_offered("b");
-        assert_eq!(s.on_outcome("a", Outcome::Delivered), None);
-        let done = s.on_outcome("b", Outcome::Declined).unwrap();
+        assert_eq!(s.on_outcome("a", Outcome::Delivered), Recorded::New(None));
+        let Recorded::New(Some(done)) = s.on_outcome("b", Outcome::Declined) else {
+            panic!("expected completion")
+        };
         let Completion::Completed(map) = done else {
             panic!("expected completion")
         };
         assert_eq!(map["a"], Outcome::Delivered);
         assert_eq!(map["b"], Outcome::Declined);
         // reported once
-        assert_eq!(s.on_outcome("b", Outcome::Declined), None);
+        assert_eq!(s.on_outcome("b", Outcome::Declined), Recorded::Ignored);
     }
 
     #[test]
     fn upload_all_recipients_failed_is_failure() {
         let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
         s.mark_offered("a");
-        let done = s.on_peer_gone("a").unwrap();
+        let Recorded::New(Some(done)) = s.on_peer_gone("a") else {
+            panic!("expected completion")
+        };
         assert!(matches!(done, Completion::Failed(_, codes::PEER_GONE)));
     }
 
@@ -270,7 +289,9 @@ mod tests {
         s.mark_offered("new");
         assert!(s.is_pending("old"));
         assert_eq!(s.forget_pending("old"), None);
-        let done = s.on_outcome("new", Outcome::Delivered).unwrap();
+        let Recorded::New(Some(done)) = s.on_outcome("new", Outcome::Delivered) else {
+            panic!("expected completion")
+        };
         let Completion::Completed(map) = done else {
             panic!("expected completion")
         };
@@ -284,5 +305,30 @@ mod tests {
         s.mark_offered("b");
         s.on_outcome("a", Outcome::Delivered);
         assert_eq!(s.authorize("a", 0, 0), Err(codes::ALREADY_DOWNLOADED));
+    }
+
+    #[test]
+    fn upload_outcome_of_peer_never_offered_is_ignored() {
+        let mut s = UploadState::new(only(&["a"]), 10, 1000);
+        s.mark_offered("a");
+        assert_eq!(s.on_outcome("b", Outcome::Declined), Recorded::Ignored);
+        assert_eq!(s.on_peer_gone("b"), Recorded::Ignored);
+        assert!(s.is_pending("a"));
+    }
+
+    #[test]
+    fn upload_failed_recipient_that_resumes_is_delivered_once() {
+        let mut s = UploadState::new(Audience::Broadcast, 10, 1000);
+        s.mark_offered("a");
+        assert!(matches!(
+            s.on_outcome("a", Outcome::Failed { code: 1183 }),
+            Recorded::New(Some(Completion::Failed(_, 1183)))
+        ));
+        assert_eq!(s.on_outcome("a", Outcome::Delivered), Recorded::New(None));
+        assert_eq!(
+            s.on_outcome("a", Outcome::Failed { code: 5100 }),
+            Recorded::Ignored
+        );
+        assert_eq!(s.on_outcome("a", Outcome::Declined), Recorded::Ignored);
     }
 }

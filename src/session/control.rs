@@ -61,10 +61,18 @@ impl Session {
             }
             ControlMessage::Error {
                 job_id,
+                file_id,
                 code,
                 message,
-                ..
-            } => self.on_sender_error(peer, job_id, code, message),
+            } => {
+                // Without a job, an error about one of our files is a recipient's
+                // refusal of its offer.
+                let refusal = job_id.is_none()
+                    && file_id.is_some_and(|f| self.on_recipient_refusal(peer, f, code, &message));
+                if !refusal {
+                    self.on_sender_error(peer, job_id, code, message);
+                }
+            }
         }
     }
 

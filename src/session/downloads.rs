@@ -132,7 +132,34 @@ impl Session {
             .retain(|id, o| !(*id == file_id && o.info.sender == peer));
     }
 
+    /// Start downloading an offered file. If this side cannot take it (too large, the
+    /// destination not writable, a malformed offer), the sender is told: an `error` with
+    /// the file ID and the code, which it records as this recipient's outcome.
     pub(super) fn start_download(&mut self, file_id: FileId, save: Save) -> Result<JobId> {
+        let result = self.try_start_download(file_id, save);
+        if let Err(e) = &result
+            && refuses_offer(e)
+            && let Some(offer) = self.offered.remove(&file_id)
+        {
+            self.send_control(
+                &offer.info.sender,
+                ControlMessage::Error {
+                    job_id: None,
+                    file_id: Some(file_id),
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+            );
+        }
+        result
+    }
+
+    fn try_start_download(&mut self, file_id: FileId, save: Save) -> Result<JobId> {
+        // Paths in events are absolute, whatever the caller passed.
+        let save = match save {
+            Save::ToDir(dir) => Save::ToDir(std::path::absolute(&dir).unwrap_or(dir)),
+            other => other,
+        };
         if self.downloaded.contains(&file_id)
             || self.downloads.values().any(|d| d.file_id == file_id)
         {
@@ -465,10 +492,13 @@ impl Session {
     }
 
     pub(super) fn on_download_done(&mut self, job_id: JobId, result: Result<Saved>) {
-        let ending = self
-            .downloads
-            .get_mut(&job_id)
-            .and_then(|d| d.ending.take());
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        // The transfer task has ended: whatever follows (a failure, a retry) must not
+        // wait for it again.
+        d.phase = Phase::Ended;
+        let ending = d.ending.take();
         if let Some((ending, discard)) = ending
             && result.is_err()
         {
@@ -669,6 +699,18 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether a failure to start a download is this side's final answer to the offer (and
+/// not e.g. a request about an unknown file or a sender that is gone).
+fn refuses_offer(e: &Error) -> bool {
+    matches!(
+        e.code(),
+        codes::FILE_TOO_LARGE
+            | codes::STORAGE_ACCESS_DENIED
+            | codes::SAVE_FAILED
+            | codes::PROTOCOL_VIOLATION
+    )
 }
 
 fn check_writable_dir(dir: &std::path::Path) -> Result<()> {

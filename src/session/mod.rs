@@ -129,6 +129,9 @@ enum Phase {
     Running { task: JoinHandle<()> },
     /// The connection to the sender is gone; waiting for it to come back.
     Suspended { since: Instant },
+    /// The transfer task has ended and its report is being handled (a retry, a failure
+    /// or the completion follows in the same step).
+    Ended,
 }
 
 /// One of our download jobs.

@@ -14,7 +14,7 @@ use crate::error::{Error, Result, codes};
 use crate::events::Event;
 use crate::proto::control::{ControlMessage, OfferGroup};
 use crate::proto::ids::{FileId, JobId};
-use crate::proto::upload::{Audience, Completion, Outcome, UploadState};
+use crate::proto::upload::{Audience, Completion, Outcome, Recorded, UploadState};
 use crate::transfer;
 
 /// Longest wait for a job's data channel to open (its DCEP handshake, one round trip
@@ -271,19 +271,25 @@ impl Session {
     }
 
     pub(super) fn on_recipient_decline(&mut self, peer: &str, file_id: FileId) {
-        let Some(shared) = self.shares.get_mut(&file_id) else {
-            return;
-        };
-        let job_id = shared.job_id;
-        let completion = shared.state.on_outcome(peer, Outcome::Declined);
-        self.emit(Event::RecipientOutcome {
-            job_id,
-            file_id,
-            peer: peer.to_string(),
-            outcome: Outcome::Declined,
-            bytes_sent: 0,
-        });
-        self.emit_completion(&file_id, completion);
+        self.record_outcome(&file_id, peer, Outcome::Declined, 0);
+    }
+
+    /// A recipient refused an offer before any job existed (too large, cannot write):
+    /// an `error` with our `file_id` and no job. Returns whether it was about one of our
+    /// shares.
+    pub(super) fn on_recipient_refusal(
+        &mut self,
+        peer: &str,
+        file_id: FileId,
+        code: u16,
+        message: &str,
+    ) -> bool {
+        if !self.shares.contains_key(&file_id) {
+            return false;
+        }
+        tracing::info!(%peer, %file_id, code, "recipient refused the offer: {message}");
+        self.record_outcome(&file_id, peer, Outcome::Failed { code }, 0);
+        true
     }
 
     /// The recipient cancelled its download job `job_id`.
@@ -318,19 +324,29 @@ impl Session {
             t.abort();
         }
         let bytes_sent = s.sent.load(Ordering::Relaxed);
-        let Some(shared) = self.shares.get_mut(&file_id) else {
+        self.record_outcome(&file_id, peer, outcome, bytes_sent);
+    }
+
+    /// Record `peer`'s outcome of `file_id` and report it, with the upload's completion
+    /// if it resolved the last recipient. An outcome from a peer the offer never went to,
+    /// or one that is final already, is not reported.
+    fn record_outcome(&mut self, file_id: &FileId, peer: &str, outcome: Outcome, bytes_sent: u64) {
+        let Some(shared) = self.shares.get_mut(file_id) else {
             return;
         };
-        let up_job = shared.job_id;
-        let completion = shared.state.on_outcome(peer, outcome.clone());
+        let job_id = shared.job_id;
+        let Recorded::New(completion) = shared.state.on_outcome(peer, outcome.clone()) else {
+            tracing::debug!(%peer, %file_id, ?outcome, "outcome not recorded");
+            return;
+        };
         self.emit(Event::RecipientOutcome {
-            job_id: up_job,
-            file_id,
+            job_id,
+            file_id: *file_id,
             peer: peer.to_string(),
             outcome,
             bytes_sent,
         });
-        self.emit_completion(&file_id, completion);
+        self.emit_completion(file_id, completion);
     }
 
     fn emit_completion(&mut self, file_id: &FileId, completion: Option<Completion>) {
@@ -384,26 +400,17 @@ impl Session {
             );
         }
         // Offers it never answered.
-        let files: Vec<FileId> = self.shares.keys().copied().collect();
+        let files: Vec<FileId> = self
+            .shares
+            .iter()
+            .filter(|(_, s)| s.state.is_pending(peer))
+            .map(|(id, _)| *id)
+            .collect();
         for file_id in files {
-            let Some(shared) = self.shares.get_mut(&file_id) else {
-                continue;
+            let outcome = Outcome::Failed {
+                code: codes::PEER_GONE,
             };
-            if !shared.state.is_pending(peer) {
-                continue;
-            }
-            let job_id = shared.job_id;
-            let completion = shared.state.on_peer_gone(peer);
-            self.emit(Event::RecipientOutcome {
-                job_id,
-                file_id,
-                peer: peer.to_string(),
-                outcome: Outcome::Failed {
-                    code: codes::PEER_GONE,
-                },
-                bytes_sent: 0,
-            });
-            self.emit_completion(&file_id, completion);
+            self.record_outcome(&file_id, peer, outcome, 0);
         }
     }
 
