@@ -62,7 +62,12 @@ impl Checkpointer {
                     match done {
                         Ok(()) => on_durable(offset),
                         Err(e) => {
-                            lock(&thread_slot).failed = Some(e.to_string());
+                            // Kept as the detail of the `SaveFailed` reported later.
+                            let detail = match e {
+                                Error::SaveFailed(detail) => detail,
+                                other => other.to_string(),
+                            };
+                            lock(&thread_slot).failed = Some(detail);
                             break;
                         }
                     }

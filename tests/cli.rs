@@ -1,62 +1,12 @@
 //! The built `peershare` binary, end to end on 127.0.0.1.
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use std::path::Path;
+
+use common::cli::*;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_peershare");
-/// Hang guard for a whole process run (not a performance assertion).
-const GUARD: Duration = Duration::from_secs(120);
-
-fn peershare(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    c
-}
-
-fn write_random(path: &Path, size: usize, seed: u64) -> Vec<u8> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut data = vec![0u8; size];
-    rng.fill(&mut data[..]);
-    std::fs::write(path, &data).unwrap();
-    data
-}
-
-async fn finish(child: Child) -> (i32, String, String) {
-    let out = tokio::time::timeout(GUARD, child.wait_with_output())
-        .await
-        .expect("process hung")
-        .expect("process output");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-fn names(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap_or("?").to_string())
-        .filter(|n| !n.ends_with("-progress") && n != "connection" && !n.starts_with("peer-"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
@@ -188,9 +138,9 @@ async fn cli_recv_bogus_ticket_exits_nonzero_with_code() {
         .spawn()
         .unwrap();
     let (code, _, stderr) = finish(recv).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.starts_with("error 6008: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[tokio::test]
@@ -202,15 +152,17 @@ async fn cli_recv_unreachable_ticket_exits_nonzero_with_1180() {
         .unwrap()
         .port();
     let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
     let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
-        .arg(tmp.path())
+        .arg(&out)
         .arg(format!("abcdefgh23456789@127.0.0.1:{port}"))
         .spawn()
         .unwrap();
     let (code, _, stderr) = finish(recv).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{stderr}");
     assert!(stderr.starts_with("error 1180: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!out.exists(), "--out was created without a session");
 }
 
 #[tokio::test]
@@ -226,14 +178,24 @@ async fn cli_recv_unknown_session_exits_with_signaling_code() {
         .unwrap()
         .unwrap();
     let host_port = url.strip_prefix("ws://").expect("ws URL");
-    let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
-        .arg(tmp.path())
+    let out = tmp.path().join("out");
+    let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--json", "--out"])
+        .arg(&out)
         .arg(format!("abcdefgh23456789@{host_port}"))
         .spawn()
         .unwrap();
-    let (code, _, stderr) = finish(recv).await;
-    assert_ne!(code, 0);
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 3, "{stderr}");
     assert!(stderr.starts_with("error 7006: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("(code"), "the code is said once: {stderr}");
+    // With --json the fatal error is a JSON line too.
+    let last = json_lines(&stdout).pop().expect("an error line");
+    assert_eq!(
+        (&last["event"], &last["code"], &last["exit"]),
+        (&"error".into(), &7006.into(), &3.into())
+    );
+    assert!(!out.exists(), "--out was created without a session");
 }
 
 #[tokio::test]
@@ -244,7 +206,7 @@ async fn cli_send_missing_file_exits_5089() {
         .spawn()
         .unwrap();
     let (code, stdout, stderr) = finish(send).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.starts_with("error 5089: "), "{stderr}");
     assert!(
         !stdout.contains("peershare recv"),
@@ -262,7 +224,7 @@ async fn cli_send_over_size_limit_exits_1185() {
         .spawn()
         .unwrap();
     let (code, stdout, stderr) = finish(send).await;
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.starts_with("error 1185: "), "{stderr}");
     assert!(
         !stdout.contains("peershare recv"),

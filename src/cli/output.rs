@@ -258,16 +258,8 @@ impl Output {
                 }
                 self.note(&format!("{}: {}", shown(name), parts.join(", ")));
             }
-            Event::UploadFailed {
-                name,
-                code,
-                message,
-                ..
-            } => self.note(&format!(
-                "{}: error {code}: {}",
-                shown(name),
-                shown(message)
-            )),
+            // Said by the recipients' outcome lines and the closing line.
+            Event::UploadFailed { .. } => {}
             Event::DownloadStarted {
                 job_id,
                 name,

@@ -139,15 +139,10 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                     file_id,
                     name,
                     code,
-                    message,
                     ..
                 } if mine.contains(&job_id) => {
-                    let failure = Fatal::new(
-                        Exit::TransferFailed,
-                        code,
-                        format!("{}: {}", shown(&name), shown(&message)),
-                    );
-                    rule.resolved(file_id, Some(failure));
+                    // The details were shown with the event; the closing line names it.
+                    rule.resolved(file_id, Some(not_received(code, &name)));
                 }
                 Event::Error { code, .. } if code == codes::NOT_CONNECTED => {
                     signaling_lost = true;
@@ -210,9 +205,18 @@ async fn accept(
                 e.code(),
                 shown(&e.to_string())
             ));
-            rule.resolved(offer.file_id, Some(Fatal::from_error(&e)));
+            rule.resolved(offer.file_id, Some(not_received(e.code(), &offer.name)));
         }
     }
+}
+
+/// A file that did not arrive, for the closing line (its details were shown already).
+fn not_received(code: u16, name: &str) -> Fatal {
+    Fatal::new(
+        Exit::TransferFailed,
+        code,
+        format!("{} was not received", shown(name)),
+    )
 }
 
 /// `y` or `yes` in any case.

@@ -22,6 +22,8 @@ pub struct SendRule {
 
 #[derive(Debug, Default)]
 struct Recipient {
+    /// Display name (safe to show).
+    name: String,
     outcomes: HashMap<JobId, Outcome>,
     left: bool,
     /// Joined before the cut-off: `send` waits for it.
@@ -53,9 +55,11 @@ impl SendRule {
         )
     }
 
-    /// A member joined (or was there when we joined).
-    pub fn joined(&mut self, peer: &str) {
-        self.recipient(peer);
+    /// A member joined (or was there when we joined), with its display name.
+    pub fn joined(&mut self, peer: &str, name: &str) {
+        if let Some(r) = self.recipient(peer) {
+            r.name = super::output::shown(name);
+        }
     }
 
     /// A member left the session.
@@ -109,7 +113,11 @@ impl SendRule {
         for (peer, r) in self.recipients.iter().filter(|(_, r)| counted(r)) {
             for (job, o) in &r.outcomes {
                 if let Outcome::Failed { code } = o {
-                    failures.push((*code, self.jobs[job].clone(), peer.clone()));
+                    let who = match r.name.as_str() {
+                        "" => peer.clone(),
+                        name => format!("{name} ({peer})"),
+                    };
+                    failures.push((*code, self.jobs[job].clone(), who));
                 }
             }
         }
@@ -117,12 +125,12 @@ impl SendRule {
         let (code, name, peer) = failures.first()?.clone();
         let more = match failures.len() {
             1 => String::new(),
-            n => format!(" ({} more failed)", n - 1),
+            n => format!(" (and {} more deliveries)", n - 1),
         };
         Some(Fatal::new(
             Exit::TransferFailed,
             code,
-            format!("delivery of {name} to {peer} failed{more}"),
+            format!("{name} was not delivered to {peer}{more}"),
         ))
     }
 
@@ -241,7 +249,7 @@ impl RecvRule {
             1 => Err(self.failures.remove(0)),
             n => {
                 let mut first = self.failures.remove(0);
-                first.message = format!("{} ({} more files failed)", first.message, n - 1);
+                first.message = format!("{} (and {} more files)", first.message, n - 1);
                 Err(first)
             }
         }
@@ -266,7 +274,7 @@ mod tests {
     fn send_rule_one_recipient_all_delivered_succeeds() {
         let (ids, map) = jobs(2);
         let mut r = SendRule::new(map, None);
-        r.joined("a");
+        r.joined("a", "");
         r.outcome("a", ids[0], Outcome::Delivered);
         assert!(r.verdict().is_none());
         r.outcome("a", ids[1], Outcome::Delivered);
@@ -277,8 +285,8 @@ mod tests {
     fn send_rule_decliner_does_not_end_while_other_recipient_downloads() {
         let (ids, map) = jobs(1);
         let mut r = SendRule::new(map, None);
-        r.joined("decliner");
-        r.joined("real");
+        r.joined("decliner", "");
+        r.joined("real", "");
         r.outcome("decliner", ids[0], Outcome::Declined);
         assert!(
             r.verdict().is_none(),
@@ -292,11 +300,11 @@ mod tests {
     fn send_rule_recipient_joined_before_cut_off_is_waited_for() {
         let (ids, map) = jobs(1);
         let mut r = SendRule::new(map, None);
-        r.joined("first");
-        r.joined("second");
+        r.joined("first", "");
+        r.joined("second", "");
         r.outcome("first", ids[0], Outcome::Delivered);
         assert!(r.verdict().is_none());
-        r.joined("late"); // after the cut-off: not waited for
+        r.joined("late", ""); // after the cut-off: not waited for
         r.outcome("second", ids[0], Outcome::Delivered);
         assert!(matches!(r.verdict(), Some(Ok(()))));
     }
@@ -305,8 +313,8 @@ mod tests {
     fn send_rule_recipient_that_left_is_not_waited_for() {
         let (ids, map) = jobs(1);
         let mut r = SendRule::new(map, None);
-        r.joined("a");
-        r.joined("b");
+        r.joined("a", "");
+        r.joined("b", "");
         r.outcome("a", ids[0], Outcome::Delivered);
         r.left("b");
         assert!(matches!(r.verdict(), Some(Ok(()))));
@@ -316,8 +324,8 @@ mod tests {
     fn send_rule_failure_of_any_waited_recipient_fails_with_its_code() {
         let (ids, map) = jobs(1);
         let mut r = SendRule::new(map, None);
-        r.joined("a");
-        r.joined("b");
+        r.joined("a", "");
+        r.joined("b", "");
         r.outcome("a", ids[0], Outcome::Delivered);
         r.outcome("b", ids[0], Outcome::Failed { code: 1185 });
         let Some(Err(f)) = r.verdict() else {
@@ -330,7 +338,7 @@ mod tests {
     fn send_rule_all_declined_exits_declined() {
         let (ids, map) = jobs(1);
         let mut r = SendRule::new(map, None);
-        r.joined("a");
+        r.joined("a", "");
         r.outcome("a", ids[0], Outcome::Declined);
         let Some(Err(f)) = r.verdict() else {
             panic!("expected declined")
@@ -342,7 +350,7 @@ mod tests {
     fn send_rule_non_audience_outcomes_are_ignored() {
         let (ids, map) = jobs(1);
         let mut r = SendRule::new(map, Some(["a".to_string()].into()));
-        r.joined("outsider");
+        r.joined("outsider", "");
         r.outcome("outsider", ids[0], Outcome::Declined);
         assert!(r.verdict().is_none());
         r.outcome("a", ids[0], Outcome::Delivered);

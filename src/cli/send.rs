@@ -55,8 +55,12 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     let jobs = match peer.send_files(&args.files, share).await {
         Ok(jobs) => jobs,
         Err(e) => {
+            // A file that cannot be shared (missing, unreadable, too large) is bad input.
             peer.leave().await;
-            return Err(e.into());
+            return Err(Fatal {
+                exit: Exit::Usage,
+                ..Fatal::from_error(&e)
+            });
         }
     };
     let names: HashMap<_, _> = jobs
@@ -74,7 +78,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     let mut rule = SendRule::new(names, audience);
     for p in peer.peers().await {
         out.name_peer(&p.id, &p.name);
-        rule.joined(&p.id);
+        rule.joined(&p.id, &p.name);
     }
 
     let ticket = Ticket::new(&ticket_url, peer.session()).to_string();
@@ -113,7 +117,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         };
         out.event(&event);
         match &event {
-            Event::PeerJoined { peer: who, .. } => rule.joined(who),
+            Event::PeerJoined { peer: who, name } => rule.joined(who, name),
             Event::PeerLeft { peer: who } => rule.left(who),
             Event::RecipientOutcome {
                 job_id,

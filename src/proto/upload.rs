@@ -218,6 +218,8 @@ impl UploadState {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn only(ids: &[&str]) -> Audience {
@@ -330,5 +332,162 @@ mod tests {
             Recorded::Ignored
         );
         assert_eq!(s.on_outcome("a", Outcome::Declined), Recorded::Ignored);
+    }
+
+    const PEERS: [&str; 4] = ["a", "b", "c", "d"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Offer(usize),
+        Outcome(usize, Outcome),
+        Gone(usize),
+        Forget(usize),
+    }
+
+    fn audience() -> impl Strategy<Value = Audience> {
+        prop_oneof![
+            Just(Audience::Broadcast),
+            prop::sample::subsequence(PEERS.to_vec(), 1..=PEERS.len()).prop_map(|ids| only(&ids)),
+        ]
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Delivered),
+            Just(Outcome::Declined),
+            prop::sample::select(vec![1183u16, 5100, 6003, 6004])
+                .prop_map(|code| Outcome::Failed { code }),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let peer = 0..PEERS.len();
+        prop_oneof![
+            peer.clone().prop_map(Op::Offer),
+            (peer.clone(), outcome()).prop_map(|(p, o)| Op::Outcome(p, o)),
+            peer.clone().prop_map(Op::Gone),
+            peer.prop_map(Op::Forget),
+        ]
+    }
+
+    /// Whether `new` is recorded over the current outcome (`None`: pending).
+    fn replaces(current: &Option<Outcome>, new: &Outcome) -> bool {
+        matches!(
+            (current, new),
+            (None, _) | (Some(Outcome::Failed { .. }), Outcome::Delivered)
+        )
+    }
+
+    proptest! {
+        /// Whatever the order of offers, outcomes, departures and takeovers, an upload job
+        /// reports its completion at most once, exactly once as soon as every offered
+        /// recipient is resolved, and a `Failed` one only when every recipient failed;
+        /// outcomes of peers without the offer are ignored, and a delivery is never replaced.
+        #[test]
+        fn upload_random_outcome_sequences_complete_once(
+            audience in audience(),
+            ops in prop::collection::vec(op(), 0..60),
+        ) {
+            let mut s = UploadState::new(audience.clone(), 10, 1000);
+            // What the offered map must hold: peer -> outcome (`None`: pending).
+            let mut model: BTreeMap<ClientId, Option<Outcome>> = BTreeMap::new();
+            let mut completions = 0;
+            for op in ops {
+                let completion = match op {
+                    Op::Offer(p) => {
+                        let peer = PEERS[p];
+                        if s.should_offer(peer, 0) {
+                            s.mark_offered(peer);
+                            model.insert(peer.into(), None);
+                        }
+                        prop_assert_eq!(model.contains_key(peer), audience.includes(peer));
+                        None
+                    }
+                    Op::Outcome(p, outcome) => {
+                        let peer = PEERS[p];
+                        let recorded = s.on_outcome(peer, outcome.clone());
+                        match model.get_mut(peer) {
+                            Some(slot) if replaces(slot, &outcome) => {
+                                *slot = Some(outcome);
+                                let Recorded::New(completion) = recorded else {
+                                    return Err(TestCaseError::fail(format!("{peer}: not recorded")));
+                                };
+                                completion
+                            }
+                            // Never offered (or taken over), or final already.
+                            _ => {
+                                prop_assert_eq!(recorded, Recorded::Ignored);
+                                None
+                            }
+                        }
+                    }
+                    Op::Gone(p) => {
+                        let peer = PEERS[p];
+                        let recorded = s.on_peer_gone(peer);
+                        match model.get_mut(peer) {
+                            Some(slot @ None) => {
+                                *slot = Some(Outcome::Failed { code: codes::PEER_GONE });
+                                let Recorded::New(completion) = recorded else {
+                                    return Err(TestCaseError::fail(format!("{peer}: not recorded")));
+                                };
+                                completion
+                            }
+                            _ => {
+                                prop_assert_eq!(recorded, Recorded::Ignored);
+                                None
+                            }
+                        }
+                    }
+                    Op::Forget(p) => {
+                        let peer = PEERS[p];
+                        if matches!(model.get(peer), Some(None)) {
+                            model.remove(peer);
+                        }
+                        s.forget_pending(peer)
+                    }
+                };
+                if let Some(completion) = completion {
+                    completions += 1;
+                    prop_assert_eq!(completions, 1, "completion reported again");
+                    let resolved: BTreeMap<ClientId, Outcome> = model
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone().expect("resolved")))
+                        .collect();
+                    let all_failed = resolved
+                        .values()
+                        .all(|o| matches!(o, Outcome::Failed { .. }));
+                    match completion {
+                        Completion::Completed(map) => {
+                            prop_assert!(!all_failed);
+                            prop_assert_eq!(map, resolved);
+                        }
+                        Completion::Failed(map, code) => {
+                            prop_assert!(all_failed);
+                            let failed = Outcome::Failed { code };
+                            prop_assert!(map.values().any(|o| *o == failed), "code of no failure");
+                            prop_assert_eq!(map, resolved);
+                        }
+                    }
+                }
+                prop_assert_eq!(s.is_finished(), completions == 1);
+                if !model.is_empty() && model.values().all(Option::is_some) {
+                    prop_assert_eq!(completions, 1, "every recipient resolved, no completion");
+                }
+                for (peer, outcome) in &model {
+                    prop_assert_eq!(s.is_pending(peer), outcome.is_none());
+                    // A delivery stays: the peer may not fetch the file again.
+                    if *outcome == Some(Outcome::Delivered) {
+                        prop_assert_eq!(
+                            s.authorize(peer, 0, 0),
+                            Err(codes::ALREADY_DOWNLOADED)
+                        );
+                    }
+                }
+                prop_assert_eq!(
+                    s.offered_peers(),
+                    model.keys().cloned().collect::<Vec<_>>()
+                );
+            }
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! 127.0.0.1, peers bound to 127.0.0.1, and an event recorder.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,443 @@
+//! Every transfer of the `peershare` binary ends, with the truth: failures in the middle
+//! of a transfer, refusals, completion rules with several recipients, exit codes and the
+//! output without a terminal. Real binaries on 127.0.0.1.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use common::cli::*;
+use serde_json::Value;
+
+const MIB: usize = 1024 * 1024;
+
+fn send(extra: &[&str], files: &[&Path]) -> JsonRun {
+    let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
+    cmd.args(extra).args(files);
+    JsonRun::spawn(cmd)
+}
+
+fn recv(extra: &[&str], out: &Path, ticket: &str) -> JsonRun {
+    let mut cmd = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--json"]);
+    cmd.args(extra).arg("--out").arg(out).arg(ticket);
+    JsonRun::spawn(cmd)
+}
+
+fn is(name: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["event"] == name
+}
+
+/// The outcome events of a sender, as (file name, outcome, code).
+fn outcomes(events: &[Value]) -> Vec<(String, String, Option<u64>)> {
+    let names: std::collections::HashMap<&Value, &Value> = events
+        .iter()
+        .filter(|e| e["event"] == "upload-started")
+        .map(|e| (&e["job_id"], &e["name"]))
+        .collect();
+    let mut v: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "recipient-outcome")
+        .map(|e| {
+            (
+                names[&e["job_id"]].as_str().unwrap_or("?").to_string(),
+                e["outcome"].as_str().unwrap_or("?").to_string(),
+                e["code"].as_u64(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn last_error(events: &[Value]) -> (u64, u64) {
+    let e = events.last().expect("output");
+    assert_eq!(e["event"], "error", "the last line is the fatal error: {e}");
+    (
+        e["code"].as_u64().unwrap_or(0),
+        e["exit"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Only the given names in `dir` (no partial or record files left over).
+fn assert_dir_holds(dir: &Path, names: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    assert_eq!(found, names, "contents of {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_source_overwritten_mid_transfer_both_sides_fail_5100() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_random(&src, 24 * MIB, 1);
+    let out = tmp.path().join("out");
+    let mut s = send(&["--limit-rate", "8M"], &[&src]);
+    let ticket = s.ticket().await;
+    let mut r = recv(&[], &out, &ticket);
+    r.until("first progress", is("download-progress")).await;
+    // Same size, new bytes near the end: not read yet at 8 MiB/s.
+    let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+    f.write_all_at(b"tampered", (23 * MIB) as u64).unwrap();
+    drop(f);
+
+    let (code, events, stderr) = r.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "download-failed")
+        .expect("download-failed");
+    assert_eq!(failed["code"], 5100);
+    assert_eq!(last_error(&events), (5100, 1));
+    assert!(events.iter().all(|e| e["event"] != "download-completed"));
+    assert_dir_holds(&out, &[]);
+
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [("big.bin".into(), "failed".into(), Some(5100))]
+    );
+    assert_eq!(last_error(&events), (5100, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_max_size_refusal_reaches_sender_both_exit_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = tmp.path().join("one.txt");
+    std::fs::write(&one, b"one\n").unwrap();
+    let five = tmp.path().join("five.bin");
+    write_random(&five, 5000, 2);
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&one, &five]);
+    let ticket = s.ticket().await;
+    let (code, events, stderr) = recv(&["--max-size", "1000"], &out, &ticket).finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(last_error(&events), (1185, 1));
+    assert_eq!(std::fs::read(out.join("one.txt")).unwrap(), b"one\n");
+    assert_dir_holds(&out, &["one.txt"]);
+
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [
+            ("five.bin".into(), "failed".into(), Some(1185)),
+            ("one.txt".into(), "delivered".into(), None)
+        ]
+    );
+    assert_eq!(last_error(&events), (1185, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_output_dir_removed_mid_transfer_fails_without_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_random(&src, 24 * MIB, 3);
+    let out = tmp.path().join("out");
+    let mut s = send(&["--limit-rate", "8M"], &[&src]);
+    let ticket = s.ticket().await;
+    let mut r = recv(&[], &out, &ticket);
+    r.until("first progress", is("download-progress")).await;
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let (code, events, stderr) = r.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "download-failed")
+        .expect("download-failed");
+    let failed_code = failed["code"].as_u64().unwrap();
+    assert!([5089, 5090].contains(&failed_code), "{failed}");
+    assert!(!out.join("big.bin").exists());
+
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [("big.bin".into(), "failed".into(), Some(failed_code))]
+    );
+}
+
+/// A tmpfs of `mib` MiB mounted at a fresh directory, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mib: usize) -> Option<Self> {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_disk_full_fails_5090_and_leaves_nothing() {
+    let Some(fs) = Tmpfs::mount(24) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_random(&src, 40 * MIB, 4);
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+    let (code, events, stderr) = recv(&[], fs.0.path(), &ticket).finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "download-failed")
+        .expect("download-failed");
+    assert_eq!(failed["code"], 5090, "{failed}");
+    assert_eq!(last_error(&events), (5090, 1));
+    assert_dir_holds(fs.0.path(), &[]);
+
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [("big.bin".into(), "failed".into(), Some(5090))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_decline_by_one_member_waits_for_the_downloading_recipient() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let data = write_random(&src, 16 * MIB, 5);
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&src]);
+    let ticket_text = s.ticket().await;
+    let mut r = recv(&["--limit-rate", "8M"], &out, &ticket_text);
+    r.until("first progress", is("download-progress")).await;
+
+    // Another member of the session declines while the recipient is downloading.
+    let ticket: peershare::Ticket = ticket_text.parse().unwrap();
+    let mut config = peershare::PeerConfig::new(ticket.server.clone());
+    config.session = Some(ticket.session.clone());
+    config.rtc.bind = Some(common::LOCALHOST);
+    let (decliner, events) = peershare::Peer::join(config).await.unwrap();
+    let mut rec = common::Recorder::new(events);
+    let file_id = rec.offer().await;
+    decliner.decline(file_id).await.unwrap();
+
+    let (code, _, stderr) = r.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(std::fs::read(out.join("data.bin")).unwrap() == data);
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [
+            ("data.bin".into(), "declined".into(), None),
+            ("data.bin".into(), "delivered".into(), None)
+        ]
+    );
+    decliner.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_without_keep_serves_every_recipient_that_joined_in_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data.bin");
+    let data = write_random(&src, 24 * MIB, 6);
+    let (out1, out2) = (tmp.path().join("one"), tmp.path().join("two"));
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+    let mut first = recv(&["--limit-rate", "8M"], &out1, &ticket);
+    first.until("first progress", is("download-progress")).await;
+    // The second recipient joins while the first is still downloading.
+    let second = recv(&[], &out2, &ticket);
+    for (run, out) in [(first, &out1), (second, &out2)] {
+        let (code, _, stderr) = run.finish().await;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(std::fs::read(out.join("data.bin")).unwrap() == data);
+    }
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [
+            ("data.bin".into(), "delivered".into(), None),
+            ("data.bin".into(), "delivered".into(), None)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_keep_after_failed_delivery_exits_1_when_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("five.bin");
+    write_random(&src, 5000, 7);
+    let mut s = send(&["--keep"], &[&src]);
+    let ticket = s.ticket().await;
+    let (code, _, stderr) = recv(&["--max-size", "1000"], &tmp.path().join("out"), &ticket)
+        .finish()
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    s.until("the recipient's outcome", is("upload-failed"))
+        .await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(s.pid(), libc::SIGINT) };
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(last_error(&events), (1185, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_interrupted_exits_130_and_says_how_to_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    write_random(&src, 24 * MIB, 8);
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+    let mut r = recv(&["--limit-rate", "4M"], &out, &ticket);
+    r.until("first progress", is("download-progress")).await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(r.pid(), libc::SIGINT) };
+    let (code, events, stderr) = r.finish().await;
+    assert_eq!(code, 130, "{stderr}");
+    assert_eq!(last_error(&events), (6009, 130));
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    // The partial data stays for the resume.
+    assert!(
+        std::fs::read_dir(&out).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".part"))
+    );
+    unsafe { libc::kill(s.pid(), libc::SIGINT) };
+    let (code, _, _) = s.finish().await;
+    assert_eq!(code, 130);
+}
+
+#[tokio::test]
+async fn cli_recv_without_terminal_or_yes_exits_2_before_joining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // The ticket's server does not exist: the refusal must come before any join.
+    let recv = peershare(&["recv", "--out"])
+        .arg(&out)
+        .arg("abcdefgh23456789@127.0.0.1:9")
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.starts_with("error 6008: "), "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_plain_output_without_terminal_shows_each_line_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("report.txt");
+    std::fs::write(&src, b"quarterly\n").unwrap();
+    let mut send = peershare(&["send", "--bind", "127.0.0.1"])
+        .arg(&src)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(send.stdout.take().unwrap()));
+    let first = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ticket = first.strip_prefix("peershare recv ").expect("ticket line");
+    // A relative --out: the saved path is shown absolute.
+    let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out", "rel"])
+        .arg(ticket)
+        .current_dir(tmp.path())
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    let saved = tmp.path().join("rel").join("report.txt");
+    assert!(
+        stderr.contains(&format!("saved {} (BLAKE3 verified)", saved.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("received 1 file, 10 B in "), "{stderr}");
+    let (code, _, send_err) = finish(send).await;
+    assert_eq!(code, 0, "{send_err}");
+    assert!(send_err.contains("report.txt → "), "{send_err}");
+    assert!(send_err.contains(": done"), "{send_err}");
+    assert!(
+        send_err.contains("report.txt: delivered to 1"),
+        "{send_err}"
+    );
+    assert!(send_err.contains("sent 1 file, 10 B in "), "{send_err}");
+    for text in [&stderr, &send_err] {
+        assert!(!text.contains('\u{1b}'), "escape sequences: {text:?}");
+        assert!(!text.contains("WARN"), "log lines: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_plain_output_declined_file_is_not_shown_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("secret.txt");
+    std::fs::write(&src, b"no\n").unwrap();
+    let mut send = peershare(&["send", "--bind", "127.0.0.1"])
+        .arg(&src)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(send.stdout.take().unwrap()));
+    let first = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ticket: peershare::Ticket = first
+        .strip_prefix("peershare recv ")
+        .expect("ticket line")
+        .parse()
+        .unwrap();
+    let mut config = peershare::PeerConfig::new(ticket.server.clone());
+    config.session = Some(ticket.session.clone());
+    config.rtc.bind = Some(common::LOCALHOST);
+    let (decliner, events) = peershare::Peer::join(config).await.unwrap();
+    let mut rec = common::Recorder::new(events);
+    let file_id = rec.offer().await;
+    decliner.decline(file_id).await.unwrap();
+    let (code, _, stderr) = finish(send).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains(": declined"), "{stderr}");
+    assert!(
+        stderr.contains("secret.txt: delivered to 0, declined by 1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(": done"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("error 6002: ")),
+        "{stderr}"
+    );
+    decliner.leave().await;
+}
