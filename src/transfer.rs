@@ -491,9 +491,13 @@ async fn next_chunk<C: Channel + ?Sized>(
     counters: &DownloadCounters,
 ) -> Result<BytesMut> {
     tokio::select! {
-        chunk = channel.recv() => chunk.ok_or_else(|| {
-            Error::DownloadFailed("data channel closed before the file was complete".into())
-        }),
+        chunk = channel.recv_binary() => match chunk {
+            Some(Ok(chunk)) => Ok(chunk),
+            Some(Err(e)) => Err(Error::Protocol(format!("{e} (job channels carry file bytes)"))),
+            None => Err(Error::DownloadFailed(
+                "data channel closed before the file was complete".into(),
+            )),
+        },
         _ = counters.stop.notified() => Err(Error::CancelledLocally),
     }
 }

@@ -12,6 +12,11 @@ use tokio::sync::{Mutex, mpsc};
 #[error("channel closed")]
 pub struct ChannelClosed;
 
+/// A text message arrived where only binary data may come (a job channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a text message on a binary channel")]
+pub struct TextMessage;
+
 /// A reliable ordered message channel.
 #[async_trait]
 pub trait Channel: Send + Sync + 'static {
@@ -19,6 +24,11 @@ pub trait Channel: Send + Sync + 'static {
     async fn send(&self, data: BytesMut) -> Result<(), ChannelClosed>;
     /// The next message, or `None` once the channel is closed.
     async fn recv(&self) -> Option<BytesMut>;
+    /// The next message, which must be binary (channels that mark text messages say
+    /// so; a text message is then `Err`), or `None` once the channel is closed.
+    async fn recv_binary(&self) -> Option<Result<BytesMut, TextMessage>> {
+        self.recv().await.map(Ok)
+    }
     /// Close the channel; pending and future `recv`s on both ends return `None`.
     async fn close(&self);
 }

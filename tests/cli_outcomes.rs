@@ -59,6 +59,38 @@ fn last_error(events: &[Value]) -> (u64, u64) {
     )
 }
 
+/// `peershare send` without `--json` (human lines on stderr): the process and its ticket.
+async fn plain_send(file: &Path) -> (tokio::process::Child, String) {
+    let mut send = peershare(&["send", "--bind", "127.0.0.1"])
+        .arg(file)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(send.stdout.take().unwrap()));
+    let first = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ticket = first.strip_prefix("peershare recv ").expect("ticket line");
+    // Nothing else is printed on stdout; keep reading it anyway.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (send, ticket.to_string())
+}
+
+/// A library peer joins the ticket's session and declines the first file offered.
+async fn join_and_decline(ticket: &str) -> peershare::Peer {
+    let ticket: peershare::Ticket = ticket.parse().unwrap();
+    let mut config = peershare::PeerConfig::new(ticket.server.clone());
+    config.session = Some(ticket.session.clone());
+    config.rtc.bind = Some(common::LOCALHOST);
+    let (peer, events) = peershare::Peer::join(config).await.unwrap();
+    let mut rec = common::Recorder::new(events);
+    let file_id = rec.offer().await;
+    peer.decline(file_id).await.unwrap();
+    peer
+}
+
 /// Only the given names in `dir` (no partial or record files left over).
 fn assert_dir_holds(dir: &Path, names: &[&str]) {
     let mut found: Vec<String> = std::fs::read_dir(dir)
@@ -232,14 +264,7 @@ async fn cli_send_decline_by_one_member_waits_for_the_downloading_recipient() {
     r.until("first progress", is("download-progress")).await;
 
     // Another member of the session declines while the recipient is downloading.
-    let ticket: peershare::Ticket = ticket_text.parse().unwrap();
-    let mut config = peershare::PeerConfig::new(ticket.server.clone());
-    config.session = Some(ticket.session.clone());
-    config.rtc.bind = Some(common::LOCALHOST);
-    let (decliner, events) = peershare::Peer::join(config).await.unwrap();
-    let mut rec = common::Recorder::new(events);
-    let file_id = rec.offer().await;
-    decliner.decline(file_id).await.unwrap();
+    let decliner = join_and_decline(&ticket_text).await;
 
     let (code, _, stderr) = r.finish().await;
     assert_eq!(code, 0, "{stderr}");
@@ -328,6 +353,7 @@ async fn cli_recv_interrupted_exits_130_and_says_how_to_resume() {
             .to_string_lossy()
             .ends_with(".part"))
     );
+    // SAFETY: as above.
     unsafe { libc::kill(s.pid(), libc::SIGINT) };
     let (code, _, _) = s.finish().await;
     assert_eq!(code, 130);
@@ -355,21 +381,10 @@ async fn cli_plain_output_without_terminal_shows_each_line_once() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("report.txt");
     std::fs::write(&src, b"quarterly\n").unwrap();
-    let mut send = peershare(&["send", "--bind", "127.0.0.1"])
-        .arg(&src)
-        .spawn()
-        .unwrap();
-    let mut lines =
-        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(send.stdout.take().unwrap()));
-    let first = tokio::time::timeout(GUARD, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let ticket = first.strip_prefix("peershare recv ").expect("ticket line");
+    let (send, ticket) = plain_send(&src).await;
     // A relative --out: the saved path is shown absolute.
     let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out", "rel"])
-        .arg(ticket)
+        .arg(&ticket)
         .current_dir(tmp.path())
         .spawn()
         .unwrap();
@@ -401,29 +416,8 @@ async fn cli_plain_output_declined_file_is_not_shown_delivered() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("secret.txt");
     std::fs::write(&src, b"no\n").unwrap();
-    let mut send = peershare(&["send", "--bind", "127.0.0.1"])
-        .arg(&src)
-        .spawn()
-        .unwrap();
-    let mut lines =
-        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(send.stdout.take().unwrap()));
-    let first = tokio::time::timeout(GUARD, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let ticket: peershare::Ticket = first
-        .strip_prefix("peershare recv ")
-        .expect("ticket line")
-        .parse()
-        .unwrap();
-    let mut config = peershare::PeerConfig::new(ticket.server.clone());
-    config.session = Some(ticket.session.clone());
-    config.rtc.bind = Some(common::LOCALHOST);
-    let (decliner, events) = peershare::Peer::join(config).await.unwrap();
-    let mut rec = common::Recorder::new(events);
-    let file_id = rec.offer().await;
-    decliner.decline(file_id).await.unwrap();
+    let (send, ticket) = plain_send(&src).await;
+    let decliner = join_and_decline(&ticket).await;
     let (code, _, stderr) = finish(send).await;
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains(": declined"), "{stderr}");
@@ -440,4 +434,113 @@ async fn cli_plain_output_declined_file_is_not_shown_delivered() {
         "{stderr}"
     );
     decliner.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_prompt_on_terminal_accepts_yes_in_any_case() {
+    use tokio::io::AsyncWriteExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a.txt");
+    let b = tmp.path().join("b.txt");
+    let c = tmp.path().join("c.txt");
+    for (p, text) in [(&a, "alpha\n"), (&b, "beta\n"), (&c, "gamma\n")] {
+        std::fs::write(p, text).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&a, &b, &c]);
+    let ticket = s.ticket().await;
+    // `script` gives recv a terminal; the answers are typed into it.
+    let command = format!(
+        "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
+        out.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Yes\nno\nYES\n").await.unwrap();
+    let status = tokio::time::timeout(GUARD, child.wait())
+        .await
+        .expect("recv hung")
+        .unwrap();
+    drop(stdin);
+    assert_eq!(status.code(), Some(0));
+    // Offers come in the order given to `send`.
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\n");
+    assert!(!out.join("b.txt").exists(), "declined");
+    assert_eq!(std::fs::read(out.join("c.txt")).unwrap(), b"gamma\n");
+    // The sender reports the declined file: exit 4, not success and not a failure.
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 4, "{stderr}");
+    assert_eq!(last_error(&events), (6002, 4));
+    assert_eq!(
+        outcomes(&events),
+        [
+            ("a.txt".into(), "delivered".into(), None),
+            ("b.txt".into(), "declined".into(), None),
+            ("c.txt".into(), "delivered".into(), None)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_failure_in_one_senders_group_waits_for_the_other_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
+    let url = signal.next_line().await;
+    let session = "grp2senders23456";
+    let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+    write_random(&a, 16 * MIB, 9);
+    let b_data = write_random(&b, 24 * MIB, 10);
+    let shared = ["--server", &url, "--session", session];
+    let mut sa = send(&[&shared[..], &["--limit-rate", "8M"]].concat(), &[&a]);
+    sa.ticket().await;
+    let mut sb = send(&[&shared[..], &["--limit-rate", "6M"]].concat(), &[&b]);
+    sb.ticket().await;
+    let host_port = url.strip_prefix("ws://").unwrap();
+    let out = tmp.path().join("out");
+    let mut r = recv(&[], &out, &format!("{session}@{host_port}"));
+    r.until("progress of a.bin", |e| {
+        e["event"] == "download-progress" && e["name"] == "a.bin"
+    })
+    .await;
+    let f = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+    f.write_all_at(b"tampered", (15 * MIB) as u64).unwrap();
+    drop(f);
+
+    let (code, events, stderr) = r.finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    let ends: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "download-completed" || e["event"] == "download-failed")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().into(),
+                e["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("download-failed".into(), "a.bin".into()),
+            ("download-completed".into(), "b.bin".into())
+        ]
+    );
+    assert!(std::fs::read(out.join("b.bin")).unwrap() == b_data);
+    assert_eq!(last_error(&events), (5100, 1));
+    // Each sender ends by its own recipient's outcome, not waiting for the other sender.
+    let (code, events, _) = sa.finish().await;
+    assert_eq!(code, 1);
+    assert!(outcomes(&events).contains(&("a.bin".into(), "failed".into(), Some(5100))));
+    let (code, events, _) = sb.finish().await;
+    assert_eq!(code, 0);
+    assert!(outcomes(&events).contains(&("b.bin".into(), "delivered".into(), None)));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(signal.pid(), libc::SIGINT) };
 }

@@ -1,25 +1,21 @@
 //! `peershare recv` killed with SIGKILL mid-transfer and run again: it resumes.
 
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+
+use common::cli::GUARD;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peershare");
-/// Hang guard (not a performance assertion).
-const GUARD: Duration = Duration::from_secs(120);
 const SIZE: usize = 48 * 1024 * 1024;
 
 fn peershare(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    let mut c = common::cli::peershare(args);
+    c.stderr(Stdio::inherit());
     c
 }
 

@@ -63,6 +63,9 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     // Set while waiting for more offers without a group after all others are resolved.
     let mut settle: Option<tokio::time::Instant> = None;
 
+    // Listening from here on: a signal between two events is not lost.
+    let interrupted = super::interrupted();
+    tokio::pin!(interrupted);
     let result = loop {
         let event = tokio::select! {
             ev = events.recv() => ev,
@@ -82,7 +85,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                 None
             }
             _ = sleep_until(settle) => break rule.result(),
-            _ = super::interrupted() => {
+            _ = &mut interrupted => {
                 break Err(Fatal::new(
                     Exit::Interrupted,
                     codes::CANCELLED,
@@ -151,7 +154,8 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             }
         }
         if rule.finished() {
-            if !rule.saw_ungrouped() {
+            // Nothing more can come without the signaling server.
+            if !rule.saw_ungrouped() || signaling_lost {
                 break rule.result();
             }
             settle.get_or_insert_with(|| tokio::time::Instant::now() + UNGROUPED_SETTLE);

@@ -17,6 +17,8 @@ pub struct SendRule {
     /// `--to`: the only members that are recipients.
     audience: Option<HashSet<String>>,
     recipients: HashMap<String, Recipient>,
+    /// Members that offered files to us: other senders, never recipients.
+    senders: HashSet<String>,
     cut_off: bool,
 }
 
@@ -36,12 +38,14 @@ impl SendRule {
             jobs,
             audience,
             recipients: HashMap::new(),
+            senders: HashSet::new(),
             cut_off: false,
         }
     }
 
     fn recipient(&mut self, peer: &str) -> Option<&mut Recipient> {
-        if self.audience.as_ref().is_some_and(|a| !a.contains(peer)) {
+        if self.audience.as_ref().is_some_and(|a| !a.contains(peer)) || self.senders.contains(peer)
+        {
             return None;
         }
         let waited = !self.cut_off;
@@ -60,6 +64,13 @@ impl SendRule {
         if let Some(r) = self.recipient(peer) {
             r.name = super::output::shown(name);
         }
+    }
+
+    /// `peer` offered us a file: it is another `send` in the session, not a recipient
+    /// (its offers come before anything it says about ours, on the same ordered channel).
+    pub fn fellow_sender(&mut self, peer: &str) {
+        self.senders.insert(peer.to_string());
+        self.recipients.remove(peer);
     }
 
     /// A member left the session.
@@ -354,6 +365,22 @@ mod tests {
         r.outcome("outsider", ids[0], Outcome::Declined);
         assert!(r.verdict().is_none());
         r.outcome("a", ids[0], Outcome::Delivered);
+        assert!(matches!(r.verdict(), Some(Ok(()))));
+    }
+
+    #[test]
+    fn send_rule_fellow_sender_is_not_a_recipient() {
+        let (ids, map) = jobs(1);
+        let mut r = SendRule::new(map, None);
+        r.joined("other-sender", "");
+        r.joined("real", "");
+        r.fellow_sender("other-sender");
+        r.outcome("other-sender", ids[0], Outcome::Declined);
+        assert!(
+            r.verdict().is_none(),
+            "a fellow sender's decline is no cut-off"
+        );
+        r.outcome("real", ids[0], Outcome::Delivered);
         assert!(matches!(r.verdict(), Some(Ok(()))));
     }
 

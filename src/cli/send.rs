@@ -93,10 +93,13 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         ));
     }
 
+    // Listening from here on: a signal between two events is not lost.
+    let interrupted = super::interrupted();
+    tokio::pin!(interrupted);
     let result = loop {
         let event = tokio::select! {
             ev = events.recv() => ev,
-            _ = super::interrupted() => {
+            _ = &mut interrupted => {
                 if args.keep {
                     break rule.on_stop();
                 }
@@ -119,6 +122,13 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         match &event {
             Event::PeerJoined { peer: who, name } => rule.joined(who, name),
             Event::PeerLeft { peer: who } => rule.left(who),
+            // `send` receives nothing: another sender in the session is told so at once.
+            Event::DownloadAvailable {
+                file_id, sender, ..
+            } => {
+                rule.fellow_sender(sender);
+                let _ = peer.decline(*file_id).await;
+            }
             Event::RecipientOutcome {
                 job_id,
                 peer: who,

@@ -379,6 +379,11 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
         /// Whatever the order of offers, outcomes, departures and takeovers, an upload job
         /// reports its completion at most once, exactly once as soon as every offered
         /// recipient is resolved, and a `Failed` one only when every recipient failed;

@@ -134,6 +134,10 @@ impl Channel for RtcChannel {
         self.recv_message().await.map(|(_, data)| data)
     }
 
+    async fn recv_binary(&self) -> Option<Result<BytesMut, crate::transport::TextMessage>> {
+        self.recv_message().await.map(binary_only)
+    }
+
     async fn close(&self) {
         let _ = self.dc.close().await;
     }
@@ -163,6 +167,17 @@ impl RtcStream {
     pub fn new(dc: Arc<dyn DataChannel>) -> Self {
         Self { dc }
     }
+
+    /// Next message with its text flag, or `None` once closed.
+    async fn next_message(&self) -> Option<(bool, BytesMut)> {
+        loop {
+            match self.dc.poll().await? {
+                DataChannelEvent::OnMessage(msg) => return Some((msg.is_string, msg.data)),
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -172,16 +187,23 @@ impl Channel for RtcStream {
     }
 
     async fn recv(&self) -> Option<BytesMut> {
-        loop {
-            match self.dc.poll().await? {
-                DataChannelEvent::OnMessage(msg) => return Some(msg.data),
-                DataChannelEvent::OnClose => return None,
-                _ => {}
-            }
-        }
+        self.next_message().await.map(|(_, data)| data)
+    }
+
+    async fn recv_binary(&self) -> Option<Result<BytesMut, crate::transport::TextMessage>> {
+        self.next_message().await.map(binary_only)
     }
 
     async fn close(&self) {
         let _ = self.dc.close().await;
+    }
+}
+
+/// A message of a channel that carries only binary data.
+fn binary_only((text, data): (bool, BytesMut)) -> Result<BytesMut, crate::transport::TextMessage> {
+    if text {
+        Err(crate::transport::TextMessage)
+    } else {
+        Ok(data)
     }
 }

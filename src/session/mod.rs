@@ -8,6 +8,8 @@
 
 mod control;
 mod downloads;
+#[cfg(test)]
+mod job_props;
 mod links;
 #[cfg(test)]
 mod tests;

@@ -145,11 +145,11 @@ impl Session {
             self.send_control(peer, refuse(code, message));
             return;
         }
-        let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) else {
+        if self.links.get(peer).is_none_or(|l| l.conn.is_none()) {
             return;
-        };
+        }
         // A job resumed by a restarted recipient (new client ID) takes over its old
-        // pending entry.
+        // pending entry; if that entry was the last unresolved one, the upload is complete.
         let previous = self
             .serving
             .get(&job_id)
@@ -158,8 +158,12 @@ impl Session {
             && (old_peer != peer || *old_file != file_id)
             && let Some(old_share) = self.shares.get_mut(old_file)
         {
-            old_share.state.forget_pending(old_peer);
+            let completion = old_share.state.forget_pending(old_peer);
+            self.emit_completion(old_file, completion);
         }
+        let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) else {
+            return;
+        };
         let (reply_tx, reply_rx) = oneshot::channel();
         let _ = conn.handle.tx.send(ConnCommand::OpenJob {
             job_id,

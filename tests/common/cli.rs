@@ -143,3 +143,33 @@ impl JsonRun {
 pub fn events<'a>(all: &'a [Value], name: &str) -> Vec<&'a Value> {
     all.iter().filter(|e| e["event"] == name).collect()
 }
+
+/// A process with plain-text stdout.
+pub struct LineRun {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl LineRun {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("spawn peershare");
+        let stdout = child.stdout.take().expect("piped stdout");
+        LineRun {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// The next line of stdout.
+    pub async fn next_line(&mut self) -> String {
+        tokio::time::timeout(GUARD, self.lines.next_line())
+            .await
+            .expect("process hung")
+            .expect("stdout")
+            .expect("stdout ended")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+}

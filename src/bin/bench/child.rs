@@ -62,6 +62,7 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut config = PeerConfig::new(&args.server);
     config.rtc = args.tune.settings();
+    config.rate_limit = args.tune.limit_rate;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     match args.role {
         Role::Send => {

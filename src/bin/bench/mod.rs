@@ -3,6 +3,7 @@
 
 pub mod breakdown;
 pub mod child;
+pub mod limit;
 pub mod product;
 pub mod raw;
 pub mod sys;
@@ -49,6 +50,9 @@ pub struct Tune {
     /// Tokio worker threads of every peer process (default: the product's, one per core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub workers: Option<u64>,
+    /// `--limit-rate` of every peer process, bytes per second (default: none).
+    #[arg(long)]
+    pub limit_rate: Option<u64>,
 }
 
 impl Tune {
@@ -107,6 +111,9 @@ impl Tune {
         if let Some(x) = self.workers {
             v.extend(["--workers".to_string(), x.to_string()]);
         }
+        if let Some(x) = self.limit_rate {
+            v.extend(["--limit-rate".to_string(), x.to_string()]);
+        }
         v
     }
 }
@@ -141,6 +148,10 @@ pub struct BenchArgs {
     /// and report both peers' peak RSS as row (d+): the memory target is set for 4 GiB.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub rss_size: Option<u64>,
+    /// Measure only how closely `--limit-rate` holds the asked rate (the limiter alone
+    /// and capped transfers next to an uncapped one), ~1 min.
+    #[arg(long)]
+    pub rate_limits: bool,
     #[command(flatten)]
     pub tune: Tune,
 }
@@ -248,6 +259,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => tempfile::tempdir()?,
     };
     let tmp = work.path().to_path_buf();
+
+    if args.rate_limits {
+        let server = SignalingServer::bind(ServerConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            ..ServerConfig::default()
+        })
+        .await
+        .context("binding the signaling server")?;
+        let rows = limit::run(&server.url(), &tmp, &args.tune).await?;
+        println!("\n| what | asked MiB/s | got MiB/s | got / asked |\n|---|---|---|---|");
+        for row in rows {
+            println!("{row}");
+        }
+        for fact in machine.describe() {
+            println!("- {fact}");
+        }
+        return Ok(());
+    }
 
     phase("(g) TCP loopback");
     let tcp = tcp::run(bytes)?;
