@@ -116,7 +116,25 @@ pub struct SignalArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A usage error is fatal too: with --json it is also a JSON line.
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                let message = e.kind().to_string();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "event": "error",
+                        "code": peershare::codes::INVALID_ARGUMENT,
+                        "message": message,
+                        "exit": cli::Exit::Usage as u8,
+                    })
+                );
+            }
+            e.exit()
+        }
+    };
     // Logs only when asked for: the console is for the command's own lines.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG") {
         tracing_subscriber::fmt()

@@ -544,3 +544,15 @@ async fn cli_recv_failure_in_one_senders_group_waits_for_the_other_group() {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(signal.pid(), libc::SIGINT) };
 }
+
+#[tokio::test]
+async fn cli_json_usage_error_is_a_json_line_and_exit_2() {
+    let recv = peershare(&["recv", "--json", "--no-such-flag", "x@127.0.0.1:9"])
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 2, "{stderr}");
+    let lines = json_lines(&stdout);
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(last_error(&lines), (6008, 2));
+}

@@ -18,17 +18,36 @@ use peershare::{Event, Outcome};
 use super::human_bytes;
 
 /// Text from a peer or a server, safe to print: control characters (escape sequences,
-/// carriage returns, newlines) are shown escaped, e.g. `\u{1b}`.
+/// carriage returns, newlines) and the invisible format and bidi characters that can
+/// make a name read as another (U+202E turns `invoice\u{202e}fdp.exe` into
+/// "invoiceexe.pdf") are shown escaped, e.g. `\u{1b}`, `\u{202e}`.
 pub fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if c.is_control() || is_invisible_format(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Format characters that change how surrounding text is shown without being seen:
+/// bidi embeddings, overrides and isolates, zero-width characters and marks, the soft
+/// hyphen, the byte-order mark.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,6 +413,8 @@ mod tests {
     fn shown_control_characters_are_escaped() {
         assert_eq!(shown("a\u{1b}[31mb\r\n"), "a\\u{1b}[31mb\\r\\n");
         assert_eq!(shown("photo é.jpg"), "photo é.jpg");
+        assert_eq!(shown("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
+        assert_eq!(shown("a\u{2066}b\u{200b}c"), "a\\u{2066}b\\u{200b}c");
     }
 
     #[test]

@@ -25,7 +25,11 @@ use crate::transfer::{self, DownloadCounters, Saved, Sink};
 use crate::transport::Channel;
 
 /// Attempts in a row that may end without new bytes before a job fails.
-const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
+pub(super) const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
+/// How long a request may go unanswered (no data channel) on a live connection before it
+/// is sent again. Above the sender's own job-channel open timeout (20 s), after which it
+/// replaces a connection whose channels do not open.
+pub(super) const REQUEST_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most offers kept from one peer (a flood of offers must not exhaust memory).
 const MAX_OFFERS_PER_PEER: usize = 10_000;
 
@@ -219,7 +223,10 @@ impl Session {
                 save,
                 durable,
                 counters,
-                phase: Phase::Requested { offset },
+                phase: Phase::Requested {
+                    offset,
+                    since: self.config.clock.now(),
+                },
                 fruitless: 0,
                 ending: None,
             },
@@ -330,7 +337,10 @@ impl Session {
             }
             return;
         }
-        d.phase = Phase::Requested { offset };
+        d.phase = Phase::Requested {
+            offset,
+            since: self.config.clock.now(),
+        };
         self.send_control(
             &sender,
             ControlMessage::Request {
@@ -410,7 +420,7 @@ impl Session {
             tracing::warn!(%peer, %job_id, "data channel for an unknown job");
             return;
         };
-        let Phase::Requested { offset } = d.phase else {
+        let Phase::Requested { offset, .. } = d.phase else {
             tracing::warn!(%peer, %job_id, "unexpected data channel");
             return;
         };
@@ -553,6 +563,39 @@ impl Session {
                 }
             }
             Err(e) => self.fail_download(job_id, e),
+        }
+    }
+
+    /// Requests the sender did not answer with a data channel in time (on a connection
+    /// that is up) are sent again, and fail (1183) after repeated attempts: a sender that
+    /// ignores requests cannot hold a download forever.
+    pub(super) fn expire_unanswered_requests(&mut self, now: Instant) {
+        let stale: Vec<JobId> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| {
+                matches!(d.phase, Phase::Requested { since, .. }
+                    if now.duration_since(since) >= REQUEST_ANSWER_TIMEOUT)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job_id in stale {
+            let Some(d) = self.downloads.get_mut(&job_id) else {
+                continue;
+            };
+            d.fruitless += 1;
+            if d.fruitless > MAX_FRUITLESS_ATTEMPTS {
+                self.fail_download_keep(
+                    job_id,
+                    Error::DownloadFailed(format!(
+                        "the sender did not start sending in {} attempts",
+                        MAX_FRUITLESS_ATTEMPTS + 1
+                    )),
+                );
+            } else {
+                tracing::info!(%job_id, "no data channel for the request; asking again");
+                self.request(job_id);
+            }
         }
     }
 

@@ -190,6 +190,8 @@ enum DlStep {
     Reconnect,
     /// The resume grace period passes.
     Grace,
+    /// A request stays unanswered long enough to be sent again (or to fail).
+    Unanswered,
 }
 
 fn dl_step() -> impl Strategy<Value = DlStep> {
@@ -212,6 +214,7 @@ fn dl_step() -> impl Strategy<Value = DlStep> {
         1 => Just(DlStep::ConnDown),
         1 => Just(DlStep::Reconnect),
         1 => Just(DlStep::Grace),
+        1 => Just(DlStep::Unanswered),
     ]
 }
 
@@ -347,6 +350,7 @@ impl Recipient {
                 }
             }
             DlStep::Grace => self.h.tick(self.h.session.config.resume_grace),
+            DlStep::Unanswered => self.h.tick(super::downloads::REQUEST_ANSWER_TIMEOUT),
         }
         for c in drain(&mut self.conn_rx) {
             if let ConnCommand::Control(msg) = c {
@@ -456,6 +460,48 @@ async fn download_case(files: usize, steps: Vec<DlStep>) -> Result<(), TestCaseE
         );
     }
     Ok(())
+}
+
+/// A sender that never answers a request (no data channel on a live connection) is asked
+/// again after each timeout, and the job fails with 1183 once the attempts run out.
+#[test]
+fn session_download_request_never_answered_fails_1183() -> Result<(), TestCaseError> {
+    run(async {
+        let mut r = Recipient::new(1);
+        let attempts = super::downloads::MAX_FRUITLESS_ATTEMPTS as usize + 1;
+        for _ in 0..attempts {
+            r.step(DlStep::Unanswered);
+        }
+        prop_assert!(r.h.session.downloads.is_empty());
+        let requests = r
+            .sent
+            .iter()
+            .filter(|m| matches!(m, ControlMessage::Request { .. }))
+            .count();
+        // The first request, then one again after each timeout but the last.
+        prop_assert_eq!(requests, attempts);
+        let failed: Vec<u16> =
+            r.h.seen
+                .iter()
+                .filter_map(|e| match e {
+                    Event::DownloadFailed { code, .. } => Some(*code),
+                    _ => None,
+                })
+                .collect();
+        prop_assert_eq!(failed, vec![codes::DOWNLOAD_FAILED]);
+        let done_codes: Vec<Option<u16>> = r
+            .sent
+            .iter()
+            .filter_map(|m| match m {
+                ControlMessage::Done {
+                    ok: false, code, ..
+                } => Some(*code),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(done_codes, vec![Some(codes::DOWNLOAD_FAILED)]);
+        Ok(())
+    })
 }
 
 proptest! {
@@ -772,10 +818,9 @@ async fn upload_case(
     Ok(())
 }
 
-/// Reproduces a bug found by the property below: a request taking over another peer's
-/// pending job (`Session::on_request` calling `UploadState::forget_pending`) can resolve
-/// the upload's last recipient, and the completion `forget_pending` returns is dropped:
-/// the upload is finished, yet no terminal event is ever emitted. Fails until fixed.
+/// A request taking over another peer's pending job (`Session::on_request` calling
+/// `UploadState::forget_pending`) can resolve the upload's last recipient: its
+/// completion is reported (the property below found it dropped once).
 #[test]
 fn session_upload_takeover_resolving_last_recipient_completes_once() -> Result<(), TestCaseError> {
     let steps = vec![

@@ -125,8 +125,8 @@ struct Offered {
 }
 
 enum Phase {
-    /// The request went out; waiting for the sender's data channel.
-    Requested { offset: u64 },
+    /// The request went out at `since`; waiting for the sender's data channel.
+    Requested { offset: u64, since: Instant },
     /// Data is flowing.
     Running { task: JoinHandle<()> },
     /// The connection to the sender is gone; waiting for it to come back.
@@ -314,6 +314,7 @@ impl Session {
         let now = self.config.clock.now();
         self.retry_connections(now);
         self.expire_suspended_downloads(now);
+        self.expire_unanswered_requests(now);
         self.expire_departed(now);
         self.expire_draining(now);
     }
