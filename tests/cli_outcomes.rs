@@ -59,6 +59,22 @@ fn last_error(events: &[Value]) -> (u64, u64) {
     )
 }
 
+/// A 24 MiB file shared by a `send` capped at 8 MiB/s, and a `recv` of it that has
+/// received its first MiB: (sender, recipient, source, output directory).
+async fn slow_transfer(
+    tmp: &Path,
+    seed: u64,
+) -> (JsonRun, JsonRun, std::path::PathBuf, std::path::PathBuf) {
+    let src = tmp.join("big.bin");
+    write_random(&src, 24 * MIB, seed);
+    let out = tmp.join("out");
+    let mut s = send(&["--limit-rate", "8M"], &[&src]);
+    let ticket = s.ticket().await;
+    let mut r = recv(&[], &out, &ticket);
+    r.until("first progress", is("download-progress")).await;
+    (s, r, src, out)
+}
+
 /// `peershare send` without `--json` (human lines on stderr): the process and its ticket.
 async fn plain_send(file: &Path) -> (tokio::process::Child, String) {
     let mut send = peershare(&["send", "--bind", "127.0.0.1"])
@@ -106,13 +122,7 @@ fn assert_dir_holds(dir: &Path, names: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_source_overwritten_mid_transfer_both_sides_fail_5100() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("big.bin");
-    write_random(&src, 24 * MIB, 1);
-    let out = tmp.path().join("out");
-    let mut s = send(&["--limit-rate", "8M"], &[&src]);
-    let ticket = s.ticket().await;
-    let mut r = recv(&[], &out, &ticket);
-    r.until("first progress", is("download-progress")).await;
+    let (s, r, src, out) = slow_transfer(tmp.path(), 1).await;
     // Same size, new bytes near the end: not read yet at 8 MiB/s.
     let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
     f.write_all_at(b"tampered", (23 * MIB) as u64).unwrap();
@@ -169,13 +179,7 @@ async fn cli_recv_max_size_refusal_reaches_sender_both_exit_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_output_dir_removed_mid_transfer_fails_without_hanging() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("big.bin");
-    write_random(&src, 24 * MIB, 3);
-    let out = tmp.path().join("out");
-    let mut s = send(&["--limit-rate", "8M"], &[&src]);
-    let ticket = s.ticket().await;
-    let mut r = recv(&[], &out, &ticket);
-    r.until("first progress", is("download-progress")).await;
+    let (s, r, _src, out) = slow_transfer(tmp.path(), 3).await;
     std::fs::remove_dir_all(&out).unwrap();
 
     let (code, events, stderr) = r.finish().await;
