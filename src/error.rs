@@ -48,6 +48,9 @@ pub mod codes {
     pub const INVALID_ARGUMENT: u16 = 6008;
     /// The job was cancelled on this side.
     pub const CANCELLED: u16 = 6009;
+    /// A sender refused a `request`: it already serves too many jobs to this peer or in
+    /// total.
+    pub const TOO_MANY_JOBS: u16 = 6010;
 }
 
 /// Errors of the peershare library. Every variant has a stable [`Error::code`].
@@ -97,6 +100,8 @@ pub enum Error {
     InvalidArgument(String),
     #[error("cancelled")]
     CancelledLocally,
+    #[error("too many jobs: {0}")]
+    TooManyJobs(String),
     /// An error reported by the other side or by the signaling server, with its code.
     #[error("{message}")]
     Remote { code: u16, message: String },
@@ -129,6 +134,7 @@ impl Error {
             Error::ConnectionFailed(_) => CONNECTION_FAILED,
             Error::InvalidArgument(_) => INVALID_ARGUMENT,
             Error::CancelledLocally => CANCELLED,
+            Error::TooManyJobs(_) => TOO_MANY_JOBS,
             Error::Remote { code, .. } => *code,
         }
     }

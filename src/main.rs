@@ -70,9 +70,14 @@ pub struct SendArgs {
     /// Signaling server (`ws://HOST:PORT`); without it an embedded server is started.
     #[arg(long)]
     server: Option<String>,
-    /// Session code to use (created if missing); a fresh unguessable one by default.
+    /// Session code to create (a fresh unguessable one by default). If a session with
+    /// this code exists already, `send` refuses (7015) instead of joining it: someone
+    /// else may have taken the code. See --join.
     #[arg(long)]
     session: Option<String>,
+    /// Share into the existing session given by --session instead of creating it.
+    #[arg(long, requires = "session")]
+    join: bool,
     /// Share only with this client ID (repeatable); everyone by default.
     #[arg(long = "to", value_name = "CLIENT")]
     to: Vec<String>,
@@ -103,16 +108,11 @@ pub struct RecvArgs {
     ticket: String,
 }
 
+/// The options of `peershare-signaling`, exactly.
 #[derive(clap::Args, Debug)]
 pub struct SignalArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8787", value_name = "HOST:PORT")]
-    listen: std::net::SocketAddr,
-    /// Listen on this address instead (same as --listen IP:PORT with the port of --listen).
-    #[arg(long, value_name = "IP")]
-    bind: Option<IpAddr>,
     #[command(flatten)]
-    turn: cli::signal::TurnArgs,
+    server: peershare::signaling::cli::ServerArgs,
 }
 
 fn main() -> ExitCode {
@@ -142,6 +142,11 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .init();
+    }
+    // Servers (`signal`, `send`'s embedded one) hold a descriptor per connection: do not
+    // stay at the usual soft limit of 1,024.
+    if let Err(e) = peershare::signaling::cli::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open file limit");
     }
     let json = match &cli.command {
         Command::Send(a) => a.peer.json,

@@ -301,6 +301,30 @@ impl Peer {
         .await
     }
 
+    /// Send a raw control message to `peer`, as a hostile or buggy client would. For
+    /// tests of the other side's enforcement; nothing of ours changes (a `request` sent
+    /// this way starts no download here).
+    #[doc(hidden)]
+    pub async fn debug_send_control(
+        &self,
+        peer: &str,
+        msg: crate::proto::control::ControlMessage,
+    ) -> Result<()> {
+        self.ask(|reply| Command::SendControl {
+            peer: peer.to_string(),
+            msg,
+            reply,
+        })
+        .await
+    }
+
+    /// How many recipient jobs this peer is serving (one per recipient and file being
+    /// sent or waiting for a resume). For tests of the sender's bounds and cleanup.
+    #[doc(hidden)]
+    pub async fn debug_serving_count(&self) -> usize {
+        self.ask(Command::ServingCount).await.unwrap_or_default()
+    }
+
     /// Leave the session and close every connection.
     pub async fn leave(self) {
         let _ = self.ask(Command::Leave).await;

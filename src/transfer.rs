@@ -105,8 +105,40 @@ pub fn hash_file(path: &Path) -> Result<crate::proto::hash::Hash> {
     Ok(crate::proto::hash::Hash(*hasher.finalize().as_bytes()))
 }
 
+/// Blocking file reads of uploads that may run at once in the whole process: the
+/// read-ahead of every served job together uses at most this many blocking threads.
+pub const READ_THREADS: usize = 8;
+
+/// A cap on the blocking threads the read-ahead of uploads uses. Each job reads its file
+/// one block at a time, and a block read holds one permit only while it runs (never while
+/// the job waits for the network), so however many jobs are served, at most the permits'
+/// count of threads read at once, and a stalled job holds neither a thread nor a permit.
+/// The read-ahead depth of one job is unchanged ([`READ_AHEAD_BLOCKS`] blocks).
+#[derive(Clone)]
+pub struct ReadPermits(Arc<tokio::sync::Semaphore>);
+
+impl ReadPermits {
+    /// At most `threads` (at least 1) block reads at once.
+    pub fn new(threads: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(threads.max(1))))
+    }
+
+    /// The process-wide permits every [`send_file`] uses ([`READ_THREADS`]).
+    pub fn global() -> &'static ReadPermits {
+        static GLOBAL: std::sync::LazyLock<ReadPermits> =
+            std::sync::LazyLock::new(|| ReadPermits::new(READ_THREADS));
+        &GLOBAL
+    }
+
+    /// Permits not taken right now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
 /// Stream `path` from `offset` to its end into `channel`. The file must still have the
-/// identity it had when it was offered (else 5100). Returns the bytes sent.
+/// identity it had when it was offered (else 5100). Returns the bytes sent. File reads
+/// share the process-wide [`ReadPermits::global`].
 pub async fn send_file<C: Channel + ?Sized>(
     channel: &C,
     path: &Path,
@@ -114,6 +146,28 @@ pub async fn send_file<C: Channel + ?Sized>(
     identity: FileIdentity,
     sent_total: &AtomicU64,
     limit: Option<&RateLimit>,
+) -> Result<u64> {
+    send_file_with(
+        channel,
+        path,
+        offset,
+        identity,
+        sent_total,
+        limit,
+        ReadPermits::global(),
+    )
+    .await
+}
+
+/// [`send_file`] with its block reads bounded by `reads`.
+pub async fn send_file_with<C: Channel + ?Sized>(
+    channel: &C,
+    path: &Path,
+    offset: u64,
+    identity: FileIdentity,
+    sent_total: &AtomicU64,
+    limit: Option<&RateLimit>,
+    reads: &ReadPermits,
 ) -> Result<u64> {
     let now = FileIdentity::of(path)?;
     if now != identity {
@@ -128,31 +182,39 @@ pub async fn send_file<C: Channel + ?Sized>(
     let remaining = identity.size.saturating_sub(offset);
     let (tx, mut rx) = mpsc::channel::<Result<BytesMut>>(READ_AHEAD_BLOCKS);
     let reader_path = path.to_path_buf();
-    let reader = tokio::task::spawn_blocking(move || {
+    let permits = reads.0.clone();
+    // An async task that reads one block per blocking call: it waits for room in the
+    // channel and for a permit without holding a thread.
+    let reader = AbortOnDrop(tokio::spawn(async move {
+        let mut file = Some(file);
         let mut left = remaining;
         while left > 0 {
             let want = left.min(READ_BLOCK as u64);
-            // `read_to_end` fills spare capacity without zeroing it first.
-            let mut buf = Vec::with_capacity(want as usize);
-            let res = match (&mut file).take(want).read_to_end(&mut buf) {
-                // A `Vec` converts to a unique `Bytes` and on to `BytesMut` without a
-                // copy (the fallback copy never runs: nothing else holds the buffer).
-                Ok(n) if n as u64 == want => Ok(bytes::Bytes::from(buf)
-                    .try_into_mut()
-                    .unwrap_or_else(|b| BytesMut::from(&b[..]))),
-                Ok(_) => Err(Error::PossiblyCorrupt(format!(
-                    "{} shrank while being sent",
-                    reader_path.display()
-                ))),
-                Err(e) => Err(storage_error(&reader_path, &e)),
+            let Some(f) = file.take() else { return };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let path = reader_path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let res = read_block(&f, want, &path);
+                (f, res)
+            })
+            .await;
+            let res = match read {
+                Ok((f, res)) => {
+                    file = Some(f);
+                    res
+                }
+                Err(e) => Err(Error::UploadFailed(format!("file reader: {e}"))),
             };
             let failed = res.is_err();
-            if tx.blocking_send(res).is_err() || failed {
+            if tx.send(res).await.is_err() || failed {
                 return;
             }
             left -= want;
         }
-    });
+    }));
     let mut sent = 0u64;
     while let Some(block) = rx.recv().await {
         let mut block = block?;
@@ -171,13 +233,40 @@ pub async fn send_file<C: Channel + ?Sized>(
         }
     }
     drop(rx);
-    let _ = reader.await;
+    drop(reader);
     if sent != remaining {
         return Err(Error::UploadFailed(format!(
             "sent {sent} of {remaining} bytes"
         )));
     }
     Ok(sent)
+}
+
+/// Read the next `want` bytes of `file` (blocking).
+fn read_block(file: &File, want: u64, path: &Path) -> Result<BytesMut> {
+    // `read_to_end` fills spare capacity without zeroing it first.
+    let mut buf = Vec::with_capacity(want as usize);
+    match file.take(want).read_to_end(&mut buf) {
+        // A `Vec` converts to a unique `Bytes` and on to `BytesMut` without a copy (the
+        // fallback copy never runs: nothing else holds the buffer).
+        Ok(n) if n as u64 == want => Ok(Bytes::from(buf)
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]))),
+        Ok(_) => Err(Error::PossiblyCorrupt(format!(
+            "{} shrank while being sent",
+            path.display()
+        ))),
+        Err(e) => Err(storage_error(path, &e)),
+    }
+}
+
+/// Aborts a task when dropped (an upload that ends early stops its reader).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A byte-rate limit shared by every transfer of a peer (`--limit-rate`).
@@ -834,6 +923,38 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), crate::error::codes::POSSIBLY_CORRUPT);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn send_file_with_one_read_permit_serves_concurrent_transfers_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let permits = ReadPermits::new(1);
+        let data: Vec<Vec<u8>> = (0..3)
+            .map(|i| random_bytes(READ_BLOCK * 3 + 1000 * i, 30 + i as u64))
+            .collect();
+        let transfers = data.iter().enumerate().map(|(i, d)| {
+            let src = dir.path().join(format!("src{i}.bin"));
+            std::fs::write(&src, d).unwrap();
+            let permits = permits.clone();
+            let state = DownloadState::new(d.len() as u64, Hash::of(d), 0, blake3::Hasher::new());
+            async move {
+                let identity = FileIdentity::of(&src).unwrap();
+                let (a, b) = memory_pair(4);
+                let sent = AtomicU64::new(0);
+                let (sent_res, saved) = tokio::join!(
+                    send_file_with(&a, &src, 0, identity, &sent, None, &permits),
+                    receive(&b, state, Sink::Memory, Default::default(), None, |_| {}),
+                );
+                (sent_res.unwrap(), saved.unwrap())
+            }
+        });
+        let results = futures_util::future::join_all(transfers).await;
+        for ((n, saved), d) in results.into_iter().zip(&data) {
+            assert_eq!(n, d.len() as u64);
+            assert_eq!(saved, Saved::Memory(Bytes::from(d.clone())));
+        }
+        // Every block read gave its permit back.
+        assert_eq!(permits.available(), 1);
     }
 
     #[test]

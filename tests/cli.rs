@@ -231,3 +231,83 @@ async fn cli_send_over_size_limit_exits_1185() {
         "a ticket was printed: {stdout}"
     );
 }
+
+/// `peershare signal` takes the options of `peershare-signaling` and drains on SIGTERM
+/// like it: the joined client gets error 7012, then close 1001, and the process exits 0.
+#[cfg(unix)]
+#[tokio::test]
+async fn cli_signal_sigterm_joined_client_gets_7012_and_1001_exit_0() {
+    use futures_util::{SinkExt, StreamExt};
+    use peershare::signaling::protocol::{ServerMessage, codes};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let mut signal = peershare(&[
+        "signal",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-turn",
+        "--max-peers",
+        "4",
+        "--idle-timeout-secs",
+        "30",
+    ])
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(signal.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .expect("no URL line")
+        .unwrap()
+        .expect("signal closed stdout");
+    let (mut ws, _) = tokio::time::timeout(GUARD, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let join = serde_json::json!({"type": "join", "version": 1, "session": null, "name": "a"});
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+    async fn next(ws: &mut Ws) -> Message {
+        tokio::time::timeout(GUARD, ws.next())
+            .await
+            .expect("no frame in time")
+            .expect("connection ended")
+            .expect("read error")
+    }
+    let Message::Text(t) = next(&mut ws).await else {
+        panic!("no welcome");
+    };
+    assert!(
+        matches!(
+            serde_json::from_str(t.as_str()).unwrap(),
+            ServerMessage::Welcome { .. }
+        ),
+        "{t}"
+    );
+
+    let pid = signal.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    let Message::Text(t) = next(&mut ws).await else {
+        panic!("no shutdown error");
+    };
+    assert!(
+        matches!(serde_json::from_str(t.as_str()).unwrap(),
+            ServerMessage::Error { code, .. } if code == codes::SHUTTING_DOWN),
+        "{t}"
+    );
+    match next(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // Finish the close handshake so the server need not wait for it.
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(GUARD, ws.next()).await {}
+    let (code, _, stderr) = finish(signal).await;
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -504,7 +504,11 @@ async fn cli_recv_failure_in_one_senders_group_waits_for_the_other_group() {
     let shared = ["--server", &url, "--session", session];
     let mut sa = send(&[&shared[..], &["--limit-rate", "8M"]].concat(), &[&a]);
     sa.ticket().await;
-    let mut sb = send(&[&shared[..], &["--limit-rate", "6M"]].concat(), &[&b]);
+    // The second sender joins the existing session on purpose.
+    let mut sb = send(
+        &[&shared[..], &["--join", "--limit-rate", "6M"]].concat(),
+        &[&b],
+    );
     sb.ticket().await;
     let host_port = url.strip_prefix("ws://").unwrap();
     let out = tmp.path().join("out");
@@ -559,4 +563,30 @@ async fn cli_json_usage_error_is_a_json_line_and_exit_2() {
     let lines = json_lines(&stdout);
     assert_eq!(lines.len(), 1, "{stdout}");
     assert_eq!(last_error(&lines), (6008, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_session_code_taken_refuses_with_7015_instead_of_joining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
+    let url = signal.next_line().await;
+    let src = tmp.path().join("f.txt");
+    std::fs::write(&src, b"secret\n").unwrap();
+    // A stranger creates `team-share` first.
+    let mut config = peershare::PeerConfig::new(url.clone());
+    config.session = Some("team-share".into());
+    config.create_session = true;
+    config.rtc.bind = Some(common::LOCALHOST);
+    let (stranger, _events) = peershare::Peer::join(config).await.unwrap();
+    let (code, events_out, stderr) = send(&["--server", &url, "--session", "team-share"], &[&src])
+        .finish()
+        .await;
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(last_error(&events_out), (7015, 3));
+    assert!(stderr.contains("--join"), "{stderr}");
+    // The sender never became a member of the stranger's session.
+    assert!(stranger.peers().await.is_empty());
+    stranger.leave().await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(signal.pid(), libc::SIGINT) };
 }

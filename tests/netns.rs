@@ -476,6 +476,9 @@ async fn transfer(test: &str, scenario: Scenario, expected_path: &str) {
 
     let listen = format!("{SERVER_IP}:{SIGNAL_PORT}");
     let turn = format!("{SERVER_IP}:{TURN_PORT}");
+    // No --turn-allow-peer on purpose: the peers' public (TEST-NET) addresses are not on
+    // the relay's default deny list, and relayed pairs between two of its allocations use
+    // the hand-over, so the lab runs the relay's peer policy as deployed.
     let mut signal = lab.spawn(
         &inet,
         &[

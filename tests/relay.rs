@@ -31,6 +31,9 @@ async fn embedded_relay_server() -> SignalingServer {
         listen: (LOCALHOST, 0).into(),
         turn: TurnConfig {
             mode: TurnMode::embedded((LOCALHOST, 0).into()),
+            // The peers' host candidates are on 127.0.0.1, which the relay refuses by
+            // default (only the hand-over between its own allocations needs no entry).
+            allow_peers: vec!["127.0.0.1/32".parse().unwrap()],
             ..TurnConfig::default()
         },
         ..ServerConfig::default()

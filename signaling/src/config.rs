@@ -16,6 +16,17 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 200;
 pub const DEFAULT_RATE_BURST: u32 = 400;
 /// Default time without any frame after which a connection is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of connections the server holds at once (all clients together).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default number of connections held at once from one IPv4 address (or IPv6 /64).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default time a new TCP connection has to complete the WebSocket upgrade.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an upgraded connection has to join a session. As long as the idle
+/// timeout, so that by default a silent client is told `7010` once, at the idle timeout.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound of the bytes waiting in all outbound queues together (64 MiB).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Configuration of a [`SignalingServer`](crate::SignalingServer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +45,24 @@ pub struct ServerConfig {
     /// dropped; 100 consecutive rejections close the connection. `0` is treated as `1`.
     pub rate_burst: u32,
     /// Time without any frame from the client (default 60 s) after which the server
-    /// sends `7010` and closes the connection. It also bounds the WebSocket handshake.
+    /// sends `7010` and closes the connection.
     pub idle_timeout: Duration,
+    /// Connections held at once, all clients together (default 10,000). A connection
+    /// accepted above it is answered `503` and closed at once. `0` is treated as `1`.
+    pub max_connections: usize,
+    /// Connections held at once from one IPv4 address or IPv6 /64 (default 64). A
+    /// connection above it is answered `503` and closed at once. `0` is treated as `1`.
+    pub max_connections_per_ip: usize,
+    /// Time a new TCP connection has to complete the WebSocket upgrade (default 10 s);
+    /// then it is closed without an answer.
+    pub handshake_timeout: Duration,
+    /// Time an upgraded connection has to join a session (default 10 s), counted from
+    /// the upgrade; then the server sends `7010` and closes it
+    /// (1000), even if the client kept sending other frames.
+    pub join_timeout: Duration,
+    /// Bytes waiting in all clients' outbound queues together (default 64 MiB). A client
+    /// whose next frame would exceed it is dropped as a slow consumer (`7014`).
+    pub max_queued_bytes: usize,
     /// ICE servers handed out in every `welcome` (default empty), before the STUN/TURN
     /// entries of `turn`.
     pub ice_servers: Vec<IceServer>,
@@ -53,6 +80,11 @@ impl Default for ServerConfig {
             rate_per_sec: DEFAULT_RATE_PER_SEC,
             rate_burst: DEFAULT_RATE_BURST,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
         }
@@ -88,7 +120,17 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert!(c.ice_servers.is_empty());
         assert_eq!(c.turn.mode, crate::TurnMode::Disabled);
-        assert_eq!(c.turn.credential_lifetime, Duration::from_secs(12 * 3600));
+        assert_eq!(c.turn.credential_lifetime, Duration::from_secs(10 * 60));
+    }
+
+    #[test]
+    fn config_default_connection_limits_match_documented_values() {
+        let c = ServerConfig::default();
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_connections_per_ip, 64);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.join_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_queued_bytes, 64 * 1024 * 1024);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -24,7 +25,8 @@ use crate::config::ServerConfig;
 use crate::error::Rejection;
 use crate::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, codes};
 use crate::ratelimit::{TokenBucket, Verdict};
-use crate::registry::{JoinRequest, Outbound, Registry, encode};
+use crate::registry::{JoinRequest, Outbound, Queued, Registry, encode};
+use crate::server::ConnSlot;
 use crate::turn::TurnIssuer;
 
 /// Capacity of each client's outbound queue (frames from other connections).
@@ -41,14 +43,13 @@ const MAX_ECHOED_TYPE: usize = 64;
 /// State shared by the accept loop and every connection task.
 pub(crate) struct Shared {
     pub config: ServerConfig,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Issues the STUN/TURN entries with per-client credentials; `None` without a relay.
     pub turn: Option<TurnIssuer>,
 }
 
 impl Shared {
-    pub fn new(config: ServerConfig, turn: Option<TurnIssuer>) -> Self {
-        let registry = Registry::new(config.effective_max_peers());
+    pub fn new(config: ServerConfig, turn: Option<TurnIssuer>, registry: Arc<Registry>) -> Self {
         Shared {
             config,
             registry,
@@ -100,7 +101,7 @@ enum Flow {
 
 /// Parse one text frame into a client message, telling malformed frames (7001) from
 /// well-formed ones of an unknown type (7002).
-pub(crate) fn parse_client_frame(text: &str) -> Result<ClientMessage, Rejection> {
+pub fn parse_client_frame(text: &str) -> Result<ClientMessage, Rejection> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| Rejection::new(codes::MALFORMED_FRAME, format!("invalid JSON: {e}")))?;
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
@@ -125,9 +126,11 @@ pub(crate) fn parse_client_frame(text: &str) -> Result<ClientMessage, Rejection>
     })
 }
 
-/// Serve one accepted TCP connection until it closes or the server shuts down.
+/// Serve one accepted TCP connection until it closes or the server shuts down. `_slot`
+/// is its place under the connection caps, given back when this returns.
 pub(crate) async fn run(
     stream: TcpStream,
+    _slot: ConnSlot,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -138,9 +141,8 @@ pub(crate) async fn run(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    let idle = shared.config.idle_timeout;
     let handshake = timeout(
-        idle,
+        shared.config.handshake_timeout,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
     );
     let ws = tokio::select! {
@@ -182,8 +184,8 @@ struct Connection {
     ws: WebSocketStream<TcpStream>,
     bucket: TokenBucket,
     /// Our queue's sender until it is handed to the registry on join.
-    tx: Option<mpsc::Sender<Outbound>>,
-    rx: mpsc::Receiver<Outbound>,
+    tx: Option<mpsc::Sender<Queued>>,
+    rx: mpsc::Receiver<Queued>,
     membership: Option<Membership>,
     /// A frame was refused mid-read: the byte stream no longer parses as frames.
     desynced: bool,
@@ -199,6 +201,8 @@ impl Connection {
     async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) {
         let idle = self.shared.config.idle_timeout;
         let mut deadline = deadline_after(idle);
+        let join_timeout = self.shared.config.join_timeout;
+        let join_deadline = deadline_after(join_timeout);
         loop {
             let joined = self.membership.is_some();
             tokio::select! {
@@ -225,9 +229,24 @@ impl Connection {
                     .await;
                     return;
                 }
+                () = sleep_until(join_deadline), if !joined => {
+                    tracing::debug!("join timeout");
+                    self.close_with(
+                        Some(Rejection::new(
+                            codes::IDLE_TIMEOUT,
+                            format!("no join within {} s", join_timeout.as_secs_f64()),
+                        )),
+                        CloseCode::Normal,
+                        "join timeout",
+                    )
+                    .await;
+                    return;
+                }
                 out = self.rx.recv(), if joined => match out {
-                    Some(frame) => {
-                        if self.send_frame(frame).await.is_err() {
+                    Some(queued) => {
+                        // `queued` keeps its bytes charged to the server's budget until
+                        // it has been written.
+                        if self.send_frame(queued.frame().clone()).await.is_err() {
                             return;
                         }
                     }
@@ -283,7 +302,22 @@ impl Connection {
                 )
                 .await;
             }
-            WsError::ConnectionClosed | WsError::AlreadyClosed => {}
+            WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+                | ProtocolError::ReceivedAfterClosing
+                | ProtocolError::SendAfterClosing,
+            ) => {}
+            WsError::Protocol(e) => {
+                // A reserved opcode or reserved bits, an unmasked frame, a broken
+                // fragment sequence, a bad control frame, …: RFC 6455 wants the
+                // connection failed; say why with close code 1002.
+                tracing::debug!(error = %e, "websocket protocol violation");
+                self.desynced = true;
+                let reason = protocol_close_reason(&e);
+                self.close_with(None, CloseCode::Protocol, reason).await;
+            }
             e => tracing::debug!(error = %e, "read error"),
         }
     }
@@ -509,6 +543,18 @@ impl Connection {
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await;
+    }
+}
+
+/// The Close reason (at most 123 bytes) for a protocol violation.
+fn protocol_close_reason(e: &ProtocolError) -> &'static str {
+    match e {
+        ProtocolError::UnmaskedFrameFromClient => "unmasked client frame",
+        ProtocolError::UnknownDataFrameType(_)
+        | ProtocolError::UnknownControlFrameType(_)
+        | ProtocolError::InvalidOpcode(_) => "reserved opcode",
+        ProtocolError::NonZeroReservedBits => "reserved bits set",
+        _ => "protocol error",
     }
 }
 

@@ -6,7 +6,7 @@ use crate::protocol::ServerMessage;
 /// that tells the client why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (code {code})")]
-pub(crate) struct Rejection {
+pub struct Rejection {
     /// One of [`crate::protocol::codes`].
     pub code: u16,
     /// Human-readable explanation.

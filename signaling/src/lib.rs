@@ -31,6 +31,8 @@
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
 //! - [`turn`]: TURN REST credentials, and the embedded TURN/STUN relay started with the
 //!   server when [`TurnMode::Embedded`] is configured.
+//! - [`turn_policy`]: the embedded relay's peer-address policy (deny list, `--turn-allow-peer`
+//!   CIDRs) and allocation quotas; pure logic.
 //! - `ids`: random session codes and client IDs.
 //! - [`relay_plane`]: the embedded relay's sockets: batched reads and writes, in-memory
 //!   hand-over between allocations.
@@ -39,6 +41,9 @@
 pub mod cli;
 mod config;
 mod connection;
+/// Fuzzing entry point (fuzz/fuzz_targets/signaling_frame.rs); not a stable API.
+#[doc(hidden)]
+pub use connection::parse_client_frame;
 mod error;
 mod ids;
 pub mod protocol;
@@ -47,6 +52,7 @@ mod registry;
 pub mod relay_plane;
 mod server;
 pub mod turn;
+pub mod turn_policy;
 
 pub use config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PEERS_PER_SESSION,

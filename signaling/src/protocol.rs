@@ -146,6 +146,8 @@ pub mod codes {
     /// The client did not read its frames fast enough (its outbound queue overflowed);
     /// the server drops it from its session and closes the connection.
     pub const SLOW_CONSUMER: u16 = 7014;
+    /// `join` with `create: true` and a code whose session exists already.
+    pub const SESSION_EXISTS: u16 = 7015;
 }
 
 /// Maximum length of a display name, in bytes.

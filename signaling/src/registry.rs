@@ -5,9 +5,14 @@
 //! `.await`. A member whose queue is full is a slow consumer: it is removed from its
 //! session (dropping the registry's sender closes its queue, which its connection task
 //! notices and answers by closing the socket) and the others get `peer-left`.
+//!
+//! The bytes waiting in all queues together are bounded too ([`QueueBudget`]): a member
+//! whose next frame would push the server's total over the bound is treated as a slow
+//! consumer, like one whose own queue is full.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -19,8 +24,76 @@ use crate::error::Rejection;
 use crate::ids;
 use crate::protocol::{ClientId, MAX_NAME_LEN, PeerInfo, ServerMessage, codes, valid_session_code};
 
-/// An encoded frame waiting in a member's outbound queue.
+/// An encoded server frame.
 pub(crate) type Outbound = Utf8Bytes;
+
+/// The bytes waiting in every member's outbound queue of one server, and their bound.
+#[derive(Debug)]
+pub(crate) struct QueueBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl QueueBudget {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(QueueBudget {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Reserve `len` bytes, or `None` when that would exceed the bound.
+    fn try_charge(self: &Arc<Self>, len: usize) -> Option<Charge> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(len).filter(|total| *total <= self.max)
+            })
+            .ok()?;
+        Some(Charge {
+            budget: Arc::clone(self),
+            len,
+        })
+    }
+
+    /// Bytes currently queued (for tests and metrics).
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Bytes reserved in a [`QueueBudget`], given back when dropped.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<QueueBudget>,
+    len: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
+
+/// A frame waiting in a member's outbound queue. Its bytes count against the server's
+/// [`QueueBudget`] until it is dropped (after it was written, or with the queue).
+#[derive(Debug)]
+pub(crate) struct Queued {
+    frame: Outbound,
+    _charge: Charge,
+}
+
+impl Queued {
+    /// The frame, still charged to the budget while `self` lives.
+    pub fn frame(&self) -> &Outbound {
+        &self.frame
+    }
+
+    #[cfg(test)]
+    fn as_str(&self) -> &str {
+        self.frame.as_str()
+    }
+}
 
 /// Serialize a server frame.
 pub(crate) fn encode(msg: &ServerMessage) -> Outbound {
@@ -90,7 +163,7 @@ struct Member {
     name: String,
     relay_only: bool,
     seq: u64,
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Queued>,
 }
 
 struct Session {
@@ -109,13 +182,17 @@ struct Inner {
 pub(crate) struct Registry {
     inner: Mutex<Inner>,
     max_peers: usize,
+    budget: Arc<QueueBudget>,
 }
 
 impl Registry {
-    pub fn new(max_peers: usize) -> Self {
+    /// A registry allowing `max_peers` per session and `max_queued_bytes` waiting in all
+    /// outbound queues together.
+    pub fn new(max_peers: usize, max_queued_bytes: usize) -> Self {
         Registry {
             inner: Mutex::new(Inner::default()),
             max_peers: max_peers.max(1),
+            budget: QueueBudget::new(max_queued_bytes),
         }
     }
 
@@ -127,10 +204,15 @@ impl Registry {
 
     /// Validate and perform a join. On success the new member's outbound queue is `tx`,
     /// and every other member has been sent `peer-joined`.
+    /// Whether `client` is a member of a session now.
+    pub fn is_member(&self, client: &str) -> bool {
+        self.lock().clients.contains(client)
+    }
+
     pub fn join(
         &self,
         req: JoinRequest<'_>,
-        tx: mpsc::Sender<Outbound>,
+        tx: mpsc::Sender<Queued>,
     ) -> Result<Joined, Rejection> {
         let name = req.name.trim();
         if name.is_empty() {
@@ -161,6 +243,13 @@ impl Registry {
             },
             Some(code) => {
                 if let Some(session) = inner.sessions.get(code) {
+                    // Creating never joins silently: someone else may hold this code.
+                    if req.create {
+                        return Err(Rejection::new(
+                            codes::SESSION_EXISTS,
+                            "a session with this code exists already",
+                        ));
+                    }
                     if let Some(tag) = &session.password
                         && !password.is_some_and(|p| tag.verify(p))
                     {
@@ -228,6 +317,7 @@ impl Registry {
             },
         });
         let slow = deliver(
+            &self.budget,
             session,
             session.members.keys().cloned().collect(),
             &joined_frame,
@@ -242,7 +332,7 @@ impl Registry {
             },
         );
         inner.clients.insert(client_id.clone());
-        remove_members(inner, &code, slow);
+        remove_members(&self.budget, inner, &code, slow);
 
         Ok(Joined {
             session: code,
@@ -262,7 +352,12 @@ impl Registry {
             .and_then(|s| s.members.get(client_id))
             .is_some_and(|m| m.seq == seq);
         if present {
-            remove_members(&mut guard, session, vec![client_id.to_owned()]);
+            remove_members(
+                &self.budget,
+                &mut guard,
+                session,
+                vec![client_id.to_owned()],
+            );
         }
         present
     }
@@ -300,8 +395,8 @@ impl Registry {
             from: from.to_owned(),
             data,
         });
-        let slow = deliver(s, vec![to.to_owned()], &frame);
-        remove_members(inner, session, slow);
+        let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame);
+        remove_members(&self.budget, inner, session, slow);
         Ok(())
     }
 
@@ -312,14 +407,28 @@ impl Registry {
     }
 }
 
-/// `try_send` `frame` to each of `targets`; return those whose queue is full.
-fn deliver(session: &Session, targets: Vec<ClientId>, frame: &Outbound) -> Vec<ClientId> {
+/// `try_send` `frame` to each of `targets`; return those whose queue is full or whose
+/// frame would push the bytes queued on the whole server over the budget.
+fn deliver(
+    budget: &Arc<QueueBudget>,
+    session: &Session,
+    targets: Vec<ClientId>,
+    frame: &Outbound,
+) -> Vec<ClientId> {
     let mut slow = Vec::new();
     for id in targets {
         let Some(member) = session.members.get(&id) else {
             continue;
         };
-        match member.tx.try_send(frame.clone()) {
+        let Some(charge) = budget.try_charge(frame.len()) else {
+            slow.push(id);
+            continue;
+        };
+        let queued = Queued {
+            frame: frame.clone(),
+            _charge: charge,
+        };
+        match member.tx.try_send(queued) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => slow.push(id),
             // The connection task is ending and will remove itself.
@@ -331,7 +440,12 @@ fn deliver(session: &Session, targets: Vec<ClientId>, frame: &Outbound) -> Vec<C
 
 /// Remove members from a session, telling the remaining ones (which may in turn turn out
 /// to be slow and be removed too). Drops the session when it becomes empty.
-fn remove_members(inner: &mut Inner, code: &str, mut pending: Vec<ClientId>) {
+fn remove_members(
+    budget: &Arc<QueueBudget>,
+    inner: &mut Inner,
+    code: &str,
+    mut pending: Vec<ClientId>,
+) {
     let Some(session) = inner.sessions.get_mut(code) else {
         return;
     };
@@ -348,7 +462,7 @@ fn remove_members(inner: &mut Inner, code: &str, mut pending: Vec<ClientId>) {
             .filter(|k| !pending.contains(k))
             .cloned()
             .collect();
-        pending.extend(deliver(session, others, &frame));
+        pending.extend(deliver(budget, session, others, &frame));
     }
     if session.members.is_empty() {
         inner.sessions.remove(code);
@@ -370,7 +484,7 @@ mod tests {
         }
     }
 
-    fn recv_now(rx: &mut mpsc::Receiver<Outbound>) -> Option<ServerMessage> {
+    fn recv_now(rx: &mut mpsc::Receiver<Queued>) -> Option<ServerMessage> {
         rx.try_recv()
             .ok()
             .map(|f| serde_json::from_str(f.as_str()).unwrap())
@@ -378,7 +492,7 @@ mod tests {
 
     #[test]
     fn registry_join_without_code_creates_session() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (tx, _rx) = mpsc::channel(8);
         let j = r.join(req(None, " alice "), tx).unwrap();
         assert!(valid_session_code(&j.session));
@@ -388,7 +502,7 @@ mod tests {
 
     #[test]
     fn registry_join_existing_lists_peers_in_join_order_and_notifies() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (ta, mut ra) = mpsc::channel(8);
         let a = r.join(req(None, "alice"), ta).unwrap();
         let (tb, mut rb) = mpsc::channel(8);
@@ -420,7 +534,7 @@ mod tests {
 
     #[test]
     fn registry_join_validates_name_and_code() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (tx, _rx) = mpsc::channel(8);
         let long = "x".repeat(MAX_NAME_LEN + 1);
         for name in ["", "   ", long.as_str(), "a\u{7}b"] {
@@ -447,8 +561,24 @@ mod tests {
     }
 
     #[test]
+    fn registry_create_existing_code_is_refused_not_joined() {
+        let r = Registry::new(4, usize::MAX);
+        let (tx, _rx) = mpsc::channel(8);
+        let create = |name| JoinRequest {
+            create: true,
+            ..req(Some("team-share"), name)
+        };
+        let squatter = r.join(create("stranger"), tx.clone()).unwrap();
+        assert_eq!(squatter.session, "team-share");
+        let e = r.join(create("owner"), tx.clone()).unwrap_err();
+        assert_eq!(e.code, codes::SESSION_EXISTS);
+        // Joining on purpose still works.
+        assert!(r.join(req(Some("team-share"), "member"), tx).is_ok());
+    }
+
+    #[test]
     fn registry_password_session_rejects_wrong_password() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (tx, _rx) = mpsc::channel(8);
         let a = r
             .join(
@@ -483,7 +613,7 @@ mod tests {
 
     #[test]
     fn registry_full_session_rejects_join() {
-        let r = Registry::new(2);
+        let r = Registry::new(2, usize::MAX);
         let (tx, _rx) = mpsc::channel(8);
         let a = r.join(req(None, "a"), tx.clone()).unwrap();
         r.join(req(Some(&a.session), "b"), tx.clone()).unwrap();
@@ -493,7 +623,7 @@ mod tests {
 
     #[test]
     fn registry_last_leave_removes_session() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (ta, _ra) = mpsc::channel(8);
         let a = r.join(req(None, "a"), ta).unwrap();
         let (tb, mut rb) = mpsc::channel(8);
@@ -514,7 +644,7 @@ mod tests {
 
     #[test]
     fn registry_relay_routes_only_within_session() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (ta, _ra) = mpsc::channel(8);
         let a = r.join(req(None, "a"), ta).unwrap();
         let (tb, mut rb) = mpsc::channel(8);
@@ -543,7 +673,7 @@ mod tests {
 
     #[test]
     fn registry_slow_member_is_dropped_and_others_told() {
-        let r = Registry::new(4);
+        let r = Registry::new(4, usize::MAX);
         let (ta, mut ra) = mpsc::channel(1);
         let a = r.join(req(None, "a"), ta).unwrap();
         let (tb, mut rb) = mpsc::channel(8);
@@ -568,5 +698,68 @@ mod tests {
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
         assert!(!r.leave(&a.session, &a.client_id, a.seq));
+    }
+    #[test]
+    fn registry_total_queued_bytes_over_budget_drops_recipient_as_slow() {
+        // Room for two relayed frames (and small presence events) in all queues
+        // together; each queue alone could hold 8 frames.
+        let data = serde_json::json!({"blob": "x".repeat(100)});
+        let frame_len = encode(&ServerMessage::Signal {
+            from: "aaaaaaaaaaaa".into(),
+            data: data.clone(),
+        })
+        .len();
+        let r = Registry::new(4, 3 * frame_len - 1);
+        let (ta, mut ra) = mpsc::channel(8);
+        let a = r.join(req(None, "a"), ta).unwrap();
+        // a's queue: peer-joined(b), peer-joined(c); drained so only relays count.
+        let (tb, rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "b"), tb).unwrap();
+        let (tc, rc) = mpsc::channel(8);
+        let c = r.join(req(Some(&a.session), "c"), tc).unwrap();
+        while ra.try_recv().is_ok() {}
+        let mut rb = rb;
+        while rb.try_recv().is_ok() {}
+        assert_eq!(r.budget.used(), 0);
+
+        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
+            .unwrap();
+        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
+            .unwrap();
+        assert_eq!(r.budget.used(), 2 * frame_len);
+        // c's own queue is empty, but the server's total would exceed the budget.
+        r.relay(&a.session, &a.client_id, a.seq, &c.client_id, data)
+            .unwrap();
+        assert_eq!(
+            recv_now(&mut ra),
+            Some(ServerMessage::PeerLeft {
+                id: c.client_id.clone()
+            })
+        );
+        let mut rc = rc;
+        assert!(matches!(
+            rc.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        // b's frames were not lost, and reading them gives their bytes back.
+        assert!(matches!(
+            recv_now(&mut rb),
+            Some(ServerMessage::Signal { .. })
+        ));
+        assert!(matches!(
+            recv_now(&mut rb),
+            Some(ServerMessage::Signal { .. })
+        ));
+        assert!(r.budget.used() < frame_len);
+        drop(rb);
+        drop(rc);
+        assert!(r.leave(&b.session, &b.client_id, b.seq));
+        assert_eq!(
+            recv_now(&mut ra),
+            Some(ServerMessage::PeerLeft {
+                id: b.client_id.clone()
+            })
+        );
+        assert_eq!(r.budget.used(), 0);
     }
 }

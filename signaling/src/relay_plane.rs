@@ -16,6 +16,12 @@
 //!   handed over in memory, with the sender's relay address as its source, exactly what the
 //!   kernel would have reported; anything else goes through the real socket.
 //!
+//! The plane also enforces the relay's [`PeerPolicy`] on every datagram a relay socket
+//! sends or receives through the kernel (the in-memory hand-over is always allowed), counts
+//! allocations against its [`AllocationQuota`], and lets a [`ListenerGate`] look at every
+//! datagram the listener reads before the TURN server does (`turn` uses it to answer 401,
+//! 403 and 486).
+//!
 //! Batches are flushed whenever a task that produced output is about to wait for input
 //! (the listener's read loop, or an allocation's read loop), and whenever more than
 //! [`FLUSH_BYTES`] are queued, so batching never holds a datagram back while the relay is
@@ -24,7 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
@@ -32,6 +38,8 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use webrtc_util::Conn;
+
+use crate::turn_policy::{AllocationQuota, PeerDenied, PeerPolicy, QuotaExceeded};
 
 /// Largest payload of one GSO batch (the kernel refuses more than one UDP datagram's worth).
 pub const MAX_BATCH_BYTES: usize = 65_535;
@@ -254,9 +262,9 @@ impl SendBatcher {
     }
 }
 
-/// One relay: its relay sockets by advertised address (for the in-memory hand-over), and
-/// the sockets that hold unsent output.
-#[derive(Debug, Default)]
+/// One relay: its relay sockets by advertised address (for the in-memory hand-over), the
+/// sockets that hold unsent output, its peer-address policy and allocation quota.
+#[derive(Debug)]
 pub struct RelayPlane {
     /// Read for every relayed datagram, written when an allocation starts or ends.
     relays: RwLock<HashMap<SocketAddr, Weak<RelayConn>>>,
@@ -265,9 +273,65 @@ pub struct RelayPlane {
     /// Receive buffers not in use. A socket takes buffers when it is readable and gives
     /// them back once it has handed out what they held, so an idle allocation holds none.
     spare_buffers: Mutex<Vec<Vec<u8>>>,
+    /// Which peers the relay sockets may exchange datagrams with.
+    policy: PeerPolicy,
+    /// Live allocations per user and in all.
+    quota: Mutex<AllocationQuota>,
+    /// Datagrams dropped because the policy refused their peer.
+    denied: AtomicU64,
+}
+
+impl Default for RelayPlane {
+    /// The default deny list and quotas.
+    fn default() -> Self {
+        RelayPlane::new(PeerPolicy::default(), AllocationQuota::default())
+    }
 }
 
 impl RelayPlane {
+    pub fn new(policy: PeerPolicy, quota: AllocationQuota) -> RelayPlane {
+        RelayPlane {
+            relays: RwLock::default(),
+            dirty: Mutex::default(),
+            spare_buffers: Mutex::default(),
+            policy,
+            quota: Mutex::new(quota),
+            denied: AtomicU64::new(0),
+        }
+    }
+
+    /// May this relay exchange datagrams with `peer`? The relayed address of a live
+    /// allocation of this relay always may (the in-memory hand-over).
+    pub fn peer_allowed(&self, peer: SocketAddr) -> Result<(), PeerDenied> {
+        let live = read(&self.relays)
+            .get(&peer)
+            .is_some_and(|w| w.strong_count() > 0);
+        self.policy.check(peer, live)
+    }
+
+    /// Would one more allocation of `user` fit the quota?
+    pub fn quota_check(&self, user: &str) -> Result<(), QuotaExceeded> {
+        lock(&self.quota).check(user)
+    }
+
+    /// Live allocations of `user`, and in all.
+    pub fn allocations(&self, user: &str) -> (usize, usize) {
+        let quota = lock(&self.quota);
+        (quota.held_by(user), quota.total())
+    }
+
+    /// Datagrams dropped so far because the policy refused their peer.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    fn count_denied(&self, peer: SocketAddr, why: PeerDenied, direction: &str) {
+        let denied = self.denied.fetch_add(1, Ordering::Relaxed) + 1;
+        if denied.is_power_of_two() {
+            tracing::debug!(%peer, %why, direction, denied, "relay datagram refused by the peer policy");
+        }
+    }
+
     /// `n` receive buffers, from the spares where there are some.
     fn take_buffers(&self, n: usize) -> Vec<Vec<u8>> {
         let mut taken = {
@@ -511,10 +575,31 @@ macro_rules! unconnected_conn {
     };
 }
 
+/// What a [`ListenerGate`] decides about one datagram read by the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Hand it to the TURN server unchanged.
+    Pass,
+    /// Drop it silently.
+    Drop,
+    /// Hand the TURN server this datagram instead.
+    Replace(Vec<u8>),
+    /// Send this answer back to the sender and drop the datagram.
+    Answer(Vec<u8>),
+}
+
+/// Looks at every datagram the listener reads before the TURN server sees it. Called from
+/// the server's single read loop: the server has finished with one datagram before the
+/// gate sees the next.
+pub trait ListenerGate: Send + Sync + std::fmt::Debug {
+    fn inspect(&self, datagram: &[u8], from: SocketAddr) -> GateVerdict;
+}
+
 /// The relay's listening socket.
 #[derive(Debug)]
 pub struct ListenerConn {
     io: BatchedSocket,
+    gate: Option<Arc<dyn ListenerGate>>,
 }
 
 impl ListenerConn {
@@ -522,12 +607,34 @@ impl ListenerConn {
     pub fn new(socket: UdpSocket, plane: &Arc<RelayPlane>) -> io::Result<ListenerConn> {
         Ok(ListenerConn {
             io: BatchedSocket::new(socket, RECV_BUFFERS, plane)?,
+            gate: None,
         })
     }
 
+    /// Let `gate` inspect every datagram before the TURN server reads it.
+    pub fn with_gate(mut self, gate: Arc<dyn ListenerGate>) -> ListenerConn {
+        self.gate = Some(gate);
+        self
+    }
+
     async fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.flush_if_idle().await;
-        self.io.receive(buf).await
+        loop {
+            self.io.flush_if_idle().await;
+            let (n, from) = self.io.receive(buf).await?;
+            let Some(gate) = &self.gate else {
+                return Ok((n, from));
+            };
+            match gate.inspect(&buf[..n], from) {
+                GateVerdict::Pass => return Ok((n, from)),
+                GateVerdict::Drop => {}
+                GateVerdict::Replace(datagram) => {
+                    let n = datagram.len().min(buf.len());
+                    buf[..n].copy_from_slice(&datagram[..n]);
+                    return Ok((n, from));
+                }
+                GateVerdict::Answer(answer) => self.io.send_to(&answer, from).await,
+            }
+        }
     }
 
     async fn send_datagram(&self, buf: &[u8], target: SocketAddr) {
@@ -559,7 +666,8 @@ const SPARE_BUFFERS: usize = 256;
 const RELAY_RECV_BUFFERS: usize = 4;
 
 /// An allocation's relay socket: datagrams between allocations of the same relay move in
-/// memory; everything else uses the bound socket, with batched reads and writes.
+/// memory; everything else uses the bound socket, with batched reads and writes, and only
+/// with peers the relay's [`PeerPolicy`] allows.
 #[derive(Debug)]
 pub struct RelayConn {
     io: BatchedSocket,
@@ -568,24 +676,62 @@ pub struct RelayConn {
     inbox: Mutex<Inbox>,
     arrived: Notify,
     dropped: AtomicU64,
+    /// The user whose quota this allocation counts against.
+    owner: String,
+    /// Set once the allocation left the plane and gave its quota back.
+    released: AtomicBool,
+}
+
+/// Why a relay socket could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    #[error("relay socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl RegisterError {
+    /// STUN error code for the client: 486 over quota, 508 otherwise.
+    pub fn code(&self) -> u16 {
+        match self {
+            RegisterError::Quota(q) => q.code(),
+            RegisterError::Io(_) => 508,
+        }
+    }
 }
 
 impl RelayConn {
-    /// Register a relay socket bound on `socket` and advertised as `advertised`.
+    /// Register a relay socket bound on `socket` and advertised as `advertised`, counted
+    /// against `owner`'s allocation quota until it is closed or dropped.
     pub fn register(
         socket: UdpSocket,
         advertised: SocketAddr,
         plane: &Arc<RelayPlane>,
-    ) -> io::Result<Arc<RelayConn>> {
+        owner: &str,
+    ) -> Result<Arc<RelayConn>, RegisterError> {
+        let io = BatchedSocket::new(socket, RELAY_RECV_BUFFERS, plane)?;
+        lock(&plane.quota).acquire(owner)?;
         let conn = Arc::new(RelayConn {
-            io: BatchedSocket::new(socket, RELAY_RECV_BUFFERS, plane)?,
+            io,
             advertised,
             inbox: Mutex::new(Inbox::default()),
             arrived: Notify::new(),
             dropped: AtomicU64::new(0),
+            owner: owner.to_string(),
+            released: AtomicBool::new(false),
         });
         plane.insert(&conn);
         Ok(conn)
+    }
+
+    /// Leave the plane and give the quota back (once).
+    fn release(&self) {
+        let plane = &self.io.plane;
+        plane.remove(&self.advertised, self as *const RelayConn);
+        if !self.released.swap(true, Ordering::AcqRel) {
+            lock(&plane.quota).release(&self.owner);
+        }
     }
 
     fn deliver(&self, datagram: &[u8], from: SocketAddr) {
@@ -614,9 +760,7 @@ impl RelayConn {
 
 impl Drop for RelayConn {
     fn drop(&mut self) {
-        self.io
-            .plane
-            .remove(&self.advertised, self as *const RelayConn);
+        self.release();
     }
 }
 
@@ -640,24 +784,33 @@ impl RelayConn {
                 // `notify_one` keeps a permit when nobody waits, so a hand-over between
                 // the empty check and here is not missed.
                 _ = self.arrived.notified() => {}
-                received = self.io.receive(buf) => return received,
+                received = self.io.receive(buf) => {
+                    let (n, from) = received?;
+                    // From the kernel: only from peers the policy allows.
+                    match self.io.plane.peer_allowed(from) {
+                        Ok(()) => return Ok((n, from)),
+                        Err(why) => self.io.plane.count_denied(from, why, "in"),
+                    }
+                }
             }
         }
     }
 
-    /// To another allocation of this relay in memory, else through the socket.
+    /// To another allocation of this relay in memory, else through the socket if the
+    /// policy allows `target` (a refused datagram is dropped, as a firewall would).
     async fn send_datagram(&self, buf: &[u8], target: SocketAddr) {
-        if let Some(peer) = self.io.plane.relay(&target) {
+        let plane = &self.io.plane;
+        if let Some(peer) = plane.relay(&target) {
             peer.deliver(buf, self.advertised);
+        } else if let Err(why) = plane.policy.check(target, false) {
+            plane.count_denied(target, why, "out");
         } else {
             self.io.send_to(buf, target).await;
         }
     }
 
     async fn shut(&self) {
-        self.io
-            .plane
-            .remove(&self.advertised, self as *const RelayConn);
+        self.release();
     }
 }
 
@@ -672,6 +825,15 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_nonblocking(true).unwrap();
         UdpSocket::from_std(s).unwrap()
+    }
+
+    /// A plane whose policy allows 127.0.0.1, where the tests' sockets live.
+    fn loopback_plane() -> Arc<RelayPlane> {
+        let allow = vec!["127.0.0.1/32".parse().unwrap()];
+        Arc::new(RelayPlane::new(
+            PeerPolicy::new(allow),
+            AllocationQuota::default(),
+        ))
     }
 
     fn datagram(i: usize, len: usize) -> Vec<u8> {
@@ -693,7 +855,7 @@ mod tests {
 
     #[tokio::test]
     async fn listener_batched_sends_arrive_in_order_and_intact() {
-        let plane = Arc::new(RelayPlane::default());
+        let plane = loopback_plane();
         let listener = ListenerConn::new(bound(), &plane).unwrap();
         let (a, b) = (bound(), bound());
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
@@ -729,7 +891,7 @@ mod tests {
 
     #[tokio::test]
     async fn listener_gso_batch_is_read_as_single_datagrams() {
-        let plane = Arc::new(RelayPlane::default());
+        let plane = loopback_plane();
         let listener = ListenerConn::new(bound(), &plane).unwrap();
         let to = listener.local_addr().unwrap();
         let client = bound();
@@ -779,12 +941,78 @@ mod tests {
     fn relay(plane: &Arc<RelayPlane>) -> Arc<RelayConn> {
         let socket = bound();
         let advertised = socket.local_addr().unwrap();
-        RelayConn::register(socket, advertised, plane).unwrap()
+        RelayConn::register(socket, advertised, plane, "test").unwrap()
+    }
+
+    #[tokio::test]
+    async fn relay_conn_denied_peer_is_dropped_both_ways_but_hand_over_works() {
+        // Loopback is refused except 127.0.0.2 (allowed) and live relays of this plane.
+        let plane = Arc::new(RelayPlane::new(
+            PeerPolicy::new(vec!["127.0.0.2/32".parse().unwrap()]),
+            AllocationQuota::default(),
+        ));
+        let (a, b) = (relay(&plane), relay(&plane));
+        let outside = bound();
+        let friend = {
+            let s = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            UdpSocket::from_std(s).unwrap()
+        };
+        a.send_to(b"refused", outside.local_addr().unwrap())
+            .await
+            .unwrap();
+        a.send_to(b"to friend", friend.local_addr().unwrap())
+            .await
+            .unwrap();
+        a.send_to(b"to b", b.advertised).await.unwrap();
+        plane.flush().await;
+        assert_eq!(plane.denied(), 1);
+        let mut buf = [0u8; 64];
+        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"to b"[..], a.advertised));
+        assert_eq!(recv_n(&friend, 1).await, vec![b"to friend".to_vec()]);
+        // Inbound from a refused source is dropped; an allowed one behind it arrives.
+        outside.send_to(b"sneak in", b.advertised).await.unwrap();
+        friend.send_to(b"hello", b.advertised).await.unwrap();
+        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"hello"[..], friend.local_addr().unwrap())
+        );
+        assert_eq!(plane.denied(), 2);
+        // Nothing ever left towards the refused peer.
+        let mut probe = [0u8; 64];
+        assert!(outside.try_recv_from(&mut probe).is_err());
+    }
+
+    #[tokio::test]
+    async fn relay_conn_quota_is_counted_and_released_on_close_or_drop() {
+        let plane = Arc::new(RelayPlane::new(
+            PeerPolicy::default(),
+            AllocationQuota::new(2, 3),
+        ));
+        let a = RelayConn::register(bound(), "127.0.0.1:1".parse().unwrap(), &plane, "u").unwrap();
+        let b = RelayConn::register(bound(), "127.0.0.1:2".parse().unwrap(), &plane, "u").unwrap();
+        let err =
+            RelayConn::register(bound(), "127.0.0.1:3".parse().unwrap(), &plane, "u").unwrap_err();
+        assert_eq!(err.code(), 486);
+        assert_eq!(plane.quota_check("u"), Err(QuotaExceeded::User(2)));
+        let c = RelayConn::register(bound(), "127.0.0.1:4".parse().unwrap(), &plane, "v").unwrap();
+        assert_eq!(plane.quota_check("w"), Err(QuotaExceeded::Global(3)));
+        // Closing gives the slot back once, also when the socket is dropped afterwards.
+        a.close().await.unwrap();
+        a.close().await.unwrap();
+        drop(a);
+        assert_eq!(plane.allocations("u"), (1, 2));
+        drop(b);
+        drop(c);
+        assert_eq!(plane.allocations("u"), (0, 0));
+        assert!(plane.is_empty());
     }
 
     #[tokio::test]
     async fn relay_conn_receive_buffers_return_to_plane_once_handed_out() {
-        let plane = Arc::new(RelayPlane::default());
+        let plane = loopback_plane();
         let (a, b) = (relay(&plane), relay(&plane));
         let outside = bound();
         let sent: Vec<Vec<u8>> = (0..3).map(|i| datagram(i, 1200)).collect();
@@ -812,7 +1040,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_conn_to_same_relay_moves_in_memory_with_relay_source() {
-        let table = Arc::new(RelayPlane::default());
+        let table = loopback_plane();
         let (a, b) = (relay(&table), relay(&table));
         let outside = bound();
         a.send_to(b"to b", b.advertised).await.unwrap();
@@ -840,7 +1068,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_conn_full_inbox_drops_new_datagrams() {
-        let table = Arc::new(RelayPlane::default());
+        let table = loopback_plane();
         let (a, b) = (relay(&table), relay(&table));
         for i in 0..INBOX_DATAGRAMS + 5 {
             a.send_to(&(i as u32).to_be_bytes(), b.advertised)
@@ -857,7 +1085,7 @@ mod tests {
 
     #[tokio::test]
     async fn relay_table_forgets_closed_and_dropped_sockets() {
-        let table = Arc::new(RelayPlane::default());
+        let table = loopback_plane();
         let (a, b) = (relay(&table), relay(&table));
         assert_eq!(table.len(), 2);
         a.close().await.unwrap();

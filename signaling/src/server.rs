@@ -1,22 +1,128 @@
-//! The listening server: accept loop, connection tasks, graceful shutdown.
+//! The listening server: accept loop, connection limits, connection tasks, graceful
+//! shutdown.
+//!
+//! Every accepted connection takes a slot of [`ConnLimits`] for as long as its task runs:
+//! at most `max_connections` in all and `max_connections_per_ip` per IPv4 address or
+//! IPv6 /64. A connection over either cap is answered with a fixed `503` (one
+//! non-blocking write) and closed at once, before any task or buffer is allocated for it.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::connection::{self, Shared, wait_shutdown};
+use crate::registry::Registry;
 use crate::turn::{EmbeddedRelay, TurnIssuer, TurnMode, random_secret};
 
 /// How long shutdown waits for connection tasks to finish before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The whole answer to a connection over a cap.
+const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Connection: close\r\nContent-Length: 0\r\nRetry-After: 10\r\n\r\n";
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OverCap {
+    Total,
+    PerIp,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    /// Only keys with a nonzero count; at most `max_total` entries.
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// The connection caps and the connections currently held.
+#[derive(Debug)]
+pub(crate) struct ConnLimits {
+    counts: Mutex<Counts>,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+/// One held connection slot; given back when dropped (also when its task is aborted).
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    key: IpAddr,
+}
+
+/// The per-IP key of a peer address: the IPv4 address (also when IPv4-mapped), or the
+/// /64 prefix of an IPv6 address, which one subscriber usually gets whole.
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+    }
+}
+
+impl ConnLimits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnLimits {
+            counts: Mutex::new(Counts::default()),
+            max_total: max_total.max(1),
+            max_per_ip: max_per_ip.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // Plain counter updates: never inconsistent, even after a panic elsewhere.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Take a slot for a connection from `ip`, unless a cap is reached.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, OverCap> {
+        let key = ip_key(ip);
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(OverCap::Total);
+        }
+        let per_ip = counts.per_ip.entry(key).or_insert(0);
+        if *per_ip >= self.max_per_ip {
+            return Err(OverCap::PerIp);
+        }
+        *per_ip += 1;
+        counts.total += 1;
+        Ok(ConnSlot {
+            limits: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// Connections held now (for tests).
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let counts = self.lock();
+        (counts.total, counts.per_ip.len())
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut counts = self.limits.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_ip.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// A running signaling server.
 ///
@@ -38,6 +144,14 @@ impl SignalingServer {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let lifetime = config.turn.credential_lifetime;
+        let registry = Arc::new(Registry::new(
+            config.effective_max_peers(),
+            config.max_queued_bytes,
+        ));
+        let members: crate::turn::MemberCheck = {
+            let registry = Arc::downgrade(&registry);
+            Arc::new(move |client: &str| registry.upgrade().is_some_and(|r| r.is_member(client)))
+        };
         let (relay, issuer) = match &config.turn.mode {
             TurnMode::Disabled => (None, None),
             TurnMode::External { urls, secret } => (
@@ -50,19 +164,22 @@ impl SignalingServer {
                 secret,
             } => {
                 let secret = secret.clone().unwrap_or_else(random_secret);
-                let relay = EmbeddedRelay::start(*listen, *public_ip, &secret)
-                    .await
-                    .map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("TURN relay on {listen}: {e}"))
-                    })?;
+                let relay =
+                    EmbeddedRelay::start(*listen, *public_ip, &secret, &config.turn, members)
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("TURN relay on {listen}: {e}"))
+                        })?;
                 let issuer = TurnIssuer::embedded(relay.advertised(), secret, lifetime);
                 (Some(Arc::new(relay)), Some(issuer))
             }
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(config, issuer));
+        let limits = ConnLimits::new(config.max_connections, config.max_connections_per_ip);
+        let shared = Arc::new(Shared::new(config, issuer, registry));
         let span = tracing::info_span!("signaling", addr = %local_addr);
-        let accept_task = tokio::spawn(accept_loop(listener, shared, shutdown_rx).instrument(span));
+        let accept_task =
+            tokio::spawn(accept_loop(listener, shared, limits, shutdown_rx).instrument(span));
         tracing::info!(addr = %local_addr, "signaling server listening");
         Ok(SignalingServer {
             local_addr,
@@ -115,6 +232,7 @@ impl Drop for SignalingServer {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    limits: Arc<ConnLimits>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
@@ -125,6 +243,13 @@ async fn accept_loop(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let slot = match limits.try_acquire(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(cap) => {
+                            refuse(stream, peer, cap);
+                            continue;
+                        }
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "set_nodelay failed");
                     }
@@ -135,7 +260,7 @@ async fn accept_loop(
                         session = tracing::field::Empty,
                     );
                     tasks.spawn(
-                        connection::run(stream, Arc::clone(&shared), shutdown.clone())
+                        connection::run(stream, slot, Arc::clone(&shared), shutdown.clone())
                             .instrument(span),
                     );
                 }
@@ -160,4 +285,75 @@ async fn accept_loop(
         tasks.shutdown().await;
     }
     tracing::info!("stopped");
+}
+
+/// Answer a connection over a cap with `503` if the socket takes it at once, and close it.
+/// Never waits and allocates nothing per connection.
+fn refuse(stream: TcpStream, peer: SocketAddr, cap: OverCap) {
+    tracing::debug!(%peer, ?cap, "connection over the cap refused");
+    // Discard what already arrived of the request (bounded), so that closing sends a FIN
+    // rather than a reset that could destroy the answer before the client reads it.
+    let mut scratch = [0u8; 2048];
+    for _ in 0..4 {
+        match stream.try_read(&mut scratch) {
+            Ok(1..) => {}
+            _ => break,
+        }
+    }
+    // A fresh socket's send buffer is empty: this writes all of it, or fails at once.
+    let _ = stream.try_write(REFUSED_RESPONSE);
+    drop(stream);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_total_cap_refuses_then_frees_on_drop() {
+        let limits = ConnLimits::new(2, 10);
+        let a = limits.try_acquire("10.0.0.1".parse().unwrap()).unwrap();
+        let _b = limits.try_acquire("10.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(
+            limits.try_acquire("10.0.0.3".parse().unwrap()).unwrap_err(),
+            OverCap::Total
+        );
+        drop(a);
+        assert!(limits.try_acquire("10.0.0.3".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn limits_per_ip_cap_refuses_that_ip_only_and_forgets_idle_ips() {
+        let limits = ConnLimits::new(100, 2);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let slots: Vec<_> = (0..2).map(|_| limits.try_acquire(ip).unwrap()).collect();
+        assert_eq!(limits.try_acquire(ip).unwrap_err(), OverCap::PerIp);
+        // The IPv4-mapped form is the same client.
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(limits.try_acquire(mapped).unwrap_err(), OverCap::PerIp);
+        let other = limits.try_acquire("192.0.2.8".parse().unwrap()).unwrap();
+        assert_eq!(limits.held(), (3, 2));
+        drop(slots);
+        drop(other);
+        assert_eq!(limits.held(), (0, 0));
+    }
+
+    #[test]
+    fn limits_per_ip_cap_counts_an_ipv6_slash_64_as_one_client() {
+        let limits = ConnLimits::new(100, 1);
+        let _a = limits
+            .try_acquire("2001:db8:1:2::1".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            limits
+                .try_acquire("2001:db8:1:2:ffff::9".parse().unwrap())
+                .unwrap_err(),
+            OverCap::PerIp
+        );
+        assert!(
+            limits
+                .try_acquire("2001:db8:1:3::1".parse().unwrap())
+                .is_ok()
+        );
+    }
 }

@@ -10,6 +10,25 @@
 //! stock `LongTermAuthHandler` parses the whole username as a timestamp), and gives its
 //! listening and relay sockets 16 MiB kernel buffers (the crate binds relay sockets with the
 //! kernel's 208 KiB default, which overflows under a data-channel transfer).
+//!
+//! It is not an open relay: a [`RelayGate`] looks at every request before the `turn`
+//! server does and
+//! - answers a request with a bad credential (malformed or expired username, wrong
+//!   HMAC) with 401 Unauthorized and a fresh NONCE and REALM, as RFC 8656 wants for the
+//!   long-term mechanism (the `turn` crate would answer 400): it hands the server the
+//!   request without its MESSAGE-INTEGRITY, which the server answers exactly so;
+//! - answers CreatePermission and ChannelBind for a peer the [`PeerPolicy`] refuses with
+//!   403 Forbidden, and drops Send indications to such peers (`turn_policy` has the deny
+//!   list; `--turn-allow-peer` CIDRs override it); the relay sockets apply the same policy
+//!   to every datagram they send or receive through the kernel;
+//! - answers an Allocate beyond the quota (10 per user, 1000 in all by default) with 486
+//!   Allocation Quota Reached. An allocation's slot is freed when it ends (expiry, Refresh
+//!   with lifetime 0, shutdown).
+//!
+//! Credentials live 10 minutes by default. An allocation outlives the credential that made
+//! it: it keeps relaying until its own lifetime ends, but every Refresh, CreatePermission
+//! and ChannelBind needs a credential that is valid at that moment (the client gets renewed
+//! ones through signaling), else it is answered 401.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -20,17 +39,30 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use stun::attributes::{
+    ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
+};
+use stun::error_code::{ErrorCode, ErrorCodeAttribute};
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message, MessageType,
+};
+use stun::textattrs::TextAttribute;
 use turn::auth::{AuthHandler, generate_auth_key};
 use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
 use crate::protocol::IceServer;
-use crate::relay_plane::{ListenerConn, RelayConn, RelayPlane};
+use crate::relay_plane::{GateVerdict, ListenerConn, ListenerGate, RelayConn, RelayPlane, lock};
+use crate::turn_policy::{AllocationQuota, PeerPolicy};
+pub use crate::turn_policy::{DEFAULT_ALLOCATIONS_PER_USER, DEFAULT_MAX_ALLOCATIONS, IpNet};
 
 /// Realm of the embedded relay (any realm works with coturn's `use-auth-secret`).
 pub const TURN_REALM: &str = "peershare";
-/// Default lifetime of issued TURN credentials.
-pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Default lifetime of issued TURN credentials: 10 minutes. Running allocations outlive
+/// it; refreshes need a currently valid credential.
+pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Kernel buffer size requested for the embedded relay's sockets: 16 MiB, because a relay
 /// socket must absorb a whole 4 MiB SCTP window of bursts (kernel accounting roughly
 /// doubles each datagram) while the relay task waits for a CPU (docs/RELAY.md).
@@ -83,10 +115,19 @@ impl TurnMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnConfig {
     pub mode: TurnMode,
-    /// How long issued credentials stay valid (default 12 h). A relay refuses new
-    /// allocations and refreshes with an expired username; running allocations keep
-    /// working until their next refresh.
+    /// How long issued credentials stay valid (default 10 min). The embedded relay answers
+    /// new allocations, refreshes, permissions and channel binds with an expired username
+    /// with 401; running allocations keep relaying until their own lifetime ends.
     pub credential_lifetime: Duration,
+    /// Peer networks the embedded relay may relay to even though the default deny list
+    /// (loopback, private, link-local, …; see `turn_policy`) or the relay's own address
+    /// covers them (default none). `--turn-allow-peer`.
+    pub allow_peers: Vec<IpNet>,
+    /// Most allocations one client may hold on the embedded relay (default 10); one more
+    /// is answered 486.
+    pub max_allocations_per_user: usize,
+    /// Most allocations the embedded relay holds in all (default 1000).
+    pub max_allocations: usize,
 }
 
 impl Default for TurnConfig {
@@ -94,6 +135,9 @@ impl Default for TurnConfig {
         TurnConfig {
             mode: TurnMode::Disabled,
             credential_lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+            allow_peers: Vec::new(),
+            max_allocations_per_user: DEFAULT_ALLOCATIONS_PER_USER,
+            max_allocations: DEFAULT_MAX_ALLOCATIONS,
         }
     }
 }
@@ -212,12 +256,19 @@ fn stun_url_for(url: &str) -> Option<String> {
     (!host_port.is_empty()).then(|| format!("stun:{host_port}"))
 }
 
+/// Whether a client ID is a member of some session right now (the signaling server's
+/// registry, for the embedded relay in the same process).
+pub type MemberCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The embedded relay's authentication: accepts `EXPIRY:CLIENT` usernames that have not
-/// expired and returns the long-term key for the password HMAC(secret, username). A forged
-/// password then fails the message-integrity check in the TURN server.
+/// expired, or whose client is still a joined member (its credentials are renewed by
+/// its membership: a relayed connection outlives the credential's lifetime while its
+/// owner stays in the session), and returns the long-term key for the password
+/// HMAC(secret, username). A forged password then fails the message-integrity check.
 #[derive(Clone)]
 pub struct RestAuthHandler {
     secret: String,
+    members: Option<MemberCheck>,
 }
 
 impl std::fmt::Debug for RestAuthHandler {
@@ -230,15 +281,25 @@ impl RestAuthHandler {
     pub fn new(secret: impl Into<String>) -> Self {
         RestAuthHandler {
             secret: secret.into(),
+            members: None,
         }
+    }
+
+    /// Expired credentials of clients that `members` says are joined stay valid.
+    pub fn with_members(mut self, members: MemberCheck) -> Self {
+        self.members = Some(members);
+        self
     }
 
     /// The long-term key for `username`, or why it is refused, at time `now_unix`.
     pub fn key_at(&self, username: &str, realm: &str, now_unix: u64) -> Result<Vec<u8>, String> {
-        let (expiry, _client) = parse_turn_username(username)
+        let (expiry, client) = parse_turn_username(username)
             .ok_or_else(|| format!("malformed TURN username {username:?}"))?;
-        if expiry < now_unix {
-            return Err(format!("expired TURN username {username:?}"));
+        let joined = || self.members.as_ref().is_some_and(|m| m(client));
+        if expiry < now_unix && !joined() {
+            return Err(format!(
+                "expired TURN username {username:?} of a client that is not in a session"
+            ));
         }
         let password = turn_password(&self.secret, username);
         Ok(generate_auth_key(username, realm, &password))
@@ -256,6 +317,192 @@ impl AuthHandler for RestAuthHandler {
             tracing::debug!(%src_addr, "TURN auth refused: {e}");
             turn::Error::Other(e)
         })
+    }
+}
+
+/// STUN's magic cookie (RFC 5389), the XOR key of XOR-PEER-ADDRESS.
+const MAGIC_COOKIE: u32 = 0x2112_A442;
+
+/// The embedded relay's gate (see the module documentation): 401 for bad credentials,
+/// 403 for refused peers, 486 over quota, before the `turn` server sees a request.
+#[derive(Debug)]
+pub struct RelayGate {
+    auth: RestAuthHandler,
+    plane: Arc<RelayPlane>,
+    /// The user of the Allocate request the server is handling right now (the server
+    /// handles one datagram at a time); the relay address generator takes it to count the
+    /// new allocation against that user's quota.
+    allocating: std::sync::Mutex<Option<String>>,
+}
+
+impl RelayGate {
+    pub fn new(auth: RestAuthHandler, plane: Arc<RelayPlane>) -> RelayGate {
+        RelayGate {
+            auth,
+            plane,
+            allocating: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The user of the Allocate being handled, once.
+    fn take_allocating(&self) -> Option<String> {
+        lock(&self.allocating).take()
+    }
+
+    /// The verdict on `datagram` from `from` at time `now_unix`.
+    pub fn inspect_at(&self, datagram: &[u8], from: SocketAddr, now_unix: u64) -> GateVerdict {
+        *lock(&self.allocating) = None;
+        // STUN messages start with two zero bits; ChannelData (0b01) only reaches peers
+        // the policy allowed when the channel was bound.
+        if datagram.first().is_none_or(|b| b & 0xC0 != 0) {
+            return GateVerdict::Pass;
+        }
+        let mut m = Message::new();
+        m.raw = datagram.to_vec();
+        if m.decode().is_err() {
+            return GateVerdict::Pass;
+        }
+        let method = m.typ.method;
+        if m.typ.class == CLASS_INDICATION {
+            if method == METHOD_SEND
+                && let Some(peers) = peer_addresses(&m)
+                && let Some((peer, why)) = self.first_denied(&peers)
+            {
+                tracing::debug!(%from, %peer, %why, "TURN Send indication refused");
+                return GateVerdict::Drop;
+            }
+            return GateVerdict::Pass;
+        }
+        let authenticated = [
+            METHOD_ALLOCATE,
+            METHOD_REFRESH,
+            METHOD_CREATE_PERMISSION,
+            METHOD_CHANNEL_BIND,
+        ];
+        // Without MESSAGE-INTEGRITY the server answers 401 with a nonce; without USERNAME,
+        // REALM or NONCE it answers 400, as RFC 8489 says.
+        if m.typ.class != CLASS_REQUEST
+            || !authenticated.contains(&method)
+            || !m.contains(ATTR_MESSAGE_INTEGRITY)
+            || !m.contains(ATTR_NONCE)
+        {
+            return GateVerdict::Pass;
+        }
+        let (Ok(username), Ok(realm)) = (
+            TextAttribute::get_from_as(&m, ATTR_USERNAME),
+            TextAttribute::get_from_as(&m, ATTR_REALM),
+        ) else {
+            return GateVerdict::Pass;
+        };
+        let key = match self.auth.key_at(&username.text, &realm.text, now_unix) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::debug!(%from, "TURN request unauthorized: {e}");
+                return GateVerdict::Replace(without_attributes(datagram));
+            }
+        };
+        if MessageIntegrity(key.clone()).check(&mut m.clone()).is_err() {
+            tracing::debug!(%from, "TURN request unauthorized: wrong MESSAGE-INTEGRITY");
+            return GateVerdict::Replace(without_attributes(datagram));
+        }
+        if method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND {
+            if let Some(peers) = peer_addresses(&m)
+                && let Some((peer, why)) = self.first_denied(&peers)
+            {
+                tracing::debug!(%from, %peer, %why, "TURN permission refused");
+                return error_answer(&m, why.code(), "Forbidden", key);
+            }
+        } else if method == METHOD_ALLOCATE {
+            let user = parse_turn_username(&username.text).map_or("", |(_, client)| client);
+            if let Err(why) = self.plane.quota_check(user) {
+                tracing::debug!(%from, user, %why, "TURN allocation refused");
+                return error_answer(&m, why.code(), "Allocation Quota Reached", key);
+            }
+            *lock(&self.allocating) = Some(user.to_string());
+        }
+        GateVerdict::Pass
+    }
+
+    fn first_denied(
+        &self,
+        peers: &[SocketAddr],
+    ) -> Option<(SocketAddr, crate::turn_policy::PeerDenied)> {
+        peers
+            .iter()
+            .find_map(|&peer| self.plane.peer_allowed(peer).err().map(|why| (peer, why)))
+    }
+}
+
+impl ListenerGate for RelayGate {
+    fn inspect(&self, datagram: &[u8], from: SocketAddr) -> GateVerdict {
+        self.inspect_at(datagram, from, unix_now())
+    }
+}
+
+/// Every XOR-PEER-ADDRESS of `m`; `None` when one is malformed (the server refuses it).
+fn peer_addresses(m: &Message) -> Option<Vec<SocketAddr>> {
+    m.attributes
+        .0
+        .iter()
+        .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
+        .map(|a| xor_address(&a.value, &m.transaction_id.0))
+        .collect()
+}
+
+/// Decode an XOR-encoded address attribute value (RFC 8489 §14.2).
+fn xor_address(value: &[u8], transaction_id: &[u8; 12]) -> Option<SocketAddr> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let port = u16::from_be_bytes([value.get(2)?, value.get(3)?].map(|b| *b))
+        ^ (MAGIC_COOKIE >> 16) as u16;
+    let key: Vec<u8> = cookie.iter().chain(transaction_id).copied().collect();
+    let ip = match (value.get(1)?, value.get(4..)?) {
+        (1, raw) if raw.len() == 4 => {
+            let mut b = [0u8; 4];
+            for (i, out) in b.iter_mut().enumerate() {
+                *out = raw[i] ^ key[i];
+            }
+            IpAddr::from(b)
+        }
+        (2, raw) if raw.len() == 16 => {
+            let mut b = [0u8; 16];
+            for (i, out) in b.iter_mut().enumerate() {
+                *out = raw[i] ^ key[i];
+            }
+            IpAddr::from(b)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// `datagram` (a decoded STUN request) with its attributes removed: same type and
+/// transaction, no MESSAGE-INTEGRITY, so the server answers 401 with a fresh nonce.
+fn without_attributes(datagram: &[u8]) -> Vec<u8> {
+    let mut out = datagram[..20.min(datagram.len())].to_vec();
+    if let Some(length) = out.get_mut(2..4) {
+        length.copy_from_slice(&[0, 0]);
+    }
+    out
+}
+
+/// An error response to `m` with `code`, signed with the request's key.
+fn error_answer(m: &Message, code: u16, reason: &str, key: Vec<u8>) -> GateVerdict {
+    let mut out = Message::new();
+    let built = out.build(&[
+        Box::new(m.transaction_id),
+        Box::new(MessageType::new(m.typ.method, CLASS_ERROR_RESPONSE)),
+        Box::new(ErrorCodeAttribute {
+            code: ErrorCode(code),
+            reason: reason.as_bytes().to_vec(),
+        }),
+        Box::new(MessageIntegrity(key)),
+    ]);
+    match built {
+        Ok(()) => GateVerdict::Answer(out.raw),
+        Err(e) => {
+            tracing::debug!(error = %e, "building a TURN error response");
+            GateVerdict::Drop
+        }
     }
 }
 
@@ -321,6 +568,8 @@ struct BufferedRelayGenerator {
     bind_ip: IpAddr,
     relay_ip: IpAddr,
     plane: Arc<RelayPlane>,
+    /// Says whose Allocate is being served (for the quota).
+    gate: Arc<RelayGate>,
 }
 
 #[async_trait::async_trait]
@@ -348,9 +597,11 @@ impl RelayAddressGenerator for BufferedRelayGenerator {
             .local_addr()
             .map_err(|e| turn::Error::Other(format!("relay socket address: {e}")))?;
         relay_addr.set_ip(self.relay_ip);
-        tracing::debug!(%relay_addr, "TURN relay socket allocated");
-        let conn = RelayConn::register(socket, relay_addr, &self.plane)
+        // Every Allocate that reaches the server passed the gate, which named its user.
+        let owner = self.gate.take_allocating().unwrap_or_default();
+        let conn = RelayConn::register(socket, relay_addr, &self.plane, &owner)
             .map_err(|e| turn::Error::Other(format!("relay socket: {e}")))?;
+        tracing::debug!(%relay_addr, owner, "TURN relay socket allocated");
         Ok((conn, relay_addr))
     }
 }
@@ -372,12 +623,17 @@ impl std::fmt::Debug for EmbeddedRelay {
 
 impl EmbeddedRelay {
     /// Bind `listen` and start serving; `public_ip` (or the listening IP, or loopback when
-    /// that is unspecified) is the address clients are told to use.
+    /// that is unspecified) is the address clients are told to use. `turn` gives the
+    /// peer-address allow list and the quotas; `members` tells which clients are joined
+    /// (their expired credentials stay valid).
     pub async fn start(
         listen: SocketAddr,
         public_ip: Option<IpAddr>,
         secret: &str,
+        turn: &TurnConfig,
+        members: MemberCheck,
     ) -> std::io::Result<EmbeddedRelay> {
+        let auth = RestAuthHandler::new(secret).with_members(members);
         let socket = bind_buffered(listen)?;
         let bound = socket.local_addr()?;
         let advertised_ip = public_ip.unwrap_or(if bound.ip().is_unspecified() {
@@ -389,19 +645,24 @@ impl EmbeddedRelay {
             bound.ip()
         });
         let advertised = SocketAddr::new(advertised_ip, bound.port());
-        let plane = Arc::new(RelayPlane::default());
-        let listener = ListenerConn::new(socket, &plane)?;
+        let policy = PeerPolicy::new(turn.allow_peers.clone())
+            .with_relay([bound.ip(), advertised_ip], bound.port());
+        let quota = AllocationQuota::new(turn.max_allocations_per_user, turn.max_allocations);
+        let plane = Arc::new(RelayPlane::new(policy, quota));
+        let gate = Arc::new(RelayGate::new(auth.clone(), Arc::clone(&plane)));
+        let listener = ListenerConn::new(socket, &plane)?.with_gate(gate.clone());
         let server = turn::server::Server::new(turn::server::config::ServerConfig {
             conn_configs: vec![turn::server::config::ConnConfig {
                 relay_addr_generator: Box::new(BufferedRelayGenerator {
                     bind_ip: bound.ip(),
                     relay_ip: advertised_ip,
                     plane,
+                    gate,
                 }),
                 conn: Arc::new(listener),
             }],
             realm: TURN_REALM.to_string(),
-            auth_handler: Arc::new(RestAuthHandler::new(secret)),
+            auth_handler: Arc::new(auth),
             channel_bind_timeout: Duration::ZERO,
             alloc_close_notify: None,
         })
@@ -498,6 +759,20 @@ mod tests {
         // The stock handler's format (bare timestamp) is not accepted.
         let err = auth.key_at("999999999999", TURN_REALM, 1_000).unwrap_err();
         assert!(err.contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn rest_auth_expired_username_of_joined_member_stays_valid() {
+        let joined: MemberCheck = Arc::new(|client: &str| client == "member");
+        let auth = RestAuthHandler::new("s3cret").with_members(joined);
+        let now = 2_000_000_000;
+        // Expired, still joined: renewed by its membership.
+        assert!(auth.key_at("1999999999:member", TURN_REALM, now).is_ok());
+        // Expired, not (or no longer) joined: refused.
+        let err = auth.key_at("1999999999:gone", TURN_REALM, now).unwrap_err();
+        assert!(err.contains("expired"), "{err}");
+        // Not expired: valid whoever holds it, for its short lifetime.
+        assert!(auth.key_at("2000000600:gone", TURN_REALM, now).is_ok());
     }
 
     #[test]

@@ -28,7 +28,12 @@ fn assert_close_code(closed: Closed, expected: CloseCode) {
 
 #[tokio::test]
 async fn idle_connection_times_out_with_7010() {
-    let server = start(config()).await; // default idle timeout: 60 s
+    // Default idle timeout (60 s); b never joins, so its join deadline must not come first.
+    let server = start(peershare_signaling::ServerConfig {
+        join_timeout: Duration::from_secs(600),
+        ..config()
+    })
+    .await;
     let (mut a, _wa) = creator(&server, "alice").await;
     // b's idle timer starts after t0.
     let t0 = tokio::time::Instant::now();

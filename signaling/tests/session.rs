@@ -178,15 +178,14 @@ async fn join_with_create_flag_uses_client_chosen_code() {
             .await,
     );
     assert_eq!(wa.session, "team-room_42");
-    // Joining it again with create: true joins the existing session.
+    // Creating it again is refused (someone else holds the code): never a silent join.
     let mut b = Client::connect(&server).await;
-    let wb = expect_welcome(
-        b.join_frame(json!({"type": "join", "version": 1, "session": "team-room_42", "name": "bob", "create": true}))
-            .await,
-    );
-    assert_eq!(wb.peers.len(), 1);
+    b.send_json(json!({"type": "join", "version": 1, "session": "team-room_42", "name": "bob", "create": true}))
+        .await;
+    b.expect_error(7015).await;
+    // Joining it without `create` works.
     let (_c, wc) = joiner(&server, "team-room_42", "carol").await;
-    assert_eq!(wc.peers.len(), 2);
+    assert_eq!(wc.peers.len(), 1);
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ impl Fatal {
     pub fn from_error(e: &peershare::Error) -> Self {
         let exit = match e.code() {
             codes::INVALID_ARGUMENT => Exit::Usage,
-            codes::NOT_CONNECTED | 7006 | 7007 | 7011 | 7012 => Exit::NoSession,
+            codes::NOT_CONNECTED | 7006 | 7007 | 7011 | 7012 | 7015 => Exit::NoSession,
             codes::DECLINED => Exit::Declined,
             _ => Exit::TransferFailed,
         };

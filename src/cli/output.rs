@@ -13,6 +13,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use peershare::proto::names::is_invisible_format;
 use peershare::{Event, Outcome};
 
 use super::human_bytes;
@@ -31,23 +32,6 @@ pub fn shown(text: &str) -> String {
         }
     }
     out
-}
-
-/// Format characters that change how surrounding text is shown without being seen:
-/// bidi embeddings, overrides and isolates, zero-width characters and marks, the soft
-/// hyphen, the byte-order mark.
-fn is_invisible_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00ad}'
-            | '\u{061c}'
-            | '\u{180e}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

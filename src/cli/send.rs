@@ -44,9 +44,19 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
 
     let mut config = PeerConfig::new(own_url);
     config.session = args.session.clone();
-    config.create_session = args.session.is_some();
+    config.create_session = args.session.is_some() && !args.join;
     args.peer.apply(&mut config);
-    let (peer, mut events) = Peer::join(config).await?;
+    let (peer, mut events) = Peer::join(config).await.map_err(|e| {
+        let mut fatal = Fatal::from_error(&e);
+        if e.code() == peershare::signaling::protocol::codes::SESSION_EXISTS {
+            fatal.message = format!(
+                "a session {} exists already (someone else may have taken the code): \
+                 choose another code, or pass --join to share into that session",
+                args.session.as_deref().unwrap_or_default()
+            );
+        }
+        fatal
+    })?;
     let share = if args.to.is_empty() {
         Share::Broadcast
     } else {

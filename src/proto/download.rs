@@ -239,4 +239,55 @@ mod tests {
         assert!(s.is_complete());
         assert_eq!(s.verify(), Verdict::Verified);
     }
+
+    proptest::proptest! {
+        /// Whatever chunks a sender sends (any sizes, too many bytes, garbage after the
+        /// end), the job reaches exactly one end: complete with a verdict that says
+        /// `Verified` only for the offered bytes, or a refused chunk that left its state
+        /// unchanged. Acknowledgements never go backwards and the last one is at the end.
+        #[test]
+        fn download_random_chunk_sequences_end_once(
+            size in 0u64..4096,
+            chunks in proptest::collection::vec(0usize..1500, 0..12),
+            corrupt in proptest::option::of(0usize..4096),
+            interval in 1u64..2048,
+        ) {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let mut s = DownloadState::new(size, Hash::of(&data), 0, blake3::Hasher::new())
+                .with_ack_interval(interval);
+            let mut sent = data.clone();
+            // Bytes a sender may put on the wire: the file, maybe changed, then extra.
+            if let Some(i) = corrupt.filter(|i| (*i as u64) < size) {
+                sent[i] ^= 0x5a;
+            }
+            sent.extend_from_slice(b"trailing bytes past the announced size");
+            let (mut pos, mut last_ack, mut ended) = (0usize, 0u64, s.is_complete());
+            for len in chunks {
+                let chunk = &sent[pos.min(sent.len())..(pos + len).min(sent.len())];
+                let before = s.received();
+                match s.on_chunk(chunk) {
+                    Ok(step) => {
+                        proptest::prop_assert!(!ended, "a chunk was taken after the end");
+                        proptest::prop_assert_eq!(step.write_at, before);
+                        proptest::prop_assert_eq!(step.received, before + chunk.len() as u64);
+                        if step.ack_due {
+                            proptest::prop_assert!(step.received > last_ack);
+                            last_ack = step.received;
+                        }
+                        pos += chunk.len();
+                        if step.complete {
+                            proptest::prop_assert!(step.ack_due);
+                            ended = true;
+                        }
+                    }
+                    Err(_) => proptest::prop_assert_eq!(s.received(), before),
+                }
+                proptest::prop_assert!(s.received() <= size);
+            }
+            if s.is_complete() {
+                let intact = sent[..size as usize] == data[..];
+                proptest::prop_assert_eq!(s.verify() == Verdict::Verified, intact);
+            }
+        }
+    }
 }

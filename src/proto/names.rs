@@ -1,18 +1,40 @@
 //! Sanitizing file names offered by peers (ARCHITECTURE.md §9).
 //!
 //! The result is always a single, non-empty path component that is not `.`/`..`, contains
-//! no separators, control characters or characters Windows forbids, is not a reserved
-//! device name, and is at most [`MAX_SANITIZED_BYTES`] bytes long.
+//! no separators, control characters, invisible format or bidi characters, or characters
+//! Windows forbids, does not start with `.`, `-` or a space nor end with `.` or a space,
+//! is not a reserved device name in any of its forms, and is at most
+//! [`MAX_SANITIZED_BYTES`] bytes long.
 
 /// Longest sanitized name, in bytes (most file systems allow 255).
 pub const MAX_SANITIZED_BYTES: usize = 200;
 /// Name used when nothing usable is left.
 pub const FALLBACK_NAME: &str = "download";
 
+/// Windows device names: reserved whatever the extension (`nul.txt`) and case.
 const RESERVED: &[&str] = &[
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
-    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$", "COM0", "COM1", "COM2", "COM3",
+    "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "COM¹", "COM²", "COM³", "LPT0", "LPT1", "LPT2",
+    "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9", "LPT¹", "LPT²", "LPT³",
 ];
+
+/// Invisible characters that change how the text around them is shown: bidi
+/// embeddings, overrides and isolates (U+202E shows `invoice\u{202e}fdp.exe` as
+/// "invoiceexe.pdf"), zero-width characters and marks, the soft hyphen, the byte-order
+/// mark, interlinear annotation marks.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00ad}'
+            | '\u{061c}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
 
 /// Turn an untrusted offered name into a safe single file name.
 ///
@@ -23,10 +45,13 @@ pub fn sanitize_file_name(offered: &str) -> String {
         .rsplit(['/', '\\'])
         .find(|part| !part.trim().is_empty())
         .unwrap_or("");
-    let mut name: String = last
+    let name: String = last
         .chars()
         .map(|c| {
-            if c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') {
+            if c.is_control()
+                || is_invisible_format(c)
+                || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')
+            {
                 '_'
             } else {
                 c
@@ -35,22 +60,34 @@ pub fn sanitize_file_name(offered: &str) -> String {
         .collect();
     // Leading dots would make hidden files or `..`; trailing dots and spaces are
     // stripped by Windows.
-    name = name
-        .trim_start_matches(['.', ' '])
-        .trim_end_matches(['.', ' '])
-        .to_string();
-    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
-    if RESERVED.contains(&stem.trim()) {
+    let mut name = trim_edges(&name).to_string();
+    // A leading dash reads as an option to the commands the name is passed to.
+    if name.starts_with('-') {
+        name.insert(0, '_');
+    }
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_uppercase();
+    if RESERVED.contains(&stem.as_str()) {
         name.insert(0, '_');
     }
     if name.len() > MAX_SANITIZED_BYTES {
         name = truncate_keeping_extension(&name, MAX_SANITIZED_BYTES);
+        name = trim_edges(&name).to_string();
     }
     if name.is_empty() {
         FALLBACK_NAME.to_string()
     } else {
         name
     }
+}
+
+fn trim_edges(name: &str) -> &str {
+    name.trim_start_matches(['.', ' '])
+        .trim_end_matches(['.', ' '])
 }
 
 fn truncate_keeping_extension(name: &str, max: usize) -> String {
@@ -118,6 +155,45 @@ mod tests {
             let out = sanitize_file_name(input);
             assert!(!out.contains('/') && !out.contains('\\'), "{out}");
             assert!(out != ".." && out != "." && !out.is_empty(), "{out}");
+        }
+    }
+
+    #[test]
+    fn sanitize_deceptive_and_reserved_forms_are_neutralised() {
+        let cases = [
+            ("invoice\u{202e}fdp.exe", "invoice_fdp.exe"),
+            ("a\u{200b}b", "a_b"),
+            ("-rf", "_-rf"),
+            ("--help.txt", "_--help.txt"),
+            ("conin$", "_conin$"),
+            ("CONOUT$.log", "_CONOUT$.log"),
+            ("COM¹.log", "_COM¹.log"),
+            ("lpt³", "_lpt³"),
+            ("com0.txt", "_com0.txt"),
+            ("CON .txt", "_CON .txt"),
+            ("console.txt", "console.txt"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sanitize_file_name(input), want, "input {input:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sanitize_arbitrary_input_keeps_every_guarantee(input in ".{0,300}") {
+            let out = sanitize_file_name(&input);
+            proptest::prop_assert!(!out.is_empty() && out.len() <= MAX_SANITIZED_BYTES);
+            proptest::prop_assert!(out != "." && out != "..");
+            proptest::prop_assert!(
+                !out.chars().any(|c| c == '/' || c == '\\' || c.is_control() || is_invisible_format(c)
+                    || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')),
+                "{:?} -> {:?}", input, out
+            );
+            proptest::prop_assert!(!out.starts_with(['.', ' ', '-']) && !out.ends_with(['.', ' ']));
+            let stem = out.split('.').next().unwrap_or("").trim_end().to_uppercase();
+            proptest::prop_assert!(!RESERVED.contains(&stem.as_str()), "{:?}", out);
+            // Sanitizing is idempotent: a saved name is already safe.
+            proptest::prop_assert_eq!(sanitize_file_name(&out), out);
         }
     }
 

@@ -86,6 +86,14 @@ pub(crate) enum Command {
         peer: String,
         reply: oneshot::Sender<()>,
     },
+    /// Test hook: send a raw control message to `peer`, as a hostile client would.
+    SendControl {
+        peer: String,
+        msg: crate::proto::control::ControlMessage,
+        reply: oneshot::Sender<()>,
+    },
+    /// Test hook: how many recipient jobs are being served (entries of `serving`).
+    ServingCount(oneshot::Sender<usize>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -204,6 +212,10 @@ pub(crate) struct Session {
     /// Files whose upload was cancelled: late requests get 6004.
     revoked: HashSet<FileId>,
     serving: HashMap<JobId, Serving>,
+    /// Limits on the jobs served (see `uploads::ServeBounds`).
+    serve_bounds: uploads::ServeBounds,
+    /// Streaming slots of the jobs served, per recipient and in total.
+    stream_slots: uploads::StreamSlots,
     offered: HashMap<FileId, Offered>,
     downloads: HashMap<JobId, Download>,
     downloaded: HashSet<FileId>,
@@ -242,6 +254,8 @@ impl Session {
             shares: HashMap::new(),
             revoked: HashSet::new(),
             serving: HashMap::new(),
+            serve_bounds: uploads::SERVE_BOUNDS,
+            stream_slots: uploads::StreamSlots::new(uploads::SERVE_BOUNDS),
             offered: HashMap::new(),
             downloads: HashMap::new(),
             downloaded: HashSet::new(),
@@ -428,6 +442,13 @@ impl Session {
             Command::DropConnection { peer, reply } => {
                 self.drop_connection(&peer);
                 let _ = reply.send(());
+            }
+            Command::SendControl { peer, msg, reply } => {
+                self.send_control(&peer, msg);
+                let _ = reply.send(());
+            }
+            Command::ServingCount(reply) => {
+                let _ = reply.send(self.serving.len());
             }
             Command::Leave(_) => {}
         }

@@ -375,3 +375,270 @@ async fn session_job_channel_never_opening_replaces_connection() {
     assert!(closes(&s.commands()), "the connection is closed");
     let _ = pc.close().await;
 }
+
+impl Sender {
+    /// Share `n` more files with everyone; their file IDs, in order.
+    fn share_more(&mut self, n: usize) -> Vec<FileId> {
+        let files = (0..n)
+            .map(|i| PreparedFile {
+                path: format!("/nonexistent/peershare-test-{i}.bin").into(),
+                name: format!("file-{i}.bin"),
+                identity: FileIdentity {
+                    size: 5,
+                    modified: None,
+                },
+                hash: Hash::of(b"hello"),
+            })
+            .collect();
+        self.session
+            .share_files(files, Audience::Broadcast, Duration::from_secs(3600));
+        self.session.flush_events();
+        self.take_events();
+        self.commands()
+            .iter()
+            .filter_map(|c| match c {
+                ConnCommand::Control(ControlMessage::Offer { file_id, .. }) => Some(*file_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn request(&mut self, job_id: JobId, file_id: FileId) {
+        self.control(ControlMessage::Request {
+            job_id,
+            file_id,
+            offset: 0,
+        });
+    }
+}
+
+/// Jobs whose data channel the session asked for.
+fn opened(commands: &[ConnCommand]) -> Vec<JobId> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            ConnCommand::OpenJob { job_id, .. } => Some(*job_id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(job, code)` of the coded errors sent to the recipient.
+fn errors(commands: &[ConnCommand]) -> Vec<(Option<JobId>, u16)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            ConnCommand::Control(ControlMessage::Error { job_id, code, .. }) => {
+                Some((*job_id, *code))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn serve_bounds_admit_refuses_at_peer_or_total_bound_with_6010() {
+    let b = super::uploads::ServeBounds {
+        jobs_per_peer: 2,
+        jobs_total: 3,
+        streams_per_peer: 1,
+        streams_total: 1,
+    };
+    assert!(b.admit(0, 0).is_ok());
+    assert!(b.admit(1, 2).is_ok());
+    for (peer_jobs, total_jobs) in [(2, 2), (0, 3), (5, 9)] {
+        let e = b.admit(peer_jobs, total_jobs).unwrap_err();
+        assert_eq!(
+            e.code(),
+            crate::codes::TOO_MANY_JOBS,
+            "{peer_jobs} {total_jobs}"
+        );
+    }
+    // The defaults bound streams well below jobs, and let one peer get a whole `send`.
+    let d = super::uploads::SERVE_BOUNDS;
+    assert!(d.streams_per_peer <= d.streams_total && d.streams_total <= d.jobs_total);
+    assert!(d.jobs_per_peer >= PeerConfig::new("ws://x").max_files_per_request);
+}
+
+impl Sender {
+    /// Make the served job `job` stream for ever (a stand-in task); its abort handle.
+    fn streaming(&mut self, job: JobId) -> tokio::task::AbortHandle {
+        let stream = tokio::spawn(std::future::pending::<()>());
+        let handle = stream.abort_handle();
+        let served = self.session.serving.get_mut(&job).expect("served");
+        if let Some(t) = served.task.replace(stream) {
+            t.abort();
+        }
+        handle
+    }
+}
+
+#[tokio::test]
+async fn session_request_flood_same_file_refused_6010_one_job_served() {
+    let mut s = Sender::new();
+    let stream = s.streaming(s.download_job);
+    let flood: Vec<JobId> = (0..1000).map(|_| JobId::new()).collect();
+    for job in &flood {
+        s.request(*job, s.file_id);
+    }
+    let commands = s.commands();
+    // No new data channel, no stream aborted: each repeat is refused.
+    assert_eq!(opened(&commands), []);
+    let refused: Vec<(Option<JobId>, u16)> = flood
+        .iter()
+        .map(|j| (Some(*j), crate::codes::TOO_MANY_JOBS))
+        .collect();
+    assert_eq!(errors(&commands), refused);
+    assert_eq!(s.session.serving.len(), 1);
+    assert!(s.session.serving.contains_key(&s.download_job));
+    assert!(!stream.is_finished());
+    assert_eq!(s.take_events(), []);
+}
+
+#[tokio::test]
+async fn session_request_same_file_new_job_replaces_idle_job() {
+    let mut s = Sender::new();
+    // The job's channel was lost: no stream runs for it.
+    if let Some(t) = s
+        .session
+        .serving
+        .get_mut(&s.download_job)
+        .and_then(|j| j.task.take())
+    {
+        t.abort();
+    }
+    let new_job = JobId::new();
+    s.request(new_job, s.file_id);
+    let commands = s.commands();
+    assert_eq!(errors(&commands), []);
+    assert_eq!(opened(&commands), [new_job]);
+    assert!(!s.session.serving.contains_key(&s.download_job));
+    assert!(s.session.serving.contains_key(&new_job));
+    // The recipient's `done` for the new job resolves it.
+    s.control(ControlMessage::Done {
+        job_id: new_job,
+        ok: true,
+        code: None,
+    });
+    assert!(s.session.serving.is_empty());
+    assert!(s.take_events().iter().any(|e| matches!(
+        e,
+        Event::RecipientOutcome {
+            outcome: Outcome::Delivered,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn session_request_same_job_again_replaces_running_stream() {
+    let mut s = Sender::new();
+    let stream = s.streaming(s.download_job);
+    // The recipient asks again for its job (a resume): the old stream goes.
+    s.request(s.download_job, s.file_id);
+    assert_eq!(opened(&s.commands()), [s.download_job]);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !stream.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the replaced stream ends");
+    assert_eq!(s.session.serving.len(), 1);
+}
+
+#[tokio::test]
+async fn session_request_beyond_peer_job_bound_refused_6010_repeat_still_served() {
+    let mut s = Sender::new();
+    s.session.serve_bounds = super::uploads::ServeBounds {
+        jobs_per_peer: 3,
+        jobs_total: 100,
+        streams_per_peer: 1,
+        streams_total: 1,
+    };
+    let files = s.share_more(4);
+    let jobs: Vec<JobId> = files.iter().map(|_| JobId::new()).collect();
+    for (job, file) in jobs.iter().zip(&files) {
+        s.request(*job, *file);
+    }
+    let commands = s.commands();
+    // The first job plus two more fill the bound; the other two are refused.
+    assert_eq!(opened(&commands), jobs[..2]);
+    assert_eq!(
+        errors(&commands),
+        [
+            (Some(jobs[2]), crate::codes::TOO_MANY_JOBS),
+            (Some(jobs[3]), crate::codes::TOO_MANY_JOBS)
+        ]
+    );
+    assert_eq!(s.session.serving.len(), 3);
+    // A job it already has, asked again (a resume), and a new job for a file whose job
+    // has no stream (its channel was lost), replace a job: not refused.
+    if let Some(t) = s
+        .session
+        .serving
+        .get_mut(&jobs[1])
+        .and_then(|j| j.task.take())
+    {
+        t.abort();
+    }
+    s.request(jobs[0], files[0]);
+    let renewed = JobId::new();
+    s.request(renewed, files[1]);
+    let commands = s.commands();
+    assert_eq!(errors(&commands), []);
+    assert_eq!(opened(&commands), [jobs[0], renewed]);
+    assert_eq!(s.session.serving.len(), 3);
+    // Once a job ends, the next request fits.
+    s.done();
+    s.request(jobs[2], files[2]);
+    assert_eq!(opened(&s.commands()), [jobs[2]]);
+}
+
+#[tokio::test]
+async fn session_request_beyond_total_job_bound_refused_6010() {
+    let mut s = Sender::new();
+    s.session.serve_bounds = super::uploads::ServeBounds {
+        jobs_per_peer: 100,
+        jobs_total: 1,
+        streams_per_peer: 1,
+        streams_total: 1,
+    };
+    let files = s.share_more(1);
+    let job = JobId::new();
+    s.request(job, files[0]);
+    let commands = s.commands();
+    assert_eq!(opened(&commands), []);
+    assert_eq!(
+        errors(&commands),
+        [(Some(job), crate::codes::TOO_MANY_JOBS)]
+    );
+    assert_eq!(s.take_events(), [], "a refusal is no outcome");
+}
+
+#[tokio::test]
+async fn session_recipient_gone_for_good_releases_served_jobs() {
+    let mut s = Sender::new();
+    let files = s.share_more(3);
+    for file in &files {
+        s.request(JobId::new(), *file);
+    }
+    assert_eq!(s.session.serving.len(), 4);
+    assert!(s.session.stream_slots_peers() > 0);
+    s.peer_left();
+    // Leaving stops every stream at once; the jobs wait for a restarted recipient.
+    assert!(s.session.serving.values().all(|j| j.task.is_none()));
+    s.clock.advance(s.session.config.resume_grace);
+    s.tick();
+    assert!(s.session.serving.is_empty());
+    assert_eq!(s.session.stream_slots_peers(), 0);
+    let failed = s
+        .take_events()
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::RecipientOutcome { outcome: Outcome::Failed { code }, .. }
+                if *code == crate::codes::PEER_GONE)
+        })
+        .count();
+    assert_eq!(failed, 4);
+}

@@ -1,11 +1,12 @@
 //! Our shared files: offers, serving requests (with resume offsets), per-recipient
 //! outcomes, and cancelling uploads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use super::{PreparedFile, Report, Serving, Session, SharedFile};
@@ -22,6 +23,100 @@ use crate::transfer;
 /// `Session::on_job_channel_stuck`); a netsim run once sat 120 s with the channel never
 /// opening while the connection stayed up (docs/PERFORMANCE.md, "Lossy paths").
 pub(super) const JOB_CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Limits on the recipient jobs a sender serves, so that no recipient (nor all of them
+/// together) can make it open data channels, spawn tasks or fill buffers without end.
+///
+/// A recipient has at most one job per file: a `request` with a new job ID for a file
+/// the same peer is being sent is refused with 6010; one for a file whose job has no
+/// stream running (lost channel, suspended) replaces that job. Beyond that:
+/// - *jobs* (a data channel and a task each): a request beyond `jobs_per_peer` jobs of
+///   that peer or `jobs_total` jobs in all is refused with 6010;
+/// - *streams*: of the jobs served, at most `streams_per_peer` per peer and
+///   `streams_total` in all read the file and fill their channel at once; the others wait
+///   with their channel open (a recipient that asks for many files gets them a few at a
+///   time, and one that does not read holds no more than its streams).
+///
+/// The blocking reads of all streams together are bounded by `transfer::ReadPermits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ServeBounds {
+    pub jobs_per_peer: usize,
+    pub jobs_total: usize,
+    pub streams_per_peer: usize,
+    pub streams_total: usize,
+}
+
+/// The bounds a session serves with. Jobs per peer allow a whole `send` of the most
+/// files one call may share (`PeerConfig::max_files_per_request`, 1000 by default).
+pub(super) const SERVE_BOUNDS: ServeBounds = ServeBounds {
+    jobs_per_peer: 1024,
+    jobs_total: 4096,
+    streams_per_peer: 8,
+    streams_total: 64,
+};
+
+impl ServeBounds {
+    /// Whether one more job may be served to a peer that has `peer_jobs` jobs while
+    /// `total_jobs` are served in all (jobs the request replaces not counted). Pure.
+    pub fn admit(&self, peer_jobs: usize, total_jobs: usize) -> Result<()> {
+        if peer_jobs >= self.jobs_per_peer {
+            return Err(Error::TooManyJobs(format!(
+                "this sender already serves {peer_jobs} jobs to you (at most {})",
+                self.jobs_per_peer
+            )));
+        }
+        if total_jobs >= self.jobs_total {
+            return Err(Error::TooManyJobs(format!(
+                "this sender already serves {total_jobs} jobs (at most {})",
+                self.jobs_total
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The streaming slots of [`ServeBounds`]: one semaphore per recipient and one for all.
+/// An upload task takes its peer's slot, then a global one, once its channel is open, and
+/// gives them back when it has sent the last byte.
+pub(super) struct StreamSlots {
+    per_peer: usize,
+    total: Arc<Semaphore>,
+    peers: HashMap<String, Arc<Semaphore>>,
+}
+
+impl StreamSlots {
+    pub fn new(bounds: ServeBounds) -> Self {
+        Self {
+            per_peer: bounds.streams_per_peer.max(1),
+            total: Arc::new(Semaphore::new(bounds.streams_total.max(1))),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// The slots of `peer` and the global ones.
+    fn for_peer(&mut self, peer: &str) -> (Arc<Semaphore>, Arc<Semaphore>) {
+        let per_peer = self.per_peer;
+        let mine = self
+            .peers
+            .entry(peer.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_peer)))
+            .clone();
+        (mine, self.total.clone())
+    }
+
+    /// Forget a recipient that is gone for good.
+    fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// Recipients that have streaming slots.
+    pub(super) fn stream_slots_peers(&self) -> usize {
+        self.stream_slots.peers.len()
+    }
+}
 
 impl Session {
     pub(super) fn share_files(
@@ -148,6 +243,48 @@ impl Session {
         if self.links.get(peer).is_none_or(|l| l.conn.is_none()) {
             return;
         }
+        // One job per file and recipient. A new job ID for a file this peer is being
+        // sent is refused (a repeated request must not add a second stream, and aborting
+        // the running one for each repeat would make the connection open and close a
+        // data channel per request); one whose job has no stream running (its channel was
+        // lost, or it was suspended) replaces that job.
+        let same_file: Vec<(JobId, bool)> = self
+            .serving
+            .iter()
+            .filter(|(id, s)| **id != job_id && s.peer == peer && s.file_id == file_id)
+            .map(|(id, s)| (*id, s.task.as_ref().is_some_and(|t| !t.is_finished())))
+            .collect();
+        if let Some((running, _)) = same_file.iter().find(|(_, running)| *running) {
+            let e = Error::TooManyJobs(format!(
+                "this file is already being sent to you as job {running}"
+            ));
+            tracing::debug!(%peer, %job_id, %file_id, "refusing request: {e}");
+            self.send_control(peer, refuse(e.code(), e.to_string()));
+            return;
+        }
+        let replaced: Vec<JobId> = same_file.into_iter().map(|(id, _)| id).collect();
+        let others = |s: &(&JobId, &Serving)| *s.0 != job_id && !replaced.contains(s.0);
+        let peer_jobs = self
+            .serving
+            .iter()
+            .filter(|s| others(s) && s.1.peer == peer)
+            .count();
+        let total_jobs = self.serving.iter().filter(others).count();
+        if let Err(e) = self.serve_bounds.admit(peer_jobs, total_jobs) {
+            tracing::warn!(%peer, %job_id, %file_id, "refusing request: {e}");
+            self.send_control(peer, refuse(e.code(), e.to_string()));
+            return;
+        }
+        let mut carried = 0;
+        for old in replaced {
+            if let Some(s) = self.serving.remove(&old) {
+                tracing::info!(%peer, %file_id, old_job = %old, new_job = %job_id, "a new request replaces the job");
+                if let Some(t) = s.task {
+                    t.abort();
+                }
+                carried += s.sent.load(Ordering::Relaxed);
+            }
+        }
         // A job resumed by a restarted recipient (new client ID) takes over its old
         // pending entry; if that entry was the last unresolved one, the upload is complete.
         let previous = self
@@ -177,13 +314,14 @@ impl Session {
             .serving
             .get(&job_id)
             .map(|s| s.sent.clone())
-            .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+            .unwrap_or_else(|| Arc::new(AtomicU64::new(carried)));
         if let Some(old) = self.serving.get_mut(&job_id).and_then(|s| s.task.take()) {
             old.abort();
         }
         let reports = self.report_tx.clone();
         let limit = self.limit.clone();
         let task_sent = sent.clone();
+        let (peer_slots, all_slots) = self.stream_slots.for_peer(peer);
         let span =
             tracing::info_span!("upload", job = %upload_job, download_job = %job_id, %peer, offset);
         let task = tokio::spawn(
@@ -201,6 +339,15 @@ impl Session {
                         // Not an outcome of the upload: the connection is the problem.
                         Err(_) => return Ok(None),
                     }
+                    // Stream only in one of this peer's slots and one of all; wait with
+                    // the channel open (the recipient's job is running) until then.
+                    let slots = async {
+                        let mine = peer_slots.acquire_owned().await.ok()?;
+                        let all = all_slots.acquire_owned().await.ok()?;
+                        Some((mine, all))
+                    }
+                    .await
+                    .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))?;
                     let n = transfer::send_file(
                         &channel,
                         &path,
@@ -210,6 +357,7 @@ impl Session {
                         limit.as_deref(),
                     )
                     .await?;
+                    drop(slots);
                     // The recipient closes the channel once it has every byte; closing
                     // it from this side earlier could discard data still in flight.
                     channel.wait_closed().await;
@@ -416,6 +564,7 @@ impl Session {
             };
             self.record_outcome(&file_id, peer, outcome, 0);
         }
+        self.stream_slots.forget(peer);
     }
 
     /// The job's data channel did not open within [`JOB_CHANNEL_OPEN_TIMEOUT`] although the
