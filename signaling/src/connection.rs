@@ -6,6 +6,7 @@
 //! the client's own frames are written directly. Every refusal is an `error` frame on this
 //! connection only.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ const MAX_ECHOED_TYPE: usize = 64;
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub registry: Arc<Registry>,
+    /// Failed joins per client address (see `backoff`).
+    pub join_backoff: std::sync::Mutex<crate::backoff::JoinBackoff>,
     /// Issues the STUN/TURN entries with per-client credentials; `None` without a relay.
     pub turn: Option<TurnIssuer>,
 }
@@ -53,6 +56,7 @@ impl Shared {
         Shared {
             config,
             registry,
+            join_backoff: std::sync::Mutex::default(),
             turn,
         }
     }
@@ -134,6 +138,12 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The address failed joins are counted under (unspecified if the socket cannot say).
+    let peer_ip = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip().to_canonical()
+        });
     let limit = shared.config.hard_frame_limit();
     let ws_config = WebSocketConfig::default()
         // Signaling frames are small; tungstenite allocates this per connection up front
@@ -174,6 +184,8 @@ pub(crate) async fn run(
         rx,
         membership: None,
         desynced: false,
+        peer_ip,
+        failed_joins: 0,
     };
     conn.serve(&mut shutdown).await;
     tracing::debug!("disconnected");
@@ -189,6 +201,18 @@ struct Connection {
     membership: Option<Membership>,
     /// A frame was refused mid-read: the byte stream no longer parses as frames.
     desynced: bool,
+    /// The client's address, for the per-address join back-off.
+    peer_ip: IpAddr,
+    /// Failed joins on this connection.
+    failed_joins: u32,
+}
+
+fn lock_backoff(shared: &Shared) -> std::sync::MutexGuard<'_, crate::backoff::JoinBackoff> {
+    // Plain counters: a panic elsewhere cannot leave them inconsistent.
+    shared
+        .join_backoff
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn deadline_after(d: Duration) -> Instant {
@@ -454,9 +478,27 @@ impl Connection {
         let Some(tx) = self.tx.clone() else {
             return self.reply_error(not_joined()).await;
         };
+        // After failed joins, answers come slower (per connection and per address), so
+        // session codes and passwords cannot be probed at the rate limit.
+        let delay = {
+            let by_ip = lock_backoff(&self.shared).delay(self.peer_ip, Instant::now().into_std());
+            by_ip.max(crate::backoff::delay_after(self.failed_joins))
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let joined = match self.shared.registry.join(req, tx) {
             Ok(j) => j,
-            Err(rej) => return self.reply_error(rej).await,
+            Err(rej) => {
+                if matches!(
+                    rej.code,
+                    codes::SESSION_NOT_FOUND | codes::UNAUTHORIZED | codes::SESSION_EXISTS
+                ) {
+                    self.failed_joins = self.failed_joins.saturating_add(1);
+                    lock_backoff(&self.shared).failed(self.peer_ip, Instant::now().into_std());
+                }
+                return self.reply_error(rej).await;
+            }
         };
         // Only the registry may hold our sender now, so that dropping us closes the queue.
         self.tx = None;

@@ -29,6 +29,8 @@
 //! - `registry`: sessions and their members; join rules, presence events, relay, dropping
 //!   slow consumers. One lock, never held across an `.await`.
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
+//! - `backoff`: the delay before answering joins after failed ones, per connection and
+//!   per client address (pure logic, time passed in).
 //! - [`turn`]: TURN REST credentials, and the embedded TURN/STUN relay started with the
 //!   server when [`TurnMode::Embedded`] is configured.
 //! - [`turn_policy`]: the embedded relay's peer-address policy (deny list, `--turn-allow-peer`
@@ -38,6 +40,7 @@
 //!   hand-over between allocations.
 //! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
 
+mod backoff;
 pub mod cli;
 mod config;
 mod connection;

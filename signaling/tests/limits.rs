@@ -277,3 +277,32 @@ async fn queued_bytes_over_total_bound_non_reader_dropped_with_7014() {
     sender.barrier().await;
     server.shutdown().await;
 }
+
+/// Send a join to a session that does not exist; the virtual time until its `7006`.
+async fn failed_join_takes(client: &mut Client) -> Duration {
+    let t = tokio::time::Instant::now();
+    client
+        .send_json(json!({"type": "join", "version": 1, "session": "nosuchsession", "name": "p"}))
+        .await;
+    client.expect_error(codes::SESSION_NOT_FOUND).await;
+    t.elapsed()
+}
+
+#[tokio::test]
+async fn join_failures_back_off_per_connection_and_per_address() {
+    let server = start(config()).await;
+    let mut prober = Client::connect(&server).await;
+    let mut other = Client::connect(&server).await;
+    // Virtual time from here on: the server's back-off sleeps pass at once, measured.
+    tokio::time::pause();
+    let mut took = Vec::new();
+    for _ in 0..7 {
+        took.push(failed_join_takes(&mut prober).await);
+    }
+    // Three free failures, then 250 ms doubling.
+    let ms: Vec<u128> = took.iter().map(Duration::as_millis).collect();
+    assert!(ms[..4].iter().all(|t| *t < 250), "{ms:?}");
+    assert!(ms[4] >= 250 && ms[5] >= 500 && ms[6] >= 1000, "{ms:?}");
+    // Another connection from the same address starts where the address stands.
+    assert!(failed_join_takes(&mut other).await >= Duration::from_secs(2));
+}
