@@ -590,3 +590,48 @@ async fn cli_send_session_code_taken_refuses_with_7015_instead_of_joining() {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(signal.pid(), libc::SIGINT) };
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_prompt_shows_hostile_name_escaped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    // A name that would clear the screen, recolour it, retitle the window and read
+    // right-to-left if printed raw.
+    let hostile = "\u{1b}[2J\u{1b}[1;31mOWNED\u{1b}]0;pwned\u{7}\u{202e}fdp.exe";
+    let src = tmp.path().join(hostile);
+    std::fs::write(&src, b"x").unwrap();
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+    let command = format!(
+        "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
+        tmp.path().join("out").display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"n\n").await.unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    tokio::time::timeout(GUARD, stdout.read_to_end(&mut screen))
+        .await
+        .expect("recv hung")
+        .unwrap();
+    drop(stdin);
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(screen.contains("Accept \\u{1b}[2J"), "{screen:?}");
+    assert!(screen.contains("\\u{202e}fdp.exe"), "{screen:?}");
+    for raw in ["\u{1b}[2J", "\u{1b}]0;", "\u{202e}", "\u{7}"] {
+        assert!(
+            !screen.contains(raw),
+            "raw {raw:?} reached the terminal: {screen:?}"
+        );
+    }
+    let (code, _, stderr) = s.finish().await;
+    assert_eq!(code, 4, "{stderr}");
+}
