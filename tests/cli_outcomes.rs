@@ -635,3 +635,88 @@ async fn cli_recv_prompt_shows_hostile_name_escaped() {
     let (code, _, stderr) = s.finish().await;
     assert_eq!(code, 4, "{stderr}");
 }
+
+/// `text` with every ANSI escape sequence (CSI `ESC [ … letter`, OSC `ESC ] … BEL`)
+/// turned into a line break: what a terminal draws between two cursor moves.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        out.push('\n');
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                for c in chars.by_ref() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_progress_bar_on_80_column_terminal_fits_its_row() {
+    use tokio::io::AsyncReadExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("a-rather-long-file-name-for-the-label.bin");
+    let data = write_random(&src, 8 * MIB, 11);
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+    let out = tmp.path().join("out");
+    // An 80-column terminal; the rate limit keeps the bar on screen for a few redraws.
+    let command = format!(
+        "stty cols 80 rows 24; {BIN} recv --bind 127.0.0.1 --yes --limit-rate 4M --out {} {ticket}",
+        out.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    tokio::time::timeout(GUARD, stdout.read_to_end(&mut screen))
+        .await
+        .expect("recv hung")
+        .unwrap();
+    drop(stdin);
+    assert!(std::fs::read(out.join("a-rather-long-file-name-for-the-label.bin")).unwrap() == data);
+    let screen = strip_ansi(&String::from_utf8_lossy(&screen));
+    // Bars are labelled with the name cut to 24 columns.
+    let bars: Vec<&str> = screen
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("a-rather-long-file-name…"))
+        .collect();
+    assert!(!bars.is_empty(), "no progress bar drawn: {screen:?}");
+    // Each drawn row is padded to the terminal's 80 columns: the bar's own text ends
+    // within them (the widths themselves are checked in `cli::output`'s tests).
+    for line in &bars {
+        let start = line.find("a-rather-long-file-name…").unwrap_or(0);
+        let from_label: String = line[start..].chars().take(80).collect();
+        assert!(from_label.contains("/8.00 MiB"), "{line:?}");
+    }
+    assert!(
+        screen.contains("received 1 file, 8.00 MiB in "),
+        "{screen:?}"
+    );
+    let (code, _, stderr) = s.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}

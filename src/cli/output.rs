@@ -80,6 +80,10 @@ impl Output {
             Mode::Terminal => ProgressDrawTarget::stderr(),
             Mode::Json | Mode::Plain => ProgressDrawTarget::hidden(),
         };
+        Self::with_target(mode, target)
+    }
+
+    fn with_target(mode: Mode, target: ProgressDrawTarget) -> Self {
         Self {
             mode,
             multi: MultiProgress::with_draw_target(target),
@@ -219,7 +223,7 @@ impl Output {
                 size,
                 ..
             } => {
-                let label = format!("{} → {}", self.upload_name(job_id), self.peer_name(peer));
+                let label = pair_label(&self.upload_name(job_id), &self.peer_name(peer));
                 self.advance(format!("{job_id}/{peer}"), *size, label, *bytes);
             }
             Event::RecipientOutcome {
@@ -379,6 +383,24 @@ fn clock(d: Duration) -> String {
     }
 }
 
+/// `FILE → RECIPIENT` in at most [`LABEL`] columns: both stay recognisable (the
+/// recipient keeps up to 8 columns, the file the rest).
+fn pair_label(file: &str, peer: &str) -> String {
+    let arrow = " → ";
+    let room = LABEL - arrow.chars().count();
+    let (f, p) = (file.chars().count(), peer.chars().count());
+    if f + p <= room {
+        return format!("{file}{arrow}{peer}");
+    }
+    let peer_cols = p.min(8).max(room.saturating_sub(f));
+    let file_cols = room - peer_cols.min(room);
+    format!(
+        "{}{arrow}{}",
+        truncate(file, file_cols),
+        truncate(peer, peer_cols)
+    )
+}
+
 /// At most `max` characters, with `…` when cut.
 fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -407,6 +429,110 @@ mod tests {
         let cut = truncate(&"x".repeat(40), 24);
         assert_eq!(cut.chars().count(), 24);
         assert!(cut.ends_with('…'));
+    }
+
+    /// An 80-column terminal that records what is drawn.
+    #[derive(Debug, Default, Clone)]
+    struct Screen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn record(&self, s: &str) -> std::io::Result<()> {
+            if let Ok(mut lines) = self.0.lock() {
+                lines.extend(s.split('\n').map(str::to_string));
+            }
+            Ok(())
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            80
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.record(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.record(s)
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_bars_fit_80_columns_name_file_and_recipient_and_end_with_state() {
+        let screen = Screen::default();
+        let target = ProgressDrawTarget::term_like(Box::new(screen.clone()));
+        let mut out = Output::with_target(Mode::Terminal, target);
+        let (job_id, file_id) = (peershare::JobId::new(), peershare::FileId::new());
+        let size = 3 << 30;
+        out.event(&Event::PeerJoined {
+            peer: "c0ffee000001".into(),
+            name: "a-very-long-display-name-of-the-recipient-laptop".into(),
+        });
+        out.event(&Event::UploadStarted {
+            job_id,
+            file_id,
+            name: "quarterly-report-final-version-2.pdf".into(),
+            size,
+        });
+        for bytes in [1 << 20, 1 << 30, 2 << 30] {
+            out.event(&Event::UploadProgress {
+                job_id,
+                file_id,
+                peer: "c0ffee000001".into(),
+                bytes,
+                size,
+            });
+        }
+        out.event(&Event::RecipientOutcome {
+            job_id,
+            file_id,
+            peer: "c0ffee000001".into(),
+            outcome: Outcome::Delivered,
+            bytes_sent: size,
+        });
+        let lines = screen.0.lock().map(|l| l.clone()).unwrap_or_default();
+        let bars: Vec<&String> = lines.iter().filter(|l| l.contains(" → ")).collect();
+        assert!(!bars.is_empty(), "{lines:#?}");
+        for line in &bars {
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line:?}",
+                line.chars().count()
+            );
+            assert!(line.starts_with("quarterly-re… → a-very-…"), "{line:?}");
+        }
+        assert!(
+            bars.last().is_some_and(|l| l.trim_end().ends_with("done")),
+            "{bars:#?}"
+        );
+    }
+
+    #[test]
+    fn pair_label_keeps_both_names_within_label_width() {
+        assert_eq!(pair_label("a.txt", "bob"), "a.txt → bob");
+        let l = pair_label("quarterly-report-final-version-2.pdf", "a-very-long-name");
+        assert_eq!(l, "quarterly-re… → a-very-…");
+        assert_eq!(l.chars().count(), LABEL);
+        let l = pair_label("x.bin", "a-very-long-display-name");
+        assert_eq!(l, "x.bin → a-very-long-dis…");
+        assert_eq!(l.chars().count(), LABEL);
     }
 
     #[test]
