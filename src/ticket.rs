@@ -48,7 +48,9 @@ fn readable_host_port(url: &str) -> Option<&str> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    let port_ok = !port.is_empty() && port.parse::<u16>().is_ok();
+    // Digits only: `u16::from_str` also takes a leading `+`.
+    let port_ok =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
     (host_ok && port_ok).then_some(rest)
 }
 
@@ -74,8 +76,10 @@ impl FromStr for Ticket {
             if !valid_session_code(session) {
                 return Err(bad("malformed session code"));
             }
+            // The ticket names exactly HOST:PORT (no path, not even `/`), so that it
+            // prints back as it was given.
             let server = format!("ws://{host_port}");
-            if readable_host_port(&server).is_none() {
+            if host_port.ends_with('/') || readable_host_port(&server).is_none() {
                 return Err(bad("expected SESSION@HOST:PORT"));
             }
             return Ok(Ticket {
@@ -107,6 +111,14 @@ impl FromStr for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticket_port_with_sign_or_trailing_slash_is_refused() {
+        // Found by the `ticket` fuzz target: both parsed, neither printed back the same.
+        for bad in ["abcde679@1:+2", "kq27m26t@l:8/"] {
+            assert!(bad.parse::<Ticket>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn ticket_ipv4_is_readable_and_roundtrips() {

@@ -59,35 +59,43 @@ pub fn sanitize_file_name(offered: &str) -> String {
         })
         .collect();
     // Leading dots would make hidden files or `..`; trailing dots and spaces are
-    // stripped by Windows.
+    // stripped by Windows. The cut comes first, so that nothing checked below can be
+    // exposed by it (a reserved stem under trailing spaces, `CON` + 197 spaces + `x`).
     let mut name = trim_edges(&name).to_string();
-    // A leading dash reads as an option to the commands the name is passed to.
-    if name.starts_with('-') {
-        name.insert(0, '_');
+    if name.len() > MAX_SANITIZED_BYTES {
+        name = trim_edges(&truncate_keeping_extension(&name, MAX_SANITIZED_BYTES)).to_string();
     }
+    if name.is_empty() {
+        return FALLBACK_NAME.to_string();
+    }
+    // A leading dash reads as an option to the commands the name is passed to; a device
+    // name opens the device on Windows. Either gets a `_` in front (then the name starts
+    // with `_`, so neither rule applies again).
     let stem = name
         .split('.')
         .next()
         .unwrap_or("")
         .trim_end()
         .to_uppercase();
-    if RESERVED.contains(&stem.as_str()) {
+    if name.starts_with('-') || RESERVED.contains(&stem.as_str()) {
         name.insert(0, '_');
+        if name.len() > MAX_SANITIZED_BYTES {
+            name = truncate_keeping_extension(&name, MAX_SANITIZED_BYTES)
+                .trim_end_matches(is_edge)
+                .to_string();
+        }
     }
-    if name.len() > MAX_SANITIZED_BYTES {
-        name = truncate_keeping_extension(&name, MAX_SANITIZED_BYTES);
-        name = trim_edges(&name).to_string();
-    }
-    if name.is_empty() {
-        FALLBACK_NAME.to_string()
-    } else {
-        name
-    }
+    name
+}
+
+/// Characters a name may not start or end with: dots, and any kind of space (a name of
+/// a hair space alone looks empty).
+fn is_edge(c: char) -> bool {
+    c == '.' || c.is_whitespace()
 }
 
 fn trim_edges(name: &str) -> &str {
-    name.trim_start_matches(['.', ' '])
-        .trim_end_matches(['.', ' '])
+    name.trim_start_matches(is_edge).trim_end_matches(is_edge)
 }
 
 fn truncate_keeping_extension(name: &str, max: usize) -> String {
@@ -172,10 +180,23 @@ mod tests {
             ("com0.txt", "_com0.txt"),
             ("CON .txt", "_CON .txt"),
             ("console.txt", "console.txt"),
+            // Found by the `names` fuzz target.
+            ("\u{200a}.", FALLBACK_NAME),
+            ("\u{a0}..", FALLBACK_NAME),
         ];
         for (input, want) in cases {
             assert_eq!(sanitize_file_name(input), want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn sanitize_reserved_stem_exposed_by_truncation_is_neutralised() {
+        // Found by the `names` fuzz target: the cut to 200 bytes and the trim after it
+        // left `CON`.
+        let input = format!("CON{}x", " ".repeat(197));
+        let out = sanitize_file_name(&input);
+        assert_eq!(out, "_CON");
+        assert_eq!(sanitize_file_name(&out), out);
     }
 
     proptest::proptest! {
@@ -189,7 +210,7 @@ mod tests {
                     || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')),
                 "{:?} -> {:?}", input, out
             );
-            proptest::prop_assert!(!out.starts_with(['.', ' ', '-']) && !out.ends_with(['.', ' ']));
+            proptest::prop_assert!(!out.starts_with(is_edge) && !out.starts_with('-') && !out.ends_with(is_edge));
             let stem = out.split('.').next().unwrap_or("").trim_end().to_uppercase();
             proptest::prop_assert!(!RESERVED.contains(&stem.as_str()), "{:?}", out);
             // Sanitizing is idempotent: a saved name is already safe.
