@@ -762,6 +762,23 @@ mod tests {
     }
 
     #[test]
+    fn turn_nonce_table_of_the_patched_crate_stays_bounded() {
+        use turn::server::request::{MAX_NONCES, bound_nonces};
+        let t0 = tokio::time::Instant::now();
+        let mut nonces = std::collections::HashMap::new();
+        for i in 0..(MAX_NONCES + 1000) {
+            let now = t0 + Duration::from_millis(i as u64);
+            bound_nonces(&mut nonces, now);
+            nonces.insert(format!("n{i}"), now);
+        }
+        assert!(nonces.len() <= MAX_NONCES);
+        assert!(
+            nonces.contains_key(&format!("n{}", MAX_NONCES + 999)),
+            "the newest stays"
+        );
+    }
+
+    #[test]
     fn rest_auth_expired_username_of_joined_member_stays_valid() {
         let joined: MemberCheck = Arc::new(|client: &str| client == "member");
         let auth = RestAuthHandler::new("s3cret").with_members(joined);
