@@ -675,4 +675,54 @@ mod tests {
             ClientMessage::Signal { .. }
         ));
     }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Whatever a client sends as a text frame: no panic; a refusal is 7001 or 7002;
+        /// what is accepted survives a serde round trip unchanged.
+        #[test]
+        fn parse_client_frame_random_frames_round_trip_or_refuse_with_7001_7002(
+            ty in proptest::sample::select(vec!["join", "signal", "leave", "ping", "bogus"]),
+            fields in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "version", "session", "name", "password", "create", "relay_only", "to",
+                    "data",
+                ]),
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u32>().prop_map(|n| serde_json::json!(n)),
+                    proptest::prelude::any::<bool>().prop_map(|b| serde_json::json!(b)),
+                    ".{0,16}".prop_map(|s| serde_json::json!(s)),
+                    proptest::strategy::Just(serde_json::Value::Null),
+                    proptest::prelude::any::<f64>().prop_map(|f| serde_json::json!({"x": f})),
+                ],
+            ), 0..8),
+            raw in proptest::option::of(".{0,48}"),
+        ) {
+            let text = match raw {
+                Some(raw) => raw,
+                None => {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("type".into(), serde_json::json!(ty));
+                    for (k, v) in fields {
+                        obj.insert(k.into(), v);
+                    }
+                    Value::Object(obj).to_string()
+                }
+            };
+            match parse_client_frame(&text) {
+                Ok(msg) => {
+                    let again: ClientMessage = serde_json::from_str(
+                        &serde_json::to_string(&msg).expect("serializes"),
+                    )
+                    .expect("parses back");
+                    prop_assert_eq!(again, msg);
+                }
+                Err(rej) => prop_assert!(
+                    [codes::MALFORMED_FRAME, codes::UNKNOWN_TYPE].contains(&rej.code),
+                    "{}", rej.code
+                ),
+            }
+        }
+    }
 }

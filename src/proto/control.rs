@@ -315,4 +315,65 @@ mod tests {
         assert_eq!(parse_job_channel_label("control"), None);
         assert_eq!(parse_job_channel_label("job/not-a-uuid"), None);
     }
+
+    /// JSON values of the kinds control messages carry, and some they must refuse.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::json;
+        prop_oneof![
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<bool>().prop_map(|b| json!(b)),
+            ".{0,24}".prop_map(|s| json!(s)),
+            any::<u128>().prop_map(|n| json!(uuid::Uuid::from_u128(n).to_string())),
+            "[0-9a-fA-F]{63,65}".prop_map(|s| json!(s)),
+            Just(serde_json::Value::Null),
+            (any::<u128>(), any::<u32>(), any::<u32>()).prop_map(|(id, count, index)| json!({
+                "id": uuid::Uuid::from_u128(id).to_string(), "count": count % 4, "index": index % 4
+            })),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer sends: no panic; what is accepted is valid and re-encodes to
+        /// the same message, canonically; the size limit holds.
+        #[test]
+        fn control_decode_random_messages_round_trip_or_refuse(
+            ty in proptest::sample::select(vec![
+                "hello", "offer", "revoke", "request", "decline", "progress", "done",
+                "cancel", "error", "bogus",
+            ]),
+            fields in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "version", "name", "file_id", "size", "hash", "ttl_ms", "group", "job_id",
+                    "offset", "received", "ok", "code", "message",
+                ]),
+                json_value(),
+            ), 0..10),
+            raw in proptest::option::of(".{0,64}"),
+        ) {
+            let text = match raw {
+                Some(raw) => raw,
+                None => {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("type".into(), serde_json::json!(ty));
+                    for (k, v) in fields {
+                        obj.insert(k.into(), v);
+                    }
+                    serde_json::Value::Object(obj).to_string()
+                }
+            };
+            match ControlMessage::decode(text.as_bytes()) {
+                Ok(msg) => {
+                    proptest::prop_assert!(msg.validate().is_ok());
+                    let encoded = msg.encode();
+                    let again = ControlMessage::decode(encoded.as_bytes());
+                    proptest::prop_assert_eq!(again.as_ref(), Ok(&msg));
+                    proptest::prop_assert_eq!(again.map(|m| m.encode()), Ok(encoded));
+                }
+                Err(DecodeError::TooLarge(n)) => proptest::prop_assert!(n > MAX_CONTROL_MESSAGE),
+                Err(_) => {}
+            }
+        }
+    }
 }
