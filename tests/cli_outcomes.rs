@@ -107,6 +107,35 @@ async fn join_and_decline(ticket: &str) -> peershare::Peer {
     peer
 }
 
+/// Run `command` under script(1), which gives it a terminal, typing `typed` into it:
+/// its exit code and everything it drew on the terminal.
+async fn in_terminal(command: &str, typed: &[u8]) -> (Option<i32>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script(1) from util-linux");
+    // Standard input stays open until the command is done, so `script` does not end it.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(typed).await.expect("typing");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut screen = Vec::new();
+    tokio::time::timeout(GUARD, stdout.read_to_end(&mut screen))
+        .await
+        .expect("the command hung")
+        .expect("reading the terminal");
+    let status = tokio::time::timeout(GUARD, child.wait())
+        .await
+        .expect("script hung")
+        .expect("script status");
+    drop(stdin);
+    (status.code(), String::from_utf8_lossy(&screen).into_owned())
+}
+
 /// Only the given names in `dir` (no partial or record files left over).
 fn assert_dir_holds(dir: &Path, names: &[&str]) {
     let mut found: Vec<String> = std::fs::read_dir(dir)
@@ -442,7 +471,6 @@ async fn cli_plain_output_declined_file_is_not_shown_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_prompt_on_terminal_accepts_yes_in_any_case() {
-    use tokio::io::AsyncWriteExt;
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a.txt");
     let b = tmp.path().join("b.txt");
@@ -458,22 +486,8 @@ async fn cli_recv_prompt_on_terminal_accepts_yes_in_any_case() {
         "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
         out.display()
     );
-    let mut child = tokio::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script(1) from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"Yes\nno\nYES\n").await.unwrap();
-    let status = tokio::time::timeout(GUARD, child.wait())
-        .await
-        .expect("recv hung")
-        .unwrap();
-    drop(stdin);
-    assert_eq!(status.code(), Some(0));
+    let (status, _) = in_terminal(&command, b"Yes\nno\nYES\n").await;
+    assert_eq!(status, Some(0));
     // Offers come in the order given to `send`.
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\n");
     assert!(!out.join("b.txt").exists(), "declined");
@@ -593,7 +607,6 @@ async fn cli_send_session_code_taken_refuses_with_7015_instead_of_joining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_prompt_shows_hostile_name_escaped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
     // A name that would clear the screen, recolour it, retitle the window and read
     // right-to-left if printed raw.
@@ -606,24 +619,7 @@ async fn cli_recv_prompt_shows_hostile_name_escaped() {
         "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
         tmp.path().join("out").display()
     );
-    let mut child = tokio::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script(1) from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"n\n").await.unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut screen = Vec::new();
-    tokio::time::timeout(GUARD, stdout.read_to_end(&mut screen))
-        .await
-        .expect("recv hung")
-        .unwrap();
-    drop(stdin);
-    let screen = String::from_utf8_lossy(&screen);
+    let (_, screen) = in_terminal(&command, b"n\n").await;
     assert!(screen.contains("Accept \\u{1b}[2J"), "{screen:?}");
     assert!(screen.contains("\\u{202e}fdp.exe"), "{screen:?}");
     for raw in ["\u{1b}[2J", "\u{1b}]0;", "\u{202e}", "\u{7}"] {
@@ -670,7 +666,6 @@ fn strip_ansi(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_progress_bar_on_80_column_terminal_fits_its_row() {
-    use tokio::io::AsyncReadExt;
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("a-rather-long-file-name-for-the-label.bin");
     let data = write_random(&src, 8 * MIB, 11);
@@ -682,24 +677,9 @@ async fn cli_recv_progress_bar_on_80_column_terminal_fits_its_row() {
         "stty cols 80 rows 24; {BIN} recv --bind 127.0.0.1 --yes --limit-rate 4M --out {} {ticket}",
         out.display()
     );
-    let mut child = tokio::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("script(1) from util-linux");
-    let stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut screen = Vec::new();
-    tokio::time::timeout(GUARD, stdout.read_to_end(&mut screen))
-        .await
-        .expect("recv hung")
-        .unwrap();
-    drop(stdin);
+    let (_, screen) = in_terminal(&command, b"").await;
     assert!(std::fs::read(out.join("a-rather-long-file-name-for-the-label.bin")).unwrap() == data);
-    let screen = strip_ansi(&String::from_utf8_lossy(&screen));
+    let screen = strip_ansi(&screen);
     // Bars are labelled with the name cut to 24 columns.
     let bars: Vec<&str> = screen
         .split(['\r', '\n'])
