@@ -56,6 +56,23 @@ pub fn normalize_url(server: &str) -> String {
     }
 }
 
+/// Whether `text` is a JSON object whose `type` is a string this client does not know.
+fn is_unknown_frame_type(text: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "welcome",
+        "peer-joined",
+        "peer-left",
+        "signal",
+        "error",
+        "pong",
+    ];
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {
+        v.get("type")
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| !KNOWN.contains(&t))
+    })
+}
+
 /// Connect to `url` and join.
 pub async fn connect(url: &str, join: JoinRequest) -> Result<SignalingSession> {
     let url = normalize_url(url);
@@ -92,6 +109,8 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
             }
             Ok(w @ ServerMessage::Welcome { .. }) => break w,
             Ok(_) => continue,
+            // A frame type of a newer server: ignored, as docs/PROTOCOL.md asks.
+            Err(_) if is_unknown_frame_type(&text) => continue,
             Err(e) => return Err(Error::NotConnected(format!("bad frame from server: {e}"))),
         }
     };
@@ -180,5 +199,15 @@ mod tests {
         assert_eq!(normalize_url("127.0.0.1:9"), "ws://127.0.0.1:9");
         assert_eq!(normalize_url("ws://h:1"), "ws://h:1");
         assert_eq!(normalize_url("https://h"), "wss://h");
+    }
+
+    #[test]
+    fn unknown_frame_type_is_recognised_and_malformed_known_is_not() {
+        assert!(is_unknown_frame_type(
+            r#"{"type":"turn-credentials","ice_servers":[]}"#
+        ));
+        assert!(!is_unknown_frame_type(r#"{"type":"welcome"}"#));
+        assert!(!is_unknown_frame_type("not json"));
+        assert!(!is_unknown_frame_type(r#"{"kind":"x"}"#));
     }
 }
