@@ -293,7 +293,7 @@ async fn cli_send_decline_by_one_member_waits_for_the_downloading_recipient() {
     let out = tmp.path().join("out");
     let mut s = send(&[], &[&src]);
     let ticket_text = s.ticket().await;
-    let mut r = recv(&["--limit-rate", "8M"], &out, &ticket_text);
+    let mut r = recv(&["--limit-rate", "4M"], &out, &ticket_text);
     r.until("first progress", is("download-progress")).await;
 
     // Another member of the session declines while the recipient is downloading.
@@ -322,7 +322,7 @@ async fn cli_send_without_keep_serves_every_recipient_that_joined_in_time() {
     let (out1, out2) = (tmp.path().join("one"), tmp.path().join("two"));
     let mut s = send(&[], &[&src]);
     let ticket = s.ticket().await;
-    let mut first = recv(&["--limit-rate", "8M"], &out1, &ticket);
+    let mut first = recv(&["--limit-rate", "4M"], &out1, &ticket);
     first.until("first progress", is("download-progress")).await;
     // The second recipient joins while the first is still downloading.
     let second = recv(&[], &out2, &ticket);
