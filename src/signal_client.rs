@@ -65,6 +65,7 @@ fn is_unknown_frame_type(text: &str) -> bool {
         "signal",
         "error",
         "pong",
+        "ice-servers",
     ];
     serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {
         v.get("type")

@@ -227,8 +227,17 @@ impl Connection {
         let mut deadline = deadline_after(idle);
         let join_timeout = self.shared.config.join_timeout;
         let join_deadline = deadline_after(join_timeout);
+        // TURN credentials are renewed at half their lifetime while the client is joined.
+        let renew_every =
+            self.shared.turn.as_ref().map(|_| {
+                (self.shared.config.turn.credential_lifetime / 2).max(Duration::from_secs(1))
+            });
+        let mut renew_at: Option<Instant> = None;
         loop {
             let joined = self.membership.is_some();
+            if joined && renew_at.is_none() {
+                renew_at = renew_every.map(deadline_after);
+            }
             tokio::select! {
                 biased;
                 () = wait_shutdown(shutdown) => {
@@ -265,6 +274,14 @@ impl Connection {
                     )
                     .await;
                     return;
+                }
+                () = sleep_until(renew_at.unwrap_or(deadline)), if joined && renew_at.is_some() => {
+                    renew_at = renew_every.map(deadline_after);
+                    let Some(m) = &self.membership else { continue };
+                    let ice_servers = self.shared.ice_servers_for(&m.client_id);
+                    if let Flow::Stop = self.reply(&ServerMessage::IceServers { ice_servers }).await {
+                        return;
+                    }
                 }
                 out = self.rx.recv(), if joined => match out {
                     Some(queued) => {

@@ -69,6 +69,11 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+    /// Fresh TURN credentials for a joined member, sent before the previous ones expire
+    /// (every half credential lifetime) while it stays joined.
+    IceServers {
+        ice_servers: Vec<IceServer>,
+    },
 }
 
 /// Another member of the session.

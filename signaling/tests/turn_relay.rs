@@ -181,6 +181,68 @@ async fn welcome_with_external_relay_hands_out_its_urls_and_credentials() {
 }
 
 #[tokio::test]
+async fn joined_member_gets_renewed_credentials_every_half_lifetime() {
+    let server = SignalingServer::bind(ServerConfig {
+        turn: TurnConfig {
+            mode: TurnMode::External {
+                urls: vec!["turn:192.0.2.7:3478?transport=udp".into()],
+                secret: SECRET.into(),
+            },
+            // Renewed every 30 s: before the 60 s idle timeout of a silent client.
+            credential_lifetime: Duration::from_secs(60),
+            ..TurnConfig::default()
+        },
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .expect("connect");
+    let join = ClientMessage::Join {
+        version: peershare_signaling::PROTOCOL_VERSION,
+        session: None,
+        name: "t".into(),
+        password: None,
+        create: false,
+        relay_only: false,
+    };
+    ws.send(Message::text(serde_json::to_string(&join).unwrap()))
+        .await
+        .unwrap();
+    let mut next = async || -> ServerMessage {
+        let frame = tokio::time::timeout(Duration::from_secs(1000), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("stream open")
+            .expect("frame");
+        serde_json::from_str(frame.to_text().expect("text")).expect("server frame")
+    };
+    let ServerMessage::Welcome { client_id, .. } = next().await else {
+        panic!("expected welcome")
+    };
+    // Virtual time: the renewal at half the lifetime comes at once.
+    tokio::time::pause();
+    let renewed = loop {
+        match next().await {
+            ServerMessage::IceServers { ice_servers } => break ice_servers,
+            ServerMessage::Error { code, message } => panic!("error {code}: {message}"),
+            _ => {}
+        }
+    };
+    let username = renewed[1].username.clone().expect("TURN username");
+    assert_eq!(
+        username.split_once(':').map(|(_, c)| c),
+        Some(client_id.as_str())
+    );
+    assert_eq!(
+        renewed[1].credential.as_deref(),
+        Some(peershare_signaling::turn::turn_password(SECRET, &username).as_str())
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn embedded_relay_welcome_credentials_allocate_and_relay_datagrams() {
     let server = server_with_relay_config(None, allow_loopback()).await;
     let relay = server.turn_addr().unwrap();

@@ -161,6 +161,8 @@ impl Session {
                     message,
                 });
             }
+            // Renewed TURN credentials: new connections use them.
+            ServerMessage::IceServers { ice_servers } => self.ice_servers = ice_servers,
             ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
         }
     }

@@ -642,3 +642,18 @@ async fn session_recipient_gone_for_good_releases_served_jobs() {
         .count();
     assert_eq!(failed, 4);
 }
+
+#[tokio::test]
+async fn session_renewed_ice_servers_replace_the_welcome_ones() {
+    let mut s = Sender::new();
+    let renewed = vec![peershare_signaling::protocol::IceServer {
+        urls: vec!["turn:192.0.2.7:3478?transport=udp".into()],
+        username: Some("2000000000:zz-sender".into()),
+        credential: Some("fresh".into()),
+    }];
+    s.session.on_signaling(ServerMessage::IceServers {
+        ice_servers: renewed.clone(),
+    });
+    // New connections are built with these.
+    assert_eq!(s.session.ice_servers, renewed);
+}
