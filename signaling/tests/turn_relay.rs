@@ -774,3 +774,27 @@ async fn embedded_relay_permission_for_live_relay_does_not_open_its_ip() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn embedded_relay_permissions_per_allocation_capped_with_508() {
+    let server = server_with_relay(Some(SECRET)).await;
+    let relay = server.turn_addr().unwrap();
+    let (client, _) = allocated(relay, "abcdef0123ab").await;
+    // TEST-NET addresses: allowed by the policy, so only the cap can refuse them.
+    let peer = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8)), 9);
+    const { assert!(turn::allocation::MAX_PERMISSIONS < 254) };
+    for i in 1..=turn::allocation::MAX_PERMISSIONS {
+        assert_eq!(
+            client.create_permission(peer(i)).await,
+            Ok(()),
+            "permission {i}"
+        );
+    }
+    let over = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 9);
+    assert_eq!(client.create_permission(over).await, Err(508));
+    // A channel to a new peer would need one more permission: refused too.
+    assert!(client.channel_bind(0x4000, over).await.is_err());
+    // Refreshing an existing permission still works.
+    assert_eq!(client.create_permission(peer(1)).await, Ok(()));
+    server.shutdown().await;
+}

@@ -25,6 +25,9 @@ use tokio::time::{Duration, Instant};
 use util::sync::Mutex as SyncMutex;
 use util::Conn;
 
+/// Most permissions one allocation holds (each runs a timer task).
+pub const MAX_PERMISSIONS: usize = 128;
+
 use crate::error::*;
 use crate::proto::chandata::*;
 use crate::proto::channum::*;
@@ -132,14 +135,21 @@ impl Allocation {
     }
 
     /// Adds a new [`Permission`] to this [`Allocation`].
-    pub async fn add_permission(&self, mut p: Permission) {
+    ///
+    /// Returns `false` (and adds nothing) when the allocation already holds
+    /// [`MAX_PERMISSIONS`] permissions and `p` is for a new peer address: every permission
+    /// runs a timer task, so a client must not be able to create them without end.
+    pub async fn add_permission(&self, mut p: Permission) -> bool {
         let fingerprint = addr2ipfingerprint(&p.addr);
 
         {
             let permissions = self.permissions.lock().await;
             if let Some(existed_permission) = permissions.get(&fingerprint) {
                 existed_permission.refresh(PERMISSION_TIMEOUT).await;
-                return;
+                return true;
+            }
+            if permissions.len() >= MAX_PERMISSIONS {
+                return false;
             }
         }
 
@@ -150,6 +160,7 @@ impl Allocation {
             let mut permissions = self.permissions.lock().await;
             permissions.insert(fingerprint, p);
         }
+        true
     }
 
     /// Removes the `addr`'s fingerprint from this [`Allocation`]'s permissions.
@@ -180,7 +191,7 @@ impl Allocation {
             if let Some(cb) = channel_bindings.get(&c.number) {
                 cb.refresh(lifetime).await;
 
-                // Channel binds also refresh permissions.
+                // Channel binds also refresh permissions (this peer has one already).
                 self.add_permission(Permission::new(cb.peer)).await;
 
                 return Ok(());
@@ -188,6 +199,13 @@ impl Allocation {
         }
 
         let peer = c.peer;
+
+        // A new channel's peer needs a permission: refuse it when none can be added.
+        if !self.has_permission(&peer).await
+            && self.permissions.lock().await.len() >= MAX_PERMISSIONS
+        {
+            return Err(Error::ErrNoPermission);
+        }
 
         // Add or refresh this channel.
         c.channel_bindings = Some(Arc::downgrade(&self.channel_bindings));

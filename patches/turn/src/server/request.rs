@@ -768,11 +768,27 @@ impl Request {
                     peer_address.port
                 );
 
-                a.add_permission(Permission::new(SocketAddr::new(
-                    peer_address.ip,
-                    peer_address.port,
-                )))
-                .await;
+                if !a
+                    .add_permission(Permission::new(SocketAddr::new(
+                        peer_address.ip,
+                        peer_address.port,
+                    )))
+                    .await
+                {
+                    // The allocation holds as many permissions as it may.
+                    let full = build_msg(
+                        m.transaction_id,
+                        MessageType::new(METHOD_CREATE_PERMISSION, CLASS_ERROR_RESPONSE),
+                        vec![
+                            Box::new(ErrorCodeAttribute {
+                                code: CODE_INSUFFICIENT_CAPACITY,
+                                reason: vec![],
+                            }),
+                            Box::new(message_integrity),
+                        ],
+                    )?;
+                    return build_and_send(&self.conn, self.src_addr, full).await;
+                }
                 add_count += 1;
             }
         }
