@@ -11,14 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-10}"
-targets=(control_codec signaling_frame ticket turn_username names)
+targets=(control_codec signaling_frame ticket turn_username names session_jobs)
 declare -A dict=(
     [control_codec]=control.dict [signaling_frame]=signaling.dict [ticket]=ticket.dict
-    [turn_username]=turn.dict [names]=names.dict
+    [turn_username]=turn.dict [names]=names.dict [session_jobs]=
 )
 declare -A max_len=(
     [control_codec]=16500 [signaling_frame]=8192 [ticket]=512 [turn_username]=1500
-    [names]=1024
+    [names]=1024 [session_jobs]=512
 )
 
 cargo fuzz build --sanitizer none -O 2>&1 | tail -n 3
@@ -52,8 +52,10 @@ fi
 for t in "${targets[@]}"; do
     echo "== fuzz $t for ${seconds}s"
     mkdir -p "$scratch/$t"
+    dict_arg=()
+    if [ -n "${dict[$t]}" ]; then dict_arg=(-dict="fuzz/dicts/${dict[$t]}"); fi
     if ! "$bin_dir/$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" \
-        -dict="fuzz/dicts/${dict[$t]}" -artifact_prefix="$scratch/$t-" -print_final_stats=1 \
+        "${dict_arg[@]}" -artifact_prefix="$scratch/$t-" -print_final_stats=1 \
         "$scratch/$t" "fuzz/corpus/$t" >"$scratch/$t.log" 2>&1; then
         tail -n 40 "$scratch/$t.log" >&2
         mkdir -p fuzz/artifacts/ci

@@ -42,6 +42,9 @@
 //!   `checkpoint`: the thread that makes a partial file durable while it is written;
 //!   `partial`: the partial file's writer (direct I/O where the filesystem allows).
 //! - [`events`], [`error`], [`config`]: the public event, error and configuration types.
+//! - `fuzz_harness` (feature `fuzz-harness`, never on in the product): the entry points of
+//!   the stateful fuzz target in `fuzz/`, over the property harness of the session's job
+//!   handling (`session::job_props`).
 
 mod checkpoint;
 pub mod clock;
@@ -59,6 +62,15 @@ pub mod store;
 pub mod ticket;
 pub mod transfer;
 pub mod transport;
+
+/// Entry points of the stateful fuzz target (`fuzz/fuzz_targets/session_jobs.rs`): the
+/// session's job handling driven by the properties of `session::job_props`, with the
+/// random choices taken from the fuzzer's bytes.
+#[cfg(feature = "fuzz-harness")]
+#[doc(hidden)]
+pub mod fuzz_harness {
+    pub use crate::session::job_props::{fuzz_download, fuzz_upload};
+}
 
 pub use config::PeerConfig;
 pub use error::{Error, Result, codes};

@@ -843,3 +843,39 @@ proptest! {
         run(upload_case(outsider, only_recipient, steps))?;
     }
 }
+
+/// One fuzz input through the download property: the job count and the steps are drawn
+/// from `data` (proptest's pass-through RNG). `Err` when a property fails.
+#[cfg(feature = "fuzz-harness")]
+pub fn fuzz_download(data: &[u8]) -> Result<(), String> {
+    let (files, steps) = draw(data, (1..=3usize, prop::collection::vec(dl_step(), 0..40)))?;
+    run(download_case(files, steps)).map_err(|e| e.to_string())
+}
+
+/// One fuzz input through the upload property (see [`fuzz_download`]).
+#[cfg(feature = "fuzz-harness")]
+pub fn fuzz_upload(data: &[u8]) -> Result<(), String> {
+    let strategy = (
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(up_step(), 0..40),
+    );
+    let (outsider, only_recipient, steps) = draw(data, strategy)?;
+    run(upload_case(outsider, only_recipient, steps)).map_err(|e| e.to_string())
+}
+
+/// A value of `strategy` drawn with a ChaCha RNG seeded by the BLAKE3 of `data`: every
+/// input is one deterministic sequence. (Proptest's pass-through RNG, which would hand
+/// the bytes over as they are, loops forever in rejection sampling once they run out.)
+#[cfg(feature = "fuzz-harness")]
+fn draw<S: Strategy>(data: &[u8], strategy: S) -> Result<S::Value, String> {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let seed = blake3::hash(data);
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, seed.as_bytes());
+    let mut runner = TestRunner::new_with_rng(config(), rng);
+    strategy
+        .new_tree(&mut runner)
+        .map(|tree| tree.current())
+        .map_err(|e| format!("no value: {e}"))
+}

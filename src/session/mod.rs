@@ -8,8 +8,8 @@
 
 mod control;
 mod downloads;
-#[cfg(test)]
-mod job_props;
+#[cfg(any(test, feature = "fuzz-harness"))]
+pub(crate) mod job_props;
 mod links;
 #[cfg(test)]
 mod tests;
