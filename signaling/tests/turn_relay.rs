@@ -143,21 +143,26 @@ async fn welcome_without_turn_has_no_ice_servers() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn welcome_with_external_relay_hands_out_its_urls_and_credentials() {
-    let server = SignalingServer::bind(ServerConfig {
+/// A server handing out credentials for an external relay (192.0.2.7) valid `lifetime`.
+async fn external_relay_server(lifetime: Duration) -> SignalingServer {
+    SignalingServer::bind(ServerConfig {
         turn: TurnConfig {
             mode: TurnMode::External {
                 urls: vec!["turn:192.0.2.7:3478?transport=udp".into()],
                 secret: SECRET.into(),
             },
-            credential_lifetime: Duration::from_secs(600),
+            credential_lifetime: lifetime,
             ..TurnConfig::default()
         },
         ..ServerConfig::default()
     })
     .await
-    .unwrap();
+    .expect("bind")
+}
+
+#[tokio::test]
+async fn welcome_with_external_relay_hands_out_its_urls_and_credentials() {
+    let server = external_relay_server(Duration::from_secs(600)).await;
     assert_eq!(
         server.turn_addr(),
         None,
@@ -182,20 +187,8 @@ async fn welcome_with_external_relay_hands_out_its_urls_and_credentials() {
 
 #[tokio::test]
 async fn joined_member_gets_renewed_credentials_every_half_lifetime() {
-    let server = SignalingServer::bind(ServerConfig {
-        turn: TurnConfig {
-            mode: TurnMode::External {
-                urls: vec!["turn:192.0.2.7:3478?transport=udp".into()],
-                secret: SECRET.into(),
-            },
-            // Renewed every 30 s: before the 60 s idle timeout of a silent client.
-            credential_lifetime: Duration::from_secs(60),
-            ..TurnConfig::default()
-        },
-        ..ServerConfig::default()
-    })
-    .await
-    .unwrap();
+    // Renewed every 30 s: before the 60 s idle timeout of a silent client.
+    let server = external_relay_server(Duration::from_secs(60)).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
         .await
         .expect("connect");
