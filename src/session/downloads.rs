@@ -546,21 +546,7 @@ impl Session {
             }
             Err(e) if e.code() == codes::DOWNLOAD_FAILED => {
                 // The data channel went away before the end: a transport failure.
-                let Some(d) = self.downloads.get_mut(&job_id) else {
-                    return;
-                };
-                d.fruitless += 1;
-                if d.fruitless > MAX_FRUITLESS_ATTEMPTS {
-                    self.fail_download(job_id, e);
-                    return;
-                }
-                d.phase = Phase::Suspended {
-                    since: self.config.clock.now(),
-                };
-                let sender = d.sender.clone();
-                if self.is_connected(&sender) {
-                    self.request(job_id);
-                }
+                self.retry_fruitless(job_id, e, false);
             }
             Err(e) => self.fail_download(job_id, e),
         }
@@ -580,22 +566,29 @@ impl Session {
             .map(|(id, _)| *id)
             .collect();
         for job_id in stale {
-            let Some(d) = self.downloads.get_mut(&job_id) else {
-                continue;
-            };
-            d.fruitless += 1;
-            if d.fruitless > MAX_FRUITLESS_ATTEMPTS {
-                self.fail_download_keep(
-                    job_id,
-                    Error::DownloadFailed(format!(
-                        "the sender did not start sending in {} attempts",
-                        MAX_FRUITLESS_ATTEMPTS + 1
-                    )),
-                );
-            } else {
-                tracing::info!(%job_id, "no data channel for the request; asking again");
-                self.request(job_id);
-            }
+            tracing::info!(%job_id, "no data channel for the request");
+            let e = Error::DownloadFailed(format!(
+                "the sender did not start sending in {} attempts",
+                MAX_FRUITLESS_ATTEMPTS + 1
+            ));
+            self.retry_fruitless(job_id, e, true);
+        }
+    }
+
+    /// One more attempt of `job_id` brought no new bytes: ask again (now, or when the
+    /// connection is back), or, once the attempts have run out, end the job with `e`,
+    /// keeping its partial data for a later run if `keep_partial`.
+    fn retry_fruitless(&mut self, job_id: JobId, e: Error, keep_partial: bool) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        d.fruitless += 1;
+        if d.fruitless <= MAX_FRUITLESS_ATTEMPTS {
+            self.request(job_id);
+        } else if keep_partial {
+            self.fail_download_keep(job_id, e);
+        } else {
+            self.fail_download(job_id, e);
         }
     }
 
