@@ -130,20 +130,17 @@ pub fn parse_client_frame(text: &str) -> Result<ClientMessage, Rejection> {
     })
 }
 
-/// Serve one accepted TCP connection until it closes or the server shuts down. `_slot`
+/// Serve one accepted TCP connection until it closes or the server shuts down. `slot`
 /// is its place under the connection caps, given back when this returns.
 pub(crate) async fn run(
     stream: TcpStream,
-    _slot: ConnSlot,
+    slot: ConnSlot,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // The address failed joins are counted under (unspecified if the socket cannot say).
-    let peer_ip = stream
-        .peer_addr()
-        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
-            a.ip().to_canonical()
-        });
+    // Failed joins are counted under the client's key of the connection caps (its IPv4
+    // address or IPv6 /64), so a prober cannot escape them by changing addresses there.
+    let peer_ip = slot.key();
     let limit = shared.config.hard_frame_limit();
     let ws_config = WebSocketConfig::default()
         // Signaling frames are small; tungstenite allocates this per connection up front

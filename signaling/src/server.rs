@@ -111,6 +111,13 @@ impl ConnLimits {
     }
 }
 
+impl ConnSlot {
+    /// The client's key under the per-IP cap: its IPv4 address or IPv6 /64.
+    pub fn key(&self) -> IpAddr {
+        self.key
+    }
+}
+
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut counts = self.limits.lock();
