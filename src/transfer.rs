@@ -302,7 +302,7 @@ impl RateLimit {
         let until = {
             // The guarded value is a plain instant: a panic elsewhere cannot leave it
             // half-written, so a poisoned lock is still usable.
-            let mut paid = self.paid_until.lock().unwrap_or_else(|e| e.into_inner());
+            let mut paid = peershare_signaling::relay_plane::lock(&self.paid_until);
             let now = tokio::time::Instant::now();
             let start = (*paid).max(now - RATE_CREDIT_MAX);
             let cost = std::time::Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);

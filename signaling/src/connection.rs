@@ -206,10 +206,7 @@ struct Connection {
 
 fn lock_backoff(shared: &Shared) -> std::sync::MutexGuard<'_, crate::backoff::JoinBackoff> {
     // Plain counters: a panic elsewhere cannot leave them inconsistent.
-    shared
-        .join_backoff
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::relay_plane::lock(&shared.join_backoff)
 }
 
 fn deadline_after(d: Duration) -> Instant {

@@ -60,7 +60,8 @@ const SPARE_RECV_BUFFERS: usize = 2 * RECV_BUFFERS;
 pub const INBOX_DATAGRAMS: usize = 8 * 1024;
 
 /// Lock `m`, also after a panic elsewhere poisoned it: the relay's and the peers' socket
-/// locks guard plain queues, which stay valid. Shared with `peershare::rtc::runtime`.
+/// locks, the server's connection counts and join back-off table guard plain data, which
+/// stays valid. Shared with `peershare::rtc::runtime`.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

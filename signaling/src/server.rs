@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -81,7 +81,7 @@ impl ConnLimits {
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
         // Plain counter updates: never inconsistent, even after a panic elsewhere.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::relay_plane::lock(&self.counts)
     }
 
     /// Take a slot for a connection from `ip`, unless a cap is reached.
