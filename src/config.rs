@@ -11,10 +11,23 @@ use crate::rtc::RtcSettings;
 pub struct PeerConfig {
     /// Signaling server URL (`ws://HOST:PORT`; a bare `HOST:PORT` works too).
     pub server: String,
-    /// Session code to join; `None` creates a new session.
+    /// CA certificates (a PEM file) trusted for a `wss://` server in addition to the
+    /// system's roots, e.g. the certificate of a server with a self-signed one (default
+    /// `None`: the system's roots only). Unreadable or without a certificate: 6008.
+    pub ca_file: Option<PathBuf>,
+    /// The code of the session to join, `ROUTE-SECRET` (e.g. `7-orbit-canvas-tiger`,
+    /// grammar in `docs/PROTOCOL.md`); `None` creates a new session with a
+    /// server-chosen route and a fresh secret of [`PeerConfig::secret_words`] words.
+    /// Only the route is sent to the signaling server.
     pub session: Option<String>,
-    /// Create the session under `session` if it does not exist yet.
+    /// Create the session under the route of `session` (8 to 64 characters) instead of
+    /// joining it; refused (7015) if it exists.
     pub create_session: bool,
+    /// Words of a generated secret (11 bits each).
+    pub secret_words: usize,
+    /// Failed peer authentications after which the code is burnt
+    /// ([`crate::Event::CodeBurnt`]): nobody new is admitted.
+    pub max_auth_failures: u32,
     /// Display name shown to the other peers.
     pub name: String,
     /// Session password (required to join a session created with one).
@@ -47,8 +60,11 @@ impl PeerConfig {
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: server.into(),
+            ca_file: None,
             session: None,
             create_session: false,
+            secret_words: crate::proto::code::DEFAULT_WORDS,
+            max_auth_failures: 3,
             name: "peer".into(),
             password: None,
             rtc: RtcSettings::default(),

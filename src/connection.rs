@@ -18,6 +18,7 @@ use webrtc::peer_connection::{
 use crate::error::{Error, Result};
 use crate::proto::control::{ControlMessage, DecodeError, parse_job_channel_label};
 use crate::proto::ids::JobId;
+use crate::proto::pake::{PairKey, SealKind};
 use crate::rtc::path::{SelectedPath, selected_path};
 use crate::rtc::{RtcChannel, RtcSettings, RtcStream, build_peer_connection};
 use crate::transport::Channel;
@@ -25,51 +26,77 @@ use crate::transport::Channel;
 /// Label of the control channel.
 pub const CONTROL_LABEL: &str = "control";
 
-/// What peershare peers put in signaling `data`: the browsers' offer/answer/candidate
-/// shapes (`peershare_signaling::protocol::SignalData`) plus `conn`, the ID of the
-/// connection attempt they belong to, and `reconnect`, a request to the offerer to
-/// replace a connection that died. A missing `conn` (e.g. from a browser) means "the
-/// current connection".
+/// What peershare peers put in signaling `data` (`docs/PROTOCOL.md`, "Signaling data of
+/// peershare peers"): `pake`, a PAKE message; the offer, the answer and each ICE
+/// candidate sealed with the pair's key (`sealed`), tagged with `conn`, the ID of the
+/// connection attempt they belong to; `auth-failed`, the news that authentication failed;
+/// and `reconnect`, a request to the offerer to replace a connection that died. A missing
+/// `conn` (e.g. from a browser) means "the current connection".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub(crate) enum PeerSignal {
     Offer {
-        sdp: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conn: Option<Uuid>,
+        /// Missing is the same as not sealed with the pair's key (an authentication
+        /// failure, not a malformed signal that would leave the pair waiting).
+        #[serde(default)]
+        sealed: String,
     },
     Answer {
-        sdp: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conn: Option<Uuid>,
+        /// Missing is the same as not sealed with the pair's key (an authentication
+        /// failure, not a malformed signal that would leave the pair waiting).
+        #[serde(default)]
+        sealed: String,
     },
     Candidate {
-        candidate: CandidateInit,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conn: Option<Uuid>,
+        /// Missing is the same as not sealed with the pair's key (an authentication
+        /// failure, not a malformed signal that would leave the pair waiting).
+        #[serde(default)]
+        sealed: String,
     },
     Reconnect {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conn: Option<Uuid>,
     },
+    /// The sender's SPAKE2 message, lowercase hex.
+    Pake { msg: String },
+    /// The sender refuses this pair (6011 authentication failed, 6012 code burnt).
+    AuthFailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+    },
 }
 
-impl PeerSignal {
-    /// The connection attempt this signal belongs to.
-    pub(crate) fn conn(&self) -> Option<Uuid> {
-        match self {
-            PeerSignal::Offer { conn, .. }
-            | PeerSignal::Answer { conn, .. }
-            | PeerSignal::Candidate { conn, .. }
-            | PeerSignal::Reconnect { conn } => *conn,
+/// Signaling data of the remote peer for a connection, opened with the pair's key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Remote {
+    Offer(String),
+    Answer(String),
+    Candidate(CandidateInit),
+}
+
+impl Remote {
+    /// The opened plaintext of a sealed payload of `kind`; `None` if it does not parse.
+    pub(crate) fn decode(kind: SealKind, plain: Vec<u8>) -> Option<Self> {
+        match kind {
+            SealKind::Offer => String::from_utf8(plain).ok().map(Remote::Offer),
+            SealKind::Answer => String::from_utf8(plain).ok().map(Remote::Answer),
+            SealKind::Candidate => serde_json::from_slice(&plain).ok().map(Remote::Candidate),
         }
     }
 }
 
 /// Commands from the peer task to a connection task.
 pub(crate) enum ConnCommand {
-    /// Signaling data the remote peer sent us for this connection.
-    RemoteSignal(PeerSignal),
+    /// Signaling data the remote peer sent us for this connection, opened.
+    Remote(Remote),
+    /// The pair's key: until it is there, what we send through signaling waits.
+    Key(PairKey),
     /// Send a control message (queued until the control channel is open).
     Control(ControlMessage),
     /// Open the data channel of a job.
@@ -108,6 +135,12 @@ pub(crate) struct ConnHandle {
 
 /// What the connection task needs to run.
 pub(crate) struct ConnSetup {
+    /// Our client ID.
+    pub me: String,
+    /// The pair's key, if known already (else it comes as [`ConnCommand::Key`]).
+    pub key: Option<PairKey>,
+    /// Our signals carry `conn` (not when answering a peer that sends none).
+    pub tag_conn: bool,
     pub remote: String,
     /// ID of this connection attempt (chosen by the offerer).
     pub conn_id: Uuid,
@@ -163,6 +196,11 @@ pub(crate) fn spawn(setup: ConnSetup) -> ConnHandle {
 }
 
 struct Conn {
+    me: String,
+    key: Option<PairKey>,
+    /// What waits for the key to be sealed and sent, in order.
+    unsealed: Vec<(SealKind, Vec<u8>)>,
+    tag_conn: bool,
     remote: String,
     conn_id: Uuid,
     pc: Arc<dyn PeerConnection>,
@@ -191,6 +229,10 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
     .await?;
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlSignal>();
     let mut conn = Conn {
+        me: setup.me,
+        key: setup.key,
+        unsealed: Vec::new(),
+        tag_conn: setup.tag_conn,
         remote: setup.remote,
         conn_id: setup.conn_id,
         pc,
@@ -214,11 +256,8 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
             .set_local_description(offer.clone())
             .await
             .map_err(rtc_err)?;
-        conn.signal(PeerSignal::Offer {
-            sdp: offer.sdp,
-            conn: Some(conn.conn_id),
-        })
-        .await;
+        conn.send_sealed(SealKind::Offer, offer.sdp.into_bytes())
+            .await;
     }
     let result = loop {
         tokio::select! {
@@ -271,6 +310,22 @@ fn rtc_err(e: webrtc::error::Error) -> Error {
 }
 
 impl Conn {
+    /// Seal and send signaling data, or keep it until the key is there.
+    async fn send_sealed(&mut self, kind: SealKind, plain: Vec<u8>) {
+        let Some(key) = &self.key else {
+            self.unsealed.push((kind, plain));
+            return;
+        };
+        let conn = self.tag_conn.then_some(self.conn_id);
+        let sealed = key.seal(kind, &self.me, &self.remote, conn, &plain);
+        let data = match kind {
+            SealKind::Offer => PeerSignal::Offer { conn, sealed },
+            SealKind::Answer => PeerSignal::Answer { conn, sealed },
+            SealKind::Candidate => PeerSignal::Candidate { conn, sealed },
+        };
+        self.signal(data).await;
+    }
+
     async fn signal(&self, data: PeerSignal) {
         match serde_json::to_value(&data) {
             Ok(value) => {
@@ -313,7 +368,14 @@ impl Conn {
 
     async fn on_command(&mut self, cmd: ConnCommand) -> Result<()> {
         match cmd {
-            ConnCommand::RemoteSignal(data) => self.on_remote_signal(data).await,
+            ConnCommand::Remote(data) => self.on_remote_signal(data).await,
+            ConnCommand::Key(key) => {
+                self.key = Some(key);
+                for (kind, plain) in std::mem::take(&mut self.unsealed) {
+                    self.send_sealed(kind, plain).await;
+                }
+                Ok(())
+            }
             ConnCommand::Control(msg) => {
                 self.send_control(msg).await;
                 Ok(())
@@ -344,9 +406,9 @@ impl Conn {
         }
     }
 
-    async fn on_remote_signal(&mut self, data: PeerSignal) -> Result<()> {
+    async fn on_remote_signal(&mut self, data: Remote) -> Result<()> {
         match data {
-            PeerSignal::Offer { sdp, .. } => {
+            Remote::Offer(sdp) => {
                 let offer = RTCSessionDescription::offer(sdp).map_err(rtc_err)?;
                 self.pc
                     .set_remote_description(offer)
@@ -358,13 +420,10 @@ impl Conn {
                     .set_local_description(answer.clone())
                     .await
                     .map_err(rtc_err)?;
-                self.signal(PeerSignal::Answer {
-                    sdp: answer.sdp,
-                    conn: Some(self.conn_id),
-                })
-                .await;
+                self.send_sealed(SealKind::Answer, answer.sdp.into_bytes())
+                    .await;
             }
-            PeerSignal::Answer { sdp, .. } => {
+            Remote::Answer(sdp) => {
                 let answer = RTCSessionDescription::answer(sdp).map_err(rtc_err)?;
                 self.pc
                     .set_remote_description(answer)
@@ -372,8 +431,7 @@ impl Conn {
                     .map_err(rtc_err)?;
                 self.remote_description_set().await;
             }
-            PeerSignal::Reconnect { .. } => {}
-            PeerSignal::Candidate { candidate, .. } => {
+            Remote::Candidate(candidate) => {
                 let init = RTCIceCandidateInit {
                     candidate: candidate.candidate,
                     sdp_mid: candidate.sdp_mid,
@@ -415,11 +473,10 @@ impl Conn {
                     sdp_mline_index: init.sdp_mline_index,
                     username_fragment: init.username_fragment,
                 };
-                self.signal(PeerSignal::Candidate {
-                    candidate,
-                    conn: Some(self.conn_id),
-                })
-                .await;
+                match serde_json::to_vec(&candidate) {
+                    Ok(plain) => self.send_sealed(SealKind::Candidate, plain).await,
+                    Err(e) => tracing::warn!("cannot encode a candidate: {e}"),
+                }
             }
             RtcEvent::State(state) => {
                 tracing::debug!(%state, "peer connection state");

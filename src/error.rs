@@ -51,6 +51,11 @@ pub mod codes {
     /// A sender refused a `request`: it already serves too many jobs to this peer or in
     /// total.
     pub const TOO_MANY_JOBS: u16 = 6010;
+    /// Peer authentication failed: the other side does not know the code's secret, or
+    /// someone between the peers altered the connection setup.
+    pub const PEER_AUTH_FAILED: u16 = 6011;
+    /// Too many failed authentications: the code is burnt and admits nobody new.
+    pub const CODE_BURNT: u16 = 6012;
 }
 
 /// Errors of the peershare library. Every variant has a stable [`Error::code`].
@@ -102,6 +107,10 @@ pub enum Error {
     CancelledLocally,
     #[error("too many jobs: {0}")]
     TooManyJobs(String),
+    #[error("peer authentication failed: {0}")]
+    PeerAuthFailed(String),
+    #[error("the code is burnt after {0} failed authentications")]
+    CodeBurnt(u32),
     /// An error reported by the other side or by the signaling server, with its code.
     #[error("{message}")]
     Remote { code: u16, message: String },
@@ -135,6 +144,8 @@ impl Error {
             Error::InvalidArgument(_) => INVALID_ARGUMENT,
             Error::CancelledLocally => CANCELLED,
             Error::TooManyJobs(_) => TOO_MANY_JOBS,
+            Error::PeerAuthFailed(_) => PEER_AUTH_FAILED,
+            Error::CodeBurnt(_) => CODE_BURNT,
             Error::Remote { code, .. } => *code,
         }
     }

@@ -32,10 +32,27 @@ pub struct FileInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
-    /// Another client joined the session.
+    /// Another client of the session proved that it knows the code's secret (the PAKE
+    /// and the MAC of its connection setup succeeded): from now on it is a member that
+    /// files are offered to and accepted from. Clients that never authenticate are never
+    /// reported as joined.
     PeerJoined { peer: String, name: String },
-    /// Another client left the session.
+    /// An authenticated member left the session.
     PeerLeft { peer: String },
+    /// A client failed to authenticate (`code` 6011: it does not know the secret, or
+    /// someone altered the connection setup; 6012: our code is burnt and admits nobody
+    /// new). Nothing is offered to it or accepted from it. `name` is what the signaling
+    /// server announced (untrusted).
+    PeerAuthFailed {
+        peer: String,
+        name: String,
+        code: u16,
+        message: String,
+    },
+    /// Too many clients failed to authenticate ([`crate::PeerConfig::max_auth_failures`]):
+    /// the code is burnt. Authenticated members keep their connections; nobody new is
+    /// admitted. Emitted once.
+    CodeBurnt { failures: u32 },
     /// The peer-to-peer connection to `peer` is up, over a `direct` or `relay` path
     /// (`local`/`remote` are the selected candidate types: host, srflx, prflx, relay).
     Connection {
@@ -176,6 +193,8 @@ impl Event {
         match self {
             Event::PeerJoined { .. } => "peer-joined",
             Event::PeerLeft { .. } => "peer-left",
+            Event::PeerAuthFailed { .. } => "peer-auth-failed",
+            Event::CodeBurnt { .. } => "code-burnt",
             Event::Connection { .. } => "connection",
             Event::ConnectionLost { .. } => "connection-lost",
             Event::UploadStarted { .. } => "upload-started",

@@ -49,6 +49,10 @@ pub struct PeerArgs {
     /// At most this many bytes per second, all files together (suffixes K, M, G).
     #[arg(long, value_name = "BYTES_PER_SEC", value_parser = cli::parse_bytes)]
     limit_rate: Option<u64>,
+    /// Trust this CA certificate (PEM) for wss:// signaling servers, in addition to the
+    /// system's.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 impl PeerArgs {
@@ -59,6 +63,7 @@ impl PeerArgs {
         config.rtc.relay_only = self.relay_only;
         config.rtc.direct_only = self.direct_only;
         config.rate_limit = self.limit_rate;
+        config.ca_file = self.ca.clone();
         if let Some(max) = self.max_size {
             config.max_file_size = max;
         }
@@ -67,17 +72,26 @@ impl PeerArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// Signaling server (`ws://HOST:PORT`); without it an embedded server is started.
+    /// Signaling server (`ws://HOST:PORT`, `wss://…`). Default: `PEERSHARE_SERVER` or the
+    /// config file's `server`; without either an embedded server is started.
     #[arg(long)]
     server: Option<String>,
-    /// Session code to create (a fresh unguessable one by default). If a session with
-    /// this code exists already, `send` refuses (7015) instead of joining it: someone
-    /// else may have taken the code. See --join.
-    #[arg(long)]
-    session: Option<String>,
-    /// Share into the existing session given by --session instead of creating it.
-    #[arg(long, requires = "session")]
+    /// Start an embedded server even if a default server is configured.
+    #[arg(long, conflicts_with = "server")]
+    embedded: bool,
+    /// The code to use, `ROUTE-SECRET` (default: a server-chosen number and fresh
+    /// words, e.g. 7-orbit-canvas-tiger). The route (8 to 64 characters from
+    /// [A-Za-z0-9_]) names a session to create; if it exists already, `send` refuses
+    /// (7015) instead of joining it: someone else may have taken it. See --join.
+    #[arg(long, alias = "session", value_name = "CODE")]
+    code: Option<String>,
+    /// Share into the existing session of --code instead of creating it.
+    #[arg(long, requires = "code")]
     join: bool,
+    /// Words in a generated code's secret (11 bits each).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(2..=16), conflicts_with = "code")]
+    words: u8,
     /// Share only with this client ID (repeatable); everyone by default.
     #[arg(long = "to", value_name = "CLIENT")]
     to: Vec<String>,

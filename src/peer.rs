@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::config::PeerConfig;
 use crate::error::{Error, Result};
 use crate::events::{Event, FileInfo};
+use crate::proto::code::Code;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::Audience;
 use crate::session::{Command, PreparedFile, Session};
@@ -88,28 +89,49 @@ pub struct Peer {
 impl Peer {
     /// Join the session described by `config`.
     pub async fn join(config: PeerConfig) -> Result<(Peer, Events)> {
+        let given = config
+            .session
+            .as_deref()
+            .map(str::parse::<Code>)
+            .transpose()?;
+        if given.is_none() && config.create_session {
+            return Err(Error::InvalidArgument(
+                "create_session needs a code in `session`".into(),
+            ));
+        }
         let joined = signal_client::connect(
             &config.server,
             JoinRequest {
-                session: config.session.clone(),
+                session: given.as_ref().map(|c| c.route().to_string()),
                 create: config.create_session,
                 name: config.name.clone(),
                 password: config.password.clone(),
                 relay_only: config.rtc.relay_only,
+                ca_file: config.ca_file.clone(),
             },
         )
         .await?;
+        let code = match given {
+            Some(code) if code.route() == joined.session => code,
+            Some(_) => {
+                return Err(Error::Protocol(
+                    "the signaling server put us in another session".into(),
+                ));
+            }
+            None => Code::generate(&joined.session, config.secret_words, &mut rand::rng())
+                .map_err(|e| Error::Protocol(format!("server-chosen session code: {e}")))?,
+        };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
         let peer = Peer {
             cmd: cmd_tx,
             client_id: joined.client_id.clone(),
-            session: joined.session.clone(),
+            session: code.to_string(),
             config: config.clone(),
         };
         let span = tracing::info_span!("peer", id = %joined.client_id, session = %joined.session);
-        let session = Session::new(config, joined, ev_tx);
+        let session = Session::new(config, joined, code, ev_tx);
         tokio::spawn(session.run(cmd_rx).instrument(span));
         Ok((
             peer,
@@ -125,7 +147,8 @@ impl Peer {
         &self.client_id
     }
 
-    /// The session code.
+    /// The session's code, `ROUTE-SECRET`: what others join with
+    /// ([`PeerConfig::session`]). Its secret is never sent to the signaling server.
     pub fn session(&self) -> &str {
         &self.session
     }

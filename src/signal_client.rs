@@ -1,6 +1,11 @@
 //! WebSocket client of the signaling server: joins a session, then pumps frames between
 //! the socket and two channels owned by the peer task.
+//!
+//! `wss://` runs over rustls (ring provider) and trusts the system's root certificates
+//! plus those of the caller's CA file ([`JoinRequest::ca_file`]).
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -8,7 +13,9 @@ use peershare_signaling::protocol::{
     ClientMessage, IceServer, PROTOCOL_VERSION, PeerInfo, ServerMessage,
 };
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
+use tokio_tungstenite::tungstenite::error::TlsError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::error::{Error, Result};
 
@@ -27,6 +34,8 @@ pub struct JoinRequest {
     /// We use only TURN relay candidates (told to the other members, see
     /// [`PeerInfo::relay_only`]).
     pub relay_only: bool,
+    /// CA certificates (PEM) trusted for a `wss://` server besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A joined session.
@@ -84,10 +93,139 @@ pub async fn connect(url: &str, join: JoinRequest) -> Result<SignalingSession> {
         })?
 }
 
+/// The system's root certificates, loaded once; certificates that fail to load are
+/// skipped (logged).
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "cannot load system root certificates");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "system root certificates");
+        roots
+    })
+}
+
+/// The CA certificates of `path` (PEM); [`Error::InvalidArgument`] if it cannot be read or
+/// holds none.
+fn load_ca_file(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    peershare_signaling::tls::load_certificates(path, "CA file")
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+/// The `wss://` client configuration: rustls with ring, trusting the system's roots and
+/// the certificates of `ca_file`.
+fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = system_roots().clone();
+    if let Some(path) = ca_file {
+        for cert in load_ca_file(path)? {
+            roots.add(cert).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "CA file {}: unusable certificate: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(peershare_signaling::tls::crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The TLS connector for `url` (`None` for `ws://`). The CA file is checked for every URL,
+/// so that a wrong one is reported even before it is needed.
+async fn connector_for(url: &str, ca_file: Option<PathBuf>) -> Result<Option<Connector>> {
+    let tls = url.starts_with("wss://");
+    if !tls && ca_file.is_none() {
+        return Ok(None);
+    }
+    // Reads files (the system's roots once, the CA file).
+    let config = tokio::task::spawn_blocking(move || {
+        if tls {
+            tls_client_config(ca_file.as_deref()).map(Some)
+        } else {
+            ca_file
+                .as_deref()
+                .map(load_ca_file)
+                .transpose()
+                .map(|_| None)
+        }
+    })
+    .await
+    .map_err(|e| Error::InvalidArgument(format!("loading TLS certificates: {e}")))??;
+    Ok(config.map(Connector::Rustls))
+}
+
+/// What a failed TLS handshake means, for people.
+fn tls_failure(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "TLS: certificate not trusted (pass its CA with --ca)".into()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForNameContext {
+            expected,
+            presented,
+        }) => format!(
+            "TLS: certificate not valid for {} (it names {})",
+            expected.to_str(),
+            presented.join(", ")
+        ),
+        rustls::Error::InvalidCertificate(C::NotValidForName) => {
+            "TLS: certificate not valid for this host name".into()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "TLS: certificate expired".into()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "TLS: certificate not valid yet".into()
+        }
+        rustls::Error::InvalidCertificate(other) => format!("TLS: invalid certificate ({other})"),
+        rustls::Error::AlertReceived(alert) => {
+            format!("TLS: the server refused the handshake ({alert:?})")
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            format!("TLS: handshake failed, is it a wss:// server? ({e})")
+        }
+        other => format!("TLS: handshake failed ({other})"),
+    }
+}
+
+/// [`Error::NotConnected`] for a failed connection to `url`, naming a TLS failure's cause.
+fn connect_error(url: &str, e: WsError) -> Error {
+    let tls = match &e {
+        WsError::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(r) => Some(tls_failure(r)),
+            // tokio-rustls: the connection ended during the handshake.
+            None if url.starts_with("wss://")
+                && io.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Some("TLS: the server closed the connection during the handshake (is it a wss:// server?)".into())
+            }
+            None => None,
+        },
+        WsError::Tls(TlsError::Rustls(r)) => Some(tls_failure(r)),
+        WsError::Tls(TlsError::InvalidDnsName) => {
+            Some("TLS: the host is not a valid server name".into())
+        }
+        _ => None,
+    };
+    let detail = tls.unwrap_or_else(|| e.to_string());
+    Error::NotConnected(format!("cannot reach signaling server {url}: {detail}"))
+}
+
 async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let connector = connector_for(url, join.ca_file).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
         .await
-        .map_err(|e| Error::NotConnected(format!("cannot reach signaling server {url}: {e}")))?;
+        .map_err(|e| connect_error(url, e))?;
     let frame = ClientMessage::Join {
         version: PROTOCOL_VERSION,
         session: join.session,
@@ -200,6 +338,42 @@ mod tests {
         assert_eq!(normalize_url("127.0.0.1:9"), "ws://127.0.0.1:9");
         assert_eq!(normalize_url("ws://h:1"), "ws://h:1");
         assert_eq!(normalize_url("https://h"), "wss://h");
+    }
+
+    #[test]
+    fn tls_failure_names_untrusted_and_wrong_name_certificates() {
+        use rustls::CertificateError as C;
+        let untrusted = rustls::Error::InvalidCertificate(C::UnknownIssuer);
+        assert_eq!(
+            tls_failure(&untrusted),
+            "TLS: certificate not trusted (pass its CA with --ca)"
+        );
+        let wrong_name = rustls::Error::InvalidCertificate(C::NotValidForNameContext {
+            expected: rustls::pki_types::ServerName::try_from("a.example").unwrap(),
+            presented: vec!["b.example".into()],
+        });
+        assert_eq!(
+            tls_failure(&wrong_name),
+            "TLS: certificate not valid for a.example (it names b.example)"
+        );
+    }
+
+    #[test]
+    fn connect_error_finds_the_rustls_error_inside_an_io_error() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let e = connect_error("wss://h:1", WsError::Io(io));
+        assert_eq!(e.code(), crate::codes::NOT_CONNECTED);
+        assert!(
+            e.to_string()
+                .contains("wss://h:1: TLS: certificate not trusted"),
+            "{e}"
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = connect_error("wss://h:1", WsError::Io(refused));
+        assert!(!e.to_string().contains("TLS"), "{e}");
     }
 
     #[test]

@@ -155,7 +155,7 @@ async fn cli_recv_unreachable_ticket_exits_nonzero_with_1180() {
     let out = tmp.path().join("out");
     let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--out"])
         .arg(&out)
-        .arg(format!("abcdefgh23456789@127.0.0.1:{port}"))
+        .arg(format!("424242-orbit-canvas-tiger@127.0.0.1:{port}"))
         .spawn()
         .unwrap();
     let (code, _, stderr) = finish(recv).await;
@@ -181,7 +181,7 @@ async fn cli_recv_unknown_session_exits_with_signaling_code() {
     let out = tmp.path().join("out");
     let recv = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--json", "--out"])
         .arg(&out)
-        .arg(format!("abcdefgh23456789@{host_port}"))
+        .arg(format!("424242-orbit-canvas-tiger@{host_port}"))
         .spawn()
         .unwrap();
     let (code, stdout, stderr) = finish(recv).await;
@@ -264,7 +264,7 @@ async fn cli_signal_sigterm_joined_client_gets_7012_and_1001_exit_0() {
         .await
         .expect("connect timed out")
         .expect("connect");
-    let join = serde_json::json!({"type": "join", "version": 1, "session": null, "name": "a"});
+    let join = serde_json::json!({"type": "join", "version": 2, "session": null, "name": "a"});
     ws.send(Message::text(join.to_string())).await.unwrap();
     type Ws = tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -310,4 +310,82 @@ async fn cli_signal_sigterm_joined_client_gets_7012_and_1001_exit_0() {
     while let Ok(Some(Ok(_))) = tokio::time::timeout(GUARD, ws.next()).await {}
     let (code, _, stderr) = finish(signal).await;
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// `peershare signal --tls-cert C --tls-key K` serves `wss://` and prints that URL; a peer
+/// trusting the certificate joins it.
+#[tokio::test]
+async fn cli_signal_tls_cert_and_key_print_wss_url_and_serve_tls() {
+    let cert = common::TestCert::localhost();
+    let mut signal = peershare(&["signal", "--listen", "127.0.0.1:0", "--no-turn"])
+        .arg("--tls-cert")
+        .arg(&cert.cert_file)
+        .arg("--tls-key")
+        .arg(&cert.key_file)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(signal.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(GUARD, lines.next_line())
+        .await
+        .expect("no URL line")
+        .unwrap()
+        .expect("signal closed stdout");
+    let addr: std::net::SocketAddr = url
+        .strip_prefix("wss://")
+        .unwrap_or_else(|| panic!("not a wss URL: {url}"))
+        .parse()
+        .expect("IP:PORT");
+    assert_eq!(addr.ip(), common::LOCALHOST);
+    assert_ne!(addr.port(), 0);
+    let mut config = peershare::PeerConfig::new(url);
+    config.ca_file = Some(cert.cert_file.clone());
+    config.rtc.bind = Some(common::LOCALHOST);
+    peershare::Peer::join(config)
+        .await
+        .expect("join over wss trusting the certificate");
+}
+
+#[tokio::test]
+async fn cli_signal_tls_cert_without_key_is_usage_error_exit_2() {
+    let cert = common::TestCert::localhost();
+    let signal = peershare(&["signal", "--listen", "127.0.0.1:0", "--no-turn"])
+        .arg("--tls-cert")
+        .arg(&cert.cert_file)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(signal).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+/// `send --server wss://…` needs `--ca` for a server with a self-signed certificate:
+/// with it the ticket is printed, without it `send` fails with 1180 naming the cause.
+#[tokio::test]
+async fn cli_send_wss_server_with_ca_prints_ticket_without_ca_exits_1180() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("a.bin");
+    write_random(&f, 1024, 5);
+    let cert = common::TestCert::localhost();
+    let server = common::tls_server(&cert).await;
+    let url = server.url();
+    let send = |ca: Option<&Path>| {
+        let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json", "--server", &url]);
+        if let Some(ca) = ca {
+            cmd.arg("--ca").arg(ca);
+        }
+        cmd.arg(&f);
+        cmd
+    };
+    let mut trusting = JsonRun::spawn(send(Some(&cert.cert_file)));
+    assert!(!trusting.ticket().await.is_empty());
+    drop(trusting);
+    let (code, stdout, stderr) = finish(send(None).spawn().unwrap()).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.starts_with("error 1180: ") && stderr.contains("certificate not trusted"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("\"ticket\""), "{stdout}");
+    server.shutdown().await;
 }

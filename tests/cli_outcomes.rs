@@ -97,8 +97,8 @@ async fn plain_send(file: &Path) -> (tokio::process::Child, String) {
 /// A library peer joins the ticket's session and declines the first file offered.
 async fn join_and_decline(ticket: &str) -> peershare::Peer {
     let ticket: peershare::Ticket = ticket.parse().unwrap();
-    let mut config = peershare::PeerConfig::new(ticket.server.clone());
-    config.session = Some(ticket.session.clone());
+    let mut config = peershare::PeerConfig::new(ticket.server.clone().expect("a server"));
+    config.session = Some(ticket.code.to_string());
     config.rtc.bind = Some(common::LOCALHOST);
     let (peer, events) = peershare::Peer::join(config).await.unwrap();
     let mut rec = common::Recorder::new(events);
@@ -399,7 +399,7 @@ async fn cli_recv_without_terminal_or_yes_exits_2_before_joining() {
     // The ticket's server does not exist: the refusal must come before any join.
     let recv = peershare(&["recv", "--out"])
         .arg(&out)
-        .arg("abcdefgh23456789@127.0.0.1:9")
+        .arg("42-orbit-canvas-tiger@127.0.0.1:9")
         .spawn()
         .unwrap();
     let (code, _, stderr) = finish(recv).await;
@@ -511,7 +511,7 @@ async fn cli_recv_failure_in_one_senders_group_waits_for_the_other_group() {
     let tmp = tempfile::tempdir().unwrap();
     let mut signal = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
     let url = signal.next_line().await;
-    let session = "grp2senders23456";
+    let session = "grp2senders23456-two-senders-secret";
     let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
     write_random(&a, 16 * MIB, 9);
     let b_data = write_random(&b, 24 * MIB, 10);
@@ -588,13 +588,16 @@ async fn cli_send_session_code_taken_refuses_with_7015_instead_of_joining() {
     std::fs::write(&src, b"secret\n").unwrap();
     // A stranger creates `team-share` first.
     let mut config = peershare::PeerConfig::new(url.clone());
-    config.session = Some("team-share".into());
+    config.session = Some("teamshare-stranger-words".into());
     config.create_session = true;
     config.rtc.bind = Some(common::LOCALHOST);
     let (stranger, _events) = peershare::Peer::join(config).await.unwrap();
-    let (code, events_out, stderr) = send(&["--server", &url, "--session", "team-share"], &[&src])
-        .finish()
-        .await;
+    let (code, events_out, stderr) = send(
+        &["--server", &url, "--code", "teamshare-my-own-words"],
+        &[&src],
+    )
+    .finish()
+    .await;
     assert_eq!(code, 3, "{stderr}");
     assert_eq!(last_error(&events_out), (7015, 3));
     assert!(stderr.contains("--join"), "{stderr}");

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +14,7 @@ use crate::config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_QUEUED_BYTES,
 };
-use crate::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PEERS_PER_SESSION, ServerConfig};
+use crate::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PEERS_PER_SESSION, ServerConfig, ServerTls};
 
 use crate::turn_policy::{
     DEFAULT_ALLOCATIONS_PER_USER, DEFAULT_MAX_ALLOCATIONS, IpNet, parse_cidr,
@@ -173,13 +174,28 @@ pub struct ServerArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_queued_bytes: usize,
+    /// Serve `wss://` with this certificate chain (PEM, the server's certificate first).
+    /// Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     turn: TurnArgs,
 }
 
 impl ServerArgs {
-    /// The server configuration these options ask for (resolving `--listen`).
+    /// The server configuration these options ask for (resolving `--listen`, loading the
+    /// TLS certificate and key).
     pub async fn config(&self) -> anyhow::Result<ServerConfig> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(ServerTls::from_pem_files(cert, key).context("cannot set up TLS")?)
+            }
+            // clap requires both or neither.
+            _ => None,
+        };
         let mut listen = tokio::net::lookup_host(&self.listen)
             .await
             .with_context(|| format!("cannot resolve --listen {}", self.listen))?
@@ -199,6 +215,7 @@ impl ServerArgs {
             max_queued_bytes: self.max_queued_bytes,
             // An ephemeral signaling port asks for an ephemeral relay port too.
             turn: self.turn.config(listen.ip(), default_turn_port(listen)),
+            tls,
             ..ServerConfig::default()
         })
     }
@@ -208,8 +225,8 @@ impl ServerArgs {
 /// gracefully: every client gets error `7012` and a Close frame (1001), and this returns
 /// `Ok` (exit status 0).
 ///
-/// Prints one line to stdout, `ws://IP:PORT` (the LAN address when listening on all
-/// interfaces), and one human line to stderr.
+/// Prints one line to stdout, `ws://IP:PORT` (`wss://` with TLS; the LAN address when
+/// listening on all interfaces), and one human line to stderr.
 pub async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     let config = args.config().await?;
     let listen = config.listen;
@@ -228,12 +245,13 @@ pub async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     };
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "ws://{shown}").context("cannot write to stdout")?;
+        writeln!(stdout, "{}://{shown}", server.scheme()).context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
     }
     eprintln!(
-        "signaling server listening on {addr} ({}); pass --server ws://{shown} to clients. Ctrl-C or SIGTERM stops it.",
-        describe_turn(&server, &turn)
+        "signaling server listening on {addr} ({}); pass --server {}://{shown} to clients. Ctrl-C or SIGTERM stops it.",
+        describe_turn(&server, &turn),
+        server.scheme(),
     );
     signals.wait().await?;
     tracing::info!("shutting down");
@@ -416,6 +434,47 @@ mod tests {
         assert_eq!(c.join_timeout, Duration::from_secs(4));
         assert_eq!(c.max_queued_bytes, 1000);
         assert!(Cmd::try_parse_from(["x", "--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn server_args_tls_cert_and_key_need_each_other() {
+        for args in [["x", "--tls-cert", "c.pem"], ["x", "--tls-key", "k.pem"]] {
+            let err = Cmd::try_parse_from(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        }
+    }
+
+    #[tokio::test]
+    async fn server_args_tls_files_reach_the_config_or_fail_startup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (c, k) = (tmp.path().join("c.pem"), tmp.path().join("k.pem"));
+        std::fs::write(&c, cert.cert.pem()).unwrap();
+        std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+        let parse = |key: &std::path::Path| {
+            Cmd::try_parse_from([
+                "x".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--no-turn".as_ref(),
+                "--tls-cert".as_ref(),
+                c.as_os_str(),
+                "--tls-key".as_ref(),
+                key.as_os_str(),
+            ])
+            .unwrap()
+        };
+        assert!(parse(&k).server.config().await.unwrap().tls.is_some());
+        let err = parse(&tmp.path().join("missing.pem"))
+            .server
+            .config()
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.starts_with("cannot set up TLS: key file ") && text.contains("missing.pem"),
+            "{text}"
+        );
     }
 }
 

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::protocol::IceServer;
+use crate::tls::ServerTls;
 use crate::turn::TurnConfig;
 
 /// Default frame size limit (64 KiB).
@@ -53,8 +54,8 @@ pub struct ServerConfig {
     /// Connections held at once from one IPv4 address or IPv6 /64 (default 64). A
     /// connection above it is answered `503` and closed at once. `0` is treated as `1`.
     pub max_connections_per_ip: usize,
-    /// Time a new TCP connection has to complete the WebSocket upgrade (default 10 s);
-    /// then it is closed without an answer.
+    /// Time a new TCP connection has to complete the WebSocket upgrade, the TLS handshake
+    /// included when `tls` is set (default 10 s); then it is closed without an answer.
     pub handshake_timeout: Duration,
     /// Time an upgraded connection has to join a session (default 10 s), counted from
     /// the upgrade; then the server sends `7010` and closes it
@@ -69,6 +70,10 @@ pub struct ServerConfig {
     /// TURN relay whose per-client credentials go into every `welcome` (default
     /// disabled; `peershare signal` enables the embedded relay).
     pub turn: TurnConfig,
+    /// TLS termination (default none: plain `ws://`). When set, every accepted
+    /// connection completes a TLS handshake before the WebSocket upgrade, the answers of
+    /// the connection caps (`503`) are sent over TLS, and the URL is `wss://`.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +92,7 @@ impl Default for ServerConfig {
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
+            tls: None,
         }
     }
 }
@@ -121,6 +127,7 @@ mod tests {
         assert!(c.ice_servers.is_empty());
         assert_eq!(c.turn.mode, crate::TurnMode::Disabled);
         assert_eq!(c.turn.credential_lifetime, Duration::from_secs(10 * 60));
+        assert!(c.tls.is_none());
     }
 
     #[test]

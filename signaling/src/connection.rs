@@ -28,6 +28,7 @@ use crate::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, codes};
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::registry::{JoinRequest, Outbound, Queued, Registry, encode};
 use crate::server::ConnSlot;
+use crate::tls::ServerStream;
 use crate::turn::TurnIssuer;
 
 /// Capacity of each client's outbound queue (frames from other connections).
@@ -49,11 +50,14 @@ pub(crate) struct Shared {
     pub join_backoff: std::sync::Mutex<crate::backoff::JoinBackoff>,
     /// Issues the STUN/TURN entries with per-client credentials; `None` without a relay.
     pub turn: Option<TurnIssuer>,
+    /// Wraps every accepted connection in TLS before the upgrade; `None` for plain `ws://`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
     pub fn new(config: ServerConfig, turn: Option<TurnIssuer>, registry: Arc<Registry>) -> Self {
         Shared {
+            tls: config.tls.as_ref().map(crate::tls::ServerTls::acceptor),
             config,
             registry,
             join_backoff: std::sync::Mutex::default(),
@@ -148,21 +152,19 @@ pub(crate) async fn run(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
+    // The TLS handshake, if any, counts toward the upgrade deadline.
     let handshake = timeout(
         shared.config.handshake_timeout,
-        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+        upgrade(stream, shared.tls.as_ref(), ws_config),
     );
     let ws = tokio::select! {
         biased;
         () = wait_shutdown(&mut shutdown) => return,
         r = handshake => match r {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "websocket handshake failed");
-                return;
-            }
+            Ok(Some(ws)) => ws,
+            Ok(None) => return,
             Err(_) => {
-                tracing::debug!("websocket handshake timed out");
+                tracing::debug!("handshake timed out");
                 return;
             }
         },
@@ -188,9 +190,35 @@ pub(crate) async fn run(
     tracing::debug!("disconnected");
 }
 
+/// The TLS handshake (with `tls`), then the WebSocket upgrade; `None` (logged) if either
+/// fails.
+async fn upgrade(
+    stream: TcpStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    ws_config: WebSocketConfig,
+) -> Option<WebSocketStream<ServerStream>> {
+    let stream = match tls {
+        None => ServerStream::Plain(stream),
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(tls) => ServerStream::Tls(Box::new(tls)),
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return None;
+            }
+        },
+    };
+    match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)).await {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket handshake failed");
+            None
+        }
+    }
+}
+
 struct Connection {
     shared: Arc<Shared>,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<ServerStream>,
     bucket: TokenBucket,
     /// Our queue's sender until it is handed to the registry on join.
     tx: Option<mpsc::Sender<Queued>>,
@@ -583,11 +611,11 @@ impl Connection {
             // The frame stream cannot be parsed any more. Drain raw bytes instead, so that
             // the socket is not dropped with unread data (which would reset the connection
             // and could destroy the error and Close frames before the client reads them).
-            let tcp = self.ws.get_mut();
-            let _ = tcp.shutdown().await;
+            let stream = self.ws.get_mut();
+            let _ = stream.shutdown().await;
             let mut buf = vec![0u8; 16 * 1024];
             let _ = timeout(CLOSE_GRACE, async {
-                while let Ok(1..) = tcp.read(&mut buf).await {}
+                while let Ok(1..) = stream.read(&mut buf).await {}
             })
             .await;
             return;

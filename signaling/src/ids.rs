@@ -1,32 +1,30 @@
-//! Random identifiers: session codes and client IDs.
+//! Random identifiers: session numbers and client IDs.
 //!
 //! Both come from `rand::rng()`, a cryptographically secure generator seeded from the
 //! operating system.
 
 use rand::Rng;
 
-/// Alphabet of generated session codes: lowercase base32 without the ambiguous `0`, `1`,
-/// `l` and `o` (32 symbols, 5 bits each).
-pub const SESSION_CODE_ALPHABET: &[u8; 32] = b"23456789abcdefghijkmnpqrstuvwxyz";
-/// Length of generated session codes: 16 symbols = 80 bits.
-pub const SESSION_CODE_LEN: usize = 16;
 /// Length of client IDs in hex digits (48 bits).
 pub const CLIENT_ID_LEN: usize = 12;
 
-/// A fresh, unguessable session code from the given generator.
-pub fn session_code_from<R: Rng + ?Sized>(rng: &mut R) -> String {
-    (0..SESSION_CODE_LEN)
-        .map(|_| {
-            // 256 is a multiple of 32, so masking is unbiased.
-            let i = usize::from(rng.random::<u8>() & 31);
-            char::from(SESSION_CODE_ALPHABET[i])
-        })
-        .collect()
+/// A session number for a new session on a server holding `sessions` sessions: a
+/// decimal number, random among those below `10 × (sessions + 1)` rounded up to a power of
+/// ten (at least 100), so that it stays short (2 digits for the first 9 sessions, 3 up to
+/// 99, …) while at most a tenth of its range is taken. The caller retries
+/// on a number in use.
+pub fn session_number_from<R: Rng + ?Sized>(rng: &mut R, sessions: usize) -> String {
+    let wanted = (sessions as u64).saturating_add(1).saturating_mul(10);
+    let mut range: u64 = 100;
+    while range < wanted && range < u64::MAX / 10 {
+        range *= 10;
+    }
+    rng.random_range(1..range).to_string()
 }
 
-/// A fresh, unguessable session code.
-pub fn session_code() -> String {
-    session_code_from(&mut rand::rng())
+/// A session number (see [`session_number_from`]).
+pub fn session_number(sessions: usize) -> String {
+    session_number_from(&mut rand::rng(), sessions)
 }
 
 /// A random client ID (12 lowercase hex digits) from the given generator.
@@ -43,37 +41,17 @@ pub fn client_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::valid_session_code;
     use std::collections::HashSet;
 
     #[test]
-    fn session_code_has_80_bits_of_shell_safe_symbols() {
+    fn session_number_is_short_and_grows_with_the_sessions() {
+        let mut rng = rand::rng();
         for _ in 0..1000 {
-            let code = session_code();
-            assert_eq!(code.len(), SESSION_CODE_LEN);
-            assert!(valid_session_code(&code), "{code}");
-            assert!(code.bytes().all(|b| SESSION_CODE_ALPHABET.contains(&b)));
-            assert!(!code.contains(['0', '1', 'l', 'o']), "{code}");
+            let n: u64 = session_number_from(&mut rng, 0).parse().unwrap();
+            assert!((1..100).contains(&n));
+            let n: u64 = session_number_from(&mut rng, 500).parse().unwrap();
+            assert!((1..10_000).contains(&n));
         }
-        // 32 distinct symbols, 16 of them: 80 bits.
-        let distinct: HashSet<u8> = SESSION_CODE_ALPHABET.iter().copied().collect();
-        assert_eq!(distinct.len(), 32);
-        assert_eq!(SESSION_CODE_LEN * 5, 80);
-    }
-
-    #[test]
-    fn session_code_generator_does_not_repeat() {
-        let codes: HashSet<String> = (0..10_000).map(|_| session_code()).collect();
-        assert_eq!(codes.len(), 10_000);
-    }
-
-    #[test]
-    fn session_code_uses_whole_alphabet() {
-        let mut seen = HashSet::new();
-        for _ in 0..500 {
-            seen.extend(session_code().into_bytes());
-        }
-        assert_eq!(seen.len(), 32);
     }
 
     #[test]

@@ -38,6 +38,8 @@
 //! - `ids`: random session codes and client IDs.
 //! - [`relay_plane`]: the embedded relay's sockets: batched reads and writes, in-memory
 //!   hand-over between allocations.
+//! - [`tls`]: TLS termination (`wss://`): [`ServerTls`] (certificate and key from PEM
+//!   files, rustls with the ring provider) and the accepted connection's stream.
 //! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
 
 mod backoff;
@@ -54,6 +56,7 @@ mod ratelimit;
 mod registry;
 pub mod relay_plane;
 mod server;
+pub mod tls;
 pub mod turn;
 pub mod turn_policy;
 
@@ -66,4 +69,5 @@ pub use protocol::{
     SignalData,
 };
 pub use server::SignalingServer;
+pub use tls::ServerTls;
 pub use turn::{DEFAULT_CREDENTIAL_LIFETIME, DEFAULT_TURN_PORT, TurnConfig, TurnMode};

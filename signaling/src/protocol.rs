@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the signaling protocol spoken by this build.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A client's identity inside one session (assigned by the server).
 pub type ClientId = String;
@@ -16,7 +16,7 @@ pub type ClientId = String;
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMessage {
     /// Join a session. `session: null` asks the server to create a fresh session with an
-    /// unguessable code. A non-null code joins that session; if it does not exist the
+    /// short number as its code. A non-null code joins that session; if it does not exist the
     /// server answers `7006` unless `create` is true (then the client-chosen code, which
     /// must pass [`valid_session_code`], creates it).
     Join {
@@ -173,12 +173,12 @@ mod tests {
 
     #[test]
     fn client_join_roundtrip_matches_architecture_shape() {
-        let raw = r#"{"type":"join","version":1,"session":null,"name":"alice","password":null}"#;
+        let raw = r#"{"type":"join","version":2,"session":null,"name":"alice","password":null}"#;
         let msg: ClientMessage = serde_json::from_str(raw).unwrap();
         assert_eq!(
             msg,
             ClientMessage::Join {
-                version: 1,
+                version: 2,
                 session: None,
                 name: "alice".into(),
                 password: None,

@@ -5,14 +5,18 @@
 //! at most `max_connections` in all and `max_connections_per_ip` per IPv4 address or
 //! IPv6 /64. A connection over either cap is answered with a fixed `503` (one
 //! non-blocking write) and closed at once, before any task or buffer is allocated for it.
+//! With TLS the answer needs a TLS handshake first: it is sent by a task, bounded by the
+//! upgrade deadline, and at most [`MAX_TLS_REFUSALS`] of them run at once (a connection
+//! over a cap beyond those is closed without an answer).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
@@ -28,6 +32,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The whole answer to a connection over a cap.
 const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Connection: close\r\nContent-Length: 0\r\nRetry-After: 10\r\n\r\n";
+/// Most connections over a cap answered over TLS at once (each needs a TLS handshake and
+/// a task); beyond them such connections are closed without an answer.
+pub(crate) const MAX_TLS_REFUSALS: usize = 64;
+/// Most bytes of a refused TLS client's request read (and dropped) before the answer.
+const MAX_REFUSED_REQUEST: usize = 8 * 1024;
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +151,8 @@ pub struct SignalingServer {
     accept_task: Option<JoinHandle<()>>,
     /// The embedded TURN relay, when configured.
     relay: Option<Arc<EmbeddedRelay>>,
+    /// Connections are TLS (`wss://`).
+    tls: bool,
 }
 
 impl SignalingServer {
@@ -183,6 +194,7 @@ impl SignalingServer {
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let limits = ConnLimits::new(config.max_connections, config.max_connections_per_ip);
+        let tls = config.tls.is_some();
         let shared = Arc::new(Shared::new(config, issuer, registry));
         let span = tracing::info_span!("signaling", addr = %local_addr);
         let accept_task =
@@ -193,6 +205,7 @@ impl SignalingServer {
             shutdown_tx,
             accept_task: Some(accept_task),
             relay,
+            tls,
         })
     }
 
@@ -206,9 +219,14 @@ impl SignalingServer {
         self.local_addr
     }
 
-    /// The URL clients connect to: `ws://IP:PORT`.
+    /// The URL clients connect to: `ws://IP:PORT`, or `wss://IP:PORT` with TLS.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.local_addr)
+        format!("{}://{}", self.scheme(), self.local_addr)
+    }
+
+    /// `wss` with TLS, else `ws`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "wss" } else { "ws" }
     }
 
     /// Stop accepting, send every client error `7012` and a Close frame, wait (about 2 s
@@ -243,6 +261,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
+    let refusals = Arc::new(Semaphore::new(MAX_TLS_REFUSALS));
     loop {
         tokio::select! {
             biased;
@@ -253,7 +272,24 @@ async fn accept_loop(
                     let slot = match limits.try_acquire(peer.ip()) {
                         Ok(slot) => slot,
                         Err(cap) => {
-                            refuse(stream, peer, cap);
+                            match &shared.tls {
+                                None => refuse(stream, peer, cap),
+                                Some(acceptor) => match Arc::clone(&refusals).try_acquire_owned() {
+                                    Ok(permit) => {
+                                        tasks.spawn(refuse_tls(
+                                            stream,
+                                            acceptor.clone(),
+                                            shared.config.handshake_timeout,
+                                            permit,
+                                            shutdown.clone(),
+                                        ));
+                                        tracing::debug!(%peer, ?cap, "connection over the cap refused");
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, ?cap, "connection over the cap closed");
+                                    }
+                                },
+                            }
                             continue;
                         }
                     };
@@ -310,6 +346,48 @@ fn refuse(stream: TcpStream, peer: SocketAddr, cap: OverCap) {
     // A fresh socket's send buffer is empty: this writes all of it, or fails at once.
     let _ = stream.try_write(REFUSED_RESPONSE);
     drop(stream);
+}
+
+/// Answer a TLS connection over a cap with `503` over TLS, and close it: the TLS
+/// handshake, reading the request (up to its end, bounded) and the answer together take at
+/// most `deadline`. Holds `_permit` (of the [`MAX_TLS_REFUSALS`]) while it runs.
+async fn refuse_tls(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    deadline: Duration,
+    _permit: OwnedSemaphorePermit,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let answer = async {
+        let mut tls = acceptor.accept(stream).await?;
+        // Read the request before answering, so that closing sends a FIN rather than a
+        // reset that could destroy the answer before the client reads it.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 2048];
+        while request.len() < MAX_REFUSED_REQUEST {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let from = request.len().saturating_sub(3);
+            request.extend_from_slice(&buf[..n]);
+            if request[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        tls.write_all(REFUSED_RESPONSE).await?;
+        // close_notify, then FIN.
+        tls.shutdown().await
+    };
+    tokio::select! {
+        biased;
+        () = wait_shutdown(&mut shutdown) => {}
+        r = tokio::time::timeout(deadline, answer) => {
+            if let Ok(Err(e)) = r {
+                tracing::debug!(error = %e, "refusal over TLS failed");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

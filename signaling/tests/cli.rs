@@ -45,7 +45,7 @@ async fn binary_prints_url_serves_and_stops_on_sigterm() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .expect("connect");
-    let join = json!({"type": "join", "version": 1, "session": null, "name": "a"});
+    let join = json!({"type": "join", "version": 2, "session": null, "name": "a"});
     ws.send(Message::text(join.to_string())).await.unwrap();
     let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws.next()).await.unwrap() else {
         panic!("no welcome");
@@ -57,7 +57,7 @@ async fn binary_prints_url_serves_and_stops_on_sigterm() {
     let (mut ws2, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .expect("connect");
-    let join2 = json!({"type": "join", "version": 1, "session": session, "name": "b"});
+    let join2 = json!({"type": "join", "version": 2, "session": session, "name": "b"});
     ws2.send(Message::text(join2.to_string())).await.unwrap();
     let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws2.next()).await.unwrap() else {
         panic!("no reply");

@@ -28,7 +28,7 @@ async fn frame_missing_fields_returns_7001() {
         json!({}),
         json!([]),
         json!({"type": 5}),
-        json!({"type": "join", "version": 1, "session": null}),
+        json!({"type": "join", "version": 2, "session": null}),
         json!({"type": "join", "version": "one", "session": null, "name": "a"}),
     ] {
         a.send_json(frame).await;
@@ -153,10 +153,10 @@ async fn frame_before_join_returns_7009() {
 async fn join_twice_returns_7009() {
     let server = start(config()).await;
     let (mut a, wa) = creator(&server, "alice").await;
-    a.send_json(json!({"type": "join", "version": 1, "session": wa.session, "name": "again"}))
+    a.send_json(json!({"type": "join", "version": 2, "session": wa.session, "name": "again"}))
         .await;
     a.expect_error(codes::BAD_STATE).await;
-    a.send_json(json!({"type": "join", "version": 1, "session": null, "name": "again"}))
+    a.send_json(json!({"type": "join", "version": 2, "session": null, "name": "again"}))
         .await;
     a.expect_error(codes::BAD_STATE).await;
 }
@@ -165,7 +165,7 @@ async fn join_twice_returns_7009() {
 async fn join_bad_version_returns_7011() {
     let server = start(config()).await;
     let mut a = Client::connect(&server).await;
-    for v in [0, 2, 999] {
+    for v in [0, 1, 3, 999] {
         a.send_json(json!({"type": "join", "version": v, "session": null, "name": "a"}))
             .await;
         a.expect_error(codes::UNSUPPORTED_VERSION).await;
@@ -177,11 +177,11 @@ async fn join_bad_version_returns_7011() {
 async fn join_unknown_session_returns_7006() {
     let server = start(config()).await;
     let mut a = Client::connect(&server).await;
-    a.send_json(json!({"type": "join", "version": 1, "session": "abcdefghjkmnpqrs", "name": "a"}))
+    a.send_json(json!({"type": "join", "version": 2, "session": "abcdefghjkmnpqrs", "name": "a"}))
         .await;
     a.expect_error(codes::SESSION_NOT_FOUND).await;
     // Even an unsafe code is simply "not found" without create.
-    a.send_json(json!({"type": "join", "version": 1, "session": "x y", "name": "a"}))
+    a.send_json(json!({"type": "join", "version": 2, "session": "x y", "name": "a"}))
         .await;
     a.expect_error(codes::SESSION_NOT_FOUND).await;
 }
@@ -191,7 +191,7 @@ async fn join_wrong_password_returns_7007() {
     let server = start(config()).await;
     let mut a = Client::connect(&server).await;
     let wa = expect_welcome(
-        a.join_frame(json!({"type": "join", "version": 1, "session": null, "name": "alice", "password": "hunter2"}))
+        a.join_frame(json!({"type": "join", "version": 2, "session": null, "name": "alice", "password": "hunter2"}))
             .await,
     );
     let mut b = Client::connect(&server).await;
@@ -202,12 +202,12 @@ async fn join_wrong_password_returns_7007() {
         json!("hunter22"),
         json!("HUNTER2"),
     ] {
-        b.send_json(json!({"type": "join", "version": 1, "session": wa.session, "name": "bob", "password": pw}))
+        b.send_json(json!({"type": "join", "version": 2, "session": wa.session, "name": "bob", "password": pw}))
             .await;
         b.expect_error(codes::UNAUTHORIZED).await;
     }
     // Field omitted entirely.
-    b.send_json(json!({"type": "join", "version": 1, "session": wa.session, "name": "bob"}))
+    b.send_json(json!({"type": "join", "version": 2, "session": wa.session, "name": "bob"}))
         .await;
     b.expect_error(codes::UNAUTHORIZED).await;
     // Refused joiners were never announced.
@@ -225,7 +225,7 @@ async fn join_full_session_returns_7005() {
     let (_b, _wb) = joiner(&server, &wa.session, "bob").await;
     a.recv().await;
     let mut c = Client::connect(&server).await;
-    c.send_json(json!({"type": "join", "version": 1, "session": wa.session, "name": "carol"}))
+    c.send_json(json!({"type": "join", "version": 2, "session": wa.session, "name": "carol"}))
         .await;
     c.expect_error(codes::SESSION_FULL).await;
     a.barrier().await;
@@ -237,7 +237,7 @@ async fn join_invalid_name_returns_7013() {
     let mut a = Client::connect(&server).await;
     let long = "n".repeat(MAX_NAME_LEN + 1);
     for name in ["", "   ", long.as_str(), "bell\u{7}"] {
-        a.send_json(json!({"type": "join", "version": 1, "session": null, "name": name}))
+        a.send_json(json!({"type": "join", "version": 2, "session": null, "name": name}))
             .await;
         a.expect_error(codes::INVALID_FIELD).await;
     }
@@ -319,7 +319,7 @@ async fn garbage_from_one_client_does_not_disturb_other_session() {
             codes::UNKNOWN_RECIPIENT,
         ),
         (
-            Message::text(json!({"type": "join", "version": 1, "session": wa.session, "name": "g"}).to_string()),
+            Message::text(json!({"type": "join", "version": 2, "session": wa.session, "name": "g"}).to_string()),
             codes::BAD_STATE,
         ),
         (

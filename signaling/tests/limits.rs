@@ -103,7 +103,7 @@ async fn next_message(ws: &mut Ws) -> ServerMessage {
 }
 
 async fn join(ws: &mut Ws, session: Option<&str>, name: &str) -> ServerMessage {
-    let join = json!({"type": "join", "version": 1, "session": session, "name": name});
+    let join = json!({"type": "join", "version": 2, "session": session, "name": name});
     ws.send(Message::text(join.to_string()))
         .await
         .expect("send");
@@ -282,7 +282,7 @@ async fn queued_bytes_over_total_bound_non_reader_dropped_with_7014() {
 async fn failed_join_takes(client: &mut Client) -> Duration {
     let t = tokio::time::Instant::now();
     client
-        .send_json(json!({"type": "join", "version": 1, "session": "nosuchsession", "name": "p"}))
+        .send_json(json!({"type": "join", "version": 2, "session": "nosuchsession", "name": "p"}))
         .await;
     client.expect_error(codes::SESSION_NOT_FOUND).await;
     t.elapsed()

@@ -1,5 +1,6 @@
 //! Subcommands of the `peershare` binary and their shared output helpers.
 
+pub mod defaults;
 pub mod output;
 pub mod recv;
 pub mod send;
@@ -22,6 +23,9 @@ pub enum Exit {
     NoSession = 3,
     /// `send`: no recipient failed, but some file was declined by every recipient.
     Declined = 4,
+    /// Peer authentication failed: a wrong code, someone altering the connection setup,
+    /// or a code burnt by too many failed attempts (6011, 6012).
+    AuthFailed = 5,
     /// Interrupted (Ctrl-C / SIGTERM); partial data is kept for a resume.
     Interrupted = 130,
 }
@@ -49,6 +53,7 @@ impl Fatal {
             codes::INVALID_ARGUMENT => Exit::Usage,
             codes::NOT_CONNECTED | 7006 | 7007 | 7011 | 7012 | 7015 => Exit::NoSession,
             codes::DECLINED => Exit::Declined,
+            codes::PEER_AUTH_FAILED | codes::CODE_BURNT => Exit::AuthFailed,
             _ => Exit::TransferFailed,
         };
         Self::new(exit, e.code(), e.to_string())

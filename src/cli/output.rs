@@ -333,6 +333,20 @@ impl Output {
             Event::Error { code, message, .. } => {
                 self.note(&format!("error {code}: {}", shown(message)))
             }
+            Event::PeerAuthFailed {
+                peer,
+                name,
+                code,
+                message,
+            } => self.note(&format!(
+                "{} ({peer}) did not authenticate: error {code}: {}",
+                shown(name),
+                shown(message)
+            )),
+            Event::CodeBurnt { failures } => self.note(&format!(
+                "{failures} failed attempts to authenticate: the code is burnt, nobody new \
+                 can join with it"
+            )),
             Event::FileUploadStarted { .. }
             | Event::DownloadAvailable { .. }
             | Event::UploadCancelled { .. } => {}

@@ -16,6 +16,9 @@ use crate::RecvArgs;
 
 /// After offers without a group, how long `recv` waits for more before it is done.
 const UNGROUPED_SETTLE: Duration = Duration::from_secs(1);
+/// After a failed authentication, how long `recv` waits for another member to
+/// authenticate before it gives up (authentication takes one signaling round trip).
+const AUTH_SETTLE: Duration = Duration::from_secs(2);
 
 struct Offer {
     file_id: FileId,
@@ -34,10 +37,25 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
              --yes to accept every file",
         ));
     }
-    let mut config = PeerConfig::new(ticket.server.clone());
-    config.session = Some(ticket.session.clone());
+    let defaults = super::defaults::load()?;
+    let server = match (&ticket.server, &defaults.server) {
+        (Some(server), _) | (None, Some(server)) => server.clone(),
+        (None, None) => {
+            return Err(Fatal::new(
+                Exit::Usage,
+                codes::INVALID_ARGUMENT,
+                "the ticket names no server and no default server is configured: give \
+                 CODE@HOST:PORT, or set PEERSHARE_SERVER (or `server` in the config file)",
+            ));
+        }
+    };
+    let mut config = PeerConfig::new(server);
+    config.session = Some(ticket.code.to_string());
     config.download_dir = args.out.clone();
     args.peer.apply(&mut config);
+    if config.ca_file.is_none() {
+        config.ca_file = defaults.ca.clone();
+    }
     let (peer, mut events) = Peer::join(config).await?;
     // The directory is made only once there is a session to receive from.
     if let Err(e) = std::fs::create_dir_all(&args.out) {
@@ -62,6 +80,10 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     let mut signaling_lost = false;
     // Set while waiting for more offers without a group after all others are resolved.
     let mut settle: Option<tokio::time::Instant> = None;
+    // A client failed to authenticate while nobody has: unless another one authenticates
+    // within `AUTH_SETTLE`, `recv` ends with that failure (a wrong code).
+    let mut auth_failure: Option<(tokio::time::Instant, Fatal)> = None;
+    let mut members: HashSet<String> = HashSet::new();
 
     // Listening from here on: a signal between two events is not lost.
     let interrupted = super::interrupted();
@@ -85,6 +107,12 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                 None
             }
             _ = sleep_until(settle) => break rule.result(),
+            _ = sleep_until(auth_failure.as_ref().map(|(at, _)| *at)) => {
+                if let Some((_, fatal)) = auth_failure.take() {
+                    break Err(fatal);
+                }
+                None
+            }
             _ = &mut interrupted => {
                 break Err(Fatal::new(
                     Exit::Interrupted,
@@ -100,7 +128,28 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
         if let Some(event) = event {
             out.event(&event);
             match event {
-                Event::PeerJoined { .. } | Event::PeerLeft { .. } => {}
+                Event::PeerJoined { peer: who, .. } => {
+                    members.insert(who);
+                    auth_failure = None;
+                }
+                Event::PeerLeft { peer: who } => {
+                    members.remove(&who);
+                }
+                Event::PeerAuthFailed { code, message, .. }
+                    if members.is_empty() && !rule.has_offers() && auth_failure.is_none() =>
+                {
+                    let message = if code == codes::CODE_BURNT {
+                        format!("{message}; ask the sender for a new code")
+                    } else {
+                        "the sender could not be authenticated: check the code (a wrong \
+                         code, or someone interfering with the connection)"
+                            .to_string()
+                    };
+                    auth_failure = Some((
+                        tokio::time::Instant::now() + AUTH_SETTLE,
+                        Fatal::new(Exit::AuthFailed, code, message),
+                    ));
+                }
                 Event::Connection { peer: who, .. } => {
                     connected.insert(who);
                 }
@@ -163,6 +212,11 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
         // Without the signaling server nothing can be rebuilt: once no connection is left
         // either, no offer or resume can come.
         if signaling_lost && connected.is_empty() {
+            // A failed authentication is why nothing came (the sender may have ended the
+            // share because of it).
+            if let Some((_, fatal)) = auth_failure.take() {
+                break Err(fatal);
+            }
             let exit = if rule.has_offers() {
                 Exit::TransferFailed
             } else {

@@ -20,6 +20,8 @@ pub struct SendRule {
     /// Members that offered files to us: other senders, never recipients.
     senders: HashSet<String>,
     cut_off: bool,
+    /// The code is burnt: no recipient can join any more.
+    burnt: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +42,7 @@ impl SendRule {
             recipients: HashMap::new(),
             senders: HashSet::new(),
             cut_off: false,
+            burnt: None,
         }
     }
 
@@ -95,11 +98,15 @@ impl SendRule {
         }
     }
 
+    /// Too many clients failed to authenticate (`failures`): nobody new can join, so
+    /// `send` ends once the recipients it has are served (an error if none got
+    /// everything).
+    pub fn burnt(&mut self, failures: u32) {
+        self.burnt = Some(failures);
+    }
+
     /// `Some` once `send` is done, with how it ends.
     pub fn verdict(&self) -> Option<Result<(), Fatal>> {
-        if !self.cut_off {
-            return None;
-        }
         let total = self.jobs.len();
         let waiting = self
             .recipients
@@ -108,7 +115,19 @@ impl SendRule {
         if waiting {
             return None;
         }
-        Some(self.result(|r| r.waited))
+        if self.cut_off {
+            return Some(self.result(|r| r.waited));
+        }
+        let failures = self.burnt?;
+        Some(Err(Fatal::new(
+            Exit::AuthFailed,
+            codes::CODE_BURNT,
+            format!(
+                "{failures} failed attempts to authenticate (wrong codes, or someone \
+                 guessing): the code is burnt and nothing was sent; run send again for a \
+                 new code"
+            ),
+        )))
     }
 
     /// How `send --keep` ends when it is stopped: a failure if any recipient failed.
@@ -317,6 +336,27 @@ mod tests {
         assert!(r.verdict().is_none());
         r.joined("late", ""); // after the cut-off: not waited for
         r.outcome("second", ids[0], Outcome::Delivered);
+        assert!(matches!(r.verdict(), Some(Ok(()))));
+    }
+
+    #[test]
+    fn send_rule_burnt_code_without_recipients_fails_with_code_burnt() {
+        let (_, map) = jobs(1);
+        let mut r = SendRule::new(map, None);
+        assert!(r.verdict().is_none());
+        r.burnt(3);
+        let f = r.verdict().expect("done").unwrap_err();
+        assert_eq!((f.exit, f.code), (Exit::AuthFailed, codes::CODE_BURNT));
+    }
+
+    #[test]
+    fn send_rule_burnt_code_waits_for_authenticated_recipient() {
+        let (ids, map) = jobs(1);
+        let mut r = SendRule::new(map, None);
+        r.joined("a", "");
+        r.burnt(3);
+        assert!(r.verdict().is_none(), "a is still downloading");
+        r.outcome("a", ids[0], Outcome::Delivered);
         assert!(matches!(r.verdict(), Some(Ok(()))));
     }
 

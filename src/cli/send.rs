@@ -5,18 +5,28 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
+use peershare::proto::code::Code;
 use peershare::signaling::{ServerConfig, SignalingServer};
 use peershare::{Event, Peer, PeerConfig, Share, Ticket, codes};
 
+use super::defaults::Defaults;
 use super::output::Output;
 use super::rules::SendRule;
 use super::{Exit, Fatal};
 use crate::SendArgs;
 
 pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
+    // A server given or configured; else an embedded one.
+    let defaults = if args.server.is_some() || args.embedded {
+        Defaults::default()
+    } else {
+        super::defaults::load()?
+    };
+    let configured = args.server.clone().or_else(|| defaults.server.clone());
+    let by_default = args.server.is_none() && configured.is_some();
     // The embedded server lives as long as this function.
-    let (_server, own_url, ticket_url) = match &args.server {
-        Some(url) => (None, url.clone(), url.clone()),
+    let (_server, own_url, ticket_url) = match configured {
+        Some(url) => (None, url.clone(), url),
         None => {
             let listen_ip = args.peer.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let server = SignalingServer::bind(ServerConfig {
@@ -43,16 +53,22 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     };
 
     let mut config = PeerConfig::new(own_url);
-    config.session = args.session.clone();
-    config.create_session = args.session.is_some() && !args.join;
+    config.session = args.code.clone();
+    config.create_session = args.code.is_some() && !args.join;
+    config.secret_words = usize::from(args.words);
     args.peer.apply(&mut config);
+    if config.ca_file.is_none() {
+        config.ca_file = defaults.ca.clone();
+    }
     let (peer, mut events) = Peer::join(config).await.map_err(|e| {
         let mut fatal = Fatal::from_error(&e);
         if e.code() == peershare::signaling::protocol::codes::SESSION_EXISTS {
+            let route = args.code.as_deref().unwrap_or_default();
+            let route = route.split_once('-').map_or(route, |(r, _)| r);
             fatal.message = format!(
                 "a session {} exists already (someone else may have taken the code): \
                  choose another code, or pass --join to share into that session",
-                args.session.as_deref().unwrap_or_default()
+                super::output::shown(route)
             );
         }
         fatal
@@ -91,11 +107,26 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         rule.joined(&p.id, &p.name);
     }
 
-    let ticket = Ticket::new(&ticket_url, peer.session()).to_string();
+    let code: Code = peer.session().parse()?;
+    let ticket = Ticket::new(Some(&ticket_url), code.clone());
     if out.is_json() {
-        out.json_line(&serde_json::json!({"event": "ticket", "ticket": ticket, "client_id": peer.client_id()}));
+        out.json_line(&serde_json::json!({
+            "event": "ticket",
+            "ticket": ticket.to_string(),
+            "code": code.to_string(),
+            "page": ticket.page_url(),
+            "client_id": peer.client_id(),
+        }));
     } else {
-        println!("peershare recv {ticket}");
+        if by_default {
+            // The recipient most likely has the same default server.
+            println!("peershare recv {code}");
+            out.note(&format!(
+                "(without that default server: peershare recv {ticket})"
+            ));
+        } else {
+            println!("peershare recv {ticket}");
+        }
         out.note(&format!(
             "sharing {} file(s) as {}; waiting for recipients (Ctrl-C to stop)",
             jobs.len(),
@@ -132,6 +163,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         match &event {
             Event::PeerJoined { peer: who, name } => rule.joined(who, name),
             Event::PeerLeft { peer: who } => rule.left(who),
+            Event::CodeBurnt { failures } => rule.burnt(*failures),
             // `send` receives nothing: another sender in the session is told so at once.
             Event::DownloadAvailable {
                 file_id, sender, ..

@@ -2,10 +2,12 @@
 //! Nothing in here touches sockets, files, clocks or tokio; inputs are messages, bytes
 //! and "now" values, outputs are decisions.
 
+pub mod code;
 pub mod control;
 pub mod download;
 pub mod hash;
 pub mod ids;
 pub mod names;
+pub mod pake;
 pub mod resume;
 pub mod upload;

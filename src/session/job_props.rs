@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::links::{Conn, LEAVE_DRAIN};
-use super::{Phase, PreparedFile, Report, Session};
+use super::{Phase, PreparedFile, Report, Session, test_code};
 use crate::clock::Clock;
 use crate::config::PeerConfig;
 use crate::connection::{ConnCommand, ConnEvent, ConnHandle};
@@ -70,7 +70,7 @@ impl Harness {
             rx: server_rx,
         };
         Harness {
-            session: Session::new(Arc::new(config), joined, ev_tx),
+            session: Session::new(Arc::new(config), joined, test_code(), ev_tx),
             clock,
             events,
             seen: Vec::new(),
@@ -82,6 +82,7 @@ impl Harness {
     /// Give `peer` a stand-in connection whose commands go to `tx`, and open it.
     fn connect(&mut self, peer: &str, tx: &mpsc::UnboundedSender<ConnCommand>) -> Uuid {
         let id = Uuid::new_v4();
+        self.session.authenticate_for_test(peer);
         self.session.links.get_mut(peer).expect("a member").conn = Some(Conn {
             id,
             handle: ConnHandle { tx: tx.clone() },

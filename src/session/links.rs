@@ -9,10 +9,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Phase, Session};
-use crate::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, PeerSignal};
+use crate::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, PeerSignal, Remote};
 use crate::error::codes;
 use crate::events::Event;
 use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+use crate::proto::pake::{AuthError, Handshake, PairKey, SealKind};
 use crate::rtc::RtcSettings;
 
 /// A live connection attempt.
@@ -28,8 +29,33 @@ impl Conn {
     }
 }
 
-/// Another member of the session.
+/// Where the authentication of a peer stands (see `crate::proto::pake`).
+pub(crate) enum Auth {
+    /// Our PAKE message went out; the peer's has not arrived.
+    Waiting(Handshake),
+    /// The PAKE gave a key. `verified` once a session description of the peer carried a
+    /// valid MAC: the peer knows the secret and its DTLS fingerprint is authentic.
+    Keyed { key: PairKey, verified: bool },
+    /// Failed for good: no connection is made with this client.
+    Failed,
+}
+
+impl Auth {
+    pub(crate) fn verified(&self) -> bool {
+        matches!(self, Auth::Keyed { verified: true, .. })
+    }
+
+    fn key(&self) -> Option<&PairKey> {
+        match self {
+            Auth::Keyed { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// Another client of the session (a member once `auth` is verified).
 pub(crate) struct Link {
+    pub auth: Auth,
     pub name: String,
     /// The peer announced at join that it uses only relay candidates.
     pub relay_only: bool,
@@ -78,7 +104,23 @@ impl Session {
             return;
         }
         self.departed.remove(&info.id);
+        // Every pair runs the PAKE first; a burnt code admits nobody new.
+        let auth = if self.burnt {
+            Auth::Failed
+        } else {
+            let (handshake, msg) =
+                Handshake::start(self.code.secret(), self.code.route(), &self.me, &info.id);
+            self.send_signal(
+                &info.id,
+                &PeerSignal::Pake {
+                    msg: hex::encode(msg),
+                },
+            );
+            Auth::Waiting(handshake)
+        };
+        let failed = matches!(auth, Auth::Failed);
         let link = Link {
+            auth,
             name: info.name,
             relay_only: info.relay_only,
             conn: None,
@@ -88,11 +130,30 @@ impl Session {
             outbox: Vec::new(),
         };
         self.links.insert(info.id.clone(), link);
-        if self.offerer_for(&info.id) {
-            let conn = self.spawn_conn(&info.id, Uuid::new_v4(), true);
+        if failed {
+            self.refuse_peer(
+                &info.id,
+                codes::CODE_BURNT,
+                "the code is burnt".into(),
+                true,
+            );
+        } else if self.offerer_for(&info.id) {
+            // Built while the PAKE runs; the offer goes out once the key is there.
+            let conn = self.spawn_conn(&info.id, Uuid::new_v4(), true, true);
             if let Some(link) = self.links.get_mut(&info.id) {
                 link.conn = Some(conn);
             }
+        }
+    }
+
+    /// Send signaling data to `peer` (dropped if the signaling queue is full, as a lost
+    /// frame would be).
+    pub(super) fn send_signal(&self, peer: &str, data: &PeerSignal) {
+        if let Ok(data) = serde_json::to_value(data) {
+            let _ = self.signal_tx.try_send(ClientMessage::Signal {
+                to: peer.to_string(),
+                data,
+            });
         }
     }
 
@@ -105,8 +166,13 @@ impl Session {
         }
     }
 
-    fn spawn_conn(&self, peer: &str, id: Uuid, offerer: bool) -> Conn {
+    /// Start a connection task. `tag_conn`: our signals carry the attempt's ID (always,
+    /// unless answering a peer that sends none).
+    fn spawn_conn(&self, peer: &str, id: Uuid, offerer: bool, tag_conn: bool) -> Conn {
         let handle = connection::spawn(ConnSetup {
+            tag_conn,
+            me: self.me.clone(),
+            key: self.links.get(peer).and_then(|l| l.auth.key().cloned()),
             remote: peer.to_string(),
             conn_id: id,
             offerer,
@@ -139,15 +205,12 @@ impl Session {
 
     pub(super) fn on_signaling(&mut self, msg: ServerMessage) {
         match msg {
-            ServerMessage::PeerJoined { peer } => {
-                self.emit(Event::PeerJoined {
-                    peer: peer.id.clone(),
-                    name: peer.name.clone(),
-                });
-                self.add_peer(peer);
-            }
+            // A client is announced as joined once it authenticates.
+            ServerMessage::PeerJoined { peer } => self.add_peer(peer),
             ServerMessage::PeerLeft { id } => {
-                self.emit(Event::PeerLeft { peer: id.clone() });
+                if self.links.get(&id).is_some_and(|l| l.auth.verified()) {
+                    self.emit(Event::PeerLeft { peer: id.clone() });
+                }
                 self.peer_left(&id);
             }
             ServerMessage::Signal { from, data } => match serde_json::from_value(data) {
@@ -169,58 +232,229 @@ impl Session {
 
     fn on_peer_signal(&mut self, from: &str, signal: PeerSignal) {
         let offerer = self.offerer_for(from);
-        let Some(link) = self.links.get_mut(from) else {
+        let Some(link) = self.links.get(from) else {
             tracing::debug!(%from, "signal from a client that is not in the session");
             return;
         };
+        if matches!(link.auth, Auth::Failed) {
+            tracing::debug!(%from, "ignoring a signal of a client that failed to authenticate");
+            return;
+        }
         let current = link.conn.as_ref().map(|c| c.id);
-        match (&signal, signal.conn()) {
-            (PeerSignal::Reconnect { .. }, asked) => {
+        let (kind, conn, sealed) = match signal {
+            PeerSignal::Pake { msg } => return self.on_pake(from, &msg),
+            PeerSignal::AuthFailed { code } => return self.on_auth_failed_signal(from, code),
+            PeerSignal::Reconnect { conn: asked } => {
                 // The answerer lost the connection `asked`; replace it now if it is ours.
                 if offerer && current.is_some() && (asked.is_none() || asked == current) {
                     self.connection_lost(from, "the peer lost the connection".into());
                 }
                 return;
             }
-            (PeerSignal::Offer { .. }, Some(id)) if !offerer && current != Some(id) => {
-                // A new connection attempt by the offerer replaces ours. If ours was up,
-                // the offerer saw it die before we did: it is lost all the same.
-                let was_open = link.control_open;
-                if let Some(old) = link.conn.take() {
-                    old.close();
-                }
-                link.control_open = false;
-                if was_open {
-                    tracing::info!(%from, "connection replaced by the peer; jobs are kept for resume");
-                    self.emit(Event::ConnectionLost {
-                        peer: from.to_string(),
-                        reason: "the peer replaced the connection".into(),
-                    });
-                    self.suspend_peer(from);
-                }
-                let conn = self.spawn_conn(from, id, false);
-                let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
-                if let Some(link) = self.links.get_mut(from) {
-                    link.conn = Some(conn);
-                }
-                return;
-            }
-            (PeerSignal::Offer { .. }, None) if !offerer && current.is_none() => {
-                let conn = self.spawn_conn(from, Uuid::new_v4(), false);
-                let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
-                if let Some(link) = self.links.get_mut(from) {
-                    link.conn = Some(conn);
-                }
-                return;
-            }
-            (_, Some(id)) if current != Some(id) => {
-                tracing::debug!(%from, %id, "dropping signal of a stale connection");
-                return;
-            }
-            _ => {}
+            PeerSignal::Offer { conn, sealed } => (SealKind::Offer, conn, sealed),
+            PeerSignal::Answer { conn, sealed } => (SealKind::Answer, conn, sealed),
+            PeerSignal::Candidate { conn, sealed } => (SealKind::Candidate, conn, sealed),
+        };
+        // An offer for a connection we do not have starts a new attempt (it replaces ours).
+        let new_attempt = kind == SealKind::Offer
+            && !offerer
+            && match conn {
+                Some(id) => current != Some(id),
+                None => current.is_none(),
+            };
+        if !new_attempt && conn.is_some() && conn != current {
+            tracing::debug!(%from, ?conn, "dropping signal of a stale connection");
+            return;
         }
-        if let Some(conn) = &link.conn {
-            let _ = conn.handle.tx.send(ConnCommand::RemoteSignal(signal));
+        let opened = match link.auth.key() {
+            Some(key) => key.open(kind, from, &self.me, conn, &sealed),
+            None => Err(AuthError::BadSeal),
+        };
+        let plain = match opened {
+            Ok(plain) => plain,
+            // Anyone on the signaling path can inject data: once the peer has proven
+            // itself, a stray candidate is dropped, not held against it.
+            Err(e) if kind == SealKind::Candidate && link.auth.verified() => {
+                tracing::debug!(%from, "dropping a candidate that does not open: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%from, ?kind, "signaling data not authenticated: {e}");
+                let message = format!(
+                    "what {from} sent to set up the connection is not sealed with our \
+                     shared key: it does not know the code's secret, or someone altered it"
+                );
+                self.refuse_peer(from, codes::PEER_AUTH_FAILED, message, true);
+                return;
+            }
+        };
+        let Some(remote) = Remote::decode(kind, plain) else {
+            tracing::warn!(%from, ?kind, "dropping sealed signaling data that does not parse");
+            return;
+        };
+        if kind != SealKind::Candidate {
+            self.peer_verified(from);
+        }
+        if new_attempt {
+            self.replace_conn_by_peer(from, conn, remote);
+        } else if let Some(c) = self.links.get(from).and_then(|l| l.conn.as_ref()) {
+            let _ = c.handle.tx.send(ConnCommand::Remote(remote));
+        }
+    }
+
+    /// Answerer: the offerer started the connection attempt `conn` (a browser sends none).
+    /// If ours was up, the offerer saw it die before we did: it is lost all the same.
+    fn replace_conn_by_peer(&mut self, from: &str, conn: Option<Uuid>, offer: Remote) {
+        let Some(link) = self.links.get_mut(from) else {
+            return;
+        };
+        let was_open = link.control_open;
+        if let Some(old) = link.conn.take() {
+            old.close();
+        }
+        link.control_open = false;
+        if was_open {
+            tracing::info!(%from, "connection replaced by the peer; jobs are kept for resume");
+            self.emit(Event::ConnectionLost {
+                peer: from.to_string(),
+                reason: "the peer replaced the connection".into(),
+            });
+            self.suspend_peer(from);
+        }
+        let new = self.spawn_conn(
+            from,
+            conn.unwrap_or_else(Uuid::new_v4),
+            false,
+            conn.is_some(),
+        );
+        let _ = new.handle.tx.send(ConnCommand::Remote(offer));
+        if let Some(link) = self.links.get_mut(from) {
+            link.conn = Some(new);
+        }
+    }
+
+    /// The peer says it refuses this pair. That news is not authenticated, so it can only
+    /// end a pair that is not verified yet.
+    fn on_auth_failed_signal(&mut self, from: &str, code: Option<u16>) {
+        if self.links.get(from).is_none_or(|l| l.auth.verified()) {
+            return;
+        }
+        let (code, message) = match code {
+            Some(codes::CODE_BURNT) => (
+                codes::CODE_BURNT,
+                "the peer's code is burnt: it admits nobody new",
+            ),
+            _ => (
+                codes::PEER_AUTH_FAILED,
+                "the peer could not authenticate us: a different code, or someone altered \
+                 the connection setup",
+            ),
+        };
+        self.refuse_peer(from, code, message.to_string(), false);
+    }
+
+    /// The peer's PAKE message: finish the exchange; the offerer's connection may now
+    /// send its offer.
+    fn on_pake(&mut self, from: &str, msg: &str) {
+        let Some(link) = self.links.get_mut(from) else {
+            return;
+        };
+        let Auth::Waiting(_) = link.auth else {
+            tracing::debug!(%from, "ignoring a second PAKE message");
+            return;
+        };
+        let Auth::Waiting(handshake) = std::mem::replace(&mut link.auth, Auth::Failed) else {
+            return;
+        };
+        let finished = hex::decode(msg)
+            .map_err(|_| crate::proto::pake::AuthError::BadMessage("not hex".into()))
+            .and_then(|m| handshake.finish(&m));
+        match finished {
+            Ok(key) => {
+                if let Some(conn) = &link.conn {
+                    let _ = conn.handle.tx.send(ConnCommand::Key(key.clone()));
+                }
+                link.auth = Auth::Keyed {
+                    key,
+                    verified: false,
+                };
+            }
+            Err(e) => {
+                tracing::warn!(%from, "PAKE failed: {e}");
+                self.refuse_peer(from, codes::PEER_AUTH_FAILED, e.to_string(), true);
+            }
+        }
+    }
+
+    /// A session description of `peer` carried a valid MAC: it is a member now.
+    fn peer_verified(&mut self, peer: &str) {
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        if let Auth::Keyed { verified, .. } = &mut link.auth
+            && !*verified
+        {
+            *verified = true;
+            tracing::info!(%peer, "peer authenticated");
+            let name = link.name.clone();
+            self.emit(Event::PeerJoined {
+                peer: peer.to_string(),
+                name,
+            });
+        }
+    }
+
+    /// `peer` failed to authenticate (or our burnt code admits it no more): no connection
+    /// with it, ever. `counted` failures burn the code after
+    /// [`crate::PeerConfig::max_auth_failures`]; `tell` sends the peer an `auth-failed`.
+    fn refuse_peer(&mut self, peer: &str, code: u16, message: String, tell: bool) {
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        let was_verified = link.auth.verified();
+        link.auth = Auth::Failed;
+        link.retry_at = None;
+        link.outbox.clear();
+        link.control_open = false;
+        if let Some(conn) = link.conn.take() {
+            conn.close();
+        }
+        let name = link.name.clone();
+        if tell {
+            self.send_signal(peer, &PeerSignal::AuthFailed { code: Some(code) });
+        }
+        if was_verified {
+            self.emit(Event::PeerLeft {
+                peer: peer.to_string(),
+            });
+            self.suspend_peer(peer);
+        }
+        self.emit(Event::PeerAuthFailed {
+            peer: peer.to_string(),
+            name,
+            code,
+            message,
+        });
+        if code != codes::PEER_AUTH_FAILED || self.burnt {
+            return;
+        }
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        if self.auth_failures < self.config.max_auth_failures {
+            return;
+        }
+        self.burnt = true;
+        tracing::warn!(failures = self.auth_failures, "the code is burnt");
+        self.emit(Event::CodeBurnt {
+            failures: self.auth_failures,
+        });
+        let unverified: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.auth.verified() && !matches!(l.auth, Auth::Failed))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for other in unverified {
+            self.refuse_peer(&other, codes::CODE_BURNT, "the code is burnt".into(), true);
         }
     }
 
@@ -240,6 +474,15 @@ impl Session {
             } else {
                 tracing::debug!(%peer, %conn_id, "event of a stale connection");
             }
+            return;
+        }
+        // Descriptions are passed on only once authenticated, so an unverified pair
+        // cannot have a working connection; refuse anything over one all the same.
+        if !matches!(ev, ConnEvent::Down(_))
+            && !self.links.get(&peer).is_some_and(|l| l.auth.verified())
+        {
+            tracing::error!(%peer, "data from a connection that is not authenticated");
+            self.drop_connection(&peer);
             return;
         }
         match ev {
@@ -321,13 +564,7 @@ impl Session {
             });
         }
         if !offerer {
-            let data = PeerSignal::Reconnect { conn: old };
-            if let Ok(data) = serde_json::to_value(&data) {
-                let _ = self.signal_tx.try_send(ClientMessage::Signal {
-                    to: peer.to_string(),
-                    data,
-                });
-            }
+            self.send_signal(peer, &PeerSignal::Reconnect { conn: old });
         }
         self.suspend_peer(peer);
     }
@@ -354,12 +591,16 @@ impl Session {
         let due: Vec<String> = self
             .links
             .iter()
-            .filter(|(_, l)| l.conn.is_none() && l.retry_at.is_some_and(|t| t <= now))
+            .filter(|(_, l)| {
+                l.conn.is_none()
+                    && l.retry_at.is_some_and(|t| t <= now)
+                    && !matches!(l.auth, Auth::Failed)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for peer in due {
             tracing::info!(%peer, "reconnecting");
-            let conn = self.spawn_conn(&peer, Uuid::new_v4(), true);
+            let conn = self.spawn_conn(&peer, Uuid::new_v4(), true, true);
             if let Some(link) = self.links.get_mut(&peer) {
                 link.conn = Some(conn);
                 link.retry_at = None;
@@ -443,6 +684,18 @@ impl Session {
             d.conn.close();
             false
         });
+    }
+
+    /// Test hook: treat `peer` as authenticated (the session tests open stand-in
+    /// connections without a PAKE).
+    #[cfg(any(test, feature = "fuzz-harness"))]
+    pub(crate) fn authenticate_for_test(&mut self, peer: &str) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.auth = Auth::Keyed {
+                key: PairKey::from_shared(b"test"),
+                verified: true,
+            };
+        }
     }
 
     /// Kill the connection to `peer` as a network failure would: reconnection and resume

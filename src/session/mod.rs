@@ -30,6 +30,7 @@ use crate::config::PeerConfig;
 use crate::connection::{ConnCommand, ConnEvent};
 use crate::error::{Result, codes};
 use crate::events::{Event, FileInfo};
+use crate::proto::code::Code;
 use crate::proto::control::OfferGroup;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
@@ -39,6 +40,12 @@ use crate::store::{JobRecord, JobStore};
 use crate::transfer::{DownloadCounters, FileIdentity, RateLimit, Saved};
 
 pub(crate) use links::{Draining, Link};
+
+/// The code of the sessions of the unit tests and the fuzz harness.
+#[cfg(any(test, feature = "fuzz-harness"))]
+pub(crate) fn test_code() -> Code {
+    Code::new("session", "test-secret").unwrap_or_else(|e| unreachable!("a valid code: {e}"))
+}
 
 /// How often timers (reconnects, grace periods) are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -192,6 +199,12 @@ enum Report {
 pub(crate) struct Session {
     config: Arc<PeerConfig>,
     me: String,
+    /// The session's code: its route and the secret every pair's PAKE is keyed with.
+    code: Code,
+    /// Clients that failed to authenticate so far.
+    auth_failures: u32,
+    /// The code admits nobody new (too many failures).
+    burnt: bool,
     ice_servers: Vec<IceServer>,
     signal_tx: mpsc::Sender<ClientMessage>,
     signal_rx: mpsc::Receiver<ServerMessage>,
@@ -230,6 +243,7 @@ impl Session {
     pub(crate) fn new(
         config: Arc<PeerConfig>,
         joined: SignalingSession,
+        code: Code,
         events: mpsc::UnboundedSender<Vec<Event>>,
     ) -> Self {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
@@ -239,6 +253,9 @@ impl Session {
         let mut session = Session {
             config,
             me: joined.client_id,
+            code,
+            auth_failures: 0,
+            burnt: false,
             ice_servers: joined.ice_servers,
             signal_tx: joined.tx,
             signal_rx: joined.rx,
@@ -382,6 +399,7 @@ impl Session {
                 let list = self
                     .links
                     .iter()
+                    .filter(|(_, l)| l.auth.verified())
                     .map(|(id, l)| PeerInfo {
                         id: id.clone(),
                         name: l.name.clone(),

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::links::{Conn, LEAVE_DRAIN};
-use super::{PreparedFile, Session};
+use super::{PreparedFile, Session, test_code};
 use crate::clock::Clock;
 use crate::config::PeerConfig;
 use crate::connection::{ConnCommand, ConnEvent, ConnHandle};
@@ -62,9 +62,10 @@ impl Sender {
             tx: signal_tx,
             rx: server_rx,
         };
-        let mut session = Session::new(Arc::new(config), joined, ev_tx);
+        let mut session = Session::new(Arc::new(config), joined, test_code(), ev_tx);
         let (tx, conn_rx) = mpsc::unbounded_channel();
         let conn_id = Uuid::new_v4();
+        session.authenticate_for_test(RECIPIENT);
         session
             .links
             .get_mut(RECIPIENT)
@@ -86,6 +87,11 @@ impl Sender {
             }],
             Audience::Broadcast,
             Duration::from_secs(3600),
+        );
+        // The PAKE message to the recipient (the test stands in for its connection).
+        let mut signal_rx = signal_rx;
+        assert!(
+            matches!(signal_rx.try_recv(), Ok(ClientMessage::Signal { data, .. }) if data["kind"] == "pake")
         );
         let mut sender = Sender {
             session,
@@ -293,7 +299,12 @@ async fn session_relay_only_peer_connections_skip_relay_wait() {
         tx: signal_tx,
         rx: server_rx,
     };
-    let mut session = Session::new(Arc::new(PeerConfig::new("ws://127.0.0.1:9")), joined, ev_tx);
+    let mut session = Session::new(
+        Arc::new(PeerConfig::new("ws://127.0.0.1:9")),
+        joined,
+        test_code(),
+        ev_tx,
+    );
     session.add_peer(peer("ab-direct", false));
     assert!(session.conn_settings("aa-relayed").peer_relay_only);
     assert!(!session.conn_settings("ab-direct").peer_relay_only);

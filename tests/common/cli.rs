@@ -14,10 +14,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_peershare");
 /// Hang guard for a whole process run (not a performance assertion).
 pub const GUARD: Duration = Duration::from_secs(120);
 
-/// `peershare ARGS…` with no standard input and piped output.
+/// `peershare ARGS…` with no standard input and piped output, and without the user's
+/// defaults (`PEERSHARE_SERVER`, `PEERSHARE_CA`, the config file).
 pub fn peershare(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args)
+        .env_remove("PEERSHARE_SERVER")
+        .env_remove("PEERSHARE_CA")
+        .env("XDG_CONFIG_HOME", "/nonexistent/peershare-tests")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

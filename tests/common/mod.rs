@@ -1,8 +1,10 @@
 //! Shared helpers for the integration tests: an in-process signaling server on
-//! 127.0.0.1, peers bound to 127.0.0.1, and an event recorder.
+//! 127.0.0.1 (plain, or `wss://` with a self-signed certificate), peers bound to
+//! 127.0.0.1, and an event recorder.
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod fake_signal;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -16,13 +18,56 @@ pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const WAIT: Duration = Duration::from_secs(120);
 
 pub async fn server() -> SignalingServer {
+    server_with(ServerConfig::default()).await
+}
+
+/// A server with `config`, listening on an ephemeral port of 127.0.0.1.
+pub async fn server_with(config: ServerConfig) -> SignalingServer {
     let config = ServerConfig {
         listen: (LOCALHOST, 0).into(),
-        ..ServerConfig::default()
+        ..config
     };
     SignalingServer::bind(config)
         .await
         .expect("bind signaling server")
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, as PEM files.
+pub struct TestCert {
+    /// The certificate: the server's chain, and the CA file its clients trust.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCert {
+    pub fn localhost() -> Self {
+        let c = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            LOCALHOST.to_string(),
+        ])
+        .expect("generate certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_file, c.cert.pem()).expect("write cert");
+        std::fs::write(&key_file, c.signing_key.serialize_pem()).expect("write key");
+        TestCert {
+            cert_file,
+            key_file,
+            _dir: dir,
+        }
+    }
+}
+
+/// A `wss://` server presenting `cert`.
+pub async fn tls_server(cert: &TestCert) -> SignalingServer {
+    let tls = peershare::signaling::ServerTls::from_pem_files(&cert.cert_file, &cert.key_file)
+        .expect("server TLS config");
+    server_with(ServerConfig {
+        tls: Some(tls),
+        ..ServerConfig::default()
+    })
+    .await
 }
 
 pub fn config(
@@ -124,9 +169,12 @@ pub async fn join(
     name: &str,
     dir: &Path,
 ) -> (Peer, Recorder) {
-    let (peer, events) = Peer::join(config(server, session, name, dir))
-        .await
-        .expect("join");
+    join_with(config(server, session, name, dir)).await
+}
+
+/// Join with `config`; returns the peer and its recorder.
+pub async fn join_with(config: PeerConfig) -> (Peer, Recorder) {
+    let (peer, events) = Peer::join(config).await.expect("join");
     (peer, Recorder::new(events))
 }
 

@@ -1,5 +1,5 @@
 //! Test helpers: a real server on 127.0.0.1:0 and a small tokio-tungstenite client that
-//! waits on frames with a timeout (never sleeps).
+//! waits on frames with a timeout (never sleeps), over plain TCP or TLS ([`tls`]).
 
 #![allow(dead_code)]
 
@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use peershare_signaling::protocol::{IceServer, PeerInfo, ServerMessage};
 use peershare_signaling::{ServerConfig, SignalingServer};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,8 +47,9 @@ pub enum Closed {
     Eof,
 }
 
-pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+/// A WebSocket client over `S`: plain TCP by default, or TLS ([`tls::connect`]).
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    ws: WebSocketStream<S>,
 }
 
 impl Client {
@@ -56,6 +58,13 @@ impl Client {
             .await
             .expect("connect timed out")
             .expect("connect failed");
+        Client { ws }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// A client over an upgraded WebSocket.
+    pub fn from_ws(ws: WebSocketStream<S>) -> Self {
         Client { ws }
     }
 
@@ -174,7 +183,7 @@ impl Client {
     /// Join (or create, with `session: None`) and expect a welcome.
     pub async fn join(&mut self, session: Option<&str>, name: &str) -> Welcome {
         let reply = self
-            .join_frame(json!({"type": "join", "version": 1, "session": session, "name": name, "password": null}))
+            .join_frame(json!({"type": "join", "version": 2, "session": session, "name": name, "password": null}))
             .await;
         expect_welcome(reply)
     }
@@ -184,7 +193,7 @@ impl Client {
             .await;
     }
 
-    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+    pub fn into_inner(self) -> WebSocketStream<S> {
         self.ws
     }
 
@@ -222,4 +231,109 @@ pub async fn joiner(server: &SignalingServer, session: &str, name: &str) -> (Cli
     let mut c = Client::connect(server).await;
     let w = c.join(Some(session), name).await;
     (c, w)
+}
+
+/// TLS for the tests: a self-signed certificate for `localhost` and 127.0.0.1 (rcgen, ring),
+/// servers that present it, and clients that trust it or not.
+pub mod tls {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use peershare_signaling::tls::crypto_provider;
+    use peershare_signaling::{ServerConfig, ServerTls, SignalingServer};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::net::TcpStream;
+    use tokio::time::timeout;
+    use tokio_rustls::client::TlsStream;
+
+    use super::{Client, WAIT};
+
+    /// A self-signed certificate and its key.
+    pub struct TestCert {
+        pub cert: CertificateDer<'static>,
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    impl TestCert {
+        /// A fresh certificate for `localhost` and 127.0.0.1.
+        pub fn localhost() -> Self {
+            let c = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .expect("generate certificate");
+            TestCert {
+                cert: c.cert.der().clone(),
+                cert_pem: c.cert.pem(),
+                key_pem: c.signing_key.serialize_pem(),
+            }
+        }
+
+        /// The server side of this certificate.
+        pub fn server_tls(&self) -> ServerTls {
+            let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key PEM");
+            ServerTls::from_der(vec![self.cert.clone()], key).expect("server TLS config")
+        }
+
+        /// Write the certificate and the key as PEM files into `dir`: (cert, key).
+        pub fn write_pem(&self, dir: &Path) -> (PathBuf, PathBuf) {
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert, &self.cert_pem).expect("write cert");
+            std::fs::write(&key, &self.key_pem).expect("write key");
+            (cert, key)
+        }
+    }
+
+    /// `config` serving TLS with `cert`.
+    pub fn config(cert: &TestCert) -> ServerConfig {
+        ServerConfig {
+            tls: Some(cert.server_tls()),
+            ..super::config()
+        }
+    }
+
+    /// A client configuration (ring) trusting exactly `trusted`.
+    pub fn client_config(trusted: &[&TestCert]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in trusted {
+            roots.add(c.cert.clone()).expect("root");
+        }
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(crypto_provider())
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    /// A TLS connection to `addr` (name 127.0.0.1) trusting `trusted`; the TLS error
+    /// as text.
+    pub async fn tls_stream(
+        addr: std::net::SocketAddr,
+        trusted: &[&TestCert],
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(client_config(trusted));
+        let name = ServerName::IpAddress(addr.ip().into());
+        timeout(WAIT, connector.connect(name, tcp))
+            .await
+            .expect("TLS handshake timed out")
+            .map_err(|e| e.to_string())
+    }
+
+    /// A WebSocket client over TLS to `server`, trusting `trusted`; the error as text.
+    pub async fn connect(
+        server: &SignalingServer,
+        trusted: &[&TestCert],
+    ) -> Result<Client<TlsStream<TcpStream>>, String> {
+        let stream = tls_stream(server.local_addr(), trusted).await?;
+        let (ws, _) = timeout(WAIT, tokio_tungstenite::client_async(server.url(), stream))
+            .await
+            .expect("upgrade timed out")
+            .map_err(|e| e.to_string())?;
+        Ok(Client::from_ws(ws))
+    }
 }

@@ -1,0 +1,181 @@
+//! A signaling server under the test's control: it speaks enough of the protocol
+//! (`join`, `welcome`, `peer-joined`, `peer-left`, `signal`, `ping`) for peershare peers,
+//! records every frame it sees, and can misbehave: rewrite the `data` of relayed signals
+//! (a man in the middle) and hand out chosen client IDs (a server that lies about who is
+//! who).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Rewrites the `data` of a signal relayed `from` → `to`.
+pub type Tamper = Box<dyn Fn(&str, &str, &mut Value) + Send + Sync>;
+
+#[derive(Default)]
+struct State {
+    /// Every text frame, in both directions, as sent.
+    frames: Vec<String>,
+    /// Client IDs to hand out to the next joiners, in order.
+    forced_ids: VecDeque<String>,
+    /// Members by session: (client ID, name, outbound queue).
+    sessions: HashMap<String, Vec<(String, String, mpsc::UnboundedSender<String>)>>,
+    next: u64,
+}
+
+/// The running fake server.
+pub struct FakeSignal {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FakeSignal {
+    /// Start on 127.0.0.1 with an optional tamper function.
+    pub async fn start(tamper: Option<Tamper>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(Mutex::new(State::default()));
+        let tamper: Arc<Option<Tamper>> = Arc::new(tamper);
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (st, tamper) = (st.clone(), tamper.clone());
+                tokio::spawn(async move {
+                    if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                        client(ws, st, tamper).await;
+                    }
+                });
+            }
+        });
+        FakeSignal { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The next client to join gets this ID.
+    pub fn force_next_id(&self, id: &str) {
+        lock(&self.state).forced_ids.push_back(id.to_string());
+    }
+
+    /// Every frame seen so far.
+    pub fn frames(&self) -> Vec<String> {
+        lock(&self.state).frames.clone()
+    }
+}
+
+async fn client(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    state: Arc<Mutex<State>>,
+    tamper: Arc<Option<Tamper>>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::text(text)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let send = |state: &Mutex<State>, to: &mpsc::UnboundedSender<String>, v: Value| {
+        let text = v.to_string();
+        lock(state).frames.push(text.clone());
+        let _ = to.send(text);
+    };
+    let mut me: Option<(String, String)> = None;
+    while let Some(Ok(msg)) = stream.next().await {
+        let Message::Text(text) = msg else {
+            continue;
+        };
+        lock(&state).frames.push(text.to_string());
+        let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        match frame["type"].as_str() {
+            Some("ping") => send(&state, &tx, json!({"type": "pong"})),
+            Some("join") if me.is_none() => {
+                let (id, session, peers, others) = {
+                    let mut s = lock(&state);
+                    s.next += 1;
+                    let id = s
+                        .forced_ids
+                        .pop_front()
+                        .unwrap_or_else(|| format!("{:012x}", 0x5000_0000_0000 + s.next * 7919));
+                    let session = frame["session"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| (40 + s.next).to_string());
+                    let name = frame["name"].as_str().unwrap_or("?").to_string();
+                    let members = s.sessions.entry(session.clone()).or_default();
+                    let peers: Vec<Value> = members
+                        .iter()
+                        .map(|(id, name, _)| json!({"id": id, "name": name}))
+                        .collect();
+                    let others: Vec<_> = members.iter().map(|(_, _, q)| q.clone()).collect();
+                    members.push((id.clone(), name.clone(), tx.clone()));
+                    (id, session, peers, (others, name))
+                };
+                send(
+                    &state,
+                    &tx,
+                    json!({"type": "welcome", "session": session, "client_id": id,
+                           "peers": peers, "ice_servers": []}),
+                );
+                let (others, name) = others;
+                for q in others {
+                    send(
+                        &state,
+                        &q,
+                        json!({"type": "peer-joined", "peer": {"id": id, "name": name}}),
+                    );
+                }
+                me = Some((id, session));
+            }
+            Some("signal") => {
+                let Some((id, session)) = &me else { continue };
+                let to = frame["to"].as_str().unwrap_or_default().to_string();
+                let mut data = frame["data"].clone();
+                if let Some(t) = tamper.as_ref() {
+                    t(id, &to, &mut data);
+                }
+                let target = lock(&state).sessions.get(session).and_then(|m| {
+                    m.iter()
+                        .find(|(m, _, _)| *m == to)
+                        .map(|(_, _, q)| q.clone())
+                });
+                if let Some(q) = target {
+                    send(
+                        &state,
+                        &q,
+                        json!({"type": "signal", "from": id, "data": data}),
+                    );
+                }
+            }
+            Some("leave") => break,
+            _ => {}
+        }
+    }
+    if let Some((id, session)) = me {
+        let others: Vec<_> = {
+            let mut s = lock(&state);
+            let members = s.sessions.entry(session).or_default();
+            members.retain(|(m, _, _)| *m != id);
+            members.iter().map(|(_, _, q)| q.clone()).collect()
+        };
+        for q in others {
+            send(&state, &q, json!({"type": "peer-left", "id": id}));
+        }
+    }
+    writer.abort();
+}
