@@ -25,7 +25,8 @@
 //!
 //! # Layout
 //! - [`proto`]: the sans-IO core: control messages and their codec, IDs, name
-//!   sanitizing, and the upload/download job state machines. No I/O, clocks or tokio.
+//!   sanitizing, the upload/download job state machines, codes (`ROUTE-SECRET`) and peer
+//!   authentication (SPAKE2 and the sealing of signaling data). No I/O, clocks or tokio.
 //! - [`transport`]: the `Channel` seam (a reliable ordered message channel with a send
 //!   buffer) and an in-memory implementation for tests.
 //! - [`transfer`]: the engine that streams a file into a channel and a channel into a
@@ -35,9 +36,12 @@
 //!   driver stalls and batches TURN-relayed writes into GSO sends (`rtc::runtime`), the
 //!   simulated network (`rtc::netsim`) and the data-channel implementation of `Channel`.
 //! - `connection`: one task per remote peer owning its `RTCPeerConnection`.
-//! - `signal_client`: the WebSocket client of the signaling server.
+//! - `signal_client`: the WebSocket client of the signaling server (`ws://`, and `wss://`
+//!   over rustls).
 //! - [`peer`]: the public [`Peer`] handle; `session`: the task that owns all session
-//!   state (links and reconnection, uploads, downloads and their resume).
+//!   state (links: authentication, connections and reconnection; uploads, downloads and
+//!   their resume).
+//! - [`ticket`]: tickets, a code and where its signaling server is.
 //! - [`store`]: durable download job records next to the partial files;
 //!   `checkpoint`: the thread that makes a partial file durable while it is written;
 //!   `partial`: the partial file's writer (direct I/O where the filesystem allows).

@@ -224,12 +224,14 @@ pub async fn send_file_with<C: Channel + ?Sized>(
             if let Some(limit) = limit {
                 limit.take(len).await;
             }
+            // Counted before the send: the recipient can have the chunk (and report the
+            // file done) before this task runs again after `send` returns.
+            sent_total.fetch_add(len, Ordering::Relaxed);
             channel
                 .send(chunk)
                 .await
                 .map_err(|_| Error::UploadFailed("data channel closed".into()))?;
             sent += len;
-            sent_total.fetch_add(len, Ordering::Relaxed);
         }
     }
     drop(rx);

@@ -76,6 +76,10 @@ pub(crate) struct Draining {
     pub until: Instant,
 }
 
+/// Most other clients of a session we keep track of (the signaling server's default
+/// limit is 32 members per session).
+const MAX_MEMBERS: usize = 1024;
+
 /// Most control messages kept for a peer while its connection is down.
 const OUTBOX_LIMIT: usize = 4096;
 
@@ -101,6 +105,12 @@ impl Session {
 
     pub(super) fn add_peer(&mut self, info: PeerInfo) {
         if info.id == self.me || self.links.contains_key(&info.id) {
+            return;
+        }
+        // The signaling server announces the members; a hostile one could announce
+        // without end.
+        if self.links.len() >= MAX_MEMBERS {
+            tracing::warn!(peer = %info.id, "too many members announced; ignoring one more");
             return;
         }
         self.departed.remove(&info.id);
@@ -280,10 +290,9 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(%from, ?kind, "signaling data not authenticated: {e}");
-                let message = format!(
-                    "what {from} sent to set up the connection is not sealed with our \
-                     shared key: it does not know the code's secret, or someone altered it"
-                );
+                let message = "its connection setup is not sealed with the code's secret: \
+                               a different code, or someone altered the setup"
+                    .to_string();
                 self.refuse_peer(from, codes::PEER_AUTH_FAILED, message, true);
                 return;
             }

@@ -14,6 +14,7 @@ use super::{PreparedFile, Session, test_code};
 use crate::clock::Clock;
 use crate::config::PeerConfig;
 use crate::connection::{ConnCommand, ConnEvent, ConnHandle};
+use crate::error::codes;
 use crate::events::Event;
 use crate::proto::control::ControlMessage;
 use crate::proto::hash::Hash;
@@ -667,4 +668,234 @@ async fn session_renewed_ice_servers_replace_the_welcome_ones() {
     });
     // New connections are built with these.
     assert_eq!(s.session.ice_servers, renewed);
+}
+
+/// A session of ours ([`ME`], so we answer every peer below) with no members yet, for the
+/// authentication of joiners.
+struct Auth {
+    session: Session,
+    events: mpsc::UnboundedReceiver<Vec<Event>>,
+    signal_rx: mpsc::Receiver<ClientMessage>,
+    _server_tx: mpsc::Sender<ServerMessage>,
+}
+
+/// A client that knows `secret` (the test code's is `test-secret`) and its pair key with
+/// us once the PAKE messages are exchanged.
+struct Joiner {
+    id: &'static str,
+    handshake: Option<crate::proto::pake::Handshake>,
+    key: Option<crate::proto::pake::PairKey>,
+}
+
+impl Auth {
+    fn new(max_auth_failures: u32) -> Self {
+        let (signal_tx, signal_rx) = mpsc::channel(64);
+        let (server_tx, server_rx) = mpsc::channel(64);
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let mut config = PeerConfig::new("ws://127.0.0.1:9");
+        config.max_auth_failures = max_auth_failures;
+        let joined = SignalingSession {
+            session: "session".into(),
+            client_id: ME.into(),
+            peers: Vec::new(),
+            ice_servers: Vec::new(),
+            tx: signal_tx,
+            rx: server_rx,
+        };
+        Auth {
+            session: Session::new(Arc::new(config), joined, test_code(), ev_tx),
+            events,
+            signal_rx,
+            _server_tx: server_tx,
+        }
+    }
+
+    /// `id` joins the session knowing `secret`; returns it after our PAKE message reached it.
+    fn join(&mut self, id: &'static str, secret: &str) -> Joiner {
+        let (handshake, msg) = crate::proto::pake::Handshake::start(secret, "session", id, ME);
+        self.session.on_signaling(ServerMessage::PeerJoined {
+            peer: PeerInfo {
+                id: id.into(),
+                name: id.into(),
+                relay_only: false,
+            },
+        });
+        let mut joiner = Joiner {
+            id,
+            handshake: Some(handshake),
+            key: None,
+        };
+        if let Some(ours) = self
+            .signals_to(id)
+            .into_iter()
+            .find(|d| d["kind"] == "pake")
+        {
+            let ours = hex::decode(ours["msg"].as_str().unwrap()).unwrap();
+            joiner.key = joiner.handshake.take().map(|h| h.finish(&ours).unwrap());
+        }
+        self.signal(
+            id,
+            serde_json::json!({"kind": "pake", "msg": hex::encode(msg)}),
+        );
+        joiner
+    }
+
+    /// `id` joins knowing `secret` and sends its offer, sealed with its key.
+    fn join_and_offer(
+        &mut self,
+        id: &'static str,
+        secret: &str,
+    ) -> (Joiner, crate::proto::pake::PairKey) {
+        let j = self.join(id, secret);
+        let key = j.key.clone().expect("keyed");
+        self.sealed(&j, "offer", b"v=0\r\n", &key);
+        (j, key)
+    }
+
+    fn signal(&mut self, from: &str, data: serde_json::Value) {
+        self.session.on_signaling(ServerMessage::Signal {
+            from: from.into(),
+            data,
+        });
+        self.session.flush_events();
+    }
+
+    /// `joiner` sends a sealed `kind` (offer, candidate …) with `plain`, sealed with `key`.
+    fn sealed(
+        &mut self,
+        joiner: &Joiner,
+        kind: &str,
+        plain: &[u8],
+        key: &crate::proto::pake::PairKey,
+    ) {
+        use crate::proto::pake::SealKind;
+        let seal_kind = match kind {
+            "offer" => SealKind::Offer,
+            "answer" => SealKind::Answer,
+            _ => SealKind::Candidate,
+        };
+        let sealed = key.seal(seal_kind, joiner.id, ME, None, plain);
+        self.signal(
+            joiner.id,
+            serde_json::json!({"kind": kind, "sealed": sealed}),
+        );
+    }
+
+    /// Signal data we sent to `to` since the last call.
+    fn signals_to(&mut self, to: &str) -> Vec<serde_json::Value> {
+        std::iter::from_fn(|| self.signal_rx.try_recv().ok())
+            .filter_map(|m| match m {
+                ClientMessage::Signal { to: t, data } if t == to => Some(data),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        self.session.flush_events();
+        std::iter::from_fn(|| self.events.try_recv().ok())
+            .flatten()
+            .collect()
+    }
+}
+
+fn auth_failed(peer: &str, code: u16) -> impl Fn(&Event) -> bool + '_ {
+    move |e| matches!(e, Event::PeerAuthFailed { peer: p, code: c, .. } if p == peer && *c == code)
+}
+
+#[tokio::test]
+async fn session_auth_offer_sealed_with_wrong_secret_refuses_the_pair_once() {
+    let mut a = Auth::new(3);
+    let (j, key) = a.join_and_offer("aa-guesser", "wrong-guess");
+    let events = a.take_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(auth_failed("aa-guesser", codes::PEER_AUTH_FAILED)(
+        &events[0]
+    ));
+    assert_eq!(
+        a.signals_to("aa-guesser"),
+        [serde_json::json!({"kind": "auth-failed", "code": codes::PEER_AUTH_FAILED})]
+    );
+    assert!(a.session.links["aa-guesser"].conn.is_none());
+    // Anything more from it is ignored: no second failure, no answer.
+    a.sealed(&j, "offer", b"v=0\r\n", &key);
+    a.signal(
+        "aa-guesser",
+        serde_json::json!({"kind": "pake", "msg": "00"}),
+    );
+    assert_eq!(a.take_events(), []);
+    assert!(a.signals_to("aa-guesser").is_empty());
+    assert_eq!(a.session.auth_failures, 1);
+}
+
+#[tokio::test]
+async fn session_auth_right_secret_joins_and_stray_data_cannot_end_it() {
+    let mut a = Auth::new(3);
+    let (j, _) = a.join_and_offer("aa-friend", "test-secret");
+    assert_eq!(
+        a.take_events(),
+        [Event::PeerJoined {
+            peer: "aa-friend".into(),
+            name: "aa-friend".into()
+        }]
+    );
+    assert!(a.session.links["aa-friend"].conn.is_some());
+    // Injected by someone on the signaling path: a candidate under another key, and an
+    // unauthenticated refusal. Neither ends an authenticated pair.
+    let other = crate::proto::pake::PairKey::from_shared(b"not the pair's");
+    a.sealed(&j, "candidate", b"{}", &other);
+    a.signal(
+        "aa-friend",
+        serde_json::json!({"kind": "auth-failed", "code": 6011}),
+    );
+    assert_eq!(a.take_events(), []);
+    assert!(a.session.links["aa-friend"].auth.verified());
+    assert_eq!(a.session.auth_failures, 0);
+}
+
+#[tokio::test]
+async fn session_auth_third_failure_burns_the_code_and_newcomers_get_6012() {
+    let mut a = Auth::new(3);
+    // One pair is keyed but not yet authenticated when the code burns: it is refused too.
+    let pending = a.join("ab-pending", "test-secret");
+    for id in ["aa-g1", "aa-g2", "aa-g3"] {
+        a.join_and_offer(id, "wrong-guess");
+    }
+    let events = a.take_events();
+    let burnt: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::CodeBurnt { .. }))
+        .collect();
+    assert_eq!(burnt, [&Event::CodeBurnt { failures: 3 }]);
+    assert!(
+        events
+            .iter()
+            .any(auth_failed("ab-pending", codes::CODE_BURNT))
+    );
+    assert!(
+        a.signals_to("ab-pending")
+            .contains(&serde_json::json!({"kind": "auth-failed", "code": codes::CODE_BURNT}))
+    );
+    // A newcomer gets no PAKE message from us, only the refusal.
+    a.session.on_signaling(ServerMessage::PeerJoined {
+        peer: PeerInfo {
+            id: "aa-late".into(),
+            name: "late".into(),
+            relay_only: false,
+        },
+    });
+    assert!(
+        a.take_events()
+            .iter()
+            .any(auth_failed("aa-late", codes::CODE_BURNT))
+    );
+    assert_eq!(
+        a.signals_to("aa-late"),
+        [serde_json::json!({"kind": "auth-failed", "code": codes::CODE_BURNT})]
+    );
+    // The pending peer's late offer is ignored; the count stays.
+    let key = pending.key.clone().expect("keyed");
+    a.sealed(&pending, "offer", b"v=0\r\n", &key);
+    assert_eq!(a.take_events(), []);
+    assert_eq!(a.session.auth_failures, 3);
 }

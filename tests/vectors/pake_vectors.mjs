@@ -5,6 +5,9 @@ import { ed25519 } from '@noble/curves/ed25519.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
+
+const subtle = (globalThis.crypto ?? webcrypto).subtle;
 
 const P = ed25519.Point;
 const L = P.Fn.ORDER;
@@ -36,8 +39,8 @@ const pair = hkdf(sha256, key, undefined, enc('peershare/2 seal'), 32);
 const sdp = enc('v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\na=fingerprint:sha-256 AB:CD\r\n');
 const aad = enc('peershare/2 offer\naaaaaaaaaaaa\nbbbbbbbbbbbb\n00000000-0000-4000-8000-000000000001');
 const nonce = new Uint8Array(12).fill(7);
-const aes = await crypto.subtle.importKey('raw', pair, 'AES-GCM', false, ['encrypt', 'decrypt']);
-const ct = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad }, aes, sdp));
+const aes = await subtle.importKey('raw', pair, 'AES-GCM', false, ['encrypt', 'decrypt']);
+const ct = new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad }, aes, sdp));
 const sealed = Buffer.from(cat(nonce, ct)).toString('base64');
 
 assert.equal('41' + hex(X.toBytes()), '41e57eb68a1a22519b1ddb63e60706d59432d73ada7f764ce32561fc97c88db60a');
