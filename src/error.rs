@@ -1,4 +1,4 @@
-//! Library errors with stable numeric codes (ARCHITECTURE.md §5, docs/CODES.md).
+//! Library errors with stable numeric codes (ARCHITECTURE.md §5; the table is in the README, "Error codes").
 
 use thiserror::Error;
 

@@ -6,18 +6,34 @@
 //! channel per job, paced by the data channel's send buffer, and are verified with BLAKE3
 //! before they appear under their final name.
 //!
-//! ```no_run
-//! # async fn demo() -> peershare::Result<()> {
-//! use peershare::{Peer, PeerConfig, Save, Share, Event};
-//! let (sender, _events) = Peer::join(PeerConfig::new("ws://127.0.0.1:8787")).await?;
-//! sender.send_files(&["report.pdf".into()], Share::Broadcast).await?;
+//! ```
+//! use peershare::{Event, Peer, PeerConfig, Save, Share};
+//! # use peershare::signaling::{ServerConfig, SignalingServer};
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = SignalingServer::bind(ServerConfig {
+//! #     listen: "127.0.0.1:0".parse()?,
+//! #     ..ServerConfig::default()
+//! # })
+//! # .await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let report = dir.path().join("report.pdf");
+//! # std::fs::write(&report, b"%PDF-1.7")?;
+//! # let downloads = dir.path().join("downloads");
+//! let mut config = PeerConfig::new(server.url()); // e.g. "ws://127.0.0.1:8787"
+//! # config.rtc.bind = Some([127, 0, 0, 1].into());
+//! let (sender, _events) = Peer::join(config.clone()).await?;
+//! sender.send_files(&[report], Share::Broadcast).await?;
 //!
-//! let mut config = PeerConfig::new("ws://127.0.0.1:8787");
-//! config.session = Some(sender.session().to_string());
+//! config.session = Some(sender.session().to_string()); // the code, 7-orbit-canvas-tiger
 //! let (recipient, mut events) = Peer::join(config).await?;
 //! while let Some(event) = events.recv().await {
-//!     if let Event::DownloadAvailable { file_id, .. } = event {
-//!         recipient.download(file_id, Save::ToDir("downloads".into())).await?;
+//!     match event {
+//!         Event::DownloadAvailable { file_id, .. } => {
+//!             recipient.download(file_id, Save::ToDir(downloads.clone())).await?;
+//!         }
+//!         Event::DownloadCompleted { .. } => break,
+//!         _ => {}
 //!     }
 //! }
 //! # Ok(()) }
@@ -76,11 +92,18 @@ pub mod fuzz_harness {
     pub use crate::session::job_props::{fuzz_download, fuzz_upload};
 }
 
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use config::PeerConfig;
 pub use error::{Error, Result, codes};
 pub use events::{Event, FileInfo};
 pub use peer::{Events, Peer, Save, SendOptions, Share};
 pub use peershare_signaling as signaling;
+#[doc(inline)]
+pub use peershare_signaling::protocol::{IceServer, PeerInfo};
 pub use proto::ids::{FileId, JobId};
 pub use proto::upload::Outcome;
 pub use ticket::Ticket;

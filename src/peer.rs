@@ -34,7 +34,8 @@ pub enum Share {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Save {
     /// Into this directory, under the sanitized offered name (never overwriting). The
-    /// job is durable there: it survives network loss and process restarts.
+    /// directory is created, with its parents, if it does not exist (5089 if it cannot
+    /// be). The job is durable there: it survives network loss and process restarts.
     ToDir(PathBuf),
     /// Into memory; the bytes arrive in [`Event::DownloadCompleted`]. An interrupted
     /// in-memory download starts over.

@@ -49,6 +49,10 @@ pub struct SignalingSession {
     pub tx: mpsc::Sender<ClientMessage>,
     /// Frames received after the welcome; closed when the socket is gone.
     pub rx: mpsc::Receiver<ServerMessage>,
+    /// The task that writes `tx`'s frames to the socket: it ends once it has sent a
+    /// `leave` (or the socket is gone), so awaiting it makes sure what was queued before
+    /// leaving reached the server.
+    pub pump: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Normalize a server address: `ws://h:p`, `wss://…`, `http(s)://…` or a bare `h:p`.
@@ -264,7 +268,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
     };
     let (out_tx, out_rx) = mpsc::channel(256);
     let (in_tx, in_rx) = mpsc::channel(256);
-    tokio::spawn(pump(ws, out_rx, in_tx));
+    let pump = tokio::spawn(pump(ws, out_rx, in_tx));
     Ok(SignalingSession {
         session,
         client_id,
@@ -272,6 +276,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
         ice_servers,
         tx: out_tx,
         rx: in_rx,
+        pump: Some(pump),
     })
 }
 
@@ -298,7 +303,17 @@ async fn pump(
             out = out_rx.recv() => match out {
                 Some(frame) => {
                     let leaving = matches!(frame, ClientMessage::Leave);
-                    if send_frame(&mut ws, &frame).await.is_err() || leaving {
+                    if send_frame(&mut ws, &frame).await.is_err() {
+                        break;
+                    }
+                    if leaving {
+                        // The server answers `leave` with a Close once it has handled
+                        // every frame sent before it (relayed our last signals).
+                        while let Some(Ok(msg)) = ws.next().await {
+                            if matches!(msg, Message::Close(_)) {
+                                break;
+                            }
+                        }
                         break;
                     }
                 }

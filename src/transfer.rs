@@ -113,7 +113,7 @@ pub const READ_THREADS: usize = 8;
 /// one block at a time, and a block read holds one permit only while it runs (never while
 /// the job waits for the network), so however many jobs are served, at most the permits'
 /// count of threads read at once, and a stalled job holds neither a thread nor a permit.
-/// The read-ahead depth of one job is unchanged ([`READ_AHEAD_BLOCKS`] blocks).
+/// The read-ahead depth of one job is unchanged (4 blocks of 256 KiB).
 #[derive(Clone)]
 pub struct ReadPermits(Arc<tokio::sync::Semaphore>);
 

@@ -78,17 +78,7 @@ async fn receive(url: &str, code: &str, out: &std::path::Path) -> Vec<u8> {
     r.download(file_id, Save::ToDir(out.to_path_buf()))
         .await
         .expect("download");
-    let done = rec
-        .until("completed", |e| {
-            matches!(e, Event::DownloadCompleted { .. })
-        })
-        .await;
-    let Event::DownloadCompleted {
-        path: Some(path), ..
-    } = done
-    else {
-        panic!("{done:?}");
-    };
+    let path = rec.saved().await;
     r.leave().await;
     std::fs::read(path).expect("read download")
 }

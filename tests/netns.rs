@@ -99,7 +99,7 @@ fn lab_available(test: &str) -> bool {
     assert!(
         help.contains("--turn-listen") && help.contains("--turn-public-ip"),
         "`peershare signal` has no --turn-listen/--turn-public-ip flags: the embedded STUN/TURN \
-         relay these tests need (issue 5, part 1) is missing, so neither srflx candidates \
+         relay these tests need is missing, so neither srflx candidates \
          (direct through NAT) nor a relay path can exist. `peershare signal --help`:\n{help}"
     );
     true

@@ -208,13 +208,7 @@ async fn resume_new_process_same_content_continues_from_stored_offset() {
         unreachable!()
     };
     assert_eq!(offset, stored[0].offset);
-    let end = s_rec.until("end", is_end).await;
-    let Event::DownloadCompleted {
-        path: Some(path), ..
-    } = end
-    else {
-        panic!("{end:?}")
-    };
+    let path = s_rec.saved().await;
     assert!(std::fs::read(&path).unwrap() == data);
     assert!(second.resumable_jobs().is_empty());
     assert_eq!(

@@ -243,6 +243,37 @@ async fn download_into_memory_returns_identical_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_into_missing_directory_creates_it_and_a_file_in_the_way_is_5089() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, data) = random_file(tmp.path(), "d.bin", 64 * 1024, 12);
+    let (src2, _) = random_file(tmp.path(), "e.bin", 1024, 13);
+    let server = server().await;
+    let (sender, _s_rec) = join(&server, None, "sender", tmp.path()).await;
+    let (recipient, mut r_rec) = join(&server, Some(sender.session()), "r", tmp.path()).await;
+    sender
+        .send_files(&[src, src2], Share::Broadcast)
+        .await
+        .unwrap();
+    let (first, second) = (r_rec.offer().await, r_rec.offer().await);
+    let out = tmp.path().join("not").join("there yet");
+    recipient
+        .download(first, Save::ToDir(out.clone()))
+        .await
+        .unwrap();
+    let path = r_rec.saved().await;
+    assert_eq!(path.parent(), Some(out.as_path()));
+    assert!(std::fs::read(&path).unwrap() == data);
+    // A file where the directory should be cannot become one.
+    let blocked = tmp.path().join("d.bin").join("sub");
+    let e = recipient
+        .download(second, Save::ToDir(blocked))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), codes::STORAGE_ACCESS_DENIED, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decline_sender_sees_declined_outcome() {
     init_tracing();
     let tmp = tempfile::tempdir().unwrap();

@@ -263,6 +263,13 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = wait_shutdown(shutdown) => {
+                    // What other members sent this client before the shutdown (a relayed
+                    // signal, a peer-left) goes out first.
+                    while let Ok(queued) = self.rx.try_recv() {
+                        if self.send_frame(queued.frame().clone()).await.is_err() {
+                            return;
+                        }
+                    }
                     self.close_with(
                         Some(Rejection::new(codes::SHUTTING_DOWN, "server is shutting down")),
                         CloseCode::Away,

@@ -25,7 +25,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     let configured = args.server.clone().or_else(|| defaults.server.clone());
     let by_default = args.server.is_none() && configured.is_some();
     // The embedded server lives as long as this function.
-    let (_server, own_url, ticket_url) = match configured {
+    let (server, own_url, ticket_url) = match configured {
         Some(url) => (None, url.clone(), url),
         None => {
             let listen_ip = args.peer.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -192,5 +192,10 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     out.clear();
     out.summary("sent");
     peer.leave().await;
+    // The embedded server delivers what it still holds for the others (a refusal, a
+    // peer-left) and tells them it is going, before the process ends.
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
     result
 }

@@ -39,6 +39,17 @@ pub enum Outcome {
     Failed { code: u16 },
 }
 
+/// `delivered`, `declined` or `failed CODE`.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Delivered => f.write_str("delivered"),
+            Outcome::Declined => f.write_str("declined"),
+            Outcome::Failed { code } => write!(f, "failed {code}"),
+        }
+    }
+}
+
 /// What the upload job as a whole became, once every recipient is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {

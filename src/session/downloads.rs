@@ -200,7 +200,7 @@ impl Session {
         }
         let durable = match &save {
             Save::ToDir(dir) => {
-                check_writable_dir(dir)?;
+                ensure_writable_dir(dir)?;
                 Some(self.durable_job_for(JobStore::new(dir), &info)?)
             }
             Save::InMemory => None,
@@ -749,7 +749,12 @@ fn refuses_offer(e: &Error) -> bool {
     )
 }
 
-fn check_writable_dir(dir: &std::path::Path) -> Result<()> {
+/// `dir` exists (it is created, with its parents, if missing), is a directory and is
+/// not read-only.
+fn ensure_writable_dir(dir: &std::path::Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| transfer::storage_error(dir, &e))?;
+    }
     let meta = std::fs::metadata(dir).map_err(|e| transfer::storage_error(dir, &e))?;
     if !meta.is_dir() {
         return Err(Error::StorageAccessDenied(format!(

@@ -68,6 +68,7 @@ impl Harness {
             ice_servers: Vec::new(),
             tx: signal_tx,
             rx: server_rx,
+            pump: None,
         };
         Harness {
             session: Session::new(Arc::new(config), joined, test_code(), ev_tx),

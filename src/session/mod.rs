@@ -47,6 +47,9 @@ pub(crate) fn test_code() -> Code {
     Code::new("session", "test-secret").unwrap_or_else(|e| unreachable!("a valid code: {e}"))
 }
 
+/// Longest wait for the signaling client to write what was queued before `leave`.
+const LEAVE_FLUSH: Duration = Duration::from_secs(2);
+
 /// How often timers (reconnects, grace periods) are checked.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -208,6 +211,8 @@ pub(crate) struct Session {
     ice_servers: Vec<IceServer>,
     signal_tx: mpsc::Sender<ClientMessage>,
     signal_rx: mpsc::Receiver<ServerMessage>,
+    /// The signaling client's writer (awaited when leaving).
+    signal_pump: Option<JoinHandle<()>>,
     events: mpsc::UnboundedSender<Vec<Event>>,
     /// Events of the current step, delivered together at its end so that a consumer
     /// sees e.g. a recipient's outcome and the upload's completion as one batch.
@@ -259,6 +264,7 @@ impl Session {
             ice_servers: joined.ice_servers,
             signal_tx: joined.tx,
             signal_rx: joined.rx,
+            signal_pump: joined.pump,
             events,
             pending: Vec::new(),
             links: HashMap::new(),
@@ -379,6 +385,11 @@ impl Session {
             d.conn.close();
         }
         let _ = self.signal_tx.send(ClientMessage::Leave).await;
+        // Everything queued before the `leave` (an `auth-failed`, a `reconnect`) reaches
+        // the server before the peer is gone; bounded, for a server that stopped reading.
+        if let Some(pump) = self.signal_pump.take() {
+            let _ = tokio::time::timeout(LEAVE_FLUSH, pump).await;
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {

@@ -62,6 +62,7 @@ impl Sender {
             ice_servers: Vec::new(),
             tx: signal_tx,
             rx: server_rx,
+            pump: None,
         };
         let mut session = Session::new(Arc::new(config), joined, test_code(), ev_tx);
         let (tx, conn_rx) = mpsc::unbounded_channel();
@@ -299,6 +300,7 @@ async fn session_relay_only_peer_connections_skip_relay_wait() {
         ice_servers: Vec::new(),
         tx: signal_tx,
         rx: server_rx,
+        pump: None,
     };
     let mut session = Session::new(
         Arc::new(PeerConfig::new("ws://127.0.0.1:9")),
@@ -701,6 +703,7 @@ impl Auth {
             ice_servers: Vec::new(),
             tx: signal_tx,
             rx: server_rx,
+            pump: None,
         };
         Auth {
             session: Session::new(Arc::new(config), joined, test_code(), ev_tx),

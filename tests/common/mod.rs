@@ -144,6 +144,27 @@ impl Recorder {
         }
     }
 
+    /// Wait for the next end of a download; the path it was saved at (panics on any other
+    /// end).
+    pub async fn saved(&mut self) -> PathBuf {
+        let end = self
+            .until("download end", |e| {
+                matches!(
+                    e,
+                    Event::DownloadCompleted { .. }
+                        | Event::DownloadFailed { .. }
+                        | Event::DownloadCancelled { .. }
+                )
+            })
+            .await;
+        match end {
+            Event::DownloadCompleted {
+                path: Some(path), ..
+            } => path,
+            other => panic!("expected a saved download, got {other:?}"),
+        }
+    }
+
     /// Names of the transfer events seen, without progress, presence and connection events.
     pub fn names(&self) -> Vec<&'static str> {
         self.seen

@@ -14,7 +14,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
 };
 
-/// Size of one raw message: 64 KiB, as issue 6 defines row (a). (The product's own
+/// Size of one raw message: 64 KiB, as row (a) is defined. (The product's own
 /// chunk size is `peershare::transfer::CHUNK_SIZE`.)
 pub const MESSAGE: usize = 64 * 1024;
 

@@ -3,7 +3,7 @@
 //! prints a markdown table (docs/PERFORMANCE.md). All traffic stays on 127.0.0.1.
 //!
 //! ```text
-//! cargo build --release --bin peershare-bench
+//! cargo build --release -p peershare-bench
 //! target/release/peershare-bench                  # defaults: 512 MiB, 4 recipients
 //! target/release/peershare-bench --size 1024 --recipients 4
 //! ```

@@ -136,7 +136,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub breakdown: bool,
     /// Also measure the raw channel with several channels on one association and with
-    /// several associations, all in this process like (a') (issue 6 stretch item).
+    /// several associations, all in this process like (a').
     #[arg(long)]
     pub parallel: bool,
     /// Rounds of (a), (b) and (f), each round running the three back to back; the median
@@ -592,7 +592,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     line(String::new());
-    line("Targets of issue 6 (as measured in this run):".into());
+    line("Targets (as measured in this run):".into());
     line(String::new());
     line(format!(
         "- b/a ≥ 0.9 (for 1 GiB): {ratio:.2} at {} MiB: {}",
