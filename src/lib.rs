@@ -40,39 +40,38 @@
 //! ```
 //!
 //! # Layout
+//! From the wire inwards:
 //! - [`proto`]: the sans-IO core: control messages and their codec, IDs, name
 //!   sanitizing, the upload/download job state machines, codes (`ROUTE-SECRET`) and peer
 //!   authentication (SPAKE2 and the sealing of signaling data). No I/O, clocks or tokio.
-//! - [`transport`]: the `Channel` seam (a reliable ordered message channel with a send
-//!   buffer) and an in-memory implementation for tests.
-//! - [`transfer`]: the engine that streams a file into a channel and a channel into a
-//!   verified file, with read-ahead and write-behind threads.
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
 //!   message size, bind address), the runtime wrapper that works around the stack's
 //!   driver stalls and batches TURN-relayed writes into GSO sends (`rtc::runtime`), the
 //!   simulated network (`rtc::netsim`) and the data-channel implementation of `Channel`.
-//! - `connection`: one task per remote peer owning its `RTCPeerConnection`.
+//! - [`transport`]: the `Channel` seam (a reliable ordered message channel with a send
+//!   buffer) and an in-memory implementation for tests.
+//! - [`transfer`]: the engine that streams a file into a channel and a channel into a
+//!   verified file, with read-ahead and write-behind threads; inside it, the partial
+//!   file's writer (direct I/O where the filesystem allows) and the checkpoint thread
+//!   that makes a partial file durable while it is written.
+//! - [`store`]: durable download job records next to the partial files.
 //! - `signal_client`: the WebSocket client of the signaling server (`ws://`, and `wss://`
 //!   over rustls).
-//! - [`peer`]: the public [`Peer`] handle; `session`: the task that owns all session
-//!   state (links: authentication, connections and reconnection; uploads, downloads and
-//!   their resume).
+//! - `session`: the task that owns all session state: links (authentication,
+//!   connections and reconnection), uploads, downloads and their resume; and
+//!   `session::connection`, one task per remote peer owning its `RTCPeerConnection`.
+//! - [`peer`]: the public [`Peer`] handle that talks to the session task.
 //! - [`ticket`]: tickets, a code and where its signaling server is.
-//! - [`store`]: durable download job records next to the partial files;
-//!   `checkpoint`: the thread that makes a partial file durable while it is written;
-//!   `partial`: the partial file's writer (direct I/O where the filesystem allows).
-//! - [`events`], [`error`], [`config`]: the public event, error and configuration types.
+//! - [`events`], [`error`], [`config`], [`clock`]: the public event, error, configuration
+//!   and clock types.
 //! - `fuzz_harness` (feature `fuzz-harness`, never on in the product): the entry points of
 //!   the stateful fuzz target in `fuzz/`, over the property harness of the session's job
 //!   handling (`session::job_props`).
 
-mod checkpoint;
 pub mod clock;
 pub mod config;
-mod connection;
 pub mod error;
 pub mod events;
-mod partial;
 pub mod peer;
 pub mod proto;
 pub mod rtc;

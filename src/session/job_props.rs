@@ -20,11 +20,11 @@ use proptest::prelude::*;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::connection::{ConnCommand, ConnEvent, ConnHandle};
 use super::links::{Conn, LEAVE_DRAIN};
 use super::{Phase, PreparedFile, Report, Session, test_code};
 use crate::clock::Clock;
 use crate::config::PeerConfig;
-use crate::connection::{ConnCommand, ConnEvent, ConnHandle};
 use crate::error::{Error, codes};
 use crate::events::Event;
 use crate::peer::Save;

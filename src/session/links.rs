@@ -8,8 +8,8 @@ use peershare_signaling::protocol::{ClientMessage, PeerInfo, ServerMessage};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, PeerSignal, Remote};
 use super::{Phase, Session};
-use crate::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, PeerSignal, Remote};
 use crate::error::codes;
 use crate::events::Event;
 use crate::proto::control::{CONTROL_VERSION, ControlMessage};

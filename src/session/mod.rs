@@ -6,6 +6,7 @@
 //! - `uploads`: our shared files, offers, serving requests, upload outcomes;
 //! - `downloads`: offers to us, download jobs, resume, verification outcomes.
 
+pub(crate) mod connection;
 mod control;
 mod downloads;
 #[cfg(any(test, feature = "fuzz-harness"))]
@@ -27,7 +28,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::PeerConfig;
-use crate::connection::{ConnCommand, ConnEvent};
 use crate::error::{Result, codes};
 use crate::events::{Event, FileInfo};
 use crate::proto::code::Code;
@@ -38,6 +38,7 @@ use crate::proto::upload::{Audience, UploadState};
 use crate::signal_client::SignalingSession;
 use crate::store::{JobRecord, JobStore};
 use crate::transfer::{DownloadCounters, FileIdentity, RateLimit, Saved};
+use connection::{ConnCommand, ConnEvent};
 
 pub(crate) use links::{Draining, Link};
 

@@ -9,11 +9,11 @@ use peershare_signaling::protocol::{ClientMessage, PeerInfo, ServerMessage};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::connection::{ConnCommand, ConnEvent, ConnHandle};
 use super::links::{Conn, LEAVE_DRAIN};
 use super::{PreparedFile, Session, test_code};
 use crate::clock::Clock;
 use crate::config::PeerConfig;
-use crate::connection::{ConnCommand, ConnEvent, ConnHandle};
 use crate::error::codes;
 use crate::events::Event;
 use crate::proto::control::ControlMessage;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
+use super::connection::ConnCommand;
 use super::{PreparedFile, Report, Serving, Session, SharedFile};
-use crate::connection::ConnCommand;
 use crate::error::{Error, Result, codes};
 use crate::events::Event;
 use crate::proto::control::{ControlMessage, OfferGroup};

@@ -2,6 +2,9 @@
 //! memory, driven by the sans-IO [`DownloadState`]. File reads run ahead and writes run
 //! behind on blocking threads, so disk I/O overlaps the network.
 
+mod checkpoint;
+mod partial;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -14,9 +17,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::checkpoint::Checkpointer;
 use crate::error::codes;
-use crate::partial::PartialWriter;
 use crate::proto::download::{ChunkError, DownloadState, Verdict};
 use crate::proto::hash::Hash;
 use crate::proto::ids::JobId;
@@ -24,6 +25,8 @@ use crate::proto::names::numbered_name;
 use crate::proto::resume::{CHECKPOINT_BYTES, CheckpointPolicy, Reconcile, reconcile};
 use crate::store::{JobRecord, JobStore};
 use crate::transport::Channel;
+use checkpoint::Checkpointer;
+use partial::PartialWriter;
 
 /// Size of one data message (the SCTP max message size both sides advertise is larger).
 ///
