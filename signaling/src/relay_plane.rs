@@ -12,7 +12,7 @@
 //!   per `recv_from`). Writes are queued in a [`SendBatcher`] and leave as UDP GSO batches:
 //!   consecutive equal-sized datagrams to one client in one `sendmsg`.
 //! - [`RelayConn`]: an allocation's relay socket. A datagram for another allocation of this
-//!   same relay (both peers relayed through it, the usual case behind symmetric NATs) is
+//!   same relay (both peers relayed through it, e.g. two `relay_only` peers) is
 //!   handed over in memory, with the sender's relay address as its source, exactly what the
 //!   kernel would have reported; anything else goes through the real socket.
 //!
