@@ -42,12 +42,15 @@ pub enum Event {
     /// A client failed to authenticate (`code` 6011: it does not know the secret, or
     /// someone altered the connection setup; 6012: our code is burnt and admits nobody
     /// new). Nothing is offered to it or accepted from it. `name` is what the signaling
-    /// server announced (untrusted).
+    /// server announced (untrusted). `authenticating`: how many other clients of the
+    /// session are still authenticating at this moment (0: every client known so far
+    /// either is a member or failed).
     PeerAuthFailed {
         peer: String,
         name: String,
         code: u16,
         message: String,
+        authenticating: usize,
     },
     /// Too many clients failed to authenticate ([`crate::PeerConfig::max_auth_failures`]):
     /// the code is burnt. Authenticated members keep their connections; nobody new is

@@ -338,6 +338,7 @@ impl Output {
                 name,
                 code,
                 message,
+                ..
             } => self.note(&format!(
                 "{} ({peer}) did not authenticate: error {code}: {}",
                 shown(name),

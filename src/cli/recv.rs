@@ -16,9 +16,9 @@ use crate::RecvArgs;
 
 /// After offers without a group, how long `recv` waits for more before it is done.
 const UNGROUPED_SETTLE: Duration = Duration::from_secs(1);
-/// After a failed authentication, how long `recv` waits for another member to
-/// authenticate before it gives up (authentication takes one signaling round trip).
-const AUTH_SETTLE: Duration = Duration::from_secs(2);
+/// After a failed authentication, how long `recv` waits at most for the clients still
+/// authenticating (one may never finish) before it gives up.
+const AUTH_WAIT: Duration = Duration::from_secs(10);
 
 struct Offer {
     file_id: FileId,
@@ -81,7 +81,8 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     // Set while waiting for more offers without a group after all others are resolved.
     let mut settle: Option<tokio::time::Instant> = None;
     // A client failed to authenticate while nobody has: unless another one authenticates
-    // within `AUTH_SETTLE`, `recv` ends with that failure (a wrong code).
+    // (within `AUTH_WAIT`, or before none is left authenticating), `recv` ends with that
+    // failure (a wrong code).
     let mut auth_failure: Option<(tokio::time::Instant, Fatal)> = None;
     let mut members: HashSet<String> = HashSet::new();
 
@@ -135,9 +136,12 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                 Event::PeerLeft { peer: who } => {
                     members.remove(&who);
                 }
-                Event::PeerAuthFailed { code, message, .. }
-                    if members.is_empty() && !rule.has_offers() && auth_failure.is_none() =>
-                {
+                Event::PeerAuthFailed {
+                    code,
+                    message,
+                    authenticating,
+                    ..
+                } if members.is_empty() && !rule.has_offers() => {
                     let message = if code == codes::CODE_BURNT {
                         format!("{message}; ask the sender for a new code")
                     } else {
@@ -145,10 +149,14 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                          code, or someone interfering with the connection)"
                             .to_string()
                     };
-                    auth_failure = Some((
-                        tokio::time::Instant::now() + AUTH_SETTLE,
-                        Fatal::new(Exit::AuthFailed, code, message),
-                    ));
+                    // Another client may still prove itself; once none is left, at once.
+                    let now = tokio::time::Instant::now();
+                    let at = match (authenticating, &auth_failure) {
+                        (0, _) => now,
+                        (_, Some((at, _))) => *at,
+                        (_, None) => now + AUTH_WAIT,
+                    };
+                    auth_failure = Some((at, Fatal::new(Exit::AuthFailed, code, message)));
                 }
                 Event::Connection { peer: who, .. } => {
                     connected.insert(who);

@@ -438,11 +438,17 @@ impl Session {
             });
             self.suspend_peer(peer);
         }
+        let authenticating = self
+            .links
+            .values()
+            .filter(|l| !l.auth.verified() && !matches!(l.auth, Auth::Failed))
+            .count();
         self.emit(Event::PeerAuthFailed {
             peer: peer.to_string(),
             name,
             code,
             message,
+            authenticating,
         });
         if code != codes::PEER_AUTH_FAILED || self.burnt {
             return;

@@ -815,6 +815,14 @@ async fn session_auth_offer_sealed_with_wrong_secret_refuses_the_pair_once() {
     assert!(auth_failed("aa-guesser", codes::PEER_AUTH_FAILED)(
         &events[0]
     ));
+    // Nobody else is authenticating.
+    assert!(matches!(
+        events[0],
+        Event::PeerAuthFailed {
+            authenticating: 0,
+            ..
+        }
+    ));
     assert_eq!(
         a.signals_to("aa-guesser"),
         [serde_json::json!({"kind": "auth-failed", "code": codes::PEER_AUTH_FAILED})]
@@ -865,6 +873,18 @@ async fn session_auth_third_failure_burns_the_code_and_newcomers_get_6012() {
         a.join_and_offer(id, "wrong-guess");
     }
     let events = a.take_events();
+    // While the pending pair is still authenticating, each failure says so.
+    let first = events
+        .iter()
+        .find(|e| auth_failed("aa-g1", codes::PEER_AUTH_FAILED)(e))
+        .expect("g1 refused");
+    assert!(matches!(
+        first,
+        Event::PeerAuthFailed {
+            authenticating: 1,
+            ..
+        }
+    ));
     let burnt: Vec<&Event> = events
         .iter()
         .filter(|e| matches!(e, Event::CodeBurnt { .. }))
