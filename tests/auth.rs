@@ -42,6 +42,18 @@ fn auth_failed(e: &Event, who: &str, want: u16) -> bool {
     matches!(e, Event::PeerAuthFailed { peer, code, .. } if peer == who && *code == want)
 }
 
+/// Wait until each side reports the other refused with `code`.
+async fn refused_both_ways(a: &mut Recorder, a_id: &str, b: &mut Recorder, b_id: &str, code: u16) {
+    a.until(&format!("{a_id} refuses {b_id}"), |e| {
+        auth_failed(e, b_id, code)
+    })
+    .await;
+    b.until(&format!("{b_id} refuses {a_id}"), |e| {
+        auth_failed(e, a_id, code)
+    })
+    .await;
+}
+
 /// Nothing about files reached `rec`, and no connection was made.
 fn saw_nothing(rec: &Recorder) {
     for e in &rec.seen {
@@ -98,16 +110,7 @@ async fn auth_wrong_secret_fails_on_both_sides_and_nothing_flows() {
     .await;
     let gid = guesser.client_id().to_string();
     let sid = sender.client_id().to_string();
-    s_rec
-        .until("sender's auth failure", |e| {
-            auth_failed(e, &gid, codes::PEER_AUTH_FAILED)
-        })
-        .await;
-    g_rec
-        .until("guesser's auth failure", |e| {
-            auth_failed(e, &sid, codes::PEER_AUTH_FAILED)
-        })
-        .await;
+    refused_both_ways(&mut s_rec, &sid, &mut g_rec, &gid, codes::PEER_AUTH_FAILED).await;
     // The pair is refused for good: a legitimate recipient still gets the file (so the
     // sender's events up to then are complete), and the guesser saw nothing.
     let out = tmp.path().join("out");
@@ -155,15 +158,8 @@ async fn auth_three_failures_burn_the_code_and_refuse_even_the_right_secret() {
     let (late, mut l_rec) =
         join_at(&server.url(), Some(sender.session()), "late", tmp.path()).await;
     let sid = sender.client_id().to_string();
-    l_rec
-        .until("burnt refusal", |e| auth_failed(e, &sid, codes::CODE_BURNT))
-        .await;
     let lid = late.client_id().to_string();
-    s_rec
-        .until("burnt refusal of the late peer", |e| {
-            auth_failed(e, &lid, codes::CODE_BURNT)
-        })
-        .await;
+    refused_both_ways(&mut l_rec, &lid, &mut s_rec, &sid, codes::CODE_BURNT).await;
     saw_nothing(&l_rec);
     assert_eq!(
         s_rec
@@ -270,16 +266,7 @@ async fn auth_recorded_signaling_gives_an_eavesdropper_nothing() {
     let (guess, mut g_rec) =
         join_at(&fake.url(), Some(&wrong_code(&code)), "guess", tmp.path()).await;
     let gid = guess.client_id().to_string();
-    s_rec
-        .until("the guesser is refused", |e| {
-            auth_failed(e, &gid, codes::PEER_AUTH_FAILED)
-        })
-        .await;
-    g_rec
-        .until("the guesser's failure", |e| {
-            auth_failed(e, &sid, codes::PEER_AUTH_FAILED)
-        })
-        .await;
+    refused_both_ways(&mut s_rec, &sid, &mut g_rec, &gid, codes::PEER_AUTH_FAILED).await;
     saw_nothing(&g_rec);
 }
 
@@ -314,16 +301,7 @@ async fn auth_server_swapping_descriptions_is_detected_on_both_sides() {
         let (sender, mut s_rec, _) = sender_with_file(&fake.url(), tmp.path()).await;
         let (r, mut r_rec) = join_at(&fake.url(), Some(sender.session()), "r", tmp.path()).await;
         let (sid, rid) = (sender.client_id().to_string(), r.client_id().to_string());
-        s_rec
-            .until("sender detects", |e| {
-                auth_failed(e, &rid, codes::PEER_AUTH_FAILED)
-            })
-            .await;
-        r_rec
-            .until("recipient detects", |e| {
-                auth_failed(e, &sid, codes::PEER_AUTH_FAILED)
-            })
-            .await;
+        refused_both_ways(&mut s_rec, &sid, &mut r_rec, &rid, codes::PEER_AUTH_FAILED).await;
         saw_nothing(&r_rec);
     }
 }
@@ -351,16 +329,14 @@ async fn auth_server_lying_about_client_ids_delivers_nothing_to_the_impostor() {
     .await;
     assert_eq!(impostor.client_id(), victim);
     let sid = sender.client_id().to_string();
-    i_rec
-        .until("impostor refused", |e| {
-            auth_failed(e, &sid, codes::PEER_AUTH_FAILED)
-        })
-        .await;
-    s_rec
-        .until("sender refuses", |e| {
-            auth_failed(e, victim, codes::PEER_AUTH_FAILED)
-        })
-        .await;
+    refused_both_ways(
+        &mut i_rec,
+        victim,
+        &mut s_rec,
+        &sid,
+        codes::PEER_AUTH_FAILED,
+    )
+    .await;
     // Give a stray offer every chance to arrive: a second, legitimate member connects and
     // is offered nothing (the file is for the victim only) while the impostor got nothing.
     let (other, mut o_rec) =

@@ -317,19 +317,13 @@ async fn cli_signal_sigterm_joined_client_gets_7012_and_1001_exit_0() {
 #[tokio::test]
 async fn cli_signal_tls_cert_and_key_print_wss_url_and_serve_tls() {
     let cert = common::TestCert::localhost();
-    let mut signal = peershare(&["signal", "--listen", "127.0.0.1:0", "--no-turn"])
-        .arg("--tls-cert")
+    let mut cmd = peershare(&["signal", "--listen", "127.0.0.1:0", "--no-turn"]);
+    cmd.arg("--tls-cert")
         .arg(&cert.cert_file)
         .arg("--tls-key")
-        .arg(&cert.key_file)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(signal.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(GUARD, lines.next_line())
-        .await
-        .expect("no URL line")
-        .unwrap()
-        .expect("signal closed stdout");
+        .arg(&cert.key_file);
+    let mut signal = LineRun::spawn(cmd);
+    let url = signal.next_line().await;
     let addr: std::net::SocketAddr = url
         .strip_prefix("wss://")
         .unwrap_or_else(|| panic!("not a wss URL: {url}"))

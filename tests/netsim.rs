@@ -22,13 +22,6 @@ use peershare::rtc::netsim::{LinkConfig, Loss, NetStats, NetworkModel};
 use peershare::rtc::path::PathKind;
 use peershare::{Event, Peer, Save, Share};
 
-fn is_completed(e: &Event) -> bool {
-    matches!(
-        e,
-        Event::DownloadCompleted { .. } | Event::DownloadFailed { .. }
-    )
-}
-
 /// A sender and a recipient in one session, both behind the same simulated network.
 struct Net {
     model: NetworkModel,
@@ -138,13 +131,7 @@ impl Net {
 
     /// Wait for the download to end; assert it completed with identical bytes.
     async fn finish(&mut self, data: &[u8]) {
-        let done = self.r_rec.until("download end", is_completed).await;
-        let Event::DownloadCompleted {
-            path: Some(path), ..
-        } = done
-        else {
-            panic!("download failed: {done:?}")
-        };
+        let path = self.r_rec.saved().await;
         assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
         self.s_rec
             .until("upload completed", |e| {
@@ -402,10 +389,7 @@ async fn relay_direct_path_blocked_connects_through_relay_and_completes() {
     assert_eq!(path, Some(PathKind::Relay));
     let file_id = r_rec.offer().await;
     recipient.download(file_id, Save::ToDir(out)).await.unwrap();
-    let done = r_rec.until("end", is_completed).await;
-    let Event::DownloadCompleted { path: Some(p), .. } = done else {
-        panic!("{done:?}")
-    };
+    let p = r_rec.saved().await;
     assert!(std::fs::read(p).unwrap() == data);
     let Event::Connection { path, .. } = s_rec
         .until("sender connection", |e| {

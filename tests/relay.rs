@@ -19,13 +19,6 @@ use peershare::{Event, Outcome, Peer, PeerConfig, Save, Share};
 
 const COTURN_SECRET: &str = "peershare-test-secret";
 
-fn is_completed(e: &Event) -> bool {
-    matches!(
-        e,
-        Event::DownloadCompleted { .. } | Event::DownloadFailed { .. }
-    )
-}
-
 async fn embedded_relay_server() -> SignalingServer {
     SignalingServer::bind(ServerConfig {
         listen: (LOCALHOST, 0).into(),
@@ -186,14 +179,8 @@ async fn transfer(
         .download(file_id, Save::ToDir(out.clone()))
         .await
         .unwrap();
-    let done = r_rec.until("download end", is_completed).await;
+    let path = r_rec.saved().await;
     let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(cpu0));
-    let Event::DownloadCompleted {
-        path: Some(path), ..
-    } = done
-    else {
-        panic!("download failed: {done:?}")
-    };
     assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
     let completed = s_rec
         .until("upload completed", |e| {

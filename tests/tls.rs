@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use peershare::{Event, Save, Share, codes};
+use peershare::{Save, Share, codes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_wss_with_ca_file_transfers_1mib_identical() {
@@ -34,20 +34,7 @@ async fn peer_wss_with_ca_file_transfers_1mib_identical() {
         .download(file_id, Save::ToDir(out.clone()))
         .await
         .unwrap();
-    let done = r_rec
-        .until("download end", |e| {
-            matches!(
-                e,
-                Event::DownloadCompleted { .. } | Event::DownloadFailed { .. }
-            )
-        })
-        .await;
-    let Event::DownloadCompleted {
-        path: Some(path), ..
-    } = done
-    else {
-        panic!("download failed: {done:?}")
-    };
+    let path = r_rec.saved().await;
     assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
     server.shutdown().await;
 }
