@@ -257,7 +257,7 @@ async fn transfer_path_cut_briefly_mid_transfer_completes_identical() {
     assert!(!net.model.is_blocked());
 }
 
-/// Measurement aid, not a check: `NETSIM_MEASURE="delay_ms jitter_ms loss size_mib"
+/// Measurement aid, not a check: `NETSIM_MEASURE="delay_ms jitter_ms loss size_mib [rate_mbit [queue_bdp]]"
 /// cargo test --test netsim measure -- --ignored --nocapture` prints the throughput of one
 /// transfer over that link (40 ms RTT = delay 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,13 +268,20 @@ async fn measure_throughput_from_env_prints_figures() {
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
-    let link = LinkConfig::default()
+    let mut link = LinkConfig::default()
         .with_delay(
             Duration::from_secs_f64(v[0] / 1e3),
             Duration::from_secs_f64(v[1] / 1e3),
         )
         .with_loss(Loss::random(v[2]));
     let size = (v[3] * (1 << 20) as f64) as usize;
+    // Optional: a bottleneck of `v[4]` Mbit/s with a drop-tail queue of `v[5]`
+    // bandwidth-delay products (one-way delay × 2 as the round trip).
+    if let Some(&mbit) = v.get(4) {
+        let rate = (mbit * 1e6 / 8.0) as u64;
+        let bdp = rate as f64 * 2.0 * v[0] / 1e3 * v.get(5).copied().unwrap_or(1.0);
+        link = link.with_rate(rate, (bdp as usize).max(3 * 1500));
+    }
     let stats = transfer_over_any(link, 9, size, &format!("measure [{spec}]")).await;
     eprintln!("{stats:?}");
 }

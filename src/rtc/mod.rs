@@ -19,6 +19,8 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCIceTransportPolicy, SettingEngineBuilder,
 };
 
+/// The SCTP congestion controllers (`RtcSettings::congestion_control`).
+pub use rtc_sctp::CongestionControl;
 use crate::error::{Error, Result};
 use peershare_signaling::protocol::IceServer;
 
@@ -31,9 +33,17 @@ pub struct RtcSettings {
     /// Kernel buffer size for every UDP socket.
     pub socket_buffer_bytes: usize,
     /// Bytes a data channel may have outstanding before `send` waits (backpressure).
+    /// It bounds the data in flight, so it must exceed the path's bandwidth-delay
+    /// product: 16 MiB carries 1 Gbit/s at 100 ms. Connections whose only possible path
+    /// is loopback use at most [`LOOPBACK_WINDOW_BYTES`].
     pub send_buffer_limit: usize,
-    /// SCTP receive window.
+    /// SCTP receive window (sized like `send_buffer_limit`; at most
+    /// [`LOOPBACK_WINDOW_BYTES`] on loopback-only connections).
     pub sctp_receive_window: u32,
+    /// The SCTP data sender's congestion controller (default: BBR, `docs/DECISIONS.md`).
+    pub congestion_control: CongestionControl,
+    /// SCTP's minimum retransmission timeout (default [`SCTP_RTO_MIN`]).
+    pub sctp_rto_min: Duration,
     /// SCTP packet size budget. `None` = [`LOOPBACK_SCTP_MTU`] when bound to a loopback
     /// address with no TURN relay in reach (the path can only be loopback host to host),
     /// else the stack's 1191 bytes, which fits any path including TURN over IPv6.
@@ -77,8 +87,10 @@ impl Default for RtcSettings {
         Self {
             bind: None,
             socket_buffer_bytes: runtime::SOCKET_BUFFER_BYTES,
-            send_buffer_limit: 4 * 1024 * 1024,
-            sctp_receive_window: 4 * 1024 * 1024,
+            send_buffer_limit: 16 * 1024 * 1024,
+            sctp_receive_window: 32 * 1024 * 1024,
+            congestion_control: CongestionControl::Bbr,
+            sctp_rto_min: SCTP_RTO_MIN,
             sctp_mtu: None,
             relay_only: false,
             direct_only: false,
@@ -95,6 +107,15 @@ impl Default for RtcSettings {
         }
     }
 }
+
+/// SCTP's minimum retransmission timeout: RFC 9260 suggests 1 s, which turns every
+/// timeout on a path of a few tens of milliseconds into a second of silence. The
+/// timeout stays SRTT + 4 RTTVAR above this floor. 200 ms is Linux TCP's floor.
+pub const SCTP_RTO_MIN: Duration = Duration::from_millis(200);
+
+/// Send-buffer limit and SCTP window on connections whose only path is loopback (round
+/// trip ~0.1 ms): larger ones only hold memory there.
+pub const LOOPBACK_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// SCTP packet size used on loopback-bound connections: fewer, larger packets cut the
 /// per-packet cost (AES-GCM, CRC32c, syscalls) that limits throughput there
@@ -153,6 +174,15 @@ pub async fn build_peer_connection(
     } else {
         settings.socket_buffer_bytes
     };
+    // On a loopback-only path the round trip is ~0.1 ms: small windows suffice.
+    let (send_buffer_limit, receive_window) = if loopback_mtu {
+        (
+            settings.send_buffer_limit.min(LOOPBACK_WINDOW_BYTES as usize),
+            settings.sctp_receive_window.min(LOOPBACK_WINDOW_BYTES),
+        )
+    } else {
+        (settings.send_buffer_limit, settings.sctp_receive_window)
+    };
     let mut runtime = runtime::BufferedRuntime::new(socket_buffer)
         .ok_or_else(|| Error::ConnectionFailed("no async runtime compiled in".into()))?;
     if let Some(interval) = settings.setup_poll_interval {
@@ -168,7 +198,9 @@ pub async fn build_peer_connection(
         .with_include_loopback_candidate(true)
         // Advertise 256 KiB so browsers may send large messages; we send 32 KiB.
         .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-        .with_sctp_max_receive_buffer_size(settings.sctp_receive_window)
+        .with_sctp_max_receive_buffer_size(receive_window)
+        .with_sctp_congestion_control(settings.congestion_control)
+        .with_sctp_rto_min(settings.sctp_rto_min)
         .with_ice_timeouts(
             Some(settings.ice_timeouts.disconnected),
             Some(settings.ice_timeouts.failed),
@@ -240,7 +272,7 @@ pub async fn build_peer_connection(
         })
         .with_handler(handler)
         .with_udp_addrs(vec![bind])
-        .with_data_channel_send_buffer_limit(settings.send_buffer_limit)
+        .with_data_channel_send_buffer_limit(send_buffer_limit)
         .build()
         .await
         .map_err(|e| Error::ConnectionFailed(format!("building peer connection: {e}")))?;

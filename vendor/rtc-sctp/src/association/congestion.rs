@@ -1,0 +1,450 @@
+//! A model-based congestion controller for the data sender, after BBR
+//! (draft-cardwell-iccrg-bbr-congestion-control-00, version 1 of the algorithm).
+//!
+//! RFC 9260's controller (§7.2) is loss-based and Reno-like: it halves the window per
+//! loss event, grows it by one MTU per round trip, and sends a whole window as a burst.
+//! On a long path with a shallow bottleneck queue the bursts overflow the queue, and
+//! on a path with random loss the window never grows back. This controller instead
+//! estimates the bottleneck bandwidth (the highest delivery rate in the last ten round
+//! trips) and the round-trip propagation time (the lowest RTT in the last ten seconds),
+//! paces new DATA at about that bandwidth, and keeps about two bandwidth-delay products
+//! in flight. Loss does not change the model; lost DATA is simply retransmitted.
+//!
+//! It is sender-side only: the peer sees ordinary SCTP, so any conforming receiver works.
+//! Everything here is pure arithmetic on the instants and byte counts the association
+//! passes in.
+
+use std::time::{Duration, Instant};
+
+/// Which congestion controller the association's data sender uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionControl {
+    /// RFC 9260 §7.2: slow start, congestion avoidance, halving on loss; no pacing.
+    #[default]
+    Rfc9260,
+    /// Bandwidth and round-trip estimation with pacing (BBR version 1).
+    Bbr,
+}
+
+/// Startup's gain, 2/ln(2): the pacing rate doubles every round trip.
+const HIGH_GAIN: f64 = 2.885;
+/// ProbeBW's pacing-gain cycle: probe above the estimate, drain the queue it made,
+/// then cruise.
+const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+/// Round trips over which the bandwidth estimate is the maximum.
+const BW_WINDOW_ROUNDS: u64 = 10;
+/// How long an RTT minimum stays valid before ProbeRTT measures it again.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How long ProbeRTT keeps the window small.
+const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
+/// Startup ends when three round trips in a row raise the bandwidth by less than this.
+const FULL_BW_GROWTH: f64 = 1.25;
+const FULL_BW_ROUNDS: u32 = 3;
+/// The window never goes below this many packets.
+const MIN_CWND_PACKETS: u32 = 4;
+/// Burst credit of the pacer after an idle moment (what a timer's granularity costs).
+const PACING_QUANTUM: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Startup,
+    Drain,
+    ProbeBw,
+    ProbeRtt,
+}
+
+/// What the sender remembers about the connection when it transmits a DATA chunk, so
+/// that its acknowledgement yields a delivery-rate sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SendSnapshot {
+    /// Bytes delivered (acknowledged) on the association when the chunk was sent.
+    pub(crate) delivered: u64,
+    /// When `delivered` last changed, as of the send.
+    pub(crate) delivered_time: Option<Instant>,
+    /// Send time of the most recently acknowledged chunk, as of the send.
+    pub(crate) first_sent_time: Option<Instant>,
+    /// The sender had nothing more to send at the time.
+    pub(crate) app_limited: bool,
+}
+
+/// The controller's state.
+#[derive(Debug, Clone)]
+pub(crate) struct Bbr {
+    mtu: u32,
+    initial_cwnd: u32,
+    mode: Mode,
+    pacing_gain: f64,
+    cwnd_gain: f64,
+    /// (round, delivery rate in bytes/s) samples; the estimate is their maximum.
+    bw_samples: Vec<(u64, f64)>,
+    min_rtt: Option<Duration>,
+    min_rtt_stamp: Option<Instant>,
+    delivered: u64,
+    delivered_time: Option<Instant>,
+    first_sent_time: Option<Instant>,
+    /// Delivered-byte mark until which samples are application-limited (0 = none).
+    app_limited_until: u64,
+    round: u64,
+    next_round_delivered: u64,
+    full_bw: f64,
+    full_bw_rounds: u32,
+    filled_pipe: bool,
+    cycle_index: usize,
+    cycle_stamp: Option<Instant>,
+    probe_rtt_done: Option<Instant>,
+    prior_cwnd: u32,
+    cwnd: u32,
+    /// Earliest time the pacer lets the next DATA chunk go.
+    pace_next: Option<Instant>,
+}
+
+impl Bbr {
+    pub(crate) fn new(mtu: u32, initial_cwnd: u32) -> Self {
+        Self {
+            mtu,
+            initial_cwnd,
+            mode: Mode::Startup,
+            pacing_gain: HIGH_GAIN,
+            cwnd_gain: HIGH_GAIN,
+            bw_samples: Vec::new(),
+            min_rtt: None,
+            min_rtt_stamp: None,
+            delivered: 0,
+            delivered_time: None,
+            first_sent_time: None,
+            app_limited_until: 0,
+            round: 0,
+            next_round_delivered: 0,
+            full_bw: 0.0,
+            full_bw_rounds: 0,
+            filled_pipe: false,
+            cycle_index: 0,
+            cycle_stamp: None,
+            probe_rtt_done: None,
+            prior_cwnd: initial_cwnd,
+            cwnd: initial_cwnd,
+            pace_next: None,
+        }
+    }
+
+    /// The congestion window in bytes.
+    pub(crate) fn cwnd(&self) -> u32 {
+        self.cwnd
+    }
+
+    /// The bottleneck bandwidth estimate in bytes per second (0 before any sample).
+    pub(crate) fn btl_bw(&self) -> f64 {
+        self.bw_samples.iter().map(|s| s.1).fold(0.0, f64::max)
+    }
+
+    fn bdp(&self) -> Option<f64> {
+        let bw = self.btl_bw();
+        let rtt = self.min_rtt?;
+        (bw > 0.0).then(|| bw * rtt.as_secs_f64())
+    }
+
+    fn pacing_rate(&self) -> Option<f64> {
+        let bw = self.btl_bw();
+        (bw > 0.0).then(|| bw * self.pacing_gain)
+    }
+
+    /// Called for every DATA chunk (new or retransmitted) as it is sent, with the
+    /// bytes in flight before it. Returns the snapshot to keep with the chunk.
+    pub(crate) fn on_send(&mut self, now: Instant, inflight: usize, len: usize) -> SendSnapshot {
+        if inflight == 0 {
+            self.first_sent_time = Some(now);
+            self.delivered_time = Some(now);
+        }
+        if let Some(rate) = self.pacing_rate() {
+            let credit = now.checked_sub(PACING_QUANTUM).unwrap_or(now);
+            let base = self.pace_next.map_or(credit, |t| t.max(credit));
+            self.pace_next = Some(base + Duration::from_secs_f64(len as f64 / rate));
+        }
+        SendSnapshot {
+            delivered: self.delivered,
+            delivered_time: self.delivered_time,
+            first_sent_time: self.first_sent_time,
+            app_limited: self.app_limited_until > 0,
+        }
+    }
+
+    /// When the pacer next allows new DATA, if it holds it back at `now`.
+    pub(crate) fn pacing_wait(&self, now: Instant) -> Option<Instant> {
+        self.pace_next.filter(|t| *t > now)
+    }
+
+    /// The sender ran out of data to send while the window had room: samples until
+    /// everything now in flight is delivered say nothing about the path's capacity.
+    pub(crate) fn on_app_limited(&mut self, inflight: usize) {
+        self.app_limited_until = (self.delivered + inflight as u64).max(1);
+    }
+
+    /// Called once per SACK that newly acknowledged `acked` bytes. `sample` is the
+    /// snapshot and last send time of the most recently sent chunk among those newly
+    /// acknowledged; `rtt` a round-trip sample if one was taken (Karn's rule applies);
+    /// `inflight` the bytes still outstanding.
+    pub(crate) fn on_ack(
+        &mut self,
+        now: Instant,
+        acked: u64,
+        sample: Option<(SendSnapshot, Instant)>,
+        rtt: Option<Duration>,
+        inflight: usize,
+    ) {
+        if acked == 0 {
+            return;
+        }
+        self.delivered += acked;
+        self.delivered_time = Some(now);
+        if self.app_limited_until > 0 && self.delivered > self.app_limited_until {
+            self.app_limited_until = 0;
+        }
+        if let Some(rtt) = rtt {
+            self.update_min_rtt(now, rtt);
+        }
+        let mut round_start = false;
+        if let Some((snap, sent_at)) = sample {
+            if snap.delivered >= self.next_round_delivered {
+                self.next_round_delivered = self.delivered;
+                self.round += 1;
+                round_start = true;
+            }
+            self.update_bw(now, &snap, sent_at);
+            self.first_sent_time = Some(sent_at);
+        }
+        if round_start && !self.filled_pipe {
+            self.check_full_pipe();
+        }
+        self.update_mode(now, inflight, round_start);
+        self.update_cwnd(acked);
+    }
+
+    fn update_min_rtt(&mut self, now: Instant, rtt: Duration) {
+        let expired = self
+            .min_rtt_stamp
+            .is_some_and(|t| now.duration_since(t) > MIN_RTT_WINDOW);
+        if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
+            self.min_rtt = Some(rtt);
+            self.min_rtt_stamp = Some(now);
+        }
+    }
+
+    fn update_bw(&mut self, now: Instant, snap: &SendSnapshot, sent_at: Instant) {
+        let (Some(delivered_time), Some(first_sent)) = (snap.delivered_time, snap.first_sent_time)
+        else {
+            return;
+        };
+        let send_elapsed = sent_at.saturating_duration_since(first_sent);
+        let ack_elapsed = now.saturating_duration_since(delivered_time);
+        let interval = send_elapsed.max(ack_elapsed);
+        if interval.is_zero() || self.min_rtt.is_some_and(|m| interval < m) {
+            return;
+        }
+        let bw = (self.delivered - snap.delivered) as f64 / interval.as_secs_f64();
+        if snap.app_limited && bw < self.btl_bw() {
+            return;
+        }
+        let oldest = self.round.saturating_sub(BW_WINDOW_ROUNDS);
+        self.bw_samples.retain(|s| s.0 > oldest && s.1 > bw);
+        self.bw_samples.push((self.round, bw));
+    }
+
+    fn check_full_pipe(&mut self) {
+        if self.app_limited_until > 0 {
+            return;
+        }
+        let bw = self.btl_bw();
+        if bw >= self.full_bw * FULL_BW_GROWTH {
+            self.full_bw = bw;
+            self.full_bw_rounds = 0;
+            return;
+        }
+        self.full_bw_rounds += 1;
+        if self.full_bw_rounds >= FULL_BW_ROUNDS {
+            self.filled_pipe = true;
+        }
+    }
+
+    fn update_mode(&mut self, now: Instant, inflight: usize, round_start: bool) {
+        if self.mode == Mode::Startup && self.filled_pipe {
+            self.mode = Mode::Drain;
+            self.pacing_gain = 1.0 / HIGH_GAIN;
+            self.cwnd_gain = HIGH_GAIN;
+        }
+        if self.mode == Mode::Drain && self.bdp().is_none_or(|bdp| inflight as f64 <= bdp) {
+            self.enter_probe_bw(now);
+        }
+        if self.mode == Mode::ProbeBw {
+            self.advance_cycle(now, inflight);
+        }
+        self.check_probe_rtt(now, inflight, round_start);
+    }
+
+    fn enter_probe_bw(&mut self, now: Instant) {
+        self.mode = Mode::ProbeBw;
+        self.cwnd_gain = 2.0;
+        // Start anywhere but the draining phase (which follows a probe).
+        self.cycle_index = if self.round % 2 == 0 { 2 } else { 0 };
+        self.pacing_gain = CYCLE[self.cycle_index];
+        self.cycle_stamp = Some(now);
+    }
+
+    fn advance_cycle(&mut self, now: Instant, inflight: usize) {
+        let Some(min_rtt) = self.min_rtt else {
+            return;
+        };
+        let elapsed = self
+            .cycle_stamp
+            .is_none_or(|t| now.duration_since(t) > min_rtt);
+        let bdp = self.bdp().unwrap_or(0.0);
+        let next = match self.pacing_gain {
+            // Probing: stay until the probe has put 1.25 BDP in flight (or a round trip).
+            g if g > 1.0 => elapsed && inflight as f64 >= bdp * g,
+            // Draining: leave as soon as the queue the probe built is gone.
+            g if g < 1.0 => elapsed || inflight as f64 <= bdp,
+            _ => elapsed,
+        };
+        if next {
+            self.cycle_index = (self.cycle_index + 1) % CYCLE.len();
+            self.pacing_gain = CYCLE[self.cycle_index];
+            self.cycle_stamp = Some(now);
+        }
+    }
+
+    fn check_probe_rtt(&mut self, now: Instant, inflight: usize, round_start: bool) {
+        let expired = self
+            .min_rtt_stamp
+            .is_some_and(|t| now.duration_since(t) > MIN_RTT_WINDOW);
+        if self.mode != Mode::ProbeRtt && expired && self.filled_pipe {
+            self.mode = Mode::ProbeRtt;
+            self.pacing_gain = 1.0;
+            self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+            self.probe_rtt_done = None;
+        }
+        if self.mode != Mode::ProbeRtt {
+            return;
+        }
+        let floor = self.mtu * MIN_CWND_PACKETS;
+        if self.probe_rtt_done.is_none() && inflight as u32 <= floor {
+            self.probe_rtt_done = Some(now + PROBE_RTT_DURATION);
+        }
+        if let Some(done) = self.probe_rtt_done
+            && now >= done
+            && round_start
+        {
+            self.min_rtt_stamp = Some(now);
+            self.cwnd = self.cwnd.max(self.prior_cwnd);
+            self.enter_probe_bw(now);
+        }
+    }
+
+    fn update_cwnd(&mut self, acked: u64) {
+        let floor = self.mtu * MIN_CWND_PACKETS;
+        if self.mode == Mode::ProbeRtt {
+            self.cwnd = self.cwnd.min(floor);
+            return;
+        }
+        let acked = u32::try_from(acked).unwrap_or(u32::MAX);
+        let target = self.bdp().map(|bdp| {
+            let t = bdp * self.cwnd_gain + 3.0 * f64::from(self.mtu);
+            t.min(f64::from(u32::MAX)) as u32
+        });
+        self.cwnd = match target {
+            Some(target) if self.filled_pipe => self.cwnd.saturating_add(acked).min(target),
+            Some(target) if self.cwnd < target => self.cwnd.saturating_add(acked),
+            None => self.cwnd.saturating_add(acked),
+            _ => self.cwnd,
+        }
+        .max(floor)
+        .max(if self.filled_pipe { 0 } else { self.initial_cwnd });
+    }
+
+    /// The retransmission timer expired: everything in flight is presumed lost. Keep the
+    /// model; restart from a small window that the next acknowledgements regrow.
+    pub(crate) fn on_rto(&mut self) {
+        self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
+        self.cwnd = self.mtu * MIN_CWND_PACKETS;
+        self.pace_next = None;
+    }
+
+    /// After a timeout, the window the model allowed before it (restored once the
+    /// retransmissions are acknowledged).
+    pub(crate) fn on_recovered(&mut self) {
+        self.cwnd = self.cwnd.max(self.prior_cwnd);
+        self.prior_cwnd = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MTU: u32 = 1200;
+
+    /// Feed a steady flow at `rate` bytes/s over `rtt` for `rounds` round trips, one
+    /// acknowledgement per `MTU` bytes, and return the controller.
+    fn steady(rate: f64, rtt: Duration, rounds: u32) -> Bbr {
+        let mut bbr = Bbr::new(MTU, 4 * MTU);
+        let start = Instant::now();
+        let per_packet = Duration::from_secs_f64(f64::from(MTU) / rate);
+        let packets = (rate * rtt.as_secs_f64() / f64::from(MTU)).ceil() as u32;
+        let mut sent = Vec::new();
+        let mut t = start;
+        for _ in 0..packets {
+            sent.push((bbr.on_send(t, 1, MTU as usize), t));
+            t += per_packet;
+        }
+        for _ in 0..rounds * packets {
+            let (snap, at) = sent.remove(0);
+            let now = at + rtt;
+            bbr.on_ack(now, u64::from(MTU), Some((snap, at)), Some(rtt), packets as usize);
+            sent.push((bbr.on_send(now, packets as usize, MTU as usize), now));
+        }
+        bbr
+    }
+
+    #[test]
+    fn bbr_steady_flow_estimates_rate_and_two_bdp_window() {
+        let rate = 12.5e6; // 100 Mbit/s
+        let rtt = Duration::from_millis(40);
+        let bbr = steady(rate, rtt, 30);
+        let bw = bbr.btl_bw();
+        assert!((bw / rate - 1.0).abs() < 0.05, "bw {bw}");
+        assert_eq!(bbr.min_rtt, Some(rtt));
+        let bdp = rate * rtt.as_secs_f64();
+        let cwnd = f64::from(bbr.cwnd());
+        assert!(cwnd > 1.8 * bdp && cwnd < 2.2 * bdp, "cwnd {cwnd} bdp {bdp}");
+        assert_eq!(bbr.mode, Mode::ProbeBw);
+    }
+
+    #[test]
+    fn bbr_rto_shrinks_window_recovery_restores_it() {
+        let mut bbr = steady(12.5e6, Duration::from_millis(40), 30);
+        let before = bbr.cwnd();
+        bbr.on_rto();
+        assert_eq!(bbr.cwnd(), MIN_CWND_PACKETS * MTU);
+        bbr.on_recovered();
+        assert_eq!(bbr.cwnd(), before);
+    }
+
+    #[test]
+    fn bbr_pacer_spaces_sends_at_gain_times_bandwidth() {
+        let mut bbr = steady(12.5e6, Duration::from_millis(40), 30);
+        let now = Instant::now() + Duration::from_secs(100);
+        bbr.pace_next = None;
+        // The first chunk uses the burst credit; the pacer then holds the next ones.
+        let mut t = now;
+        let mut sends = 0;
+        while bbr.pacing_wait(now).is_none() && sends < 10_000 {
+            bbr.on_send(t, 1, MTU as usize);
+            sends += 1;
+        }
+        let credit = bbr.pacing_rate().unwrap_or(0.0) * PACING_QUANTUM.as_secs_f64();
+        assert!(
+            f64::from(sends * MTU) <= credit + 2.0 * f64::from(MTU),
+            "{sends} sends in one instant, credit {credit}"
+        );
+        t += Duration::from_secs(1);
+        assert!(bbr.pacing_wait(t).is_none());
+    }
+}
