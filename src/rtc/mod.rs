@@ -19,10 +19,10 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCIceTransportPolicy, SettingEngineBuilder,
 };
 
-/// The SCTP congestion controllers (`RtcSettings::congestion_control`).
-pub use rtc_sctp::CongestionControl;
 use crate::error::{Error, Result};
 use peershare_signaling::protocol::IceServer;
+/// The SCTP congestion controllers (`RtcSettings::congestion_control`).
+pub use rtc_sctp::CongestionControl;
 
 /// Transport settings for every peer connection, tuned by measurement
 /// (docs/PERFORMANCE.md).
@@ -45,9 +45,14 @@ pub struct RtcSettings {
     /// SCTP's minimum retransmission timeout (default [`SCTP_RTO_MIN`]).
     pub sctp_rto_min: Duration,
     /// SCTP packet size budget. `None` = [`LOOPBACK_SCTP_MTU`] when bound to a loopback
-    /// address with no TURN relay in reach (the path can only be loopback host to host),
-    /// else the stack's 1191 bytes, which fits any path including TURN over IPv6.
+    /// address with no TURN relay in reach (the path can only be loopback host to host)
+    /// and the peer takes such packets (`peer_large_packets`), else the stack's 1191
+    /// bytes, which fits any path including TURN over IPv6.
     pub sctp_mtu: Option<u32>,
+    /// The remote peer takes SCTP packets of [`LOOPBACK_SCTP_MTU`] bytes. The session
+    /// sets it per connection from the peer's PAKE message (`docs/PROTOCOL.md`); a peer
+    /// that does not say so gets the stack's 1191-byte packets on any path.
+    pub peer_large_packets: bool,
     /// Use only TURN relay candidates.
     pub relay_only: bool,
     /// Never use a TURN relay (TURN servers handed out by signaling are ignored).
@@ -92,6 +97,7 @@ impl Default for RtcSettings {
             congestion_control: CongestionControl::Bbr,
             sctp_rto_min: SCTP_RTO_MIN,
             sctp_mtu: None,
+            peer_large_packets: true,
             relay_only: false,
             direct_only: false,
             peer_relay_only: false,
@@ -163,10 +169,11 @@ pub async fn build_peer_connection(
             .iter()
             .flat_map(|s| &s.urls)
             .any(|u| u.starts_with("turn:") || u.starts_with("turns:"));
-    let loopback_mtu = settings.sctp_mtu.is_none()
-        && !relay_possible
+    // The only possible path is loopback host to host.
+    let loopback_path = !relay_possible
         && settings.network.is_none()
         && settings.bind.is_some_and(|ip| ip.is_loopback());
+    let loopback_mtu = loopback_path && settings.sctp_mtu.is_none() && settings.peer_large_packets;
     let socket_buffer = if loopback_mtu {
         settings
             .socket_buffer_bytes
@@ -175,9 +182,11 @@ pub async fn build_peer_connection(
         settings.socket_buffer_bytes
     };
     // On a loopback-only path the round trip is ~0.1 ms: small windows suffice.
-    let (send_buffer_limit, receive_window) = if loopback_mtu {
+    let (send_buffer_limit, receive_window) = if loopback_path {
         (
-            settings.send_buffer_limit.min(LOOPBACK_WINDOW_BYTES as usize),
+            settings
+                .send_buffer_limit
+                .min(LOOPBACK_WINDOW_BYTES as usize),
             settings.sctp_receive_window.min(LOOPBACK_WINDOW_BYTES),
         )
     } else {

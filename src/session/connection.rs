@@ -63,8 +63,13 @@ pub(crate) enum PeerSignal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conn: Option<Uuid>,
     },
-    /// The sender's SPAKE2 message, lowercase hex.
-    Pake { msg: String },
+    /// The sender's SPAKE2 message, lowercase hex, and the largest SCTP packet it takes
+    /// on a connection whose only path is loopback (missing: the stack's 1191 bytes).
+    Pake {
+        msg: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sctp_mtu: Option<u32>,
+    },
     /// The sender refuses this pair (6011 authentication failed, 6012 code burnt).
     AuthFailed {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -59,6 +59,9 @@ pub(crate) struct Link {
     pub name: String,
     /// The peer announced at join that it uses only relay candidates.
     pub relay_only: bool,
+    /// The peer's PAKE message announced that it takes SCTP packets of
+    /// [`crate::rtc::LOOPBACK_SCTP_MTU`] bytes.
+    pub large_packets: bool,
     pub conn: Option<Conn>,
     pub control_open: bool,
     /// Offerer only: when to try a new connection.
@@ -124,6 +127,8 @@ impl Session {
                 &info.id,
                 &PeerSignal::Pake {
                     msg: hex::encode(msg),
+                    // rtc-sctp reads packets of up to 8192 bytes whatever its own MTU.
+                    sctp_mtu: Some(crate::rtc::LOOPBACK_SCTP_MTU),
                 },
             );
             Auth::Waiting(handshake)
@@ -133,6 +138,7 @@ impl Session {
             auth,
             name: info.name,
             relay_only: info.relay_only,
+            large_packets: false,
             conn: None,
             control_open: false,
             retry_at: None,
@@ -147,13 +153,9 @@ impl Session {
                 "the code is burnt".into(),
                 true,
             );
-        } else if self.offerer_for(&info.id) {
-            // Built while the PAKE runs; the offer goes out once the key is there.
-            let conn = self.spawn_conn(&info.id, Uuid::new_v4(), true, true);
-            if let Some(link) = self.links.get_mut(&info.id) {
-                link.conn = Some(conn);
-            }
         }
+        // The offerer builds its connection once the peer's PAKE message is in
+        // (`on_pake`): it says which SCTP packets the peer takes.
     }
 
     /// Send signaling data to `peer` (dropped if the signaling queue is full, as a lost
@@ -172,6 +174,7 @@ impl Session {
     pub(super) fn conn_settings(&self, peer: &str) -> RtcSettings {
         RtcSettings {
             peer_relay_only: self.links.get(peer).is_some_and(|l| l.relay_only),
+            peer_large_packets: self.links.get(peer).is_some_and(|l| l.large_packets),
             ..self.config.rtc.clone()
         }
     }
@@ -252,7 +255,7 @@ impl Session {
         }
         let current = link.conn.as_ref().map(|c| c.id);
         let (kind, conn, sealed) = match signal {
-            PeerSignal::Pake { msg } => return self.on_pake(from, &msg),
+            PeerSignal::Pake { msg, sctp_mtu } => return self.on_pake(from, &msg, sctp_mtu),
             PeerSignal::AuthFailed { code } => return self.on_auth_failed_signal(from, code),
             PeerSignal::Reconnect { conn: asked } => {
                 // The answerer lost the connection `asked`; replace it now if it is ours.
@@ -364,7 +367,7 @@ impl Session {
 
     /// The peer's PAKE message: finish the exchange; the offerer's connection may now
     /// send its offer.
-    fn on_pake(&mut self, from: &str, msg: &str) {
+    fn on_pake(&mut self, from: &str, msg: &str, sctp_mtu: Option<u32>) {
         let Some(link) = self.links.get_mut(from) else {
             return;
         };
@@ -387,6 +390,14 @@ impl Session {
                     key,
                     verified: false,
                 };
+                link.large_packets = sctp_mtu.is_some_and(|m| m >= crate::rtc::LOOPBACK_SCTP_MTU);
+                let unconnected = link.conn.is_none();
+                if unconnected && self.offerer_for(from) {
+                    let conn = self.spawn_conn(from, Uuid::new_v4(), true, true);
+                    if let Some(link) = self.links.get_mut(from) {
+                        link.conn = Some(conn);
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(%from, "PAKE failed: {e}");

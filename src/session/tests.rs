@@ -922,3 +922,39 @@ async fn session_auth_third_failure_burns_the_code_and_newcomers_get_6012() {
     assert_eq!(a.take_events(), []);
     assert_eq!(a.session.auth_failures, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn session_pake_without_sctp_mtu_uses_safe_packets_with_it_large_ones() {
+    let mut auth = Auth::new(3);
+    // Our PAKE message announces what we take.
+    let j = auth.join("aa-joiner", "test-secret");
+    auth.session.add_peer(PeerInfo {
+        id: "ab-silent".into(),
+        name: "ab-silent".into(),
+        relay_only: false,
+    });
+    let ours = auth.signals_to("ab-silent");
+    let pake = ours.iter().find(|d| d["kind"] == "pake").expect("our pake");
+    assert_eq!(pake["sctp_mtu"], crate::rtc::LOOPBACK_SCTP_MTU);
+    // A peer whose PAKE message does not mention packet sizes (another implementation).
+    let (_, msg) = crate::proto::pake::Handshake::start("test-secret", "session", "ab-silent", ME);
+    auth.signal(
+        "ab-silent",
+        serde_json::json!({"kind": "pake", "msg": hex::encode(msg)}),
+    );
+    assert!(!auth.session.conn_settings("ab-silent").peer_large_packets);
+    // `join` sent a PAKE message without the field too.
+    assert!(!auth.session.conn_settings(j.id).peer_large_packets);
+    // A peer that announces them.
+    let (_, msg) = crate::proto::pake::Handshake::start("test-secret", "session", "ac-large", ME);
+    auth.session.add_peer(PeerInfo {
+        id: "ac-large".into(),
+        name: "ac-large".into(),
+        relay_only: false,
+    });
+    auth.signal(
+        "ac-large",
+        serde_json::json!({"kind": "pake", "msg": hex::encode(msg), "sctp_mtu": 8192}),
+    );
+    assert!(auth.session.conn_settings("ac-large").peer_large_packets);
+}
