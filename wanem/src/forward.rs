@@ -7,6 +7,10 @@
 //! [`READ_BURST`] packets per direction so that due packets are never starved. A packet
 //! due at once with nothing held before it is written straight from the read buffer;
 //! everything else waits in the direction's [`DelayLine`].
+//!
+//! With offload ([`crate::gso`]) a read may bring a TCP super-packet; the link still
+//! decides per segment, and the delivered segments leave in as few packets as the link's
+//! timing allows.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -18,25 +22,28 @@ use std::time::{Duration, Instant};
 
 use peershare_linkmodel::{DropReason, Link, LinkConfig, Verdict};
 
+use crate::gso::{self, TcpSuper, VNET_HDR_LEN, VnetHdr};
+
 /// Packets read from one device before the loop writes what is due.
 pub const READ_BURST: usize = 64;
 /// Bytes a direction holds in its delay line at most; beyond, packets are dropped
 /// (`held_drops`). A safety net against unbounded memory: a 1 Gbit/s, 1 s delay line
 /// holds 125 MB.
 pub const MAX_HELD_BYTES: usize = 512 << 20;
-/// Largest packet a TUN device hands over (IPv4's limit).
-const MAX_PACKET: usize = 65_536;
+/// Largest read from a TUN device: an IPv4 packet's limit and the vnet header.
+const MAX_PACKET: usize = 65_536 + VNET_HDR_LEN;
 /// Packet buffers kept for reuse per direction.
 const POOL: usize = 8192;
 
 /// What one direction did, so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DirectionStats {
-    /// Packets read from the input device.
+    /// Packets read from the input device (a TCP super-packet counts as its segments).
     pub received: u64,
-    /// Packets written to the output device.
+    /// Packets delivered to the output device (as many segments as they carry).
     pub forwarded: u64,
-    /// Bytes written to the output device.
+    /// Bytes delivered to the output device, as on the wire (IP packets, every
+    /// segment with its headers).
     pub forwarded_bytes: u64,
     /// Packets lost by the loss model (random or bursty).
     pub lost: u64,
@@ -124,12 +131,35 @@ impl Counters {
     }
 }
 
+/// What one write to the output device delivers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Out {
+    /// The bytes to write (with the vnet header when offload is on).
+    pub packet: Vec<u8>,
+    /// Wire packets it stands for.
+    pub segments: u32,
+    /// Their bytes on the wire.
+    pub wire_bytes: u32,
+}
+
+impl Out {
+    /// A plain packet that is its own wire packet.
+    pub fn plain(packet: Vec<u8>) -> Self {
+        let wire_bytes = packet.len() as u32;
+        Self {
+            packet,
+            segments: 1,
+            wire_bytes,
+        }
+    }
+}
+
 /// A packet waiting for its delivery time.
 #[derive(Debug)]
 struct Held {
     at: Instant,
     seq: u64,
-    packet: Vec<u8>,
+    out: Out,
 }
 
 impl PartialEq for Held {
@@ -162,14 +192,14 @@ pub struct DelayLine {
 }
 
 impl DelayLine {
-    /// Hold `packet` until `at`.
-    pub fn push(&mut self, at: Instant, reordered: bool, packet: Vec<u8>) {
+    /// Hold `out` until `at`.
+    pub fn push(&mut self, at: Instant, reordered: bool, out: Out) {
         self.seq += 1;
-        self.bytes += packet.len();
+        self.bytes += out.packet.len();
         let held = Held {
             at,
             seq: self.seq,
-            packet,
+            out,
         };
         if reordered {
             self.late.push(Reverse(held));
@@ -190,7 +220,7 @@ impl DelayLine {
     }
 
     /// The next packet due at `now`, earliest first.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<Out> {
         let front = self.fifo.front().filter(|h| h.at <= now);
         let late = self.late.peek().map(|h| &h.0).filter(|h| h.at <= now);
         let from_fifo = match (front, late) {
@@ -204,8 +234,8 @@ impl DelayLine {
         } else {
             self.late.pop()?.0
         };
-        self.bytes -= held.packet.len();
-        Some(held.packet)
+        self.bytes -= held.out.packet.len();
+        Some(held.out)
     }
 
     /// Nothing held.
@@ -229,17 +259,20 @@ pub struct Direction {
     pool: Vec<Vec<u8>>,
     counters: Arc<Counters>,
     open: bool,
+    /// Packets carry a vnet header (offload on).
+    vnet: bool,
 }
 
 impl Direction {
     /// A direction reading `input` and writing `output` (both non-blocking TUN devices
-    /// that outlive the loop).
+    /// that outlive the loop; `vnet`: both with a vnet header, [`crate::gso`]).
     pub fn new(
         input: RawFd,
         output: RawFd,
         cfg: LinkConfig,
         link: Link,
         counters: Arc<Counters>,
+        vnet: bool,
     ) -> Self {
         Self {
             input,
@@ -250,20 +283,21 @@ impl Direction {
             pool: Vec::new(),
             counters,
             open: true,
+            vnet,
         }
     }
 
-    fn write(&self, packet: &[u8]) {
+    fn write(&self, packet: &[u8], segments: u32, wire_bytes: u32) {
         loop {
             // SAFETY: `packet` is a valid buffer; `output` is an open descriptor.
             let n = unsafe { libc::write(self.output, packet.as_ptr().cast(), packet.len()) };
             if n >= 0 {
-                Counters::add(&self.counters.forwarded, 1);
-                Counters::add(&self.counters.forwarded_bytes, packet.len() as u64);
+                Counters::add(&self.counters.forwarded, u64::from(segments));
+                Counters::add(&self.counters.forwarded_bytes, u64::from(wire_bytes));
                 return;
             }
             if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                Counters::add(&self.counters.write_errors, 1);
+                Counters::add(&self.counters.write_errors, u64::from(segments));
                 return;
             }
         }
@@ -271,11 +305,151 @@ impl Direction {
 
     /// Write every held packet due at `now`.
     fn flush(&mut self, now: Instant) {
-        while let Some(packet) = self.line.pop_due(now) {
-            self.write(&packet);
+        while let Some(out) = self.line.pop_due(now) {
+            self.write(&out.packet, out.segments, out.wire_bytes);
             if self.pool.len() < POOL {
-                self.pool.push(packet);
+                self.pool.push(out.packet);
             }
+        }
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    /// Write `packet` now if it is due and nothing is held before it, else hold it.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        reordered: bool,
+        packet: &[u8],
+        segments: u32,
+        wire_bytes: u32,
+    ) {
+        if at <= now && self.line.is_empty() {
+            self.write(packet, segments, wire_bytes);
+        } else if self.line.bytes() + packet.len() > MAX_HELD_BYTES {
+            Counters::add(&self.counters.held_drops, u64::from(segments));
+        } else {
+            let mut b = self.buffer();
+            b.extend_from_slice(packet);
+            self.line.push(
+                at,
+                reordered,
+                Out {
+                    packet: b,
+                    segments,
+                    wire_bytes,
+                },
+            );
+        }
+    }
+
+    /// Count a drop.
+    fn dropped(&self, why: DropReason, segments: u64) {
+        match why {
+            DropReason::Loss => Counters::add(&self.counters.lost, segments),
+            DropReason::Overflow => Counters::add(&self.counters.overflow, segments),
+        }
+    }
+
+    /// One packet that is one wire packet of `wire` bytes.
+    fn single(&mut self, now: Instant, packet: &[u8], wire: usize) {
+        Counters::add(&self.counters.received, 1);
+        match self.link.decide(&self.cfg, now, wire) {
+            Verdict::Drop(why) => self.dropped(why, 1),
+            Verdict::Deliver { at, reordered } => {
+                if reordered {
+                    Counters::add(&self.counters.reordered, 1);
+                }
+                self.deliver(now, at, reordered, packet, 1, wire as u32);
+            }
+        }
+    }
+
+    /// Segments `first..end` of a super-packet (`buf` = vnet header + `pkt`), due at `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn piece(
+        &mut self,
+        now: Instant,
+        buf: &[u8],
+        hdr: &VnetHdr,
+        lay: &TcpSuper,
+        (first, end): (usize, usize),
+        at: Instant,
+        reordered: bool,
+    ) {
+        let segments = (end - first) as u32;
+        let wire = (end - first) * lay.headers() + lay.payload_of(first, end);
+        if first == 0 && end == lay.segments() {
+            self.deliver(now, at, reordered, buf, segments, wire as u32);
+            return;
+        }
+        let mut b = self.buffer();
+        gso::build_run(hdr, &buf[VNET_HDR_LEN..], lay, first, end, &mut b);
+        if at <= now && self.line.is_empty() {
+            self.write(&b, segments, wire as u32);
+        } else if self.line.bytes() + b.len() > MAX_HELD_BYTES {
+            Counters::add(&self.counters.held_drops, u64::from(segments));
+        } else {
+            let out = Out {
+                packet: b,
+                segments,
+                wire_bytes: wire as u32,
+            };
+            self.line.push(at, reordered, out);
+            return;
+        }
+        if self.pool.len() < POOL {
+            self.pool.push(b);
+        }
+    }
+
+    /// A TCP super-packet: the link decides per segment; consecutive delivered segments
+    /// due within [`gso::COALESCE`] of each other leave together.
+    fn segmented(&mut self, now: Instant, buf: &[u8], hdr: &VnetHdr, lay: &TcpSuper) {
+        let n = lay.segments();
+        Counters::add(&self.counters.received, n as u64);
+        // The run being gathered: first segment, its time, the latest time.
+        let mut run: Option<(usize, Instant, Instant)> = None;
+        for i in 0..n {
+            let verdict = self.link.decide(&self.cfg, now, lay.wire_len(i));
+            let extends = match (verdict, run) {
+                (
+                    Verdict::Deliver {
+                        at,
+                        reordered: false,
+                    },
+                    Some((_, start, _)),
+                ) => at <= start + gso::COALESCE,
+                _ => false,
+            };
+            if extends {
+                if let (Some(r), Verdict::Deliver { at, .. }) = (run.as_mut(), verdict) {
+                    r.2 = at;
+                }
+                continue;
+            }
+            if let Some((first, _, last)) = run.take() {
+                self.piece(now, buf, hdr, lay, (first, i), last, false);
+            }
+            match verdict {
+                Verdict::Drop(why) => self.dropped(why, 1),
+                Verdict::Deliver {
+                    at,
+                    reordered: true,
+                } => {
+                    Counters::add(&self.counters.reordered, 1);
+                    self.piece(now, buf, hdr, lay, (i, i + 1), at, true);
+                }
+                Verdict::Deliver { at, .. } => run = Some((i, at, at)),
+            }
+        }
+        if let Some((first, _, last)) = run {
+            self.piece(now, buf, hdr, lay, (first, n), last, false);
         }
     }
 
@@ -294,27 +468,19 @@ impl Direction {
                 }
                 return;
             }
-            let len = n as usize;
-            Counters::add(&self.counters.received, 1);
+            let buf = &scratch[..n as usize];
             let now = Instant::now();
-            match self.link.decide(&self.cfg, now, len) {
-                Verdict::Drop(DropReason::Loss) => Counters::add(&self.counters.lost, 1),
-                Verdict::Drop(DropReason::Overflow) => Counters::add(&self.counters.overflow, 1),
-                Verdict::Deliver { at, reordered } => {
-                    if reordered {
-                        Counters::add(&self.counters.reordered, 1);
-                    }
-                    if at <= now && self.line.is_empty() {
-                        self.write(&scratch[..len]);
-                    } else if self.line.bytes() + len > MAX_HELD_BYTES {
-                        Counters::add(&self.counters.held_drops, 1);
-                    } else {
-                        let mut packet = self.pool.pop().unwrap_or_default();
-                        packet.clear();
-                        packet.extend_from_slice(&scratch[..len]);
-                        self.line.push(at, reordered, packet);
-                    }
-                }
+            if !self.vnet {
+                self.single(now, buf, buf.len());
+                continue;
+            }
+            let Some(hdr) = VnetHdr::parse(buf) else {
+                continue;
+            };
+            let pkt = &buf[VNET_HDR_LEN..];
+            match TcpSuper::parse(&hdr, pkt) {
+                Some(lay) => self.segmented(now, buf, &hdr, &lay),
+                None => self.single(now, buf, pkt.len()),
             }
         }
     }
@@ -397,19 +563,19 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut line = DelayLine::default();
-        line.push(ms(10), false, vec![1]);
-        line.push(ms(15), true, vec![2; 3]);
-        line.push(ms(12), false, vec![3]);
-        line.push(ms(12), false, vec![4]);
+        line.push(ms(10), false, Out::plain(vec![1]));
+        line.push(ms(15), true, Out::plain(vec![2; 3]));
+        line.push(ms(12), false, Out::plain(vec![3]));
+        line.push(ms(12), false, Out::plain(vec![4]));
         assert_eq!(line.bytes(), 6);
         assert_eq!(line.next_due(), Some(ms(10)));
         assert_eq!(line.pop_due(ms(9)), None);
-        assert_eq!(line.pop_due(ms(20)), Some(vec![1]));
-        assert_eq!(line.pop_due(ms(20)), Some(vec![3]));
-        assert_eq!(line.pop_due(ms(20)), Some(vec![4]));
+        assert_eq!(line.pop_due(ms(20)), Some(Out::plain(vec![1])));
+        assert_eq!(line.pop_due(ms(20)), Some(Out::plain(vec![3])));
+        assert_eq!(line.pop_due(ms(20)), Some(Out::plain(vec![4])));
         assert_eq!(line.next_due(), Some(ms(15)));
         assert_eq!(line.pop_due(ms(14)), None);
-        assert_eq!(line.pop_due(ms(15)), Some(vec![2; 3]));
+        assert_eq!(line.pop_due(ms(15)), Some(Out::plain(vec![2; 3])));
         assert!(line.is_empty());
         assert_eq!(line.bytes(), 0);
         assert_eq!(line.next_due(), None);
@@ -421,12 +587,12 @@ mod tests {
         let ms = |n| t0 + Duration::from_millis(n);
         let mut line = DelayLine::default();
         // Packet 1 is held back to 30 ms; packets 2 and 3 (20, 21 ms) overtake it.
-        line.push(ms(30), true, vec![1]);
-        line.push(ms(20), false, vec![2]);
-        line.push(ms(21), false, vec![3]);
+        line.push(ms(30), true, Out::plain(vec![1]));
+        line.push(ms(20), false, Out::plain(vec![2]));
+        line.push(ms(21), false, Out::plain(vec![3]));
         let mut order = Vec::new();
         while let Some(p) = line.pop_due(ms(100)) {
-            order.push(p[0]);
+            order.push(p.packet[0]);
         }
         assert_eq!(order, [2, 3, 1]);
     }
@@ -435,10 +601,10 @@ mod tests {
     fn delay_line_equal_times_keep_arrival_order_across_queues() {
         let t0 = Instant::now();
         let mut line = DelayLine::default();
-        line.push(t0, true, vec![1]);
-        line.push(t0, false, vec![2]);
-        assert_eq!(line.pop_due(t0), Some(vec![1]));
-        assert_eq!(line.pop_due(t0), Some(vec![2]));
+        line.push(t0, true, Out::plain(vec![1]));
+        line.push(t0, false, Out::plain(vec![2]));
+        assert_eq!(line.pop_due(t0), Some(Out::plain(vec![1])));
+        assert_eq!(line.pop_due(t0), Some(Out::plain(vec![2])));
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! - [`spec`]: the command line's units and per-direction values → [`LinkConfig`] (pure).
 //! - [`tun`]: TUN devices created and configured inside a namespace (ioctl, no `ip`).
 //! - [`forward`]: the forwarding loop, its delay line and counters.
+//! - [`gso`]: TCP super-packets through the link, cut per the link's per-segment verdicts.
 //! - [`netns`]: entering, creating and deleting namespaces (tests and the benchmark).
 //! - [`tcp`]: a TCP sender and receiver with a chosen congestion control
 //!   (`TCP_CONGESTION`), the reference the WAN benchmark compares peershare with.
@@ -46,6 +47,7 @@
 //! read buffer. The measured ceiling is in `docs/PERFORMANCE.md` ("WAN paths").
 
 pub mod forward;
+pub mod gso;
 pub mod netns;
 pub mod spec;
 pub mod tcp;
@@ -102,6 +104,9 @@ pub struct Config {
     pub seed: u64,
     /// Thread layout.
     pub threads: Threads,
+    /// TCP segmentation and checksum offload through the devices ([`gso`]): the sending
+    /// stack hands over 64 KiB super-packets, the link still decides per segment.
+    pub offload: bool,
 }
 
 /// The default address of end A.
@@ -132,6 +137,7 @@ impl Config {
             b_to_a: LinkConfig::default(),
             seed: 1,
             threads: Threads::default(),
+            offload: true,
         }
     }
 
@@ -194,6 +200,7 @@ impl Emulator {
             peer: other.addr,
             mtu: config.mtu,
             txqueuelen: config.txqueuelen,
+            offload: config.offload,
         };
         let tun_a = tun::create(&spec(&config.a, &config.b))?;
         let tun_b = tun::create(&spec(&config.b, &config.a))?;
@@ -211,6 +218,7 @@ impl Emulator {
             config.a_to_b,
             Link::seeded(peershare_linkmodel::socket_seed(config.seed, 0)),
             counters[0].clone(),
+            config.offload,
         );
         let b_to_a = Direction::new(
             tun_b.as_raw_fd(),
@@ -218,6 +226,7 @@ impl Emulator {
             config.b_to_a,
             Link::seeded(peershare_linkmodel::socket_seed(config.seed, 1)),
             counters[1].clone(),
+            config.offload,
         );
         let stop_fd = stop.as_raw_fd();
         let spawn = |name: &str, dirs: Vec<Direction>| {

@@ -94,6 +94,10 @@ struct RunArgs {
     /// One forwarding thread per direction, or one for both.
     #[arg(long, value_enum, default_value_t = ThreadsArg::PerDirection)]
     threads: ThreadsArg,
+    /// No offload: one packet per MSS through the devices, no vnet header (slower; the
+    /// link's decisions are per packet either way).
+    #[arg(long)]
+    no_offload: bool,
     /// Do not stop at end of input on stdin (stdin is watched only when it is a
     /// terminal, a pipe or a socket).
     #[arg(long)]
@@ -244,6 +248,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             ThreadsArg::PerDirection => Threads::PerDirection,
             ThreadsArg::Shared => Threads::Shared,
         },
+        offload: !a.no_offload,
     };
 
     let signals = stop_signals();

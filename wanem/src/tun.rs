@@ -1,5 +1,6 @@
-//! TUN devices (IFF_TUN | IFF_NO_PI: one IPv4 packet per read or write, no header)
-//! created directly inside a network namespace and configured there by ioctl: MTU,
+//! TUN devices (IFF_TUN | IFF_NO_PI: one IPv4 packet per read or write; with offload a
+//! vnet header in front and TCP super-packets, [`crate::gso`]) created directly inside
+//! a network namespace and configured there by ioctl: MTU,
 //! transmit queue length, a point-to-point address pair, IPv6 off, up. Nothing ever
 //! appears in the namespace the process runs in. The device lives as long as its file
 //! descriptor: closing it removes the device and its addresses.
@@ -26,6 +27,9 @@ pub struct TunSpec {
     pub mtu: u32,
     /// Transmit queue length in packets: what the kernel holds for the emulator to read.
     pub txqueuelen: u32,
+    /// A vnet header on every packet, checksum and TCPv4 segmentation offload
+    /// ([`crate::gso`]).
+    pub offload: bool,
 }
 
 fn ifreq(name: &str) -> io::Result<libc::ifreq> {
@@ -96,13 +100,20 @@ fn create_here(spec: &TunSpec) -> io::Result<OwnedFd> {
     // SAFETY: `raw` is a fresh descriptor owned by nothing else.
     let tun = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut req = ifreq(&spec.device)?;
-    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    let vnet = if spec.offload { libc::IFF_VNET_HDR } else { 0 };
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
     ioctl(
         tun.as_raw_fd(),
         libc::TUNSETIFF as libc::c_ulong,
         &mut req,
         &format!("TUNSETIFF {}", spec.device),
     )?;
+    if spec.offload {
+        let features = (libc::TUN_F_CSUM | libc::TUN_F_TSO4) as libc::c_ulong;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETOFFLOAD as _, features) };
+        cvt(r, "TUNSETOFFLOAD")?;
+    }
     // SAFETY: the kernel wrote a NUL-terminated name into ifr_name.
     let name = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
         .to_string_lossy()
