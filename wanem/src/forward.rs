@@ -25,7 +25,7 @@ use peershare_linkmodel::{DropReason, Link, LinkConfig, Verdict};
 use crate::gso::{self, TcpSuper, VNET_HDR_LEN, VnetHdr};
 
 /// Packets read from one device before the loop writes what is due.
-pub const READ_BURST: usize = 64;
+pub const READ_BURST: usize = 128;
 /// Bytes a direction holds in its delay line at most; beyond, packets are dropped
 /// (`held_drops`). A safety net against unbounded memory: a 1 Gbit/s, 1 s delay line
 /// holds 125 MB.
@@ -55,6 +55,10 @@ pub struct DirectionStats {
     pub held_drops: u64,
     /// Writes to the output device that failed (the packet is gone).
     pub write_errors: u64,
+    /// Packets the input device dropped because its queue (`txqueuelen`) was full: the
+    /// emulator did not read them in time. Not a link decision; nonzero means the
+    /// emulator was short of CPU. Filled in by [`crate::Emulator::stats`].
+    pub device_drops: u64,
 }
 
 impl DirectionStats {
@@ -74,6 +78,7 @@ impl DirectionStats {
             reordered: self.reordered - before.reordered,
             held_drops: self.held_drops - before.held_drops,
             write_errors: self.write_errors - before.write_errors,
+            device_drops: self.device_drops - before.device_drops,
         }
     }
 }
@@ -83,7 +88,7 @@ impl std::fmt::Display for DirectionStats {
         write!(
             f,
             "received={} forwarded={} forwarded_bytes={} lost={} overflow={} reordered={} \
-             held_drops={} write_errors={}",
+             held_drops={} write_errors={} device_drops={}",
             self.received,
             self.forwarded,
             self.forwarded_bytes,
@@ -91,7 +96,8 @@ impl std::fmt::Display for DirectionStats {
             self.overflow,
             self.reordered,
             self.held_drops,
-            self.write_errors
+            self.write_errors,
+            self.device_drops
         )
     }
 }
@@ -127,6 +133,7 @@ impl Counters {
             reordered: r(&self.reordered),
             held_drops: r(&self.held_drops),
             write_errors: r(&self.write_errors),
+            device_drops: 0,
         }
     }
 }

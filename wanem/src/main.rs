@@ -60,8 +60,8 @@ struct RunArgs {
     /// MTU of both devices.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
     mtu: u32,
-    /// Transmit queue of both devices, packets.
-    #[arg(long, default_value_t = 1000)]
+    /// Transmit queue of both devices, packets (a TUN device drops what does not fit).
+    #[arg(long, default_value_t = 10_000)]
     txqueuelen: u32,
     /// One-way delay (`20ms`).
     #[arg(long, default_value = "0")]
@@ -249,6 +249,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             ThreadsArg::Shared => Threads::Shared,
         },
         offload: !a.no_offload,
+        nice: Some(-10),
     };
 
     let signals = stop_signals();
