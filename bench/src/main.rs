@@ -32,6 +32,8 @@ enum Cmd {
     /// Internal: one end of the raw data-channel pair (a), driven by the parent.
     #[command(hide = true)]
     RawPeer(bench::raw::RawPeerArgs),
+    /// peershare next to TCP CUBIC and BBR on emulated WAN paths (root; bench/src/bench/wan.rs).
+    Wan(bench::wan::WanArgs),
 }
 
 /// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
@@ -49,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     let workers = match &cli.cmd {
         Some(Cmd::Peer(a)) => a.tune.workers,
         Some(Cmd::RawPeer(a)) => a.tune.workers,
+        Some(Cmd::Wan(_)) => None,
         None => cli.bench.tune.workers,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Peer(args)) => runtime.block_on(bench::child::run(args)),
         Some(Cmd::RawPeer(args)) => runtime.block_on(bench::raw::run_peer(args)),
+        Some(Cmd::Wan(args)) => runtime.block_on(bench::wan::run(args)),
         None => runtime.block_on(bench::run(cli.bench)),
     }
 }

@@ -8,6 +8,7 @@ pub mod product;
 pub mod raw;
 pub mod sys;
 pub mod tcp;
+pub mod wan;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
