@@ -41,6 +41,8 @@ enum Cmd {
 const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 
 fn main() -> anyhow::Result<()> {
+    // As the product's binary does, so that the peer processes measure what it uses.
+    peershare::limit_malloc_arenas();
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -34,6 +34,13 @@ pub struct RtcSettings {
     pub send_buffer_limit: usize,
     /// SCTP receive window.
     pub sctp_receive_window: u32,
+    /// On a connection whose only possible path is loopback host to host (the case where
+    /// [`sctp_mtu`](Self::sctp_mtu) `None` means [`LOOPBACK_SCTP_MTU`]), the SCTP receive
+    /// window and the send-buffer limit are at most this many bytes (default
+    /// [`LOOPBACK_WINDOW_BYTES`]): the round trip there is a fraction of a millisecond,
+    /// so a small window moves as fast, and it bounds what each peer holds in memory
+    /// (docs/PERFORMANCE.md, "Memory"). `None` = the two values above everywhere.
+    pub loopback_window: Option<u32>,
     /// SCTP packet size budget. `None` = [`LOOPBACK_SCTP_MTU`] when bound to a loopback
     /// address with no TURN relay in reach (the path can only be loopback host to host),
     /// else the stack's 1191 bytes, which fits any path including TURN over IPv6.
@@ -79,6 +86,7 @@ impl Default for RtcSettings {
             socket_buffer_bytes: runtime::SOCKET_BUFFER_BYTES,
             send_buffer_limit: 4 * 1024 * 1024,
             sctp_receive_window: 4 * 1024 * 1024,
+            loopback_window: Some(LOOPBACK_WINDOW_BYTES),
             sctp_mtu: None,
             relay_only: false,
             direct_only: false,
@@ -103,6 +111,10 @@ pub const LOOPBACK_SCTP_MTU: u32 = 8192;
 /// Socket buffers used with [`LOOPBACK_SCTP_MTU`]: the kernel charges each 8 KiB
 /// datagram about twice its size, so 4 MiB buffers drop packets under a 4 MiB window.
 pub const LOOPBACK_SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+/// SCTP receive window and send-buffer limit on loopback-only connections
+/// ([`RtcSettings::loopback_window`]).
+pub const LOOPBACK_WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// How long a connection to a relay-only peer waits before it nominates a relayed pair,
 /// instead of the stack's 2 s (docs/RELAY.md).
@@ -146,6 +158,15 @@ pub async fn build_peer_connection(
         && !relay_possible
         && settings.network.is_none()
         && settings.bind.is_some_and(|ip| ip.is_loopback());
+    // Loopback only: a small window and send buffer bound each peer's memory at no cost
+    // in speed (the round trip is a fraction of a millisecond).
+    let (sctp_window, send_buffer_limit) = match settings.loopback_window {
+        Some(cap) if loopback_mtu => (
+            settings.sctp_receive_window.min(cap),
+            settings.send_buffer_limit.min(cap as usize),
+        ),
+        _ => (settings.sctp_receive_window, settings.send_buffer_limit),
+    };
     let socket_buffer = if loopback_mtu {
         settings
             .socket_buffer_bytes
@@ -168,7 +189,7 @@ pub async fn build_peer_connection(
         .with_include_loopback_candidate(true)
         // Advertise 256 KiB so browsers may send large messages; we send 32 KiB.
         .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-        .with_sctp_max_receive_buffer_size(settings.sctp_receive_window)
+        .with_sctp_max_receive_buffer_size(sctp_window)
         .with_ice_timeouts(
             Some(settings.ice_timeouts.disconnected),
             Some(settings.ice_timeouts.failed),
@@ -240,7 +261,7 @@ pub async fn build_peer_connection(
         })
         .with_handler(handler)
         .with_udp_addrs(vec![bind])
-        .with_data_channel_send_buffer_limit(settings.send_buffer_limit)
+        .with_data_channel_send_buffer_limit(send_buffer_limit)
         .build()
         .await
         .map_err(|e| Error::ConnectionFailed(format!("building peer connection: {e}")))?;
