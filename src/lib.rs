@@ -52,8 +52,10 @@
 //!   buffer) and an in-memory implementation for tests.
 //! - [`transfer`]: the engine that streams a file into a channel and a channel into a
 //!   verified file, with read-ahead and write-behind threads; inside it, the partial
-//!   file's writer (direct I/O where the filesystem allows) and the checkpoint thread
-//!   that makes a partial file durable while it is written.
+//!   file's writer (direct I/O where the filesystem allows), the checkpoint thread
+//!   that makes a partial file durable while it is written, and the block hashes that
+//!   vouch for the bytes past the last checkpoint when a restarted download resumes (the
+//!   arithmetic in `proto::resume`).
 //! - [`store`]: durable download job records next to the partial files.
 //! - `signal_client`: the WebSocket client of the signaling server (`ws://`, and `wss://`
 //!   over rustls).
