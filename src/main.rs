@@ -130,6 +130,7 @@ pub struct SignalArgs {
 }
 
 fn main() -> ExitCode {
+    peershare::limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

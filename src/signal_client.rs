@@ -227,7 +227,12 @@ fn connect_error(url: &str, e: WsError) -> Error {
 
 async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession> {
     let connector = connector_for(url, join.ca_file).await?;
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+    // TCP_NODELAY (`disable_nagle`): signaling is small frames sent back to back (a sealed
+    // offer or answer, then each candidate). With Nagle's algorithm a frame written while
+    // the previous one is unacknowledged waits for that ACK, which the server delays up to
+    // 40 ms: two such waits made up most of join → first byte on loopback
+    // (docs/PERFORMANCE.md, "Connection setup"). The server sets it on its side too.
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
         .await
         .map_err(|e| connect_error(url, e))?;
     let frame = ClientMessage::Join {

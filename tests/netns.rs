@@ -6,10 +6,14 @@
 //!  inet:  br0 203.0.113.10/24   signaling ws://203.0.113.10:8787, STUN/TURN udp 3478
 //!           │ wan-a                                   │ wan-b
 //!  ra:    wan 203.0.113.21/24                  rb:  wan 203.0.113.22/24
-//!         lan 192.0.2.1/25                          lan 198.51.100.1/24
-//!           │ eth0                                    │ eth0
-//!  a:     192.0.2.2/25 (sender)                b:   198.51.100.2/24 (recipient)
+//!         lan 192.0.2.1 (TUN)                       lan 198.51.100.1/24
+//!           ⇅ peershare-wanem, 10 ms each way        │ eth0
+//!  a:     eth0 192.0.2.2 (TUN, sender)         b:   198.51.100.2/24 (recipient)
 //! ```
+//!
+//! Every path of the sender — to the signaling server, the relay and the recipient —
+//! crosses a WAN emulator (`wanem/`, in this test process) on its access link: a 20 ms
+//! round trip, so connection setup and transfer run with a real delay.
 //!
 //! Only the documentation ranges are used, the routers have no route beyond
 //! 203.0.113.0/24, no interface exists on the host side, and IPv6 is disabled in every
@@ -21,11 +25,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use peershare_wanem::{self as wanem, Emulator, LinkConfig};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peershare");
+/// One-way delay of the sender's access link (the emulator between `a` and `ra`).
+const ACCESS_DELAY: Duration = Duration::from_millis(10);
 /// Hang guard for one process or one awaited line (not a performance assertion).
 const GUARD: Duration = Duration::from_secs(120);
 
@@ -172,10 +179,13 @@ struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     dir: tempfile::TempDir,
+    /// The sender's access link; stopped before the namespaces go.
+    emulator: Option<Emulator>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        drop(self.emulator.take());
         for ns in self.namespaces.iter().rev() {
             if let Ok(out) = StdCommand::new("ip").args(["netns", "pids", ns]).output() {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -226,6 +236,7 @@ impl Lab {
             prefix: format!("ps-{}-{}", scenario.tag, std::process::id()),
             namespaces: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
+            emulator: None,
         };
         let inet = lab.add_ns("inet");
         ip(&inet, "link add br0 type bridge");
@@ -256,14 +267,25 @@ impl Lab {
             ip(&inet, &format!("link set wan-{side} up"));
             ip(&router, &format!("addr add {wan_ip}/24 dev wan"));
             ip(&router, "link set wan up");
-            ip(
-                &router,
-                &format!("link add lan type veth peer name eth0 netns {peer}"),
-            );
-            ip(&router, &format!("addr add {gateway}/{prefix_len} dev lan"));
-            ip(&router, "link set lan up");
-            ip(&peer, &format!("addr add {lan_net} dev eth0"));
-            ip(&peer, "link set eth0 up");
+            if side == "a" {
+                // The access link is the emulator's pair of TUN devices, point to point.
+                let link = LinkConfig::default().with_delay(ACCESS_DELAY, Duration::ZERO);
+                let mut config = wanem::Config::new(&peer, &router).with_link(link);
+                config.a.device = "eth0".into();
+                config.a.addr = lan_net.split('/').next().unwrap().parse().unwrap();
+                config.b.device = "lan".into();
+                config.b.addr = gateway.parse().unwrap();
+                lab.emulator = Some(Emulator::start(config).expect("start the WAN emulator"));
+            } else {
+                ip(
+                    &router,
+                    &format!("link add lan type veth peer name eth0 netns {peer}"),
+                );
+                ip(&router, &format!("addr add {gateway}/{prefix_len} dev lan"));
+                ip(&router, "link set lan up");
+                ip(&peer, &format!("addr add {lan_net} dev eth0"));
+                ip(&peer, "link set eth0 up");
+            }
             // The router knows only 203.0.113.0/24 and its LAN: nothing goes beyond.
             ip(&peer, &format!("route add default via {gateway}"));
             sh_in(&router, "echo 1 > /proc/sys/net/ipv4/ip_forward");
@@ -588,6 +610,16 @@ async fn transfer(test: &str, scenario: Scenario, expected_path: &str) {
         recv_conn_at.duration_since(recv_start),
     );
     note(&summary);
+    let access = lab.emulator.as_ref().map(|e| e.stats()).unwrap_or_default();
+    note(&format!(
+        "{test}: sender's access link (emulator): uplink {}; downlink {}",
+        access.a_to_b, access.b_to_a
+    ));
+    assert!(
+        access.a_to_b.forwarded_bytes >= PAYLOAD_BYTES as u64,
+        "the file did not cross the emulated access link: {}",
+        access.a_to_b
+    );
     for (side, conn) in [("recipient", recv_conn), ("sender", send_conn)] {
         assert!(
             conn["path"] == expected_path,

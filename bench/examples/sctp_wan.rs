@@ -17,14 +17,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc_sctp::{
-    Association, AssociationHandle, ClientConfig, CongestionControl, DatagramEvent, Endpoint, EndpointConfig, Event,
-    Payload, PayloadProtocolIdentifier, ServerConfig, TransportConfig,
+    Association, AssociationHandle, ClientConfig, CongestionControl, DatagramEvent, Endpoint,
+    EndpointConfig, Event, Payload, PayloadProtocolIdentifier, ServerConfig, TransportConfig,
 };
 use rtc_shared::TransportProtocol;
 
 /// Cap on locally buffered user data (the application's send-buffer limit).
 fn send_buf_cap() -> usize {
-    std::env::var("SEND_BUF_MIB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(4) << 20
+    std::env::var("SEND_BUF_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4)
+        << 20
 }
 const MSG_LEN: usize = 64 * 1024;
 
@@ -298,7 +302,11 @@ fn main() {
     let elapsed = now.duration_since(start.unwrap_or(now)).as_secs_f64();
     let mib_s = received as f64 / (1 << 20) as f64 / elapsed;
     let link_mib_s = rate.map(|r| r / (1 << 20) as f64);
-    let mut stats = client.assoc.as_ref().map(Association::stats).unwrap_or_default();
+    let mut stats = client
+        .assoc
+        .as_ref()
+        .map(Association::stats)
+        .unwrap_or_default();
     println!(
         "rate={rate_mbit}Mbit rtt={rtt_ms}ms loss={loss} queue={queue_bdp}BDP mtu={mtu} \
          size={size_mib}MiB: {elapsed:.2} s, {mib_s:.2} MiB/s{} | drops: overflow {} random {} of {} | \

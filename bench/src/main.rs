@@ -32,6 +32,8 @@ enum Cmd {
     /// Internal: one end of the raw data-channel pair (a), driven by the parent.
     #[command(hide = true)]
     RawPeer(bench::raw::RawPeerArgs),
+    /// peershare next to TCP CUBIC and BBR on emulated WAN paths (root; bench/src/bench/wan.rs).
+    Wan(bench::wan::WanArgs),
 }
 
 /// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
@@ -39,6 +41,8 @@ enum Cmd {
 const QUIET: &str = "warn,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error";
 
 fn main() -> anyhow::Result<()> {
+    // As the product's binary does, so that the peer processes measure what it uses.
+    peershare::limit_malloc_arenas();
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -49,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     let workers = match &cli.cmd {
         Some(Cmd::Peer(a)) => a.tune.workers,
         Some(Cmd::RawPeer(a)) => a.tune.workers,
+        Some(Cmd::Wan(_)) => None,
         None => cli.bench.tune.workers,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -59,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Some(Cmd::Peer(args)) => runtime.block_on(bench::child::run(args)),
         Some(Cmd::RawPeer(args)) => runtime.block_on(bench::raw::run_peer(args)),
+        Some(Cmd::Wan(args)) => runtime.block_on(bench::wan::run(args)),
         None => runtime.block_on(bench::run(cli.bench)),
     }
 }

@@ -46,3 +46,34 @@ fn bench_tiny_run_prints_every_row() {
     // The bench cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_refs_tools_absent_skips_rows() {
+    // An empty directory holds no reference tools: the run says what it skipped and
+    // exits 0 without measuring anything (CI never installs sendme).
+    let refs = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_peershare-bench"))
+        .arg("--refs")
+        .arg(refs.path())
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run peershare-bench --refs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for line in [
+        "- skipped: sendme:",
+        "- skipped: magic-wormhole:",
+        "reference rows skipped",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    assert!(!stdout.contains("| peershare |"), "{stdout}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{FileId, JobId};
+use super::resume::{block_count, check_range_length};
 
 /// Version of the control protocol spoken by this build.
 pub const CONTROL_VERSION: u32 = 1;
@@ -11,13 +12,29 @@ pub const CONTROL_VERSION: u32 = 1;
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 /// Longest file name accepted in an offer, in bytes.
 pub const MAX_NAME_BYTES: usize = 1024;
+/// Feature announced in `hello`: this peer answers `hashes-request` with `hashes`, so a
+/// recipient may verify the bytes it holds past its checkpoint instead of having them
+/// sent again (docs/PROTOCOL.md, "Resume").
+pub const FEATURE_BLOCK_HASHES: &str = "block-hashes";
+
+/// The features this build announces in its `hello`.
+pub fn features() -> Vec<String> {
+    vec![FEATURE_BLOCK_HASHES.to_string()]
+}
 
 /// One control message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ControlMessage {
     /// First message on a fresh control channel, in both directions.
-    Hello { version: u32, name: String },
+    Hello {
+        version: u32,
+        name: String,
+        /// Optional protocol features the sender of the `hello` supports (unknown ones are
+        /// ignored; absent means none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+    },
     /// A file is available to the receiver of this message.
     Offer {
         file_id: FileId,
@@ -42,6 +59,25 @@ pub enum ControlMessage {
     },
     /// The recipient does not want the file.
     Decline { file_id: FileId },
+    /// Send the BLAKE3 hashes of `length` bytes of file `file_id` from byte `offset`, one
+    /// per 1 MiB block: the recipient of job `job_id` verifies what it holds past its
+    /// checkpoint before it resumes (only to peers that announced
+    /// [`FEATURE_BLOCK_HASHES`]).
+    HashesRequest {
+        job_id: JobId,
+        file_id: FileId,
+        offset: u64,
+        length: u64,
+    },
+    /// The answer to a `hashes-request`: the hashes of its range, one per block, in order,
+    /// each 64 hex digits.
+    Hashes {
+        job_id: JobId,
+        file_id: FileId,
+        offset: u64,
+        length: u64,
+        hashes: Vec<String>,
+    },
     /// The recipient durably holds `received` bytes of the job.
     Progress { job_id: JobId, received: u64 },
     /// The recipient finished the job: `ok` means the hash matched and the file is saved.
@@ -142,7 +178,7 @@ impl ControlMessage {
                 if name.len() > MAX_NAME_BYTES {
                     return Err(DecodeError::Invalid("file name too long".into()));
                 }
-                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if !is_hex_hash(hash) {
                     return Err(DecodeError::Invalid("hash is not 64 hex digits".into()));
                 }
                 Ok(())
@@ -150,14 +186,60 @@ impl ControlMessage {
             ControlMessage::Error { message, .. } if message.len() > MAX_CONTROL_MESSAGE / 2 => {
                 Err(DecodeError::Invalid("error message too long".into()))
             }
+            ControlMessage::HashesRequest { offset, length, .. } => valid_range(*offset, *length),
+            ControlMessage::Hashes {
+                offset,
+                length,
+                hashes,
+                ..
+            } => {
+                valid_range(*offset, *length)?;
+                if hashes.len() as u64 != block_count(*length) {
+                    return Err(DecodeError::Invalid(format!(
+                        "{} hashes for {} blocks",
+                        hashes.len(),
+                        block_count(*length)
+                    )));
+                }
+                if !hashes.iter().all(|h| is_hex_hash(h)) {
+                    return Err(DecodeError::Invalid("hash is not 64 hex digits".into()));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
 }
 
 const KNOWN_TYPES: &[&str] = &[
-    "hello", "offer", "revoke", "request", "decline", "progress", "done", "cancel", "error",
+    "hello",
+    "offer",
+    "revoke",
+    "request",
+    "decline",
+    "hashes-request",
+    "hashes",
+    "progress",
+    "done",
+    "cancel",
+    "error",
 ];
+
+/// A BLAKE3 digest as the wire carries it: 64 hex digits.
+fn is_hex_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A hash range: not empty, at most `MAX_HASH_BLOCKS` blocks, not past the largest offset.
+fn valid_range(offset: u64, length: u64) -> Result<(), DecodeError> {
+    check_range_length(length).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    if offset.checked_add(length).is_none() {
+        return Err(DecodeError::Invalid(
+            "hash range past the largest offset".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Label of the data channel that carries job `job_id`.
 pub fn job_channel_label(job_id: &JobId) -> String {
@@ -172,6 +254,7 @@ pub fn parse_job_channel_label(label: &str) -> Option<JobId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::resume::MAX_HASH_BLOCKS;
 
     fn offer() -> ControlMessage {
         ControlMessage::Offer {
@@ -196,6 +279,12 @@ mod tests {
             ControlMessage::Hello {
                 version: 1,
                 name: "x".into(),
+                features: features(),
+            },
+            ControlMessage::Hello {
+                version: 1,
+                name: "old".into(),
+                features: Vec::new(),
             },
             offer(),
             ControlMessage::Revoke { file_id },
@@ -205,6 +294,19 @@ mod tests {
                 offset: 5,
             },
             ControlMessage::Decline { file_id },
+            ControlMessage::HashesRequest {
+                job_id,
+                file_id,
+                offset: 8 << 20,
+                length: (2 << 20) + 1,
+            },
+            ControlMessage::Hashes {
+                job_id,
+                file_id,
+                offset: 8 << 20,
+                length: (2 << 20) + 1,
+                hashes: vec!["ab".repeat(32), "cd".repeat(32), "ef".repeat(32)],
+            },
             ControlMessage::Progress {
                 job_id,
                 received: 9,
@@ -284,6 +386,63 @@ mod tests {
     }
 
     #[test]
+    fn decode_hello_without_features_has_none() {
+        let m = ControlMessage::decode(br#"{"type":"hello","version":1,"name":"old"}"#).unwrap();
+        assert_eq!(
+            m,
+            ControlMessage::Hello {
+                version: 1,
+                name: "old".into(),
+                features: Vec::new()
+            }
+        );
+    }
+
+    #[test]
+    fn decode_hash_ranges_out_of_bounds_or_miscounted_are_invalid() {
+        let job_id = JobId::new();
+        let file_id = FileId::new();
+        let request = |offset, length| ControlMessage::HashesRequest {
+            job_id,
+            file_id,
+            offset,
+            length,
+        };
+        let hashes = |length, n: usize, digit: &str| ControlMessage::Hashes {
+            job_id,
+            file_id,
+            offset: 0,
+            length,
+            hashes: vec![digit.repeat(64); n],
+        };
+        let max = crate::proto::resume::MAX_HASH_RANGE;
+        for bad in [
+            request(0, 0),
+            request(0, max + 1),
+            request(u64::MAX, 1),
+            hashes(1 << 20, 2, "a"),
+            hashes((1 << 20) + 1, 1, "a"),
+            hashes(1 << 20, 1, "g"),
+            hashes(0, 0, "a"),
+        ] {
+            assert!(
+                matches!(
+                    ControlMessage::decode(bad.encode().as_bytes()),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "accepted {bad:?}"
+            );
+        }
+        // The largest answer fits a control message.
+        let largest = hashes(max, MAX_HASH_BLOCKS as usize, "f");
+        assert!(largest.encode().len() < MAX_CONTROL_MESSAGE);
+        assert_eq!(
+            ControlMessage::decode(largest.encode().as_bytes()),
+            Ok(largest)
+        );
+    }
+
+    #[test]
     fn decode_overlong_name_is_invalid() {
         let m = ControlMessage::Offer {
             file_id: FileId::new(),
@@ -331,6 +490,9 @@ mod tests {
             (any::<u128>(), any::<u32>(), any::<u32>()).prop_map(|(id, count, index)| json!({
                 "id": uuid::Uuid::from_u128(id).to_string(), "count": count % 4, "index": index % 4
             })),
+            (0u64..4 << 20).prop_map(|n| json!(n)),
+            proptest::collection::vec("[0-9a-fA-F]{63,65}", 0..4).prop_map(|v| json!(v)),
+            proptest::collection::vec("[a-z-]{0,16}", 0..3).prop_map(|v| json!(v)),
         ]
     }
 
@@ -340,13 +502,14 @@ mod tests {
         #[test]
         fn control_decode_random_messages_round_trip_or_refuse(
             ty in proptest::sample::select(vec![
-                "hello", "offer", "revoke", "request", "decline", "progress", "done",
-                "cancel", "error", "bogus",
+                "hello", "offer", "revoke", "request", "decline", "hashes-request", "hashes",
+                "progress", "done", "cancel", "error", "bogus",
             ]),
             fields in proptest::collection::vec((
                 proptest::sample::select(vec![
                     "version", "name", "file_id", "size", "hash", "ttl_ms", "group", "job_id",
-                    "offset", "received", "ok", "code", "message",
+                    "offset", "received", "ok", "code", "message", "length", "hashes",
+                    "features",
                 ]),
                 json_value(),
             ), 0..10),

@@ -35,15 +35,22 @@ pub struct RtcSettings {
     /// Bytes a data channel may have outstanding before `send` waits (backpressure).
     /// It bounds the data in flight, so it must exceed the path's bandwidth-delay
     /// product: 16 MiB carries 1 Gbit/s at 100 ms. Connections whose only possible path
-    /// is loopback use at most [`LOOPBACK_WINDOW_BYTES`].
+    /// is loopback use at most [`loopback_window`](Self::loopback_window).
     pub send_buffer_limit: usize,
     /// SCTP receive window (sized like `send_buffer_limit`; at most
-    /// [`LOOPBACK_WINDOW_BYTES`] on loopback-only connections).
+    /// [`loopback_window`](Self::loopback_window) on loopback-only connections).
     pub sctp_receive_window: u32,
     /// The SCTP data sender's congestion controller (default: BBR, `docs/DECISIONS.md`).
     pub congestion_control: CongestionControl,
     /// SCTP's minimum retransmission timeout (default [`SCTP_RTO_MIN`]).
     pub sctp_rto_min: Duration,
+    /// On a connection whose only possible path is loopback host to host (the case where
+    /// [`sctp_mtu`](Self::sctp_mtu) `None` means [`LOOPBACK_SCTP_MTU`]), the SCTP receive
+    /// window and the send-buffer limit are at most this many bytes (default
+    /// [`LOOPBACK_WINDOW_BYTES`]): the round trip there is a fraction of a millisecond,
+    /// so a small window moves as fast, and it bounds what each peer holds in memory
+    /// (docs/PERFORMANCE.md, "Memory"). `None` = the two values above everywhere.
+    pub loopback_window: Option<u32>,
     /// SCTP packet size budget. `None` = [`LOOPBACK_SCTP_MTU`] when bound to a loopback
     /// address with no TURN relay in reach (the path can only be loopback host to host)
     /// and the peer takes such packets (`peer_large_packets`), else the stack's 1191
@@ -96,6 +103,7 @@ impl Default for RtcSettings {
             sctp_receive_window: 32 * 1024 * 1024,
             congestion_control: CongestionControl::Bbr,
             sctp_rto_min: SCTP_RTO_MIN,
+            loopback_window: Some(LOOPBACK_WINDOW_BYTES),
             sctp_mtu: None,
             peer_large_packets: true,
             relay_only: false,
@@ -119,10 +127,6 @@ impl Default for RtcSettings {
 /// timeout stays SRTT + 4 RTTVAR above this floor. 200 ms is Linux TCP's floor.
 pub const SCTP_RTO_MIN: Duration = Duration::from_millis(200);
 
-/// Send-buffer limit and SCTP window on connections whose only path is loopback (round
-/// trip ~0.1 ms): larger ones only hold memory there.
-pub const LOOPBACK_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-
 /// SCTP packet size used on loopback-bound connections: fewer, larger packets cut the
 /// per-packet cost (AES-GCM, CRC32c, syscalls) that limits throughput there
 /// (docs/PERFORMANCE.md: +40 % file to file).
@@ -130,6 +134,10 @@ pub const LOOPBACK_SCTP_MTU: u32 = 8192;
 /// Socket buffers used with [`LOOPBACK_SCTP_MTU`]: the kernel charges each 8 KiB
 /// datagram about twice its size, so 4 MiB buffers drop packets under a 4 MiB window.
 pub const LOOPBACK_SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+/// SCTP receive window and send-buffer limit on loopback-only connections
+/// ([`RtcSettings::loopback_window`]).
+pub const LOOPBACK_WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// How long a connection to a relay-only peer waits before it nominates a relayed pair,
 /// instead of the stack's 2 s (docs/RELAY.md).
@@ -174,23 +182,21 @@ pub async fn build_peer_connection(
         && settings.network.is_none()
         && settings.bind.is_some_and(|ip| ip.is_loopback());
     let loopback_mtu = loopback_path && settings.sctp_mtu.is_none() && settings.peer_large_packets;
+    // Loopback only: a small window and send buffer bound each peer's memory at no cost
+    // in speed (the round trip is a fraction of a millisecond).
+    let (sctp_window, send_buffer_limit) = match settings.loopback_window {
+        Some(cap) if loopback_path => (
+            settings.sctp_receive_window.min(cap),
+            settings.send_buffer_limit.min(cap as usize),
+        ),
+        _ => (settings.sctp_receive_window, settings.send_buffer_limit),
+    };
     let socket_buffer = if loopback_mtu {
         settings
             .socket_buffer_bytes
             .max(LOOPBACK_SOCKET_BUFFER_BYTES)
     } else {
         settings.socket_buffer_bytes
-    };
-    // On a loopback-only path the round trip is ~0.1 ms: small windows suffice.
-    let (send_buffer_limit, receive_window) = if loopback_path {
-        (
-            settings
-                .send_buffer_limit
-                .min(LOOPBACK_WINDOW_BYTES as usize),
-            settings.sctp_receive_window.min(LOOPBACK_WINDOW_BYTES),
-        )
-    } else {
-        (settings.send_buffer_limit, settings.sctp_receive_window)
     };
     let mut runtime = runtime::BufferedRuntime::new(socket_buffer)
         .ok_or_else(|| Error::ConnectionFailed("no async runtime compiled in".into()))?;
@@ -207,7 +213,7 @@ pub async fn build_peer_connection(
         .with_include_loopback_candidate(true)
         // Advertise 256 KiB so browsers may send large messages; we send 32 KiB.
         .with_sctp_max_message_size(SctpMaxMessageSize::Unbounded)
-        .with_sctp_max_receive_buffer_size(receive_window)
+        .with_sctp_max_receive_buffer_size(sctp_window)
         .with_sctp_congestion_control(settings.congestion_control)
         .with_sctp_rto_min(settings.sctp_rto_min)
         .with_ice_timeouts(

@@ -74,7 +74,9 @@
 //! [`restore`]: NetworkModel::restore
 //! [`set_blocked`]: NetworkModel::set_blocked
 
-pub mod link;
+/// The sans-IO link model, the crate `peershare-linkmodel` (shared with the WAN emulator,
+/// `wanem/`).
+pub use peershare_linkmodel as link;
 
 pub use link::{DropReason, Link, LinkConfig, Loss, Verdict};
 

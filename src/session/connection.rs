@@ -118,6 +118,12 @@ pub(crate) enum ConnCommand {
 /// Longest wait for a graceful close of the control channel.
 const GRACEFUL_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long the offerer holds an answer that lists no candidates, waiting for the
+/// answerer's first trickled candidate so that both are applied together (see
+/// [`Conn::hold_answer`]). The candidate normally follows the answer within a millisecond
+/// on the same signaling path; the bound only matters for an answerer that sends none.
+const ANSWER_CANDIDATE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Events from a connection task to the peer task.
 pub(crate) enum ConnEvent {
     /// The control channel is open: offers may flow. Carries the selected path.
@@ -216,6 +222,9 @@ struct Conn {
     queued: Vec<ControlMessage>,
     pending_candidates: Vec<RTCIceCandidateInit>,
     have_remote: bool,
+    /// The answer, held until the answerer's first candidate arrives or this deadline
+    /// passes (see [`Conn::hold_answer`]).
+    held_answer: Option<(String, tokio::time::Instant)>,
 }
 
 enum ControlSignal {
@@ -248,6 +257,7 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
         queued: Vec::new(),
         pending_candidates: Vec::new(),
         have_remote: false,
+        held_answer: None,
     };
     if setup.offerer {
         let dc = conn
@@ -265,7 +275,18 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
             .await;
     }
     let result = loop {
+        let held_until = conn.held_answer.as_ref().map(|(_, until)| *until);
         tokio::select! {
+            () = async {
+                match held_until {
+                    Some(until) => tokio::time::sleep_until(until).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Err(e) = conn.apply_held_answer().await {
+                    break Err(e);
+                }
+            }
             cmd = commands.recv() => match cmd {
                 None | Some(ConnCommand::Close(None)) => break Ok(()),
                 Some(ConnCommand::Close(Some(done))) => {
@@ -308,6 +329,35 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
     }
     let _ = conn.pc.close().await;
     result
+}
+
+/// Whether an SDP lists ICE candidates.
+fn sdp_lists_candidates(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.starts_with("a=candidate:"))
+}
+
+/// `sdp` with `candidates` added as `a=candidate:` lines at the end of its media section;
+/// `None` when there are none to add or the SDP has not exactly one media section (then
+/// they are added one by one after it).
+fn sdp_with_candidates(sdp: &str, candidates: &[RTCIceCandidateInit]) -> Option<String> {
+    if candidates.is_empty() || sdp.lines().filter(|l| l.starts_with("m=")).count() != 1 {
+        return None;
+    }
+    let mut out = sdp.trim_end_matches(['\r', '\n']).to_string();
+    for c in candidates {
+        let line = c.candidate.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() || line.contains(['\r', '\n']) {
+            return None;
+        }
+        out.push_str("\r\na=");
+        if !line.starts_with("candidate:") {
+            out.push_str("candidate:");
+        }
+        out.push_str(line);
+    }
+    out.push_str("\r\n");
+    Some(out)
 }
 
 fn rtc_err(e: webrtc::error::Error) -> Error {
@@ -429,12 +479,9 @@ impl Conn {
                     .await;
             }
             Remote::Answer(sdp) => {
-                let answer = RTCSessionDescription::answer(sdp).map_err(rtc_err)?;
-                self.pc
-                    .set_remote_description(answer)
-                    .await
-                    .map_err(rtc_err)?;
-                self.remote_description_set().await;
+                if !self.hold_answer(&sdp) {
+                    self.apply_answer(sdp).await?;
+                }
             }
             Remote::Candidate(candidate) => {
                 let init = RTCIceCandidateInit {
@@ -450,9 +497,62 @@ impl Conn {
                     }
                 } else {
                     self.pending_candidates.push(init);
+                    if self.held_answer.is_some() {
+                        self.apply_held_answer().await?;
+                    }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Whether to hold the answer `sdp` back instead of applying it now: it lists no
+    /// candidates and none has arrived yet.
+    ///
+    /// Why: the answerer starts its connectivity checks as soon as it has the offer and a
+    /// local candidate, and its first check reaches us before the candidate it comes from,
+    /// which travels through signaling after the answer. Applied alone, the answer starts
+    /// our ICE agent, the check makes it learn that address as a peer-reflexive candidate,
+    /// and the signaled host candidate for the same address arrives a moment later as a
+    /// second candidate. `rtc-ice` 0.21.1 matches every later response from that address to
+    /// the first (peer-reflexive) one, so the host pair never succeeds, and a pair with a
+    /// peer-reflexive end is only nominated after `prflx_acceptance_min_wait` (1 s): join →
+    /// first byte took ~1.1 s in 4–8 of 30 fresh pairs on loopback (docs/PERFORMANCE.md,
+    /// "Connection setup: the peer-reflexive stall"). Applying the answer together with the
+    /// first candidate (inside the SDP, so that both are known before the agent starts)
+    /// closes that window.
+    fn hold_answer(&mut self, sdp: &str) -> bool {
+        if !self.pending_candidates.is_empty() || sdp_lists_candidates(sdp) {
+            return false;
+        }
+        let until = tokio::time::Instant::now() + ANSWER_CANDIDATE_WAIT;
+        self.held_answer = Some((sdp.to_string(), until));
+        true
+    }
+
+    /// Apply the held answer, if any, with the candidates that arrived meanwhile.
+    async fn apply_held_answer(&mut self) -> Result<()> {
+        match self.held_answer.take() {
+            Some((sdp, _)) => self.apply_answer(sdp).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Apply the answer `sdp`, with the candidates received so far written into it.
+    async fn apply_answer(&mut self, sdp: String) -> Result<()> {
+        let sdp = match sdp_with_candidates(&sdp, &self.pending_candidates) {
+            Some(merged) => {
+                self.pending_candidates.clear();
+                merged
+            }
+            None => sdp,
+        };
+        let answer = RTCSessionDescription::answer(sdp).map_err(rtc_err)?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(rtc_err)?;
+        self.remote_description_set().await;
         Ok(())
     }
 
@@ -532,5 +632,43 @@ impl Conn {
             Ok(msg) => self.emit(ConnEvent::Control(msg)),
             Err(e) => self.emit(ConnEvent::ControlInvalid(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+        a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\na=sctp-port:5000\r\n";
+
+    fn candidate(line: &str) -> RTCIceCandidateInit {
+        RTCIceCandidateInit {
+            candidate: line.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sdp_with_candidates_one_media_section_appends_candidate_lines() {
+        let host = "candidate:1 1 udp 2130706431 127.0.0.1 40966 typ host";
+        let merged = sdp_with_candidates(ANSWER, &[candidate(host)]).unwrap();
+        assert!(merged.starts_with(ANSWER), "{merged}");
+        assert!(merged.ends_with(&format!("\r\na={host}\r\n")), "{merged}");
+        assert!(sdp_lists_candidates(&merged));
+        assert!(!sdp_lists_candidates(ANSWER));
+        // The SDP still parses, with the candidate in it.
+        assert!(RTCSessionDescription::answer(merged).is_ok());
+    }
+
+    #[test]
+    fn sdp_with_candidates_nothing_to_add_or_two_sections_returns_none() {
+        assert_eq!(sdp_with_candidates(ANSWER, &[]), None);
+        let two = format!("{ANSWER}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n");
+        let host = candidate("candidate:1 1 udp 2130706431 127.0.0.1 40966 typ host");
+        assert_eq!(sdp_with_candidates(&two, std::slice::from_ref(&host)), None);
+        // An end-of-candidates marker (empty) is left to add_ice_candidate.
+        assert_eq!(sdp_with_candidates(ANSWER, &[candidate("")]), None);
     }
 }

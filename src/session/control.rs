@@ -3,12 +3,17 @@
 use super::{Report, Session};
 use crate::error::codes;
 use crate::events::FileInfo;
-use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+use crate::proto::control::{CONTROL_VERSION, ControlMessage, FEATURE_BLOCK_HASHES};
 
 impl Session {
     pub(super) fn on_control(&mut self, peer: &str, msg: ControlMessage) {
         match msg {
-            ControlMessage::Hello { version, .. } => {
+            ControlMessage::Hello {
+                version, features, ..
+            } => {
+                if let Some(link) = self.links.get_mut(peer) {
+                    link.block_hashes = features.iter().any(|f| f == FEATURE_BLOCK_HASHES);
+                }
                 if version != CONTROL_VERSION {
                     self.send_control(
                         peer,
@@ -47,6 +52,19 @@ impl Session {
                 offset,
             } => self.on_request(peer, job_id, file_id, offset),
             ControlMessage::Decline { file_id } => self.on_recipient_decline(peer, file_id),
+            ControlMessage::HashesRequest {
+                job_id,
+                file_id,
+                offset,
+                length,
+            } => self.on_hashes_request(peer, job_id, file_id, offset, length),
+            ControlMessage::Hashes {
+                job_id,
+                file_id,
+                offset,
+                length,
+                hashes,
+            } => self.on_hashes(peer, job_id, file_id, offset, length, &hashes),
             ControlMessage::Progress { job_id, received } => {
                 self.on_recipient_progress(peer, job_id, received)
             }
@@ -86,6 +104,18 @@ impl Session {
                 self.on_upload_stream_done(job_id, result)
             }
             Report::JobChannelStuck { job_id } => self.on_job_channel_stuck(job_id),
+            Report::TailChecked {
+                job_id,
+                tail,
+                verified,
+            } => self.on_tail_checked(job_id, tail, verified),
+            Report::HashesReady {
+                peer,
+                job_id,
+                file_id,
+                range,
+                result,
+            } => self.on_hashes_ready(&peer, job_id, file_id, range, result),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::names::sanitize_file_name;
-use crate::proto::resume::{OfferMatch, match_offer};
+use crate::proto::resume::{OfferMatch, Tail, match_offer, unverified_tail};
 use crate::rtc::RtcStream;
 use crate::store::{JobRecord, JobStore, RECORD_VERSION};
 use crate::transfer::{self, DownloadCounters, Saved, Sink};
@@ -210,6 +210,13 @@ impl Session {
             .map(|(_, r)| r.job_id)
             .unwrap_or_else(JobId::new);
         let offset = durable.as_ref().map_or(0, |(_, r)| r.offset);
+        // A partial file longer than its record holds bytes written but never synced (a
+        // killed process leaves them; a power loss may leave garbage): verified against
+        // the sender's block hashes before they are trusted.
+        let tail = durable.as_ref().and_then(|(store, r)| {
+            let on_disk = std::fs::metadata(store.partial_path(&r.job_id)).ok()?.len();
+            unverified_tail(r.offset, r.size, on_disk)
+        });
         let counters = Arc::new(DownloadCounters::default());
         counters.written.store(offset, Ordering::Release);
         self.downloads.insert(
@@ -223,6 +230,7 @@ impl Session {
                 save,
                 durable,
                 counters,
+                tail,
                 phase: Phase::Requested {
                     offset,
                     since: self.config.clock.now(),
@@ -315,12 +323,19 @@ impl Session {
     }
 
     /// Send the request of `job_id` from its current offset (if the sender is connected;
-    /// otherwise it goes out when the connection is back).
+    /// otherwise it goes out when the connection is back). A job with an unverified tail
+    /// asks the sender for its block hashes first, if the sender supports them; otherwise
+    /// the tail is not trusted and the request starts at the checkpoint.
     fn request(&mut self, job_id: JobId) {
         let connected = self
             .downloads
             .get(&job_id)
             .is_some_and(|d| self.is_connected(&d.sender));
+        let verifiable = self.downloads.get(&job_id).is_some_and(|d| {
+            self.links
+                .get(&d.sender)
+                .is_some_and(|link| link.block_hashes)
+        });
         let Some(d) = self.downloads.get_mut(&job_id) else {
             return;
         };
@@ -337,6 +352,27 @@ impl Session {
             }
             return;
         }
+        if let Some(tail) = d.tail {
+            if verifiable {
+                d.phase = Phase::Verifying {
+                    tail,
+                    since: self.config.clock.now(),
+                    checking: false,
+                };
+                self.send_control(
+                    &sender,
+                    ControlMessage::HashesRequest {
+                        job_id,
+                        file_id,
+                        offset: tail.offset,
+                        length: tail.length,
+                    },
+                );
+                return;
+            }
+            tracing::info!(%job_id, checkpoint = tail.offset, "the sender cannot verify the bytes past the checkpoint; resuming from it");
+            d.tail = None;
+        }
         d.phase = Phase::Requested {
             offset,
             since: self.config.clock.now(),
@@ -349,6 +385,106 @@ impl Session {
                 offset,
             },
         );
+    }
+
+    /// The sender's block hashes for the tail of `job_id`: compare them with the bytes on
+    /// disk (on a blocking thread); the outcome comes back as `Report::TailChecked`. An
+    /// answer that does not fit the question is not trusted: the job resumes from its
+    /// checkpoint.
+    pub(super) fn on_hashes(
+        &mut self,
+        peer: &str,
+        job_id: JobId,
+        file_id: FileId,
+        offset: u64,
+        length: u64,
+        hashes: &[String],
+    ) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        let Phase::Verifying {
+            tail,
+            since,
+            checking: false,
+        } = d.phase
+        else {
+            tracing::debug!(%peer, %job_id, "block hashes for a job that is not verifying");
+            return;
+        };
+        if d.sender != peer {
+            tracing::warn!(%peer, %job_id, "block hashes from the wrong peer");
+            return;
+        }
+        let remote: Option<Vec<Hash>> = hashes.iter().map(|h| h.parse().ok()).collect();
+        let path = d
+            .durable
+            .as_ref()
+            .map(|(store, _)| store.partial_path(&job_id));
+        let (Some(remote), Some(path)) = (remote, path) else {
+            self.verify_fallback(job_id, "unusable block hashes");
+            return;
+        };
+        if d.file_id != file_id || (tail.offset, tail.length) != (offset, length) {
+            self.verify_fallback(job_id, "block hashes of another range");
+            return;
+        }
+        d.phase = Phase::Verifying {
+            tail,
+            since,
+            checking: true,
+        };
+        let reports = self.report_tx.clone();
+        tokio::spawn(async move {
+            let verified =
+                tokio::task::spawn_blocking(move || transfer::verify_tail(&path, tail, &remote))
+                    .await
+                    .unwrap_or(0);
+            let _ = reports.send(Report::TailChecked {
+                job_id,
+                tail,
+                verified,
+            });
+        });
+    }
+
+    /// The tail of `job_id` was compared with the sender's block hashes: the job resumes
+    /// after the bytes that matched (now, or when the sender is connected again).
+    pub(super) fn on_tail_checked(&mut self, job_id: JobId, tail: Tail, verified: u64) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        if d.tail != Some(tail) {
+            return;
+        }
+        d.tail = None;
+        let offset = tail.offset + verified.min(tail.length);
+        d.counters.written.store(offset, Ordering::Release);
+        tracing::info!(
+            %job_id,
+            checkpoint = tail.offset,
+            on_disk = tail.offset + tail.length,
+            verified,
+            "bytes past the checkpoint checked against the sender's block hashes"
+        );
+        if matches!(d.phase, Phase::Verifying { .. }) {
+            self.request(job_id);
+        }
+    }
+
+    /// Give up verifying the tail of `job_id`: it is not trusted, and the job resumes
+    /// from its checkpoint.
+    fn verify_fallback(&mut self, job_id: JobId, why: &str) {
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
+        if d.tail.take().is_none() {
+            return;
+        }
+        tracing::info!(%job_id, "{why}; resuming from the checkpoint");
+        if matches!(d.phase, Phase::Verifying { .. }) {
+            self.request(job_id);
+        }
     }
 
     /// The connection to `peer` is (back) up: re-request its suspended jobs.
@@ -556,6 +692,18 @@ impl Session {
     /// that is up) are sent again, and fail (1183) after repeated attempts: a sender that
     /// ignores requests cannot hold a download forever.
     pub(super) fn expire_unanswered_requests(&mut self, now: Instant) {
+        let unverified: Vec<JobId> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| {
+                matches!(d.phase, Phase::Verifying { since, checking: false, .. }
+                    if now.duration_since(since) >= REQUEST_ANSWER_TIMEOUT)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job_id in unverified {
+            self.verify_fallback(job_id, "no block hashes in time");
+        }
         let stale: Vec<JobId> = self
             .downloads
             .iter()
@@ -636,9 +784,28 @@ impl Session {
         code: u16,
         message: String,
     ) {
-        match job_id.filter(|j| self.downloads.get(j).is_some_and(|d| d.sender == peer)) {
+        let ours = job_id.filter(|j| self.downloads.get(j).is_some_and(|d| d.sender == peer));
+        match ours {
+            // The sender could not answer a `hashes-request` (the file changed, is no
+            // longer offered …): the request from the checkpoint gets its own answer.
+            Some(job_id) if self.downloads.get(&job_id).is_some_and(awaits_hashes) => {
+                self.verify_fallback(job_id, &format!("error {code} instead of block hashes"));
+            }
             Some(job_id) => self.fail_download(job_id, Error::from_remote(code, message)),
             None => {
+                // A peer that does not know `hashes-request` answers it with 6005 and no
+                // IDs (it should not have been asked: it announced no `block-hashes`).
+                if code == codes::PROTOCOL_VIOLATION && job_id.is_none() {
+                    let waiting: Vec<JobId> = self
+                        .downloads
+                        .iter()
+                        .filter(|(_, d)| d.sender == peer && awaits_hashes(d))
+                        .map(|(j, _)| *j)
+                        .collect();
+                    for job_id in waiting {
+                        self.verify_fallback(job_id, "error 6005 instead of block hashes");
+                    }
+                }
                 tracing::warn!(%peer, code, %message, "peer reported an error");
                 self.emit(Event::Error {
                     peer: Some(peer.to_string()),
@@ -735,6 +902,17 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether the job waits for the sender's answer to its `hashes-request`.
+fn awaits_hashes(d: &Download) -> bool {
+    matches!(
+        d.phase,
+        Phase::Verifying {
+            checking: false,
+            ..
+        }
+    )
 }
 
 /// Whether a failure to start a download is this side's final answer to the offer (and

@@ -222,6 +222,7 @@ fn dl_step() -> impl Strategy<Value = DlStep> {
 
 fn phase_name(phase: &Phase) -> &'static str {
     match phase {
+        Phase::Verifying { .. } => "verifying",
         Phase::Requested { .. } => "requested",
         Phase::Running { .. } => "running",
         Phase::Suspended { .. } => "suspended",

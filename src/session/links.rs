@@ -12,7 +12,7 @@ use super::connection::{self, ConnCommand, ConnEvent, ConnHandle, ConnSetup, Pee
 use super::{Phase, Session};
 use crate::error::codes;
 use crate::events::Event;
-use crate::proto::control::{CONTROL_VERSION, ControlMessage};
+use crate::proto::control::{CONTROL_VERSION, ControlMessage, features};
 use crate::proto::pake::{AuthError, Handshake, PairKey, SealKind};
 use crate::rtc::RtcSettings;
 
@@ -69,6 +69,8 @@ pub(crate) struct Link {
     pub attempts: u32,
     /// Control messages waiting for the control channel (sent in order once it opens).
     pub outbox: Vec<ControlMessage>,
+    /// The peer's `hello` announced `block-hashes`: it answers `hashes-request`.
+    pub block_hashes: bool,
 }
 
 /// The connection of a peer that left the session, kept open until it ends by itself so
@@ -144,6 +146,7 @@ impl Session {
             retry_at: None,
             attempts: 0,
             outbox: Vec::new(),
+            block_hashes: false,
         };
         self.links.insert(info.id.clone(), link);
         if failed {
@@ -527,6 +530,7 @@ impl Session {
                 let hello = ControlMessage::Hello {
                     version: CONTROL_VERSION,
                     name: self.config.name.clone(),
+                    features: features(),
                 };
                 let queued = self
                     .links
@@ -606,7 +610,7 @@ impl Session {
         // (so less is sent again), then ends with a transport error and is suspended.
         let now = self.config.clock.now();
         for d in self.downloads.values_mut().filter(|d| d.sender == peer) {
-            if matches!(d.phase, Phase::Requested { .. }) {
+            if matches!(d.phase, Phase::Requested { .. } | Phase::Verifying { .. }) {
                 d.phase = Phase::Suspended { since: now };
             }
         }
@@ -678,7 +682,8 @@ impl Session {
             ConnEvent::Control(
                 ControlMessage::Hello { .. }
                 | ControlMessage::Offer { .. }
-                | ControlMessage::Request { .. },
+                | ControlMessage::Request { .. }
+                | ControlMessage::HashesRequest { .. },
             ) => {
                 tracing::debug!(%peer, "ignoring a late offer or request of a peer that left");
             }

@@ -6,6 +6,8 @@
 //! - `uploads`: our shared files, offers, serving requests, upload outcomes;
 //! - `downloads`: offers to us, download jobs, resume, verification outcomes.
 
+#[cfg(test)]
+mod block_hashes_tests;
 pub(crate) mod connection;
 mod control;
 mod downloads;
@@ -34,6 +36,7 @@ use crate::proto::code::Code;
 use crate::proto::control::OfferGroup;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
+use crate::proto::resume::Tail;
 use crate::proto::upload::{Audience, UploadState};
 use crate::signal_client::SignalingSession;
 use crate::store::{JobRecord, JobStore};
@@ -144,6 +147,15 @@ struct Offered {
 }
 
 enum Phase {
+    /// A job loaded from its record holds bytes past its checkpoint (`tail`): a
+    /// `hashes-request` for them went out at `since`, and the request for data follows
+    /// once the sender's block hashes have been compared with them (`checking` while the
+    /// comparison runs).
+    Verifying {
+        tail: Tail,
+        since: Instant,
+        checking: bool,
+    },
     /// The request went out at `since`; waiting for the sender's data channel.
     Requested { offset: u64, since: Instant },
     /// Data is flowing.
@@ -166,6 +178,10 @@ struct Download {
     /// The durable job (directory downloads).
     durable: Option<(JobStore, JobRecord)>,
     counters: Arc<DownloadCounters>,
+    /// The bytes of the partial file past its checkpoint, found when the job was loaded
+    /// from its record: verified against the sender's block hashes before the first
+    /// request if the sender supports it, else not trusted. Cleared once decided.
+    tail: Option<Tail>,
     phase: Phase,
     /// Consecutive attempts that ended without new bytes (to stop retry loops).
     fruitless: u32,
@@ -197,6 +213,21 @@ enum Report {
     /// A job's data channel did not open in time on a connection that is up.
     JobChannelStuck {
         job_id: JobId,
+    },
+    /// Recipient side: the tail of a restarted job was compared with the sender's block
+    /// hashes; `verified` bytes from `tail.offset` on match.
+    TailChecked {
+        job_id: JobId,
+        tail: Tail,
+        verified: u64,
+    },
+    /// Sender side: the block hashes a recipient asked for, computed.
+    HashesReady {
+        peer: String,
+        job_id: JobId,
+        file_id: FileId,
+        range: Tail,
+        result: Result<Vec<Hash>>,
     },
 }
 
@@ -235,6 +266,8 @@ pub(crate) struct Session {
     serve_bounds: uploads::ServeBounds,
     /// Streaming slots of the jobs served, per recipient and in total.
     stream_slots: uploads::StreamSlots,
+    /// `hashes-request`s being answered, per recipient.
+    hash_requests: HashMap<String, usize>,
     offered: HashMap<FileId, Offered>,
     downloads: HashMap<JobId, Download>,
     downloaded: HashSet<FileId>,
@@ -280,6 +313,7 @@ impl Session {
             serving: HashMap::new(),
             serve_bounds: uploads::SERVE_BOUNDS,
             stream_slots: uploads::StreamSlots::new(uploads::SERVE_BOUNDS),
+            hash_requests: HashMap::new(),
             offered: HashMap::new(),
             downloads: HashMap::new(),
             downloaded: HashSet::new(),

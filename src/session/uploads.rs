@@ -14,7 +14,9 @@ use super::{PreparedFile, Report, Serving, Session, SharedFile};
 use crate::error::{Error, Result, codes};
 use crate::events::Event;
 use crate::proto::control::{ControlMessage, OfferGroup};
+use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
+use crate::proto::resume::{Tail, check_range};
 use crate::proto::upload::{Audience, Completion, Outcome, Recorded, UploadState};
 use crate::transfer;
 
@@ -75,13 +77,24 @@ impl ServeBounds {
     }
 }
 
+/// `hashes-request`s of one recipient waiting or being answered; more are refused with
+/// 6010. A recipient asks once per job it resumes after a restart, and has at most
+/// `jobs_per_peer` jobs.
+pub(super) const MAX_HASH_REQUESTS_PER_PEER: usize = SERVE_BOUNDS.jobs_per_peer;
+/// `hashes-request`s of one recipient hashed at once. Each reads its range block by block
+/// under the shared read permits (`transfer::ReadPermits`), so however many a recipient
+/// sends, the streams of others wait behind at most this many of its blocks.
+pub(super) const HASHERS_PER_PEER: usize = 2;
+
 /// The streaming slots of [`ServeBounds`]: one semaphore per recipient and one for all.
 /// An upload task takes its peer's slot, then a global one, once its channel is open, and
-/// gives them back when it has sent the last byte.
+/// gives them back when it has sent the last byte. Besides, per recipient, the slots of
+/// its `hashes-request`s ([`HASHERS_PER_PEER`]).
 pub(super) struct StreamSlots {
     per_peer: usize,
     total: Arc<Semaphore>,
     peers: HashMap<String, Arc<Semaphore>>,
+    hashers: HashMap<String, Arc<Semaphore>>,
 }
 
 impl StreamSlots {
@@ -90,7 +103,16 @@ impl StreamSlots {
             per_peer: bounds.streams_per_peer.max(1),
             total: Arc::new(Semaphore::new(bounds.streams_total.max(1))),
             peers: HashMap::new(),
+            hashers: HashMap::new(),
         }
+    }
+
+    /// The hashing slots of `peer`.
+    fn hashers_for(&mut self, peer: &str) -> Arc<Semaphore> {
+        self.hashers
+            .entry(peer.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(HASHERS_PER_PEER)))
+            .clone()
     }
 
     /// The slots of `peer` and the global ones.
@@ -107,6 +129,7 @@ impl StreamSlots {
     /// Forget a recipient that is gone for good.
     fn forget(&mut self, peer: &str) {
         self.peers.remove(peer);
+        self.hashers.remove(peer);
     }
 }
 
@@ -231,13 +254,7 @@ impl Session {
         };
         if let Err(code) = shared.state.authorize(peer, offset, now) {
             tracing::warn!(%peer, %file_id, code, "refusing request");
-            let message = match code {
-                codes::NOT_PERMITTED => "you are not a recipient of this file".to_string(),
-                codes::OFFER_EXPIRED => "the offer expired".to_string(),
-                codes::ALREADY_DOWNLOADED => "you already downloaded this file".to_string(),
-                _ => format!("invalid request (offset {offset})"),
-            };
-            self.send_control(peer, refuse(code, message));
+            self.send_control(peer, refuse(code, refusal_message(code, offset)));
             return;
         }
         if self.links.get(peer).is_none_or(|l| l.conn.is_none()) {
@@ -380,6 +397,131 @@ impl Session {
                 sent,
             },
         );
+    }
+
+    /// A recipient resuming job `job_id` after a restart asks for the block hashes of a
+    /// range of the file (the bytes it holds past its checkpoint). Checked like a
+    /// `request` (audience, lifetime, a live offer); the range must lie within the file.
+    /// The hashes are computed off the session task and sent by `on_hashes_ready`.
+    pub(super) fn on_hashes_request(
+        &mut self,
+        peer: &str,
+        job_id: JobId,
+        file_id: FileId,
+        offset: u64,
+        length: u64,
+    ) {
+        let now = self.now_ms();
+        let refuse = |code: u16, message: String| ControlMessage::Error {
+            job_id: Some(job_id),
+            file_id: Some(file_id),
+            code,
+            message,
+        };
+        if self.revoked.contains(&file_id) {
+            let msg = refuse(
+                codes::CANCELLED_BY_PEER,
+                "the sender cancelled this upload".into(),
+            );
+            self.send_control(peer, msg);
+            return;
+        }
+        let Some(shared) = self.shares.get(&file_id) else {
+            let msg = refuse(
+                codes::FILE_NOT_AVAILABLE,
+                format!("file {file_id} is not shared"),
+            );
+            self.send_control(peer, msg);
+            return;
+        };
+        if let Err(code) = shared.state.authorize(peer, offset, now) {
+            tracing::warn!(%peer, %file_id, code, "refusing hashes-request");
+            self.send_control(peer, refuse(code, refusal_message(code, offset)));
+            return;
+        }
+        let range = match check_range(offset, length, shared.identity.size) {
+            Ok(range) => range,
+            Err(e) => {
+                let e = Error::Protocol(e.to_string());
+                self.send_control(peer, refuse(e.code(), e.to_string()));
+                return;
+            }
+        };
+        let pending = self.hash_requests.get(peer).copied().unwrap_or(0);
+        if pending >= MAX_HASH_REQUESTS_PER_PEER {
+            let e = Error::TooManyJobs(format!(
+                "{pending} hash requests of yours are being answered (at most {MAX_HASH_REQUESTS_PER_PEER})"
+            ));
+            self.send_control(peer, refuse(e.code(), e.to_string()));
+            return;
+        }
+        let (path, identity) = (shared.path.clone(), shared.identity);
+        *self.hash_requests.entry(peer.to_string()).or_insert(0) += 1;
+        let hashers = self.stream_slots.hashers_for(peer);
+        let reports = self.report_tx.clone();
+        let peer = peer.to_string();
+        let span = tracing::debug_span!("hashes", download_job = %job_id, %peer, offset, length);
+        tokio::spawn(
+            async move {
+                let result = match hashers.acquire_owned().await {
+                    Ok(_slot) => {
+                        transfer::hash_blocks(
+                            &path,
+                            identity,
+                            range,
+                            transfer::ReadPermits::global(),
+                        )
+                        .await
+                    }
+                    Err(_) => Err(Error::UploadFailed("no hashing slot".into())),
+                };
+                let _ = reports.send(Report::HashesReady {
+                    peer,
+                    job_id,
+                    file_id,
+                    range,
+                    result,
+                });
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The block hashes a recipient asked for are ready (or could not be computed): send
+    /// them, or the error (e.g. 5100 when the file changed since it was offered).
+    pub(super) fn on_hashes_ready(
+        &mut self,
+        peer: &str,
+        job_id: JobId,
+        file_id: FileId,
+        range: Tail,
+        result: Result<Vec<Hash>>,
+    ) {
+        if let Some(n) = self.hash_requests.get_mut(peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.hash_requests.remove(peer);
+            }
+        }
+        let msg = match result {
+            Ok(hashes) => ControlMessage::Hashes {
+                job_id,
+                file_id,
+                offset: range.offset,
+                length: range.length,
+                hashes: hashes.iter().map(Hash::to_hex).collect(),
+            },
+            Err(e) => {
+                tracing::warn!(%peer, %job_id, "cannot hash the requested range: {e}");
+                ControlMessage::Error {
+                    job_id: Some(job_id),
+                    file_id: Some(file_id),
+                    code: e.code(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        self.send_control(peer, msg);
     }
 
     pub(super) fn on_recipient_progress(&mut self, peer: &str, job_id: JobId, received: u64) {
@@ -656,5 +798,15 @@ impl Session {
             size,
         });
         Ok(())
+    }
+}
+
+/// What a refused `request` or `hashes-request` says, by the code `authorize` gave.
+fn refusal_message(code: u16, offset: u64) -> String {
+    match code {
+        codes::NOT_PERMITTED => "you are not a recipient of this file".to_string(),
+        codes::OFFER_EXPIRED => "the offer expired".to_string(),
+        codes::ALREADY_DOWNLOADED => "you already downloaded this file".to_string(),
+        _ => format!("invalid request (offset {offset})"),
     }
 }

@@ -22,7 +22,9 @@ use crate::proto::download::{ChunkError, DownloadState, Verdict};
 use crate::proto::hash::Hash;
 use crate::proto::ids::JobId;
 use crate::proto::names::numbered_name;
-use crate::proto::resume::{CHECKPOINT_BYTES, CheckpointPolicy, Reconcile, reconcile};
+use crate::proto::resume::{
+    CHECKPOINT_BYTES, CheckpointPolicy, HASH_BLOCK, Reconcile, Tail, reconcile, verified_length,
+};
 use crate::store::{JobRecord, JobStore};
 use crate::transport::Channel;
 use checkpoint::Checkpointer;
@@ -245,6 +247,83 @@ pub async fn send_file_with<C: Channel + ?Sized>(
         )));
     }
     Ok(sent)
+}
+
+/// The BLAKE3 hash of every block of `range` of the source file at `path` (what a
+/// `hashes` answer carries). The file must still have the identity it had when it was
+/// offered (else 5100); each block is read and hashed on a blocking thread under one of
+/// `reads`' permits, like the blocks of a stream, so hash requests share the same bounded
+/// readers as uploads.
+pub async fn hash_blocks(
+    path: &Path,
+    identity: FileIdentity,
+    range: Tail,
+    reads: &ReadPermits,
+) -> Result<Vec<Hash>> {
+    if FileIdentity::of(path)? != identity {
+        return Err(Error::PossiblyCorrupt(format!(
+            "{} changed since it was offered",
+            path.display()
+        )));
+    }
+    let file = Arc::new(File::open(path).map_err(|e| storage_error(path, &e))?);
+    let mut hashes = Vec::with_capacity(range.blocks() as usize);
+    for index in 0..range.blocks() {
+        let Some((start, len)) = range.block(index) else {
+            break;
+        };
+        let permit = reads
+            .0
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::UploadFailed("file readers closed".into()))?;
+        let (file, path) = (file.clone(), path.to_path_buf());
+        let hash = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_block(&file, start, len).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    Error::PossiblyCorrupt(format!("{} shrank while being hashed", path.display()))
+                }
+                _ => storage_error(&path, &e),
+            })
+        })
+        .await
+        .map_err(|e| Error::UploadFailed(format!("file reader: {e}")))??;
+        hashes.push(hash);
+    }
+    Ok(hashes)
+}
+
+/// How many bytes of `tail` in the partial file at `path` match the sender's block
+/// hashes `remote` (blocking): its blocks are hashed in order until one differs or cannot
+/// be read whole (see [`verified_length`]).
+pub fn verify_tail(path: &Path, tail: Tail, remote: &[Hash]) -> u64 {
+    if remote.len() as u64 != tail.blocks() {
+        return 0;
+    }
+    let Ok(file) = File::open(path) else {
+        return 0;
+    };
+    let mut local = Vec::with_capacity(remote.len());
+    for (index, theirs) in (0..tail.blocks()).zip(remote) {
+        let Some((start, len)) = tail.block(index) else {
+            break;
+        };
+        match hash_block(&file, start, len) {
+            Ok(ours) if ours == *theirs => local.push(ours),
+            _ => break,
+        }
+    }
+    verified_length(tail, &local, remote)
+}
+
+/// BLAKE3 of `len` (at most [`HASH_BLOCK`]) bytes of `file` from `start` (blocking).
+fn hash_block(file: &File, start: u64, len: u64) -> std::io::Result<Hash> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len.min(HASH_BLOCK) as usize];
+    file.read_exact_at(&mut buf, start)?;
+    Ok(Hash::of(&buf))
 }
 
 /// Read the next `want` bytes of `file` (blocking).
@@ -492,12 +571,15 @@ async fn receive_to_file<C: Channel + ?Sized>(
         temp.display()
     );
     counters.written.store(start, Ordering::Release);
-    counters.durable.store(start, Ordering::Release);
     if start == 0 || record.offset != start {
         // The record must exist (and not claim more than is on disk) before any data.
+        // It never moves forward here: bytes before `start` that were written but not
+        // synced (kept from an earlier attempt in this process, or verified against the
+        // sender's block hashes after a restart) become durable with the next checkpoint.
         record.offset = start.min(record.offset);
         store.save(&record)?;
     }
+    counters.durable.store(record.offset, Ordering::Release);
     // The writer thread hashes what it writes, off the receive path.
     let mut hasher = state.detach_hasher().unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<BytesMut>(PIPELINE_DEPTH);
@@ -807,6 +889,54 @@ mod tests {
         let mut state = state;
         state.on_chunk(&data[400..]).unwrap();
         assert_eq!(state.verify(), Verdict::Verified);
+    }
+
+    #[tokio::test]
+    async fn verify_tail_sender_hashes_match_until_the_first_changed_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = random_bytes((3 * HASH_BLOCK + 500) as usize, 12);
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, &data).unwrap();
+        let tail = Tail {
+            offset: 300,
+            length: 3 * HASH_BLOCK + 200,
+        };
+        let identity = FileIdentity::of(&src).unwrap();
+        let remote = hash_blocks(&src, identity, tail, &ReadPermits::new(1))
+            .await
+            .unwrap();
+        assert_eq!(remote.len(), 4);
+        let partial = dir.path().join("partial");
+        std::fs::write(&partial, &data).unwrap();
+        assert_eq!(verify_tail(&partial, tail, &remote), tail.length);
+        // A changed byte in the third block: the first two are verified.
+        let mut changed = data.clone();
+        changed[(300 + 2 * HASH_BLOCK + 9) as usize] ^= 1;
+        std::fs::write(&partial, &changed).unwrap();
+        assert_eq!(verify_tail(&partial, tail, &remote), 2 * HASH_BLOCK);
+        // A partial file that ends inside the last block: that block is not verified.
+        std::fs::write(&partial, &data[..data.len() - 1]).unwrap();
+        assert_eq!(verify_tail(&partial, tail, &remote), 3 * HASH_BLOCK);
+        // No file, or a wrong number of hashes: nothing.
+        assert_eq!(verify_tail(&dir.path().join("none"), tail, &remote), 0);
+        assert_eq!(verify_tail(&partial, tail, &remote[..3]), 0);
+    }
+
+    #[tokio::test]
+    async fn hash_blocks_changed_source_is_possibly_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, random_bytes(4000, 13)).unwrap();
+        let identity = FileIdentity::of(&src).unwrap();
+        std::fs::write(&src, b"short").unwrap();
+        let tail = Tail {
+            offset: 0,
+            length: 4000,
+        };
+        let err = hash_blocks(&src, identity, tail, &ReadPermits::new(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), codes::POSSIBLY_CORRUPT);
     }
 
     #[test]

@@ -6,8 +6,10 @@ pub mod child;
 pub mod limit;
 pub mod product;
 pub mod raw;
+pub mod refs;
 pub mod sys;
 pub mod tcp;
+pub mod wan;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
@@ -34,6 +36,10 @@ pub struct Tune {
     /// SCTP receive window, bytes (default: the product's).
     #[arg(long)]
     pub sctp_window: Option<u32>,
+    /// Cap on the SCTP receive window and the send-buffer limit of loopback-only
+    /// connections, bytes; 0 = no cap (default: the product's, 1 MiB).
+    #[arg(long)]
+    pub loopback_window: Option<u32>,
     /// SCTP packet size budget, bytes (default: the product's: 8192 on loopback).
     #[arg(long)]
     pub sctp_mtu: Option<u32>,
@@ -71,6 +77,9 @@ impl Tune {
         if let Some(v) = self.sctp_window {
             s.sctp_receive_window = v;
         }
+        if let Some(v) = self.loopback_window {
+            s.loopback_window = (v > 0).then_some(v);
+        }
         if let Some(v) = self.sctp_mtu {
             s.sctp_mtu = Some(v);
         }
@@ -95,6 +104,9 @@ impl Tune {
         }
         if let Some(x) = self.sctp_window {
             v.extend(["--sctp-window".to_string(), x.to_string()]);
+        }
+        if let Some(x) = self.loopback_window {
+            v.extend(["--loopback-window".to_string(), x.to_string()]);
         }
         if let Some(x) = self.sctp_mtu {
             v.extend(["--sctp-mtu".to_string(), x.to_string()]);
@@ -152,6 +164,22 @@ pub struct BenchArgs {
     /// and capped transfers next to an uncapped one), ~1 min.
     #[arg(long)]
     pub rate_limits: bool,
+    /// Measure only peershare next to the reference tools (sendme, magic-wormhole) in
+    /// DIR, default $PEERSHARE_REFS or ~/.cache/peershare-refs (installed by
+    /// tools/install_refs.sh): CLI to CLI, disk to disk, interleaved rounds; a tool not
+    /// found there is skipped.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub refs: Option<Option<PathBuf>>,
+    /// Rounds of `--refs` (round-robin over the tools).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub refs_rounds: u64,
+    /// File sizes of `--refs`, MiB, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [256u64, 1024])]
+    pub refs_sizes: Vec<u64>,
+    /// With `--refs`: also compare over a 1500-byte-MTU veth pair between two network
+    /// namespaces (192.0.2.1/24 and 192.0.2.2/24; needs root), the LAN case.
+    #[arg(long)]
+    pub lan: bool,
     #[command(flatten)]
     pub tune: Tune,
 }
@@ -186,6 +214,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         v[v.len() / 2]
     }
+}
+
+/// The `p`-th percentile of `v` (nearest rank: the smallest value with at least `p` % of
+/// the values at or below it); NaN when empty.
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
 }
 
 /// Index of the median of `values` (the upper one for an even count); 0 when empty.
@@ -275,6 +314,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         for fact in machine.describe() {
             println!("- {fact}");
         }
+        return Ok(());
+    }
+
+    if let Some(dir) = args.refs.clone() {
+        let dir = dir.unwrap_or_else(refs::default_dir);
+        let (sizes, rounds, lan) = (args.refs_sizes.clone(), args.refs_rounds, args.lan);
+        let report = tokio::task::spawn_blocking(move || {
+            let report = refs::run(&dir, &sizes, rounds, lan, &tmp);
+            drop(work);
+            report
+        })
+        .await??;
+        print!("{report}");
+        for fact in machine.describe() {
+            println!("- {fact}");
+        }
+        println!(
+            "- 1-min load average: {load_before} at the start, {} at the end",
+            sys::load_average()
+        );
+        std::io::stdout().flush()?;
         return Ok(());
     }
 
@@ -423,12 +483,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     phase("(e) join → first byte, fresh pairs");
     let mut lat = Vec::new();
-    for _ in 0..args.latency_runs {
-        lat.push(product::first_byte(&url, &small, &tmp, &args.tune).await?);
+    for run in 1..=args.latency_runs {
+        let l = product::first_byte(&url, &small, &tmp, &args.tune).await?;
+        eprintln!(
+            "[peershare-bench] (e) run {run}: connected {:.0} ms, offer {:.0} ms, first byte {:.0} ms",
+            l.connected_ms, l.available_ms, l.started_ms
+        );
+        lat.push(l);
     }
     server.shutdown().await;
 
-    let started = median(lat.iter().map(|l| l.started_ms).collect());
+    let started_all: Vec<f64> = lat.iter().map(|l| l.started_ms).collect();
+    let started = median(started_all.clone());
+    let started_p95 = percentile(started_all.clone(), 95.0);
+    let started_max = started_all.iter().copied().fold(f64::NAN, f64::max);
     let first_progress = median(lat.iter().map(|l| l.first_progress_ms).collect());
     let connected = median(lat.iter().map(|l| l.connected_ms).collect());
     let available = median(lat.iter().map(|l| l.available_ms).collect());
@@ -452,7 +520,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sys::load_average()
     ));
     line(format!(
-        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B, {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, UDP GSO {}, bound to 127.0.0.1",
+        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B ({} on loopback-only connections), {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, UDP GSO {}, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
         settings.sctp_mtu.map_or_else(
             || format!(
@@ -464,6 +532,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
         settings.send_buffer_limit,
         settings.sctp_receive_window,
+        settings
+            .loopback_window
+            .map_or_else(|| "no cap".into(), |w| format!("both at most {w} B")),
         raw::MESSAGE / 1024,
         peershare::transfer::CHUNK_SIZE / 1024,
         args.tune.workers.map_or_else(
@@ -536,8 +607,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
     }
     line(format!(
-        "| (e) | join → first byte, fresh pair | {started:.0} ms | median of {} runs to DownloadStarted (job channel open); connected {connected:.0} ms, offer {available:.0} ms, first progress (1 MiB) {first_progress:.0} ms |",
-        lat.len()
+        "| (e) | join → first byte, fresh pair | {started:.0} ms | median of {} runs to DownloadStarted (job channel open), p95 {started_p95:.0} ms, max {started_max:.0} ms; connected {connected:.0} ms, offer {available:.0} ms, first progress (1 MiB) {first_progress:.0} ms (medians); every run: {} |",
+        lat.len(),
+        list(&started_all, 0)
     ));
     line(format!(
         "| (f) | 1 → {r} recipients, wall / one recipient | {fan_ratio:.2}× | median of the rounds' ratios ({}), each against the round's (b) run; median round: {r} × {} MiB in {:.2} s ({:.1} MiB/s total) vs one in {:.2} s; peak RSS sender {}, recipients ≤ {} (all rounds) |",
@@ -621,6 +693,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     line(format!(
         "- join → first byte ≤ 300 ms: {started:.0} ms: {}",
         verdict(started <= 300.0)
+    ));
+    line(format!(
+        "- join → first byte p95 ≤ 100 ms (over 30 fresh pairs): {started_p95:.0} ms over {}: {}",
+        lat.len(),
+        if lat.len() >= 30 {
+            verdict(started_p95 <= 100.0)
+        } else {
+            "n/a (run with --latency-runs 30)"
+        }
     ));
     line(format!(
         "- 1 → 4 recipients ≤ 4.5× one: {fan_ratio:.2}× with {r}: {}",

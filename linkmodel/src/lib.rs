@@ -4,6 +4,11 @@
 //! Nothing here touches a socket or a clock; the caller passes `now` in and acts on the
 //! [`Verdict`]. Randomness comes from an injected RNG, so the same seed always yields
 //! the same sequence of decisions for the same sequence of inputs.
+//!
+//! Two users apply the very same model: peershare's in-process network simulator
+//! (`peershare::rtc::netsim`, which re-exports this crate as `netsim::link`), one [`Link`]
+//! per simulated socket; and the WAN emulator `peershare-wanem` (`wanem/`), one [`Link`]
+//! per direction of the emulated path between two network namespaces.
 
 use std::time::{Duration, Instant};
 
@@ -81,8 +86,9 @@ impl Loss {
     }
 }
 
-/// One direction of a link, applied by every simulated socket to what it sends. With
-/// the same configuration on both peers, the round-trip time is twice `delay`.
+/// One direction of a link: applied by every simulated socket to what it sends, or by the
+/// emulator to one direction of its path. With the same configuration both ways, the
+/// round-trip time is twice `delay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkConfig {
     /// Random or bursty loss.
@@ -187,7 +193,7 @@ pub enum Verdict {
 }
 
 /// The state of one direction of a link: the RNG, the Gilbert–Elliott state and the
-/// queue. One per simulated socket.
+/// queue. One per simulated socket, or one per direction of the emulator.
 #[derive(Debug, Clone)]
 pub struct Link<R = StdRng> {
     rng: R,
