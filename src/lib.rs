@@ -47,7 +47,9 @@
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
 //!   message size, bind address), the runtime wrapper that works around the stack's
 //!   driver stalls and batches TURN-relayed writes into GSO sends (`rtc::runtime`), the
-//!   simulated network (`rtc::netsim`) and the data-channel implementation of `Channel`.
+//!   simulated network (`rtc::netsim`; its sans-IO link model `rtc::netsim::link` is the
+//!   workspace crate `peershare-linkmodel`, re-exported, which the WAN emulator
+//!   `peershare-wanem` applies too) and the data-channel implementation of `Channel`.
 //! - [`transport`]: the `Channel` seam (a reliable ordered message channel with a send
 //!   buffer) and an in-memory implementation for tests.
 //! - [`transfer`]: the engine that streams a file into a channel and a channel into a

@@ -533,7 +533,16 @@ impl Conn {
     /// Apply the held answer, if any, with the candidates that arrived meanwhile.
     async fn apply_held_answer(&mut self) -> Result<()> {
         match self.held_answer.take() {
-            Some((sdp, _)) => self.apply_answer(sdp).await,
+            Some((sdp, until)) => {
+                let held = ANSWER_CANDIDATE_WAIT
+                    .saturating_sub(until.saturating_duration_since(tokio::time::Instant::now()));
+                tracing::debug!(
+                    held_ms = held.as_secs_f64() * 1000.0,
+                    candidates = self.pending_candidates.len(),
+                    "applying the held answer"
+                );
+                self.apply_answer(sdp).await
+            }
             None => Ok(()),
         }
     }
