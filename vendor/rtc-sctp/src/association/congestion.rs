@@ -40,6 +40,12 @@ const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
 /// Startup ends when three round trips in a row raise the bandwidth by less than this.
 const FULL_BW_GROWTH: f64 = 1.25;
 const FULL_BW_ROUNDS: u32 = 3;
+/// Startup also ends after a round trip that lost more than this share of what it
+/// delivered (with at least `STARTUP_LOSS_PACKETS` packets lost): the queue in front of
+/// the bottleneck has overflowed, and going on would only lose more (as BBR version 2
+/// does).
+const STARTUP_LOSS_RATE: f64 = 0.02;
+const STARTUP_LOSS_PACKETS: u64 = 8;
 /// The window never goes below this many packets.
 const MIN_CWND_PACKETS: u32 = 4;
 /// Burst credit of the pacer after an idle moment (what a timer's granularity costs).
@@ -93,6 +99,9 @@ pub(crate) struct Bbr {
     cycle_stamp: Option<Instant>,
     probe_rtt_done: Option<Instant>,
     prior_cwnd: u32,
+    /// Bytes found lost, and bytes delivered, since the current round trip began.
+    round_lost: u64,
+    round_start_delivered: u64,
     cwnd: u32,
     /// Earliest time the pacer lets the next DATA chunk go.
     pace_next: Option<Instant>,
@@ -122,6 +131,8 @@ impl Bbr {
             cycle_stamp: None,
             probe_rtt_done: None,
             prior_cwnd: initial_cwnd,
+            round_lost: 0,
+            round_start_delivered: 0,
             cwnd: initial_cwnd,
             pace_next: None,
         }
@@ -214,6 +225,16 @@ impl Bbr {
         }
         if round_start && !self.filled_pipe {
             self.check_full_pipe();
+            let delivered = self.delivered - self.round_start_delivered;
+            if self.round_lost >= STARTUP_LOSS_PACKETS * u64::from(self.mtu)
+                && self.round_lost as f64 > STARTUP_LOSS_RATE * delivered as f64
+            {
+                self.filled_pipe = true;
+            }
+        }
+        if round_start {
+            self.round_lost = 0;
+            self.round_start_delivered = self.delivered;
         }
         self.update_mode(now, inflight, round_start);
         self.update_cwnd(acked);
@@ -359,6 +380,11 @@ impl Bbr {
         .max(if self.filled_pipe { 0 } else { self.initial_cwnd });
     }
 
+    /// DATA of `bytes` was found lost (gap reports or RACK).
+    pub(crate) fn on_lost(&mut self, bytes: usize) {
+        self.round_lost += bytes as u64;
+    }
+
     /// The retransmission timer expired: everything in flight is presumed lost. Keep the
     /// model; restart from a small window that the next acknowledgements regrow.
     pub(crate) fn on_rto(&mut self) {
@@ -415,6 +441,41 @@ mod tests {
         let cwnd = f64::from(bbr.cwnd());
         assert!(cwnd > 1.8 * bdp && cwnd < 2.2 * bdp, "cwnd {cwnd} bdp {bdp}");
         assert_eq!(bbr.mode, Mode::ProbeBw);
+    }
+
+    #[test]
+    fn bbr_startup_heavy_loss_in_a_round_ends_startup() {
+        let mut bbr = Bbr::new(MTU, 4 * MTU);
+        let start = Instant::now();
+        let rtt = Duration::from_millis(40);
+        let snap = bbr.on_send(start, 0, MTU as usize);
+        // A round trip that delivered 100 packets and lost 10 (10 %: above 2 % and 8).
+        bbr.on_lost(10 * MTU as usize);
+        bbr.on_ack(start + rtt, 100 * u64::from(MTU), Some((snap, start)), Some(rtt), 0);
+        assert!(bbr.filled_pipe);
+        assert_ne!(bbr.mode, Mode::Startup);
+    }
+
+    #[test]
+    fn bbr_startup_random_loss_below_threshold_keeps_startup() {
+        let mut bbr = Bbr::new(MTU, 4 * MTU);
+        let start = Instant::now();
+        let rtt = Duration::from_millis(40);
+        let mut delivered = 100;
+        for round in 0..3u32 {
+            let sent_at = start + rtt * round;
+            let snap = bbr.on_send(sent_at, 0, MTU as usize);
+            bbr.on_lost(MTU as usize); // 1 % of the round
+            bbr.on_ack(
+                sent_at + rtt,
+                delivered * u64::from(MTU),
+                Some((snap, sent_at)),
+                Some(rtt),
+                0,
+            );
+            delivered *= 2;
+        }
+        assert_eq!(bbr.mode, Mode::Startup);
     }
 
     #[test]

@@ -2077,8 +2077,12 @@ impl Association {
                 if c.is_outstanding() && c.nsent == 1 && c.miss_indicator < 3 {
                     c.miss_indicator += 1;
                     if c.miss_indicator == 3 {
+                        let len = c.user_data.len();
                         self.will_retransmit_fast = true;
                         self.note_lost_tsn(tsn);
+                        if let Some(bbr) = self.bbr.as_mut() {
+                            bbr.on_lost(len);
+                        }
                     }
                 }
                 tsn = tsn.wrapping_add(1);
@@ -2111,9 +2115,13 @@ impl Association {
                 break;
             }
             c.lost = true;
+            let len = c.user_data.len();
             self.will_retransmit_fast = true;
             self.rtx_tsns.pop_front();
             self.note_lost_tsn(tsn);
+            if let Some(bbr) = self.bbr.as_mut() {
+                bbr.on_lost(len);
+            }
         }
         Ok(())
     }

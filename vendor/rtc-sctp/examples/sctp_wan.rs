@@ -20,7 +20,7 @@ use rtc_sctp::{
     Association, AssociationHandle, ClientConfig, CongestionControl, DatagramEvent, Endpoint,
     EndpointConfig, Event, Payload, PayloadProtocolIdentifier, ServerConfig, TransportConfig,
 };
-use rtc_shared::TransportProtocol;
+use shared::TransportProtocol;
 
 /// Cap on locally buffered user data (the application's send-buffer limit).
 fn send_buf_cap() -> usize {
