@@ -326,10 +326,13 @@ async fn cli_send_without_keep_serves_every_recipient_that_joined_in_time() {
     first.until("first progress", is("download-progress")).await;
     // The second recipient joins while the first is still downloading.
     let second = recv(&[], &out2, &ticket);
+    let mut logs = String::new();
     for (run, out) in [(first, &out1), (second, &out2)] {
         let (code, _, stderr) = run.finish().await;
         assert_eq!(code, 0, "{stderr}");
         assert!(std::fs::read(out.join("data.bin")).unwrap() == data);
+        logs.push_str("\n--- a recipient's stderr ---\n");
+        logs.push_str(&stderr);
     }
     let (code, events, stderr) = s.finish().await;
     assert_eq!(code, 0, "{stderr}");
@@ -338,7 +341,8 @@ async fn cli_send_without_keep_serves_every_recipient_that_joined_in_time() {
         [
             ("data.bin".into(), "delivered".into(), None),
             ("data.bin".into(), "delivered".into(), None)
-        ]
+        ],
+        "sender's stderr:\n{stderr}\nsender's events: {events:?}{logs}"
     );
 }
 

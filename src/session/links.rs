@@ -79,6 +79,9 @@ pub(crate) struct Draining {
     pub conn: Conn,
     /// When it is closed at the latest.
     pub until: Instant,
+    /// The peer was authenticated: its `PeerLeft` event follows the end of the draining,
+    /// after the outcomes it sent before leaving.
+    pub announce: bool,
 }
 
 /// Most other clients of a session we keep track of (the signaling server's default
@@ -119,6 +122,9 @@ impl Session {
             return;
         }
         self.departed.remove(&info.id);
+        // Back under the same ID before its old connection was drained: that one ends
+        // (and its departure is announced) before the new member appears.
+        self.end_draining(&info.id);
         // Every pair runs the PAKE first; a burnt code admits nobody new.
         let auth = if self.burnt {
             Auth::Failed
@@ -223,12 +229,7 @@ impl Session {
         match msg {
             // A client is announced as joined once it authenticates.
             ServerMessage::PeerJoined { peer } => self.add_peer(peer),
-            ServerMessage::PeerLeft { id } => {
-                if self.links.get(&id).is_some_and(|l| l.auth.verified()) {
-                    self.emit(Event::PeerLeft { peer: id.clone() });
-                }
-                self.peer_left(&id);
-            }
+            ServerMessage::PeerLeft { id } => self.peer_left(&id),
             ServerMessage::Signal { from, data } => match serde_json::from_value(data) {
                 Ok(signal) => self.on_peer_signal(&from, signal),
                 Err(e) => tracing::warn!(%from, "ignoring malformed signal: {e}"),
@@ -651,22 +652,39 @@ impl Session {
     /// peer closed it), for at most `LEAVE_DRAIN`. In every other case closing at once
     /// matters: a download from a sender that vanished is suspended right away, ready for
     /// a restarted sender to take over, instead of waiting for the connection to time out.
+    ///
+    /// The `PeerLeft` event (authenticated peers only) waits for the draining to end, so
+    /// it follows the outcomes the peer sent before it left: an application that stops
+    /// waiting for a recipient once it left does not miss its last `done`.
     fn peer_left(&mut self, peer: &str) {
         let Some(link) = self.links.remove(peer) else {
             return;
         };
+        let announce = link.auth.verified();
+        let mut drained = false;
         if let Some(conn) = link.conn {
             if link.control_open && self.awaits_outcome_from(peer) {
                 let until = self.config.clock.now() + LEAVE_DRAIN;
-                let previous = self
-                    .draining
-                    .insert(peer.to_string(), Draining { conn, until });
+                let previous = self.draining.insert(
+                    peer.to_string(),
+                    Draining {
+                        conn,
+                        until,
+                        announce,
+                    },
+                );
                 if let Some(old) = previous {
                     old.conn.close();
                 }
+                drained = true;
             } else {
                 conn.close();
             }
+        }
+        if announce && !drained {
+            self.emit(Event::PeerLeft {
+                peer: peer.to_string(),
+            });
         }
         self.suspend_peer(peer);
         self.offered.retain(|_, o| o.info.sender != peer);
@@ -689,15 +707,13 @@ impl Session {
             }
             ConnEvent::Control(msg) => {
                 self.on_control(peer, msg);
-                if !self.awaits_outcome_from(peer)
-                    && let Some(d) = self.draining.remove(peer)
-                {
-                    d.conn.close();
+                if !self.awaits_outcome_from(peer) {
+                    self.end_draining(peer);
                 }
             }
             ConnEvent::Down(reason) => {
                 tracing::debug!(%peer, %reason, "connection of a peer that left ended");
-                self.draining.remove(peer);
+                self.end_draining(peer);
             }
             ConnEvent::ControlOpen(_)
             | ConnEvent::ControlInvalid(_)
@@ -705,16 +721,31 @@ impl Session {
         }
     }
 
+    /// Stop reading the connection of a peer that left: close it, and announce that the
+    /// peer left.
+    fn end_draining(&mut self, peer: &str) {
+        if let Some(d) = self.draining.remove(peer) {
+            d.conn.close();
+            if d.announce {
+                self.emit(Event::PeerLeft {
+                    peer: peer.to_string(),
+                });
+            }
+        }
+    }
+
     /// Close the connections of departed peers that did not end within `LEAVE_DRAIN`.
     pub(super) fn expire_draining(&mut self, now: Instant) {
-        self.draining.retain(|peer, d| {
-            if d.until > now {
-                return true;
-            }
+        let expired: Vec<String> = self
+            .draining
+            .iter()
+            .filter(|(_, d)| d.until <= now)
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        for peer in expired {
             tracing::debug!(%peer, "closing the connection of a peer that left");
-            d.conn.close();
-            false
-        });
+            self.end_draining(&peer);
+        }
     }
 
     /// Test hook: treat `peer` as authenticated (the session tests open stand-in
