@@ -248,6 +248,11 @@ fn main() {
     let mut read_buf = vec![0u8; MSG_LEN];
     let mut start = None;
     let limit = now + Duration::from_secs(3600);
+    let trace: Option<Duration> = std::env::var("SCTP_WAN_TRACE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
+    let (mut next_trace, mut traced) = (None::<Instant>, 0u64);
 
     while received < total {
         s2c.due(now, &mut to_client);
@@ -279,6 +284,23 @@ fn main() {
                 while let Some(chunks) = s.read_sctp().unwrap_or(None) {
                     received += chunks.read(&mut read_buf).unwrap_or(0) as u64;
                 }
+            }
+        }
+        if let (Some(step), Some(t0)) = (trace, start) {
+            let due = next_trace.get_or_insert(t0 + step);
+            if now >= *due {
+                let mut s = client.assoc.as_ref().map(Association::stats).unwrap_or_default();
+                println!(
+                    "t={:.2}s received={:.1}MiB rate={:.2}MiB/s overflow={} t3={} fast-rtx={}",
+                    now.duration_since(t0).as_secs_f64(),
+                    received as f64 / (1 << 20) as f64,
+                    (received - traced) as f64 / (1 << 20) as f64 / step.as_secs_f64(),
+                    c2s.overflow,
+                    s.get_num_t3timeouts(),
+                    s.get_num_fast_retrans(),
+                );
+                traced = received;
+                *due += step;
             }
         }
         // Packets produced now are due later (delay > 0), or now with no delay.

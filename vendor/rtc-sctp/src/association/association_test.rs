@@ -1633,3 +1633,88 @@ fn test_reconfig_backoff_must_double_once() -> Result<()> {
 
 #[path = "message_selection_test.rs"]
 mod message_selection_test;
+
+#[test]
+fn bbr_initial_cwnd_is_ten_packets_rfc9260_keeps_its_own() {
+    let bbr = create_association(
+        TransportConfig::default().with_congestion_control(congestion::CongestionControl::Bbr),
+    );
+    // min(10*MTU, max(2*MTU, 14720)) with a 1428-byte MTU.
+    assert_eq!(bbr.cwnd, 10 * bbr.mtu);
+    let rfc = create_association(TransportConfig::default());
+    assert_eq!(rfc.cwnd, 4380);
+}
+
+#[test]
+fn fast_retransmit_of_earliest_chunk_restarts_t3() -> Result<()> {
+    let mut a = timed_test_association();
+    let now = Instant::now();
+    let ppi = PayloadProtocolIdentifier::Binary;
+    let first_tsn = a.my_next_tsn;
+    let mut stream = a.open_stream(1, ppi)?;
+    stream.write_sctp(now, &Bytes::from_static(b"lost"), ppi)?;
+    assert_eq!(1, data_chunks(&a.gather_outbound(now).0));
+    assert_eq!(
+        a.timers.get(Timer::T3RTX),
+        Some(now + Duration::from_millis(1000))
+    );
+    let later = now + Duration::from_millis(700);
+    a.inflight_queue.get_mut(first_tsn).unwrap().miss_indicator = 3;
+    a.will_retransmit_fast = true;
+    assert_eq!(1, data_chunks(&a.gather_outbound(later).0));
+    // RFC 9260 7.2.4 4): the retransmission gets a full RTO, not the 300 ms left.
+    assert_eq!(
+        a.timers.get(Timer::T3RTX),
+        Some(later + Duration::from_millis(1000))
+    );
+    Ok(())
+}
+
+#[test]
+fn bbr_fast_retransmissions_are_paced_rest_of_range_waits() -> Result<()> {
+    let mut a = create_association(
+        TransportConfig::default().with_congestion_control(congestion::CongestionControl::Bbr),
+    );
+    a.control_queue.clear();
+    a.timers.stop(Timer::T1Init);
+    a.set_state(AssociationState::Established);
+    a.rwnd = 1 << 20;
+    a.rto_mgr.set_rto(1000, true);
+    let now = Instant::now();
+    let ppi = PayloadProtocolIdentifier::Binary;
+    let first_tsn = a.my_next_tsn;
+    let mut stream = a.open_stream(1, ppi)?;
+    for _ in 0..10 {
+        stream.write_sctp(now, &Bytes::from(vec![0u8; 1000]), ppi)?;
+    }
+    assert_eq!(10, data_chunks(&a.gather_outbound(now).0));
+    // 1 MB/s measured: 2.9 KB of pacing credit per millisecond.
+    a.bbr = Some(congestion::Bbr::measured_for_test(a.mtu, 1e6));
+    let later = now + Duration::from_millis(300);
+    for i in 0..10 {
+        let tsn = first_tsn.wrapping_add(i);
+        let c = a.inflight_queue.get_mut(tsn).unwrap();
+        c.miss_indicator = 3;
+        c.lost = true;
+        a.note_lost_tsn(tsn);
+    }
+    a.will_retransmit_fast = true;
+    let first = transmitted_data(&a.gather_outbound(later).0);
+    assert!(
+        !first.is_empty() && first.len() < 10,
+        "a burst of {} retransmissions",
+        first.len()
+    );
+    let wait = a.poll_timeout().expect("the pacer wakes the sender");
+    assert!(wait > later && wait < later + Duration::from_millis(20));
+    // The rest goes, in TSN order, as the pacer allows.
+    let mut sent: Vec<u32> = first.iter().map(|c| c.tsn).collect();
+    let mut t = later;
+    while sent.len() < 10 && t < later + Duration::from_secs(1) {
+        t += Duration::from_millis(1);
+        sent.extend(transmitted_data(&a.gather_outbound(t).0).iter().map(|c| c.tsn));
+    }
+    let expected: Vec<u32> = (0..10).map(|i| first_tsn.wrapping_add(i)).collect();
+    assert_eq!(sent, expected);
+    Ok(())
+}

@@ -179,6 +179,24 @@ impl Bbr {
         }
     }
 
+    /// When the pacer would allow the next chunk if `queued` more bytes went out first,
+    /// if it would hold that chunk back at `now`.
+    pub(crate) fn pacing_wait_after(&self, now: Instant, queued: usize) -> Option<Instant> {
+        let rate = self.pacing_rate()?;
+        let credit = now.checked_sub(PACING_QUANTUM).unwrap_or(now);
+        let base = self.pace_next.map_or(credit, |t| t.max(credit));
+        let next = base + Duration::from_secs_f64(queued as f64 / rate);
+        (next > now).then_some(next)
+    }
+
+    /// A controller that already measured `rate` bytes/s (tests of the pacer's users).
+    #[cfg(test)]
+    pub(crate) fn measured_for_test(mtu: u32, rate: f64) -> Self {
+        let mut bbr = Self::new(mtu, 10 * mtu);
+        bbr.bw_samples.push((0, rate));
+        bbr
+    }
+
     /// When the pacer next allows new DATA, if it holds it back at `now`.
     pub(crate) fn pacing_wait(&self, now: Instant) -> Option<Instant> {
         self.pace_next.filter(|t| *t > now)
@@ -486,6 +504,28 @@ mod tests {
         assert_eq!(bbr.cwnd(), MIN_CWND_PACKETS * MTU);
         bbr.on_recovered();
         assert_eq!(bbr.cwnd(), before);
+    }
+
+    #[test]
+    fn bbr_pacer_wait_after_queued_bytes_charges_them_at_the_pacing_rate() {
+        let rate = 1e6;
+        let bbr = Bbr::measured_for_test(MTU, rate);
+        let now = Instant::now() + Duration::from_secs(100);
+        let pacing = rate * HIGH_GAIN;
+        // Within the burst credit nothing waits; beyond it, the wait is what the queued
+        // bytes take at the pacing rate, less the credit.
+        let credit = (pacing * PACING_QUANTUM.as_secs_f64()) as usize;
+        assert_eq!(bbr.pacing_wait_after(now, 0), None);
+        assert_eq!(bbr.pacing_wait_after(now, credit / 2), None);
+        let queued = 100 * MTU as usize;
+        let wait = bbr.pacing_wait_after(now, queued).expect("held back");
+        let expected = now - PACING_QUANTUM + Duration::from_secs_f64(queued as f64 / pacing);
+        assert!(
+            wait.max(expected) - wait.min(expected) < Duration::from_micros(1),
+            "{wait:?} vs {expected:?}"
+        );
+        // Without a rate (no sample yet) nothing is paced.
+        assert_eq!(Bbr::new(MTU, 4 * MTU).pacing_wait_after(now, queued), None);
     }
 
     #[test]

@@ -412,6 +412,15 @@ impl Association {
         // min > max) and overflowed near `u32::MAX`, both reachable through
         // `EndpointConfig::max_payload_size` and MTU-derived payload budgets.
         let cwnd = mtu.saturating_mul(2).max(4380).min(mtu.saturating_mul(4));
+        // A paced sender starts from the initial window of TCP (RFC 6928) and QUIC
+        // (RFC 9002 7.2): min(10*MTU, max(2*MTU, 14720)). The pacer spreads it over the
+        // first round trip once a rate is known, so it is no burst risk.
+        let bbr = config.congestion_control() == congestion::CongestionControl::Bbr;
+        let cwnd = if bbr {
+            mtu.saturating_mul(2).max(14720).min(mtu.saturating_mul(10))
+        } else {
+            cwnd
+        };
         // RFC 4960 requires an unpredictable initial TSN. SCTP remains usable without an RTC
         // crypto provider, so this deliberately uses `rand`'s thread-local CSPRNG.
         let mut tsn = random::<u32>();
@@ -430,11 +439,11 @@ impl Association {
 
             rto_mgr: RtoManager {
                 rto_min: config.rto_min_ms(),
+                min_over_srtt: bbr,
                 ..RtoManager::new()
             },
             timers: TimerTable::new(config.timer_config()),
-            bbr: (config.congestion_control() == congestion::CongestionControl::Bbr)
-                .then(|| congestion::Bbr::new(mtu, cwnd)),
+            bbr: bbr.then(|| congestion::Bbr::new(mtu, cwnd)),
 
             mtu,
             cwnd,
@@ -2451,6 +2460,7 @@ impl Association {
             }
         }
 
+        self.pacing_wait = None;
         let state = self.state();
         match state {
             AssociationState::Established => {
@@ -2458,13 +2468,26 @@ impl Association {
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
                 }
+                // Under BBR lost chunks go before new data (RFC 6675), both through the
+                // pacer; RFC 9260 keeps its order.
+                let lost_first = self.bbr.is_some();
+                if lost_first {
+                    raw_packets =
+                        self.gather_outbound_fast_retransmission_packets(raw_packets, now);
+                    if self.state() == AssociationState::Closed {
+                        return (vec![], false);
+                    }
+                }
                 raw_packets = self.gather_outbound_data_and_reconfig_packets(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
                 }
-                raw_packets = self.gather_outbound_fast_retransmission_packets(raw_packets, now);
-                if self.state() == AssociationState::Closed {
-                    return (vec![], false);
+                if !lost_first {
+                    raw_packets =
+                        self.gather_outbound_fast_retransmission_packets(raw_packets, now);
+                    if self.state() == AssociationState::Closed {
+                        return (vec![], false);
+                    }
                 }
                 raw_packets = self.gather_outbound_sack_packets(raw_packets);
                 raw_packets = self.gather_outbound_forward_tsn_packets(raw_packets);
@@ -2603,6 +2626,8 @@ impl Association {
             let mut fast_retrans_size = COMMON_HEADER_SIZE;
 
             let mut i = 0;
+            // User bytes of the chunks gathered so far (what the pacer charges).
+            let mut paced_bytes = 0usize;
             // Under BBR only the range marked lost since the last pass holds candidates.
             let mut last = None;
             if self.bbr.is_some()
@@ -2675,6 +2700,21 @@ impl Association {
                         break;
                     }
 
+                    // Under BBR the pacer spaces retransmissions like new data (the
+                    // first goes at once): a burst of every chunk lost to a queue
+                    // overflow would overflow it again. The rest of the range waits.
+                    if !to_fast_retrans.is_empty()
+                        && let Some(wait) = self
+                            .bbr
+                            .as_ref()
+                            .and_then(|b| b.pacing_wait_after(now, paced_bytes))
+                    {
+                        self.lost_range = last.map(|hi| (tsn, hi));
+                        self.will_retransmit_fast = true;
+                        self.pacing_wait = Some(self.pacing_wait.map_or(wait, |w| w.min(wait)));
+                        break;
+                    }
+                    paced_bytes += c.user_data.len();
                     fast_retrans_size += data_chunk_size;
                 } else {
                     break; // end of pending data
@@ -2703,6 +2743,15 @@ impl Association {
                         self.side, c.tsn, c.nsent, self.fast_recover_exit_point
                     );
                 }
+            }
+            // RFC 9260 7.2.4 4): retransmitting the earliest outstanding chunk restarts
+            // the T3-rtx timer, or it expires while the retransmission is on its way
+            // through a full queue.
+            let earliest = self.cumulative_tsn_ack_point.wrapping_add(1);
+            if to_fast_retrans.iter().any(|c| c.tsn == earliest) {
+                self.timers.stop(Timer::T3RTX);
+                self.timers
+                    .start_if_idle(Timer::T3RTX, now, self.rto_mgr.get_rto());
             }
             self.bundle_data_chunks_into_packets(to_fast_retrans, &mut raw_packets);
         }
@@ -3151,7 +3200,6 @@ impl Association {
     ) -> (Vec<ChunkPayloadData>, Vec<u16>) {
         let mut chunks = vec![];
         let mut sis_to_reset = vec![]; // stream identifiers to reset
-        self.pacing_wait = None;
         if let Some(bbr) = self.bbr.as_mut() {
             let inflight = self.inflight_queue.get_num_bytes();
             if self.pending_queue.is_empty() && inflight + (self.mtu as usize) < self.cwnd as usize
@@ -3215,7 +3263,7 @@ impl Association {
                 }
 
                 if let Some(wait) = self.bbr.as_ref().and_then(|b| b.pacing_wait(now)) {
-                    self.pacing_wait = Some(wait);
+                    self.pacing_wait = Some(self.pacing_wait.map_or(wait, |w| w.min(wait)));
                     break; // paced: the next chunk goes at `wait`
                 }
 

@@ -184,6 +184,10 @@ pub(crate) struct RtoManager {
     pub(crate) no_update: bool,
     /// RTO.Min in milliseconds (RFC 9260 §16: 1 s).
     pub(crate) rto_min: u64,
+    /// RTO.Min also floors the variance term (RTO >= SRTT + RTO.Min), as Linux TCP does:
+    /// a timeout then never beats the time-based loss detection of a retransmission
+    /// (SRTT + SRTT/4) on a path whose RTT varies little. Used with BBR.
+    pub(crate) min_over_srtt: bool,
 }
 
 impl RtoManager {
@@ -214,7 +218,13 @@ impl RtoManager {
             self.srtt = ((RTO_BASE - RTO_ALPHA) * self.srtt + RTO_ALPHA * rtt) / RTO_BASE;
         }
 
-        self.rto = (self.srtt + (4.0 * self.rttvar) as u64).clamp(self.rto_min.clamp(1, RTO_MAX), RTO_MAX);
+        let var = (4.0 * self.rttvar) as u64;
+        let var = if self.min_over_srtt {
+            var.max(self.rto_min)
+        } else {
+            var
+        };
+        self.rto = (self.srtt + var).clamp(self.rto_min.clamp(1, RTO_MAX), RTO_MAX);
 
         self.srtt
     }
@@ -278,6 +288,25 @@ mod tests {
         rto.set_rto(RTO_MAX - 1, false);
         rto.backoff();
         assert_eq!(RTO_MAX, rto.get_rto());
+    }
+
+    #[test]
+    fn rto_min_over_srtt_keeps_rto_min_above_a_steady_srtt() {
+        let steady = |min_over_srtt: bool| {
+            let mut m = RtoManager {
+                rto_min: 200,
+                min_over_srtt,
+                ..RtoManager::new()
+            };
+            for _ in 0..100 {
+                m.set_new_rtt(250);
+            }
+            m.get_rto()
+        };
+        // RFC 9260: SRTT + 4 RTTVAR, RTTVAR decayed towards 0 on a steady path.
+        assert!(steady(false) < 260, "{}", steady(false));
+        // Linux-style floor of the variance term: SRTT + RTO.Min.
+        assert_eq!(steady(true), 450);
     }
 
     #[test]
