@@ -40,7 +40,7 @@ pub struct PeerConfig {
     pub max_file_size: u64,
     /// Largest file accepted into memory (1185 above it).
     pub max_memory_download: u64,
-    /// Most files in one `send_files` call (5092 above it).
+    /// Most files in one `send_files` or `send_paths` call (5092 above it).
     pub max_files_per_request: usize,
     /// Default lifetime of an offer.
     pub offer_ttl: Duration,
@@ -71,7 +71,7 @@ impl PeerConfig {
             download_dir: PathBuf::from("."),
             max_file_size: 1 << 40,
             max_memory_download: 256 * 1024 * 1024,
-            max_files_per_request: 1000,
+            max_files_per_request: 100_000,
             offer_ttl: Duration::from_secs(3600),
             auto_accept: false,
             rate_limit: None,

@@ -26,6 +26,13 @@ pub struct FileInfo {
     pub expires_in_ms: u64,
     /// The files shared together with this one.
     pub group: Option<OfferGroup>,
+    /// Its place in a shared tree (`photos/2024/a.jpg`, as offered: untrusted, every
+    /// component is sanitized when saved); `None` for a file shared on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The sender's copy is executable (a directory download sets the bits).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
 }
 
 /// Something that happened in the session.
@@ -75,6 +82,10 @@ pub enum Event {
         file_id: FileId,
         name: String,
         size: u64,
+        /// Its place in the shared tree (`photos/2024/a.jpg`); `None` for a file shared
+        /// on its own.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     /// Sender: `peer` has acknowledged `bytes` of the file.
     UploadProgress {
@@ -136,6 +147,9 @@ pub enum Event {
         expires_in_ms: u64,
         /// The files shared together with this one (how many to expect).
         group: Option<OfferGroup>,
+        /// Its place in a shared tree, as offered (see [`FileInfo::path`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     /// Recipient: data started to flow (again, after a resume) from byte `offset`.
     DownloadStarted {

@@ -122,10 +122,11 @@ pub fn limit_malloc_arenas() {
 pub use config::PeerConfig;
 pub use error::{Error, Result, codes};
 pub use events::{Event, FileInfo};
-pub use peer::{Events, Peer, Save, SendOptions, Share};
+pub use peer::{Events, Peer, Save, SendOptions, Share, SharedPaths};
 pub use peershare_signaling as signaling;
 #[doc(inline)]
 pub use peershare_signaling::protocol::{IceServer, PeerInfo};
 pub use proto::ids::{FileId, JobId};
 pub use proto::upload::Outcome;
 pub use ticket::Ticket;
+pub use transfer::walk::{SkipReason, Skipped};

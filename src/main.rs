@@ -103,8 +103,12 @@ pub struct SendArgs {
     /// TURN relay of the embedded signaling server (ignored with --server).
     #[command(flatten)]
     turn: cli::signal::TurnArgs,
-    /// Files to share.
-    #[arg(required = true, value_name = "FILE")]
+    /// Follow symbolic links inside shared directories (they are skipped, with a note,
+    /// by default; a directory reached twice is skipped).
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Files and directories to share (a directory is shared as a tree).
+    #[arg(required = true, value_name = "PATH")]
     files: Vec<PathBuf>,
 }
 

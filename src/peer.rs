@@ -2,7 +2,7 @@
 //! (`crate::session`), which owns all state and emits [`Event`]s.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +16,10 @@ use crate::events::{Event, FileInfo};
 use crate::proto::code::Code;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::Audience;
-use crate::session::{Command, PreparedFile, Session};
+use crate::session::{Command, PreparedFile, Session, ShareTree};
 use crate::signal_client::{self, JoinRequest};
 use crate::store::JobRecord;
+use crate::transfer::walk::{self, Skipped, WalkOptions, WalkedFile};
 use crate::transfer::{self, FileIdentity};
 
 /// Who receives shared files.
@@ -42,13 +43,29 @@ pub enum Save {
     InMemory,
 }
 
-/// Options of one `send_files` call.
+/// Options of one `send_files` or `send_paths` call.
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
     /// Offer lifetime; the configured default when `None`.
     pub ttl: Option<Duration>,
-    /// Names to offer the files under instead of their own, one per path.
+    /// Names to offer the files under instead of their own, one per path
+    /// (`send_files` only).
     pub names: Option<Vec<String>>,
+    /// `send_paths`: follow symbolic links inside directories (a directory reached
+    /// twice is skipped, so a cycle ends).
+    pub follow_symlinks: bool,
+}
+
+/// What [`Peer::send_paths`] shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPaths {
+    /// One upload job per file, with the name it is offered under (its place in the
+    /// tree, or its own name for a file named on its own).
+    pub files: Vec<(JobId, String)>,
+    /// Directories with no file below them, recreated by recipients.
+    pub dirs: Vec<String>,
+    /// What was not shared, and why.
+    pub skipped: Vec<Skipped>,
 }
 
 /// The stream of events of a peer.
@@ -192,6 +209,80 @@ impl Peer {
                 paths.len()
             )));
         }
+        let files: Vec<WalkedFile> = paths
+            .iter()
+            .map(|path| WalkedFile {
+                path: path.clone(),
+                tree_path: None,
+                executable: false,
+            })
+            .collect();
+        self.share_walked(files, ShareTree::default(), share, &options)
+            .await
+    }
+
+    /// Share files and whole directory trees with everyone or with chosen client IDs:
+    /// one upload job per regular file, all in one group (one question for a
+    /// recipient). A file inside a directory is offered with its place in the tree
+    /// (`photos/2024/a.jpg`); directories with no file below them are sent to
+    /// recipients that recreate trees; the executable bit travels. Symbolic links inside
+    /// directories are skipped unless [`SendOptions::follow_symlinks`], and special files
+    /// always: both are listed in [`SharedPaths::skipped`]. At most
+    /// [`PeerConfig::max_files_per_request`] files (5092); every file is checked and
+    /// hashed before anything is offered.
+    pub async fn send_paths(
+        &self,
+        paths: &[PathBuf],
+        share: Share,
+        options: SendOptions,
+    ) -> Result<SharedPaths> {
+        if paths.is_empty() {
+            return Err(Error::InvalidArgument("no files to send".into()));
+        }
+        if options.names.is_some() {
+            return Err(Error::InvalidArgument(
+                "send_paths takes no names: files keep theirs".into(),
+            ));
+        }
+        let walk_options = WalkOptions {
+            follow_symlinks: options.follow_symlinks,
+            max_files: self.config.max_files_per_request,
+        };
+        let list = paths.to_vec();
+        let walked = tokio::task::spawn_blocking(move || walk::walk(&list, walk_options))
+            .await
+            .map_err(|e| Error::UploadFailed(format!("walking task: {e}")))??;
+        let shown: Vec<String> = walked
+            .files
+            .iter()
+            .map(|f| {
+                f.tree_path
+                    .clone()
+                    .unwrap_or_else(|| walk::display_name(&f.path))
+            })
+            .collect();
+        let tree = ShareTree {
+            label: walked.label.clone(),
+            dirs: walked.dirs.clone(),
+        };
+        let jobs = self
+            .share_walked(walked.files, tree, share, &options)
+            .await?;
+        Ok(SharedPaths {
+            files: jobs.into_iter().zip(shown).collect(),
+            dirs: walked.dirs,
+            skipped: walked.skipped,
+        })
+    }
+
+    /// Check, hash and offer walked files as one group.
+    async fn share_walked(
+        &self,
+        walked: Vec<WalkedFile>,
+        tree: ShareTree,
+        share: Share,
+        options: &SendOptions,
+    ) -> Result<Vec<JobId>> {
         let audience = match share {
             Share::Broadcast => Audience::Broadcast,
             Share::To(ids) if ids.is_empty() => {
@@ -199,12 +290,17 @@ impl Peer {
             }
             Share::To(ids) => Audience::Only(ids.into_iter().collect()),
         };
-        let mut files = Vec::with_capacity(paths.len());
-        for (i, path) in paths.iter().enumerate() {
-            let identity = FileIdentity::of(path)?;
-            let name = match &options.names {
-                Some(names) => names[i].clone(),
-                None => display_name(path),
+        let mut files = Vec::with_capacity(walked.len());
+        for (i, f) in walked.into_iter().enumerate() {
+            let identity = FileIdentity::of(&f.path)?;
+            let name = match (&options.names, &f.tree_path) {
+                (Some(names), _) => names[i].clone(),
+                (None, Some(tree_path)) => tree_path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(tree_path)
+                    .to_string(),
+                (None, None) => walk::display_name(&f.path),
             };
             if identity.size > self.config.max_file_size {
                 return Err(Error::FileTooLarge {
@@ -213,13 +309,15 @@ impl Peer {
                     max: self.config.max_file_size,
                 });
             }
-            let p = path.clone();
+            let p = f.path.clone();
             let hash = tokio::task::spawn_blocking(move || transfer::hash_file(&p))
                 .await
                 .map_err(|e| Error::UploadFailed(format!("hashing task: {e}")))??;
             files.push(PreparedFile {
-                path: path.clone(),
+                path: f.path,
                 name,
+                tree_path: f.tree_path,
+                executable: f.executable,
                 identity,
                 hash,
             });
@@ -227,6 +325,7 @@ impl Peer {
         let ttl = options.ttl.unwrap_or(self.config.offer_ttl);
         self.ask(|reply| Command::Share {
             files,
+            tree,
             audience,
             ttl,
             reply,
@@ -362,10 +461,4 @@ impl Peer {
         rx.await
             .map_err(|_| Error::NotConnected("the peer has shut down".into()))
     }
-}
-
-fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into())
 }

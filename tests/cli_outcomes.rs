@@ -33,7 +33,14 @@ fn outcomes(events: &[Value]) -> Vec<(String, String, Option<u64>)> {
     let names: std::collections::HashMap<&Value, &Value> = events
         .iter()
         .filter(|e| e["event"] == "upload-started")
-        .map(|e| (&e["job_id"], &e["name"]))
+        .map(|e| {
+            let shown = if e["path"].is_string() {
+                &e["path"]
+            } else {
+                &e["name"]
+            };
+            (&e["job_id"], shown)
+        })
         .collect();
     let mut v: Vec<_> = events
         .iter()
@@ -474,7 +481,7 @@ async fn cli_plain_output_declined_file_is_not_shown_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_recv_prompt_on_terminal_accepts_yes_in_any_case() {
+async fn cli_recv_prompt_on_terminal_one_question_per_share_accepts_yes_in_any_case() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a.txt");
     let b = tmp.path().join("b.txt");
@@ -485,27 +492,70 @@ async fn cli_recv_prompt_on_terminal_accepts_yes_in_any_case() {
     let out = tmp.path().join("out");
     let mut s = send(&[], &[&a, &b, &c]);
     let ticket = s.ticket().await;
-    // `script` gives recv a terminal; the answers are typed into it.
+    // `script` gives recv a terminal; the answer is typed into it. One share, one
+    // question.
     let command = format!(
         "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
         out.display()
     );
-    let (status, _) = in_terminal(&command, b"Yes\nno\nYES\n").await;
-    assert_eq!(status, Some(0));
-    // Offers come in the order given to `send`.
+    let (status, screen) = in_terminal(&command, b"Yes\n").await;
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(
+        screen.contains("Accept a.txt, b.txt, c.txt (3 files, 17 B) from "),
+        "{screen}"
+    );
+    assert_eq!(screen.matches("Accept ").count(), 1, "{screen}");
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\n");
-    assert!(!out.join("b.txt").exists(), "declined");
+    assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"beta\n");
     assert_eq!(std::fs::read(out.join("c.txt")).unwrap(), b"gamma\n");
-    // The sender reports the declined file: exit 4, not success and not a failure.
+    let (code, events, stderr) = s.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        [
+            ("a.txt".into(), "delivered".into(), None),
+            ("b.txt".into(), "delivered".into(), None),
+            ("c.txt".into(), "delivered".into(), None)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_prompt_on_terminal_share_declined_declines_every_file_sender_exits_4() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(dir.join("sub/b.txt"), "beta\n").unwrap();
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&dir]);
+    let ticket = s.ticket().await;
+    let command = format!(
+        "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
+        out.display()
+    );
+    let (status, screen) = in_terminal(&command, b"no\n").await;
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(
+        screen.contains("Accept docs/ (2 files, 11 B) from "),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("declined docs/ (2 files, 11 B)"),
+        "{screen}"
+    );
+    assert!(
+        !out.join("docs").exists(),
+        "nothing of a declined share is made"
+    );
     let (code, events, stderr) = s.finish().await;
     assert_eq!(code, 4, "{stderr}");
     assert_eq!(last_error(&events), (6002, 4));
     assert_eq!(
         outcomes(&events),
         [
-            ("a.txt".into(), "delivered".into(), None),
-            ("b.txt".into(), "declined".into(), None),
-            ("c.txt".into(), "delivered".into(), None)
+            ("docs/a.txt".into(), "declined".into(), None),
+            ("docs/sub/b.txt".into(), "declined".into(), None)
         ]
     );
 }

@@ -505,6 +505,7 @@ mod tests {
             file_id,
             name: "quarterly-report-final-version-2.pdf".into(),
             size,
+            path: None,
         });
         for bytes in [1 << 20, 1 << 30, 2 << 30] {
             out.event(&Event::UploadProgress {

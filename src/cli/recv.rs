@@ -2,10 +2,11 @@
 //! every offered group is resolved (the README's completion rules,
 //! `super::rules::RecvRule`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
+use peershare::proto::control::OfferGroup;
 use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
 use tokio::sync::mpsc;
 
@@ -22,9 +23,29 @@ const AUTH_WAIT: Duration = Duration::from_secs(10);
 
 struct Offer {
     file_id: FileId,
+    /// Its place in a shared tree if it has one, else its name (as offered).
     name: String,
     size: u64,
     sender: String,
+    group: Option<OfferGroup>,
+}
+
+impl Offer {
+    /// The group it is asked about with, if it has company (one question per share).
+    fn asked_group(&self) -> Option<(String, uuid::Uuid)> {
+        self.group
+            .as_ref()
+            .filter(|g| g.count > 1)
+            .map(|g| (self.sender.clone(), g.id))
+    }
+}
+
+/// Answers per group: one question covers every file of a share.
+#[derive(Default)]
+struct GroupAnswers {
+    answered: HashMap<(String, uuid::Uuid), bool>,
+    /// Files of a group whose question waits for an answer.
+    held: HashMap<(String, uuid::Uuid), Vec<Offer>>,
 }
 
 pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
@@ -72,6 +93,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
 
     let mut answers = if args.yes { None } else { Some(stdin_lines()) };
     let mut pending: VecDeque<Offer> = VecDeque::new();
+    let mut groups = GroupAnswers::default();
     let mut rule = RecvRule::default();
     // Jobs started by this run (a stale partial job may be reported failed with 5100
     // before its file starts over; that is not one of ours).
@@ -94,12 +116,17 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             ev = events.recv() => ev,
             line = next_line(&mut answers), if !pending.is_empty() => {
                 if let Some(offer) = pending.pop_front() {
-                    if is_yes(line.as_deref()) {
-                        accept(&peer, &offer, &args, &mut mine, &mut rule, out).await;
-                    } else {
-                        let _ = peer.decline(offer.file_id).await;
-                        out.note(&format!("declined {}", shown(&offer.name)));
-                        rule.resolved(offer.file_id, None);
+                    let yes = is_yes(line.as_deref());
+                    let mut offers = vec![offer];
+                    if let Some(key) = offers[0].asked_group() {
+                        groups.answered.insert(key.clone(), yes);
+                        offers.extend(groups.held.remove(&key).unwrap_or_default());
+                        if !yes {
+                            out.note(&format!("declined {}", group_title(&offers[0])));
+                        }
+                    }
+                    for offer in offers {
+                        answer(yes, &peer, &offer, &args, &mut mine, &mut rule, out).await;
                     }
                     if let Some(next) = pending.front() {
                         prompt(next, out);
@@ -170,21 +197,32 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                     size,
                     group,
                     sender,
+                    path,
                     ..
                 } => {
-                    if !rule.offered(file_id, &sender, group) {
+                    if !rule.offered(file_id, &sender, group.clone()) {
                         continue;
                     }
                     settle = None;
                     let offer = Offer {
                         file_id,
-                        name,
+                        name: path.unwrap_or(name),
                         size,
                         sender,
+                        group,
                     };
-                    if args.yes {
-                        accept(&peer, &offer, &args, &mut mine, &mut rule, out).await;
+                    let key = offer.asked_group();
+                    let known = key.as_ref().and_then(|k| groups.answered.get(k).copied());
+                    if args.yes || known.is_some() {
+                        let yes = args.yes || known == Some(true);
+                        answer(yes, &peer, &offer, &args, &mut mine, &mut rule, out).await;
+                    } else if let Some(held) = key.as_ref().and_then(|k| groups.held.get_mut(k)) {
+                        // Its group's question is asked already.
+                        held.push(offer);
                     } else {
+                        if let Some(k) = key {
+                            groups.held.insert(k, Vec::new());
+                        }
                         if pending.is_empty() {
                             prompt(&offer, out);
                         }
@@ -248,6 +286,27 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     result
 }
 
+/// Accept or decline `offer`.
+async fn answer(
+    yes: bool,
+    peer: &Peer,
+    offer: &Offer,
+    args: &RecvArgs,
+    mine: &mut HashSet<JobId>,
+    rule: &mut RecvRule,
+    out: &Output,
+) {
+    if yes {
+        accept(peer, offer, args, mine, rule, out).await;
+    } else {
+        let _ = peer.decline(offer.file_id).await;
+        if offer.asked_group().is_none() {
+            out.note(&format!("declined {}", shown(&offer.name)));
+        }
+        rule.resolved(offer.file_id, None);
+    }
+}
+
 /// Start downloading `offer`; a failure to start resolves it as failed.
 async fn accept(
     peer: &Peer,
@@ -291,12 +350,47 @@ fn is_yes(answer: Option<&str>) -> bool {
 }
 
 fn prompt(offer: &Offer, out: &Output) {
+    let what = match offer.asked_group() {
+        Some(_) => group_title(offer),
+        None => format!(
+            "{} ({})",
+            shown(&offer.name),
+            super::human_bytes(offer.size)
+        ),
+    };
     eprint!(
-        "Accept {} ({}) from {}? [y/N] ",
-        shown(&offer.name),
-        super::human_bytes(offer.size),
+        "Accept {what} from {}? [y/N] ",
         out.peer_name(&offer.sender)
     );
+}
+
+/// A share of several files, as asked about: `photos/ (1,204 files, 3.1 GiB)`.
+fn group_title(offer: &Offer) -> String {
+    let Some(g) = &offer.group else {
+        return shown(&offer.name);
+    };
+    let files = format!("{} files", thousands(u64::from(g.count)));
+    let size = g
+        .bytes
+        .map(|b| format!(", {}", super::human_bytes(b)))
+        .unwrap_or_default();
+    match &g.label {
+        Some(label) => format!("{} ({files}{size})", shown(label)),
+        None => format!("{files}{size}"),
+    }
+}
+
+/// `1204` → `1,204`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
@@ -331,6 +425,38 @@ async fn next_line(answers: &mut Option<mpsc::Receiver<String>>) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1204), "1,204");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn group_title_names_label_count_and_size_escaped() {
+        let offer = Offer {
+            file_id: FileId::new(),
+            name: "photos/a.jpg".into(),
+            size: 1,
+            sender: "s".into(),
+            group: Some(OfferGroup {
+                id: uuid::Uuid::new_v4(),
+                count: 1204,
+                index: 0,
+                label: Some("photos\u{1b}[2J/".into()),
+                bytes: Some(3 * 1024 * 1024 * 1024),
+            }),
+        };
+        assert_eq!(
+            group_title(&offer),
+            format!(
+                "photos\\u{{1b}}[2J/ (1,204 files, {})",
+                super::super::human_bytes(3 << 30)
+            )
+        );
+    }
 
     #[test]
     fn is_yes_accepts_any_case_and_refuses_the_rest() {

@@ -438,6 +438,8 @@ mod tests {
             id: uuid::Uuid::new_v4(),
             count,
             index: 0,
+            label: None,
+            bytes: None,
         })
     }
 
@@ -446,8 +448,8 @@ mod tests {
         let mut r = RecvRule::default();
         let (a, b, c) = (FileId::new(), FileId::new(), FileId::new());
         let g1 = group(2);
-        assert!(r.offered(a, "s1", g1));
-        assert!(!r.offered(a, "s1", g1));
+        assert!(r.offered(a, "s1", g1.clone()));
+        assert!(!r.offered(a, "s1", g1.clone()));
         r.offered(c, "s2", group(1));
         r.resolved(a, None);
         r.resolved(c, None);

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use anyhow::Context;
 use peershare::proto::code::Code;
 use peershare::signaling::{ServerConfig, SignalingServer};
-use peershare::{Event, Peer, PeerConfig, Share, Ticket, codes};
+use peershare::{Event, Peer, PeerConfig, SendOptions, Share, Ticket, codes};
 
 use super::defaults::Defaults;
 use super::output::Output;
@@ -78,8 +78,12 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     } else {
         Share::To(args.to.clone())
     };
-    let jobs = match peer.send_files(&args.files, share).await {
-        Ok(jobs) => jobs,
+    let options = SendOptions {
+        follow_symlinks: args.follow_symlinks,
+        ..SendOptions::default()
+    };
+    let shared = match peer.send_paths(&args.files, share, options).await {
+        Ok(shared) => shared,
         Err(e) => {
             // A file that cannot be shared (missing, unreadable, too large) is bad input.
             peer.leave().await;
@@ -89,16 +93,26 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             });
         }
     };
-    let names: HashMap<_, _> = jobs
+    for skipped in &shared.skipped {
+        let path = skipped.path.display().to_string();
+        if out.is_json() {
+            out.json_line(&serde_json::json!({
+                "event": "skipped",
+                "path": path,
+                "reason": skipped.reason.to_string(),
+            }));
+        } else {
+            out.note(&format!(
+                "skipped {}: {}",
+                super::output::shown(&path),
+                skipped.reason
+            ));
+        }
+    }
+    let names: HashMap<_, _> = shared
+        .files
         .iter()
-        .zip(&args.files)
-        .map(|(job, path)| {
-            let name = path.file_name().map_or_else(
-                || path.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            (*job, super::output::shown(&name))
-        })
+        .map(|(job, name)| (*job, super::output::shown(name)))
         .collect();
     let audience = (!args.to.is_empty()).then(|| args.to.iter().cloned().collect());
     let mut rule = SendRule::new(names, audience);
@@ -127,9 +141,14 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         } else {
             println!("peershare recv {ticket}");
         }
+        let dirs = match shared.dirs.len() {
+            0 => String::new(),
+            1 => " and 1 empty directory".to_string(),
+            n => format!(" and {n} empty directories"),
+        };
         out.note(&format!(
-            "sharing {} file(s) as {}; waiting for recipients (Ctrl-C to stop)",
-            jobs.len(),
+            "sharing {} file(s){dirs} as {}; waiting for recipients (Ctrl-C to stop)",
+            shared.files.len(),
             peer.client_id()
         ));
     }

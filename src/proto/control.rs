@@ -17,9 +17,19 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// sent again (docs/PROTOCOL.md, "Resume").
 pub const FEATURE_BLOCK_HASHES: &str = "block-hashes";
 
+/// Feature announced in `hello`: this peer takes `dirs` messages (the empty directories
+/// of a shared tree). Offers carry `path` and `executable` whatever the feature.
+pub const FEATURE_TREE: &str = "tree";
+/// Longest relative path accepted in an offer or a `dirs` message, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most components of a relative path.
+pub const MAX_PATH_DEPTH: usize = 64;
+/// Longest group label, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+
 /// The features this build announces in its `hello`.
 pub fn features() -> Vec<String> {
-    vec![FEATURE_BLOCK_HASHES.to_string()]
+    vec![FEATURE_BLOCK_HASHES.to_string(), FEATURE_TREE.to_string()]
 }
 
 /// One control message.
@@ -48,6 +58,20 @@ pub enum ControlMessage {
         /// expect.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<OfferGroup>,
+        /// Where the file sits in the shared tree: a relative path with `/` separators
+        /// whose last component is the file (`photos/2024/a.jpg`). Absent for a file
+        /// shared on its own. Untrusted: the recipient sanitizes every component.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// The file is executable on the sender (a recipient that can sets the bit).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        executable: bool,
+    },
+    /// The empty directories of group `group`, as relative paths (only to peers that
+    /// announced [`FEATURE_TREE`]; several messages when they do not fit in one).
+    Dirs {
+        group: uuid::Uuid,
+        paths: Vec<String>,
     },
     /// The file is no longer available.
     Revoke { file_id: FileId },
@@ -105,13 +129,20 @@ pub enum ControlMessage {
 }
 
 /// Position of an offer among the files shared together in one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OfferGroup {
     pub id: uuid::Uuid,
     /// Number of files in the group.
     pub count: u32,
     /// Index of this file in the group, from 0.
     pub index: u32,
+    /// What the share is called, for one question about the whole group
+    /// (`photos/`, `photos/ and 2 more`). Untrusted: escape it when shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Total size of the group's files, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// Why a control message was refused.
@@ -166,17 +197,27 @@ impl ControlMessage {
                 Err(DecodeError::Invalid("hello name too long".into()))
             }
             ControlMessage::Offer {
-                name, hash, group, ..
+                name,
+                hash,
+                group,
+                path,
+                ..
             } => {
-                if let Some(g) = group
-                    && (g.count == 0 || g.index >= g.count)
-                {
-                    return Err(DecodeError::Invalid(
-                        "offer group index out of range".into(),
-                    ));
+                if let Some(g) = group {
+                    if g.count == 0 || g.index >= g.count {
+                        return Err(DecodeError::Invalid(
+                            "offer group index out of range".into(),
+                        ));
+                    }
+                    if g.label.as_ref().is_some_and(|l| l.len() > MAX_LABEL_BYTES) {
+                        return Err(DecodeError::Invalid("group label too long".into()));
+                    }
                 }
                 if name.len() > MAX_NAME_BYTES {
                     return Err(DecodeError::Invalid("file name too long".into()));
+                }
+                if let Some(path) = path {
+                    valid_path(path)?;
                 }
                 if !is_hex_hash(hash) {
                     return Err(DecodeError::Invalid("hash is not 64 hex digits".into()));
@@ -186,6 +227,7 @@ impl ControlMessage {
             ControlMessage::Error { message, .. } if message.len() > MAX_CONTROL_MESSAGE / 2 => {
                 Err(DecodeError::Invalid("error message too long".into()))
             }
+            ControlMessage::Dirs { paths, .. } => paths.iter().try_for_each(|p| valid_path(p)),
             ControlMessage::HashesRequest { offset, length, .. } => valid_range(*offset, *length),
             ControlMessage::Hashes {
                 offset,
@@ -211,9 +253,22 @@ impl ControlMessage {
     }
 }
 
+/// A relative path of a shared tree: bounded in length and depth (its components are
+/// sanitized where it is used).
+fn valid_path(path: &str) -> Result<(), DecodeError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(DecodeError::Invalid("path too long".into()));
+    }
+    if path.split(['/', '\\']).count() > MAX_PATH_DEPTH {
+        return Err(DecodeError::Invalid("path too deep".into()));
+    }
+    Ok(())
+}
+
 const KNOWN_TYPES: &[&str] = &[
     "hello",
     "offer",
+    "dirs",
     "revoke",
     "request",
     "decline",
@@ -267,7 +322,11 @@ mod tests {
                 id: uuid::Uuid::new_v4(),
                 count: 2,
                 index: 1,
+                label: None,
+                bytes: None,
             }),
+            path: None,
+            executable: false,
         }
     }
 
@@ -451,6 +510,8 @@ mod tests {
             hash: "0".repeat(64),
             ttl_ms: 1,
             group: None,
+            path: None,
+            executable: false,
         };
         assert!(matches!(
             ControlMessage::decode(m.encode().as_bytes()),

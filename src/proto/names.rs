@@ -88,6 +88,30 @@ pub fn sanitize_file_name(offered: &str) -> String {
     name
 }
 
+/// Turn an untrusted relative path of a shared tree (`photos/2024/a.jpg`) into safe
+/// components, the last one the file's name: separators are `/` and `\`; empty, `.` and
+/// `..` components are dropped (so nothing can climb out of the directory the tree is
+/// saved in, and an absolute path becomes relative); every other component is sanitized
+/// by [`sanitize_file_name`]; at most `max_depth` components are kept (the first
+/// `max_depth - 1` directories and the last). Never empty.
+pub fn sanitize_relative_path(offered: &str, max_depth: usize) -> Vec<String> {
+    let mut parts: Vec<String> = offered
+        .split(['/', '\\'])
+        .filter(|p| !matches!(p.trim(), "" | "." | ".."))
+        .map(sanitize_file_name)
+        .collect();
+    let max_depth = max_depth.max(1);
+    if parts.len() > max_depth {
+        let last = parts.pop();
+        parts.truncate(max_depth - 1);
+        parts.extend(last);
+    }
+    if parts.is_empty() {
+        parts.push(FALLBACK_NAME.to_string());
+    }
+    parts
+}
+
 /// Characters a name may not start or end with: dots, and any kind of space (a name of
 /// a hair space alone looks empty).
 fn is_edge(c: char) -> bool {
@@ -215,6 +239,42 @@ mod tests {
             proptest::prop_assert!(!RESERVED.contains(&stem.as_str()), "{:?}", out);
             // Sanitizing is idempotent: a saved name is already safe.
             proptest::prop_assert_eq!(sanitize_file_name(&out), out);
+        }
+    }
+
+    #[test]
+    fn sanitize_relative_path_hostile_paths_stay_inside() {
+        let cases: [(&str, &[&str]); 9] = [
+            ("photos/2024/a.jpg", &["photos", "2024", "a.jpg"]),
+            ("../../etc/passwd", &["etc", "passwd"]),
+            ("/abs/x", &["abs", "x"]),
+            ("a/../b", &["a", "b"]),
+            ("a\\..\\..\\b", &["a", "b"]),
+            ("./././", &[FALLBACK_NAME]),
+            ("", &[FALLBACK_NAME]),
+            ("dir/CON/.hidden", &["dir", "_CON", "hidden"]),
+            ("a/\u{202e}gpj.exe/b", &["a", "_gpj.exe", "b"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sanitize_relative_path(input, 64), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn sanitize_relative_path_too_deep_keeps_last_component() {
+        let deep = format!("{}file.txt", "d/".repeat(100));
+        let parts = sanitize_relative_path(&deep, 4);
+        assert_eq!(parts, ["d", "d", "d", "file.txt"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sanitize_relative_path_arbitrary_input_components_are_safe_names(input in ".{0,400}") {
+            let parts = sanitize_relative_path(&input, 8);
+            proptest::prop_assert!(!parts.is_empty() && parts.len() <= 8);
+            for part in &parts {
+                proptest::prop_assert_eq!(&sanitize_file_name(part), part);
+            }
         }
     }
 

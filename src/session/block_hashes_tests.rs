@@ -179,6 +179,8 @@ fn restarted(
         hash: Hash::of(file).to_hex(),
         ttl_ms: 3_600_000,
         group: None,
+        path: None,
+        executable: false,
     });
     let job = pair
         .session
@@ -371,7 +373,10 @@ fn sharing(dir: &Path, file: &[u8]) -> (Pair, FileId) {
             path,
             name: "src.bin".into(),
             hash: Hash::of(file),
+            tree_path: None,
+            executable: false,
         }],
+        super::ShareTree::default(),
         Audience::Broadcast,
         Duration::from_secs(3600),
     );

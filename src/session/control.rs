@@ -3,7 +3,7 @@
 use super::{Report, Session};
 use crate::error::codes;
 use crate::events::FileInfo;
-use crate::proto::control::{CONTROL_VERSION, ControlMessage, FEATURE_BLOCK_HASHES};
+use crate::proto::control::{CONTROL_VERSION, ControlMessage, FEATURE_BLOCK_HASHES, FEATURE_TREE};
 
 impl Session {
     pub(super) fn on_control(&mut self, peer: &str, msg: ControlMessage) {
@@ -13,7 +13,9 @@ impl Session {
             } => {
                 if let Some(link) = self.links.get_mut(peer) {
                     link.block_hashes = features.iter().any(|f| f == FEATURE_BLOCK_HASHES);
+                    link.tree = features.iter().any(|f| f == FEATURE_TREE);
                 }
+                self.send_tree_dirs_to(peer);
                 if version != CONTROL_VERSION {
                     self.send_control(
                         peer,
@@ -33,6 +35,8 @@ impl Session {
                 hash,
                 ttl_ms,
                 group,
+                path,
+                executable,
             } => {
                 let info = FileInfo {
                     file_id,
@@ -42,9 +46,12 @@ impl Session {
                     sender: peer.to_string(),
                     expires_in_ms: ttl_ms,
                     group,
+                    path,
+                    executable,
                 };
                 self.on_offer(peer, info);
             }
+            ControlMessage::Dirs { group, paths } => self.on_tree_dirs(peer, group, paths),
             ControlMessage::Revoke { file_id } => self.on_revoke(peer, file_id),
             ControlMessage::Request {
                 job_id,

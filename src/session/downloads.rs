@@ -14,10 +14,11 @@ use crate::error::{Error, Result, codes};
 use crate::events::{Event, FileInfo};
 use crate::peer::Save;
 use crate::proto::control::ControlMessage;
+use crate::proto::control::MAX_PATH_DEPTH;
 use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
-use crate::proto::names::sanitize_file_name;
+use crate::proto::names::{sanitize_file_name, sanitize_relative_path};
 use crate::proto::resume::{OfferMatch, Tail, match_offer, unverified_tail};
 use crate::rtc::RtcStream;
 use crate::store::{JobRecord, JobStore, RECORD_VERSION};
@@ -31,7 +32,10 @@ pub(super) const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
 /// replaces a connection whose channels do not open.
 pub(super) const REQUEST_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most offers kept from one peer (a flood of offers must not exhaust memory).
-const MAX_OFFERS_PER_PEER: usize = 10_000;
+const MAX_OFFERS_PER_PEER: usize = 100_000;
+/// Jobs of one sender requested at a time; the others wait (`Phase::Queued`) and go as
+/// these end. Well below what a sender serves one peer (`SERVE_BOUNDS.jobs_per_peer`).
+pub(super) const MAX_ACTIVE_PER_SENDER: usize = 64;
 
 impl Session {
     pub(super) fn available_files(&self) -> Vec<FileInfo> {
@@ -55,11 +59,15 @@ impl Session {
         if self.offered.contains_key(&file_id) || self.downloaded.contains(&file_id) {
             return;
         }
-        let from_peer = self
-            .offered
-            .values()
-            .filter(|o| o.info.sender == peer)
-            .count();
+        // Counted only near the limit: a count per offer would be quadratic in a tree.
+        let from_peer = if self.offered.len() >= MAX_OFFERS_PER_PEER {
+            self.offered
+                .values()
+                .filter(|o| o.info.sender == peer)
+                .count()
+        } else {
+            0
+        };
         if from_peer >= MAX_OFFERS_PER_PEER {
             tracing::warn!(%peer, "too many offers from one peer; ignoring more");
             self.send_control(
@@ -93,7 +101,8 @@ impl Session {
             hash: info.hash.clone(),
             sender: peer.to_string(),
             expires_in_ms: ttl_ms,
-            group: info.group,
+            group: info.group.clone(),
+            path: info.path.clone(),
         });
         // A suspended job of a sender that left may continue from this peer if it
         // offers the same content (a restarted sender).
@@ -225,6 +234,9 @@ impl Session {
                 file_id,
                 sender: info.sender.clone(),
                 name: info.name.clone(),
+                path: info.path.clone(),
+                executable: info.executable,
+                seq: self.download_seq,
                 size: info.size,
                 hash,
                 save,
@@ -239,7 +251,19 @@ impl Session {
                 ending: None,
             },
         );
+        self.download_seq += 1;
         tracing::info!(%job_id, %file_id, offset, "requesting download");
+        if let (
+            Some(group),
+            Some(Download {
+                save: Save::ToDir(dir),
+                ..
+            }),
+        ) = (&info.group, self.downloads.get(&job_id))
+        {
+            let dir = dir.clone();
+            self.tree_target(&info.sender, group.id, dir);
+        }
         self.request(job_id);
         Ok(job_id)
     }
@@ -257,7 +281,7 @@ impl Session {
                 continue;
             }
             let stored = (record.name.as_str(), record.size, record.hash.as_str());
-            match match_offer(stored, (&info.name, info.size, &info.hash)) {
+            match match_offer(stored, (record_key(info), info.size, &info.hash)) {
                 OfferMatch::SameContent => {
                     tracing::info!(job_id = %record.job_id, offset = record.offset, "found a partial download of this file");
                     let mut record = record;
@@ -289,7 +313,7 @@ impl Session {
             version: RECORD_VERSION,
             job_id: JobId::new(),
             file_id: info.file_id,
-            name: info.name.clone(),
+            name: record_key(info).to_string(),
             size: info.size,
             hash: info.hash.clone(),
             sender_name,
@@ -352,6 +376,16 @@ impl Session {
             }
             return;
         }
+        let was_active = is_active(&d.phase);
+        if !was_active && self.active_from(&sender) >= MAX_ACTIVE_PER_SENDER {
+            if let Some(d) = self.downloads.get_mut(&job_id) {
+                d.phase = Phase::Queued;
+            }
+            return;
+        }
+        let Some(d) = self.downloads.get_mut(&job_id) else {
+            return;
+        };
         if let Some(tail) = d.tail {
             if verifiable {
                 d.phase = Phase::Verifying {
@@ -385,6 +419,39 @@ impl Session {
                 offset,
             },
         );
+    }
+
+    /// Jobs of `sender` requested or running.
+    fn active_from(&self, sender: &str) -> usize {
+        self.downloads
+            .values()
+            .filter(|d| d.sender == sender && is_active(&d.phase))
+            .count()
+    }
+
+    /// Request queued jobs while their senders have room for them, oldest first.
+    pub(super) fn start_queued(&mut self) {
+        let mut queued: Vec<(u64, JobId, String)> = self
+            .downloads
+            .iter()
+            .filter(|(_, d)| matches!(d.phase, Phase::Queued))
+            .map(|(id, d)| (d.seq, *id, d.sender.clone()))
+            .collect();
+        if queued.is_empty() {
+            return;
+        }
+        queued.sort();
+        let mut room: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (_, job_id, sender) in queued {
+            let free = room
+                .entry(sender.clone())
+                .or_insert_with(|| MAX_ACTIVE_PER_SENDER.saturating_sub(self.active_from(&sender)));
+            if *free == 0 {
+                continue;
+            }
+            *free -= 1;
+            self.request(job_id);
+        }
     }
 
     /// The sender's block hashes for the tail of `job_id`: compare them with the bytes on
@@ -544,6 +611,8 @@ impl Session {
                     sender,
                     expires_in_ms: 60_000,
                     group: None,
+                    path: None,
+                    executable: false,
                 },
                 expires_at: self.config.clock.now() + Duration::from_secs(60),
             },
@@ -565,11 +634,23 @@ impl Session {
             return;
         }
         let sink = match (&d.save, &d.durable) {
-            (Save::ToDir(_), Some((store, record))) => Sink::Dir {
-                store: store.clone(),
-                record: record.clone(),
-                name: sanitize_file_name(&d.name),
-            },
+            (Save::ToDir(_), Some((store, record))) => {
+                let (dirs, name) = match &d.path {
+                    Some(path) => {
+                        let mut parts = sanitize_relative_path(path, MAX_PATH_DEPTH);
+                        let name = parts.pop().unwrap_or_else(|| sanitize_file_name(&d.name));
+                        (parts, name)
+                    }
+                    None => (Vec::new(), sanitize_file_name(&d.name)),
+                };
+                Sink::Dir {
+                    store: store.clone(),
+                    record: record.clone(),
+                    name,
+                    dirs,
+                    executable: d.executable,
+                }
+            }
             _ => Sink::Memory,
         };
         let (size, hash) = (d.size, d.hash);
@@ -638,6 +719,12 @@ impl Session {
     }
 
     pub(super) fn on_download_done(&mut self, job_id: JobId, result: Result<Saved>) {
+        self.end_download(job_id, result);
+        // A request slot of its sender may be free now.
+        self.start_queued();
+    }
+
+    fn end_download(&mut self, job_id: JobId, result: Result<Saved>) {
         let Some(d) = self.downloads.get_mut(&job_id) else {
             return;
         };
@@ -868,6 +955,9 @@ impl Session {
         let Some(d) = self.downloads.remove(&job_id) else {
             return;
         };
+        if !matches!(d.phase, Phase::Queued) {
+            self.start_queued();
+        }
         if discard && let Some((store, _)) = &d.durable {
             store.remove(&job_id);
         }
@@ -947,4 +1037,18 @@ fn ensure_writable_dir(dir: &std::path::Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// What a stored job is matched by: an offer's place in its tree, else its name (two
+/// files of one tree may share a name in different directories).
+fn record_key(info: &FileInfo) -> &str {
+    info.path.as_deref().unwrap_or(&info.name)
+}
+
+/// A job that holds one of its sender's request slots.
+fn is_active(phase: &Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Verifying { .. } | Phase::Requested { .. } | Phase::Running { .. } | Phase::Ended
+    )
 }

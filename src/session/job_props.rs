@@ -223,6 +223,7 @@ fn dl_step() -> impl Strategy<Value = DlStep> {
 fn phase_name(phase: &Phase) -> &'static str {
     match phase {
         Phase::Verifying { .. } => "verifying",
+        Phase::Queued => "queued",
         Phase::Requested { .. } => "requested",
         Phase::Running { .. } => "running",
         Phase::Suspended { .. } => "suspended",
@@ -259,6 +260,8 @@ impl Recipient {
                 hash: Hash::of(b"abc").to_hex(),
                 ttl_ms: 3_600_000,
                 group: None,
+                path: None,
+                executable: false,
             };
             h.conn_event(SENDER, conn, ConnEvent::Control(offer));
             let job = h.session.start_download(file_id, Save::InMemory);
@@ -619,10 +622,15 @@ impl Uploader {
                 modified: None,
             },
             hash: Hash::of(b"hello"),
+            tree_path: None,
+            executable: false,
         };
-        let upload_job = h
-            .session
-            .share_files(vec![file], audience, Duration::from_secs(3600))[0];
+        let upload_job = h.session.share_files(
+            vec![file],
+            super::ShareTree::default(),
+            audience,
+            Duration::from_secs(3600),
+        )[0];
         let file_id = *h.session.shares.keys().next().expect("the file is shared");
         h.flush();
         let mut up = Uploader {

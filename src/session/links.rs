@@ -71,6 +71,8 @@ pub(crate) struct Link {
     pub outbox: Vec<ControlMessage>,
     /// The peer's `hello` announced `block-hashes`: it answers `hashes-request`.
     pub block_hashes: bool,
+    /// The peer's `hello` announced `tree`: it takes `dirs` messages.
+    pub tree: bool,
 }
 
 /// The connection of a peer that left the session, kept open until it ends by itself so
@@ -153,6 +155,7 @@ impl Session {
             attempts: 0,
             outbox: Vec::new(),
             block_hashes: false,
+            tree: false,
         };
         self.links.insert(info.id.clone(), link);
         if failed {
@@ -611,7 +614,10 @@ impl Session {
         // (so less is sent again), then ends with a transport error and is suspended.
         let now = self.config.clock.now();
         for d in self.downloads.values_mut().filter(|d| d.sender == peer) {
-            if matches!(d.phase, Phase::Requested { .. } | Phase::Verifying { .. }) {
+            if matches!(
+                d.phase,
+                Phase::Queued | Phase::Requested { .. } | Phase::Verifying { .. }
+            ) {
                 d.phase = Phase::Suspended { since: now };
             }
         }
@@ -688,6 +694,7 @@ impl Session {
         }
         self.suspend_peer(peer);
         self.offered.retain(|_, o| o.info.sender != peer);
+        self.forget_trees_of(peer);
         self.departed
             .insert(peer.to_string(), self.config.clock.now());
     }

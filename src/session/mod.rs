@@ -16,6 +16,7 @@ pub(crate) mod job_props;
 mod links;
 #[cfg(test)]
 mod tests;
+mod tree;
 mod uploads;
 
 use std::collections::{HashMap, HashSet};
@@ -61,6 +62,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub(crate) enum Command {
     Share {
         files: Vec<PreparedFile>,
+        tree: ShareTree,
         audience: Audience,
         ttl: Duration,
         reply: oneshot::Sender<Vec<JobId>>,
@@ -115,8 +117,18 @@ pub(crate) enum Command {
 pub(crate) struct PreparedFile {
     pub path: PathBuf,
     pub name: String,
+    /// Its place in a shared tree (`photos/2024/a.jpg`); `None` for a file on its own.
+    pub tree_path: Option<String>,
+    pub executable: bool,
     pub identity: FileIdentity,
     pub hash: Hash,
+}
+
+/// What a share is called and the empty directories of its trees.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShareTree {
+    pub label: Option<String>,
+    pub dirs: Vec<String>,
 }
 
 /// One of our shared files (an upload job).
@@ -125,6 +137,8 @@ struct SharedFile {
     group: OfferGroup,
     path: PathBuf,
     name: String,
+    tree_path: Option<String>,
+    executable: bool,
     identity: FileIdentity,
     hash: Hash,
     state: UploadState,
@@ -156,6 +170,9 @@ enum Phase {
         since: Instant,
         checking: bool,
     },
+    /// Waiting for one of the sender's other jobs to end: at most
+    /// `downloads::MAX_ACTIVE_PER_SENDER` jobs of one sender are requested at a time.
+    Queued,
     /// The request went out at `since`; waiting for the sender's data channel.
     Requested { offset: u64, since: Instant },
     /// Data is flowing.
@@ -172,6 +189,11 @@ struct Download {
     file_id: FileId,
     sender: String,
     name: String,
+    /// Its place in a shared tree, as offered (sanitized when saved).
+    path: Option<String>,
+    executable: bool,
+    /// Order of creation (queued jobs start oldest first).
+    seq: u64,
     size: u64,
     hash: Hash,
     save: crate::peer::Save,
@@ -250,6 +272,12 @@ pub(crate) struct Session {
     /// sees e.g. a recipient's outcome and the upload's completion as one batch.
     pending: Vec<Event>,
     links: HashMap<String, Link>,
+    /// Download jobs created so far (their `seq`).
+    download_seq: u64,
+    /// The empty directories of the groups we share, by group.
+    shared_trees: HashMap<uuid::Uuid, Vec<String>>,
+    /// The empty directories of the groups offered to us, by sender and group.
+    received_trees: tree::ReceivedTrees,
     /// Connections of peers that left, read until they end (see `Session::peer_left`).
     draining: HashMap<String, Draining>,
     /// Peers that left while uploads to them were pending, and when.
@@ -303,6 +331,9 @@ impl Session {
             pending: Vec::new(),
             links: HashMap::new(),
             draining: HashMap::new(),
+            download_seq: 0,
+            shared_trees: HashMap::new(),
+            received_trees: HashMap::new(),
             departed: HashMap::new(),
             conn_tx,
             conn_rx,
@@ -389,6 +420,7 @@ impl Session {
         self.expire_unanswered_requests(now);
         self.expire_departed(now);
         self.expire_draining(now);
+        self.start_queued();
     }
 
     async fn shutdown(&mut self) {
@@ -431,11 +463,12 @@ impl Session {
         match cmd {
             Command::Share {
                 files,
+                tree,
                 audience,
                 ttl,
                 reply,
             } => {
-                let ids = self.share_files(files, audience, ttl);
+                let ids = self.share_files(files, tree, audience, ttl);
                 let _ = reply.send(ids);
             }
             Command::Available(reply) => {

@@ -86,7 +86,10 @@ impl Sender {
                     modified: None,
                 },
                 hash: Hash::of(b"hello"),
+                tree_path: None,
+                executable: false,
             }],
+            super::ShareTree::default(),
             Audience::Broadcast,
             Duration::from_secs(3600),
         );
@@ -411,10 +414,16 @@ impl Sender {
                     modified: None,
                 },
                 hash: Hash::of(b"hello"),
+                tree_path: None,
+                executable: false,
             })
             .collect();
-        self.session
-            .share_files(files, Audience::Broadcast, Duration::from_secs(3600));
+        self.session.share_files(
+            files,
+            super::ShareTree::default(),
+            Audience::Broadcast,
+            Duration::from_secs(3600),
+        );
         self.session.flush_events();
         self.take_events();
         self.commands()
@@ -477,10 +486,11 @@ fn serve_bounds_admit_refuses_at_peer_or_total_bound_with_6010() {
             "{peer_jobs} {total_jobs}"
         );
     }
-    // The defaults bound streams well below jobs, and let one peer get a whole `send`.
+    // The defaults bound streams well below jobs, and serve every job a recipient
+    // requests at a time.
     let d = super::uploads::SERVE_BOUNDS;
     assert!(d.streams_per_peer <= d.streams_total && d.streams_total <= d.jobs_total);
-    assert!(d.jobs_per_peer >= PeerConfig::new("ws://x").max_files_per_request);
+    assert!(d.jobs_per_peer >= super::downloads::MAX_ACTIVE_PER_SENDER);
 }
 
 impl Sender {

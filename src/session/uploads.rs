@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument;
 
 use super::connection::ConnCommand;
-use super::{PreparedFile, Report, Serving, Session, SharedFile};
+use super::{PreparedFile, Report, Serving, Session, ShareTree, SharedFile};
 use crate::error::{Error, Result, codes};
 use crate::events::Event;
 use crate::proto::control::{ControlMessage, OfferGroup};
@@ -48,8 +48,9 @@ pub(super) struct ServeBounds {
     pub streams_total: usize,
 }
 
-/// The bounds a session serves with. Jobs per peer allow a whole `send` of the most
-/// files one call may share (`PeerConfig::max_files_per_request`, 1000 by default).
+/// The bounds a session serves with. Jobs per peer allow every job a recipient requests
+/// at a time (`downloads::MAX_ACTIVE_PER_SENDER`; an older recipient that requests a
+/// whole share at once gets the first 1024 files, and 6010 beyond).
 pub(super) const SERVE_BOUNDS: ServeBounds = ServeBounds {
     jobs_per_peer: 1024,
     jobs_total: 4096,
@@ -145,12 +146,25 @@ impl Session {
     pub(super) fn share_files(
         &mut self,
         files: Vec<PreparedFile>,
+        tree: ShareTree,
         audience: Audience,
         ttl: Duration,
     ) -> Vec<JobId> {
         let group_id = uuid::Uuid::new_v4();
         let count = files.len() as u32;
+        let bytes = files.iter().map(|f| f.identity.size).sum();
         let expires = self.now_ms().saturating_add(ttl.as_millis() as u64);
+        self.register_tree(group_id, tree.dirs);
+        // The group's empty directories go before its offers to peers already talking.
+        let talking: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(id, l)| l.control_open && audience.includes(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in talking {
+            self.send_group_dirs(&peer, group_id);
+        }
         let mut ids = Vec::with_capacity(files.len());
         for (index, f) in files.into_iter().enumerate() {
             let job_id = JobId::new();
@@ -161,9 +175,13 @@ impl Session {
                     id: group_id,
                     count,
                     index: index as u32,
+                    label: tree.label.clone(),
+                    bytes: Some(bytes),
                 },
                 path: f.path,
                 name: f.name,
+                tree_path: f.tree_path,
+                executable: f.executable,
                 identity: f.identity,
                 hash: f.hash,
                 state: UploadState::new(audience.clone(), f.identity.size, expires),
@@ -174,6 +192,7 @@ impl Session {
                 file_id,
                 name: shared.name.clone(),
                 size: shared.identity.size,
+                path: shared.tree_path.clone(),
             });
             self.shares.insert(file_id, shared);
             let ready: Vec<String> = self
@@ -219,7 +238,9 @@ impl Session {
             size: shared.identity.size,
             hash: shared.hash.to_hex(),
             ttl_ms: shared.state.ttl_ms(now),
-            group: Some(shared.group),
+            group: Some(shared.group.clone()),
+            path: shared.tree_path.clone(),
+            executable: shared.executable,
         };
         self.send_control(peer, msg);
     }

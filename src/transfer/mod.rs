@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod partial;
+pub mod walk;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -409,6 +410,11 @@ pub enum Sink {
         store: JobStore,
         record: JobRecord,
         name: String,
+        /// Directories (sanitized components) between the store's directory and the
+        /// file: its place in a shared tree; empty for a file shared on its own.
+        dirs: Vec<String>,
+        /// Set the executable bits once published.
+        executable: bool,
     },
     /// Into memory.
     Memory,
@@ -515,6 +521,8 @@ pub async fn receive<C: Channel + ?Sized>(
             store,
             record,
             name,
+            dirs,
+            executable,
         } => {
             let temp = store.partial_path(&record.job_id);
             let job_id = record.job_id;
@@ -529,9 +537,14 @@ pub async fn receive<C: Channel + ?Sized>(
             )
             .await;
             let result = match result {
-                Ok(digest) => {
-                    verify_digest(&state, digest).and_then(|_| publish(&temp, store.dir(), &name))
-                }
+                Ok(digest) => verify_digest(&state, digest).and_then(|_| {
+                    let dir = tree_dir(store.dir(), &dirs)?;
+                    let saved = publish(&temp, &dir, &name)?;
+                    if executable {
+                        set_executable(&saved);
+                    }
+                    Ok(saved)
+                }),
                 Err(e) => Err(e),
             };
             match &result {
@@ -706,6 +719,50 @@ fn verdict(v: Verdict) -> Result<()> {
     }
 }
 
+/// The directory `dirs` (sanitized components) below `base`, created where missing.
+/// Every component must be a real directory: one that exists as a file or a symbolic
+/// link is refused (5089), so a tree never lands outside `base` through a link.
+pub fn tree_dir(base: &Path, dirs: &[String]) -> Result<PathBuf> {
+    let mut dir = base.to_path_buf();
+    for part in dirs {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(save_error(&dir, &e)),
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::StorageAccessDenied(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(save_error(&dir, &e)),
+        }
+    }
+    Ok(dir)
+}
+
+/// Give a saved file the executable bits where it is readable (as `chmod +x` under a
+/// umask that hides nothing more); best effort: a file system without modes keeps it.
+pub fn set_executable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode();
+            let with_x = mode | ((mode & 0o444) >> 2);
+            if with_x != mode {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(with_x));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Move a verified partial file to its final name without ever replacing an existing
 /// file: a hard link fails if the name is taken, and then the next number is tried.
 pub fn publish(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
@@ -767,6 +824,8 @@ mod tests {
             store: store.clone(),
             record: record.clone(),
             name: "f.bin".into(),
+            dirs: Vec::new(),
+            executable: false,
         }
     }
 
