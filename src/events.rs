@@ -26,6 +26,10 @@ pub struct FileInfo {
     pub expires_in_ms: u64,
     /// The files shared together with this one.
     pub group: Option<OfferGroup>,
+    /// A short text (at most [`crate::proto::control::MAX_TEXT_BYTES`]) to show rather
+    /// than save (`peershare send --text`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text: bool,
 }
 
 /// Something that happened in the session.
@@ -136,6 +140,18 @@ pub enum Event {
         expires_in_ms: u64,
         /// The files shared together with this one (how many to expect).
         group: Option<OfferGroup>,
+        /// A short text to show rather than save (present only when `true`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        text: bool,
+    },
+    /// Recipient: the offer was not downloaded because `path` already holds an identical
+    /// copy (same size and BLAKE3); the sender was told, and counts it as delivered.
+    DownloadSkipped {
+        file_id: FileId,
+        name: String,
+        size: u64,
+        sender: String,
+        path: PathBuf,
     },
     /// Recipient: data started to flow (again, after a resume) from byte `offset`.
     DownloadStarted {
@@ -208,6 +224,7 @@ impl Event {
             Event::UploadCancelled { .. } => "upload-cancelled",
             Event::FileUploadStarted { .. } => "file-upload-started",
             Event::DownloadAvailable { .. } => "download-available",
+            Event::DownloadSkipped { .. } => "download-skipped",
             Event::DownloadStarted { .. } => "download-started",
             Event::DownloadProgress { .. } => "download-progress",
             Event::DownloadCompleted { .. } => "download-completed",

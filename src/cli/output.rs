@@ -303,12 +303,14 @@ impl Output {
                 let from = self.download_from.get(job_id).copied().unwrap_or(0);
                 self.files += 1;
                 self.bytes += size.saturating_sub(from);
-                let where_to = path
-                    .as_ref()
-                    .map(|p| shown(&p.display().to_string()))
-                    .unwrap_or_else(|| shown(name));
                 self.end_bar(&job_id.to_string(), "done");
-                self.note(&format!("saved {where_to} (BLAKE3 verified)"));
+                match path {
+                    Some(p) => self.note(&format!(
+                        "saved {} (BLAKE3 verified)",
+                        shown(&p.display().to_string())
+                    )),
+                    None => self.note(&format!("received {} (BLAKE3 verified)", shown(name))),
+                }
             }
             Event::DownloadFailed {
                 job_id,
@@ -326,6 +328,11 @@ impl Output {
                     shown(message)
                 ));
             }
+            Event::DownloadSkipped { name, path, .. } => self.note(&format!(
+                "already have {} ({}, same size and BLAKE3): not downloaded",
+                shown(name),
+                shown(&path.display().to_string())
+            )),
             Event::DownloadCancelled { job_id, name, .. } => {
                 self.end_bar(&job_id.to_string(), "cancelled");
                 self.note(&format!("{}: cancelled", shown(name)));

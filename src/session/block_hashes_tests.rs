@@ -179,6 +179,7 @@ fn restarted(
         hash: Hash::of(file).to_hex(),
         ttl_ms: 3_600_000,
         group: None,
+        text: false,
     });
     let job = pair
         .session
@@ -371,6 +372,7 @@ fn sharing(dir: &Path, file: &[u8]) -> (Pair, FileId) {
             path,
             name: "src.bin".into(),
             hash: Hash::of(file),
+            text: false,
         }],
         Audience::Broadcast,
         Duration::from_secs(3600),

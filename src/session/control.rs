@@ -33,6 +33,7 @@ impl Session {
                 hash,
                 ttl_ms,
                 group,
+                text,
             } => {
                 let info = FileInfo {
                     file_id,
@@ -42,6 +43,7 @@ impl Session {
                     sender: peer.to_string(),
                     expires_in_ms: ttl_ms,
                     group,
+                    text,
                 };
                 self.on_offer(peer, info);
             }
@@ -51,7 +53,9 @@ impl Session {
                 file_id,
                 offset,
             } => self.on_request(peer, job_id, file_id, offset),
-            ControlMessage::Decline { file_id } => self.on_recipient_decline(peer, file_id),
+            ControlMessage::Decline { file_id, have } => {
+                self.on_recipient_decline(peer, file_id, have)
+            }
             ControlMessage::HashesRequest {
                 job_id,
                 file_id,

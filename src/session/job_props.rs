@@ -259,6 +259,7 @@ impl Recipient {
                 hash: Hash::of(b"abc").to_hex(),
                 ttl_ms: 3_600_000,
                 group: None,
+                text: false,
             };
             h.conn_event(SENDER, conn, ConnEvent::Control(offer));
             let job = h.session.start_download(file_id, Save::InMemory);
@@ -619,6 +620,7 @@ impl Uploader {
                 modified: None,
             },
             hash: Hash::of(b"hello"),
+            text: false,
         };
         let upload_job = h
             .session
@@ -689,7 +691,13 @@ impl Uploader {
                 };
                 self.control(who, msg);
             }
-            UpStep::Decline(who) => self.control(who, ControlMessage::Decline { file_id }),
+            UpStep::Decline(who) => self.control(
+                who,
+                ControlMessage::Decline {
+                    file_id,
+                    have: false,
+                },
+            ),
             UpStep::Refuse(who, code) => {
                 let msg = ControlMessage::Error {
                     job_id: None,

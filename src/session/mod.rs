@@ -76,6 +76,12 @@ pub(crate) enum Command {
         file_id: FileId,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Decline an offer because `path` holds an identical copy.
+    DeclineIdentical {
+        file_id: FileId,
+        path: PathBuf,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Resume {
         job_id: JobId,
         reply: oneshot::Sender<Result<JobId>>,
@@ -117,6 +123,8 @@ pub(crate) struct PreparedFile {
     pub name: String,
     pub identity: FileIdentity,
     pub hash: Hash,
+    /// Offered as a text (`ControlMessage::Offer::text`).
+    pub text: bool,
 }
 
 /// One of our shared files (an upload job).
@@ -127,6 +135,7 @@ struct SharedFile {
     name: String,
     identity: FileIdentity,
     hash: Hash,
+    text: bool,
     state: UploadState,
 }
 
@@ -463,6 +472,13 @@ impl Session {
             }
             Command::Decline { file_id, reply } => {
                 let _ = reply.send(self.decline(file_id));
+            }
+            Command::DeclineIdentical {
+                file_id,
+                path,
+                reply,
+            } => {
+                let _ = reply.send(self.decline_identical(file_id, path));
             }
             Command::Resume { job_id, reply } => {
                 let _ = reply.send(self.resume_stored(job_id));

@@ -86,6 +86,7 @@ impl Sender {
                     modified: None,
                 },
                 hash: Hash::of(b"hello"),
+                text: false,
             }],
             Audience::Broadcast,
             Duration::from_secs(3600),
@@ -411,6 +412,7 @@ impl Sender {
                     modified: None,
                 },
                 hash: Hash::of(b"hello"),
+                text: false,
             })
             .collect();
         self.session

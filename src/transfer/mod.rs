@@ -410,8 +410,28 @@ pub enum Sink {
         record: JobRecord,
         name: String,
     },
+    /// Like [`Sink::Dir`], but the verified file replaces an existing file of that name
+    /// (an atomic rename) instead of taking a numbered name; a directory of that name is
+    /// never replaced (the file then takes a numbered name).
+    DirReplacing {
+        store: JobStore,
+        record: JobRecord,
+        name: String,
+    },
     /// Into memory.
     Memory,
+}
+
+impl Sink {
+    /// The durable job of a directory sink.
+    pub fn dir_job(&self) -> Option<(&JobStore, &JobRecord)> {
+        match self {
+            Sink::Dir { store, record, .. } | Sink::DirReplacing { store, record, .. } => {
+                Some((store, record))
+            }
+            Sink::Memory => None,
+        }
+    }
 }
 
 /// Where a completed download went.
@@ -493,6 +513,7 @@ pub async fn receive<C: Channel + ?Sized>(
     limit: Option<Arc<RateLimit>>,
     mut on_progress: impl FnMut(u64) + Send,
 ) -> Result<Saved> {
+    let replace = matches!(sink, Sink::DirReplacing { .. });
     match sink {
         Sink::Memory => {
             let mut buf = Vec::with_capacity(state.size().min(64 * 1024 * 1024) as usize);
@@ -515,6 +536,11 @@ pub async fn receive<C: Channel + ?Sized>(
             store,
             record,
             name,
+        }
+        | Sink::DirReplacing {
+            store,
+            record,
+            name,
         } => {
             let temp = store.partial_path(&record.job_id);
             let job_id = record.job_id;
@@ -529,9 +555,13 @@ pub async fn receive<C: Channel + ?Sized>(
             )
             .await;
             let result = match result {
-                Ok(digest) => {
-                    verify_digest(&state, digest).and_then(|_| publish(&temp, store.dir(), &name))
-                }
+                Ok(digest) => verify_digest(&state, digest).and_then(|_| {
+                    if replace {
+                        publish_replacing(&temp, store.dir(), &name)
+                    } else {
+                        publish(&temp, store.dir(), &name)
+                    }
+                }),
                 Err(e) => Err(e),
             };
             match &result {
@@ -731,6 +761,36 @@ pub fn publish(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
         "no free name for {name} in {}",
         dir.display()
     )))
+}
+
+/// Move a verified partial file to `dir/name`, atomically replacing a file (or symbolic
+/// link) of that name: readers see the old file or the new one, never a mix. A
+/// directory of that name is left alone and the file takes a numbered name instead.
+pub fn publish_replacing(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let target = dir.join(name);
+    match std::fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_dir() => publish(temp, dir, name),
+        _ => {
+            std::fs::rename(temp, &target).map_err(|e| save_error(&target, &e))?;
+            Ok(target)
+        }
+    }
+}
+
+/// Whether `target` is a regular file with exactly `size` bytes and BLAKE3 `hash`: a
+/// copy of an offered file that need not be downloaded. The file is hashed only when
+/// its size matches. A missing target, or anything but a regular file (a directory, a
+/// device; a symbolic link is followed), is not a copy. Blocking; call from a blocking
+/// thread. Errors only when a file of the right size cannot be read (5089).
+pub fn is_identical_copy(target: &Path, size: u64, hash: &Hash) -> Result<bool> {
+    let meta = match std::fs::metadata(target) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(false),
+    };
+    if !meta.is_file() || meta.len() != size {
+        return Ok(false);
+    }
+    Ok(hash_file(target)? == *hash)
 }
 
 #[cfg(test)]
@@ -1090,6 +1150,36 @@ mod tests {
         }
         // Every block read gave its permit back.
         assert_eq!(permits.available(), 1);
+    }
+
+    #[test]
+    fn publish_replacing_existing_file_is_replaced_and_directory_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"old").unwrap();
+        let temp = dir.path().join("t.part");
+        std::fs::write(&temp, b"new").unwrap();
+        let p = publish_replacing(&temp, dir.path(), "a.txt").unwrap();
+        assert_eq!(p, dir.path().join("a.txt"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(!temp.exists());
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(&temp, b"file").unwrap();
+        let p = publish_replacing(&temp, dir.path(), "d").unwrap();
+        assert_eq!(p, dir.path().join("d (1)"));
+        assert!(dir.path().join("d").is_dir());
+    }
+
+    #[test]
+    fn is_identical_copy_matches_only_same_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let hash = Hash::of(b"hello");
+        assert!(is_identical_copy(&path, 5, &hash).unwrap());
+        assert!(!is_identical_copy(&path, 5, &Hash::of(b"hellp")).unwrap());
+        assert!(!is_identical_copy(&path, 6, &hash).unwrap());
+        assert!(!is_identical_copy(&dir.path().join("none"), 5, &hash).unwrap());
+        assert!(!is_identical_copy(dir.path(), 5, &hash).unwrap());
     }
 
     #[test]
