@@ -34,6 +34,20 @@ pub fn shown(text: &str) -> String {
     out
 }
 
+/// A text from a peer (`send --text`) for a terminal: like [`shown`], but newlines and
+/// tabs stay as they are.
+pub fn shown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if (c.is_control() && c != '\n' && c != '\t') || is_invisible_format(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Json,
@@ -443,6 +457,12 @@ mod tests {
         assert_eq!(shown("photo é.jpg"), "photo é.jpg");
         assert_eq!(shown("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
         assert_eq!(shown("a\u{2066}b\u{200b}c"), "a\\u{2066}b\\u{200b}c");
+    }
+
+    #[test]
+    fn shown_text_keeps_newlines_and_tabs_and_escapes_the_rest() {
+        assert_eq!(shown_text("a\tb\nc\u{1b}[2J\r"), "a\tb\nc\\u{1b}[2J\\r");
+        assert_eq!(shown_text("x\u{202e}y"), "x\\u{202e}y");
     }
 
     #[test]
