@@ -36,6 +36,9 @@ pub struct PeerConfig {
     pub rtc: RtcSettings,
     /// Where `auto_accept` downloads go.
     pub download_dir: PathBuf,
+    /// Directory downloads replace an existing file of the same name, atomically and only
+    /// once verified, instead of taking a numbered name (`a (1).txt`). Default `false`.
+    pub overwrite: bool,
     /// Largest file this peer sends or accepts (1185 above it).
     pub max_file_size: u64,
     /// Largest file accepted into memory (1185 above it).
@@ -69,6 +72,7 @@ impl PeerConfig {
             password: None,
             rtc: RtcSettings::default(),
             download_dir: PathBuf::from("."),
+            overwrite: false,
             max_file_size: 1 << 40,
             max_memory_download: 256 * 1024 * 1024,
             max_files_per_request: 100_000,

@@ -33,6 +33,10 @@ pub struct FileInfo {
     /// The sender's copy is executable (a directory download sets the bits).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub executable: bool,
+    /// A short text (at most [`crate::proto::control::MAX_TEXT_BYTES`]) to show rather
+    /// than save (`peershare send --text`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub text: bool,
 }
 
 /// Something that happened in the session.
@@ -150,6 +154,18 @@ pub enum Event {
         /// Its place in a shared tree, as offered (see [`FileInfo::path`]).
         #[serde(skip_serializing_if = "Option::is_none")]
         path: Option<String>,
+        /// A short text to show rather than save (present only when `true`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        text: bool,
+    },
+    /// Recipient: the offer was not downloaded because `path` already holds an identical
+    /// copy (same size and BLAKE3); the sender was told, and counts it as delivered.
+    DownloadSkipped {
+        file_id: FileId,
+        name: String,
+        size: u64,
+        sender: String,
+        path: PathBuf,
     },
     /// Recipient: data started to flow (again, after a resume) from byte `offset`.
     DownloadStarted {
@@ -222,6 +238,7 @@ impl Event {
             Event::UploadCancelled { .. } => "upload-cancelled",
             Event::FileUploadStarted { .. } => "file-upload-started",
             Event::DownloadAvailable { .. } => "download-available",
+            Event::DownloadSkipped { .. } => "download-skipped",
             Event::DownloadStarted { .. } => "download-started",
             Event::DownloadProgress { .. } => "download-progress",
             Event::DownloadCompleted { .. } => "download-completed",

@@ -109,6 +109,15 @@ pub struct SendArgs {
     follow_symlinks: bool,
     /// Files and directories to share (a directory is shared as a tree).
     #[arg(required = true, value_name = "PATH")]
+    /// Share this text instead of files (at most 64 KiB): `recv` prints it.
+    #[arg(long, value_name = "TEXT", conflicts_with = "files")]
+    text: Option<String>,
+    /// The name to offer standard input (`-`, default `stdin`) or the --text (default
+    /// `text.txt`) under.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Files to share; `-` is standard input, read to its end before anything is offered.
+    #[arg(required_unless_present = "text", value_name = "FILE")]
     files: Vec<PathBuf>,
 }
 
@@ -120,6 +129,14 @@ pub struct RecvArgs {
     /// Accept every file without asking.
     #[arg(long, short = 'y')]
     yes: bool,
+    /// Write the one file received to standard output (after its BLAKE3 verification)
+    /// instead of saving it; messages stay on stderr.
+    #[arg(long, conflicts_with_all = ["json", "overwrite", "out"])]
+    stdout: bool,
+    /// Replace an existing file of the same name (atomically, once verified) instead of
+    /// saving under a numbered name.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     peer: PeerArgs,
     /// The ticket printed by `peershare send`.

@@ -2,7 +2,7 @@
 //! (`crate::session`), which owns all state and emits [`Event`]s.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::config::PeerConfig;
 use crate::error::{Error, Result};
 use crate::events::{Event, FileInfo};
 use crate::proto::code::Code;
+use crate::proto::control::MAX_TEXT_BYTES;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::Audience;
 use crate::session::{Command, PreparedFile, Session, ShareTree};
@@ -54,6 +55,11 @@ pub struct SendOptions {
     /// `send_paths`: follow symbolic links inside directories (a directory reached
     /// twice is skipped, so a cycle ends).
     pub follow_symlinks: bool,
+    /// Offer the files as texts for the recipient to show rather than save
+    /// (`peershare send --text`): each at most
+    /// [`MAX_TEXT_BYTES`](crate::proto::control::MAX_TEXT_BYTES) (else 1185).
+    /// Recipients that do not know texts see ordinary files.
+    pub text: bool,
 }
 
 /// What [`Peer::send_paths`] shared.
@@ -302,11 +308,16 @@ impl Peer {
                     .to_string(),
                 (None, None) => walk::display_name(&f.path),
             };
-            if identity.size > self.config.max_file_size {
+            let max = if options.text {
+                self.config.max_file_size.min(MAX_TEXT_BYTES)
+            } else {
+                self.config.max_file_size
+            };
+            if identity.size > max {
                 return Err(Error::FileTooLarge {
                     name,
                     size: identity.size,
-                    max: self.config.max_file_size,
+                    max,
                 });
             }
             let p = f.path.clone();
@@ -320,6 +331,7 @@ impl Peer {
                 executable: f.executable,
                 identity,
                 hash,
+                text: options.text,
             });
         }
         let ttl = options.ttl.unwrap_or(self.config.offer_ttl);
@@ -356,6 +368,52 @@ impl Peer {
     pub async fn decline(&self, file_id: FileId) -> Result<()> {
         self.ask(|reply| Command::Decline { file_id, reply })
             .await?
+    }
+
+    /// Skip an offered file that `target` already holds: if `target` is a regular file
+    /// of the offered size whose BLAKE3 is the offered hash (it is hashed only when the
+    /// size matches), the offer is declined telling the sender that this side has an
+    /// identical copy (the sender counts it as delivered, with nothing sent),
+    /// [`Event::DownloadSkipped`] follows, and the answer is `true`. Otherwise nothing
+    /// happens and the answer is `false`: download it as usual. `target` is where the
+    /// file would be saved, e.g. the download directory joined with
+    /// [`sanitize_file_name`](crate::proto::names::sanitize_file_name) of its name.
+    /// 1181 if the file is not (or no longer) offered; 5089 if `target` has the right
+    /// size but cannot be read.
+    pub async fn skip_if_identical(&self, file_id: FileId, target: &Path) -> Result<bool> {
+        let info = self
+            .available_files()
+            .await
+            .into_iter()
+            .find(|f| f.file_id == file_id)
+            .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
+        let hash: crate::proto::hash::Hash = info
+            .hash
+            .parse()
+            .map_err(|_| Error::Protocol("offer carried an invalid hash".into()))?;
+        let path = target.to_path_buf();
+        let same = tokio::task::spawn_blocking(move || {
+            transfer::is_identical_copy(&path, info.size, &hash)
+        })
+        .await
+        .map_err(|e| Error::DownloadFailed(format!("hashing task: {e}")))??;
+        if same {
+            self.decline_identical(file_id, target.to_path_buf())
+                .await?;
+        }
+        Ok(same)
+    }
+
+    /// Decline an offered file because `path` holds an identical copy (the caller checked
+    /// it, e.g. with [`transfer::is_identical_copy`]): the sender is told (`decline` with
+    /// `have`) and counts it as delivered; [`Event::DownloadSkipped`] follows.
+    pub async fn decline_identical(&self, file_id: FileId, path: PathBuf) -> Result<()> {
+        self.ask(|reply| Command::DeclineIdentical {
+            file_id,
+            path,
+            reply,
+        })
+        .await?
     }
 
     /// Durable download jobs found in the configured download directory (partial files

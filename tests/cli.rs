@@ -383,3 +383,359 @@ async fn cli_send_wss_server_with_ca_prints_ticket_without_ca_exits_1180() {
     assert!(!stdout.contains("\"ticket\""), "{stdout}");
     server.shutdown().await;
 }
+
+/// `peershare send --json ARGS…` with `TMPDIR` set (its spool files go there).
+fn send_json(tmpdir: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
+    cmd.args(args).env("TMPDIR", tmpdir);
+    cmd
+}
+
+/// `peershare recv --yes ARGS… [--out OUT] TICKET` with `TMPDIR` set.
+fn recv_cmd(
+    tmpdir: &Path,
+    args: &[&str],
+    out: Option<&Path>,
+    ticket: &str,
+) -> tokio::process::Command {
+    let mut cmd = peershare(&["recv", "--bind", "127.0.0.1", "--yes"]);
+    cmd.args(args);
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    cmd.arg(ticket).env("TMPDIR", tmpdir);
+    cmd
+}
+
+/// Wait for a process; its exit code, raw stdout and stderr.
+async fn finish_raw(child: tokio::process::Child) -> (i32, Vec<u8>, String) {
+    let out = tokio::time::timeout(GUARD, child.wait_with_output())
+        .await
+        .expect("process hung")
+        .expect("process output");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The entries of a directory, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_text_recv_json_emits_verified_text_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "hello\tpeershare\nline two \u{1b}[31m ünïcødé \u{202e}";
+    let mut send = JsonRun::spawn(send_json(tmp.path(), &["--text", text]));
+    let ticket = send.ticket().await;
+    let out = tmp.path().join("out");
+    let recv = recv_cmd(tmp.path(), &["--json"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    let evs = json_lines(&stdout);
+    assert_eq!(
+        names(&evs),
+        [
+            "file-upload-started",
+            "download-available",
+            "download-started",
+            "download-completed",
+            "text"
+        ]
+    );
+    let available = &events(&evs, "download-available")[0];
+    assert_eq!(available["text"], true);
+    assert_eq!(available["name"], "text.txt");
+    assert!(events(&evs, "download-completed")[0]["path"].is_null());
+    let shown = &events(&evs, "text")[0];
+    assert_eq!(shown["text"], text);
+    assert_eq!(shown["size"], text.len());
+    assert_eq!(entries(&out), Vec::<String>::new(), "a text is not saved");
+
+    let (code, evs, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    let outcome = &events(&evs, "recipient-outcome")[0];
+    assert_eq!(outcome["outcome"], "delivered");
+    // The spool file is gone.
+    assert_eq!(entries(tmp.path()), ["out"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_text_recv_piped_stdout_gets_exact_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "raw \u{1b}[1mbytes\u{1b}[0m\r\nno final newline";
+    let mut send = JsonRun::spawn(send_json(
+        tmp.path(),
+        &["--text", text, "--name", "note.txt"],
+    ));
+    let ticket = send.ticket().await;
+    let out = tmp.path().join("out");
+    let recv = recv_cmd(tmp.path(), &[], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish_raw(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    // Standard output is a pipe: the verified bytes exactly; messages on stderr.
+    assert_eq!(stdout, text.as_bytes());
+    assert!(
+        stderr.contains("received note.txt (BLAKE3 verified)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn cli_send_text_over_64_kib_exits_2_with_1185() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "x".repeat(64 * 1024 + 1);
+    let send = send_json(tmp.path(), &["--text", &text]).spawn().unwrap();
+    let (code, stdout, stderr) = finish(send).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.starts_with("error 1185: "), "{stderr}");
+    let last = json_lines(&stdout).pop().expect("an error line");
+    assert_eq!((&last["code"], &last["exit"]), (&1185.into(), &2.into()));
+    assert!(events(&json_lines(&stdout), "ticket").is_empty());
+    assert_eq!(entries(tmp.path()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_stdin_recv_stdout_bytes_identical_and_temporaries_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let data = write_random(&tmp.path().join("data.bin"), 3 * 1024 * 1024 + 5, 17);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let mut cmd = send_json(&spool, &["-"]);
+    cmd.stdin(reader);
+    let mut send = JsonRun::spawn(cmd);
+    let feed = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // In pieces, as a producer would write them; the end closes the pipe.
+            for piece in data.chunks(100_000) {
+                writer.write_all(piece).unwrap();
+            }
+        })
+    };
+    let ticket = send.ticket().await;
+    feed.join().unwrap();
+    let recv = recv_cmd(&spool, &["--stdout"], None, &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish_raw(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout == data, "standard output differs from the input");
+    assert!(
+        stderr.contains("wrote stdin to standard output"),
+        "{stderr}"
+    );
+
+    let (code, evs, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    let started = &events(&evs, "upload-started")[0];
+    assert_eq!(started["name"], "stdin");
+    assert_eq!(started["size"], data.len());
+    assert_eq!(events(&evs, "recipient-outcome")[0]["outcome"], "delivered");
+    // Neither the sender's spool file nor the recipient's directory is left.
+    assert_eq!(entries(&spool), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_stdout_share_of_two_files_declined_exit_2_with_5092() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a.txt");
+    let b = tmp.path().join("b.txt");
+    std::fs::write(&a, b"a\n").unwrap();
+    std::fs::write(&b, b"b\n").unwrap();
+    let mut send = JsonRun::spawn(send_json(
+        tmp.path(),
+        &[a.to_str().unwrap(), b.to_str().unwrap()],
+    ));
+    let ticket = send.ticket().await;
+    let recv = recv_cmd(tmp.path(), &["--stdout"], None, &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish_raw(recv).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert!(stderr.contains("error 5092: "), "{stderr}");
+    let (code, evs, stderr) = send.finish().await;
+    assert_eq!(code, 4, "{stderr}");
+    let outcomes: Vec<&str> = events(&evs, "recipient-outcome")
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(outcomes, ["declined", "declined"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_overwrite_replaces_existing_file_after_verification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("report.bin");
+    let data = write_random(&src, 1024 * 1024 + 3, 21);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("report.bin"), b"an older version").unwrap();
+    let mut send = JsonRun::spawn(send_json(tmp.path(), &[src.to_str().unwrap()]));
+    let ticket = send.ticket().await;
+    let recv = recv_cmd(tmp.path(), &["--json", "--overwrite"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    let evs = json_lines(&stdout);
+    let completed = &events(&evs, "download-completed")[0];
+    assert_eq!(
+        Path::new(completed["path"].as_str().unwrap()),
+        out.join("report.bin")
+    );
+    assert!(std::fs::read(out.join("report.bin")).unwrap() == data);
+    assert_eq!(entries(&out), ["report.bin"]);
+    let (code, _, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_existing_file_without_overwrite_gets_numbered_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("a.txt");
+    std::fs::write(&src, b"new\n").unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("a.txt"), b"old\n").unwrap();
+    let mut send = JsonRun::spawn(send_json(tmp.path(), &[src.to_str().unwrap()]));
+    let ticket = send.ticket().await;
+    let recv = recv_cmd(tmp.path(), &["--json"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"old\n");
+    assert_eq!(std::fs::read(out.join("a (1).txt")).unwrap(), b"new\n");
+    let (code, _, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_identical_file_skipped_sender_records_delivered_without_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("same.bin");
+    let data = write_random(&src, 2 * 1024 * 1024 + 7, 23);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("same.bin"), &data).unwrap();
+    let mut send = JsonRun::spawn(send_json(tmp.path(), &[src.to_str().unwrap()]));
+    let ticket = send.ticket().await;
+    let recv = recv_cmd(tmp.path(), &["--json"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    let evs = json_lines(&stdout);
+    assert_eq!(
+        names(&evs),
+        [
+            "file-upload-started",
+            "download-available",
+            "download-skipped"
+        ]
+    );
+    let skipped = &events(&evs, "download-skipped")[0];
+    assert_eq!(
+        Path::new(skipped["path"].as_str().unwrap()),
+        out.join("same.bin")
+    );
+    assert_eq!(skipped["size"], data.len());
+    assert_eq!(entries(&out), ["same.bin"]);
+    assert!(std::fs::read(out.join("same.bin")).unwrap() == data);
+
+    let (code, evs, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        names(&evs),
+        [
+            "ticket",
+            "upload-started",
+            "recipient-outcome",
+            "upload-completed"
+        ]
+    );
+    let outcome = &events(&evs, "recipient-outcome")[0];
+    assert_eq!(outcome["outcome"], "delivered");
+    assert_eq!(outcome["bytes_sent"], 0);
+    assert!(events(&evs, "upload-progress").is_empty());
+}
+
+#[tokio::test]
+async fn cli_recv_same_size_other_content_is_downloaded_not_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.bin");
+    std::fs::write(&src, b"abcd").unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("f.bin"), b"abce").unwrap();
+    let mut send = JsonRun::spawn(send_json(tmp.path(), &[src.to_str().unwrap()]));
+    let ticket = send.ticket().await;
+    let recv = recv_cmd(tmp.path(), &["--json"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, stdout, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(events(&json_lines(&stdout), "download-skipped").is_empty());
+    assert_eq!(std::fs::read(out.join("f (1).bin")).unwrap(), b"abcd");
+    let (code, _, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_sparse_file_transfers_identical_and_arrives_sparse() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("disk.img");
+    let hole: u64 = 48 * 1024 * 1024;
+    let head = write_random(&src, 1024 * 1024, 29);
+    let tail = b"the end of the image";
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+        f.write_all_at(tail, head.len() as u64 + hole).unwrap();
+    }
+    let size = head.len() as u64 + hole + tail.len() as u64;
+    let out = tmp.path().join("out");
+    let mut send = JsonRun::spawn(send_json(tmp.path(), &[src.to_str().unwrap()]));
+    let ticket = send.ticket().await;
+    let recv = recv_cmd(tmp.path(), &["--json"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    let got = out.join("disk.img");
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), size);
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&src).unwrap());
+    // The source was made with a hole: if this filesystem keeps it, it makes holes.
+    let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    if allocated(&src) < hole / 2 {
+        assert!(
+            allocated(&got) < 8 * 1024 * 1024,
+            "{} bytes allocated for a {size}-byte file with a {hole}-byte hole",
+            allocated(&got)
+        );
+    } else {
+        eprintln!("note: this filesystem does not keep holes; allocation not checked");
+    }
+}

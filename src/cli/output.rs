@@ -34,6 +34,20 @@ pub fn shown(text: &str) -> String {
     out
 }
 
+/// A text from a peer (`send --text`) for a terminal: like [`shown`], but newlines and
+/// tabs stay as they are.
+pub fn shown_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if (c.is_control() && c != '\n' && c != '\t') || is_invisible_format(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Json,
@@ -303,12 +317,14 @@ impl Output {
                 let from = self.download_from.get(job_id).copied().unwrap_or(0);
                 self.files += 1;
                 self.bytes += size.saturating_sub(from);
-                let where_to = path
-                    .as_ref()
-                    .map(|p| shown(&p.display().to_string()))
-                    .unwrap_or_else(|| shown(name));
                 self.end_bar(&job_id.to_string(), "done");
-                self.note(&format!("saved {where_to} (BLAKE3 verified)"));
+                match path {
+                    Some(p) => self.note(&format!(
+                        "saved {} (BLAKE3 verified)",
+                        shown(&p.display().to_string())
+                    )),
+                    None => self.note(&format!("received {} (BLAKE3 verified)", shown(name))),
+                }
             }
             Event::DownloadFailed {
                 job_id,
@@ -326,6 +342,11 @@ impl Output {
                     shown(message)
                 ));
             }
+            Event::DownloadSkipped { name, path, .. } => self.note(&format!(
+                "already have {} ({}, same size and BLAKE3): not downloaded",
+                shown(name),
+                shown(&path.display().to_string())
+            )),
             Event::DownloadCancelled { job_id, name, .. } => {
                 self.end_bar(&job_id.to_string(), "cancelled");
                 self.note(&format!("{}: cancelled", shown(name)));
@@ -436,6 +457,12 @@ mod tests {
         assert_eq!(shown("photo é.jpg"), "photo é.jpg");
         assert_eq!(shown("invoice\u{202e}fdp.exe"), "invoice\\u{202e}fdp.exe");
         assert_eq!(shown("a\u{2066}b\u{200b}c"), "a\\u{2066}b\\u{200b}c");
+    }
+
+    #[test]
+    fn shown_text_keeps_newlines_and_tabs_and_escapes_the_rest() {
+        assert_eq!(shown_text("a\tb\nc\u{1b}[2J\r"), "a\tb\nc\\u{1b}[2J\\r");
+        assert_eq!(shown_text("x\u{202e}y"), "x\\u{202e}y");
     }
 
     #[test]

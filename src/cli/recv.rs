@@ -3,14 +3,16 @@
 //! `super::rules::RecvRule`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use peershare::proto::control::OfferGroup;
+use peershare::proto::control::{MAX_PATH_DEPTH, OfferGroup};
+use peershare::proto::names::{sanitize_file_name, sanitize_relative_path};
 use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
 use tokio::sync::mpsc;
 
-use super::output::{Output, shown};
+use super::output::{Output, shown, shown_text};
 use super::rules::RecvRule;
 use super::{Exit, Fatal};
 use crate::RecvArgs;
@@ -25,8 +27,11 @@ struct Offer {
     file_id: FileId,
     /// Its place in a shared tree if it has one, else its name (as offered).
     name: String,
+    /// Its place in a shared tree (as offered).
+    path: Option<String>,
     size: u64,
     sender: String,
+    text: bool,
     group: Option<OfferGroup>,
 }
 
@@ -38,6 +43,18 @@ impl Offer {
             .filter(|g| g.count > 1)
             .map(|g| (self.sender.clone(), g.id))
     }
+
+    /// Where it is saved below `dir` (before a numbered name is taken).
+    fn target_in(&self, dir: &std::path::Path) -> PathBuf {
+        match &self.path {
+            Some(path) => {
+                let mut target = dir.to_path_buf();
+                target.extend(sanitize_relative_path(path, MAX_PATH_DEPTH));
+                target
+            }
+            None => dir.join(sanitize_file_name(&self.name)),
+        }
+    }
 }
 
 /// Answers per group: one question covers every file of a share.
@@ -46,6 +63,22 @@ struct GroupAnswers {
     answered: HashMap<(String, uuid::Uuid), bool>,
     /// Files of a group whose question waits for an answer.
     held: HashMap<(String, uuid::Uuid), Vec<Offer>>,
+}
+
+/// Where accepted files go and what becomes of them.
+struct Target {
+    /// The directory downloads are saved into (`--out`, or with `--stdout` a private
+    /// temporary directory).
+    dir: PathBuf,
+    /// `--stdout`: the private directory the one file is received into, removed at the
+    /// end.
+    spool: Option<tempfile::TempDir>,
+    /// `--stdout`: the job whose verified file goes to standard output, once accepted.
+    stdout_job: Option<JobId>,
+    /// `--stdout`: an offer was taken for standard output already.
+    stdout_taken: bool,
+    /// Jobs of texts (downloaded into memory and printed).
+    texts: HashSet<JobId>,
 }
 
 pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
@@ -70,18 +103,42 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             ));
         }
     };
+    let spool = if args.stdout {
+        let dir = tempfile::Builder::new()
+            .prefix(".peershare-stdout-")
+            .tempdir()
+            .map_err(|e| {
+                Fatal::from_error(&Error::StorageAccessDenied(format!(
+                    "cannot create a temporary directory in {}: {e}",
+                    std::env::temp_dir().display()
+                )))
+            })?;
+        Some(dir)
+    } else {
+        None
+    };
+    let mut target = Target {
+        dir: spool
+            .as_ref()
+            .map_or_else(|| args.out.clone(), |d| d.path().to_path_buf()),
+        spool,
+        stdout_job: None,
+        stdout_taken: false,
+        texts: HashSet::new(),
+    };
     let mut config = PeerConfig::new(server);
     config.session = Some(ticket.code.to_string());
-    config.download_dir = args.out.clone();
+    config.download_dir = target.dir.clone();
+    config.overwrite = args.overwrite;
     args.peer.apply(&mut config);
     if config.ca_file.is_none() {
         config.ca_file = defaults.ca.clone();
     }
     let (peer, mut events) = Peer::join(config).await?;
     // The directory is made only once there is a session to receive from.
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
+    if let Err(e) = std::fs::create_dir_all(&target.dir) {
         peer.leave().await;
-        return Err(Error::StorageAccessDenied(format!("{}: {e}", args.out.display())).into());
+        return Err(Error::StorageAccessDenied(format!("{}: {e}", target.dir.display())).into());
     }
     for p in peer.peers().await {
         out.name_peer(&p.id, &p.name);
@@ -125,8 +182,24 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                             out.note(&format!("declined {}", group_title(&offers[0])));
                         }
                     }
+                    let mut stopped = false;
                     for offer in offers {
-                        answer(yes, &peer, &offer, &args, &mut mine, &mut rule, out).await;
+                        let answered = answer(
+                            yes,
+                            &peer,
+                            &offer,
+                            (&mut target, &mut mine, &mut rule),
+                            out,
+                            interrupted.as_mut(),
+                        )
+                        .await;
+                        if answered.is_err() {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                    if stopped {
+                        break Err(interruption(&target));
                     }
                     if let Some(next) = pending.front() {
                         prompt(next, out);
@@ -141,20 +214,28 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                 }
                 None
             }
-            _ = &mut interrupted => {
-                break Err(Fatal::new(
-                    Exit::Interrupted,
-                    codes::CANCELLED,
-                    format!(
-                        "interrupted; partial downloads are kept in {}: run the same \
-                         command again to resume them",
-                        args.out.display()
-                    ),
-                ));
-            }
+            _ = &mut interrupted => break Err(interruption(&target)),
         };
         if let Some(event) = event {
-            out.event(&event);
+            match &event {
+                // The file going to standard output was received into a temporary
+                // directory: that path means nothing to the user.
+                Event::DownloadCompleted {
+                    job_id,
+                    file_id,
+                    name,
+                    size,
+                    ..
+                } if target.stdout_job == Some(*job_id) => out.event(&Event::DownloadCompleted {
+                    job_id: *job_id,
+                    file_id: *file_id,
+                    name: name.clone(),
+                    size: *size,
+                    path: None,
+                    data: None,
+                }),
+                _ => out.event(&event),
+            }
             match event {
                 Event::PeerJoined { peer: who, .. } => {
                     members.insert(who);
@@ -197,6 +278,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                     size,
                     group,
                     sender,
+                    text,
                     path,
                     ..
                 } => {
@@ -206,16 +288,44 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                     settle = None;
                     let offer = Offer {
                         file_id,
-                        name: path.unwrap_or(name),
+                        name: path.clone().unwrap_or(name),
+                        path,
                         size,
                         sender,
-                        group,
+                        text,
+                        group: group.clone(),
                     };
                     let key = offer.asked_group();
                     let known = key.as_ref().and_then(|k| groups.answered.get(k).copied());
-                    if args.yes || known.is_some() {
+                    if let Some(why) = target.refuses_for_stdout(group) {
+                        // Resolved here: the checks after this match see it.
+                        let _ = peer.decline(offer.file_id).await;
+                        out.note(&format!("declined {}: {why}", shown(&offer.name)));
+                        let failure = Fatal::new(
+                            Exit::Usage,
+                            codes::TOO_MANY_FILES,
+                            format!(
+                                "--stdout receives one file, and {} was offered too ({why}): \
+                                 declined",
+                                shown(&offer.name)
+                            ),
+                        );
+                        rule.resolved(offer.file_id, Some(failure));
+                    } else if args.yes || known.is_some() {
                         let yes = args.yes || known == Some(true);
-                        answer(yes, &peer, &offer, &args, &mut mine, &mut rule, out).await;
+                        if answer(
+                            yes,
+                            &peer,
+                            &offer,
+                            (&mut target, &mut mine, &mut rule),
+                            out,
+                            interrupted.as_mut(),
+                        )
+                        .await
+                        .is_err()
+                        {
+                            break Err(interruption(&target));
+                        }
                     } else if let Some(held) = key.as_ref().and_then(|k| groups.held.get_mut(k)) {
                         // Its group's question is asked already.
                         held.push(offer);
@@ -229,9 +339,36 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                         pending.push_back(offer);
                     }
                 }
+                Event::DownloadSkipped { file_id, .. } => rule.resolved(file_id, None),
                 Event::DownloadCompleted {
-                    job_id, file_id, ..
-                } if mine.contains(&job_id) => rule.resolved(file_id, None),
+                    job_id,
+                    file_id,
+                    name,
+                    size,
+                    path,
+                    data,
+                } if mine.contains(&job_id) => {
+                    let result = if target.texts.contains(&job_id) {
+                        let text = data.unwrap_or_default();
+                        show_text(
+                            out,
+                            job_id,
+                            file_id,
+                            &name,
+                            size,
+                            &text,
+                            target.spool.is_some(),
+                        )
+                    } else if target.stdout_job == Some(job_id) {
+                        match to_stdout(path, &name, out, interrupted.as_mut()).await {
+                            Some(result) => result,
+                            None => break Err(interruption(&target)),
+                        }
+                    } else {
+                        Ok(())
+                    };
+                    rule.resolved(file_id, result.err());
+                }
                 Event::DownloadFailed {
                     job_id: Some(job_id),
                     file_id,
@@ -271,12 +408,17 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             break Err(Fatal::new(
                 exit,
                 codes::NOT_CONNECTED,
-                format!(
-                    "the session ended before every file arrived (lost the signaling server \
-                     and every peer); partial downloads are kept in {}: run the command \
-                     again with a new ticket of the same files to resume them",
-                    args.out.display()
-                ),
+                match target.spool {
+                    Some(_) => "the session ended before the file arrived (lost the signaling \
+                                server and every peer); nothing was written to standard output"
+                        .to_string(),
+                    None => format!(
+                        "the session ended before every file arrived (lost the signaling \
+                         server and every peer); partial downloads are kept in {}: run the \
+                         command again with a new ticket of the same files to resume them",
+                        target.dir.display()
+                    ),
+                },
             ));
         }
     };
@@ -286,42 +428,100 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     result
 }
 
-/// Accept or decline `offer`.
-async fn answer(
-    yes: bool,
-    peer: &Peer,
-    offer: &Offer,
-    args: &RecvArgs,
-    mine: &mut HashSet<JobId>,
-    rule: &mut RecvRule,
-    out: &Output,
-) {
-    if yes {
-        accept(peer, offer, args, mine, rule, out).await;
-    } else {
-        let _ = peer.decline(offer.file_id).await;
-        if offer.asked_group().is_none() {
-            out.note(&format!("declined {}", shown(&offer.name)));
+impl Target {
+    /// With `--stdout`, why an offer with `group` cannot go to standard output: only the
+    /// first offer, of a share of one file, does (and is taken by this call). `None`
+    /// without `--stdout`.
+    fn refuses_for_stdout(&mut self, group: Option<OfferGroup>) -> Option<String> {
+        self.spool.as_ref()?;
+        match group {
+            Some(g) if g.count > 1 => Some(format!("the share has {} files", g.count)),
+            _ if self.stdout_taken => Some("another file goes to standard output".into()),
+            _ => {
+                self.stdout_taken = true;
+                None
+            }
         }
-        rule.resolved(offer.file_id, None);
     }
 }
 
-/// Start downloading `offer`; a failure to start resolves it as failed.
-async fn accept(
+/// Accept or decline `offer`; `Err` if `interrupted` fired while accepting.
+async fn answer<F: std::future::Future<Output = ()>>(
+    yes: bool,
     peer: &Peer,
     offer: &Offer,
-    args: &RecvArgs,
+    (target, mine, rule): (&mut Target, &mut HashSet<JobId>, &mut RecvRule),
+    out: &Output,
+    interrupted: std::pin::Pin<&mut F>,
+) -> Result<(), ()> {
+    if yes {
+        return accept(peer, offer, target, mine, rule, out, interrupted).await;
+    }
+    let _ = peer.decline(offer.file_id).await;
+    if offer.asked_group().is_none() {
+        out.note(&format!("declined {}", shown(&offer.name)));
+    }
+    rule.resolved(offer.file_id, None);
+    Ok(())
+}
+
+/// The error of an interrupted `recv`.
+fn interruption(target: &Target) -> Fatal {
+    let message = match target.spool {
+        Some(_) => "interrupted; nothing unverified was written to standard output".to_string(),
+        None => format!(
+            "interrupted; partial downloads are kept in {}: run the same command again to \
+             resume them",
+            target.dir.display()
+        ),
+    };
+    Fatal::new(Exit::Interrupted, codes::CANCELLED, message)
+}
+
+/// Start downloading `offer`: a text into memory, a file into the target directory,
+/// unless that directory holds an identical copy already (then the offer is declined as
+/// had, and its `download-skipped` event resolves it). A failure to start resolves it as
+/// failed. `Err` if `interrupted` fired while an existing file was being compared.
+async fn accept<F: std::future::Future<Output = ()>>(
+    peer: &Peer,
+    offer: &Offer,
+    target: &mut Target,
     mine: &mut HashSet<JobId>,
     rule: &mut RecvRule,
     out: &Output,
-) {
-    match peer
-        .download(offer.file_id, Save::ToDir(args.out.clone()))
-        .await
-    {
+    interrupted: std::pin::Pin<&mut F>,
+) -> Result<(), ()> {
+    let save = if offer.text {
+        Save::InMemory
+    } else {
+        if target.spool.is_none() {
+            let existing = offer.target_in(&target.dir);
+            let skipped = tokio::select! {
+                skipped = peer.skip_if_identical(offer.file_id, &existing) => skipped,
+                _ = interrupted => return Err(()),
+            };
+            match skipped {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => out.note(&format!(
+                    "{}: cannot compare with {}: error {}: {}; downloading it",
+                    shown(&offer.name),
+                    shown(&existing.display().to_string()),
+                    e.code(),
+                    shown(&e.to_string())
+                )),
+            }
+        }
+        Save::ToDir(target.dir.clone())
+    };
+    match peer.download(offer.file_id, save).await {
         Ok(job) => {
             mine.insert(job);
+            if offer.text {
+                target.texts.insert(job);
+            } else if target.spool.is_some() {
+                target.stdout_job = Some(job);
+            }
         }
         Err(e) => {
             out.note(&format!(
@@ -333,6 +533,89 @@ async fn accept(
             rule.resolved(offer.file_id, Some(not_received(e.code(), &offer.name)));
         }
     }
+    Ok(())
+}
+
+/// Show a received text: with `--json` as a `text` event; on a terminal with its
+/// control, format and bidi characters escaped (newlines and tabs kept); otherwise (a
+/// pipe, a file, `--stdout`) its exact bytes.
+fn show_text(
+    out: &Output,
+    job_id: JobId,
+    file_id: FileId,
+    name: &str,
+    size: u64,
+    text: &[u8],
+    raw: bool,
+) -> Result<(), Fatal> {
+    let failed = |e: std::io::Error| {
+        Fatal::new(
+            Exit::TransferFailed,
+            codes::SAVE_FAILED,
+            format!("cannot write the text to standard output: {e}"),
+        )
+    };
+    if out.is_json() {
+        out.json_line(&serde_json::json!({
+            "event": "text",
+            "job_id": job_id,
+            "file_id": file_id,
+            "name": name,
+            "size": size,
+            "text": String::from_utf8_lossy(text),
+        }));
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    if raw || !stdout.is_terminal() {
+        stdout.write_all(text).map_err(failed)?;
+    } else {
+        let mut shown = shown_text(&String::from_utf8_lossy(text));
+        if !shown.ends_with('\n') {
+            shown.push('\n');
+        }
+        stdout.write_all(shown.as_bytes()).map_err(failed)?;
+    }
+    stdout.flush().map_err(failed)
+}
+
+/// Copy the verified file of `--stdout` to standard output (on a blocking thread) and
+/// remove it; `None` if interrupted first.
+async fn to_stdout<F: std::future::Future<Output = ()>>(
+    path: Option<PathBuf>,
+    name: &str,
+    out: &Output,
+    interrupted: std::pin::Pin<&mut F>,
+) -> Option<Result<(), Fatal>> {
+    let Some(path) = path else {
+        return Some(Ok(()));
+    };
+    let copy = tokio::task::spawn_blocking(move || copy_to_stdout(&path));
+    let copied = tokio::select! {
+        copied = copy => copied.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+        _ = interrupted => return None,
+    };
+    Some(match copied {
+        Ok(()) => {
+            out.note(&format!("wrote {} to standard output", shown(name)));
+            Ok(())
+        }
+        Err(e) => Err(Fatal::new(
+            Exit::TransferFailed,
+            codes::SAVE_FAILED,
+            format!("cannot write {} to standard output: {e}", shown(name)),
+        )),
+    })
+}
+
+/// Copy a verified file to standard output and remove it (blocking).
+fn copy_to_stdout(path: &std::path::Path) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout)?;
+    stdout.flush()?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
 }
 
 /// A file that did not arrive, for the closing line (its details were shown already).
@@ -353,7 +636,8 @@ fn prompt(offer: &Offer, out: &Output) {
     let what = match offer.asked_group() {
         Some(_) => group_title(offer),
         None => format!(
-            "{} ({})",
+            "{}{} ({})",
+            if offer.text { "text " } else { "" },
             shown(&offer.name),
             super::human_bytes(offer.size)
         ),
@@ -439,14 +723,16 @@ mod tests {
         let offer = Offer {
             file_id: FileId::new(),
             name: "photos/a.jpg".into(),
+            path: Some("photos/a.jpg".into()),
             size: 1,
             sender: "s".into(),
+            text: false,
             group: Some(OfferGroup {
                 id: uuid::Uuid::new_v4(),
                 count: 1204,
                 index: 0,
                 label: Some("photos\u{1b}[2J/".into()),
-                bytes: Some(3 * 1024 * 1024 * 1024),
+                bytes: Some(3 << 30),
             }),
         };
         assert_eq!(
@@ -455,6 +741,11 @@ mod tests {
                 "photos\\u{{1b}}[2J/ (1,204 files, {})",
                 super::super::human_bytes(3 << 30)
             )
+        );
+        // Where an identical copy would be: its place in the tree, sanitized.
+        assert_eq!(
+            offer.target_in(std::path::Path::new("/out")),
+            std::path::Path::new("/out/photos/a.jpg")
         );
     }
 

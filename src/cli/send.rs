@@ -2,12 +2,15 @@
 //! completion rules, `super::rules::SendRule`).
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use peershare::proto::code::Code;
+use peershare::proto::control::MAX_TEXT_BYTES;
 use peershare::signaling::{ServerConfig, SignalingServer};
-use peershare::{Event, Peer, PeerConfig, SendOptions, Share, Ticket, codes};
+use peershare::{Error, Event, Peer, PeerConfig, SendOptions, Share, SharedPaths, Ticket, codes};
 
 use super::defaults::Defaults;
 use super::output::Output;
@@ -16,6 +19,8 @@ use super::{Exit, Fatal};
 use crate::SendArgs;
 
 pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
+    // Standard input and texts are spooled first: a failure there creates no session.
+    let sources = Sources::of(&args).await?;
     // A server given or configured; else an embedded one.
     let defaults = if args.server.is_some() || args.embedded {
         Defaults::default()
@@ -78,11 +83,27 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     } else {
         Share::To(args.to.clone())
     };
-    let options = SendOptions {
-        follow_symlinks: args.follow_symlinks,
-        ..SendOptions::default()
+    // Files and directories alone are walked (trees); standard input and texts go
+    // under the names given to them.
+    let shared = if sources.options.names.is_some() {
+        peer.send_files_with(&sources.paths, share, sources.options.clone())
+            .await
+            .map(|jobs| SharedPaths {
+                files: jobs
+                    .into_iter()
+                    .zip(sources.names.iter().cloned())
+                    .collect(),
+                dirs: Vec::new(),
+                skipped: Vec::new(),
+            })
+    } else {
+        let options = SendOptions {
+            follow_symlinks: args.follow_symlinks,
+            ..sources.options.clone()
+        };
+        peer.send_paths(&sources.paths, share, options).await
     };
-    let shared = match peer.send_paths(&args.files, share, options).await {
+    let shared = match shared {
         Ok(shared) => shared,
         Err(e) => {
             // A file that cannot be shared (missing, unreadable, too large) is bad input.
@@ -217,4 +238,174 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         server.shutdown().await;
     }
     result
+}
+
+/// Name of standard input's offer without `--name`.
+const STDIN_NAME: &str = "stdin";
+/// Name of a `--text` offer without `--name`.
+const TEXT_NAME: &str = "text.txt";
+
+/// What `send` shares: the paths (standard input and a text spooled into private
+/// temporary files, removed when `send` ends), the names shown, and the options.
+struct Sources {
+    paths: Vec<PathBuf>,
+    names: Vec<String>,
+    options: SendOptions,
+    /// The spooled temporary file, alive as long as the share.
+    _spool: Option<tempfile::TempPath>,
+}
+
+impl Sources {
+    async fn of(args: &SendArgs) -> Result<Self, Fatal> {
+        let usage = |message: String| Fatal::new(Exit::Usage, codes::INVALID_ARGUMENT, message);
+        if let Some(text) = &args.text {
+            if text.len() as u64 > MAX_TEXT_BYTES {
+                return Err(Fatal {
+                    exit: Exit::Usage,
+                    ..Fatal::from_error(&Error::FileTooLarge {
+                        name: "--text".into(),
+                        size: text.len() as u64,
+                        max: MAX_TEXT_BYTES,
+                    })
+                });
+            }
+            let name = args.name.clone().unwrap_or_else(|| TEXT_NAME.into());
+            let bytes = text.clone().into_bytes();
+            let spool = spool(
+                move |file| {
+                    std::io::Write::write_all(file, &bytes)?;
+                    Ok(bytes.len() as u64)
+                },
+                MAX_TEXT_BYTES,
+            )
+            .await?;
+            return Ok(Self {
+                paths: vec![spool.to_path_buf()],
+                names: vec![name.clone()],
+                options: SendOptions {
+                    names: Some(vec![name]),
+                    text: true,
+                    ..SendOptions::default()
+                },
+                _spool: Some(spool),
+            });
+        }
+        let stdin_args = args.files.iter().filter(|p| is_stdin(p)).count();
+        if stdin_args > 1 {
+            return Err(usage("`-` (standard input) can be given once".into()));
+        }
+        if stdin_args == 0 {
+            if args.name.is_some() {
+                return Err(usage(
+                    "--name names standard input (`-`) or --text; files keep their names".into(),
+                ));
+            }
+            return Ok(Self {
+                paths: args.files.clone(),
+                names: args.files.iter().map(|p| file_name(p)).collect(),
+                options: SendOptions::default(),
+                _spool: None,
+            });
+        }
+        let max = args
+            .peer
+            .max_size
+            .unwrap_or(PeerConfig::new("").max_file_size);
+        let stdin_name = args.name.clone().unwrap_or_else(|| STDIN_NAME.into());
+        let spool = spool(
+            move |file| {
+                let mut stdin = std::io::stdin().lock().take(max.saturating_add(1));
+                std::io::copy(&mut stdin, file)
+            },
+            max,
+        )
+        .await?;
+        let paths: Vec<PathBuf> = args
+            .files
+            .iter()
+            .map(|p| {
+                if is_stdin(p) {
+                    spool.to_path_buf()
+                } else {
+                    p.clone()
+                }
+            })
+            .collect();
+        let names: Vec<String> = args
+            .files
+            .iter()
+            .map(|p| {
+                if is_stdin(p) {
+                    stdin_name.clone()
+                } else {
+                    file_name(p)
+                }
+            })
+            .collect();
+        Ok(Self {
+            paths,
+            options: SendOptions {
+                names: Some(names.clone()),
+                ..SendOptions::default()
+            },
+            names,
+            _spool: Some(spool),
+        })
+    }
+}
+
+/// `-` stands for standard input.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The name a file is offered under (as the library names it).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into())
+}
+
+/// Fill a private temporary file (mode 0600, in `$TMPDIR`, removed when the returned
+/// path is dropped) with `fill` on a blocking thread; `fill` returns the bytes written,
+/// and more than `max` is refused (1185). Bounded by the free space there (5090).
+/// Ctrl-C or SIGTERM while it runs removes the file and ends `send` (130).
+async fn spool<F>(fill: F, max: u64) -> Result<tempfile::TempPath, Fatal>
+where
+    F: FnOnce(&mut std::fs::File) -> std::io::Result<u64> + Send + 'static,
+{
+    let spool_error = |e: std::io::Error| {
+        Fatal::from_error(&Error::SaveFailed(format!(
+            "cannot spool the input into a temporary file in {}: {e}",
+            std::env::temp_dir().display()
+        )))
+    };
+    let (mut file, path) = tempfile::Builder::new()
+        .prefix(".peershare-spool-")
+        .tempfile()
+        .map_err(spool_error)?
+        .into_parts();
+    // The blocking read may never end (a terminal, a producer that hangs): the path
+    // stays here, so an interruption removes the file whatever the thread does.
+    let task = tokio::task::spawn_blocking(move || fill(&mut file));
+    let written = tokio::select! {
+        written = task => written
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .map_err(spool_error)?,
+        _ = super::interrupted() => {
+            return Err(Fatal::new(
+                Exit::Interrupted,
+                codes::CANCELLED,
+                "interrupted while reading the input; nothing was shared",
+            ));
+        }
+    };
+    if written > max {
+        return Err(Fatal::new(
+            Exit::Usage,
+            codes::FILE_TOO_LARGE,
+            format!("the input is larger than the maximum of {max} bytes (--max-size)"),
+        ));
+    }
+    Ok(path)
 }

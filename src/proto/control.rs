@@ -12,6 +12,9 @@ pub const CONTROL_VERSION: u32 = 1;
 pub const MAX_CONTROL_MESSAGE: usize = 16 * 1024;
 /// Longest file name accepted in an offer, in bytes.
 pub const MAX_NAME_BYTES: usize = 1024;
+/// Largest text a `text` offer may carry, in bytes (`peershare send --text`). A text
+/// offer above it is refused by the recipient with 1185, like a file above its limit.
+pub const MAX_TEXT_BYTES: u64 = 64 * 1024;
 /// Feature announced in `hello`: this peer answers `hashes-request` with `hashes`, so a
 /// recipient may verify the bytes it holds past its checkpoint instead of having them
 /// sent again (docs/PROTOCOL.md, "Resume").
@@ -66,6 +69,11 @@ pub enum ControlMessage {
         /// The file is executable on the sender (a recipient that can sets the bit).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         executable: bool,
+        /// The file is a short UTF-8 text (at most [`MAX_TEXT_BYTES`]) for the recipient
+        /// to show rather than save. Absent means `false`; a peer that does not know the
+        /// field sees an ordinary file.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        text: bool,
     },
     /// The empty directories of group `group`, as relative paths (only to peers that
     /// announced [`FEATURE_TREE`]; several messages when they do not fit in one).
@@ -81,8 +89,13 @@ pub enum ControlMessage {
         file_id: FileId,
         offset: u64,
     },
-    /// The recipient does not want the file.
-    Decline { file_id: FileId },
+    /// The recipient does not want the file; with `have`, because it already holds an
+    /// identical copy (same size and BLAKE3), which the sender counts as delivered.
+    Decline {
+        file_id: FileId,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        have: bool,
+    },
     /// Send the BLAKE3 hashes of `length` bytes of file `file_id` from byte `offset`, one
     /// per 1 MiB block: the recipient of job `job_id` verifies what it holds past its
     /// checkpoint before it resumes (only to peers that announced
@@ -327,6 +340,7 @@ mod tests {
             }),
             path: None,
             executable: false,
+            text: false,
         }
     }
 
@@ -352,7 +366,46 @@ mod tests {
                 file_id,
                 offset: 5,
             },
-            ControlMessage::Decline { file_id },
+            ControlMessage::Decline {
+                file_id,
+                have: false,
+            },
+            ControlMessage::Decline {
+                file_id,
+                have: true,
+            },
+            ControlMessage::Offer {
+                file_id,
+                name: "text.txt".into(),
+                size: 5,
+                hash: "cd".repeat(32),
+                ttl_ms: 1000,
+                group: None,
+                path: None,
+                executable: false,
+                text: true,
+            },
+            ControlMessage::Offer {
+                file_id,
+                name: "run.sh".into(),
+                size: 5,
+                hash: "cd".repeat(32),
+                ttl_ms: 1000,
+                group: Some(OfferGroup {
+                    id: uuid::Uuid::nil(),
+                    count: 2,
+                    index: 1,
+                    label: Some("photos/".into()),
+                    bytes: Some(10),
+                }),
+                path: Some("photos/bin/run.sh".into()),
+                executable: true,
+                text: false,
+            },
+            ControlMessage::Dirs {
+                group: uuid::Uuid::nil(),
+                paths: vec!["photos/empty".into(), "photos/a/b".into()],
+            },
             ControlMessage::HashesRequest {
                 job_id,
                 file_id,
@@ -512,6 +565,7 @@ mod tests {
             group: None,
             path: None,
             executable: false,
+            text: false,
         };
         assert!(matches!(
             ControlMessage::decode(m.encode().as_bytes()),
@@ -526,6 +580,34 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(m, ControlMessage::Decline { .. }));
+    }
+
+    #[test]
+    fn decode_offer_and_decline_without_new_fields_default_to_false() {
+        let offer = ControlMessage::decode(
+            br#"{"type":"offer","file_id":"00000000-0000-0000-0000-000000000001","name":"a","size":1,"hash":"0000000000000000000000000000000000000000000000000000000000000000","ttl_ms":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(offer, ControlMessage::Offer { text: false, .. }));
+        let decline = ControlMessage::decode(
+            br#"{"type":"decline","file_id":"00000000-0000-0000-0000-000000000001"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            decline,
+            ControlMessage::Decline { have: false, .. }
+        ));
+        // Absent when false, so older peers see exactly what they always saw.
+        let plain = ControlMessage::Decline {
+            file_id: FileId::new(),
+            have: false,
+        };
+        assert!(!plain.encode().contains("have"));
+        let have = ControlMessage::Decline {
+            file_id: FileId::new(),
+            have: true,
+        };
+        assert!(have.encode().contains(r#""have":true"#));
     }
 
     #[test]
@@ -570,7 +652,7 @@ mod tests {
                 proptest::sample::select(vec![
                     "version", "name", "file_id", "size", "hash", "ttl_ms", "group", "job_id",
                     "offset", "received", "ok", "code", "message", "length", "hashes",
-                    "features",
+                    "features", "text", "have",
                 ]),
                 json_value(),
             ), 0..10),

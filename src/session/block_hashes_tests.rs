@@ -181,6 +181,7 @@ fn restarted(
         group: None,
         path: None,
         executable: false,
+        text: false,
     });
     let job = pair
         .session
@@ -375,6 +376,7 @@ fn sharing(dir: &Path, file: &[u8]) -> (Pair, FileId) {
             hash: Hash::of(file),
             tree_path: None,
             executable: false,
+            text: false,
         }],
         super::ShareTree::default(),
         Audience::Broadcast,

@@ -37,6 +37,7 @@ impl Session {
                 group,
                 path,
                 executable,
+                text,
             } => {
                 let info = FileInfo {
                     file_id,
@@ -48,6 +49,7 @@ impl Session {
                     group,
                     path,
                     executable,
+                    text,
                 };
                 self.on_offer(peer, info);
             }
@@ -58,7 +60,9 @@ impl Session {
                 file_id,
                 offset,
             } => self.on_request(peer, job_id, file_id, offset),
-            ControlMessage::Decline { file_id } => self.on_recipient_decline(peer, file_id),
+            ControlMessage::Decline { file_id, have } => {
+                self.on_recipient_decline(peer, file_id, have)
+            }
             ControlMessage::HashesRequest {
                 job_id,
                 file_id,

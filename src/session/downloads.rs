@@ -1,6 +1,7 @@
 //! Offers to us and our download jobs: requesting, receiving, resuming after a lost
 //! connection or a restart, verification outcomes, cancelling.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,8 +14,7 @@ use super::{Ending, Offered, Phase, Report, Session};
 use crate::error::{Error, Result, codes};
 use crate::events::{Event, FileInfo};
 use crate::peer::Save;
-use crate::proto::control::ControlMessage;
-use crate::proto::control::MAX_PATH_DEPTH;
+use crate::proto::control::{ControlMessage, MAX_PATH_DEPTH, MAX_TEXT_BYTES};
 use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
@@ -103,6 +103,7 @@ impl Session {
             expires_in_ms: ttl_ms,
             group: info.group.clone(),
             path: info.path.clone(),
+            text: info.text,
         });
         // A suspended job of a sender that left may continue from this peer if it
         // offers the same content (a restarted sender).
@@ -186,13 +187,16 @@ impl Session {
             return Err(Error::OfferExpired(file_id.to_string()));
         }
         let info = offer.info.clone();
-        let limit = match save {
+        let mut limit = match save {
             Save::InMemory => self
                 .config
                 .max_memory_download
                 .min(self.config.max_file_size),
             Save::ToDir(_) => self.config.max_file_size,
         };
+        if info.text {
+            limit = limit.min(MAX_TEXT_BYTES);
+        }
         if info.size > limit {
             return Err(Error::FileTooLarge {
                 name: info.name.clone(),
@@ -595,7 +599,45 @@ impl Session {
             .offered
             .remove(&file_id)
             .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
-        self.send_control(&offer.info.sender, ControlMessage::Decline { file_id });
+        self.send_control(
+            &offer.info.sender,
+            ControlMessage::Decline {
+                file_id,
+                have: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Decline an offer because `path` already holds an identical copy (the caller
+    /// checked it, e.g. with `transfer::is_identical_copy`): the sender is told with
+    /// `have`, and counts this recipient as delivered; nothing is downloaded.
+    pub(super) fn decline_identical(&mut self, file_id: FileId, path: PathBuf) -> Result<()> {
+        if self.downloads.values().any(|d| d.file_id == file_id) {
+            return Err(Error::AlreadyDownloaded(file_id.to_string()));
+        }
+        let offer = self
+            .offered
+            .remove(&file_id)
+            .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
+        let info = offer.info;
+        self.downloaded.insert(file_id);
+        self.send_control(
+            &info.sender,
+            ControlMessage::Decline {
+                file_id,
+                have: true,
+            },
+        );
+        let path = std::path::absolute(&path).unwrap_or(path);
+        tracing::info!(%file_id, path = %path.display(), "already holding an identical copy");
+        self.emit(Event::DownloadSkipped {
+            file_id,
+            name: info.name,
+            size: info.size,
+            sender: info.sender,
+            path,
+        });
         Ok(())
     }
 
@@ -613,6 +655,7 @@ impl Session {
                     group: None,
                     path: None,
                     executable: false,
+                    text: false,
                 },
                 expires_at: self.config.clock.now() + Duration::from_secs(60),
             },
@@ -649,6 +692,7 @@ impl Session {
                     name,
                     dirs,
                     executable: d.executable,
+                    replace: self.config.overwrite,
                 }
             }
             _ => Sink::Memory,
@@ -660,8 +704,8 @@ impl Session {
         let span = tracing::info_span!("download", job = %job_id, %peer, offset);
         let task = tokio::spawn(
             async move {
-                let state = match &sink {
-                    Sink::Dir { store, record, .. } if offset > 0 => {
+                let state = match sink.dir_job() {
+                    Some((store, record)) if offset > 0 => {
                         let (store, record) = (store.clone(), record.clone());
                         tokio::task::spawn_blocking(move || {
                             transfer::prepare_resume(&store, &record, offset)

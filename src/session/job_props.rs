@@ -262,6 +262,7 @@ impl Recipient {
                 group: None,
                 path: None,
                 executable: false,
+                text: false,
             };
             h.conn_event(SENDER, conn, ConnEvent::Control(offer));
             let job = h.session.start_download(file_id, Save::InMemory);
@@ -624,6 +625,7 @@ impl Uploader {
             hash: Hash::of(b"hello"),
             tree_path: None,
             executable: false,
+            text: false,
         };
         let upload_job = h.session.share_files(
             vec![file],
@@ -697,7 +699,13 @@ impl Uploader {
                 };
                 self.control(who, msg);
             }
-            UpStep::Decline(who) => self.control(who, ControlMessage::Decline { file_id }),
+            UpStep::Decline(who) => self.control(
+                who,
+                ControlMessage::Decline {
+                    file_id,
+                    have: false,
+                },
+            ),
             UpStep::Refuse(who, code) => {
                 let msg = ControlMessage::Error {
                     job_id: None,

@@ -78,6 +78,12 @@ pub(crate) enum Command {
         file_id: FileId,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Decline an offer because `path` holds an identical copy.
+    DeclineIdentical {
+        file_id: FileId,
+        path: PathBuf,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Resume {
         job_id: JobId,
         reply: oneshot::Sender<Result<JobId>>,
@@ -122,6 +128,8 @@ pub(crate) struct PreparedFile {
     pub executable: bool,
     pub identity: FileIdentity,
     pub hash: Hash,
+    /// Offered as a text (`ControlMessage::Offer::text`).
+    pub text: bool,
 }
 
 /// What a share is called and the empty directories of its trees.
@@ -141,6 +149,7 @@ struct SharedFile {
     executable: bool,
     identity: FileIdentity,
     hash: Hash,
+    text: bool,
     state: UploadState,
 }
 
@@ -496,6 +505,13 @@ impl Session {
             }
             Command::Decline { file_id, reply } => {
                 let _ = reply.send(self.decline(file_id));
+            }
+            Command::DeclineIdentical {
+                file_id,
+                path,
+                reply,
+            } => {
+                let _ = reply.send(self.decline_identical(file_id, path));
             }
             Command::Resume { job_id, reply } => {
                 let _ = reply.send(self.resume_stored(job_id));

@@ -88,6 +88,7 @@ impl Sender {
                 hash: Hash::of(b"hello"),
                 tree_path: None,
                 executable: false,
+                text: false,
             }],
             super::ShareTree::default(),
             Audience::Broadcast,
@@ -416,6 +417,7 @@ impl Sender {
                 hash: Hash::of(b"hello"),
                 tree_path: None,
                 executable: false,
+                text: false,
             })
             .collect();
         self.session.share_files(

@@ -184,6 +184,7 @@ impl Session {
                 executable: f.executable,
                 identity: f.identity,
                 hash: f.hash,
+                text: f.text,
                 state: UploadState::new(audience.clone(), f.identity.size, expires),
             };
             tracing::info!(%job_id, %file_id, name = %shared.name, size = shared.identity.size, "sharing file");
@@ -241,6 +242,7 @@ impl Session {
             group: Some(shared.group.clone()),
             path: shared.tree_path.clone(),
             executable: shared.executable,
+            text: shared.text,
         };
         self.send_control(peer, msg);
     }
@@ -585,8 +587,15 @@ impl Session {
         self.finish_serving(job_id, file_id, peer, outcome);
     }
 
-    pub(super) fn on_recipient_decline(&mut self, peer: &str, file_id: FileId) {
-        self.record_outcome(&file_id, peer, Outcome::Declined, 0);
+    /// The recipient declined the offer; with `have`, because it holds an identical copy
+    /// already: that is a delivery, with nothing sent.
+    pub(super) fn on_recipient_decline(&mut self, peer: &str, file_id: FileId, have: bool) {
+        let outcome = if have {
+            Outcome::Delivered
+        } else {
+            Outcome::Declined
+        };
+        self.record_outcome(&file_id, peer, outcome, 0);
     }
 
     /// A recipient refused an offer before any job existed (too large, cannot write):

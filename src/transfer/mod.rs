@@ -415,9 +415,23 @@ pub enum Sink {
         dirs: Vec<String>,
         /// Set the executable bits once published.
         executable: bool,
+        /// The verified file replaces an existing file of that name (an atomic rename)
+        /// instead of taking a numbered name; a directory of that name is never replaced
+        /// (the file then takes a numbered name).
+        replace: bool,
     },
     /// Into memory.
     Memory,
+}
+
+impl Sink {
+    /// The durable job of a directory sink.
+    pub fn dir_job(&self) -> Option<(&JobStore, &JobRecord)> {
+        match self {
+            Sink::Dir { store, record, .. } => Some((store, record)),
+            Sink::Memory => None,
+        }
+    }
 }
 
 /// Where a completed download went.
@@ -523,6 +537,7 @@ pub async fn receive<C: Channel + ?Sized>(
             name,
             dirs,
             executable,
+            replace,
         } => {
             let temp = store.partial_path(&record.job_id);
             let job_id = record.job_id;
@@ -539,7 +554,11 @@ pub async fn receive<C: Channel + ?Sized>(
             let result = match result {
                 Ok(digest) => verify_digest(&state, digest).and_then(|_| {
                     let dir = tree_dir(store.dir(), &dirs)?;
-                    let saved = publish(&temp, &dir, &name)?;
+                    let saved = if replace {
+                        publish_replacing(&temp, &dir, &name)?
+                    } else {
+                        publish(&temp, &dir, &name)?
+                    };
                     if executable {
                         set_executable(&saved);
                     }
@@ -790,6 +809,36 @@ pub fn publish(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     )))
 }
 
+/// Move a verified partial file to `dir/name`, atomically replacing a file (or symbolic
+/// link) of that name: readers see the old file or the new one, never a mix. A
+/// directory of that name is left alone and the file takes a numbered name instead.
+pub fn publish_replacing(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let target = dir.join(name);
+    match std::fs::symlink_metadata(&target) {
+        Ok(meta) if meta.is_dir() => publish(temp, dir, name),
+        _ => {
+            std::fs::rename(temp, &target).map_err(|e| save_error(&target, &e))?;
+            Ok(target)
+        }
+    }
+}
+
+/// Whether `target` is a regular file with exactly `size` bytes and BLAKE3 `hash`: a
+/// copy of an offered file that need not be downloaded. The file is hashed only when
+/// its size matches. A missing target, or anything but a regular file (a directory, a
+/// device; a symbolic link is followed), is not a copy. Blocking; call from a blocking
+/// thread. Errors only when a file of the right size cannot be read (5089).
+pub fn is_identical_copy(target: &Path, size: u64, hash: &Hash) -> Result<bool> {
+    let meta = match std::fs::metadata(target) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(false),
+    };
+    if !meta.is_file() || meta.len() != size {
+        return Ok(false);
+    }
+    Ok(hash_file(target)? == *hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,6 +875,7 @@ mod tests {
             name: "f.bin".into(),
             dirs: Vec::new(),
             executable: false,
+            replace: false,
         }
     }
 
@@ -1149,6 +1199,36 @@ mod tests {
         }
         // Every block read gave its permit back.
         assert_eq!(permits.available(), 1);
+    }
+
+    #[test]
+    fn publish_replacing_existing_file_is_replaced_and_directory_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"old").unwrap();
+        let temp = dir.path().join("t.part");
+        std::fs::write(&temp, b"new").unwrap();
+        let p = publish_replacing(&temp, dir.path(), "a.txt").unwrap();
+        assert_eq!(p, dir.path().join("a.txt"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(!temp.exists());
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(&temp, b"file").unwrap();
+        let p = publish_replacing(&temp, dir.path(), "d").unwrap();
+        assert_eq!(p, dir.path().join("d (1)"));
+        assert!(dir.path().join("d").is_dir());
+    }
+
+    #[test]
+    fn is_identical_copy_matches_only_same_size_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let hash = Hash::of(b"hello");
+        assert!(is_identical_copy(&path, 5, &hash).unwrap());
+        assert!(!is_identical_copy(&path, 5, &Hash::of(b"hellp")).unwrap());
+        assert!(!is_identical_copy(&path, 6, &hash).unwrap());
+        assert!(!is_identical_copy(&dir.path().join("none"), 5, &hash).unwrap());
+        assert!(!is_identical_copy(dir.path(), 5, &hash).unwrap());
     }
 
     #[test]

@@ -12,10 +12,18 @@
 //! buffers; the unaligned tail at the end goes through a second, buffered handle. A
 //! filesystem that refuses `O_DIRECT` (at open or at the first write) gets buffered
 //! writes, as does a resume from an unaligned offset.
+//!
+//! Holes: a whole aligned block of zeros (4 KiB at a multiple of 4 KiB in the file) is
+//! not written but skipped, and the file's length set past it, so the filesystem leaves
+//! a hole where it supports them (ext4, XFS, Btrfs, tmpfs …) instead of allocating
+//! blocks of zeros: a sparse file arrives sparse. A hole reads back as zeros, so the
+//! file holds exactly the received bytes; the BLAKE3 verification hashes the received
+//! bytes as before. Only blocks this writer is the first to fill are skipped (at or past
+//! the file's length when it was opened): a block that may hold older bytes is written.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Alignment for direct I/O: covers 512-byte and 4 KiB logical blocks.
@@ -29,8 +37,13 @@ pub struct PartialWriter {
     path: PathBuf,
     /// `Some` while writing with `O_DIRECT`: backing memory and the aligned start in it.
     stage: Option<Stage>,
-    /// Bytes that are in the file (excluding staged ones).
+    /// Bytes that are in the file (excluding staged ones), holes included.
     flushed: u64,
+    /// Blocks wholly at or past this offset were never written before: zeros there may
+    /// be left as holes.
+    fresh_from: u64,
+    /// The file's length as this writer made it.
+    len: u64,
 }
 
 struct Stage {
@@ -64,7 +77,7 @@ impl PartialWriter {
                 .open(path)
         };
         let aligned = start.is_multiple_of(ALIGN as u64);
-        let (mut file, stage) = match direct && aligned {
+        let (file, stage) = match direct && aligned {
             true => match open(libc::O_DIRECT) {
                 Ok(f) => (f, Some(Stage::new())),
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => (open(0)?, None),
@@ -72,12 +85,14 @@ impl PartialWriter {
             },
             false => (open(0)?, None),
         };
-        file.seek(SeekFrom::Start(start))?;
+        let len = file.metadata()?.len();
         Ok(Self {
             file,
             path: path.to_path_buf(),
             stage,
             flushed: start,
+            fresh_from: start.max(len),
+            len,
         })
     }
 
@@ -100,7 +115,7 @@ impl PartialWriter {
     pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let Some(stage) = self.stage.as_mut() else {
-                self.file.write_all(data)?;
+                self.put(data, self.flushed)?;
                 self.flushed += data.len() as u64;
                 return Ok(());
             };
@@ -125,7 +140,14 @@ impl PartialWriter {
             return Ok(());
         };
         let from = stage.start;
-        match self.file.write_all(&stage.mem[from..from + len]) {
+        // The stage is taken out while it is written (`put` needs the writer too).
+        let staged = std::mem::take(&mut stage.mem);
+        let written = self.put(&staged[from..from + len], self.flushed);
+        let Some(stage) = self.stage.as_mut() else {
+            return Ok(());
+        };
+        stage.mem = staged;
+        match written {
             Ok(()) => {
                 self.flushed += len as u64;
                 stage.mem.copy_within(from + len..from + stage.len, from);
@@ -140,13 +162,45 @@ impl PartialWriter {
     /// Reopen without `O_DIRECT` at the flushed offset and write what is staged.
     fn fall_back_to_buffered(&mut self) -> io::Result<()> {
         tracing::debug!(path = %self.path.display(), "direct I/O refused; buffered writes");
-        let mut file = OpenOptions::new().write(true).open(&self.path)?;
-        file.seek(SeekFrom::Start(self.flushed))?;
-        let stage = self.stage.take();
-        self.file = file;
-        if let Some(stage) = stage {
-            self.file.write_all(stage.filled())?;
+        self.file = OpenOptions::new().write(true).open(&self.path)?;
+        if let Some(stage) = self.stage.take() {
+            self.put(stage.filled(), self.flushed)?;
             self.flushed += stage.len as u64;
+        }
+        Ok(())
+    }
+
+    /// Write `data` at `at`, leaving whole aligned blocks of zeros that nothing was
+    /// written to before as holes (see the module documentation), and make the file at
+    /// least `at + data.len()` long. Direct I/O keeps its alignment: `data` and `at` are
+    /// aligned there, and so is every run written.
+    fn put(&mut self, data: &[u8], at: u64) -> io::Result<()> {
+        let end = at + data.len() as u64;
+        // Start of the run not written yet, and the end of what was written.
+        let mut run = 0usize;
+        let mut written_to = at;
+        let mut i = 0usize;
+        while i < data.len() {
+            let pos = at + i as u64;
+            let n = (ALIGN - (pos % ALIGN as u64) as usize).min(data.len() - i);
+            if n == ALIGN && pos >= self.fresh_from && is_zero(&data[i..i + n]) {
+                if run < i {
+                    self.file.write_all_at(&data[run..i], at + run as u64)?;
+                    written_to = pos;
+                }
+                run = i + n;
+            }
+            i += n;
+        }
+        if run < data.len() {
+            self.file.write_all_at(&data[run..], at + run as u64)?;
+            written_to = end;
+        }
+        self.len = self.len.max(written_to);
+        if end > self.len {
+            // A hole at the end: the length covers it.
+            self.file.set_len(end)?;
+            self.len = end;
         }
         Ok(())
     }
@@ -167,10 +221,11 @@ impl PartialWriter {
             return Ok(());
         };
         if stage.len > 0 {
-            let mut buffered = OpenOptions::new().write(true).open(&self.path)?;
-            buffered.seek(SeekFrom::Start(self.flushed))?;
-            buffered.write_all(stage.filled())?;
+            // Less than a block: never a hole.
+            let buffered = OpenOptions::new().write(true).open(&self.path)?;
+            buffered.write_all_at(stage.filled(), self.flushed)?;
             self.flushed += stage.len as u64;
+            self.len = self.len.max(self.flushed);
             stage.len = 0;
         }
         Ok(())
@@ -180,6 +235,13 @@ impl PartialWriter {
     pub fn sync_all(&self) -> io::Result<()> {
         self.file.sync_all()
     }
+}
+
+/// Whether `block` holds only zero bytes (ORs 64 bytes at a time, which vectorizes).
+fn is_zero(block: &[u8]) -> bool {
+    block
+        .chunks(64)
+        .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
 }
 
 #[cfg(test)]
@@ -241,5 +303,75 @@ mod tests {
         }
         w.finish().unwrap();
         assert_eq!(w.flushed(), (STAGE + STAGE / 2) as u64);
+    }
+
+    /// Allocated bytes of `path` (`st_blocks` counts 512-byte units).
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn partial_writer_zero_runs_become_holes_and_read_back_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let hole = 8 * STAGE;
+        for direct in [true, false] {
+            let path = dir.path().join(format!("sparse-{direct}"));
+            // Data, a long run of zeros, data, zeros up to an unaligned end.
+            let mut src = data(5000);
+            src.resize(5000 + hole, 0);
+            src.extend(data(3 * ALIGN + 17));
+            src.resize(src.len() + 2 * STAGE + 123, 0);
+            let mut w = PartialWriter::open(&path, 0, direct).unwrap();
+            for piece in src.chunks(32 * 1024) {
+                w.write(piece).unwrap();
+            }
+            w.finish().unwrap();
+            assert_eq!(w.flushed(), src.len() as u64);
+            w.sync_all().unwrap();
+            drop(w);
+            assert_eq!(std::fs::read(&path).unwrap(), src, "direct={direct}");
+            // Filesystems without holes allocate everything: only assert where a hole
+            // can be made (ext4, XFS, Btrfs, tmpfs do).
+            let probe = dir.path().join(format!("probe-{direct}"));
+            let f = std::fs::File::create(&probe).unwrap();
+            f.set_len(hole as u64).unwrap();
+            if allocated(&probe) < hole as u64 / 2 {
+                assert!(
+                    allocated(&path) < (src.len() - hole) as u64,
+                    "direct={direct}: {} bytes allocated for {} bytes with a {hole}-byte hole",
+                    allocated(&path),
+                    src.len()
+                );
+            } else {
+                eprintln!("note: this filesystem makes no holes; allocation not checked");
+            }
+        }
+    }
+
+    #[test]
+    fn partial_writer_zeros_over_older_bytes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // A partial file that holds 2 stages of older bytes; the writer resumes inside
+        // them (as after a verified tail) and receives zeros there.
+        std::fs::write(&path, data(2 * STAGE)).unwrap();
+        let mut w = PartialWriter::open(&path, STAGE as u64, true).unwrap();
+        w.write(&vec![0u8; 2 * STAGE]).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        let mut want = data(STAGE);
+        want.resize(3 * STAGE, 0);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn is_zero_finds_any_set_byte() {
+        assert!(is_zero(&[0u8; ALIGN]));
+        for at in [0, 63, 64, ALIGN - 1] {
+            let mut b = [0u8; ALIGN];
+            b[at] = 1;
+            assert!(!is_zero(&b), "{at}");
+        }
     }
 }

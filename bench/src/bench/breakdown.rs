@@ -85,6 +85,9 @@ pub async fn engine(settings: &RtcSettings, src: &Path, out_dir: &Path) -> anyho
         store: JobStore::new(out_dir),
         record,
         name: "engine.bin".into(),
+        dirs: Vec::new(),
+        executable: false,
+        replace: false,
     };
     let sent_total = AtomicU64::new(0);
     let start = Instant::now();
