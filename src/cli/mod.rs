@@ -147,7 +147,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         && whole.bytes().all(|b| b.is_ascii_digit())
         && fraction.bytes().all(|b| b.is_ascii_digit())
         && fraction.len() <= 9
-        && (number.contains('.') == !fraction.is_empty());
+        && !number.ends_with('.');
     if !well_formed {
         return Err(format!("{text:?} is not a byte count: {UNITS}"));
     }
