@@ -353,3 +353,41 @@ async fn recv_partial_download_announced_in_json_resumed_and_stray_temps_removed
     let (code, _, stderr) = s.finish().await;
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[tokio::test]
+async fn partials_remove_failure_exits_1_with_5089_and_removes_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = [1u8; 300];
+    let movie = plant_partial(d, "movie.bin", &data, 100, HOUR);
+    // A job whose temporary record is a directory: unlink fails, even for root.
+    let stuck = JobId::new();
+    let store = JobStore::new(d);
+    std::fs::write(store.partial_path(&stuck), b"x").unwrap();
+    std::fs::create_dir(store.temp_path(&stuck)).unwrap();
+    let (code, stdout, stderr) = finish(partials(d, &["--remove"])).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("removed movie.bin (job {movie}, {} on disk)", bytes(100)),
+            format!("removed 1 partial download from {}", d.display()),
+        ]
+    );
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "error 5089: storage access denied: cannot remove the files of job {stuck} in \
+                 {}: Is a directory (os error 21)",
+                d.display()
+            ),
+            format!(
+                "error 5089: storage access denied: could not remove 1 of 2 partial \
+                 downloads in {} (each named above)",
+                d.display()
+            ),
+        ]
+    );
+    assert_eq!(listing(d), [format!(".peershare-{stuck}.json.tmp")]);
+}

@@ -36,7 +36,7 @@ pub fn run(args: &PartialsArgs, out: &mut Output) -> Result<(), Fatal> {
         list(&jobs, now, &args.out, out);
         return Ok(());
     }
-    let mut failure = None;
+    let mut failed = 0;
     let mut removed = 0;
     for job in &jobs {
         let row = Row::of(job, now);
@@ -63,24 +63,19 @@ pub fn run(args: &PartialsArgs, out: &mut Output) -> Result<(), Fatal> {
                 }
             }
             Err(e) => {
-                let fatal = Fatal::new(
-                    Exit::TransferFailed,
-                    codes::STORAGE_ACCESS_DENIED,
-                    Error::StorageAccessDenied(format!(
-                        "cannot remove the files of job {} in {}: {e}",
-                        job.job_id,
-                        args.out.display()
-                    ))
-                    .to_string(),
-                );
-                eprintln!("{}", fatal.line());
-                failure.get_or_insert(fatal);
+                failed += 1;
+                let error = Error::StorageAccessDenied(format!(
+                    "cannot remove the files of job {} in {}: {e}",
+                    job.job_id,
+                    args.out.display()
+                ));
+                eprintln!("{}", Fatal::from_error(&error).line());
             }
         }
     }
     if !out.is_json() {
         match removed {
-            0 if failure.is_none() => println!("no partial downloads in {}", shown_path(&args.out)),
+            0 if failed == 0 => println!("no partial downloads in {}", shown_path(&args.out)),
             0 => {}
             n => println!(
                 "removed {n} partial download{} from {}",
@@ -89,7 +84,19 @@ pub fn run(args: &PartialsArgs, out: &mut Output) -> Result<(), Fatal> {
             ),
         }
     }
-    failure.map_or(Ok(()), Err)
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Fatal::new(
+        Exit::TransferFailed,
+        codes::STORAGE_ACCESS_DENIED,
+        Error::StorageAccessDenied(format!(
+            "could not remove {failed} of {} partial downloads in {} (each named above)",
+            jobs.len(),
+            args.out.display()
+        ))
+        .to_string(),
+    ))
 }
 
 /// The jobs the `JOB` arguments name (every job without any): each an exact job ID or
