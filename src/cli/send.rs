@@ -296,20 +296,26 @@ async fn target(
                 "name": name,
                 "matches": count,
             }));
-        } else if count == 1 {
-            out.note(&format!(
-                "--to {}: sharing with {} (client ID {who})",
-                shown(&value),
-                shown(name)
-            ));
         } else {
-            out.note(&format!(
-                "--to {}: {count} members have this name; also sharing with {} (client ID \
-                 {who}): every one of them gets the files",
-                shown(&value),
-                shown(name)
-            ));
+            out.note(&match_note(&value, who, name, count));
         }
+    }
+}
+
+/// The line saying that `--to value` matched member `who` (display name `name`), the
+/// `count`th member it matches.
+fn match_note(value: &str, who: &str, name: &str, count: usize) -> String {
+    let member = match name {
+        "" => format!("client ID {}", shown(who)),
+        name => format!("{} (client ID {})", shown(name), shown(who)),
+    };
+    match count {
+        1 => format!("--to {}: sharing with {member}", shown(value)),
+        n => format!(
+            "--to {}: {n} members match it; also sharing with {member}: every one of them \
+             gets the files",
+            shown(value)
+        ),
     }
 }
 
@@ -320,5 +326,31 @@ fn with_targets(verdict: Result<(), Fatal>, targets: &Targets) -> Result<(), Fat
     match targets.not_found(TO_GRACE) {
         Some(fatal) => Err(fatal),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_note_names_the_member_escaped_and_says_when_a_name_is_shared() {
+        assert_eq!(
+            match_note("alice", "c0ffee000001", "alice", 1),
+            "--to alice: sharing with alice (client ID c0ffee000001)"
+        );
+        assert_eq!(
+            match_note("alice", "c0ffee000002", "alice", 2),
+            "--to alice: 2 members match it; also sharing with alice (client ID \
+             c0ffee000002): every one of them gets the files"
+        );
+        assert_eq!(
+            match_note("c1", "c1", "", 1),
+            "--to c1: sharing with client ID c1"
+        );
+        assert_eq!(
+            match_note("b\\u{1b}ob", "c2", "b\u{1b}ob", 1),
+            "--to b\\u{1b}ob: sharing with b\\u{1b}ob (client ID c2)"
+        );
     }
 }
