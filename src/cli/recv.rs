@@ -7,7 +7,7 @@ use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
 use peershare::proto::resume::{OfferMatch, match_offer};
-use peershare::store::{JobRecord, JobStore};
+use peershare::store::{JobRecord, JobStore, RecordFile};
 use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
 use tokio::sync::mpsc;
 
@@ -50,23 +50,40 @@ impl Resume {
     }
 }
 
+/// The partial downloads of `store` that hold something: each record with the bytes
+/// durably on disk (its checkpoint, within the partial file's length).
+fn partial_downloads(store: &JobStore) -> Vec<(JobRecord, u64)> {
+    store
+        .scan()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|job| match (job.record, job.part) {
+            (RecordFile::Found(r), Some(len)) if r.offset.min(len) > 0 => {
+                let on_disk = r.offset.min(len);
+                Some((r, on_disk))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The partial download among `partials` that an offer of (`name`, `size`, `hash`)
 /// resumes (same size and BLAKE3, as the library matches them), taken out of the list:
 /// a second offer of the same content starts afresh.
 fn take_partial(
-    partials: &mut Vec<JobRecord>,
+    partials: &mut Vec<(JobRecord, u64)>,
     name: &str,
     size: u64,
     hash: &str,
 ) -> Option<Resume> {
-    let i = partials.iter().position(|r| {
+    let i = partials.iter().position(|(r, _)| {
         match_offer((&r.name, r.size, &r.hash), (name, size, hash)) == OfferMatch::SameContent
     })?;
-    let r = partials.remove(i);
+    let (r, on_disk) = partials.remove(i);
     Some(Resume {
         job_id: r.job_id,
-        offset: r.offset,
-        percent: super::partials::percent(r.offset, r.size),
+        offset: on_disk,
+        percent: super::partials::percent(on_disk, r.size),
     })
 }
 
@@ -110,7 +127,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     // no temporary record there is being written: any is a crash's leftover.
     let store = JobStore::new(&args.out);
     store.remove_stray_temps(&[]);
-    let mut partials = store.list();
+    let mut partials = partial_downloads(&store);
     for p in peer.peers().await {
         out.name_peer(&p.id, &p.name);
     }
@@ -451,7 +468,7 @@ mod tests {
     #[test]
     fn take_partial_same_content_resumes_once_and_other_content_does_not() {
         let a = record("a.bin", 300, "ab", 100);
-        let mut partials = vec![record("b.bin", 300, "cd", 10), a.clone()];
+        let mut partials = vec![(record("b.bin", 300, "cd", 10), 10), (a.clone(), 100)];
         assert_eq!(take_partial(&mut partials, "a.bin", 300, "ef"), None);
         assert_eq!(take_partial(&mut partials, "a.bin", 299, "ab"), None);
         // Same size and hash under another name is the same content.
@@ -465,6 +482,36 @@ mod tests {
         );
         assert_eq!(take_partial(&mut partials, "a.bin", 300, "ab"), None);
         assert_eq!(partials.len(), 1);
+    }
+
+    #[test]
+    fn partial_downloads_count_the_checkpoint_within_the_file_and_skip_empty_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::new(dir.path());
+        let cases = [
+            (100, 150, Some(100)),
+            (100, 30, Some(30)),
+            (0, 50, None),
+            (100, 0, None),
+        ];
+        let mut expected = Vec::new();
+        for (offset, len, on_disk) in cases {
+            let r = record("a.bin", 300, "ab", offset);
+            store.save(&r).unwrap();
+            std::fs::write(store.partial_path(&r.job_id), vec![0u8; len]).unwrap();
+            if let Some(d) = on_disk {
+                expected.push((r.job_id, d));
+            }
+        }
+        // A record without its partial file.
+        store.save(&record("b.bin", 300, "cd", 100)).unwrap();
+        let mut found: Vec<(JobId, u64)> = partial_downloads(&store)
+            .into_iter()
+            .map(|(r, d)| (r.job_id, d))
+            .collect();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected);
     }
 
     #[test]
