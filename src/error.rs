@@ -56,6 +56,9 @@ pub mod codes {
     pub const PEER_AUTH_FAILED: u16 = 6011;
     /// Too many failed authentications: the code is burnt and admits nobody new.
     pub const CODE_BURNT: u16 = 6012;
+    /// No member of the session is the recipient asked for (by client ID or display
+    /// name), within the time given for it to appear.
+    pub const RECIPIENT_NOT_FOUND: u16 = 6013;
 }
 
 /// Errors of the peershare library. Every variant has a stable [`Error::code`].
@@ -111,6 +114,8 @@ pub enum Error {
     PeerAuthFailed(String),
     #[error("the code is burnt after {0} failed authentications")]
     CodeBurnt(u32),
+    #[error("no such recipient: {0}")]
+    RecipientNotFound(String),
     /// An error reported by the other side or by the signaling server, with its code.
     #[error("{message}")]
     Remote { code: u16, message: String },
@@ -146,6 +151,7 @@ impl Error {
             Error::TooManyJobs(_) => TOO_MANY_JOBS,
             Error::PeerAuthFailed(_) => PEER_AUTH_FAILED,
             Error::CodeBurnt(_) => CODE_BURNT,
+            Error::RecipientNotFound(_) => RECIPIENT_NOT_FOUND,
             Error::Remote { code, .. } => *code,
         }
     }

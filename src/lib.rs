@@ -58,7 +58,9 @@
 //!   that makes a partial file durable while it is written, and the block hashes that
 //!   vouch for the bytes past the last checkpoint when a restarted download resumes (the
 //!   arithmetic in `proto::resume`).
-//! - [`store`]: durable download job records next to the partial files.
+//! - [`store`]: durable download job records next to the partial files, and what a
+//!   download directory holds of them (partial downloads, orphans, stray temporary
+//!   records).
 //! - `signal_client`: the WebSocket client of the signaling server (`ws://`, and `wss://`
 //!   over rustls).
 //! - `session`: the task that owns all session state: links (authentication,

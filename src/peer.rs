@@ -345,6 +345,19 @@ impl Peer {
         .await
     }
 
+    /// Add the member `peer` (a client ID) to the recipients of targeted upload jobs
+    /// (from [`Share::To`]): they are offered to it as to the others, now if its
+    /// connection is up, else once it is. A broadcast reaches it anyway. 5099 if a job is
+    /// not one of our uploads (then nothing changes).
+    pub async fn share_with(&self, jobs: &[JobId], peer: &str) -> Result<()> {
+        self.ask(|reply| Command::ShareWith {
+            jobs: jobs.to_vec(),
+            peer: peer.to_string(),
+            reply,
+        })
+        .await?
+    }
+
     /// Files currently offered to us (expired and downloaded ones are left out).
     pub async fn available_files(&self) -> Vec<FileInfo> {
         self.ask(Command::Available).await.unwrap_or_default()

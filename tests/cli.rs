@@ -87,9 +87,13 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
             "download-started",
             "download-started",
             "file-upload-started",
-            "file-upload-started"
+            "file-upload-started",
+            "joined"
         ]
     );
+    // First, who the recipient is in the session (for a sender's --to).
+    assert_eq!(recv_events[0]["event"], "joined");
+    assert!(recv_events[0]["client_id"].is_string() && recv_events[0]["name"].is_string());
     for e in &recv_events {
         match e["event"].as_str().unwrap() {
             "download-started" => {
@@ -737,5 +741,122 @@ async fn cli_sparse_file_transfers_identical_and_arrives_sparse() {
         );
     } else {
         eprintln!("note: this filesystem does not keep holes; allocation not checked");
+    }
+}
+
+/// Text of one subcommand that the others' help must not show.
+const FOREIGN: [(&str, &[&str]); 4] = [
+    (
+        "send",
+        &[
+            "--out",
+            "--yes",
+            "--remove",
+            "--listen",
+            "--tls-cert",
+            "Decline files",
+            "port 3478",
+            "send's",
+            "for `send`",
+            "for `signal`",
+        ],
+    ),
+    (
+        "recv",
+        &[
+            "embedded",
+            "--keep",
+            "--to ",
+            "--code",
+            "--turn",
+            "--listen",
+            "--remove",
+            "Refuse to share",
+            "send's",
+            "for `send`",
+        ],
+    ),
+    (
+        "signal",
+        &[
+            "--json",
+            "--out",
+            "--to ",
+            "--keep",
+            "--yes",
+            "--remove",
+            "ticket",
+            "for `send`",
+            "for `signal`",
+        ],
+    ),
+    (
+        "partials",
+        &[
+            "--bind", "--to ", "--keep", "--yes", "--listen", "--turn", "ticket", "embedded",
+        ],
+    ),
+];
+
+#[tokio::test]
+async fn cli_help_of_every_subcommand_exits_0_with_usage_examples_and_only_its_own_text() {
+    for (sub, foreign) in FOREIGN {
+        let (code, help, stderr) = finish(peershare(&[sub, "--help"]).spawn().unwrap()).await;
+        assert_eq!(code, 0, "{sub}: {stderr}");
+        assert!(
+            help.contains(&format!("Usage: peershare {sub} ")),
+            "{sub}: {help}"
+        );
+        let (options, examples) = help
+            .split_once("\nExamples:\n")
+            .unwrap_or_else(|| panic!("{sub}: no Examples section: {help}"));
+        let examples: Vec<&str> = examples.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!((2..=3).contains(&examples.len()), "{sub}: {examples:#?}");
+        for line in &examples {
+            assert!(
+                line.starts_with(&format!("  peershare {sub} ")),
+                "{sub}: {line:?}"
+            );
+        }
+        for text in foreign {
+            assert!(
+                !options.contains(text),
+                "{sub} --help shows {text:?}: {options}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn cli_max_size_with_suffix_refuses_larger_file_and_bad_suffix_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("big.bin");
+    write_random(&f, 1537, 3);
+    // 1.5K = 1536 bytes: one byte too many.
+    let send = peershare(&["send", "--bind", "127.0.0.1", "--max-size", "1.5K"])
+        .arg(&f)
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(send).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr,
+        "error 1185: file big.bin is 1537 bytes, above the maximum of 1536 bytes\n"
+    );
+    for (sub, last) in [("send", "f.bin"), ("recv", "x@127.0.0.1:9")] {
+        let (code, stdout, stderr) = finish(
+            peershare(&[sub, "--max-size", "10XB", last])
+                .spawn()
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stdout, "");
+        assert!(
+            stderr.starts_with(
+                "error: invalid value '10XB' for '--max-size <BYTES>': \"10XB\" has an unknown unit"
+            ),
+            "{stderr}"
+        );
     }
 }

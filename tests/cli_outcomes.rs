@@ -757,3 +757,148 @@ async fn cli_recv_progress_bar_on_80_column_terminal_fits_its_row() {
     let (code, _, stderr) = s.finish().await;
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// This machine's host name: the display name `send` and `recv` use.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "peershare".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_resume_prompt_defaults_to_yes_and_continues_from_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("rand2g.bin");
+    let data = write_random(&src, 3 * MIB, 12);
+    let out = tmp.path().join("out");
+    plant_partial(
+        &out,
+        "rand2g.bin",
+        &data,
+        MIB,
+        std::time::Duration::from_secs(60),
+    );
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+    let command = format!(
+        "{BIN} recv --bind 127.0.0.1 --out {} {ticket}",
+        out.display()
+    );
+    // Enter alone: the default, yes.
+    let (status, screen) = in_terminal(&command, b"\n").await;
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(
+        screen.contains(&format!("joined session as {} (client ID ", host_name())),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("Resume rand2g.bin (33 % on disk)? [Y/n] "),
+        "{screen:?}"
+    );
+    assert!(!screen.contains("Accept "), "{screen:?}");
+    assert!(
+        screen.contains("resuming rand2g.bin from 1.00 MiB"),
+        "{screen:?}"
+    );
+    assert!(std::fs::read(out.join("rand2g.bin")).unwrap() == data);
+    assert_dir_holds(&out, &["rand2g.bin"]);
+    let (code, _, stderr) = s.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_to_display_name_shares_with_every_member_so_named_and_no_one_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
+    let url = signal.next_line().await;
+    let code = "tonamed23456-amber-koala-river";
+    // A member that is not named: it creates the session.
+    let mut config = peershare::PeerConfig::new(url.clone());
+    config.session = Some(code.into());
+    config.create_session = true;
+    config.name = "bystander".into();
+    config.rtc.bind = Some(common::LOCALHOST);
+    let (bystander, mut by_events) = peershare::Peer::join(config).await.unwrap();
+    let ticket = format!("{code}@{}", url.strip_prefix("ws://").unwrap());
+    // Two recipients on this machine: both have its host name.
+    let (out1, out2) = (tmp.path().join("out1"), tmp.path().join("out2"));
+    let mut r1 = recv(&[], &out1, &ticket);
+    let j1 = r1.until("joined", is("joined")).await;
+    let mut r2 = recv(&[], &out2, &ticket);
+    let j2 = r2.until("joined", is("joined")).await;
+    let name = host_name();
+    assert_eq!(j1["name"], name.as_str());
+    assert_eq!(j2["name"], name.as_str());
+    let (id1, id2) = (j1["client_id"].clone(), j2["client_id"].clone());
+
+    let src = tmp.path().join("slides.pdf");
+    let data = write_random(&src, 200_000, 13);
+    let s = send(
+        &["--server", &url, "--code", code, "--join", "--to", &name],
+        &[&src],
+    );
+    let (status, events, stderr) = s.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    let mut matched: Vec<(Value, Value, Value)> = events
+        .iter()
+        .filter(|e| e["event"] == "recipient-matched")
+        .map(|e| {
+            assert_eq!(e["to"], name.as_str());
+            assert_eq!(e["name"], name.as_str());
+            (e["peer"].clone(), e["matches"].clone(), e["to"].clone())
+        })
+        .collect();
+    matched.sort_by_key(|m| m.1.as_u64());
+    let mut expected = vec![id1.as_str().unwrap(), id2.as_str().unwrap()];
+    expected.sort();
+    let mut peers: Vec<&str> = matched.iter().map(|m| m.0.as_str().unwrap()).collect();
+    peers.sort();
+    assert_eq!(peers, expected);
+    assert_eq!(
+        matched.iter().map(|m| m.1.clone()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    // Every recipient the file was offered to is one of the two.
+    let completed = events
+        .iter()
+        .find(|e| e["event"] == "upload-completed")
+        .expect("upload-completed");
+    let mut offered: Vec<&String> = completed["outcomes"].as_object().unwrap().keys().collect();
+    offered.sort();
+    assert_eq!(offered, expected);
+    for (r, out) in [(r1, &out1), (r2, &out2)] {
+        let (code, _, stderr) = r.finish().await;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(std::fs::read(out.join("slides.pdf")).unwrap() == data);
+    }
+    // Nothing was offered to the member that was not named.
+    while let Some(e) = by_events.try_recv() {
+        assert!(
+            !matches!(e, peershare::Event::DownloadAvailable { .. }),
+            "offered to the bystander: {e:?}"
+        );
+    }
+    bystander.leave().await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(signal.pid(), libc::SIGINT) };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_to_nobody_present_exits_1_with_6013_after_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.txt");
+    std::fs::write(&src, b"for nobody\n").unwrap();
+    let (code, events, stderr) = send(&["--to", "nobody-here"], &[&src]).finish().await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(last_error(&events), (6013, 1));
+    assert_eq!(
+        stderr.lines().last(),
+        Some(
+            "error 6013: no such recipient: --to nobody-here: no member of the session has \
+             this client ID or display name (10 s after the share started); nothing was sent"
+        )
+    );
+    assert!(events.iter().all(|e| e["event"] != "recipient-outcome"));
+}

@@ -336,3 +336,46 @@ async fn broadcast_late_joiner_receives_live_offer_and_downloads() {
     };
     assert!(bytes[..] == data[..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_with_adds_a_connected_member_to_a_targeted_share_and_it_downloads() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server().await;
+    let out = tmp.path().join("out");
+    let (sender, mut s_rec) = join(&server, None, "sender", tmp.path()).await;
+    let (recipient, mut r_rec) = join(&server, Some(sender.session()), "recipient", &out).await;
+    wait_connected(&mut s_rec, 1).await;
+    let (src, data) = random_file(tmp.path(), "a.bin", 100_000, 5);
+    let job = sender
+        .send_files(&[src], Share::To(vec!["someone-else".into()]))
+        .await
+        .unwrap()[0];
+    assert!(recipient.available_files().await.is_empty());
+    sender
+        .share_with(&[job], recipient.client_id())
+        .await
+        .unwrap();
+    let file_id = r_rec.offer().await;
+    recipient
+        .download(file_id, Save::ToDir(out.clone()))
+        .await
+        .unwrap();
+    let saved = r_rec.saved().await;
+    assert!(std::fs::read(saved).unwrap() == data);
+    let delivered = s_rec
+        .until("outcome", |e| matches!(e, Event::RecipientOutcome { .. }))
+        .await;
+    assert!(
+        matches!(&delivered, Event::RecipientOutcome { peer, outcome: Outcome::Delivered, .. }
+            if peer == recipient.client_id()),
+        "{delivered:?}"
+    );
+    let err = sender
+        .share_with(&[job, JobId::new()], recipient.client_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::INVALID_JOB);
+    recipient.leave().await;
+    sender.leave().await;
+}

@@ -2,6 +2,7 @@
 
 pub mod defaults;
 pub mod output;
+pub mod partials;
 pub mod recv;
 pub mod send;
 pub mod signal;
@@ -102,6 +103,14 @@ pub async fn interrupted() {
     }
 }
 
+/// Resolves at `at`; never without one.
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// This machine's host name, as the default display name.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -111,27 +120,60 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "peershare".into())
 }
 
-/// Parse a byte count such as `1048576`, `512K`, `10M` or `1G` (binary multiples).
+/// Parse a byte count: a whole number of bytes (`1048576`), or a number with a unit, K,
+/// M, G or T, optionally followed by `B` or `iB` and in any case (`512K`, `10MB`,
+/// `1.5G`, `2GiB`). Units are binary multiples: `1M` = `1MB` = `1MiB` = 1,048,576 bytes;
+/// a fraction is rounded down to whole bytes. Zero and counts beyond 2^64 - 1 are refused.
+/// `--limit-rate` and `--max-size` both take this form.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    const UNITS: &str = "use a number of bytes, or one with K, M, G or T (binary: 1M = 1 MiB), \
+                         e.g. 512K, 10MB, 1.5G";
     let t = text.trim();
-    let (digits, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mult: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown unit in {text:?} (use K, M or G)")),
-            };
-            (&t[..i], mult)
-        }
-        _ => (t, 1),
+    let number_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(number_end);
+    let shift = match unit.trim_start().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("{text:?} has an unknown unit: {UNITS}")),
     };
-    let n: u64 = digits
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    // At most 9 decimals: exact for every unit up to T (2^40 * 10^9 < 2^128).
+    let well_formed = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+        && fraction.len() <= 9
+        && !number.ends_with('.');
+    if !well_formed {
+        return Err(format!("{text:?} is not a byte count: {UNITS}"));
+    }
+    if shift == 0 && !fraction.is_empty() {
+        return Err(format!(
+            "{text:?}: a byte count without a unit is a whole number"
+        ));
+    }
+    let whole: u128 = whole
         .parse()
-        .map_err(|_| format!("{text:?} is not a byte count"))?;
-    match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{text:?} is out of range")),
-        Some(v) => Ok(v),
+        .map_err(|_| format!("{text:?} is out of range"))?;
+    let fraction_value: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction
+            .parse()
+            .map_err(|_| format!("{text:?} is not a byte count: {UNITS}"))?
+    };
+    let scale = 10u128.pow(fraction.len() as u32);
+    let bytes = whole
+        .checked_mul(1 << shift)
+        .and_then(|w| w.checked_add(fraction_value * (1u128 << shift) / scale));
+    match bytes.map(u64::try_from) {
+        Some(Ok(0)) => Err(format!("{text:?}: the count must be above zero")),
+        Some(Ok(v)) => Ok(v),
+        _ => Err(format!("{text:?} is out of range (at most 16 EiB)")),
     }
 }
 
@@ -154,5 +196,52 @@ mod tests {
         assert!(parse_bytes("10X").is_err());
         assert!(parse_bytes("fast").is_err());
         assert!(parse_bytes("99999999999G").is_err());
+    }
+
+    #[test]
+    fn parse_bytes_suffix_forms_and_fractions_are_binary_multiples() {
+        for (text, bytes) in [
+            ("1M", 1 << 20),
+            ("10MB", 10 << 20),
+            ("10MiB", 10 << 20),
+            ("10 mb", 10 << 20),
+            ("1.5G", 3 << 29),
+            ("1.5gib", 3 << 29),
+            ("0.5K", 512),
+            ("2T", 2 << 40),
+            ("100B", 100),
+            (" 7 ", 7),
+            ("1.0000001K", 1024),
+        ] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn parse_bytes_malformed_or_out_of_range_is_an_error_naming_the_input() {
+        for text in [
+            "",
+            "M",
+            ".5M",
+            "1.M",
+            "1..5M",
+            "1.5.5G",
+            "1.5",
+            "-1M",
+            "+1M",
+            "1e6",
+            "0.0001B",
+            "0K",
+            "0.0000000001K",
+            "1X",
+            "1MBB",
+            "1 M B",
+            "16777216T",
+            "18446744073709551616",
+        ] {
+            let err = parse_bytes(text).expect_err(text);
+            assert!(err.contains(&format!("{text:?}")), "{text:?}: {err}");
+        }
+        assert_eq!(parse_bytes("18446744073709551615"), Ok(u64::MAX));
     }
 }

@@ -193,8 +193,17 @@ impl Output {
 
     /// Show one event.
     pub fn event(&mut self, event: &Event) {
+        self.event_with(event, None);
+    }
+
+    /// Show one event; with `--json`, with one more field (`key`: `value`) when `extra`
+    /// is given (what the command knows about the event beyond the library).
+    pub fn event_with(&mut self, event: &Event, extra: Option<(&str, serde_json::Value)>) {
         if self.mode == Mode::Json {
-            if let Ok(value) = serde_json::to_value(event) {
+            if let Ok(mut value) = serde_json::to_value(event) {
+                if let (Some((key, extra)), Some(fields)) = (extra, value.as_object_mut()) {
+                    fields.insert(key.to_string(), extra);
+                }
                 self.json_line(&value);
             }
             return;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use peershare::proto::control::{MAX_PATH_DEPTH, OfferGroup};
 use peershare::proto::names::{sanitize_file_name, sanitize_relative_path};
+use peershare::proto::resume::{OfferMatch, match_offer};
+use peershare::store::{JobRecord, JobStore, RecordFile};
 use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
 use tokio::sync::mpsc;
 
@@ -33,6 +35,8 @@ struct Offer {
     sender: String,
     text: bool,
     group: Option<OfferGroup>,
+    /// The partial download of this content in `--out`, which accepting resumes.
+    resume: Option<Resume>,
 }
 
 impl Offer {
@@ -79,6 +83,62 @@ struct Target {
     stdout_taken: bool,
     /// Jobs of texts (downloaded into memory and printed).
     texts: HashSet<JobId>,
+}
+
+/// A partial download an offer resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resume {
+    job_id: JobId,
+    /// Bytes durably on disk (the job record's checkpoint).
+    offset: u64,
+    percent: u64,
+}
+
+impl Resume {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "job_id": self.job_id,
+            "offset": self.offset,
+            "percent": self.percent,
+        })
+    }
+}
+
+/// The partial downloads of `store` that hold something: each record with the bytes
+/// durably on disk (its checkpoint, within the partial file's length).
+fn partial_downloads(store: &JobStore) -> Vec<(JobRecord, u64)> {
+    store
+        .scan()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|job| match (job.record, job.part) {
+            (RecordFile::Found(r), Some(len)) if r.offset.min(len) > 0 => {
+                let on_disk = r.offset.min(len);
+                Some((r, on_disk))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The partial download among `partials` that an offer of (`name`, `size`, `hash`)
+/// resumes (same size and BLAKE3, as the library matches them), taken out of the list:
+/// a second offer of the same content starts afresh.
+fn take_partial(
+    partials: &mut Vec<(JobRecord, u64)>,
+    name: &str,
+    size: u64,
+    hash: &str,
+) -> Option<Resume> {
+    let i = partials.iter().position(|(r, _)| {
+        match_offer((&r.name, r.size, &r.hash), (name, size, hash)) == OfferMatch::SameContent
+    })?;
+    let (r, on_disk) = partials.remove(i);
+    Some(Resume {
+        job_id: r.job_id,
+        offset: on_disk,
+        percent: super::partials::percent(on_disk, r.size),
+    })
 }
 
 pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
@@ -134,17 +194,32 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
     if config.ca_file.is_none() {
         config.ca_file = defaults.ca.clone();
     }
+    let own_name = config.name.clone();
     let (peer, mut events) = Peer::join(config).await?;
     // The directory is made only once there is a session to receive from.
     if let Err(e) = std::fs::create_dir_all(&target.dir) {
         peer.leave().await;
         return Err(Error::StorageAccessDenied(format!("{}: {e}", target.dir.display())).into());
     }
+    // The partial downloads of earlier runs; no download of this run has started, so
+    // no temporary record there is being written: any is a crash's leftover.
+    let store = JobStore::new(&args.out);
+    store.remove_stray_temps(&[]);
+    let mut partials = partial_downloads(&store);
     for p in peer.peers().await {
         out.name_peer(&p.id, &p.name);
     }
+    // Who we are, for a sender's --to.
+    if out.is_json() {
+        out.json_line(&serde_json::json!({
+            "event": "joined",
+            "client_id": peer.client_id(),
+            "name": own_name,
+        }));
+    }
     out.note(&format!(
-        "joined session as {}; waiting for files",
+        "joined session as {} (client ID {}); waiting for files",
+        shown(&own_name),
         peer.client_id()
     ));
 
@@ -173,7 +248,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             ev = events.recv() => ev,
             line = next_line(&mut answers), if !pending.is_empty() => {
                 if let Some(offer) = pending.pop_front() {
-                    let yes = is_yes(line.as_deref());
+                    let yes = is_yes(line.as_deref(), offer.resume.is_some());
                     let mut offers = vec![offer];
                     if let Some(key) = offers[0].asked_group() {
                         groups.answered.insert(key.clone(), yes);
@@ -207,8 +282,8 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                 }
                 None
             }
-            _ = sleep_until(settle) => break rule.result(),
-            _ = sleep_until(auth_failure.as_ref().map(|(at, _)| *at)) => {
+            _ = super::sleep_until(settle) => break rule.result(),
+            _ = super::sleep_until(auth_failure.as_ref().map(|(at, _)| *at)) => {
                 if let Some((_, fatal)) = auth_failure.take() {
                     break Err(fatal);
                 }
@@ -217,6 +292,20 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             _ = &mut interrupted => break Err(interruption(&target)),
         };
         if let Some(event) = event {
+            // An offer of what a partial download holds: accepting it resumes that.
+            let resume = match &event {
+                Event::DownloadAvailable {
+                    file_id,
+                    name,
+                    size,
+                    hash,
+                    path,
+                    ..
+                } if !rule.knows(*file_id) => {
+                    take_partial(&mut partials, path.as_deref().unwrap_or(name), *size, hash)
+                }
+                _ => None,
+            };
             match &event {
                 // The file going to standard output was received into a temporary
                 // directory: that path means nothing to the user.
@@ -234,7 +323,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                     path: None,
                     data: None,
                 }),
-                _ => out.event(&event),
+                _ => out.event_with(&event, resume.as_ref().map(|r| ("resume", r.json()))),
             }
             match event {
                 Event::PeerJoined { peer: who, .. } => {
@@ -294,6 +383,7 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
                         sender,
                         text,
                         group: group.clone(),
+                        resume,
                     };
                     let key = offer.asked_group();
                     let known = key.as_ref().and_then(|k| groups.answered.get(k).copied());
@@ -627,25 +717,43 @@ fn not_received(code: u16, name: &str) -> Fatal {
     )
 }
 
-/// `y` or `yes` in any case.
-fn is_yes(answer: Option<&str>) -> bool {
-    answer.is_some_and(|a| matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+/// `y` or `yes` in any case; an empty answer is `default` (yes for a resume, `[Y/n]`);
+/// anything else, and no answer at all (standard input closed), is no.
+fn is_yes(answer: Option<&str>, default: bool) -> bool {
+    answer.is_some_and(|a| match a.trim().to_ascii_lowercase().as_str() {
+        "" => default,
+        "y" | "yes" => true,
+        _ => false,
+    })
+}
+
+/// The question about `offer`: `[Y/n]` for one that resumes a partial download.
+fn question(offer: &Offer, out: &Output) -> String {
+    match &offer.resume {
+        Some(r) => format!(
+            "Resume {} ({} % on disk)? [Y/n] ",
+            shown(&offer.name),
+            r.percent
+        ),
+        None => format!(
+            "Accept {} ({}) from {}? [y/N] ",
+            shown(&offer.name),
+            super::human_bytes(offer.size),
+            out.peer_name(&offer.sender)
+        ),
+    }
 }
 
 fn prompt(offer: &Offer, out: &Output) {
-    let what = match offer.asked_group() {
-        Some(_) => group_title(offer),
-        None => format!(
-            "{}{} ({})",
-            if offer.text { "text " } else { "" },
-            shown(&offer.name),
-            super::human_bytes(offer.size)
+    let question = match offer.asked_group() {
+        Some(_) => format!(
+            "Accept {} from {}? [y/N] ",
+            group_title(offer),
+            out.peer_name(&offer.sender)
         ),
+        None => question(offer, out),
     };
-    eprint!(
-        "Accept {what} from {}? [y/N] ",
-        out.peer_name(&offer.sender)
-    );
+    eprint!("{question}");
 }
 
 /// A share of several files, as asked about: `photos/ (1,204 files, 3.1 GiB)`.
@@ -675,13 +783,6 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Lines of standard input, read on a blocking thread.
@@ -727,6 +828,7 @@ mod tests {
             size: 1,
             sender: "s".into(),
             text: false,
+            resume: None,
             group: Some(OfferGroup {
                 id: uuid::Uuid::new_v4(),
                 count: 1204,
@@ -752,11 +854,113 @@ mod tests {
     #[test]
     fn is_yes_accepts_any_case_and_refuses_the_rest() {
         for a in ["y", "Y", "yes", "Yes", "YES", " yes "] {
-            assert!(is_yes(Some(a)), "{a:?}");
+            assert!(is_yes(Some(a), false), "{a:?}");
         }
         for a in ["", "n", "no", "yess", "ja"] {
-            assert!(!is_yes(Some(a)), "{a:?}");
+            assert!(!is_yes(Some(a), false), "{a:?}");
         }
-        assert!(!is_yes(None));
+        assert!(!is_yes(None, false));
+    }
+
+    #[test]
+    fn is_yes_empty_answer_is_the_default_and_no_still_declines() {
+        for a in ["", "  ", "y", "YES"] {
+            assert!(is_yes(Some(a), true), "{a:?}");
+        }
+        for a in ["n", "No", "later"] {
+            assert!(!is_yes(Some(a), true), "{a:?}");
+        }
+        assert!(!is_yes(None, true));
+    }
+
+    fn record(name: &str, size: u64, hash: &str, offset: u64) -> JobRecord {
+        JobRecord {
+            version: peershare::store::RECORD_VERSION,
+            job_id: JobId::new(),
+            file_id: FileId::new(),
+            name: name.into(),
+            size,
+            hash: hash.into(),
+            sender_name: "s".into(),
+            sender_id: "c1".into(),
+            offset,
+        }
+    }
+
+    #[test]
+    fn take_partial_same_content_resumes_once_and_other_content_does_not() {
+        let a = record("a.bin", 300, "ab", 100);
+        let mut partials = vec![(record("b.bin", 300, "cd", 10), 10), (a.clone(), 100)];
+        assert_eq!(take_partial(&mut partials, "a.bin", 300, "ef"), None);
+        assert_eq!(take_partial(&mut partials, "a.bin", 299, "ab"), None);
+        // Same size and hash under another name is the same content.
+        assert_eq!(
+            take_partial(&mut partials, "renamed.bin", 300, "AB"),
+            Some(Resume {
+                job_id: a.job_id,
+                offset: 100,
+                percent: 33
+            })
+        );
+        assert_eq!(take_partial(&mut partials, "a.bin", 300, "ab"), None);
+        assert_eq!(partials.len(), 1);
+    }
+
+    #[test]
+    fn partial_downloads_count_the_checkpoint_within_the_file_and_skip_empty_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::new(dir.path());
+        let cases = [
+            (100, 150, Some(100)),
+            (100, 30, Some(30)),
+            (0, 50, None),
+            (100, 0, None),
+        ];
+        let mut expected = Vec::new();
+        for (offset, len, on_disk) in cases {
+            let r = record("a.bin", 300, "ab", offset);
+            store.save(&r).unwrap();
+            std::fs::write(store.partial_path(&r.job_id), vec![0u8; len]).unwrap();
+            if let Some(d) = on_disk {
+                expected.push((r.job_id, d));
+            }
+        }
+        // A record without its partial file.
+        store.save(&record("b.bin", 300, "cd", 100)).unwrap();
+        let mut found: Vec<(JobId, u64)> = partial_downloads(&store)
+            .into_iter()
+            .map(|(r, d)| (r.job_id, d))
+            .collect();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn question_for_a_resume_is_default_yes_with_the_share_on_disk() {
+        let out = Output::new(true);
+        let mut offer = Offer {
+            file_id: FileId::new(),
+            name: "rand2g\u{1b}.bin".into(),
+            path: None,
+            size: 3 << 20,
+            sender: "c0ffee000001".into(),
+            text: false,
+            group: None,
+            resume: None,
+        };
+        assert_eq!(
+            question(&offer, &out),
+            "Accept rand2g\\u{1b}.bin (3.00 MiB) from c0ffee000001? [y/N] "
+        );
+        offer.resume = Some(Resume {
+            job_id: JobId::new(),
+            offset: 1 << 20,
+            percent: 33,
+        });
+        assert_eq!(
+            question(&offer, &out),
+            "Resume rand2g\\u{1b}.bin (33 % on disk)? [Y/n] "
+        );
     }
 }

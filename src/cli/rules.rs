@@ -62,6 +62,17 @@ impl SendRule {
         )
     }
 
+    /// `--to` named `peer` (by client ID or display name): it is a recipient, and `send`
+    /// waits for it whenever it was found.
+    pub fn add_recipient(&mut self, peer: &str) {
+        if let Some(audience) = &mut self.audience {
+            audience.insert(peer.to_string());
+        }
+        if let Some(r) = self.recipient(peer) {
+            r.waited = true;
+        }
+    }
+
     /// A member joined (or was there when we joined), with its display name.
     pub fn joined(&mut self, peer: &str, name: &str) {
         if let Some(r) = self.recipient(peer) {
@@ -192,6 +203,106 @@ impl SendRule {
     }
 }
 
+/// `send --to`: the members the share is for. Each value matches a member by client ID,
+/// or by display name as it is shown (escaped by `output::shown`, compared exactly); a
+/// name several members have matches all of them. Once a value matched a client ID it
+/// matches no display name any more.
+#[derive(Debug, Default)]
+pub struct Targets {
+    /// The values as given, without repeats.
+    wanted: Vec<Wanted>,
+}
+
+#[derive(Debug)]
+struct Wanted {
+    value: String,
+    /// The client IDs of the members it matched.
+    ids: Vec<String>,
+    /// It matched a client ID (unique: no other member can match it).
+    by_id: bool,
+}
+
+impl Targets {
+    pub fn new(values: &[String]) -> Self {
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for v in values {
+            if !wanted.iter().any(|w| w.value == *v) {
+                wanted.push(Wanted {
+                    value: v.clone(),
+                    ids: Vec::new(),
+                    by_id: false,
+                });
+            }
+        }
+        Self { wanted }
+    }
+
+    /// A member, `peer` with display name `name` (as the network gave it): the values it
+    /// matches that it had not matched before, each with the number of members that
+    /// value matches now. Empty if it is not (newly) a recipient.
+    pub fn member(&mut self, peer: &str, name: &str) -> Vec<(String, usize)> {
+        let shown_name = super::output::shown(name);
+        let mut new = Vec::new();
+        for w in &mut self.wanted {
+            let by_id = w.value == peer;
+            // A value that is a member's client ID names that member only (not another
+            // member that took it as its display name).
+            let by_name = !w.by_id && !name.is_empty() && w.value == shown_name;
+            let matches = by_id || by_name;
+            if matches && !w.ids.iter().any(|id| id == peer) {
+                w.ids.push(peer.to_string());
+                w.by_id |= by_id;
+                new.push((w.value.clone(), w.ids.len()));
+            }
+        }
+        new
+    }
+
+    /// The values that matched no member so far.
+    pub fn unmatched(&self) -> Vec<&str> {
+        self.wanted
+            .iter()
+            .filter(|w| w.ids.is_empty())
+            .map(|w| w.value.as_str())
+            .collect()
+    }
+
+    /// Whether some value matched a member.
+    pub fn any_matched(&self) -> bool {
+        self.wanted.iter().any(|w| !w.ids.is_empty())
+    }
+
+    /// Whether no other member can match any more: every value matched a client ID. (A
+    /// display name may still be taken by members that join later.)
+    pub fn settled(&self) -> bool {
+        self.wanted.iter().all(|w| w.by_id)
+    }
+
+    /// The failure for the values that matched nobody within `grace` (6013), if any.
+    pub fn not_found(&self, grace: std::time::Duration) -> Option<Fatal> {
+        let unmatched = self.unmatched();
+        if unmatched.is_empty() {
+            return None;
+        }
+        let values: Vec<String> = unmatched
+            .iter()
+            .map(|v| format!("--to {}", super::output::shown(v)))
+            .collect();
+        let outcome = if self.any_matched() {
+            "the files went only to the members the other --to options named"
+        } else {
+            "nothing was sent"
+        };
+        let error = peershare::Error::RecipientNotFound(format!(
+            "{}: no member of the session has this client ID or display name ({} s after \
+             the share started); {outcome}",
+            values.join(", "),
+            grace.as_secs()
+        ));
+        Some(Fatal::from_error(&error))
+    }
+}
+
 /// `recv`: done once every group of files offered to it (per sender and group; an offer
 /// without a group is a group of one) is resolved: downloaded and verified, declined, or
 /// failed. Fails if any accepted file failed.
@@ -252,6 +363,11 @@ impl RecvRule {
         }
     }
 
+    /// Whether `file_id` was offered before.
+    pub fn knows(&self, file_id: FileId) -> bool {
+        self.files.contains_key(&file_id)
+    }
+
     /// Whether any file was offered.
     pub fn has_offers(&self) -> bool {
         !self.files.is_empty()
@@ -298,6 +414,82 @@ mod tests {
             .map(|(i, j)| (*j, format!("f{i}")))
             .collect();
         (ids, map)
+    }
+
+    #[test]
+    fn targets_match_client_id_or_shown_name_and_a_shared_name_matches_all() {
+        let mut t = Targets::new(&[
+            "c1".into(),
+            "alice".into(),
+            "b\\u{1b}ob".into(),
+            "c1".into(),
+        ]);
+        assert_eq!(t.unmatched(), ["c1", "alice", "b\\u{1b}ob"]);
+        assert!(!t.any_matched());
+        assert_eq!(t.member("c1", "carol"), [("c1".to_string(), 1)]);
+        // Seen again (listed, then its join event): nothing new.
+        assert!(t.member("c1", "carol").is_empty());
+        assert_eq!(t.member("c2", "alice"), [("alice".to_string(), 1)]);
+        assert_eq!(t.member("c3", "alice"), [("alice".to_string(), 2)]);
+        // Names compare as shown: escaped control characters, exactly (no case folding,
+        // no trimming).
+        assert_eq!(t.member("c4", "b\u{1b}ob"), [("b\\u{1b}ob".to_string(), 1)]);
+        assert!(t.member("c5", "Alice").is_empty());
+        assert!(t.member("c6", "alice ").is_empty());
+        // An empty name matches nothing by name.
+        assert!(Targets::new(&["".into()]).member("c7", "").is_empty());
+        assert!(t.unmatched().is_empty());
+        assert!(t.not_found(std::time::Duration::from_secs(10)).is_none());
+        // A name may match more members later; a client ID only the one.
+        assert!(!t.settled());
+        let mut ids = Targets::new(&["c1".into(), "c2".into()]);
+        ids.member("c1", "alice");
+        assert!(!ids.settled());
+        // A member named after another's client ID is not that member.
+        assert_eq!(ids.member("c2", "c1"), [("c2".to_string(), 1)]);
+        assert!(ids.settled());
+    }
+
+    #[test]
+    fn targets_not_found_is_6013_exit_1_naming_the_values() {
+        let grace = std::time::Duration::from_secs(10);
+        let mut t = Targets::new(&["bob".into(), "c9\u{1b}".into()]);
+        let f = t.not_found(grace).unwrap();
+        assert_eq!((f.exit, f.code), (Exit::TransferFailed, 6013));
+        assert!(
+            f.message.contains("--to bob, --to c9\\u{1b}: no member"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.ends_with("nothing was sent"), "{}", f.message);
+        t.member("c1", "bob");
+        let f = t.not_found(grace).unwrap();
+        assert!(
+            f.message.starts_with("no such recipient: --to c9"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("went only to"), "{}", f.message);
+    }
+
+    #[test]
+    fn send_rule_recipient_named_by_to_after_cut_off_is_waited_for() {
+        let (ids, map) = jobs(1);
+        let mut r = SendRule::new(map, Some(["a".to_string()].into()));
+        r.add_recipient("a");
+        r.joined("a", "");
+        r.outcome("a", ids[0], Outcome::Delivered);
+        assert!(matches!(r.verdict(), Some(Ok(()))));
+        // Matched by name after the first recipient had everything.
+        r.add_recipient("b");
+        r.joined("b", "bob");
+        assert!(r.verdict().is_none());
+        r.outcome("b", ids[0], Outcome::Delivered);
+        assert!(matches!(r.verdict(), Some(Ok(()))));
+        // Not named: not a recipient.
+        r.joined("c", "carol");
+        r.outcome("c", ids[0], Outcome::Failed { code: 1185 });
+        assert!(matches!(r.verdict(), Some(Ok(()))));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use peershare::proto::code::Code;
@@ -13,10 +14,14 @@ use peershare::signaling::{ServerConfig, SignalingServer};
 use peershare::{Error, Event, Peer, PeerConfig, SendOptions, Share, SharedPaths, Ticket, codes};
 
 use super::defaults::Defaults;
-use super::output::Output;
-use super::rules::SendRule;
+use super::output::{Output, shown};
+use super::rules::{SendRule, Targets};
 use super::{Exit, Fatal};
 use crate::SendArgs;
+
+/// How long each `--to` may match no member of the session, from the moment the files
+/// are shared, before `send` gives up on it (6013).
+pub const TO_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     // Standard input and texts are spooled first: a failure there creates no session.
@@ -65,6 +70,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     if config.ca_file.is_none() {
         config.ca_file = defaults.ca.clone();
     }
+    let own_name = config.name.clone();
     let (peer, mut events) = Peer::join(config).await.map_err(|e| {
         let mut fatal = Fatal::from_error(&e);
         if e.code() == peershare::signaling::protocol::codes::SESSION_EXISTS {
@@ -135,12 +141,12 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         .iter()
         .map(|(job, name)| (*job, super::output::shown(name)))
         .collect();
+    let jobs: Vec<peershare::JobId> = shared.files.iter().map(|(job, _)| *job).collect();
     let audience = (!args.to.is_empty()).then(|| args.to.iter().cloned().collect());
     let mut rule = SendRule::new(names, audience);
-    for p in peer.peers().await {
-        out.name_peer(&p.id, &p.name);
-        rule.joined(&p.id, &p.name);
-    }
+    let mut targets = Targets::new(&args.to);
+    // Until then, a --to that matches nobody may still find its member.
+    let mut to_deadline = (!args.to.is_empty()).then(|| tokio::time::Instant::now() + TO_GRACE);
 
     let code: Code = peer.session().parse()?;
     let ticket = Ticket::new(Some(&ticket_url), code.clone());
@@ -151,6 +157,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             "code": code.to_string(),
             "page": ticket.page_url(),
             "client_id": peer.client_id(),
+            "name": own_name,
         }));
     } else {
         if by_default {
@@ -168,10 +175,28 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             n => format!(" and {n} empty directories"),
         };
         out.note(&format!(
-            "sharing {} file(s){dirs} as {}; waiting for recipients (Ctrl-C to stop)",
+            "sharing {} file(s){dirs} as {} (client ID {}); waiting for recipients (Ctrl-C to stop)",
             shared.files.len(),
+            shown(&own_name),
             peer.client_id()
         ));
+    }
+    for p in peer.peers().await {
+        out.name_peer(&p.id, &p.name);
+        if !args.to.is_empty() {
+            target(
+                &peer,
+                &jobs,
+                &args.to,
+                &mut targets,
+                &mut rule,
+                out,
+                &p.id,
+                &p.name,
+            )
+            .await;
+        }
+        rule.joined(&p.id, &p.name);
     }
 
     // Listening from here on: a signal between two events is not lost.
@@ -179,10 +204,34 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     tokio::pin!(interrupted);
     let result = loop {
         let event = tokio::select! {
-            ev = events.recv() => ev,
+            ev = events.recv() => match ev {
+                Some(ev) => Some(ev),
+                None => break Err(Fatal::new(
+                    Exit::TransferFailed,
+                    codes::NOT_CONNECTED,
+                    "the peer shut down",
+                )),
+            },
+            _ = super::sleep_until(to_deadline) => {
+                to_deadline = None;
+                if !targets.any_matched()
+                    && let Some(fatal) = targets.not_found(TO_GRACE)
+                {
+                    break Err(fatal);
+                }
+                for value in targets.unmatched() {
+                    out.note(&format!(
+                        "--to {}: no member of the session has this client ID or display \
+                         name; sharing with the others",
+                        shown(value)
+                    ));
+                }
+                // No event: whether `send` is done now is decided below.
+                None
+            }
             _ = &mut interrupted => {
                 if args.keep {
-                    break rule.on_stop();
+                    break with_targets(rule.on_stop(), &targets);
                 }
                 break Err(Fatal::new(
                     Exit::Interrupted,
@@ -192,37 +241,52 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
                 ));
             }
         };
-        let Some(event) = event else {
-            break Err(Fatal::new(
-                Exit::TransferFailed,
-                codes::NOT_CONNECTED,
-                "the peer shut down",
-            ));
-        };
-        out.event(&event);
+        if let Some(event) = &event {
+            out.event(event);
+        }
         match &event {
-            Event::PeerJoined { peer: who, name } => rule.joined(who, name),
-            Event::PeerLeft { peer: who } => rule.left(who),
-            Event::CodeBurnt { failures } => rule.burnt(*failures),
+            None => {}
+            Some(Event::PeerJoined { peer: who, name }) => {
+                if !args.to.is_empty() {
+                    target(
+                        &peer,
+                        &jobs,
+                        &args.to,
+                        &mut targets,
+                        &mut rule,
+                        out,
+                        who,
+                        name,
+                    )
+                    .await;
+                }
+                rule.joined(who, name);
+            }
+            Some(Event::PeerLeft { peer: who }) => rule.left(who),
+            Some(Event::CodeBurnt { failures }) => rule.burnt(*failures),
             // `send` receives nothing: another sender in the session is told so at once.
-            Event::DownloadAvailable {
+            Some(Event::DownloadAvailable {
                 file_id, sender, ..
-            } => {
+            }) => {
                 rule.fellow_sender(sender);
                 let _ = peer.decline(*file_id).await;
             }
-            Event::RecipientOutcome {
+            Some(Event::RecipientOutcome {
                 job_id,
                 peer: who,
                 outcome,
                 ..
-            } => rule.outcome(who, *job_id, outcome.clone()),
+            }) => rule.outcome(who, *job_id, outcome.clone()),
             _ => {}
         }
+        // Until its grace period ends, a --to may still find members (one that matched
+        // nobody yet, or a display name more members may have), and they are waited for.
+        let targets_settled = to_deadline.is_none() || targets.settled();
         if !args.keep
+            && targets_settled
             && let Some(verdict) = rule.verdict()
         {
-            break verdict;
+            break with_targets(verdict, &targets);
         }
     };
     // Show what was emitted together with the last outcome (its upload-completed).
@@ -408,4 +472,96 @@ where
         ));
     }
     Ok(path)
+}
+
+/// A member that `--to` may name (`who`, display name `name`): if it matches values it
+/// had not, it becomes a recipient (the jobs are offered to it, if its client ID was not
+/// given already), and the match is reported.
+#[allow(clippy::too_many_arguments)]
+async fn target(
+    peer: &Peer,
+    jobs: &[peershare::JobId],
+    to: &[String],
+    targets: &mut Targets,
+    rule: &mut SendRule,
+    out: &Output,
+    who: &str,
+    name: &str,
+) {
+    let matched = targets.member(who, name);
+    if matched.is_empty() {
+        return;
+    }
+    rule.add_recipient(who);
+    if !to.iter().any(|v| v == who)
+        && let Err(e) = peer.share_with(jobs, who).await
+    {
+        out.note(&format!("cannot share with {who}: error {}: {e}", e.code()));
+    }
+    for (value, count) in matched {
+        if out.is_json() {
+            out.json_line(&serde_json::json!({
+                "event": "recipient-matched",
+                "to": value,
+                "peer": who,
+                "name": name,
+                "matches": count,
+            }));
+        } else {
+            out.note(&match_note(&value, who, name, count));
+        }
+    }
+}
+
+/// The line saying that `--to value` matched member `who` (display name `name`), the
+/// `count`th member it matches.
+fn match_note(value: &str, who: &str, name: &str, count: usize) -> String {
+    let member = match name {
+        "" => format!("client ID {}", shown(who)),
+        name => format!("{} (client ID {})", shown(name), shown(who)),
+    };
+    match count {
+        1 => format!("--to {}: sharing with {member}", shown(value)),
+        n => format!(
+            "--to {}: {n} members match it; also sharing with {member}: every one of them \
+             gets the files",
+            shown(value)
+        ),
+    }
+}
+
+/// `send`'s verdict, failed (6013) if a `--to` never matched a member although the rest
+/// went well.
+fn with_targets(verdict: Result<(), Fatal>, targets: &Targets) -> Result<(), Fatal> {
+    verdict?;
+    match targets.not_found(TO_GRACE) {
+        Some(fatal) => Err(fatal),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_note_names_the_member_escaped_and_says_when_a_name_is_shared() {
+        assert_eq!(
+            match_note("alice", "c0ffee000001", "alice", 1),
+            "--to alice: sharing with alice (client ID c0ffee000001)"
+        );
+        assert_eq!(
+            match_note("alice", "c0ffee000002", "alice", 2),
+            "--to alice: 2 members match it; also sharing with alice (client ID \
+             c0ffee000002): every one of them gets the files"
+        );
+        assert_eq!(
+            match_note("c1", "c1", "", 1),
+            "--to c1: sharing with client ID c1"
+        );
+        assert_eq!(
+            match_note("b\\u{1b}ob", "c2", "b\u{1b}ob", 1),
+            "--to b\\u{1b}ob: sharing with b\\u{1b}ob (client ID c2)"
+        );
+    }
 }

@@ -25,6 +25,13 @@ impl Audience {
             Audience::Only(set) => set.contains(peer),
         }
     }
+
+    /// Make `peer` an intended recipient (a broadcast includes everyone already).
+    pub fn add(&mut self, peer: &str) {
+        if let Audience::Only(set) = self {
+            set.insert(peer.to_string());
+        }
+    }
 }
 
 /// What became of the file at one recipient.
@@ -94,6 +101,11 @@ impl UploadState {
     /// The intended audience.
     pub fn audience(&self) -> &Audience {
         &self.audience
+    }
+
+    /// Make `peer` an intended recipient from now on.
+    pub fn add_recipient(&mut self, peer: &str) {
+        self.audience.add(peer);
     }
 
     /// Whether the offer is still alive at `now_ms`.
@@ -242,6 +254,19 @@ mod tests {
         let s = UploadState::new(only(&["a"]), 10, 1000);
         assert_eq!(s.authorize("a", 0, 0), Ok(()));
         assert_eq!(s.authorize("b", 0, 0), Err(codes::NOT_PERMITTED));
+    }
+
+    #[test]
+    fn upload_recipient_added_later_is_offered_and_permitted() {
+        let mut s = UploadState::new(only(&["a"]), 10, 1000);
+        assert!(!s.should_offer("b", 0));
+        s.add_recipient("b");
+        assert!(s.should_offer("b", 0));
+        assert_eq!(s.authorize("b", 0, 0), Ok(()));
+        assert_eq!(s.authorize("c", 0, 0), Err(codes::NOT_PERMITTED));
+        let mut all = UploadState::new(Audience::Broadcast, 10, 1000);
+        all.add_recipient("b");
+        assert_eq!(all.audience(), &Audience::Broadcast);
     }
 
     #[test]

@@ -273,13 +273,16 @@ impl Session {
     }
 
     /// The durable job for `info` in `store`: a stored job of the same content is
-    /// resumed; one of the same name with other content is discarded (5100).
+    /// resumed; one of the same name with other content is discarded (5100). Temporary
+    /// records a crash left in the directory are removed first (not those of our running
+    /// jobs, whose checkpoints may be writing them).
     fn durable_job_for(
         &mut self,
         store: JobStore,
         info: &FileInfo,
     ) -> Result<(JobStore, JobRecord)> {
         let running: Vec<JobId> = self.downloads.keys().copied().collect();
+        store.remove_stray_temps(&running);
         for record in store.list() {
             if running.contains(&record.job_id) {
                 continue;

@@ -67,6 +67,11 @@ pub(crate) enum Command {
         ttl: Duration,
         reply: oneshot::Sender<Vec<JobId>>,
     },
+    ShareWith {
+        jobs: Vec<JobId>,
+        peer: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Available(oneshot::Sender<Vec<FileInfo>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Download {
@@ -479,6 +484,9 @@ impl Session {
             } => {
                 let ids = self.share_files(files, tree, audience, ttl);
                 let _ = reply.send(ids);
+            }
+            Command::ShareWith { jobs, peer, reply } => {
+                let _ = reply.send(self.share_with(&jobs, &peer));
             }
             Command::Available(reply) => {
                 let _ = reply.send(self.available_files());

@@ -210,6 +210,33 @@ impl Session {
         ids
     }
 
+    /// Add `peer` to the audience of the upload jobs `jobs` (targeted shares; a
+    /// broadcast reaches it anyway) and offer them to it now if its connection is up,
+    /// else when it is. 5099 if one of the jobs is not ours (then nothing changes).
+    pub(super) fn share_with(&mut self, jobs: &[JobId], peer: &str) -> Result<()> {
+        let mut files: Vec<(u32, FileId)> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let found = self
+                .shares
+                .iter()
+                .find(|(_, s)| s.job_id == *job)
+                .map(|(id, s)| (s.group.index, *id));
+            files.push(found.ok_or_else(|| Error::InvalidJob(job.to_string()))?);
+        }
+        for (_, file_id) in &files {
+            if let Some(shared) = self.shares.get_mut(file_id) {
+                shared.state.add_recipient(peer);
+            }
+        }
+        if self.links.get(peer).is_some_and(|l| l.control_open) {
+            files.sort();
+            for (_, file_id) in files {
+                self.offer_to(&file_id, peer);
+            }
+        }
+        Ok(())
+    }
+
     /// Offer every live share `peer` should get (on a new connection).
     pub(super) fn offer_all_to(&mut self, peer: &str) {
         let mut files: Vec<(u32, FileId)> = self

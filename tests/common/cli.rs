@@ -177,3 +177,45 @@ impl LineRun {
         self.child.id().expect("running") as i32
     }
 }
+
+/// A partial download of `data` named `name` as an interrupted `recv` leaves it in
+/// `dir`: its first `have` bytes in the partial file and a job record whose checkpoint
+/// is `have`, both last modified `age` ago. Its job ID.
+pub fn plant_partial(
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+    have: usize,
+    age: Duration,
+) -> peershare::JobId {
+    use peershare::store::{JobRecord, JobStore, RECORD_VERSION};
+    std::fs::create_dir_all(dir).expect("output directory");
+    let store = JobStore::new(dir);
+    let record = JobRecord {
+        version: RECORD_VERSION,
+        job_id: peershare::JobId::new(),
+        file_id: peershare::FileId::new(),
+        name: name.into(),
+        size: data.len() as u64,
+        hash: blake3::hash(data).to_hex().to_string(),
+        sender_name: "laptop".into(),
+        sender_id: "c0ffee000001".into(),
+        offset: have as u64,
+    };
+    store.save(&record).expect("job record");
+    let part = store.partial_path(&record.job_id);
+    std::fs::write(&part, &data[..have]).expect("partial file");
+    for path in [part, store.record_path(&record.job_id)] {
+        age_file(&path, age);
+    }
+    record.job_id
+}
+
+/// Set the modification time of `path` to `age` ago.
+pub fn age_file(path: &Path, age: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - age))
+        .expect("set the modification time");
+}
