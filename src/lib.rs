@@ -57,15 +57,19 @@
 //!   file's writer (direct I/O where the filesystem allows), the checkpoint thread
 //!   that makes a partial file durable while it is written, and the block hashes that
 //!   vouch for the bytes past the last checkpoint when a restarted download resumes (the
-//!   arithmetic in `proto::resume`).
+//!   arithmetic in `proto::resume`); the publishing of a verified file into its place in
+//!   a tree; and `transfer::walk`, which turns the paths given to `send_paths` into
+//!   files, empty directories and what is skipped.
 //! - [`store`]: durable download job records next to the partial files, and what a
 //!   download directory holds of them (partial downloads, orphans, stray temporary
 //!   records).
 //! - `signal_client`: the WebSocket client of the signaling server (`ws://`, and `wss://`
 //!   over rustls).
 //! - `session`: the task that owns all session state: links (authentication,
-//!   connections and reconnection), uploads, downloads and their resume; and
-//!   `session::connection`, one task per remote peer owning its `RTCPeerConnection`.
+//!   connections and reconnection), uploads, downloads (at most 64 requested per
+//!   sender, the rest queued) and their resume, the empty directories of shared trees
+//!   (`session::tree`); and `session::connection`, one task per remote peer owning its
+//!   `RTCPeerConnection`.
 //! - [`peer`]: the public [`Peer`] handle that talks to the session task.
 //! - [`ticket`]: tickets, a code and where its signaling server is.
 //! - [`events`], [`error`], [`config`], [`clock`]: the public event, error, configuration

@@ -452,6 +452,7 @@ async fn cli_send_text_recv_json_emits_verified_text_event() {
     assert_eq!(
         names(&evs),
         [
+            "joined",
             "file-upload-started",
             "download-available",
             "download-started",
@@ -653,6 +654,7 @@ async fn cli_recv_identical_file_skipped_sender_records_delivered_without_data()
     assert_eq!(
         names(&evs),
         [
+            "joined",
             "file-upload-started",
             "download-available",
             "download-skipped"

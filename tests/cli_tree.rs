@@ -233,3 +233,108 @@ async fn cli_recv_tree_through_symlink_in_out_dir_refused_5089() {
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert_eq!(s.finish().await.0, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_killed_mid_tree_restarted_completes_verified_files_not_sent_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("set");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..6u64 {
+        let dir = if i % 2 == 0 {
+            src.clone()
+        } else {
+            src.join("sub")
+        };
+        write_random(&dir.join(format!("f{i}.bin")), 3 << 20, i);
+    }
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&src]);
+    let ticket = s.ticket().await;
+
+    // A slow recipient, killed once two files are saved.
+    let mut cmd = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--json"]);
+    cmd.args(["--limit-rate", "4M", "--out"])
+        .arg(&out)
+        .arg(&ticket);
+    let mut first = JsonRun::spawn(cmd);
+    first
+        .until("a first saved file", |e| e["event"] == "download-completed")
+        .await;
+    first
+        .until("a second saved file", |e| {
+            e["event"] == "download-completed"
+        })
+        .await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    let (_, before, _) = first.finish().await;
+    let saved_before: Vec<String> = events(&before, "download-completed")
+        .iter()
+        .filter_map(|e| e["path"].as_str().map(String::from))
+        .collect();
+    assert!(saved_before.len() >= 2);
+
+    // The same command again: what is saved is not downloaded again, the rest arrives.
+    let (code, after, stderr) = recv(&out, &ticket).finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    let skipped: Vec<String> = events(&after, "download-skipped")
+        .iter()
+        .filter_map(|e| e["path"].as_str().map(String::from))
+        .collect();
+    for path in &saved_before {
+        assert!(
+            skipped.contains(path),
+            "{path} downloaded again: {after:#?}"
+        );
+    }
+    let downloaded = events(&after, "download-completed").len();
+    assert_eq!(skipped.len() + downloaded, 6, "{after:#?}");
+    assert_eq!(layout(&out.join("set")), layout(&src));
+    assert_eq!(s.finish().await.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tree_file_changed_mid_share_fails_alone_5100_rest_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("pair");
+    std::fs::create_dir_all(&src).unwrap();
+    let keep = write_random(&src.join("a-kept.bin"), 1 << 20, 1);
+    write_random(&src.join("b-changed.bin"), 24 << 20, 2);
+    let out = tmp.path().join("out");
+    let mut s = send(&["--limit-rate", "8M"], &[&src]);
+    let ticket = s.ticket().await;
+    let mut r = recv(&out, &ticket);
+    r.until("the changing file under way", |e| {
+        e["event"] == "download-progress" && e["name"] == "b-changed.bin"
+    })
+    .await;
+    // The sender's copy changes while it is being sent: same size, new bytes near the
+    // end, not read yet at 8 MiB/s.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("b-changed.bin"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"tampered", 23 << 20).unwrap();
+    drop(f);
+    let (code, revents, rerr) = r.finish().await;
+    assert_eq!(code, 1, "{rerr}");
+    let failed = events(&revents, "download-failed");
+    assert_eq!(failed.len(), 1, "{revents:#?}");
+    assert_eq!(failed[0]["name"], "b-changed.bin");
+    assert_eq!(failed[0]["code"], 5100);
+    assert_eq!(std::fs::read(out.join("pair/a-kept.bin")).unwrap(), keep);
+    assert!(!out.join("pair/b-changed.bin").exists());
+    let (code, sevents, _) = s.finish().await;
+    assert_eq!(code, 1);
+    let outcomes: Vec<(String, u64)> = events(&sevents, "recipient-outcome")
+        .iter()
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap_or("?").to_string(),
+                e["code"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(outcomes.contains(&("delivered".into(), 0)), "{outcomes:?}");
+    assert!(outcomes.contains(&("failed".into(), 5100)), "{outcomes:?}");
+}
