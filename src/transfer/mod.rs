@@ -401,6 +401,9 @@ impl RateLimit {
 }
 
 /// Where a download goes.
+/// One per download attempt, moved once into its task: the size of the `Dir` variant
+/// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Sink {
     /// Into the job store's directory: data in the job's partial file, progress
