@@ -77,7 +77,8 @@ pub struct WanArgs {
     /// everything runs.
     #[arg(long)]
     pub smoke: bool,
-    /// Directory for the test files (default: a fresh directory under $TMPDIR).
+    /// Directory for the test files and the peers' stderr logs, kept afterwards
+    /// (default: a fresh directory under $TMPDIR, removed).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Seed of the emulator's random draws.
@@ -126,9 +127,13 @@ impl Outcome {
         match self {
             Outcome::Done { drops, .. } | Outcome::Timeout { drops, .. } => {
                 let lost = drops.a_to_b.lost + drops.b_to_a.lost;
-                let queue = drops.a_to_b.overflow + drops.b_to_a.overflow;
                 let dev = drops.a_to_b.device_drops + drops.b_to_a.device_drops;
-                format!("{lost} / {queue} / {dev}")
+                let (ab, ba) = (drops.a_to_b.overflow, drops.b_to_a.overflow);
+                // Queue drops of the reverse path (acknowledgements) shown apart.
+                match ba {
+                    0 => format!("{lost} / {ab} / {dev}"),
+                    _ => format!("{lost} / {ab} + {ba} back / {dev}"),
+                }
             }
             _ => "–".into(),
         }
@@ -519,13 +524,15 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
 
     netns::remove_stale("psw");
     let pid = std::process::id();
-    let work = match &args.dir {
+    let mut work = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
             tempfile::tempdir_in(d)?
         }
         None => tempfile::tempdir()?,
     };
+    // With --dir the peers' logs stay there for a look afterwards.
+    work.disable_cleanup(args.dir.is_some());
     let lab = Lab {
         a: Netns::create(&format!("psw-{pid}-a"))?,
         b: Netns::create(&format!("psw-{pid}-b"))?,

@@ -1718,3 +1718,41 @@ fn bbr_fast_retransmissions_are_paced_rest_of_range_waits() -> Result<()> {
     assert_eq!(sent, expected);
     Ok(())
 }
+
+#[test]
+fn sack_with_more_gaps_than_fit_is_truncated_to_the_mtu_nearest_first() {
+    let mut a = create_association(TransportConfig::default());
+    a.peer_last_tsn = 1000;
+    // 600 holes: every other TSN after the cumulative one arrived, plus duplicates.
+    for i in 0..600u32 {
+        let mut chunk = payload_chunk(1002 + 2 * i, 8);
+        chunk.stream_identifier = 0;
+        a.payload_queue.push(chunk, a.peer_last_tsn);
+    }
+    for _ in 0..50 {
+        a.payload_queue.push(payload_chunk(1002, 8), a.peer_last_tsn);
+    }
+    let sack = a.create_selective_ack_chunk();
+    let packet = a.marshal_control_chunk(&sack).unwrap();
+    assert!(
+        packet.len() <= a.mtu as usize,
+        "{} bytes for an MTU of {}",
+        packet.len(),
+        a.mtu
+    );
+    // The blocks nearest the cumulative TSN are the ones kept.
+    assert_eq!(sack.gap_ack_blocks[0].start, 2);
+    assert!(sack.gap_ack_blocks.len() > 200);
+    assert!(
+        sack.gap_ack_blocks
+            .windows(2)
+            .all(|w| w[0].end < w[1].start)
+    );
+    // A SACK that fits is left whole.
+    let mut b = create_association(TransportConfig::default());
+    b.peer_last_tsn = 1000;
+    for i in 0..10u32 {
+        b.payload_queue.push(payload_chunk(1002 + 2 * i, 8), b.peer_last_tsn);
+    }
+    assert_eq!(b.create_selective_ack_chunk().gap_ack_blocks.len(), 10);
+}

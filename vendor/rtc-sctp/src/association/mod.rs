@@ -2909,6 +2909,17 @@ impl Association {
                     chunks_remaining = true;
                     self.rtx_scan_from = Some(tsn);
                     break;
+                } else if !chunks.is_empty()
+                    && let Some(wait) = self
+                        .bbr
+                        .as_ref()
+                        .and_then(|b| b.pacing_wait_after(now, bytes_to_send))
+                {
+                    // Under BBR timer retransmissions go through the pacer too.
+                    chunks_remaining = true;
+                    self.rtx_scan_from = Some(tsn);
+                    self.pacing_wait = Some(self.pacing_wait.map_or(wait, |w| w.min(wait)));
+                    break;
                 }
 
                 bytes_to_send += c.user_data.len();
@@ -3402,11 +3413,23 @@ impl Association {
     }
 
     fn create_selective_ack_chunk(&mut self) -> ChunkSelectiveAck {
+        // RFC 9260 6.2: a SACK must fit in one packet of the path MTU. With many holes
+        // (a queue overflow, steady loss on a long path) the full list of gap blocks
+        // does not, and a SACK too large for the path never arrives: the sender hears
+        // nothing any more and backs off for good. Report the gap blocks nearest the
+        // cumulative TSN (the ones the sender repairs first), then duplicates, as many
+        // as fit.
+        const SACK_FIXED_BYTES: u32 = CHUNK_HEADER_SIZE as u32 + 12;
+        let room = (self.mtu.saturating_sub(COMMON_HEADER_SIZE + SACK_FIXED_BYTES) / 4) as usize;
+        let mut gap_ack_blocks = self.payload_queue.get_gap_ack_blocks(self.peer_last_tsn);
+        gap_ack_blocks.truncate(room);
+        let mut duplicate_tsn = self.payload_queue.pop_duplicates();
+        duplicate_tsn.truncate(room - gap_ack_blocks.len());
         ChunkSelectiveAck {
             cumulative_tsn_ack: self.peer_last_tsn,
             advertised_receiver_window_credit: self.get_my_receiver_window_credit(),
-            gap_ack_blocks: self.payload_queue.get_gap_ack_blocks(self.peer_last_tsn),
-            duplicate_tsn: self.payload_queue.pop_duplicates(),
+            gap_ack_blocks,
+            duplicate_tsn,
         }
     }
 
@@ -3690,7 +3713,19 @@ impl Association {
                     self.bbr
                 );
 
-                self.inflight_queue.mark_all_to_retrasmit();
+                if self.bbr.is_some() {
+                    // Only what is overdue by time (RACK's rule on a timeout): resending
+                    // the whole window, most of it still in flight, into the queue that
+                    // just dropped part of it would overflow it again.
+                    let srtt = Duration::from_millis(self.rto_mgr.srtt.max(1));
+                    self.inflight_queue.mark_overdue_to_retransmit(
+                        now,
+                        srtt + srtt / 4,
+                        self.cumulative_tsn_ack_point.wrapping_add(1),
+                    );
+                } else {
+                    self.inflight_queue.mark_all_to_retrasmit();
+                }
                 self.t3_retransmit_pending = true;
                 self.rtx_scan_from = None;
                 self.awake_write_loop();

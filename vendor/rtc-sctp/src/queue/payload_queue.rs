@@ -257,6 +257,27 @@ impl PayloadQueue {
         }
     }
 
+    /// Mark for retransmission the outstanding chunks last sent at least `overdue`
+    /// before `now` (or never timed), and the chunk `earliest` whatever its age: what a
+    /// retransmission timeout finds lost by time (RFC 8985 6.3), without resending
+    /// what was sent within the last round trip and may still be acknowledged.
+    pub(crate) fn mark_overdue_to_retransmit(
+        &mut self,
+        now: std::time::Instant,
+        overdue: std::time::Duration,
+        earliest: u32,
+    ) {
+        for c in self.chunk_map.values_mut() {
+            if !c.is_outstanding() {
+                continue;
+            }
+            let old = c.last_sent.is_none_or(|sent| sent + overdue <= now);
+            if old || c.tsn == earliest {
+                c.retransmit = true;
+            }
+        }
+    }
+
     pub(crate) fn get_num_bytes(&self) -> usize {
         self.n_bytes
     }
