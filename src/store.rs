@@ -3,6 +3,7 @@
 //! data it describes was synced, so after a crash the recorded offset never exceeds the
 //! bytes really on disk.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -199,13 +200,40 @@ impl JobStore {
             if running.contains(&id) {
                 continue;
             }
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(&path).is_ok() {
-                tracing::info!(path = %path.display(), "removed a stray temporary job record");
-                removed.push(path);
-            }
+            removed.extend(remove_temp(&entry));
         }
         removed
+    }
+
+    /// In one pass over the directory, what a download starting there needs: the
+    /// readable records of jobs not in `running` (partial downloads of earlier runs),
+    /// sorted by name, after the stray temporary records of jobs not in `running` are
+    /// removed. Records of running jobs are not read.
+    pub fn scan_for_resume(&self, running: &HashSet<JobId>) -> Vec<JobRecord> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut jobs = Vec::new();
+        for entry in entries.filter_map(|e| e.ok()) {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some((id, kind)) = parse_file_name(&name) else {
+                continue;
+            };
+            if running.contains(&id) {
+                continue;
+            }
+            match kind {
+                FileKind::Temp => {
+                    remove_temp(&entry);
+                }
+                FileKind::Record => jobs.extend(self.load(&id)),
+                FileKind::Part => {}
+            }
+        }
+        jobs.sort_by(|a, b| a.name.cmp(&b.name));
+        jobs
     }
 
     /// Every readable job record in the directory (unreadable ones are skipped).
@@ -277,6 +305,16 @@ enum FileKind {
 
 /// The job and kind of one of our file names; `None` for any other name (also for a
 /// job ID not written the way [`JobId`]'s `Display` writes it).
+/// Remove a stray temporary record; its path if it was removed.
+fn remove_temp(entry: &fs::DirEntry) -> Option<PathBuf> {
+    let path = entry.path();
+    if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(&path).is_ok() {
+        tracing::info!(path = %path.display(), "removed a stray temporary job record");
+        return Some(path);
+    }
+    None
+}
+
 fn parse_file_name(name: &str) -> Option<(JobId, FileKind)> {
     let rest = name.strip_prefix(PREFIX)?;
     let (id, kind) = if let Some(id) = rest.strip_suffix(TMP_SUFFIX) {

@@ -498,3 +498,51 @@ async fn hashes_request_beyond_pending_bound_is_refused_6010() {
             if *j == job_id && *code == codes::TOO_MANY_JOBS
     ));
 }
+
+#[tokio::test]
+async fn session_download_queue_requests_64_per_sender_and_the_next_as_one_ends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut pair = Pair::new(dir.path());
+    pair.control(ControlMessage::Hello {
+        version: 1,
+        name: "peer".into(),
+        features: features(),
+    });
+    let mut jobs = Vec::new();
+    for i in 0..70u8 {
+        let file_id = FileId::new();
+        let content = data(10, i);
+        pair.control(ControlMessage::Offer {
+            file_id,
+            name: format!("f{i}.bin"),
+            size: 10,
+            hash: Hash::of(&content).to_hex(),
+            ttl_ms: 3_600_000,
+            group: None,
+            path: None,
+            executable: false,
+            text: false,
+        });
+        jobs.push(
+            pair.session
+                .start_download(file_id, Save::ToDir(dir.path().to_path_buf()))
+                .expect("the download starts"),
+        );
+    }
+    let requested = |sent: &[ControlMessage]| -> Vec<JobId> {
+        sent.iter()
+            .filter_map(|m| match m {
+                ControlMessage::Request { job_id, .. } => Some(*job_id),
+                _ => None,
+            })
+            .collect()
+    };
+    // The first 64, in order; the others wait.
+    assert_eq!(requested(&pair.sent()), jobs[..64]);
+    // One ends (a failure here): the oldest waiting job is requested.
+    pair.session.on_download_done(
+        jobs[3],
+        Err(crate::error::Error::PossiblyCorrupt("test".into())),
+    );
+    assert_eq!(requested(&pair.sent()), [jobs[64]]);
+}

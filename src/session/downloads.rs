@@ -1,6 +1,7 @@
 //! Offers to us and our download jobs: requesting, receiving, resuming after a lost
 //! connection or a restart, verification outcomes, cancelling.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -240,22 +241,18 @@ impl Session {
                 name: info.name.clone(),
                 path: info.path.clone(),
                 executable: info.executable,
-                seq: self.download_seq,
                 size: info.size,
                 hash,
                 save,
                 durable,
                 counters,
                 tail,
-                phase: Phase::Requested {
-                    offset,
-                    since: self.config.clock.now(),
-                },
+                // `request` below sends it, or queues it behind the sender's other jobs.
+                phase: Phase::Queued,
                 fruitless: 0,
                 ending: None,
             },
         );
-        self.download_seq += 1;
         tracing::info!(%job_id, %file_id, offset, "requesting download");
         if let (
             Some(group),
@@ -281,12 +278,10 @@ impl Session {
         store: JobStore,
         info: &FileInfo,
     ) -> Result<(JobStore, JobRecord)> {
-        let running: Vec<JobId> = self.downloads.keys().copied().collect();
-        store.remove_stray_temps(&running);
-        for record in store.list() {
-            if running.contains(&record.job_id) {
-                continue;
-            }
+        // One pass over the directory; records of running jobs are not read (a tree of
+        // thousands of files starts thousands of jobs at once).
+        let running: HashSet<JobId> = self.downloads.keys().copied().collect();
+        for record in store.scan_for_resume(&running) {
             let stored = (record.name.as_str(), record.size, record.hash.as_str());
             match match_offer(stored, (record_key(info), info.size, &info.hash)) {
                 OfferMatch::SameContent => {
@@ -358,6 +353,12 @@ impl Session {
     /// asks the sender for its block hashes first, if the sender supports them; otherwise
     /// the tail is not trusted and the request starts at the checkpoint.
     fn request(&mut self, job_id: JobId) {
+        self.request_gated(job_id, true);
+    }
+
+    /// [`Session::request`]; `gate`: queue the job if its sender has no request slot free
+    /// (the caller may know there is one).
+    fn request_gated(&mut self, job_id: JobId, gate: bool) {
         let connected = self
             .downloads
             .get(&job_id)
@@ -384,10 +385,11 @@ impl Session {
             return;
         }
         let was_active = is_active(&d.phase);
-        if !was_active && self.active_from(&sender) >= MAX_ACTIVE_PER_SENDER {
+        if gate && !was_active && self.active_from(&sender) >= MAX_ACTIVE_PER_SENDER {
             if let Some(d) = self.downloads.get_mut(&job_id) {
                 d.phase = Phase::Queued;
             }
+            self.queued.push_back(job_id);
             return;
         }
         let Some(d) = self.downloads.get_mut(&job_id) else {
@@ -438,27 +440,33 @@ impl Session {
 
     /// Request queued jobs while their senders have room for them, oldest first.
     pub(super) fn start_queued(&mut self) {
-        let mut queued: Vec<(u64, JobId, String)> = self
-            .downloads
-            .iter()
-            .filter(|(_, d)| matches!(d.phase, Phase::Queued))
-            .map(|(id, d)| (d.seq, *id, d.sender.clone()))
-            .collect();
-        if queued.is_empty() {
+        if self.queued.is_empty() {
             return;
         }
-        queued.sort();
-        let mut room: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for (_, job_id, sender) in queued {
-            let free = room
-                .entry(sender.clone())
-                .or_insert_with(|| MAX_ACTIVE_PER_SENDER.saturating_sub(self.active_from(&sender)));
-            if *free == 0 {
+        // Request slots in use, per sender, in one pass.
+        let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for d in self.downloads.values().filter(|d| is_active(&d.phase)) {
+            *used.entry(d.sender.clone()).or_default() += 1;
+        }
+        let mut waiting = std::collections::VecDeque::new();
+        while let Some(job_id) = self.queued.pop_front() {
+            // Jobs that ended, or left the queue another way, are dropped from it.
+            let Some(d) = self
+                .downloads
+                .get(&job_id)
+                .filter(|d| matches!(d.phase, Phase::Queued))
+            else {
+                continue;
+            };
+            let slots = used.entry(d.sender.clone()).or_default();
+            if *slots >= MAX_ACTIVE_PER_SENDER {
+                waiting.push_back(job_id);
                 continue;
             }
-            *free -= 1;
-            self.request(job_id);
+            *slots += 1;
+            self.request_gated(job_id, false);
         }
+        self.queued = waiting;
     }
 
     /// The sender's block hashes for the tail of `job_id`: compare them with the bytes on

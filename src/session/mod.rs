@@ -206,8 +206,6 @@ struct Download {
     /// Its place in a shared tree, as offered (sanitized when saved).
     path: Option<String>,
     executable: bool,
-    /// Order of creation (queued jobs start oldest first).
-    seq: u64,
     size: u64,
     hash: Hash,
     save: crate::peer::Save,
@@ -286,8 +284,9 @@ pub(crate) struct Session {
     /// sees e.g. a recipient's outcome and the upload's completion as one batch.
     pending: Vec<Event>,
     links: HashMap<String, Link>,
-    /// Download jobs created so far (their `seq`).
-    download_seq: u64,
+    /// Jobs waiting for a request slot of their sender, oldest first (entries whose job
+    /// is no longer `Phase::Queued` are dropped when met).
+    queued: std::collections::VecDeque<JobId>,
     /// The empty directories of the groups we share, by group.
     shared_trees: HashMap<uuid::Uuid, Vec<String>>,
     /// The empty directories of the groups offered to us, by sender and group.
@@ -345,7 +344,7 @@ impl Session {
             pending: Vec::new(),
             links: HashMap::new(),
             draining: HashMap::new(),
-            download_seq: 0,
+            queued: std::collections::VecDeque::new(),
             shared_trees: HashMap::new(),
             received_trees: HashMap::new(),
             departed: HashMap::new(),
