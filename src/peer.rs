@@ -395,10 +395,8 @@ impl Peer {
     /// size but cannot be read.
     pub async fn skip_if_identical(&self, file_id: FileId, target: &Path) -> Result<bool> {
         let info = self
-            .available_files()
-            .await
-            .into_iter()
-            .find(|f| f.file_id == file_id)
+            .ask(|reply| Command::Offered(file_id, reply))
+            .await?
             .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
         let hash: crate::proto::hash::Hash = info
             .hash

@@ -40,18 +40,28 @@ pub(super) const MAX_ACTIVE_PER_SENDER: usize = 64;
 
 impl Session {
     pub(super) fn available_files(&self) -> Vec<FileInfo> {
-        let now = self.config.clock.now();
         let mut list: Vec<FileInfo> = self
             .offered
             .values()
-            .filter(|o| o.expires_at > now && !self.downloaded.contains(&o.info.file_id))
-            .map(|o| FileInfo {
-                expires_in_ms: (o.expires_at - now).as_millis() as u64,
-                ..o.info.clone()
-            })
+            .filter_map(|o| self.still_offered(o))
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+
+    /// One file offered to us, if it still is (not expired, not downloaded).
+    pub(super) fn offered_file(&self, file_id: FileId) -> Option<FileInfo> {
+        self.offered
+            .get(&file_id)
+            .and_then(|o| self.still_offered(o))
+    }
+
+    fn still_offered(&self, o: &super::Offered) -> Option<FileInfo> {
+        let now = self.config.clock.now();
+        (o.expires_at > now && !self.downloaded.contains(&o.info.file_id)).then(|| FileInfo {
+            expires_in_ms: (o.expires_at - now).as_millis() as u64,
+            ..o.info.clone()
+        })
     }
 
     pub(super) fn on_offer(&mut self, peer: &str, info: FileInfo) {

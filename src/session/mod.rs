@@ -73,6 +73,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     Available(oneshot::Sender<Vec<FileInfo>>),
+    /// One file offered to us, if it still is.
+    Offered(FileId, oneshot::Sender<Option<FileInfo>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Download {
         file_id: FileId,
@@ -489,6 +491,9 @@ impl Session {
             }
             Command::Available(reply) => {
                 let _ = reply.send(self.available_files());
+            }
+            Command::Offered(file_id, reply) => {
+                let _ = reply.send(self.offered_file(file_id));
             }
             Command::Peers(reply) => {
                 let list = self

@@ -32,6 +32,13 @@ pub(crate) struct DataChannelRegistry {
 
     /// Monotonic handle counter. Never decremented, never reused.
     next_handle: RTCDataChannelId,
+
+    /// Where the next search for a free stream id starts: one past the last id assigned.
+    /// Ids are handed out round the id space rather than lowest-free first, so a stream
+    /// just closed is not reopened at once: its reset (RFC 8831 6.7) may still be on its
+    /// way, and the peer would take the new channel's `DATA_CHANNEL_OPEN` and data for the
+    /// old channel's.
+    next_stream_id: Option<StreamId>,
 }
 
 impl DataChannelRegistry {
@@ -40,6 +47,7 @@ impl DataChannelRegistry {
             channels: HashMap::new(),
             by_stream: HashMap::new(),
             next_handle: 0,
+            next_stream_id: None,
         }
     }
 
@@ -161,7 +169,7 @@ impl DataChannelRegistry {
         role: RTCDtlsRole,
         max_channels: Option<StreamId>,
     ) -> Result<()> {
-        let mut next: StreamId = match role {
+        let first: StreamId = match role {
             RTCDtlsRole::Client => 0,
             RTCDtlsRole::Server => 1,
             // Never guess a parity.
@@ -173,20 +181,38 @@ impl DataChannelRegistry {
         // to bound against. This matches W3C §6.1.1.3, which applies the limit at the connected
         // procedure rather than at creation.
         let max = max_channels.unwrap_or(SCTP_MAX_CHANNELS);
+        let limit = max.saturating_sub(1);
+        // Resume after the last id handed out (same parity), wrapping round once.
+        let mut next = self
+            .next_stream_id
+            .filter(|n| *n % 2 == first && *n < limit)
+            .unwrap_or(first);
 
         for handle in self.pending_stream_id_handles() {
             // Skip ids already claimed — by an out-of-band channel the application pinned, or
-            // by one the peer opened first. Carrying the cursor across iterations rather than
-            // restarting the scan keeps this a single pass.
-            while next < max.saturating_sub(1) && self.stream_id_in_use(&next) {
+            // by one the peer opened first — wrapping to the start of the space once.
+            let start = next;
+            let mut wrapped = false;
+            loop {
+                if next >= limit {
+                    next = first;
+                    wrapped = true;
+                }
+                if !self.stream_id_in_use(&next) {
+                    break;
+                }
                 next += 2;
+                if wrapped && next >= start {
+                    return Err(Error::ErrMaxDataChannelID);
+                }
             }
-            if next >= max.saturating_sub(1) {
+            if next >= limit {
                 return Err(Error::ErrMaxDataChannelID);
             }
             self.assign_stream_id(handle, next);
             next += 2;
         }
+        self.next_stream_id = Some(next);
 
         Ok(())
     }
