@@ -3,8 +3,10 @@
 
 pub mod breakdown;
 pub mod child;
+pub mod files;
 pub mod limit;
 pub mod product;
+pub mod programs;
 pub mod raw;
 pub mod refs;
 pub mod sys;

@@ -8,12 +8,9 @@
 //! round 2, and so on, so that load coming and going on a shared machine hits every tool
 //! alike. Peak RSS per side is each process's `ru_maxrss` from `wait4`.
 //!
-//! - peershare: `peershare send --embedded --direct-only --bind IP FILE` and
-//!   `peershare recv --direct-only --bind IP --yes --out DIR TICKET` (the binary next to
-//!   this one). `--direct-only` because sendme runs with its relays disabled.
-//! - sendme (crates.io): `sendme send FILE --relay disabled --ticket-type addresses
-//!   --magic-ipv4-addr IP:0` and `sendme receive TICKET --relay disabled …`; the sender is
-//!   ended with SIGINT after the receiver has exited.
+//! - peershare (the binary next to this one) and sendme (crates.io): driven as
+//!   `programs.rs` says (`peershare send --embedded --direct-only …`, `sendme send FILE
+//!   --relay disabled …`).
 //! - magic-wormhole (PyPI) with its own mailbox server and transit relay
 //!   (magic-wormhole-mailbox-server, magic-wormhole-transit-relay) run here on IP:
 //!   `wormhole --relay-url ws://IP:P/v1 --transit-helper tcp:IP:Q send --code C FILE` and
@@ -26,19 +23,15 @@
 //! servers) in one, recipient in the other.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::programs::{self, Net, Proc, TOOL_TIMEOUT, Transfer, file_name};
 use super::{MIB, list, median, write_random_file};
-
-/// Longest wait for a sender to be ready (import, ticket) or a transfer to finish.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where the reference tools are installed by default.
 pub fn default_dir() -> PathBuf {
@@ -73,30 +66,6 @@ struct Programs {
     sendme: Option<PathBuf>,
     /// `wormhole` and `twist` (the servers) of the same venv.
     wormhole: Option<(PathBuf, PathBuf)>,
-}
-
-/// One network path the comparison runs over.
-#[derive(Clone)]
-struct Net {
-    label: &'static str,
-    /// Sender side (and servers): namespace (None = this one) and address.
-    send_ns: Option<String>,
-    send_ip: IpAddr,
-    recv_ns: Option<String>,
-    recv_ip: IpAddr,
-}
-
-impl Net {
-    fn command(ns: &Option<String>, program: &Path) -> Command {
-        match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(program);
-                c
-            }
-            None => Command::new(program),
-        }
-    }
 }
 
 /// Two namespaces joined by a veth pair, removed on drop.
@@ -164,114 +133,6 @@ impl Drop for LanPair {
     }
 }
 
-/// A running program whose peak RSS is read when it is reaped.
-struct Proc {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
-}
-
-/// What `wait4` returned.
-struct Exit {
-    ok: bool,
-    maxrss_mib: f64,
-    at: Instant,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, cwd: &Path) -> anyhow::Result<Self> {
-        let mut child = cmd
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().context("stdout")?;
-        let err = child.stderr.take().context("stderr")?;
-        for stream in [
-            Box::new(out) as Box<dyn std::io::Read + Send>,
-            Box::new(err) as Box<dyn std::io::Read + Send>,
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Ok(Self { child, lines })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// The first output line (stdout or stderr) for which `pick` returns something.
-    fn wait_line<T>(
-        &self,
-        what: &str,
-        mut pick: impl FnMut(&str) -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + TOOL_TIMEOUT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(v) = pick(&line) {
-                        return Ok(v);
-                    }
-                    seen.push(line);
-                }
-                Err(_) => bail!("no {what}; output so far:\n{}", seen.join("\n")),
-            }
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
-    }
-
-    /// Reap the process (killing it after `timeout`); its exit and peak RSS.
-    fn reap(self, timeout: Duration) -> Exit {
-        let pid = self.pid();
-        let deadline = Instant::now() + timeout;
-        let mut killed = false;
-        loop {
-            let mut status = 0;
-            // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: wait4 on our own child's pid with valid out-pointers. The std Child
-            // handle is never waited on, so the pid is reaped exactly once, here.
-            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-            if r == pid {
-                return Exit {
-                    ok: !killed && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-                    // Linux reports ru_maxrss in KiB.
-                    maxrss_mib: usage.ru_maxrss as f64 / 1024.0,
-                    at: Instant::now(),
-                };
-            }
-            if r < 0 {
-                return Exit {
-                    ok: false,
-                    maxrss_mib: f64::NAN,
-                    at: Instant::now(),
-                };
-            }
-            if !killed && Instant::now() >= deadline {
-                self.signal(libc::SIGKILL);
-                killed = true;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
 /// One transfer of one tool.
 struct Run {
     mib_per_s: f64,
@@ -293,11 +154,11 @@ fn verify(dir: &Path, name: &str, want: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn result(size_mib: u64, start: Instant, recv: Exit, send: Exit) -> Run {
+fn result(size_mib: u64, t: Transfer) -> Run {
     Run {
-        mib_per_s: size_mib as f64 / recv.at.duration_since(start).as_secs_f64(),
-        sender_rss: send.maxrss_mib,
-        recipient_rss: recv.maxrss_mib,
+        mib_per_s: size_mib as f64 / t.secs,
+        sender_rss: t.sender_rss_mib,
+        recipient_rss: t.recipient_rss_mib,
     }
 }
 
@@ -309,34 +170,10 @@ fn run_peershare(
     size_mib: u64,
     work: &Path,
 ) -> anyhow::Result<Run> {
-    let mut send = Net::command(&net.send_ns, &p.peershare);
-    send.args(["send", "--embedded", "--direct-only", "--json", "--bind"])
-        .arg(net.send_ip.to_string())
-        .arg(src)
-        .env_remove("PEERSHARE_SERVER")
-        .env_remove("PEERSHARE_LOG");
-    let sender = Proc::spawn(send, work)?;
-    let ticket = sender.wait_line("peershare ticket", |l| {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        (v["event"] == "ticket").then(|| v["ticket"].as_str().map(str::to_string))?
-    })?;
     let out = work.join("out-peershare");
-    std::fs::create_dir_all(&out)?;
-    let mut recv = Net::command(&net.recv_ns, &p.peershare);
-    recv.args(["recv", "--direct-only", "--yes", "--json", "--bind"])
-        .arg(net.recv_ip.to_string())
-        .arg("--out")
-        .arg(&out)
-        .arg(&ticket)
-        .env_remove("PEERSHARE_SERVER")
-        .env_remove("PEERSHARE_LOG");
-    let start = Instant::now();
-    let recipient = Proc::spawn(recv, work)?;
-    let r = recipient.reap(TOOL_TIMEOUT);
-    let s = sender.reap(Duration::from_secs(30));
-    anyhow::ensure!(r.ok, "peershare recv failed");
+    let t = programs::peershare(&p.peershare, net, src, &out, work, TOOL_TIMEOUT)?;
     verify(&out, &file_name(src), hash)?;
-    Ok(result(size_mib, start, r, s))
+    Ok(result(size_mib, t))
 }
 
 fn run_sendme(
@@ -349,41 +186,11 @@ fn run_sendme(
 ) -> anyhow::Result<Run> {
     let send_dir = work.join("sendme-send");
     let recv_dir = work.join("sendme-recv");
-    for d in [&send_dir, &recv_dir] {
-        std::fs::create_dir_all(d)?;
-    }
-    let mut send = Net::command(&net.send_ns, sendme);
-    send.arg("send")
-        .arg(src)
-        .args([
-            "--relay",
-            "disabled",
-            "--ticket-type",
-            "addresses",
-            "--no-progress",
-        ])
-        .arg("--magic-ipv4-addr")
-        .arg(SocketAddr::new(net.send_ip, 0).to_string());
-    let sender = Proc::spawn(send, &send_dir)?;
-    let ticket = sender.wait_line("sendme ticket", |l| {
-        l.trim()
-            .strip_prefix("sendme receive ")
-            .map(|t| t.trim().to_string())
-    })?;
-    let mut recv = Net::command(&net.recv_ns, sendme);
-    recv.args(["receive", &ticket, "--relay", "disabled", "--no-progress"])
-        .arg("--magic-ipv4-addr")
-        .arg(SocketAddr::new(net.recv_ip, 0).to_string());
-    let start = Instant::now();
-    let recipient = Proc::spawn(recv, &recv_dir)?;
-    let r = recipient.reap(TOOL_TIMEOUT);
-    sender.signal(libc::SIGINT);
-    let s = sender.reap(Duration::from_secs(10));
-    anyhow::ensure!(r.ok, "sendme receive failed");
+    let t = programs::sendme(sendme, net, src, &send_dir, &recv_dir)?;
     verify(&recv_dir, &file_name(src), hash)?;
     let _ = std::fs::remove_dir_all(&send_dir);
     let _ = std::fs::remove_dir_all(&recv_dir);
-    Ok(result(size_mib, start, r, s))
+    Ok(result(size_mib, t))
 }
 
 /// The local mailbox server and transit relay of a wormhole comparison.
@@ -501,13 +308,7 @@ fn run_wormhole(
     let s = sender.reap(Duration::from_secs(30));
     anyhow::ensure!(r.ok, "wormhole receive failed");
     verify(&out, &name, hash)?;
-    Ok(result(size_mib, start, r, s))
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    Ok(result(size_mib, Transfer::timed(start, &r, &s)))
 }
 
 /// What the run measured, per (path, size, tool).
@@ -580,13 +381,7 @@ pub fn run(
     } else {
         None
     };
-    let mut nets = vec![Net {
-        label: "loopback (127.0.0.1)",
-        send_ns: None,
-        send_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        recv_ns: None,
-        recv_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-    }];
+    let mut nets = vec![Net::loopback()];
     if let Some(pair) = &lan_pair {
         nets.push(pair.net());
     }

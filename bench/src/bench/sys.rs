@@ -88,6 +88,16 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The date and time, `2026-01-31 14:05 UTC` (`?` if date(1) does not run).
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
 /// Peak resident set size (VmHWM) of process `pid`, in KiB.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
     proc_field(&format!("/proc/{pid}/status"), "VmHWM:")

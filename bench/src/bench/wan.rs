@@ -473,15 +473,6 @@ fn congestion_controls(wanted: &Option<Vec<String>>) -> (Vec<String>, Vec<String
     (wanted, available)
 }
 
-fn utc_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".into())
-}
-
 struct Row {
     cell: Cell,
     size_mib: u64,
@@ -493,24 +484,8 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
     if !netns::is_root() {
         bail!("the WAN benchmark needs root (network namespaces, TUN devices)");
     }
-    let peershare = match &args.peershare {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("bench binary directory")?
-            .join("peershare"),
-    };
-    if !peershare.is_file() {
-        bail!(
-            "no peershare binary at {} (build it: cargo build --release -p peershare, or pass --peershare PATH)",
-            peershare.display()
-        );
-    }
-    let version = std::process::Command::new(&peershare)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let peershare = super::programs::peershare_binary(args.peershare.as_deref())?;
+    let version = super::programs::version(&peershare);
 
     let (mut rtts, mut losses, mut rates) =
         (args.rtt.clone(), args.loss.clone(), args.rate.clone());
@@ -544,7 +519,7 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
     let rmem = lab.a.read_sysctl("net/ipv4/tcp_rmem").unwrap_or_default();
     let wmem = lab.a.read_sysctl("net/ipv4/tcp_wmem").unwrap_or_default();
     let machine = sys::Machine::probe(peershare::rtc::RtcSettings::default().socket_buffer_bytes);
-    let date = utc_now();
+    let date = sys::utc_now();
     let load_before = sys::load_average();
 
     let ceiling_line = if args.no_ceiling {
