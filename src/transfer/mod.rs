@@ -401,6 +401,10 @@ impl RateLimit {
 }
 
 /// Where a download goes.
+/// Files of at most this size are downloaded without a job record (see
+/// `receive_to_file`): a restart downloads them again from the start.
+pub const UNRECORDED_BYTES: u64 = 1024 * 1024;
+
 /// One per download attempt, moved once into its task: the size of the `Dir` variant
 /// costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -606,7 +610,12 @@ async fn receive_to_file<C: Channel + ?Sized>(
         temp.display()
     );
     counters.written.store(start, Ordering::Release);
-    if start == 0 || record.offset != start {
+    // A small file gets no job record: after a restart it downloads again from the
+    // start (at most `UNRECORDED_BYTES`), which costs less than the syncs of a record for
+    // each of thousands of files in a tree. Its data is still synced before it is
+    // published.
+    let recorded = record.size > UNRECORDED_BYTES;
+    if recorded && (start == 0 || record.offset != start) {
         // The record must exist (and not claim more than is on disk) before any data.
         // It never moves forward here: bytes before `start` that were written but not
         // synced (kept from an earlier attempt in this process, or verified against the
@@ -654,7 +663,7 @@ async fn receive_to_file<C: Channel + ?Sized>(
         writer_counters.written.store(written, Ordering::Release);
         let mut record = checkpoints.finish()?;
         out.sync_all().map_err(|e| save_error(&temp, &e))?;
-        if record.offset != written {
+        if recorded && record.offset != written {
             record.offset = written;
             writer_store.save(&record)?;
         }
