@@ -77,10 +77,14 @@ pub struct WanArgs {
     /// everything runs.
     #[arg(long)]
     pub smoke: bool,
-    /// Directory for the test files and the peers' stderr logs, kept afterwards
-    /// (default: a fresh directory under $TMPDIR, removed).
+    /// Directory for the test files and the peers' stderr logs (default: a fresh
+    /// directory under $TMPDIR).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep the working directory (the test files and the peers' stderr logs, where
+    /// `PEERSHARE_LOG` sends their logs) instead of removing it at the end.
+    #[arg(long)]
+    pub keep: bool,
     /// Seed of the emulator's random draws.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -506,8 +510,8 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
         }
         None => tempfile::tempdir()?,
     };
-    // With --dir the peers' logs stay there for a look afterwards.
-    work.disable_cleanup(args.dir.is_some());
+    // With --keep the peers' logs stay there for a look afterwards.
+    work.disable_cleanup(args.keep);
     let lab = Lab {
         a: Netns::create(&format!("psw-{pid}-a"))?,
         b: Netns::create(&format!("psw-{pid}-b"))?,
