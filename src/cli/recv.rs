@@ -7,8 +7,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use peershare::proto::control::{MAX_PATH_DEPTH, OfferGroup};
-use peershare::proto::names::{sanitize_file_name, sanitize_relative_path};
+use peershare::proto::control::OfferGroup;
+use peershare::proto::names::saved_place;
 use peershare::proto::resume::{OfferMatch, match_offer};
 use peershare::store::{JobRecord, JobStore, RecordFile};
 use peershare::{Error, Event, FileId, JobId, Peer, PeerConfig, Save, Ticket, codes};
@@ -50,14 +50,10 @@ impl Offer {
 
     /// Where it is saved below `dir` (before a numbered name is taken).
     fn target_in(&self, dir: &std::path::Path) -> PathBuf {
-        match &self.path {
-            Some(path) => {
-                let mut target = dir.to_path_buf();
-                target.extend(sanitize_relative_path(path, MAX_PATH_DEPTH));
-                target
-            }
-            None => dir.join(sanitize_file_name(&self.name)),
-        }
+        let (dirs, name) = saved_place(self.path.as_deref(), &self.name);
+        let mut target = dir.to_path_buf();
+        target.extend(dirs);
+        target.join(name)
     }
 }
 

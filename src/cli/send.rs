@@ -11,6 +11,7 @@ use anyhow::Context;
 use peershare::proto::code::Code;
 use peershare::proto::control::MAX_TEXT_BYTES;
 use peershare::signaling::{ServerConfig, SignalingServer};
+use peershare::transfer::walk::display_name;
 use peershare::{Error, Event, Peer, PeerConfig, SendOptions, Share, SharedPaths, Ticket, codes};
 
 use super::defaults::Defaults;
@@ -366,7 +367,7 @@ impl Sources {
             }
             return Ok(Self {
                 paths: args.files.clone(),
-                names: args.files.iter().map(|p| file_name(p)).collect(),
+                names: args.files.iter().map(|p| display_name(p)).collect(),
                 options: SendOptions::default(),
                 _spool: None,
             });
@@ -402,7 +403,7 @@ impl Sources {
                 if is_stdin(p) {
                     stdin_name.clone()
                 } else {
-                    file_name(p)
+                    display_name(p)
                 }
             })
             .collect();
@@ -421,13 +422,6 @@ impl Sources {
 /// `-` stands for standard input.
 fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
-}
-
-/// The name a file is offered under (as the library names it).
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into())
 }
 
 /// Fill a private temporary file (mode 0600, in `$TMPDIR`, removed when the returned

@@ -112,6 +112,21 @@ pub fn sanitize_relative_path(offered: &str, max_depth: usize) -> Vec<String> {
     parts
 }
 
+/// Where an offered file is saved below the download directory, before a taken name gets
+/// a number: the sanitized directories of its place in a tree (`path`; none for a file
+/// shared on its own) and its sanitized name. What saves a download and what looks for
+/// an identical copy both ask this, so they agree.
+pub fn saved_place(path: Option<&str>, name: &str) -> (Vec<String>, String) {
+    match path {
+        Some(path) => {
+            let mut parts = sanitize_relative_path(path, crate::proto::control::MAX_PATH_DEPTH);
+            let file = parts.pop().unwrap_or_else(|| sanitize_file_name(name));
+            (parts, file)
+        }
+        None => (Vec::new(), sanitize_file_name(name)),
+    }
+}
+
 /// Characters a name may not start or end with: dots, and any kind of space (a name of
 /// a hair space alone looks empty).
 fn is_edge(c: char) -> bool {
@@ -276,6 +291,21 @@ mod tests {
                 proptest::prop_assert_eq!(&sanitize_file_name(part), part);
             }
         }
+    }
+
+    #[test]
+    fn saved_place_tree_path_gives_dirs_and_name_lone_file_its_name() {
+        assert_eq!(
+            saved_place(Some("photos/../2024/.a.jpg"), "ignored"),
+            (
+                vec!["photos".to_string(), "2024".to_string()],
+                "a.jpg".to_string()
+            )
+        );
+        assert_eq!(
+            saved_place(None, "../x.txt"),
+            (Vec::new(), "x.txt".to_string())
+        );
     }
 
     #[test]

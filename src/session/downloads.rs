@@ -15,11 +15,11 @@ use super::{Ending, Offered, Phase, Report, Session};
 use crate::error::{Error, Result, codes};
 use crate::events::{Event, FileInfo};
 use crate::peer::Save;
-use crate::proto::control::{ControlMessage, MAX_PATH_DEPTH, MAX_TEXT_BYTES};
+use crate::proto::control::{ControlMessage, MAX_TEXT_BYTES};
 use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
-use crate::proto::names::{sanitize_file_name, sanitize_relative_path};
+use crate::proto::names::saved_place;
 use crate::proto::resume::{OfferMatch, Tail, match_offer, unverified_tail};
 use crate::rtc::RtcStream;
 use crate::store::{JobRecord, JobStore, RECORD_VERSION};
@@ -699,14 +699,7 @@ impl Session {
         }
         let sink = match (&d.save, &d.durable) {
             (Save::ToDir(_), Some((store, record))) => {
-                let (dirs, name) = match &d.path {
-                    Some(path) => {
-                        let mut parts = sanitize_relative_path(path, MAX_PATH_DEPTH);
-                        let name = parts.pop().unwrap_or_else(|| sanitize_file_name(&d.name));
-                        (parts, name)
-                    }
-                    None => (Vec::new(), sanitize_file_name(&d.name)),
-                };
+                let (dirs, name) = saved_place(d.path.as_deref(), &d.name);
                 Sink::Dir {
                     store: store.clone(),
                     record: record.clone(),
