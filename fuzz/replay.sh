@@ -11,14 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-10}"
-targets=(control_codec signaling_frame ticket turn_username names session_jobs)
+targets=(control_codec signaling_frame ticket turn_username names session_jobs batch_reader)
 declare -A dict=(
     [control_codec]=control.dict [signaling_frame]=signaling.dict [ticket]=ticket.dict
     [turn_username]=turn.dict [names]=names.dict [session_jobs]=
 )
 declare -A max_len=(
     [control_codec]=16500 [signaling_frame]=8192 [ticket]=512 [turn_username]=1500
-    [names]=1024 [session_jobs]=512
+    [names]=1024 [session_jobs]=512 [batch_reader]=2048
 )
 
 cargo fuzz build --sanitizer none -O 2>&1 | tail -n 3

@@ -3,8 +3,9 @@
 //! Peer-to-peer file transfer over WebRTC data channels. A [`Peer`] joins a session on a
 //! signaling server, connects directly to every other member, and shares files with
 //! everyone or with chosen client IDs. Files move in 32 KiB chunks over one reliable data
-//! channel per job, paced by the data channel's send buffer, and are verified with BLAKE3
-//! before they appear under their final name.
+//! channel per job (small files many to a channel, in batches), paced by the data
+//! channel's send buffer, and are verified with BLAKE3 before they appear under their
+//! final name.
 //!
 //! ```
 //! use peershare::{Event, Peer, PeerConfig, Save, Share};
@@ -42,7 +43,8 @@
 //! # Layout
 //! From the wire inwards:
 //! - [`proto`]: the sans-IO core: control messages and their codec, IDs, name
-//!   sanitizing, the upload/download job state machines, codes (`ROUTE-SECRET`) and peer
+//!   sanitizing, the upload/download job state machines, the frames of a batch channel
+//!   and their reading (`proto::batch`), codes (`ROUTE-SECRET`) and peer
 //!   authentication (SPAKE2 and the sealing of signaling data). No I/O, clocks or tokio.
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
 //!   message size, bind address), the runtime wrapper that works around the stack's
@@ -58,8 +60,10 @@
 //!   that makes a partial file durable while it is written, and the block hashes that
 //!   vouch for the bytes past the last checkpoint when a restarted download resumes (the
 //!   arithmetic in `proto::resume`); the publishing of a verified file into its place in
-//!   a tree; and `transfer::walk`, which turns the paths given to `send_paths` into
-//!   files, empty directories and what is skipped.
+//!   a tree; `transfer::batch`, which streams many small files on one channel and
+//!   writes, verifies, syncs together and publishes them on the other side; and
+//!   `transfer::walk`, which turns the paths given to `send_paths` into files, empty
+//!   directories and what is skipped.
 //! - [`store`]: durable download job records next to the partial files, and what a
 //!   download directory holds of them (partial downloads, orphans, stray temporary
 //!   records).
@@ -67,9 +71,9 @@
 //!   over rustls).
 //! - `session`: the task that owns all session state: links (authentication,
 //!   connections and reconnection), uploads, downloads (at most 64 requested per
-//!   sender, the rest queued) and their resume, the empty directories of shared trees
-//!   (`session::tree`); and `session::connection`, one task per remote peer owning its
-//!   `RTCPeerConnection`.
+//!   sender, the rest queued) and their resume, batches of small files on both sides
+//!   (`session::batches`), the empty directories of shared trees (`session::tree`); and
+//!   `session::connection`, one task per remote peer owning its `RTCPeerConnection`.
 //! - [`peer`]: the public [`Peer`] handle that talks to the session task.
 //! - [`ticket`]: tickets, a code and where its signaling server is.
 //! - [`events`], [`error`], [`config`], [`clock`]: the public event, error, configuration

@@ -391,13 +391,22 @@ impl Peer {
     /// happens and the answer is `false`: download it as usual. `target` is where the
     /// file would be saved, e.g. the download directory joined with
     /// [`sanitize_file_name`](crate::proto::names::sanitize_file_name) of its name.
-    /// 1181 if the file is not (or no longer) offered; 5089 if `target` has the right
-    /// size but cannot be read.
+    /// When `target` is a regular file: 1181 if the file is not (or no longer) offered,
+    /// 5089 if `target` has the right size but cannot be read.
     pub async fn skip_if_identical(&self, file_id: FileId, target: &Path) -> Result<bool> {
+        // Nearly always there is no file of that name, or not one of a size that could
+        // match: one `stat` answers without asking the session or a blocking thread.
+        let size = match std::fs::metadata(target) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => return Ok(false),
+        };
         let info = self
             .ask(|reply| Command::Offered(file_id, reply))
             .await?
             .ok_or_else(|| Error::FileNotAvailable(file_id.to_string()))?;
+        if info.size != size {
+            return Ok(false);
+        }
         let hash: crate::proto::hash::Hash = info
             .hash
             .parse()

@@ -29,14 +29,19 @@ pub trait Channel: Send + Sync + 'static {
     async fn recv_binary(&self) -> Option<Result<BytesMut, TextMessage>> {
         self.recv().await.map(Ok)
     }
+    /// The next message with whether it is text (batch channels carry both), or `None`
+    /// once the channel is closed.
+    async fn recv_message(&self) -> Option<(bool, BytesMut)>;
+    /// Queue one text message.
+    async fn send_text(&self, text: &str) -> Result<(), ChannelClosed>;
     /// Close the channel; pending and future `recv`s on both ends return `None`.
     async fn close(&self);
 }
 
 /// One end of an in-memory channel.
 pub struct MemoryChannel {
-    tx: Mutex<Option<mpsc::Sender<BytesMut>>>,
-    rx: Mutex<mpsc::Receiver<BytesMut>>,
+    tx: Mutex<Option<mpsc::Sender<(bool, BytesMut)>>>,
+    rx: Mutex<mpsc::Receiver<(bool, BytesMut)>>,
 }
 
 /// Two connected in-memory ends; each buffers up to `capacity` messages.
@@ -59,11 +64,28 @@ pub fn memory_pair(capacity: usize) -> (MemoryChannel, MemoryChannel) {
 impl Channel for MemoryChannel {
     async fn send(&self, data: BytesMut) -> Result<(), ChannelClosed> {
         let tx = self.tx.lock().await.clone().ok_or(ChannelClosed)?;
-        tx.send(data).await.map_err(|_| ChannelClosed)
+        tx.send((false, data)).await.map_err(|_| ChannelClosed)
     }
 
     async fn recv(&self) -> Option<BytesMut> {
+        self.recv_message().await.map(|(_, data)| data)
+    }
+
+    async fn recv_binary(&self) -> Option<Result<BytesMut, TextMessage>> {
+        self.recv_message()
+            .await
+            .map(|(text, data)| if text { Err(TextMessage) } else { Ok(data) })
+    }
+
+    async fn recv_message(&self) -> Option<(bool, BytesMut)> {
         self.rx.lock().await.recv().await
+    }
+
+    async fn send_text(&self, text: &str) -> Result<(), ChannelClosed> {
+        let tx = self.tx.lock().await.clone().ok_or(ChannelClosed)?;
+        tx.send((true, BytesMut::from(text.as_bytes())))
+            .await
+            .map_err(|_| ChannelClosed)
     }
 
     async fn close(&self) {

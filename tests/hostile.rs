@@ -42,6 +42,39 @@ impl Peak {
     }
 }
 
+/// A last request of `hostile` for a file that does not exist: its refusal comes back
+/// once `sender` has handled everything sent before it (one ordered control channel).
+async fn sentinel(hostile: &peershare::Peer, sender: &peershare::Peer, h_rec: &mut Recorder) {
+    let unknown = ControlMessage::Request {
+        job_id: JobId::new(),
+        file_id: FileId::new(),
+        offset: 0,
+    };
+    hostile
+        .debug_send_control(sender.client_id(), unknown)
+        .await
+        .unwrap();
+    h_rec
+        .until(
+            "the sentinel's refusal",
+            |e| matches!(e, Event::Error { code, .. } if *code == codes::FILE_NOT_AVAILABLE),
+        )
+        .await;
+}
+
+/// The hostile peer got no error but 6010 (refused as too many) and 1181 (the sentinel).
+fn assert_only_refusals(h_rec: &Recorder) {
+    let other: Vec<&Event> = h_rec
+        .seen
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Error { code, .. }
+                if *code != codes::TOO_MANY_JOBS && *code != codes::FILE_NOT_AVAILABLE)
+        })
+        .collect();
+    assert!(other.is_empty(), "{other:#?}");
+}
+
 fn is_end(e: &Event) -> bool {
     matches!(
         e,
@@ -89,24 +122,7 @@ async fn hostile_request_flood_bounded_and_legit_recipient_served() {
             .await
             .unwrap();
     }
-    // A last request for a file that does not exist: its refusal comes back once the
-    // sender has handled the whole flood (one ordered control channel).
-    let sentinel = JobId::new();
-    let unknown = ControlMessage::Request {
-        job_id: sentinel,
-        file_id: FileId::new(),
-        offset: 0,
-    };
-    hostile
-        .debug_send_control(sender.client_id(), unknown)
-        .await
-        .unwrap();
-    h_rec
-        .until(
-            "the sentinel's refusal",
-            |e| matches!(e, Event::Error { code, .. } if *code == codes::FILE_NOT_AVAILABLE),
-        )
-        .await;
+    sentinel(&hostile, &sender, &mut h_rec).await;
     peak.sample();
     // One job per recipient and file: the flood left one job, not a thousand, and the
     // repeats were refused with a coded error (a repeat may replace the first job only if
@@ -123,15 +139,7 @@ async fn hostile_request_flood_bounded_and_legit_recipient_served() {
         refused >= FLOOD - 8,
         "only {refused} of {FLOOD} requests refused"
     );
-    let other: Vec<&Event> = h_rec
-        .seen
-        .iter()
-        .filter(|e| {
-            matches!(e, Event::Error { code, .. }
-            if *code != codes::TOO_MANY_JOBS && *code != codes::FILE_NOT_AVAILABLE)
-        })
-        .collect();
-    assert!(other.is_empty(), "{other:#?}");
+    assert_only_refusals(&h_rec);
 
     // A legitimate recipient alongside still gets the file.
     let job = legit
@@ -199,6 +207,112 @@ async fn hostile_request_flood_bounded_and_legit_recipient_served() {
         );
     }
     assert_eq!(sender.debug_serving_count().await, 0);
+    legit.leave().await;
+    sender.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_batch_request_flood_bounded_and_legit_recipient_served() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let server = server().await;
+    let root = tmp.path().join("small");
+    std::fs::create_dir(&root).unwrap();
+    let mut files = Vec::new();
+    for i in 0..128 {
+        files.push(random_file(
+            &root,
+            &format!("f{i:03}"),
+            2048,
+            100 + i as u64,
+        ));
+    }
+    let (sender, events) = peershare::Peer::join(config(&server, None, "sender", tmp.path()))
+        .await
+        .unwrap();
+    let mut s_rec = Recorder::new(events);
+    let (hostile, mut h_rec) = join(&server, Some(sender.session()), "hostile", tmp.path()).await;
+    let (legit, mut l_rec) = join(&server, Some(sender.session()), "legit", &out).await;
+    wait_connected(&mut s_rec, 2).await;
+    sender
+        .send_paths(
+            std::slice::from_ref(&root),
+            Share::Broadcast,
+            peershare::SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut offered = Vec::new();
+    while offered.len() < files.len() {
+        offered.push(h_rec.offer().await);
+    }
+
+    // The hostile peer asks for every file again and again, each time as a new batch of
+    // new jobs, and never reads a batch channel.
+    const BATCHES: usize = 300;
+    for _ in 0..BATCHES {
+        let jobs = offered
+            .iter()
+            .map(|&file_id| peershare::proto::control::BatchJob {
+                job_id: JobId::new(),
+                file_id,
+            })
+            .collect();
+        let request = ControlMessage::BatchRequest {
+            batch_id: JobId::new(),
+            jobs,
+        };
+        hostile
+            .debug_send_control(sender.client_id(), request)
+            .await
+            .unwrap();
+    }
+    sentinel(&hostile, &sender, &mut h_rec).await;
+    // A file is served to one peer as one job however many batches name it: the first
+    // batch streams, and every later one is refused job by job with 6010, without a
+    // channel.
+    let refused = h_rec
+        .seen
+        .iter()
+        .filter(|e| matches!(e, Event::Error { code, .. } if *code == codes::TOO_MANY_JOBS))
+        .count();
+    assert_eq!(refused, (BATCHES - 1) * files.len());
+    assert_only_refusals(&h_rec);
+    let serving = sender.debug_serving_count().await;
+    assert!(
+        serving <= files.len(),
+        "{serving} jobs served after the flood"
+    );
+
+    // A legitimate recipient alongside gets every file, identical.
+    let mut jobs = Vec::new();
+    while jobs.len() < files.len() {
+        let file_id = l_rec.offer().await;
+        jobs.push(
+            legit
+                .download(file_id, Save::ToDir(out.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut ended = l_rec.seen.iter().filter(|e| is_end(e)).count();
+    while ended < files.len() {
+        l_rec.until("a download end", is_end).await;
+        ended += 1;
+    }
+    let failed: Vec<&Event> = l_rec
+        .seen
+        .iter()
+        .filter(|e| is_end(e) && !matches!(e, Event::DownloadCompleted { .. }))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for (path, data) in &files {
+        let got = std::fs::read(out.join("small").join(path.file_name().unwrap())).unwrap();
+        assert!(got == *data, "{}: bytes differ", path.display());
+    }
+    hostile.leave().await;
     legit.leave().await;
     sender.leave().await;
 }

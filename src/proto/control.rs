@@ -23,6 +23,9 @@ pub const FEATURE_BLOCK_HASHES: &str = "block-hashes";
 /// Feature announced in `hello`: this peer takes `dirs` messages (the empty directories
 /// of a shared tree). Offers carry `path` and `executable` whatever the feature.
 pub const FEATURE_TREE: &str = "tree";
+/// Feature announced in `hello`: this peer answers `batch-request` (many small files on
+/// one data channel, see docs/PROTOCOL.md, "Batches").
+pub const FEATURE_BATCH: &str = "batch";
 /// Longest relative path accepted in an offer or a `dirs` message, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Most components of a relative path.
@@ -32,7 +35,11 @@ pub const MAX_LABEL_BYTES: usize = 256;
 
 /// The features this build announces in its `hello`.
 pub fn features() -> Vec<String> {
-    vec![FEATURE_BLOCK_HASHES.to_string(), FEATURE_TREE.to_string()]
+    vec![
+        FEATURE_BLOCK_HASHES.to_string(),
+        FEATURE_TREE.to_string(),
+        FEATURE_BATCH.to_string(),
+    ]
 }
 
 /// One control message.
@@ -89,6 +96,14 @@ pub enum ControlMessage {
         file_id: FileId,
         offset: u64,
     },
+    /// Send the files of `jobs` (each from its start, each at most
+    /// [`MAX_BATCH_FILE`](super::batch::MAX_BATCH_FILE) bytes) one after the other on one
+    /// new data channel labelled `batch/<batch_id>` (only to peers that announced
+    /// [`FEATURE_BATCH`]).
+    BatchRequest {
+        batch_id: JobId,
+        jobs: Vec<BatchJob>,
+    },
     /// The recipient does not want the file; with `have`, because it already holds an
     /// identical copy (same size and BLAKE3), which the sender counts as delivered.
     Decline {
@@ -139,6 +154,13 @@ pub enum ControlMessage {
         code: u16,
         message: String,
     },
+}
+
+/// One job of a `batch-request`: the recipient's job ID for one offered file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchJob {
+    pub job_id: JobId,
+    pub file_id: FileId,
 }
 
 /// Position of an offer among the files shared together in one request.
@@ -240,6 +262,27 @@ impl ControlMessage {
             ControlMessage::Error { message, .. } if message.len() > MAX_CONTROL_MESSAGE / 2 => {
                 Err(DecodeError::Invalid("error message too long".into()))
             }
+            ControlMessage::BatchRequest { batch_id, jobs } => {
+                if jobs.is_empty() || jobs.len() > super::batch::MAX_BATCH_JOBS {
+                    return Err(DecodeError::Invalid(format!(
+                        "a batch holds 1 to {} jobs, not {}",
+                        super::batch::MAX_BATCH_JOBS,
+                        jobs.len()
+                    )));
+                }
+                let mut seen = std::collections::HashSet::with_capacity(jobs.len() + 1);
+                seen.insert(*batch_id);
+                let mut files = std::collections::HashSet::with_capacity(jobs.len());
+                if !jobs
+                    .iter()
+                    .all(|j| seen.insert(j.job_id) && files.insert(j.file_id))
+                {
+                    return Err(DecodeError::Invalid(
+                        "a batch names a job or a file twice".into(),
+                    ));
+                }
+                Ok(())
+            }
             ControlMessage::Dirs { paths, .. } => paths.iter().try_for_each(|p| valid_path(p)),
             ControlMessage::HashesRequest { offset, length, .. } => valid_range(*offset, *length),
             ControlMessage::Hashes {
@@ -284,6 +327,7 @@ const KNOWN_TYPES: &[&str] = &[
     "dirs",
     "revoke",
     "request",
+    "batch-request",
     "decline",
     "hashes-request",
     "hashes",
@@ -366,6 +410,16 @@ mod tests {
                 file_id,
                 offset: 5,
             },
+            ControlMessage::BatchRequest {
+                batch_id: JobId::new(),
+                jobs: vec![
+                    BatchJob { job_id, file_id },
+                    BatchJob {
+                        job_id: JobId::new(),
+                        file_id: FileId::new(),
+                    },
+                ],
+            },
             ControlMessage::Decline {
                 file_id,
                 have: false,
@@ -438,6 +492,53 @@ mod tests {
         ];
         for m in all {
             assert_eq!(ControlMessage::decode(m.encode().as_bytes()), Ok(m));
+        }
+    }
+
+    fn batch(n: usize) -> ControlMessage {
+        ControlMessage::BatchRequest {
+            batch_id: JobId::new(),
+            jobs: (0..n)
+                .map(|_| BatchJob {
+                    job_id: JobId::new(),
+                    file_id: FileId::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn decode_batch_request_largest_fits_and_bad_ones_are_invalid() {
+        use crate::proto::batch::MAX_BATCH_JOBS;
+        let largest = batch(MAX_BATCH_JOBS).encode();
+        assert!(largest.len() <= MAX_CONTROL_MESSAGE, "{}", largest.len());
+        assert!(ControlMessage::decode(largest.as_bytes()).is_ok());
+        for bad in [batch(0), batch(MAX_BATCH_JOBS + 1)] {
+            assert!(matches!(
+                ControlMessage::decode(bad.encode().as_bytes()),
+                Err(DecodeError::Invalid(_))
+            ));
+        }
+        let ControlMessage::BatchRequest { batch_id, mut jobs } = batch(2) else {
+            unreachable!()
+        };
+        let twice_file = ControlMessage::BatchRequest {
+            batch_id,
+            jobs: vec![
+                jobs[0],
+                BatchJob {
+                    job_id: jobs[1].job_id,
+                    file_id: jobs[0].file_id,
+                },
+            ],
+        };
+        jobs[1].job_id = batch_id;
+        let batch_id_as_job = ControlMessage::BatchRequest { batch_id, jobs };
+        for bad in [twice_file, batch_id_as_job] {
+            assert!(matches!(
+                ControlMessage::decode(bad.encode().as_bytes()),
+                Err(DecodeError::Invalid(_))
+            ));
         }
     }
 

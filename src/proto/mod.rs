@@ -2,6 +2,7 @@
 //! Nothing in here touches sockets, files, clocks or tokio; inputs are messages, bytes
 //! and "now" values, outputs are decisions.
 
+pub mod batch;
 pub mod code;
 pub mod control;
 pub mod download;

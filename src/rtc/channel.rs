@@ -112,16 +112,6 @@ impl RtcChannel {
         let mut state = self.state.clone();
         let _ = state.wait_for(|s| *s == State::Closed).await;
     }
-
-    /// Next message with its text flag, or `None` once closed.
-    pub async fn recv_message(&self) -> Option<(bool, BytesMut)> {
-        self.rx.lock().await.recv().await
-    }
-
-    /// Send a text message.
-    pub async fn send_text(&self, text: &str) -> Result<(), ChannelClosed> {
-        self.dc.send_text(text).await.map_err(|_| ChannelClosed)
-    }
 }
 
 #[async_trait]
@@ -136,6 +126,14 @@ impl Channel for RtcChannel {
 
     async fn recv_binary(&self) -> Option<Result<BytesMut, crate::transport::TextMessage>> {
         self.recv_message().await.map(binary_only)
+    }
+
+    async fn recv_message(&self) -> Option<(bool, BytesMut)> {
+        self.rx.lock().await.recv().await
+    }
+
+    async fn send_text(&self, text: &str) -> Result<(), ChannelClosed> {
+        self.dc.send_text(text).await.map_err(|_| ChannelClosed)
     }
 
     async fn close(&self) {
@@ -192,6 +190,14 @@ impl Channel for RtcStream {
 
     async fn recv_binary(&self) -> Option<Result<BytesMut, crate::transport::TextMessage>> {
         self.next_message().await.map(binary_only)
+    }
+
+    async fn recv_message(&self) -> Option<(bool, BytesMut)> {
+        self.next_message().await
+    }
+
+    async fn send_text(&self, text: &str) -> Result<(), ChannelClosed> {
+        self.dc.send_text(text).await.map_err(|_| ChannelClosed)
     }
 
     async fn close(&self) {

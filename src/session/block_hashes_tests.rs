@@ -19,7 +19,10 @@ use crate::clock::Clock;
 use crate::config::PeerConfig;
 use crate::error::codes;
 use crate::peer::Save;
-use crate::proto::control::{ControlMessage, features};
+use crate::proto::batch::MAX_BATCH_FILE;
+use crate::proto::control::{
+    BatchJob, ControlMessage, FEATURE_BLOCK_HASHES, FEATURE_TREE, features,
+};
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::resume::HASH_BLOCK;
@@ -503,10 +506,11 @@ async fn hashes_request_beyond_pending_bound_is_refused_6010() {
 async fn session_download_queue_requests_64_per_sender_and_the_next_as_one_ends() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut pair = Pair::new(dir.path());
+    // A sender without `batch`: every file is a request of its own.
     pair.control(ControlMessage::Hello {
         version: 1,
         name: "peer".into(),
-        features: features(),
+        features: vec![FEATURE_BLOCK_HASHES.into(), FEATURE_TREE.into()],
     });
     let mut jobs = Vec::new();
     for i in 0..70u8 {
@@ -545,4 +549,182 @@ async fn session_download_queue_requests_64_per_sender_and_the_next_as_one_ends(
         Err(crate::error::Error::PossiblyCorrupt("test".into())),
     );
     assert_eq!(requested(&pair.sent()), [jobs[64]]);
+}
+
+#[tokio::test]
+async fn session_download_small_files_from_a_batch_sender_go_in_batches_of_128() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut pair = Pair::new(dir.path());
+    pair.control(ControlMessage::Hello {
+        version: 1,
+        name: "peer".into(),
+        features: features(),
+    });
+    let offer = |pair: &mut Pair, i: u32, size: u64| {
+        let file_id = FileId::new();
+        pair.control(ControlMessage::Offer {
+            file_id,
+            name: format!("f{i}.bin"),
+            size,
+            hash: Hash::of(&data(size, i as u8)).to_hex(),
+            ttl_ms: 3_600_000,
+            group: None,
+            path: None,
+            executable: false,
+            text: false,
+        });
+        file_id
+    };
+    let mut small = Vec::new();
+    for i in 0..300u32 {
+        let file_id = offer(&mut pair, i, 10);
+        let job = pair
+            .session
+            .start_download(file_id, Save::ToDir(dir.path().to_path_buf()))
+            .expect("the download starts");
+        small.push((job, file_id));
+    }
+    // Larger than a batch carries: a request of its own.
+    let big_file = offer(&mut pair, 300, MAX_BATCH_FILE + 1);
+    let big = pair
+        .session
+        .start_download(big_file, Save::ToDir(dir.path().to_path_buf()))
+        .expect("the download starts");
+    pair.session.start_queued();
+    let sent = pair.sent();
+    let batches: Vec<Vec<BatchJob>> = sent
+        .iter()
+        .filter_map(|m| match m {
+            ControlMessage::BatchRequest { jobs, .. } => Some(jobs.clone()),
+            _ => None,
+        })
+        .collect();
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [128, 128, 44]);
+    let in_order: Vec<(JobId, FileId)> = batches
+        .concat()
+        .into_iter()
+        .map(|j| (j.job_id, j.file_id))
+        .collect();
+    assert_eq!(in_order, small);
+    assert!(
+        sent.iter().any(
+            |m| matches!(m, ControlMessage::Request { job_id, offset: 0, .. } if *job_id == big)
+        )
+    );
+    // Each batch holds one request slot.
+    assert_eq!(pair.session.receiving_batches.len(), 3);
+}
+
+#[tokio::test]
+async fn batch_request_opens_one_channel_and_serves_each_known_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = data(1000, 21);
+    let (mut p, file_id) = sharing(dir.path(), &file);
+    p.sent();
+    let (batch_id, known, unknown) = (JobId::new(), JobId::new(), JobId::new());
+    p.control(ControlMessage::BatchRequest {
+        batch_id,
+        jobs: vec![
+            BatchJob {
+                job_id: known,
+                file_id,
+            },
+            BatchJob {
+                job_id: unknown,
+                file_id: FileId::new(),
+            },
+        ],
+    });
+    let commands: Vec<ConnCommand> = std::iter::from_fn(|| p.conn_rx.try_recv().ok()).collect();
+    let labels: Vec<&str> = commands
+        .iter()
+        .filter_map(|c| match c {
+            ConnCommand::OpenJob { label, .. } => Some(label.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(labels, [format!("batch/{batch_id}")]);
+    // The unknown file is skipped on the channel, not refused on the control channel.
+    assert!(
+        !commands
+            .iter()
+            .any(|c| matches!(c, ConnCommand::Control(ControlMessage::Error { .. })))
+    );
+    assert_eq!(p.session.serving.len(), 1);
+    assert_eq!(p.session.serving[&known].batch, Some(batch_id));
+    assert_eq!(p.session.sending_batches.len(), 1);
+}
+
+#[tokio::test]
+async fn batch_request_beyond_batches_per_peer_is_refused_6010() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = data(1000, 22);
+    let (mut p, file_id) = sharing(dir.path(), &file);
+    p.sent();
+    for _ in 0..super::batches::MAX_BATCHES_PER_PEER {
+        p.session.sending_batches.insert(
+            JobId::new(),
+            super::batches::SendingBatch {
+                peer: PEER.into(),
+                task: tokio::spawn(std::future::pending()),
+                pending: 1,
+            },
+        );
+    }
+    let batch_id = JobId::new();
+    p.control(ControlMessage::BatchRequest {
+        batch_id,
+        jobs: vec![BatchJob {
+            job_id: JobId::new(),
+            file_id,
+        }],
+    });
+    assert!(matches!(
+        p.sent().as_slice(),
+        [ControlMessage::Error { job_id: Some(j), code, .. }]
+            if *j == batch_id && *code == codes::TOO_MANY_JOBS
+    ));
+    assert!(p.session.serving.is_empty());
+}
+
+#[tokio::test]
+async fn batch_request_of_only_refused_jobs_opens_no_channel_and_refuses_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _) = sharing(dir.path(), &data(100, 23));
+    p.sent();
+    let jobs: Vec<BatchJob> = (0..3)
+        .map(|_| BatchJob {
+            job_id: JobId::new(),
+            file_id: FileId::new(),
+        })
+        .collect();
+    p.control(ControlMessage::BatchRequest {
+        batch_id: JobId::new(),
+        jobs: jobs.clone(),
+    });
+    let commands: Vec<ConnCommand> = std::iter::from_fn(|| p.conn_rx.try_recv().ok()).collect();
+    assert!(
+        !commands
+            .iter()
+            .any(|c| matches!(c, ConnCommand::OpenJob { .. }))
+    );
+    let refusals: Vec<(Option<JobId>, Option<FileId>, u16)> = commands
+        .iter()
+        .filter_map(|c| match c {
+            ConnCommand::Control(ControlMessage::Error {
+                job_id,
+                file_id,
+                code,
+                ..
+            }) => Some((*job_id, *file_id, *code)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(Option<JobId>, Option<FileId>, u16)> = jobs
+        .iter()
+        .map(|j| (Some(j.job_id), Some(j.file_id), codes::FILE_NOT_AVAILABLE))
+        .collect();
+    assert_eq!(refusals, want);
+    assert!(p.session.sending_batches.is_empty());
 }

@@ -16,6 +16,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::error::{Error, Result};
+use crate::proto::batch::parse_batch_channel_label;
 use crate::proto::control::{ControlMessage, DecodeError, parse_job_channel_label};
 use crate::proto::ids::JobId;
 use crate::proto::pake::{PairKey, SealKind};
@@ -104,9 +105,9 @@ pub(crate) enum ConnCommand {
     Key(PairKey),
     /// Send a control message (queued until the control channel is open).
     Control(ControlMessage),
-    /// Open the data channel of a job.
+    /// Open the data channel of a job (`job/<id>`) or a batch (`batch/<id>`).
     OpenJob {
-        job_id: JobId,
+        label: String,
         reply: oneshot::Sender<Result<RtcChannel>>,
     },
     /// Close the connection. With a reply channel the close is graceful: the control
@@ -133,6 +134,11 @@ pub(crate) enum ConnEvent {
     /// The remote side opened the data channel of a job.
     JobChannel {
         job_id: JobId,
+        channel: RtcStream,
+    },
+    /// The remote side opened the data channel of a batch.
+    BatchChannel {
+        batch_id: JobId,
         channel: RtcStream,
     },
     /// The connection failed or closed for good.
@@ -435,8 +441,7 @@ impl Conn {
                 self.send_control(msg).await;
                 Ok(())
             }
-            ConnCommand::OpenJob { job_id, reply } => {
-                let label = crate::proto::control::job_channel_label(&job_id);
+            ConnCommand::OpenJob { label, reply } => {
                 let result = self
                     .pc
                     .create_data_channel(&label, Some(RTCDataChannelInit::default()))
@@ -607,6 +612,11 @@ impl Conn {
                 } else if let Some(job_id) = parse_job_channel_label(&label) {
                     self.emit(ConnEvent::JobChannel {
                         job_id,
+                        channel: RtcStream::new(dc),
+                    });
+                } else if let Some(batch_id) = parse_batch_channel_label(&label) {
+                    self.emit(ConnEvent::BatchChannel {
+                        batch_id,
                         channel: RtcStream::new(dc),
                     });
                 } else {

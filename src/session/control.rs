@@ -3,7 +3,9 @@
 use super::{Report, Session};
 use crate::error::codes;
 use crate::events::FileInfo;
-use crate::proto::control::{CONTROL_VERSION, ControlMessage, FEATURE_BLOCK_HASHES, FEATURE_TREE};
+use crate::proto::control::{
+    CONTROL_VERSION, ControlMessage, FEATURE_BATCH, FEATURE_BLOCK_HASHES, FEATURE_TREE,
+};
 
 impl Session {
     pub(super) fn on_control(&mut self, peer: &str, msg: ControlMessage) {
@@ -14,6 +16,7 @@ impl Session {
                 if let Some(link) = self.links.get_mut(peer) {
                     link.block_hashes = features.iter().any(|f| f == FEATURE_BLOCK_HASHES);
                     link.tree = features.iter().any(|f| f == FEATURE_TREE);
+                    link.batch = features.iter().any(|f| f == FEATURE_BATCH);
                 }
                 self.send_tree_dirs_to(peer);
                 if version != CONTROL_VERSION {
@@ -60,6 +63,9 @@ impl Session {
                 file_id,
                 offset,
             } => self.on_request(peer, job_id, file_id, offset),
+            ControlMessage::BatchRequest { batch_id, jobs } => {
+                self.on_batch_request(peer, batch_id, jobs)
+            }
             ControlMessage::Decline { file_id, have } => {
                 self.on_recipient_decline(peer, file_id, have)
             }
@@ -115,6 +121,12 @@ impl Session {
                 self.on_upload_stream_done(job_id, result)
             }
             Report::JobChannelStuck { job_id } => self.on_job_channel_stuck(job_id),
+            Report::BatchStreamDone { batch_id, result } => {
+                self.on_batch_stream_done(batch_id, result)
+            }
+            Report::BatchChannelStuck { batch_id } => self.on_batch_channel_stuck(batch_id),
+            Report::BatchFileDone { job_id, result } => self.on_batch_file_done(job_id, result),
+            Report::BatchDone { batch_id, end } => self.on_batch_done(batch_id, end),
             Report::TailChecked {
                 job_id,
                 tail,

@@ -1,7 +1,7 @@
 //! Offers to us and our download jobs: requesting, receiving, resuming after a lost
 //! connection or a restart, verification outcomes, cancelling.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +15,7 @@ use super::{Ending, Offered, Phase, Report, Session};
 use crate::error::{Error, Result, codes};
 use crate::events::{Event, FileInfo};
 use crate::peer::Save;
+use crate::proto::batch::{MAX_BATCH_BYTES, MAX_BATCH_JOBS};
 use crate::proto::control::{ControlMessage, MAX_TEXT_BYTES};
 use crate::proto::download::DownloadState;
 use crate::proto::hash::Hash;
@@ -23,7 +24,7 @@ use crate::proto::names::saved_place;
 use crate::proto::resume::{OfferMatch, Tail, match_offer, unverified_tail};
 use crate::rtc::RtcStream;
 use crate::store::{JobRecord, JobStore, RECORD_VERSION};
-use crate::transfer::{self, DownloadCounters, Saved, Sink};
+use crate::transfer::{self, DownloadCounters, Saved, Sink, UNRECORDED_BYTES};
 use crate::transport::Channel;
 
 /// Attempts in a row that may end without new bytes before a job fails.
@@ -289,9 +290,19 @@ impl Session {
         info: &FileInfo,
     ) -> Result<(JobStore, JobRecord)> {
         // One pass over the directory; records of running jobs are not read (a tree of
-        // thousands of files starts thousands of jobs at once).
-        let running: HashSet<JobId> = self.downloads.keys().copied().collect();
-        for record in store.scan_for_resume(&running) {
+        // thousands of files starts thousands of jobs at once). A small file never has a
+        // record (`UNRECORDED_BYTES`), so there is nothing to look for.
+        let running: HashSet<JobId> = if info.size > UNRECORDED_BYTES {
+            self.downloads.keys().copied().collect()
+        } else {
+            HashSet::new()
+        };
+        let stored = if info.size > UNRECORDED_BYTES {
+            store.scan_for_resume(&running)
+        } else {
+            Vec::new()
+        };
+        for record in stored {
             let stored = (record.name.as_str(), record.size, record.hash.as_str());
             match match_offer(stored, (record_key(info), info.size, &info.hash)) {
                 OfferMatch::SameContent => {
@@ -362,7 +373,7 @@ impl Session {
     /// otherwise it goes out when the connection is back). A job with an unverified tail
     /// asks the sender for its block hashes first, if the sender supports them; otherwise
     /// the tail is not trusted and the request starts at the checkpoint.
-    fn request(&mut self, job_id: JobId) {
+    pub(super) fn request(&mut self, job_id: JobId) {
         self.request_gated(job_id, true);
     }
 
@@ -395,6 +406,16 @@ impl Session {
             return;
         }
         let was_active = is_active(&d.phase);
+        // A small file goes in a batch: queued, and `start_queued` (at the end of this
+        // turn of the session loop, or now if `gate` is off) gathers the batch.
+        if gate && !was_active && self.batchable(job_id) {
+            if let Some(d) = self.downloads.get_mut(&job_id) {
+                d.phase = Phase::Queued;
+            }
+            self.queued.push_back(job_id);
+            self.batches_due = true;
+            return;
+        }
         if gate && !was_active && self.active_from(&sender) >= MAX_ACTIVE_PER_SENDER {
             if let Some(d) = self.downloads.get_mut(&job_id) {
                 d.phase = Phase::Queued;
@@ -440,24 +461,59 @@ impl Session {
         );
     }
 
-    /// Jobs of `sender` requested or running.
+    /// Jobs of `sender` requested or running (a batch counts as one).
     fn active_from(&self, sender: &str) -> usize {
         self.downloads
             .values()
             .filter(|d| d.sender == sender && is_active(&d.phase))
             .count()
+            + self
+                .receiving_batches
+                .values()
+                .filter(|b| b.sender == sender)
+                .count()
     }
 
-    /// Request queued jobs while their senders have room for them, oldest first.
+    /// Request queued jobs while their senders have room for them, oldest first. Small
+    /// files of one sender and download directory are gathered into batches (one request
+    /// slot each) of at most `MAX_BATCH_JOBS` files and `MAX_BATCH_BYTES` bytes.
+    ///
+    /// A sender with a batch in flight gets only full batches; the rest wait for the next
+    /// full one or for the end of that batch. So files requested one by one still travel
+    /// in large batches, and a sender is never left idle while files wait.
     pub(super) fn start_queued(&mut self) {
+        self.batches_due = false;
         if self.queued.is_empty() {
             return;
         }
+        let mut in_flight: HashMap<&str, usize> = HashMap::new();
+        for b in self.receiving_batches.values() {
+            *in_flight.entry(b.sender.as_str()).or_default() += 1;
+        }
+        // Called at every turn of the session loop that queued a small file: nothing to
+        // do (and no pass over every job) while each sender of a queued job has a batch
+        // in flight and no full batch is waiting, or has no request slot left.
+        let few = self.queued.len() < MAX_BATCH_JOBS;
+        let nothing = self.queued.iter().all(|job_id| {
+            self.downloads.get(job_id).is_some_and(|d| {
+                let n = in_flight.get(d.sender.as_str()).copied().unwrap_or(0);
+                n >= MAX_ACTIVE_PER_SENDER || (n > 0 && few && self.batchable(*job_id))
+            })
+        });
+        if nothing {
+            return;
+        }
+        let in_flight: HashSet<String> = in_flight.into_keys().map(str::to_string).collect();
         // Request slots in use, per sender, in one pass.
-        let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut used: HashMap<String, usize> = HashMap::new();
         for d in self.downloads.values().filter(|d| is_active(&d.phase)) {
             *used.entry(d.sender.clone()).or_default() += 1;
         }
+        for b in self.receiving_batches.values() {
+            *used.entry(b.sender.clone()).or_default() += 1;
+        }
+        // The batch being gathered per sender and directory, with its bytes.
+        let mut forming: HashMap<(String, PathBuf), (Vec<JobId>, u64)> = HashMap::new();
         let mut waiting = std::collections::VecDeque::new();
         while let Some(job_id) = self.queued.pop_front() {
             // Jobs that ended, or left the queue another way, are dropped from it.
@@ -468,13 +524,47 @@ impl Session {
             else {
                 continue;
             };
-            let slots = used.entry(d.sender.clone()).or_default();
+            let (sender, size) = (d.sender.clone(), d.size);
+            let batch_dir = match &d.save {
+                Save::ToDir(dir) if self.batchable(job_id) => Some(dir.clone()),
+                _ => None,
+            };
+            if let Some(dir) = batch_dir {
+                let key = (sender.clone(), dir);
+                if let Some((jobs, bytes)) = forming.get_mut(&key) {
+                    if jobs.len() < MAX_BATCH_JOBS && *bytes + size <= MAX_BATCH_BYTES {
+                        jobs.push(job_id);
+                        *bytes += size;
+                        continue;
+                    }
+                    if let Some((jobs, _)) = forming.remove(&key) {
+                        self.request_batch(&sender, jobs);
+                    }
+                }
+                let slots = used.entry(sender).or_default();
+                if *slots >= MAX_ACTIVE_PER_SENDER {
+                    waiting.push_back(job_id);
+                    continue;
+                }
+                *slots += 1;
+                forming.insert(key, (vec![job_id], size));
+                continue;
+            }
+            let slots = used.entry(sender).or_default();
             if *slots >= MAX_ACTIVE_PER_SENDER {
                 waiting.push_back(job_id);
                 continue;
             }
             *slots += 1;
             self.request_gated(job_id, false);
+        }
+        for ((sender, _), (jobs, bytes)) in forming {
+            let full = jobs.len() >= MAX_BATCH_JOBS || bytes >= MAX_BATCH_BYTES / 2;
+            if full || !in_flight.contains(&sender) {
+                self.request_batch(&sender, jobs);
+            } else {
+                waiting.extend(jobs);
+            }
         }
         self.queued = waiting;
     }
@@ -782,7 +872,7 @@ impl Session {
         self.start_queued();
     }
 
-    fn end_download(&mut self, job_id: JobId, result: Result<Saved>) {
+    pub(super) fn end_download(&mut self, job_id: JobId, result: Result<Saved>) {
         let Some(d) = self.downloads.get_mut(&job_id) else {
             return;
         };
@@ -858,6 +948,7 @@ impl Session {
             })
             .map(|(id, _)| *id)
             .collect();
+        self.expire_unanswered_batches(now);
         for job_id in stale {
             tracing::info!(%job_id, "no data channel for the request");
             let e = Error::DownloadFailed(format!(
@@ -871,7 +962,7 @@ impl Session {
     /// One more attempt of `job_id` brought no new bytes: ask again (now, or when the
     /// connection is back), or, once the attempts have run out, end the job with `e`,
     /// keeping its partial data for a later run if `keep_partial`.
-    fn retry_fruitless(&mut self, job_id: JobId, e: Error, keep_partial: bool) {
+    pub(super) fn retry_fruitless(&mut self, job_id: JobId, e: Error, keep_partial: bool) {
         let Some(d) = self.downloads.get_mut(&job_id) else {
             return;
         };
@@ -929,6 +1020,11 @@ impl Session {
         code: u16,
         message: String,
     ) {
+        if let Some(batch_id) = job_id
+            && self.on_batch_refused(peer, batch_id, code, &message)
+        {
+            return;
+        }
         let ours = job_id.filter(|j| self.downloads.get(j).is_some_and(|d| d.sender == peer));
         match ours {
             // The sender could not answer a `hashes-request` (the file changed, is no
@@ -981,7 +1077,7 @@ impl Session {
     }
 
     /// The job failed for good: its partial data is removed.
-    fn fail_download(&mut self, job_id: JobId, e: Error) {
+    pub(super) fn fail_download(&mut self, job_id: JobId, e: Error) {
         self.end_job(job_id, Ending::Failed(e), true);
     }
 
@@ -1000,7 +1096,15 @@ impl Session {
         if d.ending.is_some() {
             return;
         }
-        if let Phase::Running { .. } = d.phase {
+        let running = match d.phase {
+            Phase::Running { .. } => true,
+            Phase::Batched { batch } => self
+                .receiving_batches
+                .get(&batch)
+                .is_some_and(|b| b.task.is_some()),
+            _ => false,
+        };
+        if running {
             d.counters.stop();
             d.ending = Some((ending, discard));
             return;
@@ -1009,10 +1113,13 @@ impl Session {
     }
 
     /// Remove the partial data if `discard`, and emit the final event of a stopped job.
-    fn finish_ending(&mut self, job_id: JobId, ending: Ending, discard: bool) {
+    pub(super) fn finish_ending(&mut self, job_id: JobId, ending: Ending, discard: bool) {
         let Some(d) = self.downloads.remove(&job_id) else {
             return;
         };
+        if let Phase::Batched { batch } = d.phase {
+            self.batch_job_left(batch);
+        }
         if !matches!(d.phase, Phase::Queued) {
             self.start_queued();
         }

@@ -226,6 +226,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Queued => "queued",
         Phase::Requested { .. } => "requested",
         Phase::Running { .. } => "running",
+        Phase::Batched { .. } => "batched",
         Phase::Suspended { .. } => "suspended",
         Phase::Ended => "ended",
     }

@@ -73,6 +73,8 @@ pub(crate) struct Link {
     pub block_hashes: bool,
     /// The peer's `hello` announced `tree`: it takes `dirs` messages.
     pub tree: bool,
+    /// The peer's `hello` announced `batch`: it answers `batch-request`.
+    pub batch: bool,
 }
 
 /// The connection of a peer that left the session, kept open until it ends by itself so
@@ -155,6 +157,7 @@ impl Session {
             attempts: 0,
             outbox: Vec::new(),
             block_hashes: false,
+            batch: false,
             tree: false,
         };
         self.links.insert(info.id.clone(), link);
@@ -569,6 +572,9 @@ impl Session {
             ConnEvent::JobChannel { job_id, channel } => {
                 self.on_job_channel(&peer, job_id, channel)
             }
+            ConnEvent::BatchChannel { batch_id, channel } => {
+                self.on_batch_channel(&peer, batch_id, channel)
+            }
             ConnEvent::Down(reason) => self.connection_lost(&peer, reason),
         }
     }
@@ -610,6 +616,7 @@ impl Session {
                 t.abort();
             }
         }
+        self.stop_batches_to(peer);
         // A running download is left alone: it drains what already reached this side
         // (so less is sent again), then ends with a transport error and is suspended.
         let now = self.config.clock.now();
@@ -621,6 +628,7 @@ impl Session {
                 d.phase = Phase::Suspended { since: now };
             }
         }
+        self.suspend_requested_batches(peer);
     }
 
     /// Offerer side: start new connections whose backoff has elapsed.
@@ -724,7 +732,8 @@ impl Session {
             }
             ConnEvent::ControlOpen(_)
             | ConnEvent::ControlInvalid(_)
-            | ConnEvent::JobChannel { .. } => {}
+            | ConnEvent::JobChannel { .. }
+            | ConnEvent::BatchChannel { .. } => {}
         }
     }
 

@@ -4,8 +4,10 @@
 //!
 //! - `links`: presence, connections, signaling routing and reconnection;
 //! - `uploads`: our shared files, offers, serving requests, upload outcomes;
-//! - `downloads`: offers to us, download jobs, resume, verification outcomes.
+//! - `downloads`: offers to us, download jobs, resume, verification outcomes;
+//! - `batches`: many small files on one data channel, on both sides.
 
+mod batches;
 #[cfg(test)]
 mod block_hashes_tests;
 pub(crate) mod connection;
@@ -166,6 +168,8 @@ struct Serving {
     peer: String,
     /// The attempt currently streaming, if any.
     task: Option<JoinHandle<()>>,
+    /// The batch this job is part of (whose task streams it), if it is.
+    batch: Option<JobId>,
     /// Bytes sent for this job over all attempts.
     sent: Arc<AtomicU64>,
 }
@@ -193,6 +197,9 @@ enum Phase {
     Requested { offset: u64, since: Instant },
     /// Data is flowing.
     Running { task: JoinHandle<()> },
+    /// Part of batch `batch` of its sender: requested, or running once the batch's
+    /// channel is open (`Session::receiving_batches`).
+    Batched { batch: JobId },
     /// The connection to the sender is gone; waiting for it to come back.
     Suspended { since: Instant },
     /// The transfer task has ended and its report is being handled (a retry, a failure
@@ -250,6 +257,26 @@ enum Report {
     JobChannelStuck {
         job_id: JobId,
     },
+    /// Sender side: a batch was streamed (with the jobs skipped because of their file),
+    /// or its channel closed.
+    BatchStreamDone {
+        batch_id: JobId,
+        result: Result<Vec<(JobId, crate::error::Error)>>,
+    },
+    /// Sender side: a batch's data channel did not open in time.
+    BatchChannelStuck {
+        batch_id: JobId,
+    },
+    /// Recipient side: one file of a batch ended (published, or failed alone).
+    BatchFileDone {
+        job_id: JobId,
+        result: Result<Saved>,
+    },
+    /// Recipient side: a batch's channel ended.
+    BatchDone {
+        batch_id: JobId,
+        end: crate::transfer::batch::BatchEnd,
+    },
     /// Recipient side: the tail of a restarted job was compared with the sender's block
     /// hashes; `verified` bytes from `tail.offset` on match.
     TailChecked {
@@ -289,6 +316,8 @@ pub(crate) struct Session {
     /// Jobs waiting for a request slot of their sender, oldest first (entries whose job
     /// is no longer `Phase::Queued` are dropped when met).
     queued: std::collections::VecDeque<JobId>,
+    /// Small files were queued for a batch this turn (see `Session::start_queued`).
+    batches_due: bool,
     /// The empty directories of the groups we share, by group.
     shared_trees: HashMap<uuid::Uuid, Vec<String>>,
     /// The empty directories of the groups offered to us, by sender and group.
@@ -305,6 +334,10 @@ pub(crate) struct Session {
     /// Files whose upload was cancelled: late requests get 6004.
     revoked: HashSet<FileId>,
     serving: HashMap<JobId, Serving>,
+    /// Sender side: the batches being streamed, by batch ID.
+    sending_batches: HashMap<JobId, batches::SendingBatch>,
+    /// Recipient side: the batches requested or running, by batch ID.
+    receiving_batches: HashMap<JobId, batches::ReceivingBatch>,
     /// Limits on the jobs served (see `uploads::ServeBounds`).
     serve_bounds: uploads::ServeBounds,
     /// Streaming slots of the jobs served, per recipient and in total.
@@ -347,6 +380,7 @@ impl Session {
             links: HashMap::new(),
             draining: HashMap::new(),
             queued: std::collections::VecDeque::new(),
+            batches_due: false,
             shared_trees: HashMap::new(),
             received_trees: HashMap::new(),
             departed: HashMap::new(),
@@ -357,6 +391,8 @@ impl Session {
             shares: HashMap::new(),
             revoked: HashSet::new(),
             serving: HashMap::new(),
+            sending_batches: HashMap::new(),
+            receiving_batches: HashMap::new(),
             serve_bounds: uploads::SERVE_BOUNDS,
             stream_slots: uploads::StreamSlots::new(uploads::SERVE_BOUNDS),
             hash_requests: HashMap::new(),
@@ -424,6 +460,9 @@ impl Session {
                 Some(report) = self.report_rx.recv() => self.on_report(report),
                 _ = tick.tick() => self.on_tick(),
             }
+            if self.batches_due {
+                self.start_queued();
+            }
             self.flush_events();
         }
     }
@@ -449,6 +488,7 @@ impl Session {
                 task.abort();
             }
         }
+        self.abort_batches();
         // Close every connection gracefully (final control messages reach the peers)
         // before telling the signaling server we left.
         let mut closing = Vec::new();

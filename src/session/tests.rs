@@ -451,7 +451,9 @@ fn opened(commands: &[ConnCommand]) -> Vec<JobId> {
     commands
         .iter()
         .filter_map(|c| match c {
-            ConnCommand::OpenJob { job_id, .. } => Some(*job_id),
+            ConnCommand::OpenJob { label, .. } => {
+                crate::proto::control::parse_job_channel_label(label)
+            }
             _ => None,
         })
         .collect()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
 
 use super::connection::ConnCommand;
@@ -18,6 +18,7 @@ use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::resume::{Tail, check_range};
 use crate::proto::upload::{Audience, Completion, Outcome, Recorded, UploadState};
+use crate::rtc::RtcChannel;
 use crate::transfer;
 
 /// Longest wait for a job's data channel to open (its DCEP handshake, one round trip
@@ -117,7 +118,7 @@ impl StreamSlots {
     }
 
     /// The slots of `peer` and the global ones.
-    fn for_peer(&mut self, peer: &str) -> (Arc<Semaphore>, Arc<Semaphore>) {
+    pub(super) fn for_peer(&mut self, peer: &str) -> (Arc<Semaphore>, Arc<Semaphore>) {
         let per_peer = self.per_peer;
         let mine = self
             .peers
@@ -282,29 +283,9 @@ impl Session {
             code,
             message,
         };
-        if self.revoked.contains(&file_id) {
-            self.send_control(
-                peer,
-                refuse(
-                    codes::CANCELLED_BY_PEER,
-                    "the sender cancelled this upload".into(),
-                ),
-            );
-            return;
-        }
-        let Some(shared) = self.shares.get(&file_id) else {
-            self.send_control(
-                peer,
-                refuse(
-                    codes::FILE_NOT_AVAILABLE,
-                    format!("file {file_id} is not shared"),
-                ),
-            );
-            return;
-        };
-        if let Err(code) = shared.state.authorize(peer, offset, now) {
+        if let Some((code, message)) = self.refusal(peer, file_id, offset, now) {
             tracing::warn!(%peer, %file_id, code, "refusing request");
-            self.send_control(peer, refuse(code, refusal_message(code, offset)));
+            self.send_control(peer, refuse(code, message));
             return;
         }
         if self.links.get(peer).is_none_or(|l| l.conn.is_none()) {
@@ -315,28 +296,16 @@ impl Session {
         // the running one for each repeat would make the connection open and close a
         // data channel per request); one whose job has no stream running (its channel was
         // lost, or it was suspended) replaces that job.
-        let same_file: Vec<(JobId, bool)> = self
-            .serving
-            .iter()
-            .filter(|(id, s)| **id != job_id && s.peer == peer && s.file_id == file_id)
-            .map(|(id, s)| (*id, s.task.as_ref().is_some_and(|t| !t.is_finished())))
-            .collect();
-        if let Some((running, _)) = same_file.iter().find(|(_, running)| *running) {
-            let e = Error::TooManyJobs(format!(
-                "this file is already being sent to you as job {running}"
-            ));
-            tracing::debug!(%peer, %job_id, %file_id, "refusing request: {e}");
-            self.send_control(peer, refuse(e.code(), e.to_string()));
-            return;
-        }
-        let replaced: Vec<JobId> = same_file.into_iter().map(|(id, _)| id).collect();
-        let others = |s: &(&JobId, &Serving)| *s.0 != job_id && !replaced.contains(s.0);
-        let peer_jobs = self
-            .serving
-            .iter()
-            .filter(|s| others(s) && s.1.peer == peer)
-            .count();
-        let total_jobs = self.serving.iter().filter(others).count();
+        let replaced = match self.replaceable_jobs(peer, file_id, job_id) {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                tracing::debug!(%peer, %job_id, %file_id, "refusing request: {e}");
+                self.send_control(peer, refuse(e.code(), e.to_string()));
+                return;
+            }
+        };
+        let except: Vec<JobId> = replaced.iter().copied().chain([job_id]).collect();
+        let (peer_jobs, total_jobs) = self.jobs_served(peer, &except);
         if let Err(e) = self.serve_bounds.admit(peer_jobs, total_jobs) {
             tracing::warn!(%peer, %job_id, %file_id, "refusing request: {e}");
             self.send_control(peer, refuse(e.code(), e.to_string()));
@@ -344,7 +313,7 @@ impl Session {
         }
         let mut carried = 0;
         for old in replaced {
-            if let Some(s) = self.serving.remove(&old) {
+            if let Some(s) = self.remove_serving(&old) {
                 tracing::info!(%peer, %file_id, old_job = %old, new_job = %job_id, "a new request replaces the job");
                 if let Some(t) = s.task {
                     t.abort();
@@ -370,7 +339,7 @@ impl Session {
         };
         let (reply_tx, reply_rx) = oneshot::channel();
         let _ = conn.handle.tx.send(ConnCommand::OpenJob {
-            job_id,
+            label: crate::proto::control::job_channel_label(&job_id),
             reply: reply_tx,
         });
         let shared = &self.shares[&file_id];
@@ -385,68 +354,159 @@ impl Session {
         if let Some(old) = self.serving.get_mut(&job_id).and_then(|s| s.task.take()) {
             old.abort();
         }
-        let reports = self.report_tx.clone();
         let limit = self.limit.clone();
         let task_sent = sent.clone();
-        let (peer_slots, all_slots) = self.stream_slots.for_peer(peer);
         let span =
             tracing::info_span!("upload", job = %upload_job, download_job = %job_id, %peer, offset);
-        let task = tokio::spawn(
-            async move {
-                let result = async {
-                    let channel = reply_rx
-                        .await
-                        .map_err(|_| Error::UploadFailed("connection closed".into()))??;
-                    match tokio::time::timeout(JOB_CHANNEL_OPEN_TIMEOUT, channel.wait_open()).await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => {
-                            return Err(Error::UploadFailed("data channel did not open".into()));
-                        }
-                        // Not an outcome of the upload: the connection is the problem.
-                        Err(_) => return Ok(None),
-                    }
-                    // Stream only in one of this peer's slots and one of all; wait with
-                    // the channel open (the recipient's job is running) until then.
-                    let slots = async {
-                        let mine = peer_slots.acquire_owned().await.ok()?;
-                        let all = all_slots.acquire_owned().await.ok()?;
-                        Some((mine, all))
-                    }
-                    .await
-                    .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))?;
-                    let n = transfer::send_file(
-                        &channel,
+        let task = self.spawn_stream(
+            peer,
+            reply_rx,
+            span,
+            move |channel| {
+                Box::pin(async move {
+                    transfer::send_file(
+                        &*channel,
                         &path,
                         offset,
                         identity,
                         &task_sent,
                         limit.as_deref(),
                     )
-                    .await?;
-                    drop(slots);
-                    // The recipient closes the channel once it has every byte; closing
-                    // it from this side earlier could discard data still in flight.
-                    channel.wait_closed().await;
-                    Ok(Some(n))
-                }
-                .await;
-                let _ = reports.send(match result.transpose() {
-                    Some(result) => Report::UploadStreamDone { job_id, result },
-                    None => Report::JobChannelStuck { job_id },
-                });
-            }
-            .instrument(span),
+                    .await
+                })
+            },
+            move |result| Report::UploadStreamDone { job_id, result },
+            Report::JobChannelStuck { job_id },
         );
+        self.remove_serving(&job_id);
         self.serving.insert(
             job_id,
             Serving {
                 file_id,
                 peer: peer.to_string(),
                 task: Some(task),
+                batch: None,
                 sent,
             },
         );
+    }
+
+    /// Spawn the task of one stream to `peer` (a job's or a batch's): it waits for the
+    /// data channel the connection opens (`reply`) and for streaming slots
+    /// ([`open_stream`]), fills the channel with `fill`, gives the slots back, waits until
+    /// the recipient closes the channel (once it has every byte; closing it from this
+    /// side earlier could discard data still in flight), and reports `done` with how it
+    /// ended, or `stuck` if the channel did not open in time.
+    pub(super) fn spawn_stream<T: Send + 'static>(
+        &mut self,
+        peer: &str,
+        reply: oneshot::Receiver<Result<RtcChannel>>,
+        span: tracing::Span,
+        fill: impl FnOnce(Arc<RtcChannel>) -> StreamFill<T> + Send + 'static,
+        done: impl FnOnce(Result<T>) -> Report + Send + 'static,
+        stuck: Report,
+    ) -> tokio::task::JoinHandle<()> {
+        let reports = self.report_tx.clone();
+        let (peer_slots, all_slots) = self.stream_slots.for_peer(peer);
+        tokio::spawn(
+            async move {
+                let result = async {
+                    let Some((channel, slots)) = open_stream(reply, peer_slots, all_slots).await?
+                    else {
+                        return Ok(None);
+                    };
+                    let channel = Arc::new(channel);
+                    let filled = fill(channel.clone()).await?;
+                    drop(slots);
+                    channel.wait_closed().await;
+                    Ok(Some(filled))
+                }
+                .await;
+                let _ = reports.send(match result.transpose() {
+                    Some(result) => done(result),
+                    None => stuck,
+                });
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Why a `request` (or `hashes-request`, or a job of a `batch-request`) of `peer`
+    /// for `file_id` from `offset` is refused, if it is: the file is not shared (1181) or
+    /// was cancelled (6004), or `peer` may not have it now (5091, 6001, 5101, 6005).
+    pub(super) fn refusal(
+        &self,
+        peer: &str,
+        file_id: FileId,
+        offset: u64,
+        now: u64,
+    ) -> Option<(u16, String)> {
+        if self.revoked.contains(&file_id) {
+            return Some((
+                codes::CANCELLED_BY_PEER,
+                "the sender cancelled this upload".into(),
+            ));
+        }
+        let Some(shared) = self.shares.get(&file_id) else {
+            return Some((
+                codes::FILE_NOT_AVAILABLE,
+                format!("file {file_id} is not shared"),
+            ));
+        };
+        shared
+            .state
+            .authorize(peer, offset, now)
+            .err()
+            .map(|code| (code, refusal_message(code, offset)))
+    }
+
+    /// The other jobs of `peer` for `file_id` that a new job `job_id` replaces; 6010 if
+    /// one of them is streaming (one job per file and recipient).
+    pub(super) fn replaceable_jobs(
+        &self,
+        peer: &str,
+        file_id: FileId,
+        job_id: JobId,
+    ) -> Result<Vec<JobId>> {
+        let same_file: Vec<(JobId, bool)> = self
+            .serving
+            .iter()
+            .filter(|(id, s)| **id != job_id && s.peer == peer && s.file_id == file_id)
+            .map(|(id, s)| (*id, self.streams(s)))
+            .collect();
+        if let Some((running, _)) = same_file.iter().find(|(_, running)| *running) {
+            return Err(Error::TooManyJobs(format!(
+                "this file is already being sent to you as job {running}"
+            )));
+        }
+        Ok(same_file.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Whether a served job has a stream running: its own task, or its batch's.
+    pub(super) fn streams(&self, s: &Serving) -> bool {
+        s.task.as_ref().is_some_and(|t| !t.is_finished())
+            || s.batch.is_some_and(|b| {
+                self.sending_batches
+                    .get(&b)
+                    .is_some_and(|batch| !batch.task.is_finished())
+            })
+    }
+
+    /// The jobs served to `peer` and to everyone, as the bounds count them (a batch is
+    /// one job), leaving out the jobs `except`.
+    pub(super) fn jobs_served(&self, peer: &str, except: &[JobId]) -> (usize, usize) {
+        let (mut mine, mut all) = (0, 0);
+        let singles = self
+            .serving
+            .iter()
+            .filter(|(id, s)| s.batch.is_none() && !except.contains(id))
+            .map(|(_, s)| s.peer.as_str());
+        let batches = self.sending_batches.values().map(|b| b.peer.as_str());
+        for p in singles.chain(batches) {
+            all += 1;
+            mine += usize::from(p == peer);
+        }
+        (mine, all)
     }
 
     /// A recipient resuming job `job_id` after a restart asks for the block hashes of a
@@ -468,27 +528,14 @@ impl Session {
             code,
             message,
         };
-        if self.revoked.contains(&file_id) {
-            let msg = refuse(
-                codes::CANCELLED_BY_PEER,
-                "the sender cancelled this upload".into(),
-            );
-            self.send_control(peer, msg);
+        if let Some((code, message)) = self.refusal(peer, file_id, offset, now) {
+            tracing::warn!(%peer, %file_id, code, "refusing hashes-request");
+            self.send_control(peer, refuse(code, message));
             return;
         }
         let Some(shared) = self.shares.get(&file_id) else {
-            let msg = refuse(
-                codes::FILE_NOT_AVAILABLE,
-                format!("file {file_id} is not shared"),
-            );
-            self.send_control(peer, msg);
             return;
         };
-        if let Err(code) = shared.state.authorize(peer, offset, now) {
-            tracing::warn!(%peer, %file_id, code, "refusing hashes-request");
-            self.send_control(peer, refuse(code, refusal_message(code, offset)));
-            return;
-        }
         let range = match check_range(offset, length, shared.identity.size) {
             Ok(range) => range,
             Err(e) => {
@@ -667,8 +714,14 @@ impl Session {
     }
 
     /// Stop serving `job_id` and record the recipient's outcome.
-    fn finish_serving(&mut self, job_id: JobId, file_id: FileId, peer: &str, outcome: Outcome) {
-        let Some(s) = self.serving.remove(&job_id) else {
+    pub(super) fn finish_serving(
+        &mut self,
+        job_id: JobId,
+        file_id: FileId,
+        peer: &str,
+        outcome: Outcome,
+    ) {
+        let Some(s) = self.remove_serving(&job_id) else {
             return;
         };
         if let Some(t) = s.task {
@@ -836,7 +889,7 @@ impl Session {
                     code: Some(codes::CANCELLED_BY_PEER),
                 },
             );
-            if let Some(s) = self.serving.remove(&dl_job)
+            if let Some(s) = self.remove_serving(&dl_job)
                 && let Some(t) = s.task
             {
                 t.abort();
@@ -857,6 +910,42 @@ impl Session {
         Ok(())
     }
 }
+
+/// The data channel the connection opens for a job or a batch (`reply`), once it is
+/// open, and the streaming slots to fill it in: one of the peer's (`peer_slots`) and one
+/// of all (`all_slots`), waited for with the channel open (the recipient's job is
+/// running). `Ok(None)` when the channel did not open within
+/// [`JOB_CHANNEL_OPEN_TIMEOUT`]: not an outcome of the upload, the connection is the
+/// problem.
+async fn open_stream(
+    reply: oneshot::Receiver<Result<RtcChannel>>,
+    peer_slots: Arc<Semaphore>,
+    all_slots: Arc<Semaphore>,
+) -> Result<Option<(RtcChannel, StreamPermits)>> {
+    let channel = reply
+        .await
+        .map_err(|_| Error::UploadFailed("connection closed".into()))??;
+    match tokio::time::timeout(JOB_CHANNEL_OPEN_TIMEOUT, channel.wait_open()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Error::UploadFailed("data channel did not open".into())),
+        Err(_) => return Ok(None),
+    }
+    let slots = async {
+        let mine = peer_slots.acquire_owned().await.ok()?;
+        let all = all_slots.acquire_owned().await.ok()?;
+        Some((mine, all))
+    }
+    .await
+    .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))?;
+    Ok(Some((channel, slots)))
+}
+
+/// What fills a stream's channel (see [`Session::spawn_stream`]).
+pub(super) type StreamFill<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>;
+
+/// A stream's slots: one of its peer's and one of all (see [`StreamSlots`]).
+pub(super) type StreamPermits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// What a refused `request` or `hashes-request` says, by the code `authorize` gave.
 fn refusal_message(code: u16, offset: u64) -> String {

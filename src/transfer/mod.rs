@@ -2,6 +2,7 @@
 //! memory, driven by the sans-IO [`DownloadState`]. File reads run ahead and writes run
 //! behind on blocking threads, so disk I/O overlaps the network.
 
+pub mod batch;
 mod checkpoint;
 mod partial;
 pub mod walk;
@@ -462,6 +463,7 @@ pub struct DownloadCounters {
     /// Bytes durably checkpointed.
     pub durable: AtomicU64,
     stop: tokio::sync::Notify,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl DownloadCounters {
@@ -469,7 +471,14 @@ impl DownloadCounters {
     /// what it wrote, and `receive` returns [`Error::CancelledLocally`] with the partial
     /// data kept (the caller decides whether to remove it once `receive` has returned).
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.stop.notify_one();
+    }
+
+    /// Whether [`DownloadCounters::stop`] was called (a file of a batch checks it before
+    /// it is published).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 }
 
@@ -558,19 +567,16 @@ pub async fn receive<C: Channel + ?Sized>(
                 &mut on_progress,
             )
             .await;
+            let place = Place {
+                name,
+                dirs,
+                executable,
+                replace,
+            };
             let result = match result {
-                Ok(digest) => verify_digest(&state, digest).and_then(|_| {
-                    let dir = tree_dir(store.dir(), &dirs)?;
-                    let saved = if replace {
-                        publish_replacing(&temp, &dir, &name)?
-                    } else {
-                        publish(&temp, &dir, &name)?
-                    };
-                    if executable {
-                        set_executable(&saved);
-                    }
-                    Ok(saved)
-                }),
+                Ok(digest) => {
+                    verify_digest(&state, digest).and_then(|_| place.publish(&temp, store.dir()))
+                }
                 Err(e) => Err(e),
             };
             match &result {
@@ -747,6 +753,44 @@ fn verdict(v: Verdict) -> Result<()> {
         Verdict::Mismatch { expected, actual } => Err(Error::PossiblyCorrupt(format!(
             "BLAKE3 {actual} does not match the offered {expected}"
         ))),
+    }
+}
+
+/// Where a verified file goes below a download directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// Its name (already sanitized); a taken name gets a number unless `replace`.
+    pub name: String,
+    /// Directories (sanitized components) between the download directory and the file:
+    /// its place in a shared tree; empty for a file shared on its own.
+    pub dirs: Vec<String>,
+    /// Set the executable bits once published.
+    pub executable: bool,
+    /// Replace an existing file of that name (an atomic rename) instead of taking a
+    /// numbered name; a directory of that name is never replaced.
+    pub replace: bool,
+}
+
+impl Place {
+    /// Move the verified file `temp` to this place below `base` (creating the tree's
+    /// directories); returns where it went.
+    pub fn publish(&self, temp: &Path, base: &Path) -> Result<PathBuf> {
+        let dir = tree_dir(base, &self.dirs)?;
+        self.publish_in(temp, &dir)
+    }
+
+    /// [`Place::publish`] into `dir`, the tree's directory of this place that the caller
+    /// made with [`tree_dir`].
+    pub fn publish_in(&self, temp: &Path, dir: &Path) -> Result<PathBuf> {
+        let saved = if self.replace {
+            publish_replacing(temp, dir, &self.name)?
+        } else {
+            publish(temp, dir, &self.name)?
+        };
+        if self.executable {
+            set_executable(&saved);
+        }
+        Ok(saved)
     }
 }
 

@@ -299,18 +299,29 @@ struct Lab {
     work: PathBuf,
     /// Longest a transfer may take before its recipient is killed.
     timeout: Duration,
+    /// Transfers so far: each writes into a directory of its own.
+    runs: std::cell::Cell<u32>,
 }
 
 impl Lab {
-    /// One peershare transfer of `src` (file or tree), its received copy removed after
-    /// `check` has looked at it.
+    /// A fresh directory below `received/` for one transfer. Received copies are
+    /// removed only when a set's rounds are over: on ext4 without a journal, creating
+    /// files right after thousands were deleted in the same block group scans the
+    /// recently freed inodes (`recently_deleted`, up to 6 minutes) and made every later
+    /// round of the 10,000-file set three to four times slower, for every program.
+    fn fresh(&self, what: &str) -> PathBuf {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        self.work.join("received").join(format!("{what}-{n}"))
+    }
+
+    /// One peershare transfer of `src` (file or tree), checked by `check`.
     fn peershare(
         &self,
         src: &Path,
         check: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<Transfer> {
-        let out = self.work.join("out");
-        remove_dir(&out)?;
+        let out = self.fresh("peershare");
         sync();
         let t = programs::peershare(
             &self.peershare,
@@ -321,7 +332,6 @@ impl Lab {
             self.timeout,
         )?;
         check(&out.join(programs::file_name(src)))?;
-        remove_dir(&out)?;
         Ok(t)
     }
 
@@ -332,16 +342,10 @@ impl Lab {
         src: &Path,
         want: &BTreeMap<PathBuf, String>,
     ) -> anyhow::Result<Transfer> {
-        let (send_dir, recv_dir) = (self.work.join("sendme-send"), self.work.join("sendme-recv"));
-        for d in [&send_dir, &recv_dir] {
-            remove_dir(d)?;
-        }
+        let (send_dir, recv_dir) = (self.fresh("sendme-send"), self.fresh("sendme-recv"));
         sync();
         let t = programs::sendme(sendme, &self.net, src, &send_dir, &recv_dir)?;
         verify_tree(&recv_dir.join(programs::file_name(src)), want)?;
-        for d in [&send_dir, &recv_dir] {
-            remove_dir(d)?;
-        }
         Ok(t)
     }
 
@@ -405,6 +409,7 @@ impl Lab {
             });
         }
         remove_dir(&tree)?;
+        remove_dir(&self.work.join("received"))?;
         std::fs::remove_file(&single).with_context(|| format!("removing {}", single.display()))?;
         Ok(measured)
     }
@@ -588,6 +593,7 @@ pub fn run(args: FilesArgs) -> anyhow::Result<()> {
         net: Net::loopback(),
         work: work.path().to_path_buf(),
         timeout: Duration::from_secs(args.timeout),
+        runs: std::cell::Cell::new(0),
     };
     let machine = sys::Machine::probe(peershare::rtc::RtcSettings::default().socket_buffer_bytes);
     let load_before = sys::load_average();
