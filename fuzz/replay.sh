@@ -14,7 +14,7 @@ seconds="${FUZZ_SECONDS:-10}"
 targets=(control_codec signaling_frame ticket turn_username names session_jobs batch_reader)
 declare -A dict=(
     [control_codec]=control.dict [signaling_frame]=signaling.dict [ticket]=ticket.dict
-    [turn_username]=turn.dict [names]=names.dict [session_jobs]=
+    [turn_username]=turn.dict [names]=names.dict [session_jobs]= [batch_reader]=batch.dict
 )
 declare -A max_len=(
     [control_codec]=16500 [signaling_frame]=8192 [ticket]=512 [turn_username]=1500

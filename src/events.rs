@@ -133,6 +133,20 @@ pub enum Event {
         name: String,
         size: u64,
     },
+    /// Sender: every file of a share (one offer group: the files of one
+    /// [`crate::Peer::send_files`] or [`crate::Peer::send_paths`], e.g. a whole tree) has
+    /// ended, each with `upload-completed`, `upload-failed` or `upload-cancelled`: how
+    /// many ended which way. Once per share.
+    UploadGroupEnded {
+        group_id: uuid::Uuid,
+        /// What the share is called (`photos/`), if it has a label.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        files: u32,
+        completed: u32,
+        failed: u32,
+        cancelled: u32,
+    },
 
     /// Recipient: a sender started sharing a file with us.
     FileUploadStarted {
@@ -211,6 +225,22 @@ pub enum Event {
         name: String,
         size: u64,
     },
+    /// Recipient: every file of a share offered to us (its `group`, e.g. a tree) has
+    /// ended here: `completed` (`download-completed`, or `download-skipped`: an identical
+    /// copy was there), `failed` (`download-failed`, or the offer withdrawn before we had
+    /// the file), `cancelled` (`download-cancelled`, or declined). Once per share, after
+    /// the last file's own event; a share with files never downloaded nor declined does
+    /// not end. `label` is untrusted (escape it when shown).
+    DownloadGroupEnded {
+        group_id: uuid::Uuid,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        sender: String,
+        files: u32,
+        completed: u32,
+        failed: u32,
+        cancelled: u32,
+    },
 
     /// A coded error not tied to one job (signaling loss, a misbehaving peer …).
     Error {
@@ -236,6 +266,7 @@ impl Event {
             Event::UploadCompleted { .. } => "upload-completed",
             Event::UploadFailed { .. } => "upload-failed",
             Event::UploadCancelled { .. } => "upload-cancelled",
+            Event::UploadGroupEnded { .. } => "upload-group-ended",
             Event::FileUploadStarted { .. } => "file-upload-started",
             Event::DownloadAvailable { .. } => "download-available",
             Event::DownloadSkipped { .. } => "download-skipped",
@@ -244,6 +275,7 @@ impl Event {
             Event::DownloadCompleted { .. } => "download-completed",
             Event::DownloadFailed { .. } => "download-failed",
             Event::DownloadCancelled { .. } => "download-cancelled",
+            Event::DownloadGroupEnded { .. } => "download-group-ended",
             Event::Error { .. } => "error",
         }
     }

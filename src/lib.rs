@@ -44,7 +44,8 @@
 //! From the wire inwards:
 //! - [`proto`]: the sans-IO core: control messages and their codec, IDs, name
 //!   sanitizing, the upload/download job state machines, the frames of a batch channel
-//!   and their reading (`proto::batch`), codes (`ROUTE-SECRET`) and peer
+//!   and their reading (`proto::batch`), the tally of a share's files until the share
+//!   ends (`proto::group`), codes (`ROUTE-SECRET`) and peer
 //!   authentication (SPAKE2 and the sealing of signaling data). No I/O, clocks or tokio.
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
 //!   message size, bind address), the runtime wrapper that works around the stack's

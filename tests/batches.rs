@@ -151,6 +151,18 @@ async fn batches_tree_of_small_files_identical_with_one_event_sequence_each() {
         share_and_accept(&server, &sender, root, files.len(), &out).await;
     completions(&mut r_rec, &jobs).await;
     assert_identical(&out, &files);
+    // The tree ends once as a whole, after its last file.
+    let ended = r_rec
+        .until("the tree's end", |e| {
+            matches!(e, Event::DownloadGroupEnded { .. })
+        })
+        .await;
+    let n = files.len() as u32;
+    assert!(
+        matches!(&ended, Event::DownloadGroupEnded { label: Some(l), files, completed, failed: 0, cancelled: 0, .. }
+            if l == "tree/" && *files == n && *completed == n),
+        "{ended:?}"
+    );
     let by_job = per_job(&r_rec.seen);
     assert_eq!(by_job.len(), files.len());
     for (job, names) in &by_job {
@@ -186,6 +198,16 @@ async fn batches_tree_of_small_files_identical_with_one_event_sequence_each() {
         })
         .count();
     assert_eq!(failed, 0);
+    let ended = s_rec
+        .until("the share's end", |e| {
+            matches!(e, Event::UploadGroupEnded { .. })
+        })
+        .await;
+    assert!(
+        matches!(ended, Event::UploadGroupEnded { files, completed, failed: 0, cancelled: 0, .. }
+            if files == n && completed == n),
+        "{ended:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

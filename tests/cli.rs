@@ -84,12 +84,23 @@ async fn cli_send_recv_embedded_server_files_identical_with_json_events() {
             "download-available",
             "download-completed",
             "download-completed",
+            "download-group-ended",
             "download-started",
             "download-started",
             "file-upload-started",
             "file-upload-started",
             "joined"
         ]
+    );
+    // The share ends once, after both of its files, as a whole.
+    assert_eq!(
+        recv_events.last().map(|e| e["event"].clone()),
+        Some("download-group-ended".into())
+    );
+    let ended = &events(&recv_events, "download-group-ended")[0];
+    assert_eq!(
+        (&ended["files"], &ended["completed"]),
+        (&2.into(), &2.into())
     );
     // First, who the recipient is in the session (for a sender's --to).
     assert_eq!(recv_events[0]["event"], "joined");
@@ -457,7 +468,8 @@ async fn cli_send_text_recv_json_emits_verified_text_event() {
             "download-available",
             "download-started",
             "download-completed",
-            "text"
+            "text",
+            "download-group-ended"
         ]
     );
     let available = &events(&evs, "download-available")[0];
@@ -657,8 +669,14 @@ async fn cli_recv_identical_file_skipped_sender_records_delivered_without_data()
             "joined",
             "file-upload-started",
             "download-available",
-            "download-skipped"
+            "download-skipped",
+            "download-group-ended"
         ]
+    );
+    let ended = &events(&evs, "download-group-ended")[0];
+    assert_eq!(
+        (&ended["files"], &ended["completed"], &ended["failed"]),
+        (&1.into(), &1.into(), &0.into())
     );
     let skipped = &events(&evs, "download-skipped")[0];
     assert_eq!(
@@ -677,7 +695,8 @@ async fn cli_recv_identical_file_skipped_sender_records_delivered_without_data()
             "ticket",
             "upload-started",
             "recipient-outcome",
-            "upload-completed"
+            "upload-completed",
+            "upload-group-ended"
         ]
     );
     let outcome = &events(&evs, "recipient-outcome")[0];

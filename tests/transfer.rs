@@ -285,6 +285,25 @@ async fn decline_sender_sees_declined_outcome() {
     let file_id = r_rec.offer().await;
     recipient.decline(file_id).await.unwrap();
     assert!(recipient.available_files().await.is_empty());
+    // Declined, the share (of one file) has ended here.
+    let ended = r_rec
+        .until("the share's end", |e| {
+            matches!(e, Event::DownloadGroupEnded { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            ended,
+            Event::DownloadGroupEnded {
+                files: 1,
+                completed: 0,
+                failed: 0,
+                cancelled: 1,
+                ..
+            }
+        ),
+        "{ended:?}"
+    );
     let Event::UploadCompleted {
         job_id, outcomes, ..
     } = s_rec
@@ -300,9 +319,19 @@ async fn decline_sender_sees_declined_outcome() {
         outcomes.get(recipient.client_id()),
         Some(&Outcome::Declined)
     );
+    s_rec
+        .until("the share's end", |e| {
+            matches!(e, Event::UploadGroupEnded { .. })
+        })
+        .await;
     assert_eq!(
         s_rec.names(),
-        ["upload-started", "recipient-outcome", "upload-completed"]
+        [
+            "upload-started",
+            "recipient-outcome",
+            "upload-completed",
+            "upload-group-ended"
+        ]
     );
     assert!(s_rec.seen.iter().any(|e| matches!(
         e,

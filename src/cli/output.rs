@@ -378,7 +378,37 @@ impl Output {
                 "{failures} failed attempts to authenticate: the code is burnt, nobody new \
                  can join with it"
             )),
-            Event::FileUploadStarted { .. }
+            Event::DownloadGroupEnded {
+                label,
+                sender,
+                files,
+                completed,
+                failed,
+                cancelled,
+                ..
+            } if *files > 1 => {
+                let what = match label {
+                    Some(label) => format!("{} ({files} files)", shown(label)),
+                    None => format!("{files} files"),
+                };
+                let mut parts = vec![format!("{completed} received")];
+                if *failed > 0 {
+                    parts.push(format!("{failed} failed"));
+                }
+                if *cancelled > 0 {
+                    parts.push(format!("{cancelled} cancelled or declined"));
+                }
+                self.note(&format!(
+                    "{what} from {}: {}",
+                    self.peer_name(sender),
+                    parts.join(", ")
+                ));
+            }
+            // A single file's share says nothing its own lines did not; a sender's
+            // shares end in the closing line.
+            Event::DownloadGroupEnded { .. }
+            | Event::UploadGroupEnded { .. }
+            | Event::FileUploadStarted { .. }
             | Event::DownloadAvailable { .. }
             | Event::UploadCancelled { .. } => {}
         }

@@ -508,6 +508,12 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
             ));
         }
     };
+    // The end of a share is emitted together with its last file's event.
+    while let Some(event) = events.try_recv() {
+        if matches!(event, Event::DownloadGroupEnded { .. }) {
+            out.event(&event);
+        }
+    }
     out.clear();
     out.summary("received");
     peer.leave().await;

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod code;
 pub mod control;
 pub mod download;
+pub mod group;
 pub mod hash;
 pub mod ids;
 pub mod names;

@@ -154,8 +154,24 @@ impl Session {
     }
 
     pub(super) fn on_revoke(&mut self, peer: &str, file_id: FileId) {
-        self.offered
-            .retain(|id, o| !(*id == file_id && o.info.sender == peer));
+        let Some(offer) = self.offered.get(&file_id).filter(|o| o.info.sender == peer) else {
+            return;
+        };
+        let group = offer.info.group.clone();
+        self.offered.remove(&file_id);
+        // Withdrawn before we had it: the end of that file for its share's tally (a
+        // download of it running gets the sender's `cancel` and ends on its own).
+        if group.is_some() && !self.downloads.values().any(|d| d.file_id == file_id) {
+            self.end_offered_file(file_id, crate::proto::group::FileEnd::Failed);
+        }
+    }
+
+    /// An offer to us ended without a download event (declined, withdrawn): it counts for
+    /// the tally of its share, which may end with it.
+    fn end_offered_file(&mut self, file_id: FileId, end: crate::proto::group::FileEnd) {
+        if let Some(ended) = self.download_groups.end(file_id, end) {
+            self.emit(super::group_event(false, ended));
+        }
     }
 
     /// Start downloading an offered file. If this side cannot take it (too large, the
@@ -717,6 +733,7 @@ impl Session {
                 have: false,
             },
         );
+        self.end_offered_file(file_id, crate::proto::group::FileEnd::Cancelled);
         Ok(())
     }
 

@@ -798,6 +798,7 @@ impl Session {
         for peer in gone {
             self.departed.remove(&peer);
             self.recipient_gone(&peer);
+            self.download_groups.forget(&peer);
         }
     }
 }

@@ -294,6 +294,30 @@ enum Report {
     },
 }
 
+/// The event of a share that ended: one of ours (`upload`) or one offered to us.
+fn group_event(upload: bool, ended: crate::proto::group::GroupEnded) -> Event {
+    if upload {
+        Event::UploadGroupEnded {
+            group_id: ended.id,
+            label: ended.label,
+            files: ended.files,
+            completed: ended.completed,
+            failed: ended.failed,
+            cancelled: ended.cancelled,
+        }
+    } else {
+        Event::DownloadGroupEnded {
+            group_id: ended.id,
+            label: ended.label,
+            sender: ended.sender,
+            files: ended.files,
+            completed: ended.completed,
+            failed: ended.failed,
+            cancelled: ended.cancelled,
+        }
+    }
+}
+
 pub(crate) struct Session {
     config: Arc<PeerConfig>,
     me: String,
@@ -338,6 +362,9 @@ pub(crate) struct Session {
     sending_batches: HashMap<JobId, batches::SendingBatch>,
     /// Recipient side: the batches requested or running, by batch ID.
     receiving_batches: HashMap<JobId, batches::ReceivingBatch>,
+    /// The shares (offer groups) of ours, and those offered to us, until they end.
+    upload_groups: crate::proto::group::Groups,
+    download_groups: crate::proto::group::Groups,
     /// Limits on the jobs served (see `uploads::ServeBounds`).
     serve_bounds: uploads::ServeBounds,
     /// Streaming slots of the jobs served, per recipient and in total.
@@ -393,6 +420,8 @@ impl Session {
             serving: HashMap::new(),
             sending_batches: HashMap::new(),
             receiving_batches: HashMap::new(),
+            upload_groups: Default::default(),
+            download_groups: Default::default(),
             serve_bounds: uploads::SERVE_BOUNDS,
             stream_slots: uploads::StreamSlots::new(uploads::SERVE_BOUNDS),
             hash_requests: HashMap::new(),
@@ -415,7 +444,49 @@ impl Session {
     }
 
     fn emit(&mut self, event: Event) {
+        let group = self.group_end(&event);
         self.pending.push(event);
+        if let Some(group) = group {
+            self.pending.push(group);
+        }
+    }
+
+    /// The end of a share as a whole, if `event` ends its last file (the groups of our
+    /// shares and of the offers to us are tallied apart: a peer chooses its IDs).
+    fn group_end(&mut self, event: &Event) -> Option<Event> {
+        use crate::proto::group::FileEnd;
+        let (upload, file_id, end) = match event {
+            Event::DownloadAvailable {
+                file_id,
+                sender,
+                group: Some(g),
+                ..
+            } => {
+                let label = g.label.as_deref();
+                self.download_groups
+                    .add(sender, g.id, g.count, label, *file_id);
+                return None;
+            }
+            Event::DownloadCompleted { file_id, .. } | Event::DownloadSkipped { file_id, .. } => {
+                (false, file_id, FileEnd::Completed)
+            }
+            Event::DownloadFailed { file_id, .. } => (false, file_id, FileEnd::Failed),
+            Event::DownloadCancelled { file_id, .. } => (false, file_id, FileEnd::Cancelled),
+            Event::UploadCompleted { file_id, .. } => (true, file_id, FileEnd::Completed),
+            Event::UploadFailed {
+                file_id: Some(file_id),
+                ..
+            } => (true, file_id, FileEnd::Failed),
+            Event::UploadCancelled { file_id, .. } => (true, file_id, FileEnd::Cancelled),
+            _ => return None,
+        };
+        let groups = if upload {
+            &mut self.upload_groups
+        } else {
+            &mut self.download_groups
+        };
+        let ended = groups.end(*file_id, end)?;
+        Some(group_event(upload, ended))
     }
 
     /// Deliver the events of the step that just ended.

@@ -196,6 +196,8 @@ impl Session {
                 size: shared.identity.size,
                 path: shared.tree_path.clone(),
             });
+            self.upload_groups
+                .add("", group_id, count, tree.label.as_deref(), file_id);
             self.shares.insert(file_id, shared);
             let ready: Vec<String> = self
                 .links
