@@ -180,10 +180,41 @@ async fn cli_send_dir_recv_tree_identical_layout_modes_and_events() {
         "{saved:?}"
     );
 
-    // The sender: one upload per file, each delivered.
+    // The tree ends once, as a whole, after its last file.
+    let ended = events(&revents, "download-group-ended");
+    assert_eq!(ended.len(), 1, "{revents:#?}");
+    assert_eq!(
+        revents.last().map(|e| e["event"].clone()),
+        Some("download-group-ended".into())
+    );
+    assert_eq!(
+        (
+            &ended[0]["label"],
+            &ended[0]["files"],
+            &ended[0]["completed"],
+            &ended[0]["failed"],
+            &ended[0]["cancelled"]
+        ),
+        (
+            &"photos/".into(),
+            &files.into(),
+            &files.into(),
+            &0.into(),
+            &0.into()
+        )
+    );
+    assert_eq!(ended[0]["group_id"], available[0]["group"]["id"]);
+
+    // The sender: one upload per file, each delivered, and the share's end.
     let delivered: Vec<&Value> = events(&sevents, "recipient-outcome");
     assert_eq!(delivered.len(), files);
     assert!(delivered.iter().all(|e| e["outcome"] == "delivered"));
+    let shared = events(&sevents, "upload-group-ended");
+    assert_eq!(shared.len(), 1, "{sevents:#?}");
+    assert_eq!(
+        (&shared[0]["files"], &shared[0]["completed"]),
+        (&files.into(), &files.into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +320,13 @@ async fn cli_recv_killed_mid_tree_restarted_completes_verified_files_not_sent_ag
     }
     let downloaded = events(&after, "download-completed").len();
     assert_eq!(skipped.len() + downloaded, 6, "{after:#?}");
+    // Copies already there count as completed for the share.
+    let ended = events(&after, "download-group-ended");
+    assert_eq!(ended.len(), 1, "{after:#?}");
+    assert_eq!(
+        (&ended[0]["files"], &ended[0]["completed"]),
+        (&6.into(), &6.into())
+    );
     assert_eq!(layout(&out.join("set")), layout(&src));
     assert_eq!(s.finish().await.0, 0);
 }
@@ -324,6 +362,16 @@ async fn cli_tree_file_changed_mid_share_fails_alone_5100_rest_completes() {
     assert_eq!(failed[0]["code"], 5100);
     assert_eq!(std::fs::read(out.join("pair/a-kept.bin")).unwrap(), keep);
     assert!(!out.join("pair/b-changed.bin").exists());
+    let ended = events(&revents, "download-group-ended");
+    assert_eq!(ended.len(), 1, "{revents:#?}");
+    assert_eq!(
+        (
+            &ended[0]["files"],
+            &ended[0]["completed"],
+            &ended[0]["failed"]
+        ),
+        (&2.into(), &1.into(), &1.into())
+    );
     let (code, sevents, _) = s.finish().await;
     assert_eq!(code, 1);
     let outcomes: Vec<(String, u64)> = events(&sevents, "recipient-outcome")
