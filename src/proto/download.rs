@@ -37,6 +37,17 @@ pub enum Verdict {
     Mismatch { expected: Hash, actual: Hash },
 }
 
+impl Verdict {
+    /// The verdict on a file whose digest is `actual` where the offer said `expected`.
+    pub fn of(expected: Hash, actual: Hash) -> Self {
+        if actual == expected {
+            Verdict::Verified
+        } else {
+            Verdict::Mismatch { expected, actual }
+        }
+    }
+}
+
 /// State of one download job.
 #[derive(Debug, Clone)]
 pub struct DownloadState {
@@ -138,14 +149,7 @@ impl DownloadState {
 
     /// Compare a digest computed by the driver with the offer's.
     pub fn verify_digest(&self, actual: Hash) -> Verdict {
-        if actual == self.expected {
-            Verdict::Verified
-        } else {
-            Verdict::Mismatch {
-                expected: self.expected,
-                actual,
-            }
-        }
+        Verdict::of(self.expected, actual)
     }
 }
 

@@ -1,17 +1,12 @@
 //! Batches (docs/PROTOCOL.md, "Batches"): many small files of one sender on one data
 //! channel. The sender streams the jobs of a `batch-request`; the recipient gathers its
-//! queued small files into batches (`Session::gather_queued`), reads their channel and
+//! queued small files into batches (`Session::start_queued`), reads their channel and
 //! ends each file's job on its own.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::connection::ConnCommand;
 use super::downloads::{MAX_FRUITLESS_ATTEMPTS, REQUEST_ANSWER_TIMEOUT};
 use super::{Phase, Report, Serving, Session};
 use crate::error::{Error, Result, codes};
@@ -26,6 +21,7 @@ use crate::rtc::RtcStream;
 use crate::store::JobStore;
 use crate::transfer::batch::{BatchEnd, Incoming, Outgoing, receive_batch, send_batch};
 use crate::transfer::{self, Place};
+use crate::transport::Channel;
 
 /// Batches one recipient may have served at once (each holds a data channel and up to
 /// `MAX_BATCH_JOBS` jobs); one more is refused with 6010. Twice what a peershare
@@ -76,6 +72,13 @@ impl Session {
                 .load(std::sync::atomic::Ordering::Acquire)
                 == 0
             && self.links.get(&d.sender).is_some_and(|l| l.batch)
+    }
+
+    /// Whether download `job_id` still waits in batch `batch_id` (requested or running).
+    fn in_batch(&self, job_id: JobId, batch_id: JobId) -> bool {
+        self.downloads
+            .get(&job_id)
+            .is_some_and(|d| matches!(d.phase, Phase::Batched { batch } if batch == batch_id))
     }
 
     /// Recipient: ask `sender` for the files of `jobs` on one channel.
@@ -129,10 +132,10 @@ impl Session {
         let mut incoming = Vec::with_capacity(batch.jobs.len());
         let mut started = Vec::new();
         for &(job_id, offered) in &batch.jobs {
-            let live = self.downloads.get(&job_id).filter(|d| {
-                matches!(d.phase, Phase::Batched { batch } if batch == batch_id)
-                    && d.ending.is_none()
-            });
+            let live = self
+                .downloads
+                .get(&job_id)
+                .filter(|d| d.ending.is_none() && self.in_batch(job_id, batch_id));
             let (size, hash, place, counters) = match live {
                 Some(d) => {
                     if store.is_none() {
@@ -184,7 +187,7 @@ impl Session {
                     let _ = files.send(Report::BatchFileDone { job_id, result });
                 })
                 .await;
-                transfer_close(&channel).await;
+                channel.close().await;
                 let _ = reports.send(Report::BatchDone { batch_id, end });
             }
             .instrument(span),
@@ -216,11 +219,7 @@ impl Session {
             tracing::info!(%batch_id, code = e.code(), unfinished = end.unfinished.len(), "batch ended: {e}");
         }
         for (job_id, _) in batch.jobs {
-            let waiting = self
-                .downloads
-                .get(&job_id)
-                .is_some_and(|d| matches!(d.phase, Phase::Batched { batch } if batch == batch_id));
-            if !waiting {
+            if !self.in_batch(job_id, batch_id) {
                 continue;
             }
             let e = match &end.result {
@@ -261,23 +260,19 @@ impl Session {
         code: u16,
         message: &str,
     ) -> bool {
-        if !self
+        let ours = self
             .receiving_batches
             .get(&batch_id)
-            .is_some_and(|b| b.sender == peer && b.task.is_none())
-        {
-            return false;
-        }
-        let Some(batch) = self.receiving_batches.remove(&batch_id) else {
+            .is_some_and(|b| b.sender == peer && b.task.is_none());
+        let Some(batch) = ours
+            .then(|| self.receiving_batches.remove(&batch_id))
+            .flatten()
+        else {
             return false;
         };
         tracing::warn!(%peer, %batch_id, code, "the sender refused the batch: {message}");
         for (job_id, _) in batch.jobs {
-            if self
-                .downloads
-                .get(&job_id)
-                .is_some_and(|d| matches!(d.phase, Phase::Batched { batch } if batch == batch_id))
-            {
+            if self.in_batch(job_id, batch_id) {
                 self.fail_download(job_id, Error::from_remote(code, message));
             }
         }
@@ -296,11 +291,10 @@ impl Session {
         if batch.task.is_some() {
             return;
         }
-        let waiting = batch.jobs.iter().any(|(job_id, _)| {
-            self.downloads
-                .get(job_id)
-                .is_some_and(|d| matches!(d.phase, Phase::Batched { batch } if batch == batch_id))
-        });
+        let waiting = batch
+            .jobs
+            .iter()
+            .any(|(job_id, _)| self.in_batch(*job_id, batch_id));
         if !waiting {
             self.receiving_batches.remove(&batch_id);
             self.start_queued();
@@ -324,9 +318,7 @@ impl Session {
                 continue;
             };
             for (job_id, _) in batch.jobs {
-                if self.downloads.get(&job_id).is_some_and(
-                    |d| matches!(d.phase, Phase::Batched { batch } if batch == batch_id),
-                ) {
+                if self.in_batch(job_id, batch_id) {
                     let e = Error::DownloadFailed(
                         "the sender did not start sending in repeated attempts".into(),
                     );
@@ -352,8 +344,8 @@ impl Session {
                 continue;
             };
             for (job_id, _) in batch.jobs {
-                if let Some(d) = self.downloads.get_mut(&job_id)
-                    && matches!(d.phase, Phase::Batched { batch } if batch == batch_id)
+                if self.in_batch(job_id, batch_id)
+                    && let Some(d) = self.downloads.get_mut(&job_id)
                 {
                     d.phase = Phase::Suspended { since: now };
                 }
@@ -365,10 +357,9 @@ impl Session {
     /// naming `batch_id`, 6010) beyond the bounds; each job is checked like a `request`
     /// from offset 0, and one that is refused is announced as a `skip` on the channel.
     pub(super) fn on_batch_request(&mut self, peer: &str, batch_id: JobId, jobs: Vec<BatchJob>) {
-        let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) else {
+        if self.links.get(peer).is_none_or(|l| l.conn.is_none()) {
             return;
-        };
-        let conn_tx = conn.handle.tx.clone();
+        }
         let refuse = |message: String| ControlMessage::Error {
             job_id: Some(batch_id),
             file_id: None,
@@ -396,10 +387,12 @@ impl Session {
         let now = self.now_ms();
         let mut outgoing = Vec::with_capacity(jobs.len());
         let mut pending = 0;
-        let jobs_files: Vec<(JobId, crate::proto::ids::FileId)> =
-            jobs.iter().map(|j| (j.job_id, j.file_id)).collect();
         for BatchJob { job_id, file_id } in jobs {
-            let skip = |error: Error| Outgoing::Skip { job_id, error };
+            let skip = |error: Error| Outgoing::Skip {
+                job_id,
+                file_id,
+                error,
+            };
             if let Some((code, message)) = self.refusal(peer, file_id, 0, now) {
                 outgoing.push(skip(Error::from_remote(code, message)));
                 continue;
@@ -422,21 +415,7 @@ impl Session {
                     continue;
                 }
             };
-            let mut sent = Arc::new(AtomicU64::new(0));
-            for old in replaced {
-                if let Some(s) = self.remove_serving(&old) {
-                    if let Some(t) = s.task {
-                        t.abort();
-                    }
-                    sent = s.sent;
-                }
-            }
-            if let Some(old) = self.remove_serving(&job_id) {
-                if let Some(t) = old.task {
-                    t.abort();
-                }
-                sent = old.sent;
-            }
+            let sent = self.take_over(job_id, replaced);
             self.serving.insert(
                 job_id,
                 Serving {
@@ -457,15 +436,18 @@ impl Session {
         }
         if pending == 0 {
             // Nothing to send: no channel, each job refused as a `request` would be.
-            let files: std::collections::HashMap<JobId, crate::proto::ids::FileId> =
-                jobs_files.into_iter().collect();
             for job in outgoing {
-                if let Outgoing::Skip { job_id, error } = job {
+                if let Outgoing::Skip {
+                    job_id,
+                    file_id,
+                    error,
+                } = job
+                {
                     self.send_control(
                         peer,
                         ControlMessage::Error {
                             job_id: Some(job_id),
-                            file_id: files.get(&job_id).copied(),
+                            file_id: Some(file_id),
                             code: error.code(),
                             message: error.to_string(),
                         },
@@ -474,17 +456,12 @@ impl Session {
             }
             return;
         }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let _ = conn_tx.send(ConnCommand::OpenJob {
-            label: batch_channel_label(&batch_id),
-            reply: reply_tx,
-        });
         let limit = self.limit.clone();
         let span = tracing::info_span!("upload-batch", batch = %batch_id, %peer);
         // The recipient closes the channel after the `end` frame.
-        let task = self.spawn_stream(
+        let Some(task) = self.spawn_stream(
             peer,
-            reply_rx,
+            batch_channel_label(&batch_id),
             span,
             move |channel| {
                 Box::pin(async move {
@@ -499,7 +476,9 @@ impl Session {
             },
             move |result| Report::BatchStreamDone { batch_id, result },
             Report::BatchChannelStuck { batch_id },
-        );
+        ) else {
+            return;
+        };
         self.sending_batches.insert(
             batch_id,
             SendingBatch {
@@ -592,10 +571,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Close a batch channel once read to its end.
-async fn transfer_close(channel: &RtcStream) {
-    use crate::transport::Channel;
-    channel.close().await;
 }

@@ -541,38 +541,38 @@ impl Session {
                 continue;
             };
             let (sender, size) = (d.sender.clone(), d.size);
-            let batch_dir = match &d.save {
-                Save::ToDir(dir) if self.batchable(job_id) => Some(dir.clone()),
+            // A small file joins the batch being gathered for its sender and directory
+            // while that has room; a full batch goes out.
+            let key = match &d.save {
+                Save::ToDir(dir) if self.batchable(job_id) => Some((sender.clone(), dir.clone())),
                 _ => None,
             };
-            if let Some(dir) = batch_dir {
-                let key = (sender.clone(), dir);
-                if let Some((jobs, bytes)) = forming.get_mut(&key) {
-                    if jobs.len() < MAX_BATCH_JOBS && *bytes + size <= MAX_BATCH_BYTES {
-                        jobs.push(job_id);
-                        *bytes += size;
-                        continue;
-                    }
-                    if let Some((jobs, _)) = forming.remove(&key) {
-                        self.request_batch(&sender, jobs);
-                    }
-                }
-                let slots = used.entry(sender).or_default();
-                if *slots >= MAX_ACTIVE_PER_SENDER {
-                    waiting.push_back(job_id);
+            if let Some(key) = &key
+                && let Some((jobs, bytes)) = forming.get_mut(key)
+            {
+                if jobs.len() < MAX_BATCH_JOBS && *bytes + size <= MAX_BATCH_BYTES {
+                    jobs.push(job_id);
+                    *bytes += size;
                     continue;
                 }
-                *slots += 1;
-                forming.insert(key, (vec![job_id], size));
-                continue;
+                if let Some((jobs, _)) = forming.remove(key) {
+                    self.request_batch(&sender, jobs);
+                }
             }
+            // A new request (a batch, or a file of its own) takes one of its sender's
+            // slots.
             let slots = used.entry(sender).or_default();
             if *slots >= MAX_ACTIVE_PER_SENDER {
                 waiting.push_back(job_id);
                 continue;
             }
             *slots += 1;
-            self.request_gated(job_id, false);
+            match key {
+                Some(key) => {
+                    forming.insert(key, (vec![job_id], size));
+                }
+                None => self.request_gated(job_id, false),
+            }
         }
         for ((sender, _), (jobs, bytes)) in forming {
             let full = jobs.len() >= MAX_BATCH_JOBS || bytes >= MAX_BATCH_BYTES / 2;

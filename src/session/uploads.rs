@@ -313,22 +313,13 @@ impl Session {
             self.send_control(peer, refuse(e.code(), e.to_string()));
             return;
         }
-        let mut carried = 0;
-        for old in replaced {
-            if let Some(s) = self.remove_serving(&old) {
-                tracing::info!(%peer, %file_id, old_job = %old, new_job = %job_id, "a new request replaces the job");
-                if let Some(t) = s.task {
-                    t.abort();
-                }
-                carried += s.sent.load(Ordering::Relaxed);
-            }
-        }
         // A job resumed by a restarted recipient (new client ID) takes over its old
         // pending entry; if that entry was the last unresolved one, the upload is complete.
         let previous = self
             .serving
             .get(&job_id)
             .map(|s| (s.peer.clone(), s.file_id));
+        let sent = self.take_over(job_id, replaced);
         if let Some((old_peer, old_file)) = &previous
             && (old_peer != peer || *old_file != file_id)
             && let Some(old_share) = self.shares.get_mut(old_file)
@@ -336,33 +327,17 @@ impl Session {
             let completion = old_share.state.forget_pending(old_peer);
             self.emit_completion(old_file, completion);
         }
-        let Some(conn) = self.links.get(peer).and_then(|l| l.conn.as_ref()) else {
-            return;
-        };
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let _ = conn.handle.tx.send(ConnCommand::OpenJob {
-            label: crate::proto::control::job_channel_label(&job_id),
-            reply: reply_tx,
-        });
         let shared = &self.shares[&file_id];
         let path = shared.path.clone();
         let identity = shared.identity;
         let upload_job = shared.job_id;
-        let sent = self
-            .serving
-            .get(&job_id)
-            .map(|s| s.sent.clone())
-            .unwrap_or_else(|| Arc::new(AtomicU64::new(carried)));
-        if let Some(old) = self.serving.get_mut(&job_id).and_then(|s| s.task.take()) {
-            old.abort();
-        }
         let limit = self.limit.clone();
         let task_sent = sent.clone();
         let span =
             tracing::info_span!("upload", job = %upload_job, download_job = %job_id, %peer, offset);
-        let task = self.spawn_stream(
+        let Some(task) = self.spawn_stream(
             peer,
-            reply_rx,
+            crate::proto::control::job_channel_label(&job_id),
             span,
             move |channel| {
                 Box::pin(async move {
@@ -379,8 +354,9 @@ impl Session {
             },
             move |result| Report::UploadStreamDone { job_id, result },
             Report::JobChannelStuck { job_id },
-        );
-        self.remove_serving(&job_id);
+        ) else {
+            return;
+        };
         self.serving.insert(
             job_id,
             Serving {
@@ -393,24 +369,31 @@ impl Session {
         );
     }
 
-    /// Spawn the task of one stream to `peer` (a job's or a batch's): it waits for the
-    /// data channel the connection opens (`reply`) and for streaming slots
-    /// ([`open_stream`]), fills the channel with `fill`, gives the slots back, waits until
-    /// the recipient closes the channel (once it has every byte; closing it from this
-    /// side earlier could discard data still in flight), and reports `done` with how it
-    /// ended, or `stuck` if the channel did not open in time.
+    /// Spawn the task of one stream to `peer` (a job's or a batch's): the connection is
+    /// asked for a data channel labelled `label`, and the task waits for it to open and
+    /// for streaming slots ([`open_stream`]), fills the channel with `fill`, gives the
+    /// slots back, waits until the recipient closes the channel (once it has every byte;
+    /// closing it from this side earlier could discard data still in flight), and
+    /// reports `done` with how it ended, or `stuck` if the channel did not open in time.
+    /// `None` if there is no connection to `peer`.
     pub(super) fn spawn_stream<T: Send + 'static>(
         &mut self,
         peer: &str,
-        reply: oneshot::Receiver<Result<RtcChannel>>,
+        label: String,
         span: tracing::Span,
         fill: impl FnOnce(Arc<RtcChannel>) -> StreamFill<T> + Send + 'static,
         done: impl FnOnce(Result<T>) -> Report + Send + 'static,
         stuck: Report,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let conn = self.links.get(peer).and_then(|l| l.conn.as_ref())?;
+        let (reply_tx, reply) = oneshot::channel();
+        let _ = conn.handle.tx.send(ConnCommand::OpenJob {
+            label,
+            reply: reply_tx,
+        });
         let reports = self.report_tx.clone();
         let (peer_slots, all_slots) = self.stream_slots.for_peer(peer);
-        tokio::spawn(
+        Some(tokio::spawn(
             async move {
                 let result = async {
                     let Some((channel, slots)) = open_stream(reply, peer_slots, all_slots).await?
@@ -430,7 +413,34 @@ impl Session {
                 });
             }
             .instrument(span),
-        )
+        ))
+    }
+
+    /// Make room for the new stream of job `job_id`: the jobs it `replaced` (the
+    /// recipient's other jobs for the same file, none streaming, see
+    /// [`Session::replaceable_jobs`]) and the job's own earlier entry are dropped, their
+    /// tasks stopped. Returns the job's byte counter: its own if it was served already
+    /// (a resume), else a new one that carries what the replaced jobs sent.
+    pub(super) fn take_over(&mut self, job_id: JobId, replaced: Vec<JobId>) -> Arc<AtomicU64> {
+        let mut carried = 0;
+        for old in replaced {
+            if let Some(s) = self.remove_serving(&old) {
+                tracing::info!(peer = %s.peer, file_id = %s.file_id, old_job = %old, new_job = %job_id, "a new request replaces the job");
+                if let Some(t) = s.task {
+                    t.abort();
+                }
+                carried += s.sent.load(Ordering::Relaxed);
+            }
+        }
+        match self.remove_serving(&job_id) {
+            Some(own) => {
+                if let Some(t) = own.task {
+                    t.abort();
+                }
+                own.sent
+            }
+            None => Arc::new(AtomicU64::new(carried)),
+        }
     }
 
     /// Why a `request` (or `hashes-request`, or a job of a `batch-request`) of `peer`

@@ -14,12 +14,13 @@ use tokio::sync::mpsc;
 
 use super::{
     AbortOnDrop, CHUNK_SIZE, DownloadCounters, FileIdentity, Place, READ_BLOCK, RateLimit,
-    ReadPermits, Saved, read_block, save_error, storage_error,
+    ReadPermits, Saved, read_block, save_error, storage_error, verdict,
 };
 use crate::error::{Error, Result};
 use crate::proto::batch::{BatchFrame, BatchReader, BatchStep, MAX_SKIP_MESSAGE};
+use crate::proto::download::Verdict;
 use crate::proto::hash::Hash;
-use crate::proto::ids::JobId;
+use crate::proto::ids::{FileId, JobId};
 use crate::store::JobStore;
 use crate::transport::Channel;
 
@@ -37,8 +38,10 @@ pub enum Outgoing {
         /// Bytes of this job handed to the channel.
         sent: Arc<AtomicU64>,
     },
+    /// Refused (`file_id`: the file it named, for an `error` when no channel opens).
     Skip {
         job_id: JobId,
+        file_id: FileId,
         error: Error,
     },
 }
@@ -397,14 +400,7 @@ fn write_batch(
                         (None, Some(file)) => {
                             drop(file);
                             let actual = Hash(*o.hasher.finalize().as_bytes());
-                            if actual == job.hash {
-                                Ok(())
-                            } else {
-                                Err(Error::PossiblyCorrupt(format!(
-                                    "BLAKE3 {actual} does not match the offered {}",
-                                    job.hash
-                                )))
-                            }
+                            verdict(Verdict::of(job.hash, actual))
                         }
                     };
                     match verdict {
@@ -651,6 +647,7 @@ mod tests {
         let id3 = JobId::new();
         let j3 = Outgoing::Skip {
             job_id: id3,
+            file_id: FileId::new(),
             error: Error::OfferExpired("gone".into()),
         };
         let (j4, id4) = outgoing(&f.src, "small.txt", &small);
