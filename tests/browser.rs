@@ -1,0 +1,341 @@
+//! The browser peer: the page the signaling server serves, in headless Chromium, in one
+//! session with the real `peershare` binaries on 127.0.0.1. Files cross byte-identical in
+//! both directions, between browsers, and to several recipients at once; a wrong code and
+//! a sender whose bytes do not match its offer are caught by the page.
+
+mod common;
+#[path = "common/browser.rs"]
+mod browser;
+
+use std::path::Path;
+
+use browser::{Chrome, Page};
+use common::cli::*;
+use serde_json::Value;
+
+const MIB: usize = 1024 * 1024;
+
+fn send(paths: &[&Path], extra: &[&str]) -> JsonRun {
+    let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
+    cmd.args(extra).args(paths);
+    JsonRun::spawn(cmd)
+}
+
+fn recv(out: &Path, ticket: &str) -> JsonRun {
+    let mut cmd = peershare(&["recv", "--bind", "127.0.0.1", "--yes", "--json"]);
+    cmd.arg("--out").arg(out).arg(ticket);
+    JsonRun::spawn(cmd)
+}
+
+/// `peershare signal` on 127.0.0.1: the server's `ws://` URL and the process.
+async fn signal() -> (String, LineRun) {
+    let mut run = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
+    let url = run.next_line().await;
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    (url, run)
+}
+
+/// Accept every offered file in the page, wait until each is verified, save each, and
+/// return the saved bytes by name.
+async fn accept_and_save(page: &Page, names: &[&str]) -> Vec<Vec<u8>> {
+    page.wait(
+        "an offer",
+        &format!(
+            "return document.querySelectorAll('#downloads li[data-state=available] button.accept').length >= {}",
+            names.len()
+        ),
+    )
+    .await;
+    for _ in names {
+        page.click("#downloads li[data-state=available] button.accept")
+            .await;
+    }
+    page.wait(
+        "verified downloads",
+        &format!(
+            "return document.querySelectorAll('#downloads li[data-state=completed] a.save').length >= {}",
+            names.len()
+        ),
+    )
+    .await;
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        page.eval(&format!(
+            "document.querySelectorAll('#downloads li[data-state=completed] a.save')[{i}].click(); return true;"
+        ))
+        .await;
+        out.push(page.downloaded(name).await);
+    }
+    out
+}
+
+/// The page's events without progress and presence.
+async fn page_names(page: &Page) -> Vec<String> {
+    page.event_names()
+        .await
+        .into_iter()
+        .filter(|n| !n.starts_with("peer-") && n != "joined")
+        .collect()
+}
+
+fn outcomes(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "upload-completed")
+        .flat_map(|e| e["outcomes"].as_array().cloned().unwrap_or_default())
+        .map(|o| o["outcome"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_receives_64_mib_from_native_send_verified_and_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("movie.bin");
+    let data = write_random(&src, 64 * MIB, 1);
+    let mut sender = send(&[&src], &[]);
+    let ticket = sender.until("ticket", |e| e["event"] == "ticket").await;
+    let url = ticket["page"].as_str().expect("page URL").to_string();
+    assert!(url.starts_with("http://127.0.0.1:") && url.contains("/#"), "{url}");
+
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&url).await;
+    let saved = accept_and_save(&page, &["movie.bin"]).await;
+    assert!(saved[0] == data, "the saved file differs from the sent one");
+    assert_eq!(
+        page_names(&page).await,
+        ["download-available", "download-started", "download-completed"]
+    );
+
+    let (status, events, stderr) = sender.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(outcomes(&events), ["delivered"], "{events:#?}");
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sends_64_mib_to_native_recv_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("from-browser.bin");
+    let data = write_random(&src, 64 * MIB, 2);
+    let (ws, _server) = signal().await;
+    let http = ws.replacen("ws://", "http://", 1);
+
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&format!("{http}/")).await;
+    page.click("#create-button").await;
+    let code = page
+        .wait("a code", "return window.peershare && window.peershare.code;")
+        .await;
+    let code = code.as_str().expect("code").to_string();
+    page.choose_files(&[&src]).await;
+    page.wait(
+        "upload-started",
+        "return window.peershare.events.some(e => e.event === 'upload-started');",
+    )
+    .await;
+
+    let out = tempfile::tempdir().unwrap();
+    let host = ws.trim_start_matches("ws://").trim_end_matches('/');
+    let receiver = recv(out.path(), &format!("{code}@{host}"));
+    let (status, events, stderr) = receiver.finish().await;
+    assert_eq!(status, 0, "{stderr}\n{events:#?}");
+    assert_eq!(
+        names(&events),
+        [
+            "joined",
+            "download-available",
+            "download-started",
+            "download-completed",
+            "download-group-ended"
+        ]
+    );
+    assert!(std::fs::read(out.path().join("from-browser.bin")).unwrap() == data);
+    page.wait(
+        "delivered",
+        "return document.querySelector('#uploads .outcome[data-state=delivered]') !== null;",
+    )
+    .await;
+    assert_eq!(
+        page_names(&page).await,
+        ["upload-started", "upload-completed"]
+    );
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_to_browser_file_crosses_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("b2b.bin");
+    let data = write_random(&src, 8 * MIB + 123, 3);
+    let (ws, _server) = signal().await;
+    let http = ws.replacen("ws://", "http://", 1);
+
+    let chrome = Chrome::start().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = chrome.page(d1.path()).await;
+    a.goto(&format!("{http}/")).await;
+    a.click("#create-button").await;
+    let code = a
+        .wait("a code", "return window.peershare && window.peershare.code;")
+        .await;
+    let b = chrome.page(d2.path()).await;
+    b.goto(&format!("{http}/#{}", code.as_str().unwrap())).await;
+    a.wait(
+        "the other page",
+        "return document.querySelector('#members li[data-state=connected]') !== null;",
+    )
+    .await;
+    a.choose_files(&[&src]).await;
+    let saved = accept_and_save(&b, &["b2b.bin"]).await;
+    assert!(saved[0] == data);
+    a.wait(
+        "delivered",
+        "return document.querySelector('#uploads .outcome[data-state=delivered]') !== null;",
+    )
+    .await;
+    assert_eq!(page_names(&a).await, ["upload-started", "upload-completed"]);
+    assert_eq!(
+        page_names(&b).await,
+        ["download-available", "download-started", "download-completed"]
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_broadcast_native_send_to_two_browsers_and_native_recv_all_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("all.bin");
+    let data = write_random(&src, 4 * MIB + 7, 4);
+    let mut sender = send(&[&src], &[]);
+    let ticket = sender.until("ticket", |e| e["event"] == "ticket").await;
+    let url = ticket["page"].as_str().unwrap().to_string();
+    let cli_ticket = ticket["ticket"].as_str().unwrap().to_string();
+
+    let chrome = Chrome::start().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p1 = chrome.page(d1.path()).await;
+    let p2 = chrome.page(d2.path()).await;
+    p1.goto(&url).await;
+    p2.goto(&url).await;
+    let out = tempfile::tempdir().unwrap();
+    let receiver = recv(out.path(), &cli_ticket);
+    let (s1, s2) = tokio::join!(
+        accept_and_save(&p1, &["all.bin"]),
+        accept_and_save(&p2, &["all.bin"])
+    );
+    assert!(s1[0] == data && s2[0] == data);
+    let (status, _, stderr) = receiver.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(std::fs::read(out.path().join("all.bin")).unwrap() == data);
+    let (status, events, stderr) = sender.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(
+        outcomes(&events),
+        ["delivered", "delivered", "delivered"],
+        "{events:#?}"
+    );
+    p1.close().await;
+    p2.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_wrong_code_shows_6011_and_lists_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("secret.bin");
+    write_random(&src, 1000, 5);
+    let mut sender = send(&[&src], &[]);
+    let ticket = sender.until("ticket", |e| e["event"] == "ticket").await;
+    let url = ticket["page"].as_str().unwrap().to_string();
+    let (base, code) = url.split_once('#').unwrap();
+    let route = code.split('-').next().unwrap();
+    let wrong = format!("{base}#{route}-wrong-words-here");
+
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&wrong).await;
+    let shown = page
+        .wait(
+            "the authentication error",
+            "const e = document.getElementById('error'); return !e.hidden && e.dataset.code;",
+        )
+        .await;
+    assert_eq!(shown, "6011");
+    assert_eq!(
+        page.eval("return document.querySelectorAll('#downloads li').length;")
+            .await,
+        0
+    );
+    let events = page.events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "peer-auth-failed" && e["code"] == 6011),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e["event"] == "download-available"));
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sender_bytes_not_matching_offer_fail_5100_nothing_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("liar.bin");
+    write_random(&src, 2 * MIB, 6);
+    let mut sender = send(&[&src], &[]);
+    let ticket = sender.until("ticket", |e| e["event"] == "ticket").await;
+    let url = ticket["page"].as_str().unwrap().to_string();
+    sender
+        .until("upload-started", |e| e["event"] == "upload-started")
+        .await;
+    // The sender now lies: the file's bytes change behind its back, with the size and
+    // modification time it was offered with, so it streams bytes its offer's hash does
+    // not cover.
+    let meta = std::fs::metadata(&src).unwrap();
+    write_random(&src, 2 * MIB, 7);
+    let f = std::fs::File::options().write(true).open(&src).unwrap();
+    f.set_modified(meta.modified().unwrap()).unwrap();
+    drop(f);
+
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&url).await;
+    page.wait(
+        "an offer",
+        "return document.querySelector('#downloads li[data-state=available] button.accept');",
+    )
+    .await;
+    page.click("#downloads li[data-state=available] button.accept")
+        .await;
+    let code = page
+        .wait(
+            "the failure",
+            "const li = document.querySelector('#downloads li[data-state=failed]'); return li && li.dataset.code;",
+        )
+        .await;
+    assert_eq!(code, "5100");
+    assert_eq!(
+        page.eval("return document.querySelectorAll('a.save').length;")
+            .await,
+        0
+    );
+    assert_eq!(
+        page_names(&page).await,
+        ["download-available", "download-started", "download-failed"]
+    );
+    let (_, events, _) = sender.finish().await;
+    let failed: Vec<_> = events
+        .iter()
+        .filter_map(|e| e["outcomes"].as_array())
+        .flatten()
+        .filter(|o| o["code"] == 5100)
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    page.close().await;
+}
