@@ -150,6 +150,10 @@ pub struct SendArgs {
     /// Keep serving after the first recipient has everything, until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// Also print the ticket's page URL (for a browser) as a QR code on stderr, to scan
+    /// with a phone (Unicode half blocks, light on dark).
+    #[arg(long)]
+    qr: bool,
     #[command(flatten)]
     peer: PeerArgs,
     /// Follow symbolic links inside shared directories (they are skipped, with a note,

@@ -881,3 +881,52 @@ async fn cli_max_size_with_suffix_refuses_larger_file_and_bad_suffix_exits_2() {
         );
     }
 }
+
+#[tokio::test]
+async fn cli_send_qr_prints_page_url_and_qr_block_on_stderr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f.txt");
+    std::fs::write(&f, b"qr\n").unwrap();
+    let mut send = peershare(&["send", "--bind", "127.0.0.1", "--qr"])
+        .arg(&f)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(send.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(GUARD, stdout.next_line())
+        .await
+        .expect("no ticket line")
+        .unwrap()
+        .expect("send closed stdout");
+    // The first stdout line is the ticket line, as without --qr.
+    let ticket = first
+        .strip_prefix("peershare recv ")
+        .unwrap_or_else(|| panic!("{first}"));
+    let (code, server) = ticket.split_once('@').expect("CODE@HOST:PORT");
+    let page = format!("http://{server}/#{code}");
+    // stderr: the page URL, then the QR code, then the "sharing" note.
+    let mut stderr = BufReader::new(send.stderr.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    while !lines
+        .last()
+        .is_some_and(|l: &String| l.starts_with("sharing "))
+    {
+        let line = tokio::time::timeout(GUARD, stderr.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no sharing note; stderr so far: {lines:#?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("stderr closed: {lines:#?}"));
+        lines.push(line);
+    }
+    assert_eq!(lines[0], format!("(in a browser: {page})"), "{lines:#?}");
+    let qr = &lines[1..lines.len() - 1];
+    assert!(qr.len() >= (21 + 8) / 2, "{lines:#?}");
+    let width = qr[0].chars().count();
+    for line in qr {
+        assert_eq!(line.chars().count(), width, "{lines:#?}");
+        assert!(line.chars().all(|c| "█▀▄ ".contains(c)), "{line:?}");
+    }
+    // The quiet zone is drawn light: full blocks.
+    assert!(qr[0].chars().all(|c| c == '█'), "{:?}", qr[0]);
+    assert!(qr.iter().any(|l| l.contains(' ')), "{lines:#?}");
+    send.kill().await.unwrap();
+}

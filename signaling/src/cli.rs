@@ -221,12 +221,23 @@ impl ServerArgs {
     }
 }
 
+/// The browser page of `server` at `addr`: `http://IP:PORT/`, `https://` with TLS.
+fn page_url(server: &SignalingServer, addr: SocketAddr) -> String {
+    let scheme = if server.scheme() == "wss" {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}/")
+}
+
 /// Run a standalone signaling server until SIGINT (Ctrl-C) or SIGTERM, then shut it down
 /// gracefully: every client gets error `7012` and a Close frame (1001), and this returns
 /// `Ok` (exit status 0).
 ///
 /// Prints one line to stdout, `ws://IP:PORT` (`wss://` with TLS; the LAN address when
-/// listening on all interfaces), and one human line to stderr.
+/// listening on all interfaces), and one human line to stderr, which also names the
+/// browser page (`http://IP:PORT/`, `https://` with TLS).
 pub async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     let config = args.config().await?;
     let listen = config.listen;
@@ -249,9 +260,11 @@ pub async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         stdout.flush().context("cannot write to stdout")?;
     }
     eprintln!(
-        "signaling server listening on {addr} ({}); pass --server {}://{shown} to clients. Ctrl-C or SIGTERM stops it.",
+        "signaling server listening on {addr} ({}); pass --server {}://{shown} to clients, \
+         or open {} in a browser. Ctrl-C or SIGTERM stops it.",
         describe_turn(&server, &turn),
         server.scheme(),
+        page_url(&server, shown),
     );
     signals.wait().await?;
     tracing::info!("shutting down");

@@ -1,5 +1,6 @@
-//! One task per WebSocket: handshake, frame parsing, limits, and the client's state machine
-//! (not joined → joined → gone).
+//! One task per connection: handshake (or one answer of the browser page, `web`), then
+//! for a WebSocket frame parsing, limits, and the client's state machine (not joined →
+//! joined → gone).
 //!
 //! The task owns the socket. Frames for this client produced by other connections (presence
 //! events, relayed signals) arrive through a bounded queue held by the registry; replies to
@@ -30,6 +31,7 @@ use crate::registry::{JoinRequest, Outbound, Queued, Registry, encode};
 use crate::server::ConnSlot;
 use crate::tls::ServerStream;
 use crate::turn::TurnIssuer;
+use crate::web::{self, Prefixed};
 
 /// Capacity of each client's outbound queue (frames from other connections).
 pub const OUTBOUND_QUEUE: usize = 256;
@@ -190,14 +192,16 @@ pub(crate) async fn run(
     tracing::debug!("disconnected");
 }
 
-/// The TLS handshake (with `tls`), then the WebSocket upgrade; `None` (logged) if either
-/// fails.
+/// The TLS handshake (with `tls`), then the request head: a WebSocket upgrade goes on
+/// to the WebSocket handshake, any other request is answered (the page, `web`) and
+/// closed. `None` (logged) if the TLS or WebSocket handshake fails or after a page
+/// request.
 async fn upgrade(
     stream: TcpStream,
     tls: Option<&tokio_rustls::TlsAcceptor>,
     ws_config: WebSocketConfig,
-) -> Option<WebSocketStream<ServerStream>> {
-    let stream = match tls {
+) -> Option<WebSocketStream<Prefixed<ServerStream>>> {
+    let mut stream = match tls {
         None => ServerStream::Plain(stream),
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(tls) => ServerStream::Tls(Box::new(tls)),
@@ -207,6 +211,26 @@ async fn upgrade(
             }
         },
     };
+    let head = match web::read_head(&mut stream).await {
+        Ok(Some((head, web::Route::Upgrade))) => head,
+        Ok(Some((_, web::Route::Answer(response)))) => {
+            tracing::debug!(status = response.status, "page request answered");
+            if let Err(e) = web::answer(&mut stream, &response).await {
+                tracing::debug!(error = %e, "page answer failed");
+            }
+            return None;
+        }
+        Ok(None) => {
+            tracing::debug!("closed before the end of the request head");
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the request head failed");
+            return None;
+        }
+    };
+    // The WebSocket handshake reads the request head again.
+    let stream = Prefixed::new(head, stream);
     match tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)).await {
         Ok(ws) => Some(ws),
         Err(e) => {
@@ -218,7 +242,7 @@ async fn upgrade(
 
 struct Connection {
     shared: Arc<Shared>,
-    ws: WebSocketStream<ServerStream>,
+    ws: WebSocketStream<Prefixed<ServerStream>>,
     bucket: TokenBucket,
     /// Our queue's sender until it is handed to the registry on join.
     tx: Option<mpsc::Sender<Queued>>,

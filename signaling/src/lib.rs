@@ -24,8 +24,10 @@
 //!   shared with clients.
 //! - `config`: [`ServerConfig`] and its defaults.
 //! - `server`: [`SignalingServer`]: the accept loop, connection tasks, graceful shutdown.
-//! - `connection`: one task per WebSocket: handshake, parsing, limits, the client's state
+//! - `connection`: one task per connection: handshake, parsing, limits, the client's state
 //!   machine; its outbound queue is bounded.
+//! - `web`: the browser page (`signaling/web/`, compiled in) and `/healthz`, served over
+//!   HTTP on the same port to requests that are not a WebSocket upgrade.
 //! - `registry`: sessions and their members; join rules, presence events, relay, dropping
 //!   slow consumers. One lock, never held across an `.await`.
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
@@ -59,6 +61,7 @@ mod server;
 pub mod tls;
 pub mod turn;
 pub mod turn_policy;
+mod web;
 
 pub use config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_PEERS_PER_SESSION,

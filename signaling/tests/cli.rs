@@ -94,3 +94,48 @@ async fn binary_prints_url_serves_and_stops_on_sigterm() {
         .expect("wait");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn binary_stderr_names_the_page_url_which_serves_the_page() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare-signaling"))
+        .args(["--listen", "127.0.0.1:0", "--no-turn"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = timeout(common::WAIT, stdout.next_line())
+        .await
+        .expect("no URL line in time")
+        .expect("read stdout")
+        .expect("stdout closed");
+    let addr = url.strip_prefix("ws://").expect("ws URL");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = timeout(common::WAIT, stderr.next_line())
+        .await
+        .expect("no stderr line in time")
+        .expect("read stderr")
+        .expect("stderr closed");
+    let page = format!("http://{addr}/");
+    assert!(
+        line.contains(&format!(
+            "pass --server {url} to clients, or open {page} in a browser"
+        )),
+        "{line}"
+    );
+    // The page is there.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    timeout(common::WAIT, tcp.read_to_end(&mut got))
+        .await
+        .expect("no answer in time")
+        .expect("read");
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(got.ends_with(include_bytes!("../web/index.html")));
+}

@@ -160,6 +160,11 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             "client_id": peer.client_id(),
             "name": own_name,
         }));
+        if args.qr
+            && let Some(page) = ticket.page_url()
+        {
+            print_qr(&page, out);
+        }
     } else {
         if by_default {
             // The recipient most likely has the same default server.
@@ -169,6 +174,12 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             ));
         } else {
             println!("peershare recv {ticket}");
+        }
+        if let Some(page) = ticket.page_url() {
+            out.note(&format!("(in a browser: {page})"));
+            if args.qr {
+                print_qr(&page, out);
+            }
         }
         let dirs = match shared.dirs.len() {
             0 => String::new(),
@@ -419,6 +430,40 @@ impl Sources {
     }
 }
 
+/// `text` as a QR code for a terminal: Unicode half blocks (two modules per character
+/// cell), the light modules and the quiet zone drawn as blocks, so that it reads right
+/// in the usual light-on-dark terminal. `None` if `text` is too long for a QR code.
+fn qr_block(text: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// `send --qr`: the page URL as a QR code on stderr (also with `--json`, whose stdout it
+/// leaves alone), the URL under it in JSON mode (human output names it already).
+fn print_qr(page: &str, out: &Output) {
+    let Some(qr) = qr_block(page) else {
+        let message = format!("--qr: {page} is too long for a QR code");
+        if out.is_json() {
+            eprintln!("{message}");
+        } else {
+            out.note(&message);
+        }
+        return;
+    };
+    if out.is_json() {
+        eprintln!("{qr}\n{page}");
+    } else {
+        out.note(&qr);
+    }
+}
+
 /// `-` stands for standard input.
 fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
@@ -537,6 +582,58 @@ fn with_targets(verdict: Result<(), Fatal>, targets: &Targets) -> Result<(), Fat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qr_block_page_url_is_a_square_of_half_blocks_with_a_light_quiet_zone() {
+        let qr = qr_block("http://192.168.1.20:40213/#7-orbit-canvas-tiger").unwrap();
+        let lines: Vec<&str> = qr.lines().collect();
+        let width = lines[0].chars().count();
+        // 17 + 4 × version modules and a quiet zone of 4 on each side; two rows a line.
+        assert!(width >= 21 + 8 && (width - 8) % 4 == 1, "{width}");
+        assert_eq!(lines.len(), width.div_ceil(2));
+        for line in &lines {
+            assert_eq!(line.chars().count(), width, "{line:?}");
+            assert!(line.chars().all(|c| "█▀▄ ".contains(c)), "{line:?}");
+        }
+        // The quiet zone is light, drawn as blocks: the first line and both edges.
+        assert!(lines[0].chars().all(|c| c == '█'), "{}", lines[0]);
+        let (last, rest) = lines.split_last().unwrap();
+        assert!(
+            rest.iter()
+                .all(|l| l.starts_with("██") && l.ends_with("██"))
+        );
+        // An odd number of rows: the last line holds the quiet zone's last row only.
+        assert!(last.chars().all(|c| c == '▀'), "{last}");
+        assert!(qr_block(&"x".repeat(8000)).is_none());
+    }
+
+    #[test]
+    fn qr_block_draws_every_module_of_the_code_light_as_block() {
+        let url = "https://signal.example.org/#7-orbit-canvas-tiger";
+        let code = qrcode::QrCode::new(url.as_bytes()).unwrap();
+        let n = code.width();
+        let colors = code.to_colors();
+        // Module (x, y) of the picture with the quiet zone of 4: is it light?
+        let light = |x: usize, y: usize| {
+            let inside = (4..n + 4).contains(&x) && (4..n + 4).contains(&y);
+            !inside || colors[(y - 4) * n + (x - 4)] == qrcode::Color::Light
+        };
+        let qr = qr_block(url).unwrap();
+        for (row, line) in qr.lines().enumerate() {
+            for (x, c) in line.chars().enumerate() {
+                let (top, bottom) = (2 * row, 2 * row + 1);
+                // The last line of an odd height has no bottom module: drawn dark.
+                let bottom_light = bottom < n + 8 && light(x, bottom);
+                let expected = match (light(x, top), bottom_light) {
+                    (true, true) => '█',
+                    (true, false) => '▀',
+                    (false, true) => '▄',
+                    (false, false) => ' ',
+                };
+                assert_eq!(c, expected, "line {row}, column {x}");
+            }
+        }
+    }
 
     #[test]
     fn match_note_names_the_member_escaped_and_says_when_a_name_is_shared() {
