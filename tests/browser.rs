@@ -69,22 +69,30 @@ async fn accept_and_save(page: &Page, names: &[&str]) -> Vec<Vec<u8>> {
     out
 }
 
-/// The page's events without progress and presence.
+/// The page's file events (without presence and connection events).
 async fn page_names(page: &Page) -> Vec<String> {
     page.event_names()
         .await
         .into_iter()
-        .filter(|n| !n.starts_with("peer-") && n != "joined")
+        .filter(|n| {
+            ["download-", "upload-", "file-upload-", "recipient-"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
         .collect()
 }
 
-fn outcomes(events: &[Value]) -> Vec<String> {
+/// The recipients' outcomes a sender reported (`recipient-outcome`), with their codes.
+fn outcomes(events: &[Value]) -> Vec<(String, Option<u64>)> {
     events
         .iter()
-        .filter(|e| e["event"] == "upload-completed")
-        .flat_map(|e| e["outcomes"].as_array().cloned().unwrap_or_default())
-        .map(|o| o["outcome"].as_str().unwrap_or("?").to_string())
+        .filter(|e| e["event"] == "recipient-outcome")
+        .map(|o| (o["outcome"].as_str().unwrap_or("?").to_string(), o["code"].as_u64()))
         .collect()
+}
+
+fn delivered(n: usize) -> Vec<(String, Option<u64>)> {
+    vec![("delivered".to_string(), None); n]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,12 +113,17 @@ async fn browser_receives_64_mib_from_native_send_verified_and_saved() {
     assert!(saved[0] == data, "the saved file differs from the sent one");
     assert_eq!(
         page_names(&page).await,
-        ["download-available", "download-started", "download-completed"]
+        [
+            "file-upload-started",
+            "download-available",
+            "download-started",
+            "download-completed"
+        ]
     );
 
     let (status, events, stderr) = sender.finish().await;
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(outcomes(&events), ["delivered"], "{events:#?}");
+    assert_eq!(outcomes(&events), delivered(1), "{events:#?}");
     page.close().await;
 }
 
@@ -147,6 +160,7 @@ async fn browser_sends_64_mib_to_native_recv_byte_identical() {
         names(&events),
         [
             "joined",
+            "file-upload-started",
             "download-available",
             "download-started",
             "download-completed",
@@ -161,7 +175,7 @@ async fn browser_sends_64_mib_to_native_recv_byte_identical() {
     .await;
     assert_eq!(
         page_names(&page).await,
-        ["upload-started", "upload-completed"]
+        ["upload-started", "recipient-outcome", "upload-completed"]
     );
     page.close().await;
 }
@@ -197,10 +211,15 @@ async fn browser_to_browser_file_crosses_identical() {
         "return document.querySelector('#uploads .outcome[data-state=delivered]') !== null;",
     )
     .await;
-    assert_eq!(page_names(&a).await, ["upload-started", "upload-completed"]);
+    assert_eq!(page_names(&a).await, ["upload-started", "recipient-outcome", "upload-completed"]);
     assert_eq!(
         page_names(&b).await,
-        ["download-available", "download-started", "download-completed"]
+        [
+            "file-upload-started",
+            "download-available",
+            "download-started",
+            "download-completed"
+        ]
     );
     a.close().await;
     b.close().await;
@@ -234,11 +253,7 @@ async fn browser_broadcast_native_send_to_two_browsers_and_native_recv_all_deliv
     assert!(std::fs::read(out.path().join("all.bin")).unwrap() == data);
     let (status, events, stderr) = sender.finish().await;
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(
-        outcomes(&events),
-        ["delivered", "delivered", "delivered"],
-        "{events:#?}"
-    );
+    assert_eq!(outcomes(&events), delivered(3), "{events:#?}");
     p1.close().await;
     p2.close().await;
 }
@@ -327,15 +342,18 @@ async fn browser_sender_bytes_not_matching_offer_fail_5100_nothing_saved() {
     );
     assert_eq!(
         page_names(&page).await,
-        ["download-available", "download-started", "download-failed"]
+        [
+            "file-upload-started",
+            "download-available",
+            "download-started",
+            "download-failed"
+        ]
     );
     let (_, events, _) = sender.finish().await;
-    let failed: Vec<_> = events
-        .iter()
-        .filter_map(|e| e["outcomes"].as_array())
-        .flatten()
-        .filter(|o| o["code"] == 5100)
-        .collect();
-    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(
+        outcomes(&events),
+        [("failed".to_string(), Some(5100))],
+        "{events:#?}"
+    );
     page.close().await;
 }

@@ -35,8 +35,10 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The Content-Security-Policy of the HTML page: its own scripts, styles and images
 /// only (and images from `blob:`/`data:` URLs it makes), WebSocket connections to this
-/// server only (`'self'` covers same-origin `ws:`/`wss:`), no framing.
-pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+/// server only (`'self'` covers same-origin `ws:`/`wss:`), no framing. `'wasm-unsafe-eval'`
+/// lets it compile the BLAKE3 WebAssembly module that `vendor.js` carries (it allows
+/// WebAssembly only, not `eval` of JavaScript).
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
 img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
 frame-ancestors 'none'";
 
@@ -63,6 +65,13 @@ macro_rules! asset {
 pub(crate) const ASSETS: &[Asset] = &[
     asset!("index.html", HTML),
     asset!("app.js", JS),
+    asset!("session.js", JS),
+    asset!("link.js", JS),
+    asset!("download.js", JS),
+    asset!("upload.js", JS),
+    asset!("store.js", JS),
+    asset!("wire.js", JS),
+    asset!("crypto.js", JS),
     asset!("vendor.js", JS),
     asset!("style.css", CSS),
     asset!("icon.svg", SVG),

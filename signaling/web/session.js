@@ -280,6 +280,7 @@ export class Session extends EventTarget {
     }
     const d = new Download(this, link, m);
     this.downloads.set(m.file_id, d);
+    this.emit('file-upload-started', { file_id: m.file_id, name: m.name, size: m.size, sender: link.id });
     this.emit('download-available', d.describe());
   }
 

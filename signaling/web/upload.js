@@ -290,7 +290,9 @@ export class Upload {
     o.state = state;
     o.code = code;
     if (state === 'delivered') o.sent = this.size;
-    this.session.changed();
+    const ev = { file_id: this.fileId, name: this.name, peer, outcome: state, bytes_sent: o.sent };
+    if (code) ev.code = code;
+    this.session.emit('recipient-outcome', ev);
     const all = [...this.outcomes.values()];
     if (this.ended || !all.every((x) => TERMINAL.includes(x.state))) return;
     this.ended = true;
