@@ -4,12 +4,10 @@
 //! a sender whose bytes do not match its offer are caught by the page.
 
 mod common;
-#[path = "common/browser.rs"]
-mod browser;
 
 use std::path::Path;
 
-use browser::{Chrome, Page};
+use peershare_chromium::{Chrome, Page};
 use common::cli::*;
 use serde_json::Value;
 
@@ -354,6 +352,78 @@ async fn browser_sender_bytes_not_matching_offer_fail_5100_nothing_saved() {
         outcomes(&events),
         [("failed".to_string(), Some(5100))],
         "{events:#?}"
+    );
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sender_native_recv_killed_and_restarted_resumes_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("resume.bin");
+    let data = write_random(&src, 48 * MIB, 8);
+    let (ws, _server) = signal().await;
+    let http = ws.replacen("ws://", "http://", 1);
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&format!("{http}/")).await;
+    page.click("#create-button").await;
+    let code = page
+        .wait("a code", "return window.peershare && window.peershare.code;")
+        .await;
+    page.choose_files(&[&src]).await;
+    page.wait(
+        "upload-started",
+        "return window.peershare.events.some(e => e.event === 'upload-started');",
+    )
+    .await;
+    let host = ws.trim_start_matches("ws://").trim_end_matches('/');
+    let ticket = format!("{}@{host}", code.as_str().unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let slow = |ticket: &str| {
+        let mut cmd = peershare(&[
+            "recv",
+            "--bind",
+            "127.0.0.1",
+            "--yes",
+            "--json",
+            "--limit-rate",
+            "8M",
+        ]);
+        cmd.arg("--out").arg(out.path()).arg(ticket);
+        JsonRun::spawn(cmd)
+    };
+
+    // The first recv dies (SIGKILL) with at least one 8 MiB checkpoint on disk.
+    let mut first = slow(&ticket);
+    first
+        .until("20 MiB", |e| {
+            e["event"] == "download-progress" && e["bytes"].as_u64() >= Some(20 * MIB as u64)
+        })
+        .await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    let (status, _, _) = first.finish().await;
+    assert_ne!(status, 0);
+
+    // The second finds the partial download, and the page serves it from there.
+    let (status, seen, stderr) = slow(&ticket).finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    let offset = events(&seen, "download-started")[0]["offset"]
+        .as_u64()
+        .unwrap();
+    // Past the last checkpoint (16 MiB): the bytes beyond it were verified with the
+    // block hashes the page computed (`hashes-request`).
+    assert!(offset >= 20 * MIB as u64, "resumed from {offset}: {seen:#?}");
+    assert!(std::fs::read(out.path().join("resume.bin")).unwrap() == data);
+    page.wait(
+        "delivered",
+        "return document.querySelector('#uploads .outcome[data-state=delivered]') !== null;",
+    )
+    .await;
+    assert_eq!(
+        page_names(&page).await,
+        ["upload-started", "recipient-outcome", "upload-completed"]
     );
     page.close().await;
 }

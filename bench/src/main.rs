@@ -37,6 +37,9 @@ enum Cmd {
     /// Many small files: a tree of 10,000 × 4 KiB and one of 1,000 × 1 MiB next to one
     /// file of the same size and sendme, disk to disk (bench/src/bench/files.rs).
     Files(bench::files::FilesArgs),
+    /// The `peershare` binary and the browser page in headless Chromium, both ways
+    /// (bench/src/bench/browser.rs).
+    Browser(bench::browser::BrowserArgs),
 }
 
 /// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
@@ -56,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     let workers = match &cli.cmd {
         Some(Cmd::Peer(a)) => a.tune.workers,
         Some(Cmd::RawPeer(a)) => a.tune.workers,
-        Some(Cmd::Wan(_) | Cmd::Files(_)) => None,
+        Some(Cmd::Wan(_) | Cmd::Files(_) | Cmd::Browser(_)) => None,
         None => cli.bench.tune.workers,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Peer(args)) => runtime.block_on(bench::child::run(args)),
         Some(Cmd::RawPeer(args)) => runtime.block_on(bench::raw::run_peer(args)),
         Some(Cmd::Wan(args)) => runtime.block_on(bench::wan::run(args)),
+        Some(Cmd::Browser(args)) => runtime.block_on(bench::browser::run(args)),
         // Child processes and blocking file work only: no runtime needed.
         Some(Cmd::Files(args)) => bench::files::run(args),
         None => runtime.block_on(bench::run(cli.bench)),

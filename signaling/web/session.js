@@ -49,8 +49,9 @@ export class Session extends EventTarget {
 
   // ------------------------------------------------------------------ events out
 
+  /** Record and announce an event; `at` is milliseconds since the page loaded. */
   emit(type, detail = {}) {
-    const ev = { event: type, ...detail };
+    const ev = { event: type, ...detail, at: Math.round(performance.now()) };
     this.events.push(ev);
     this.dispatchEvent(new CustomEvent('event', { detail: ev }));
     this.changed();

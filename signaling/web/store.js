@@ -40,7 +40,10 @@ export async function sweep() {
   }
 }
 
-/** A file being written on disk; `write` calls are queued in order. */
+/** Bytes gathered before one write to disk: one call per MiB, not per message. */
+const WRITE_BATCH = 1024 * 1024;
+
+/** A file being written on disk; writes are queued in order, a MiB at a time. */
 class DiskSink {
   static async create(id) {
     const dir = await tabDir();
@@ -52,25 +55,35 @@ class DiskSink {
   constructor(dir, handle, writable, id) {
     Object.assign(this, { dir, handle, writable, id });
     this.chain = Promise.resolve();
-    this.queued = 0;
+    this.parts = [];
+    this.gathered = 0;
     this.error = null;
   }
 
   write(bytes) {
-    this.queued += bytes.byteLength;
+    this.parts.push(bytes);
+    this.gathered += bytes.byteLength;
+    if (this.gathered >= WRITE_BATCH) this.flush();
+  }
+
+  flush() {
+    if (this.parts.length === 0) return;
+    const blob = new Blob(this.parts);
+    this.parts = [];
+    this.gathered = 0;
     this.chain = this.chain.then(async () => {
       if (this.error) return;
       try {
-        await this.writable.write(bytes);
+        await this.writable.write(blob);
       } catch (e) {
         this.error = e;
       }
-      this.queued -= bytes.byteLength;
     });
   }
 
   /** Every byte written and the file closed: a File (on disk) to hand to the person. */
   async finish() {
+    this.flush();
     await this.chain;
     if (this.error) throw this.error;
     await this.writable.close();
@@ -78,6 +91,7 @@ class DiskSink {
   }
 
   async discard() {
+    this.parts = [];
     await this.chain.catch(() => {});
     await this.writable.abort().catch(() => {});
     await this.dir.removeEntry(`${this.id}.part`).catch(() => {});
@@ -88,7 +102,6 @@ class DiskSink {
 class BlobSink {
   constructor() {
     this.parts = [];
-    this.queued = 0;
   }
 
   write(bytes) {

@@ -16,6 +16,9 @@ const MAX_JOBS_PER_PEER = 1024;
 const MAX_STREAMS_PER_PEER = 8;
 /** Block-hash requests answered at once per recipient. */
 const MAX_HASHES_WAITING = 1024;
+/** How long a recipient that left may come back (restarted, with the same job IDs)
+ * before its outcome is `failed` 6003: the native peers' resume grace. */
+const RESUME_GRACE_MS = 120 * 1000;
 
 const TERMINAL = ['delivered', 'declined', 'failed'];
 
@@ -107,6 +110,7 @@ export class Upload {
         const no = this.refusal(link, m);
         if (no) return this.refuse(link, m, ...no);
         if (m.offset > this.size) return this.refuse(link, m, 6005, 'offset past the end of the file');
+        this.takeOver(link, m.job_id);
         const mine = [...this.jobs.entries()].filter(([, j]) => j.peer === link.id);
         if (mine.some(([id, j]) => id !== m.job_id && j.dc)) return this.refuse(link, m, 6010, 'this file is being sent to you already');
         for (const [id] of mine) if (id !== m.job_id) this.jobs.delete(id);
@@ -255,10 +259,33 @@ export class Upload {
     }
   }
 
+  /**
+   * A recipient left the session. Its streams stop; its jobs and its pending outcome wait
+   * for the grace period, in which a restarted recipient (a new client ID) resumes them
+   * under the same job IDs; then the outcome is `failed` 6003.
+   */
   peerGone(id) {
-    for (const [jobId, job] of this.jobs) if (job.peer === id) this.stopJob(jobId) || this.jobs.delete(jobId);
-    const o = this.outcomes.get(id);
-    if (o && !TERMINAL.includes(o.state)) this.outcome(id, 'failed', 6003);
+    for (const job of this.jobs.values()) {
+      if (job.peer !== id) continue;
+      job.stopped = true;
+      job.dc = null;
+    }
+    setTimeout(() => {
+      for (const [jobId, job] of this.jobs) if (job.peer === id) this.jobs.delete(jobId);
+      const o = this.outcomes.get(id);
+      if (o && !TERMINAL.includes(o.state)) this.outcome(id, 'failed', 6003);
+    }, RESUME_GRACE_MS);
+  }
+
+  /** A request for a job another (departed) client started: the new client takes it and
+   * the old client's pending outcome over. */
+  takeOver(link, jobId) {
+    const job = this.jobs.get(jobId);
+    if (!job || job.peer === link.id || this.session.links.get(job.peer)?.state === 'connected') return;
+    const old = this.outcomes.get(job.peer);
+    if (old && !TERMINAL.includes(old.state)) this.outcomes.delete(job.peer);
+    job.peer = link.id;
+    if (!this.outcomes.has(link.id)) this.outcomes.set(link.id, { name: link.name, state: 'offered', code: null, sent: 0 });
   }
 
   /** The person stops sharing: running jobs are cancelled, the offer revoked. */

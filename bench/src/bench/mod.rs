@@ -2,6 +2,7 @@
 //! peershare transfer, (e) join → first byte, (f) fan-out; then one markdown table.
 
 pub mod breakdown;
+pub mod browser;
 pub mod child;
 pub mod files;
 pub mod limit;

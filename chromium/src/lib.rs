@@ -1,6 +1,8 @@
-//! Headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`,
-//! installed by `.ci/run`): one chromedriver per test, one browser per page, each with a
-//! fresh profile and its own download directory. Everything stays on 127.0.0.1.
+//! Headless Chromium (Debian's `chromium` and `chromium-driver`, installed by `.ci/run`)
+//! driven over WebDriver, for peershare's browser tests (`tests/browser.rs`) and
+//! benchmark (`peershare-bench browser`): one chromedriver per run, one browser per page,
+//! each with a fresh profile and its own download directory. Everything stays on
+//! 127.0.0.1.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
