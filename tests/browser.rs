@@ -34,8 +34,17 @@ async fn signal() -> (String, LineRun) {
 }
 
 /// Accept every offered file in the page, wait until each is verified, save each, and
-/// return the saved bytes by name.
+/// return the saved bytes by name. `shots`: screenshot names for the offer and the
+/// verified file (see `Page::screenshot`).
 async fn accept_and_save(page: &Page, names: &[&str]) -> Vec<Vec<u8>> {
+    accept_and_save_shown(page, names, None).await
+}
+
+async fn accept_and_save_shown(
+    page: &Page,
+    names: &[&str],
+    shots: Option<(&str, &str)>,
+) -> Vec<Vec<u8>> {
     page.wait(
         "an offer",
         &format!(
@@ -44,6 +53,11 @@ async fn accept_and_save(page: &Page, names: &[&str]) -> Vec<Vec<u8>> {
         ),
     )
     .await;
+    if let Some((offer, _)) = shots {
+        page.eval("document.getElementById('receive').scrollIntoView(); return true;")
+            .await;
+        page.screenshot(offer).await;
+    }
     for _ in names {
         page.click("#downloads li[data-state=available] button.accept")
             .await;
@@ -56,6 +70,9 @@ async fn accept_and_save(page: &Page, names: &[&str]) -> Vec<Vec<u8>> {
         ),
     )
     .await;
+    if let Some((_, verified)) = shots {
+        page.screenshot(verified).await;
+    }
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
         page.eval(&format!(
@@ -190,25 +207,30 @@ async fn browser_to_browser_file_crosses_identical() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = chrome.page(d1.path()).await;
     a.goto(&format!("{http}/")).await;
+    a.screenshot("start").await;
     a.click("#create-button").await;
     let code = a
         .wait("a code", "return window.peershare && window.peershare.code;")
         .await;
     let b = chrome.page(d2.path()).await;
+    // The second browser has a phone's screen.
+    b.resize(390, 844).await;
     b.goto(&format!("{http}/#{}", code.as_str().unwrap())).await;
     a.wait(
         "the other page",
         "return document.querySelector('#members li[data-state=connected]') !== null;",
     )
     .await;
+    a.screenshot("session").await;
     a.choose_files(&[&src]).await;
-    let saved = accept_and_save(&b, &["b2b.bin"]).await;
+    let saved = accept_and_save_shown(&b, &["b2b.bin"], Some(("phone-offer", "phone-verified"))).await;
     assert!(saved[0] == data);
     a.wait(
         "delivered",
         "return document.querySelector('#uploads .outcome[data-state=delivered]') !== null;",
     )
     .await;
+    a.screenshot("sent").await;
     assert_eq!(page_names(&a).await, ["upload-started", "recipient-outcome", "upload-completed"]);
     assert_eq!(
         page_names(&b).await,
@@ -279,6 +301,7 @@ async fn browser_wrong_code_shows_6011_and_lists_no_file() {
         )
         .await;
     assert_eq!(shown, "6011");
+    page.screenshot("wrong-code").await;
     assert_eq!(
         page.eval("return document.querySelectorAll('#downloads li').length;")
             .await,

@@ -207,6 +207,25 @@ impl Page {
         std::fs::read(&path).expect("read download")
     }
 
+    /// With `PEERSHARE_SCREENSHOTS=DIR` set, save what the page shows as `DIR/NAME.png`
+    /// (the screenshots in docs/ are made so); otherwise nothing.
+    pub async fn screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("PEERSHARE_SCREENSHOTS") else {
+            return;
+        };
+        let png = self.client.screenshot().await.expect("screenshot");
+        let path = Path::new(&dir).join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    /// Resize the browser window (CSS pixels), e.g. to a phone's width.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize window");
+    }
+
     pub async fn close(self) {
         let _ = self.client.close().await;
     }

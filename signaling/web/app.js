@@ -32,9 +32,17 @@ function codeFromUrl() {
   return code === '' ? null : code;
 }
 
+/** The name others see: the one the person chose last time, else the browser and its
+ * platform ("Chromium on Linux"). */
 function defaultName() {
   const saved = localStorage.getItem('peershare.name');
-  return saved && saved.trim() ? saved.trim() : 'browser';
+  if (saved && saved.trim()) return saved.trim();
+  const ua = navigator.userAgentData;
+  // Brands hold a made-up "GREASE" entry ("Not:A-Brand") and, in Chrome, Edge and
+  // others, "Chromium" next to the product's own name.
+  const brands = (ua?.brands ?? []).map((b) => b.brand).filter((b) => !/^not.?a.?brand$/i.test(b));
+  const brand = brands.find((b) => b !== 'Chromium') ?? brands[0];
+  return brand && ua.platform ? `${brand} on ${ua.platform}` : 'browser';
 }
 
 const STATES = {
