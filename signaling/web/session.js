@@ -6,7 +6,7 @@ import { CodedError, parseCode, generateSecret } from './crypto.js';
 import { Link } from './link.js';
 import { decodeControl, encode, newUuid, PROTOCOL_VERSION, FEATURES } from './wire.js';
 import { Download } from './download.js';
-import { Upload } from './upload.js';
+import { Upload, Slots, MAX_STREAMS_PER_PEER, MAX_HASHING } from './upload.js';
 
 const PING_MS = 25000;
 /** Failed pairs after which the code is burnt (docs/PROTOCOL.md "Guessing limit"). */
@@ -40,6 +40,9 @@ export class Session extends EventTarget {
     this.links = new Map();
     this.downloads = new Map(); // file_id → Download
     this.uploads = new Map(); // file_id → Upload
+    // Per recipient, of all uploads: streams sending at once, block-hash requests hashed.
+    this.streams = new Slots(MAX_STREAMS_PER_PEER);
+    this.hashing = new Slots(MAX_HASHING);
     this.events = [];
     this.authFailures = 0;
     this.burnt = false;

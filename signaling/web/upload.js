@@ -13,14 +13,38 @@ const LOW = 1024 * 1024;
 const READ = 1024 * 1024;
 /** Jobs per recipient and file at once, and per recipient in all (the native bounds). */
 const MAX_JOBS_PER_PEER = 1024;
-const MAX_STREAMS_PER_PEER = 8;
-/** Block-hash requests answered at once per recipient. */
+export const MAX_STREAMS_PER_PEER = 8;
+/** Block-hash requests waiting or being answered per recipient, and hashed at once. */
 const MAX_HASHES_WAITING = 1024;
+export const MAX_HASHING = 2;
 /** How long a recipient that left may come back (restarted, with the same job IDs)
  * before its outcome is `failed` 6003: the native peers' resume grace. */
 const RESUME_GRACE_MS = 120 * 1000;
 
 const TERMINAL = ['delivered', 'declined', 'failed'];
+
+/** At most `max` holders per key (a recipient); the others wait in order. */
+export class Slots {
+  constructor(max) {
+    this.max = max;
+    this.keys = new Map(); // key → {busy, waiting}
+  }
+
+  async take(key) {
+    const s = this.keys.get(key) ?? { busy: 0, waiting: [] };
+    this.keys.set(key, s);
+    if (s.busy < this.max) s.busy++;
+    else await new Promise((resolve) => s.waiting.push(resolve)); // handed over by give
+  }
+
+  give(key) {
+    const s = this.keys.get(key);
+    if (!s) return;
+    const next = s.waiting.shift();
+    if (next) next();
+    else if (--s.busy === 0) this.keys.delete(key);
+  }
+}
 
 export class Upload {
   constructor(session, file, audience, group) {
@@ -37,7 +61,7 @@ export class Upload {
     this.code = null;
     this.expires = Date.now() + TTL_MS;
     this.outcomes = new Map(); // peer ID → {name, state, code, sent}
-    this.jobs = new Map(); // job ID → {peer, dc, stopped, streaming}
+    this.jobs = new Map(); // job ID → {peer, dc, stopped, offset}
     this.hashesWaiting = new Map(); // peer ID → count
     this.ended = false;
   }
@@ -174,19 +198,9 @@ export class Upload {
     }
   }
 
-  /** Wait for a turn among the recipient's streams: at most 8 stream at once. */
-  async turn(job) {
-    for (;;) {
-      let streaming = 0;
-      for (const u of this.session.uploads.values()) for (const j of u.jobs.values()) if (j.peer === job.peer && j.streaming) streaming++;
-      if (streaming < MAX_STREAMS_PER_PEER || job.stopped) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
+  /** Stream the file from the job's offset, once the recipient has a free stream slot. */
   async pump(jobId, job, link) {
-    await this.turn(job);
-    job.streaming = true;
+    await this.session.streams.take(job.peer);
     const dc = job.dc;
     try {
       let pos = job.offset;
@@ -214,7 +228,7 @@ export class Upload {
         pos += bytes.length;
       }
     } finally {
-      job.streaming = false;
+      this.session.streams.give(job.peer);
     }
   }
 
@@ -226,6 +240,7 @@ export class Upload {
     if (waiting >= MAX_HASHES_WAITING) return this.refuse(link, m, 6010, 'too many hash requests');
     this.hashesWaiting.set(link.id, waiting + 1);
     try {
+      await this.session.hashing.take(link.id);
       const h = await createBLAKE3();
       const hashes = [];
       for (let pos = m.offset; pos < m.offset + m.length; pos += BLOCK) {
@@ -239,6 +254,7 @@ export class Upload {
       this.refuse(link, m, 5100, `${this.name} changed since it was offered`);
     } finally {
       this.hashesWaiting.set(link.id, (this.hashesWaiting.get(link.id) ?? 1) - 1);
+      this.session.hashing.give(link.id);
     }
   }
 
