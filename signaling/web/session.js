@@ -4,7 +4,7 @@
 // sees is reported as events with the names and codes of the native peers.
 import { CodedError, parseCode, generateSecret } from './crypto.js';
 import { Link } from './link.js';
-import { decodeControl, encode, newUuid, PROTOCOL_VERSION, FEATURES } from './wire.js';
+import { decodeControl, encode, newUuid, truncateBytes, PROTOCOL_VERSION, FEATURES, MAX_LABEL_BYTES } from './wire.js';
 import { Download } from './download.js';
 import { Upload, Slots, MAX_STREAMS_PER_PEER, MAX_HASHING } from './upload.js';
 
@@ -306,7 +306,7 @@ export class Session extends EventTarget {
   share(files, to = null) {
     const bytes = files.reduce((n, f) => n + f.size, 0);
     const label = files.length === 1 ? files[0].name : `${files.length} files`;
-    const group = { id: newUuid(), count: files.length, label: label.slice(0, 200), bytes };
+    const group = { id: newUuid(), count: files.length, label: truncateBytes(label, MAX_LABEL_BYTES), bytes };
     let index = 0;
     for (const file of files) {
       const u = new Upload(this, file, to ? new Set(to) : null, { ...group, index: index++ });

@@ -152,6 +152,18 @@ export function decodeControl(text) {
 
 export const encode = (m) => JSON.stringify(m);
 
+/** `text` cut to at most `max` UTF-8 bytes, on a character boundary. */
+export function truncateBytes(text, max) {
+  let out = '';
+  let n = 0;
+  for (const ch of text) {
+    n += utf8.encode(ch).length;
+    if (n > max) break;
+    out += ch;
+  }
+  return out;
+}
+
 /** A fresh lowercase UUID v4 (crypto.randomUUID needs a secure context; this does not). */
 export function newUuid() {
   const b = crypto.getRandomValues(new Uint8Array(16));

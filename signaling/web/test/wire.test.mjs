@@ -1,7 +1,7 @@
 // Control-message decoding of the page: the bounds of docs/PROTOCOL.md, coded refusals.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeControl, jobOfLabel, jobLabel, newUuid, saveName, shown, humanSize } from '../wire.js';
+import { decodeControl, jobOfLabel, jobLabel, newUuid, saveName, shown, humanSize, truncateBytes } from '../wire.js';
 
 const id = '5d3c0a1e-0000-4000-8000-000000000001';
 const hash = 'ab'.repeat(32);
@@ -57,4 +57,11 @@ test('names_from_peers_are_defused', () => {
   assert.equal(saveName('..'), 'file');
   assert.equal(saveName('a\\b:c'), 'b_c');
   assert.equal(humanSize(1536), '1.5 KiB');
+});
+
+test('truncate_bytes_keeps_whole_characters', () => {
+  assert.equal(truncateBytes('abc', 2), 'ab');
+  assert.equal(truncateBytes('\u00e9\u00e9', 3), '\u00e9');
+  assert.equal(truncateBytes('\u{1F600}x', 3), '');
+  assert.equal(truncateBytes('short', 256), 'short');
 });
