@@ -7,8 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use peershare_chromium::{Chrome, Page};
 use common::cli::*;
+use peershare_chromium::{Chrome, Page};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
@@ -102,7 +102,12 @@ fn outcomes(events: &[Value]) -> Vec<(String, Option<u64>)> {
     events
         .iter()
         .filter(|e| e["event"] == "recipient-outcome")
-        .map(|o| (o["outcome"].as_str().unwrap_or("?").to_string(), o["code"].as_u64()))
+        .map(|o| {
+            (
+                o["outcome"].as_str().unwrap_or("?").to_string(),
+                o["code"].as_u64(),
+            )
+        })
         .collect()
 }
 
@@ -118,7 +123,10 @@ async fn browser_receives_64_mib_from_native_send_verified_and_saved() {
     let mut sender = send(&[&src], &[]);
     let ticket = sender.until("ticket", |e| e["event"] == "ticket").await;
     let url = ticket["page"].as_str().expect("page URL").to_string();
-    assert!(url.starts_with("http://127.0.0.1:") && url.contains("/#"), "{url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/#"),
+        "{url}"
+    );
 
     let chrome = Chrome::start().await;
     let downloads = tempfile::tempdir().unwrap();
@@ -156,7 +164,10 @@ async fn browser_sends_64_mib_to_native_recv_byte_identical() {
     page.goto(&format!("{http}/")).await;
     page.click("#create-button").await;
     let code = page
-        .wait("a code", "return window.peershare && window.peershare.code;")
+        .wait(
+            "a code",
+            "return window.peershare && window.peershare.code;",
+        )
         .await;
     let code = code.as_str().expect("code").to_string();
     page.choose_files(&[&src]).await;
@@ -210,7 +221,10 @@ async fn browser_to_browser_file_crosses_identical() {
     a.screenshot("start").await;
     a.click("#create-button").await;
     let code = a
-        .wait("a code", "return window.peershare && window.peershare.code;")
+        .wait(
+            "a code",
+            "return window.peershare && window.peershare.code;",
+        )
         .await;
     let b = chrome.page(d2.path()).await;
     // The second browser has a phone's screen.
@@ -223,7 +237,8 @@ async fn browser_to_browser_file_crosses_identical() {
     .await;
     a.screenshot("session").await;
     a.choose_files(&[&src]).await;
-    let saved = accept_and_save_shown(&b, &["b2b.bin"], Some(("phone-offer", "phone-verified"))).await;
+    let saved =
+        accept_and_save_shown(&b, &["b2b.bin"], Some(("phone-offer", "phone-verified"))).await;
     assert!(saved[0] == data);
     a.wait(
         "delivered",
@@ -231,7 +246,10 @@ async fn browser_to_browser_file_crosses_identical() {
     )
     .await;
     a.screenshot("sent").await;
-    assert_eq!(page_names(&a).await, ["upload-started", "recipient-outcome", "upload-completed"]);
+    assert_eq!(
+        page_names(&a).await,
+        ["upload-started", "recipient-outcome", "upload-completed"]
+    );
     assert_eq!(
         page_names(&b).await,
         [
@@ -392,7 +410,10 @@ async fn browser_sender_native_recv_killed_and_restarted_resumes_identical() {
     page.goto(&format!("{http}/")).await;
     page.click("#create-button").await;
     let code = page
-        .wait("a code", "return window.peershare && window.peershare.code;")
+        .wait(
+            "a code",
+            "return window.peershare && window.peershare.code;",
+        )
         .await;
     page.choose_files(&[&src]).await;
     page.wait(
@@ -437,7 +458,10 @@ async fn browser_sender_native_recv_killed_and_restarted_resumes_identical() {
         .unwrap();
     // Past the last checkpoint (16 MiB): the bytes beyond it were verified with the
     // block hashes the page computed (`hashes-request`).
-    assert!(offset >= 20 * MIB as u64, "resumed from {offset}: {seen:#?}");
+    assert!(
+        offset >= 20 * MIB as u64,
+        "resumed from {offset}: {seen:#?}"
+    );
     assert!(std::fs::read(out.path().join("resume.bin")).unwrap() == data);
     page.wait(
         "delivered",
@@ -447,6 +471,68 @@ async fn browser_sender_native_recv_killed_and_restarted_resumes_identical() {
     assert_eq!(
         page_names(&page).await,
         ["upload-started", "recipient-outcome", "upload-completed"]
+    );
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_accepts_one_declines_other_sender_records_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("keep.txt");
+    let skip = dir.path().join("skip.txt");
+    std::fs::write(&keep, b"wanted\n").unwrap();
+    std::fs::write(&skip, b"not wanted\n").unwrap();
+    let mut sender = send(&[&keep, &skip], &[]);
+    let ticket = sender.until("ticket", |e| e["event"] == "ticket").await;
+    let url = ticket["page"].as_str().unwrap().to_string();
+
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&url).await;
+    page.wait(
+        "two offers",
+        "return document.querySelectorAll('#downloads li[data-state=available]').length === 2;",
+    )
+    .await;
+    // The page lists files by name; decline skip.txt, accept keep.txt.
+    let pick = |name: &str, button: &str| {
+        format!(
+            "const li = [...document.querySelectorAll('#downloads li')].find(l => l.querySelector('.name').textContent === '{name}'); li.querySelector('button.{button}').click(); return true;"
+        )
+    };
+    page.eval(&pick("skip.txt", "decline")).await;
+    page.eval(&pick("keep.txt", "accept")).await;
+    page.wait(
+        "the verified file",
+        "return document.querySelector('#downloads li[data-state=completed] a.save');",
+    )
+    .await;
+    page.click("#downloads li[data-state=completed] a.save")
+        .await;
+    assert_eq!(page.downloaded("keep.txt").await, b"wanted\n");
+    // A file every recipient declined makes `send` exit 4 (6002).
+    let (status, events, stderr) = sender.finish().await;
+    assert_eq!(status, 4, "{stderr}");
+    let mut got = outcomes(&events);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("declined".to_string(), None),
+            ("delivered".to_string(), None)
+        ]
+    );
+    let names = page_names(&page).await;
+    assert_eq!(
+        names.iter().filter(|n| *n == "download-cancelled").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "download-completed").count(),
+        1,
+        "{names:?}"
     );
     page.close().await;
 }

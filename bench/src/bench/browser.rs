@@ -134,13 +134,19 @@ async fn chromium_to_rust(
     let ws = server.wait_line("the server URL", |l| {
         l.starts_with("ws://").then(|| l.trim().to_string())
     })?;
-    let host = ws.trim_start_matches("ws://").trim_end_matches('/').to_string();
+    let host = ws
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_string();
     let downloads = tempfile::tempdir_in(work)?;
     let page: Page = chrome.page(downloads.path()).await;
     page.goto(&format!("http://{host}/")).await;
     page.click("#create-button").await;
     let code = page
-        .wait("a code", "return window.peershare && window.peershare.code;")
+        .wait(
+            "a code",
+            "return window.peershare && window.peershare.code;",
+        )
         .await;
     let code = code.as_str().context("code")?.to_string();
     page.choose_files(&[src]).await;
