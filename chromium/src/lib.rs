@@ -197,7 +197,7 @@ impl Page {
         let path = self.downloads.join(name);
         let partial = self.downloads.join(format!("{name}.crdownload"));
         let deadline = tokio::time::Instant::now() + PAGE_GUARD;
-        while !(path.exists() && !partial.exists()) {
+        while !path.exists() || partial.exists() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "Chromium did not save {name}"

@@ -253,9 +253,17 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
         }
         // An empty line may straddle the previous read: look 2 bytes back.
         let from = buf.len().saturating_sub(2);
+        let first = buf.is_empty();
         buf.extend_from_slice(&chunk[..n]);
-        // Parsed at most once per read, and only once the head can be complete; a too
-        // long head is refused without parsing.
+        // What is not HTTP at all (a TLS ClientHello sent to a plain port) is refused on
+        // its first bytes, not after a wait for an empty line that never comes.
+        if first {
+            if let Head::Done(route) = parse_head(&buf) {
+                return Ok(Some((buf, route)));
+            }
+        }
+        // Otherwise parsed at most once per read, and only once the head can be complete;
+        // a too long head is refused without parsing.
         if holds_head_end(&buf[from..]) {
             if let Head::Done(route) = parse_head(&buf) {
                 return Ok(Some((buf, route)));
@@ -655,6 +663,15 @@ mod tests {
     async fn read_head_eof_before_the_end_is_none() {
         let mut r = pieces(&[b"GET / HTTP/1.1\r\n"]);
         assert_eq!(read_head(&mut r).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn read_head_tls_client_hello_is_400_on_its_first_bytes() {
+        // A TLS record header and the start of a ClientHello, with no empty line: were
+        // the head awaited, the stream's end would give `None`.
+        let mut r = pieces(&[&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]]);
+        let (_, route) = read_head(&mut r).await.unwrap().unwrap();
+        assert_eq!(route, Route::Answer(Response::bad_request()));
     }
 
     #[tokio::test]
