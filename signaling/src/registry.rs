@@ -81,12 +81,19 @@ impl Drop for Charge {
 pub(crate) struct Queued {
     frame: Outbound,
     _charge: Charge,
+    /// For a relayed `signal`: when the sender's connection read it (relay latency).
+    received: Option<std::time::Instant>,
 }
 
 impl Queued {
     /// The frame, still charged to the budget while `self` lives.
     pub fn frame(&self) -> &Outbound {
         &self.frame
+    }
+
+    /// When the sender's connection read the `signal` this frame relays.
+    pub fn received(&self) -> Option<std::time::Instant> {
+        self.received
     }
 
     #[cfg(test)]
@@ -324,6 +331,7 @@ impl Registry {
             session,
             session.members.keys().cloned().collect(),
             &joined_frame,
+            None,
         );
         session.members.insert(
             client_id.clone(),
@@ -365,7 +373,8 @@ impl Registry {
         present
     }
 
-    /// Relay `data` from one member to another of the same session.
+    /// Relay `data` from one member to another of the same session; `received` is when
+    /// the sender's connection read the frame.
     pub fn relay(
         &self,
         session: &str,
@@ -373,6 +382,7 @@ impl Registry {
         seq: u64,
         to: &str,
         data: serde_json::Value,
+        received: std::time::Instant,
     ) -> Result<(), Rejection> {
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -398,7 +408,7 @@ impl Registry {
             from: from.to_owned(),
             data,
         });
-        let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame);
+        let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame, Some(received));
         remove_members(&self.budget, inner, session, slow);
         Ok(())
     }
@@ -407,6 +417,12 @@ impl Registry {
     #[cfg(test)]
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
+    }
+
+    /// Sessions and joined clients now (for `/metrics`).
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.sessions.len(), inner.clients.len())
     }
 }
 
@@ -417,6 +433,7 @@ fn deliver(
     session: &Session,
     targets: Vec<ClientId>,
     frame: &Outbound,
+    received: Option<std::time::Instant>,
 ) -> Vec<ClientId> {
     let mut slow = Vec::new();
     for id in targets {
@@ -430,6 +447,7 @@ fn deliver(
         let queued = Queued {
             frame: frame.clone(),
             _charge: charge,
+            received,
         };
         match member.tx.try_send(queued) {
             Ok(()) => {}
@@ -465,7 +483,7 @@ fn remove_members(
             .filter(|k| !pending.contains(k))
             .cloned()
             .collect();
-        pending.extend(deliver(budget, session, others, &frame));
+        pending.extend(deliver(budget, session, others, &frame, None));
     }
     if session.members.is_empty() {
         inner.sessions.remove(code);
@@ -659,8 +677,15 @@ mod tests {
         let (tx, _rx) = mpsc::channel(8);
         let x = r.join(req(None, "x"), tx).unwrap();
         let data = serde_json::json!({"kind": "offer", "sdp": "v=0"});
-        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
-            .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            data.clone(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(
             recv_now(&mut rb),
             Some(ServerMessage::Signal {
@@ -669,11 +694,25 @@ mod tests {
             })
         );
         let e = r
-            .relay(&a.session, &a.client_id, a.seq, &x.client_id, data.clone())
+            .relay(
+                &a.session,
+                &a.client_id,
+                a.seq,
+                &x.client_id,
+                data.clone(),
+                std::time::Instant::now(),
+            )
             .unwrap_err();
         assert_eq!(e.code, codes::UNKNOWN_RECIPIENT);
         let e = r
-            .relay(&a.session, &a.client_id, a.seq, &a.client_id, data)
+            .relay(
+                &a.session,
+                &a.client_id,
+                a.seq,
+                &a.client_id,
+                data,
+                std::time::Instant::now(),
+            )
             .unwrap_err();
         assert_eq!(e.code, codes::UNKNOWN_RECIPIENT);
     }
@@ -687,8 +726,15 @@ mod tests {
         let b = r.join(req(Some(&a.session), "b"), tb).unwrap();
         // a's queue now holds peer-joined(b) and is full.
         let data = serde_json::json!({});
-        r.relay(&b.session, &b.client_id, b.seq, &a.client_id, data)
-            .unwrap();
+        r.relay(
+            &b.session,
+            &b.client_id,
+            b.seq,
+            &a.client_id,
+            data,
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(
             recv_now(&mut rb),
             Some(ServerMessage::PeerLeft {
@@ -729,14 +775,35 @@ mod tests {
         while rb.try_recv().is_ok() {}
         assert_eq!(r.budget.used(), 0);
 
-        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
-            .unwrap();
-        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
-            .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            data.clone(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            data.clone(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(r.budget.used(), 2 * frame_len);
         // c's own queue is empty, but the server's total would exceed the budget.
-        r.relay(&a.session, &a.client_id, a.seq, &c.client_id, data)
-            .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &c.client_id,
+            data,
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(
             recv_now(&mut ra),
             Some(ServerMessage::PeerLeft {

@@ -14,6 +14,60 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The binary under SIGINT (Ctrl-C): the same drain as SIGTERM; exits 0.
+#[tokio::test]
+async fn binary_sigint_drains_joined_client_7012_1012_and_exits_0() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare-signaling"))
+        .args(["--listen", "127.0.0.1:0", "--no-turn", "--drain-secs", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = timeout(common::WAIT, lines.next_line())
+        .await
+        .expect("no URL line in time")
+        .expect("read stdout")
+        .expect("stdout closed");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    let join = json!({"type": "join", "version": 2, "session": null, "name": "a"});
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws.next()).await.unwrap() else {
+        panic!("no welcome");
+    };
+    assert!(t.as_str().starts_with(r#"{"type":"welcome""#), "{t}");
+
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws.next()).await.unwrap() else {
+        panic!("no shutdown error");
+    };
+    assert!(
+        matches!(serde_json::from_str(t.as_str()).unwrap(),
+            ServerMessage::Error { code, retry_after_ms: Some(_), .. } if code == codes::SHUTTING_DOWN),
+        "{t}"
+    );
+    match timeout(common::WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Restart),
+        other => panic!("expected close 1012, got {other:?}"),
+    }
+    // The last client gone, the drain ends well before --drain-secs.
+    while let Ok(Some(Ok(_))) = timeout(common::WAIT, ws.next()).await {}
+    let status = timeout(common::WAIT, child.wait())
+        .await
+        .expect("server did not exit once empty")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}
 
 #[tokio::test]
 async fn binary_prints_url_serves_and_stops_on_sigterm() {
@@ -78,13 +132,15 @@ async fn binary_prints_url_serves_and_stops_on_sigterm() {
         panic!("no shutdown error");
     };
     assert!(
-        matches!(serde_json::from_str(t.as_str()).unwrap(), ServerMessage::Error { code, .. } if code == codes::SHUTTING_DOWN),
+        matches!(serde_json::from_str(t.as_str()).unwrap(),
+            ServerMessage::Error { code, retry_after_ms: Some(ms), .. }
+                if code == codes::SHUTTING_DOWN && ms < 5_000),
         "{t}"
     );
-    assert!(matches!(
-        timeout(common::WAIT, ws.next()).await.unwrap(),
-        Some(Ok(Message::Close(_)))
-    ));
+    match timeout(common::WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Restart),
+        other => panic!("expected close 1012, got {other:?}"),
+    }
     // Finish the close handshake so the server need not wait for it.
     while let Ok(Some(Ok(_))) = timeout(common::WAIT, ws.next()).await {}
     drop(ws2);

@@ -219,7 +219,7 @@ async fn joined_member_gets_renewed_credentials_every_half_lifetime() {
     let renewed = loop {
         match next().await {
             ServerMessage::IceServers { ice_servers } => break ice_servers,
-            ServerMessage::Error { code, message } => panic!("error {code}: {message}"),
+            ServerMessage::Error { code, message, .. } => panic!("error {code}: {message}"),
             _ => {}
         }
     };
