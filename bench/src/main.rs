@@ -37,6 +37,10 @@ enum Cmd {
     /// Many small files: a tree of 10,000 × 4 KiB and one of 1,000 × 1 MiB next to one
     /// file of the same size and sendme, disk to disk (bench/src/bench/files.rs).
     Files(bench::files::FilesArgs),
+    /// Load on one signaling server (`peershare-signaling` under taskset): joins/s, relay
+    /// latency under N active peers, relayed frames/s at saturation, RSS per idle peer
+    /// (bench/src/bench/signaling.rs).
+    Signaling(bench::signaling::SignalingArgs),
 }
 
 /// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
@@ -56,9 +60,13 @@ fn main() -> anyhow::Result<()> {
     let workers = match &cli.cmd {
         Some(Cmd::Peer(a)) => a.tune.workers,
         Some(Cmd::RawPeer(a)) => a.tune.workers,
-        Some(Cmd::Wan(_) | Cmd::Files(_)) => None,
+        Some(Cmd::Wan(_) | Cmd::Files(_) | Cmd::Signaling(_)) => None,
         None => cli.bench.tune.workers,
     };
+    if let Some(Cmd::Signaling(args)) = cli.cmd {
+        // Its own single-threaded runtime, pinned to the generator's core.
+        return bench::signaling::run(args);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         builder.worker_threads(usize::try_from(n)?);
@@ -70,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Wan(args)) => runtime.block_on(bench::wan::run(args)),
         // Child processes and blocking file work only: no runtime needed.
         Some(Cmd::Files(args)) => bench::files::run(args),
+        Some(Cmd::Signaling(_)) => Ok(()),
         None => runtime.block_on(bench::run(cli.bench)),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_QUEUED_BYTES,
 };
 use crate::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PEERS_PER_SESSION, ServerConfig, ServerTls};
@@ -184,6 +184,11 @@ pub struct ServerArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Length of the queue of connections the kernel holds for the server to accept
+    /// (capped by net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
     /// On SIGTERM or Ctrl-C, wait at most this many seconds for the clients (told to
     /// reconnect elsewhere: error 7012, close 1012) to go before exiting; a second signal
     /// exits at once.
@@ -221,6 +226,7 @@ impl ServerArgs {
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             join_timeout: Duration::from_secs(self.join_timeout_secs),
             max_queued_bytes: self.max_queued_bytes,
+            backlog: self.backlog,
             // An ephemeral signaling port asks for an ephemeral relay port too.
             turn: self.turn.config(listen.ip(), default_turn_port(listen)),
             tls,
@@ -438,6 +444,7 @@ mod tests {
         assert_eq!(c.handshake_timeout, d.handshake_timeout);
         assert_eq!(c.join_timeout, d.join_timeout);
         assert_eq!(c.max_queued_bytes, d.max_queued_bytes);
+        assert_eq!(c.backlog, d.backlog);
     }
 
     #[tokio::test]
@@ -464,6 +471,8 @@ mod tests {
             "1000",
             "--drain-secs",
             "3",
+            "--backlog",
+            "4096",
             "--no-turn",
         ])
         .unwrap();
@@ -476,6 +485,7 @@ mod tests {
         assert_eq!(c.join_timeout, Duration::from_secs(4));
         assert_eq!(c.max_queued_bytes, 1000);
         assert_eq!(cmd.server.drain_secs, 3);
+        assert_eq!(c.backlog, 4096);
         assert!(Cmd::try_parse_from(["x", "--max-connections", "0"]).is_err());
     }
 

@@ -373,17 +373,21 @@ impl Registry {
         present
     }
 
-    /// Relay `data` from one member to another of the same session; `received` is when
-    /// the sender's connection read the frame.
+    /// Relay `data` (JSON text, an object, passed through byte for byte) from one member
+    /// to another of the same session; `received` is when the sender's connection read
+    /// the frame.
     pub fn relay(
         &self,
         session: &str,
         from: &str,
         seq: u64,
         to: &str,
-        data: serde_json::Value,
+        data: &str,
         received: std::time::Instant,
     ) -> Result<(), Rejection> {
+        // Built before taking the lock: the frame `ServerMessage::Signal` serializes to,
+        // with `data` spliced in as received.
+        let frame = signal_frame(from, data);
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(s) = inner.sessions.get_mut(session) else {
@@ -404,10 +408,6 @@ impl Registry {
                 format!("no client {to:?} in this session"),
             ));
         }
-        let frame = encode(&ServerMessage::Signal {
-            from: from.to_owned(),
-            data,
-        });
         let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame, Some(received));
         remove_members(&self.budget, inner, session, slow);
         Ok(())
@@ -424,6 +424,20 @@ impl Registry {
         let inner = self.lock();
         (inner.sessions.len(), inner.clients.len())
     }
+}
+
+/// `{"type":"signal","from":FROM,"data":DATA}`: what `ServerMessage::Signal` encodes to,
+/// with `data` (JSON text) spliced in unchanged.
+fn signal_frame(from: &str, data: &str) -> Outbound {
+    // A client ID is 12 characters from [a-z0-9]; encoded as a JSON string regardless.
+    let from = serde_json::to_string(from).unwrap_or_else(|_| "\"\"".to_string());
+    let mut frame = String::with_capacity(36 + from.len() + data.len());
+    frame.push_str(r#"{"type":"signal","from":"#);
+    frame.push_str(&from);
+    frame.push_str(r#","data":"#);
+    frame.push_str(data);
+    frame.push('}');
+    Utf8Bytes::from(frame)
 }
 
 /// `try_send` `frame` to each of `targets`; return those whose queue is full or whose
@@ -682,7 +696,7 @@ mod tests {
             &a.client_id,
             a.seq,
             &b.client_id,
-            data.clone(),
+            &data.to_string(),
             std::time::Instant::now(),
         )
         .unwrap();
@@ -699,7 +713,7 @@ mod tests {
                 &a.client_id,
                 a.seq,
                 &x.client_id,
-                data.clone(),
+                &data.to_string(),
                 std::time::Instant::now(),
             )
             .unwrap_err();
@@ -710,7 +724,7 @@ mod tests {
                 &a.client_id,
                 a.seq,
                 &a.client_id,
-                data,
+                &data.to_string(),
                 std::time::Instant::now(),
             )
             .unwrap_err();
@@ -731,7 +745,7 @@ mod tests {
             &b.client_id,
             b.seq,
             &a.client_id,
-            data,
+            &data.to_string(),
             std::time::Instant::now(),
         )
         .unwrap();
@@ -780,7 +794,7 @@ mod tests {
             &a.client_id,
             a.seq,
             &b.client_id,
-            data.clone(),
+            &data.to_string(),
             std::time::Instant::now(),
         )
         .unwrap();
@@ -789,7 +803,7 @@ mod tests {
             &a.client_id,
             a.seq,
             &b.client_id,
-            data.clone(),
+            &data.to_string(),
             std::time::Instant::now(),
         )
         .unwrap();
@@ -800,7 +814,7 @@ mod tests {
             &a.client_id,
             a.seq,
             &c.client_id,
-            data,
+            &data.to_string(),
             std::time::Instant::now(),
         )
         .unwrap();

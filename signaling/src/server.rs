@@ -185,7 +185,7 @@ impl SignalingServer {
     /// Bind `config.listen`, start the embedded TURN relay if `config.turn` asks for it,
     /// spawn the accept loop on the current tokio runtime, and return.
     pub async fn bind(config: ServerConfig) -> std::io::Result<SignalingServer> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listen(config.listen, config.backlog)?;
         Self::serve(listener, config).await
     }
 
@@ -338,6 +338,18 @@ impl Drop for SignalingServer {
             handle.spawn(async move { relay.close().await });
         }
     }
+}
+
+/// A listening socket on `addr` with a queue of `backlog` connections (as tokio's `bind`:
+/// `SO_REUSEADDR`, non-blocking).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn accept_loop(
