@@ -267,6 +267,8 @@ struct Samples {
     errors: u64,
     /// Error frames by code.
     codes: std::collections::BTreeMap<u16, u64>,
+    /// Connections the server closed.
+    lost: u64,
     received: u64,
 }
 
@@ -381,6 +383,8 @@ struct Member {
     ws: Ws,
     id: String,
     partner: String,
+    /// The server closed the connection (it is left out of the saturation phase).
+    lost: bool,
 }
 
 /// Source addresses the connections are spread over (127.0.0.2 …): with all of them on
@@ -521,12 +525,15 @@ impl Meter {
         let mut s = samples.borrow_mut();
         let (p50, p99, max) = s.summary();
         let (warmup_p99, warmup_max) = s.warmup_summary();
-        let codes = s
+        let mut codes = s
             .codes
             .iter()
             .map(|(c, n)| format!("{n}× {c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect::<Vec<_>>();
+        if s.lost > 0 {
+            codes.push(format!("{} connections closed by the server", s.lost));
+        }
+        let codes = codes.join(", ");
         Ok(Phase {
             server_p50: f64::NAN,
             server_p99: f64::NAN,
@@ -652,11 +659,13 @@ async fn drive(args: &SignalingArgs, server: &Server) -> anyhow::Result<Report> 
                     ws: ws_a,
                     id: id_a.clone(),
                     partner: id_b.clone(),
+                    lost: false,
                 },
                 Member {
                     ws: ws_b,
                     id: id_b,
                     partner: id_a,
+                    lost: false,
                 },
             )
         })
@@ -728,6 +737,9 @@ async fn drive(args: &SignalingArgs, server: &Server) -> anyhow::Result<Report> 
             let (Some(a), Some(b)) = (members.next(), members.next()) else {
                 break;
             };
+            if a.lost || b.lost {
+                continue;
+            }
             for (m, starts) in [(a, true), (b, false)] {
                 handles.push(tokio::task::spawn_local(member_bounce(
                     m,
@@ -825,11 +837,13 @@ async fn member_active(
                 }
             }
             msg = m.ws.next() => {
-                let Some(msg) = msg else {
-                    samples.borrow_mut().errors += 1;
-                    bail!("server closed a connection");
+                let Some(Ok(msg)) = msg else {
+                    return Ok(lose(m, &samples));
                 };
-                if let Message::Text(text) = msg?
+                if let Message::Close(_) = msg {
+                    return Ok(lose(m, &samples));
+                }
+                if let Message::Text(text) = msg
                     && record(&samples, origin, text.as_str()) == Some(Kind::Offer)
                 {
                     let t = origin.elapsed().as_micros() as u64;
@@ -839,6 +853,15 @@ async fn member_active(
             }
         }
     }
+}
+
+/// Count a connection the server closed (or reset).
+fn lose(mut m: Member, samples: &RefCell<Samples>) -> Member {
+    let mut s = samples.borrow_mut();
+    s.errors += 1;
+    s.lost += 1;
+    m.lost = true;
+    m
 }
 
 async fn send_candidates(m: &mut Member, origin: Instant, sdp: &str) -> anyhow::Result<()> {
@@ -882,8 +905,7 @@ async fn member_bounce(
             () = tokio::time::sleep_until(stop_at) => return Ok(m),
             msg = m.ws.next() => {
                 let Some(msg) = msg else {
-                    samples.borrow_mut().errors += 1;
-                    bail!("server closed a connection");
+                    return Ok(lose(m, &samples));
                 };
                 // This frame and every one already here: each goes back (the same size:
                 // an offer stays SDP-sized), with one flush for all.
@@ -983,7 +1005,10 @@ fn print_report(args: &SignalingArgs, r: &Report) {
             p.warmup_max
         );
         if !p.codes.is_empty() {
-            println!("| {name}: error frames by code | {} |", p.codes);
+            println!(
+                "| {name}: error frames by code, lost connections | {} |",
+                p.codes
+            );
         }
         println!(
             "| {name}: server CPU / generator CPU (one core = 100 %) | {:.0} % / {:.0} % |",
