@@ -195,3 +195,63 @@ async fn binary_stderr_names_the_page_url_which_serves_the_page() {
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
     assert!(got.ends_with(include_bytes!("../web/index.html")));
 }
+
+/// `--log-format json`: one JSON object per line; a joined client's lines carry the
+/// connection's span with its address, session and client ID.
+#[tokio::test]
+async fn binary_log_format_json_carries_the_connection_span() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peershare-signaling"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-turn",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut logs = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let url = timeout(common::WAIT, lines.next_line())
+        .await
+        .expect("no URL line in time")
+        .expect("read stdout")
+        .expect("stdout closed");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    let join = json!({"type": "join", "version": 2, "session": null, "name": "a"});
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    let Some(Ok(Message::Text(t))) = timeout(common::WAIT, ws.next()).await.unwrap() else {
+        panic!("no welcome");
+    };
+    let ServerMessage::Welcome {
+        session, client_id, ..
+    } = serde_json::from_str(t.as_str()).unwrap()
+    else {
+        panic!("expected welcome: {t}");
+    };
+    let joined = loop {
+        let line = timeout(common::WAIT, logs.next_line())
+            .await
+            .expect("no log line in time")
+            .expect("read stderr")
+            .expect("stderr closed");
+        if line.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+            if v["fields"]["message"] == "joined session" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(joined["level"], "INFO");
+    assert_eq!(joined["span"]["name"], "conn");
+    assert_eq!(joined["span"]["session"], session.as_str());
+    assert_eq!(joined["span"]["client_id"], client_id.as_str());
+    let peer = joined["span"]["peer"].as_str().expect("peer");
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+}

@@ -990,9 +990,17 @@ fn print_report(args: &SignalingArgs, r: &Report) {
             "| {name}: relay latency p50 / p99 / max | {:.2} / {:.2} / {:.1} ms |",
             p.p50, p.p99, p.max
         );
+        let bound = |ms: f64| {
+            if ms.is_finite() {
+                format!("≤ {ms}")
+            } else {
+                "> 5000".to_string()
+            }
+        };
         println!(
-            "| {name}: server's own relay latency (read → written, /metrics buckets) p50 / p99 | ≤ {} / ≤ {} ms |",
-            p.server_p50, p.server_p99
+            "| {name}: server's own relay latency (read → written, /metrics buckets) p50 / p99 | {} / {} ms |",
+            bound(p.server_p50),
+            bound(p.server_p99)
         );
         println!(
             "| {name}: warm-up ({}) relay latency p99 / max | {:.2} / {:.1} ms |",
