@@ -100,10 +100,15 @@ impl Shared {
     /// backplane is unreachable cannot accept joins either, and adds that check here
     /// (`Some("backplane unreachable")`).
     pub fn not_ready(&self) -> Option<&'static str> {
-        if *self.phase.borrow() >= Phase::Draining {
+        if self.draining() {
             return Some("draining");
         }
         None
+    }
+
+    /// Whether the server drains (or stops): upgrades are then answered `503`.
+    pub fn draining(&self) -> bool {
+        *self.phase.borrow() >= Phase::Draining
     }
 
     /// The answer to `/readyz`.
@@ -293,7 +298,7 @@ async fn upgrade(
         },
     };
     let head = match web::read_head(&mut stream).await {
-        Ok(Some((head, web::Route::Upgrade))) if shared.not_ready().is_none() => head,
+        Ok(Some((head, web::Route::Upgrade))) if !shared.draining() => head,
         Ok(Some((_, route))) => {
             let response = match route {
                 web::Route::Answer(response) => response,
