@@ -252,7 +252,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
             .map_err(|e| Error::NotConnected(format!("signaling: {e}")))?;
         let Message::Text(text) = msg else { continue };
         match serde_json::from_str::<ServerMessage>(&text) {
-            Ok(ServerMessage::Error { code, message }) => {
+            Ok(ServerMessage::Error { code, message, .. }) => {
                 return Err(Error::from_remote(code, message));
             }
             Ok(w @ ServerMessage::Welcome { .. }) => break w,

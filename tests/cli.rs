@@ -248,10 +248,10 @@ async fn cli_send_over_size_limit_exits_1185() {
 }
 
 /// `peershare signal` takes the options of `peershare-signaling` and drains on SIGTERM
-/// like it: the joined client gets error 7012, then close 1001, and the process exits 0.
+/// like it: the joined client gets error 7012, then close 1012, and the process exits 0.
 #[cfg(unix)]
 #[tokio::test]
-async fn cli_signal_sigterm_joined_client_gets_7012_and_1001_exit_0() {
+async fn cli_signal_sigterm_joined_client_gets_7012_and_1012_exit_0() {
     use futures_util::{SinkExt, StreamExt};
     use peershare::signaling::protocol::{ServerMessage, codes};
     use tokio_tungstenite::tungstenite::Message;
@@ -318,8 +318,8 @@ async fn cli_signal_sigterm_joined_client_gets_7012_and_1001_exit_0() {
         "{t}"
     );
     match next(&mut ws).await {
-        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-        other => panic!("expected close 1001, got {other:?}"),
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Restart),
+        other => panic!("expected close 1012, got {other:?}"),
     }
     // Finish the close handshake so the server need not wait for it.
     while let Ok(Some(Ok(_))) = tokio::time::timeout(GUARD, ws.next()).await {}

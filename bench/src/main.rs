@@ -40,6 +40,10 @@ enum Cmd {
     /// The `peershare` binary and the browser page in headless Chromium, both ways
     /// (bench/src/bench/browser.rs).
     Browser(bench::browser::BrowserArgs),
+    /// Load on one signaling server (`peershare-signaling` under taskset): joins/s, relay
+    /// latency under N active peers, relayed frames/s at saturation, RSS per idle peer
+    /// (bench/src/bench/signaling.rs).
+    Signaling(bench::signaling::SignalingArgs),
 }
 
 /// Log filter unless RUST_LOG is set: our warnings, but not the WebRTC stack's routine
@@ -59,9 +63,13 @@ fn main() -> anyhow::Result<()> {
     let workers = match &cli.cmd {
         Some(Cmd::Peer(a)) => a.tune.workers,
         Some(Cmd::RawPeer(a)) => a.tune.workers,
-        Some(Cmd::Wan(_) | Cmd::Files(_) | Cmd::Browser(_)) => None,
+        Some(Cmd::Wan(_) | Cmd::Files(_) | Cmd::Browser(_) | Cmd::Signaling(_)) => None,
         None => cli.bench.tune.workers,
     };
+    if let Some(Cmd::Signaling(args)) = cli.cmd {
+        // Its own single-threaded runtime, pinned to the generator's core.
+        return bench::signaling::run(args);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         builder.worker_threads(usize::try_from(n)?);
@@ -74,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Browser(args)) => runtime.block_on(bench::browser::run(args)),
         // Child processes and blocking file work only: no runtime needed.
         Some(Cmd::Files(args)) => bench::files::run(args),
+        Some(Cmd::Signaling(_)) => Ok(()),
         None => runtime.block_on(bench::run(cli.bench)),
     }
 }

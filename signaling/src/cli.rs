@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_BACKLOG, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_JOIN_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_QUEUED_BYTES,
 };
 use crate::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PEERS_PER_SESSION, ServerConfig, ServerTls};
@@ -134,6 +134,9 @@ pub fn describe_turn(server: &SignalingServer, turn: &TurnConfig) -> String {
     }
 }
 
+/// Default of `--drain-secs`.
+pub const DEFAULT_DRAIN_SECS: u64 = 10;
+
 /// Options of a standalone signaling server: the `peershare-signaling` binary and
 /// `peershare signal` take exactly these.
 #[derive(clap::Args, Debug, Clone)]
@@ -181,6 +184,16 @@ pub struct ServerArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Length of the queue of connections the kernel holds for the server to accept
+    /// (capped by net.core.somaxconn).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    backlog: u32,
+    /// On SIGTERM or Ctrl-C, wait at most this many seconds for the clients (told to
+    /// reconnect elsewhere: error 7012, close 1012) to go before exiting; a second signal
+    /// exits at once.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_SECS)]
+    drain_secs: u64,
     #[command(flatten)]
     turn: TurnArgs,
 }
@@ -213,6 +226,7 @@ impl ServerArgs {
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             join_timeout: Duration::from_secs(self.join_timeout_secs),
             max_queued_bytes: self.max_queued_bytes,
+            backlog: self.backlog,
             // An ephemeral signaling port asks for an ephemeral relay port too.
             turn: self.turn.config(listen.ip(), default_turn_port(listen)),
             tls,
@@ -231,9 +245,11 @@ fn page_url(server: &SignalingServer, addr: SocketAddr) -> String {
     format!("{scheme}://{addr}/")
 }
 
-/// Run a standalone signaling server until SIGINT (Ctrl-C) or SIGTERM, then shut it down
-/// gracefully: every client gets error `7012` and a Close frame (1001), and this returns
-/// `Ok` (exit status 0).
+/// Run a standalone signaling server until SIGINT (Ctrl-C) or SIGTERM, then drain it:
+/// `/readyz` answers `503`, upgrades are answered `503`, every client gets error `7012`
+/// (with `retry_after_ms`) and a Close frame (1012); once no connection is left, or after
+/// `--drain-secs` (or at a second signal), the server stops and this returns `Ok` (exit
+/// status 0).
 ///
 /// Prints one line to stdout, `ws://IP:PORT` (`wss://` with TLS; the LAN address when
 /// listening on all interfaces), and one human line to stderr, which also names the
@@ -266,9 +282,26 @@ pub async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         server.scheme(),
         page_url(&server, shown),
     );
+    let mut signals = signals;
     signals.wait().await?;
-    tracing::info!("shutting down");
-    server.shutdown().await;
+    let drain = Duration::from_secs(args.drain_secs);
+    tracing::info!(deadline_secs = drain.as_secs(), "draining");
+    server.drain();
+    let left = tokio::select! {
+        left = server.shutdown_within(drain) => left,
+        r = signals.wait() => {
+            r?;
+            tracing::info!("second signal: stopping now");
+            0
+        }
+    };
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "drain deadline passed; connections ended"
+        );
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -296,7 +329,7 @@ impl Signals {
     }
 
     #[cfg(unix)]
-    async fn wait(mut self) -> anyhow::Result<()> {
+    async fn wait(&mut self) -> anyhow::Result<()> {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
@@ -305,7 +338,7 @@ impl Signals {
     }
 
     #[cfg(not(unix))]
-    async fn wait(self) -> anyhow::Result<()> {
+    async fn wait(&mut self) -> anyhow::Result<()> {
         tokio::signal::ctrl_c()
             .await
             .context("cannot listen for Ctrl-C")
@@ -411,6 +444,7 @@ mod tests {
         assert_eq!(c.handshake_timeout, d.handshake_timeout);
         assert_eq!(c.join_timeout, d.join_timeout);
         assert_eq!(c.max_queued_bytes, d.max_queued_bytes);
+        assert_eq!(c.backlog, d.backlog);
     }
 
     #[tokio::test]
@@ -435,6 +469,10 @@ mod tests {
             "4",
             "--max-queued-bytes",
             "1000",
+            "--drain-secs",
+            "3",
+            "--backlog",
+            "4096",
             "--no-turn",
         ])
         .unwrap();
@@ -446,6 +484,8 @@ mod tests {
         assert_eq!(c.handshake_timeout, Duration::from_secs(2));
         assert_eq!(c.join_timeout, Duration::from_secs(4));
         assert_eq!(c.max_queued_bytes, 1000);
+        assert_eq!(cmd.server.drain_secs, 3);
+        assert_eq!(c.backlog, 4096);
         assert!(Cmd::try_parse_from(["x", "--max-connections", "0"]).is_err());
     }
 

@@ -26,6 +26,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time an upgraded connection has to join a session. As long as the idle
 /// timeout, so that by default a silent client is told `7010` once, at the idle timeout.
 pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default length of the listening socket's queue of connections not yet accepted (the
+/// kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Default bound of the bytes waiting in all outbound queues together (64 MiB).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -64,6 +67,10 @@ pub struct ServerConfig {
     /// Bytes waiting in all clients' outbound queues together (default 64 MiB). A client
     /// whose next frame would exceed it is dropped as a slow consumer (`7014`).
     pub max_queued_bytes: usize,
+    /// Length of the listening socket's queue of connections the kernel completed and the
+    /// server has not accepted yet (default 1024; the kernel caps it at
+    /// `net.core.somaxconn`). A burst of connections beyond it waits for SYN retries.
+    pub backlog: u32,
     /// ICE servers handed out in every `welcome` (default empty), before the STUN/TURN
     /// entries of `turn`.
     pub ice_servers: Vec<IceServer>,
@@ -90,6 +97,7 @@ impl Default for ServerConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            backlog: DEFAULT_BACKLOG,
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
             tls: None,
@@ -138,6 +146,7 @@ mod tests {
         assert_eq!(c.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.join_timeout, Duration::from_secs(10));
         assert_eq!(c.max_queued_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.backlog, 1024);
     }
 
     #[test]

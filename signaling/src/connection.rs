@@ -25,24 +25,32 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::config::ServerConfig;
 use crate::error::Rejection;
+use crate::metrics::{Metrics, Refusal, Snapshot};
 use crate::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, codes};
 use crate::ratelimit::{TokenBucket, Verdict};
 use crate::registry::{JoinRequest, Outbound, Queued, Registry, encode};
-use crate::server::ConnSlot;
+use crate::server::{ConnLimits, ConnSlot, Phase};
 use crate::tls::ServerStream;
-use crate::turn::TurnIssuer;
-use crate::web::{self, Prefixed};
+use crate::turn::{EmbeddedRelay, TurnIssuer};
+use crate::web::{self, Prefixed, Response};
 
 /// Capacity of each client's outbound queue (frames from other connections).
 pub const OUTBOUND_QUEUE: usize = 256;
+/// Most frames of the outbound queue written with one flush.
+const WRITE_BATCH_FRAMES: usize = 32;
+/// A batch takes no more frames once it holds this many bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Longest time one write to a client may take before the client is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's Close reply after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Initial read buffer per connection.
-const READ_BUFFER: usize = 16 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 /// Longest `type` echoed back in a 7002 error message.
 const MAX_ECHOED_TYPE: usize = 64;
+/// The `retry_after_ms` of a `7012` is drawn per client from `0..DRAIN_RETRY_SPREAD_MS`,
+/// so that the clients of a draining server do not all reconnect in the same instant.
+pub const DRAIN_RETRY_SPREAD_MS: u64 = 5_000;
 
 /// State shared by the accept loop and every connection task.
 pub(crate) struct Shared {
@@ -54,17 +62,73 @@ pub(crate) struct Shared {
     pub turn: Option<TurnIssuer>,
     /// Wraps every accepted connection in TLS before the upgrade; `None` for plain `ws://`.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The connection caps and the connections held (read for `/metrics`).
+    pub limits: Arc<ConnLimits>,
+    /// The embedded TURN relay, if it runs (read for `/metrics`).
+    pub relay: Option<Arc<EmbeddedRelay>>,
+    /// The server's phase (read for `/readyz`).
+    pub phase: watch::Receiver<Phase>,
+    pub metrics: Metrics,
 }
 
 impl Shared {
-    pub fn new(config: ServerConfig, turn: Option<TurnIssuer>, registry: Arc<Registry>) -> Self {
+    pub fn new(
+        config: ServerConfig,
+        turn: Option<TurnIssuer>,
+        registry: Arc<Registry>,
+        limits: Arc<ConnLimits>,
+        relay: Option<Arc<EmbeddedRelay>>,
+        phase: watch::Receiver<Phase>,
+    ) -> Self {
         Shared {
             tls: config.tls.as_ref().map(crate::tls::ServerTls::acceptor),
             config,
             registry,
             join_backoff: std::sync::Mutex::default(),
             turn,
+            limits,
+            relay,
+            phase,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Why the server does not accept joins now, or `None` when it does: what `/readyz`
+    /// tells a load balancer (`503` with this reason, else `200`).
+    ///
+    /// The hook for a shared backplane (issue 19: sessions in Redis): a node whose
+    /// backplane is unreachable cannot accept joins either, and adds that check here
+    /// (`Some("backplane unreachable")`).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.draining() {
+            return Some("draining");
+        }
+        None
+    }
+
+    /// Whether the server drains (or stops): upgrades are then answered `503`.
+    pub fn draining(&self) -> bool {
+        *self.phase.borrow() >= Phase::Draining
+    }
+
+    /// The answer to `/readyz`.
+    fn readiness(&self) -> Response {
+        match self.not_ready() {
+            None => Response::text(200, "ready\n"),
+            Some("draining") => Response::text(503, "draining\n"),
+            Some(_) => Response::text(503, "not ready\n"),
+        }
+    }
+
+    /// The answer to `/metrics`.
+    fn metrics_text(&self) -> String {
+        let (sessions, clients) = self.registry.counts();
+        self.metrics.render(Snapshot {
+            connections: self.limits.total(),
+            clients,
+            sessions,
+            turn: self.relay.as_ref().map(|r| r.stats()),
+        })
     }
 
     /// The welcome's ICE servers for `client_id`: the configured ones, then the relay's.
@@ -77,9 +141,9 @@ impl Shared {
     }
 }
 
-/// Resolves once the server shuts down (or the server handle is gone).
-pub(crate) async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+/// Resolves once the server has reached `phase` (or the server handle is gone).
+pub(crate) async fn wait_phase(rx: &mut watch::Receiver<Phase>, phase: Phase) {
+    let _ = rx.wait_for(|now| *now >= phase).await;
 }
 
 /// A session membership; leaving the session when dropped, so that it also happens when the
@@ -107,6 +171,26 @@ impl Drop for Membership {
 enum Flow {
     Continue,
     Stop,
+}
+
+/// A `signal` frame with its `data` as the client sent it.
+#[derive(Debug, serde::Deserialize)]
+struct SignalFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    to: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
+/// A well-formed `signal` frame, parsed without building its `data`; `None` for any other
+/// frame (a `signal` with a field missing or ill-typed, a key given twice, invalid JSON,
+/// another type), which [`parse_client_frame`] then parses and refuses as before.
+fn parse_signal(text: &str) -> Option<SignalFrame<'_>> {
+    serde_json::from_str::<SignalFrame<'_>>(text)
+        .ok()
+        .filter(|f| f.kind == "signal")
 }
 
 /// Parse one text frame into a client message, telling malformed frames (7001) from
@@ -142,7 +226,7 @@ pub(crate) async fn run(
     stream: TcpStream,
     slot: ConnSlot,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) {
     // Failed joins are counted under the client's key of the connection caps (its IPv4
     // address or IPv6 /64), so a prober cannot escape them by changing addresses there.
@@ -155,13 +239,15 @@ pub(crate) async fn run(
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
     // The TLS handshake, if any, counts toward the upgrade deadline.
+    // While draining, page requests (`/readyz`, `/metrics` …) are still answered;
+    // an upgrade is answered `503`.
     let handshake = timeout(
         shared.config.handshake_timeout,
-        upgrade(stream, shared.tls.as_ref(), ws_config),
+        upgrade(stream, &shared, ws_config),
     );
     let ws = tokio::select! {
         biased;
-        () = wait_shutdown(&mut shutdown) => return,
+        () = wait_phase(&mut phase, Phase::Stopping) => return,
         r = handshake => match r {
             Ok(Some(ws)) => ws,
             Ok(None) => return,
@@ -188,7 +274,7 @@ pub(crate) async fn run(
         peer_ip,
         failed_joins: 0,
     };
-    conn.serve(&mut shutdown).await;
+    conn.serve(&mut phase).await;
     tracing::debug!("disconnected");
 }
 
@@ -198,10 +284,10 @@ pub(crate) async fn run(
 /// request.
 async fn upgrade(
     stream: TcpStream,
-    tls: Option<&tokio_rustls::TlsAcceptor>,
+    shared: &Shared,
     ws_config: WebSocketConfig,
 ) -> Option<WebSocketStream<Prefixed<ServerStream>>> {
-    let mut stream = match tls {
+    let mut stream = match &shared.tls {
         None => ServerStream::Plain(stream),
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(tls) => ServerStream::Tls(Box::new(tls)),
@@ -212,8 +298,21 @@ async fn upgrade(
         },
     };
     let head = match web::read_head(&mut stream).await {
-        Ok(Some((head, web::Route::Upgrade))) => head,
-        Ok(Some((_, web::Route::Answer(response)))) => {
+        Ok(Some((head, web::Route::Upgrade))) if !shared.draining() => head,
+        Ok(Some((_, route))) => {
+            let response = match route {
+                web::Route::Answer(response) => response,
+                web::Route::Ready { head_only } => shared.readiness().for_head(head_only),
+                web::Route::Metrics { head_only } => Response::generated(
+                    crate::metrics::CONTENT_TYPE,
+                    shared.metrics_text(),
+                    head_only,
+                ),
+                web::Route::Upgrade => {
+                    shared.metrics.refused(Refusal::Draining);
+                    Response::text(503, "draining\n")
+                }
+            };
             tracing::debug!(status = response.status, "page request answered");
             if let Err(e) = web::answer(&mut stream, &response).await {
                 tracing::debug!(error = %e, "page answer failed");
@@ -268,7 +367,7 @@ fn deadline_after(d: Duration) -> Instant {
 }
 
 impl Connection {
-    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) {
+    async fn serve(&mut self, phase: &mut watch::Receiver<Phase>) {
         let idle = self.shared.config.idle_timeout;
         let mut deadline = deadline_after(idle);
         let join_timeout = self.shared.config.join_timeout;
@@ -286,18 +385,23 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                () = wait_shutdown(shutdown) => {
-                    // What other members sent this client before the shutdown (a relayed
+                () = wait_phase(phase, Phase::Draining) => {
+                    // What other members sent this client before the drain (a relayed
                     // signal, a peer-left) goes out first.
                     while let Ok(queued) = self.rx.try_recv() {
-                        if self.send_frame(queued.frame().clone()).await.is_err() {
+                        if self.send_queued(queued).await.is_err() {
                             return;
                         }
                     }
+                    let retry_after = rand::random_range(0..DRAIN_RETRY_SPREAD_MS);
+                    tracing::debug!(retry_after_ms = retry_after, "told to reconnect");
                     self.close_with(
-                        Some(Rejection::new(codes::SHUTTING_DOWN, "server is shutting down")),
-                        CloseCode::Away,
-                        "server shutting down",
+                        Some(
+                            Rejection::new(codes::SHUTTING_DOWN, "server is shutting down; reconnect")
+                                .with_retry_after(retry_after),
+                        ),
+                        CloseCode::Restart,
+                        "server restarting",
                     )
                     .await;
                     return;
@@ -338,9 +442,7 @@ impl Connection {
                 }
                 out = self.rx.recv(), if joined => match out {
                     Some(queued) => {
-                        // `queued` keeps its bytes charged to the server's budget until
-                        // it has been written.
-                        if self.send_frame(queued.frame().clone()).await.is_err() {
+                        if self.send_queued(queued).await.is_err() {
                             return;
                         }
                     }
@@ -424,6 +526,7 @@ impl Connection {
     }
 
     async fn on_message(&mut self, msg: Message) -> Flow {
+        let received = std::time::Instant::now();
         if let Message::Close(_) = msg {
             // tungstenite queued the Close reply; flush it.
             let _ = timeout(WRITE_TIMEOUT, self.ws.flush()).await;
@@ -457,13 +560,24 @@ impl Connection {
             }
         }
         let max = self.shared.config.max_frame_bytes;
+        if let Message::Text(_) | Message::Binary(_) = msg {
+            self.shared.metrics.frame_received();
+        }
         match msg {
             Message::Text(text) if text.len() > max => self.reply_error(self.too_large()).await,
             Message::Binary(bin) if bin.len() > max => self.reply_error(self.too_large()).await,
-            Message::Text(text) => match parse_client_frame(text.as_str()) {
-                Ok(m) => self.on_client_message(m).await,
-                Err(rej) => self.reply_error(rej).await,
-            },
+            Message::Text(text) => {
+                // The hot path: a well-formed `signal`, its `data` kept as text.
+                if let Some(signal) = parse_signal(text.as_str()) {
+                    return self
+                        .on_signal(&signal.to, signal.data.get(), received)
+                        .await;
+                }
+                match parse_client_frame(text.as_str()) {
+                    Ok(m) => self.on_client_message(m, received).await,
+                    Err(rej) => self.reply_error(rej).await,
+                }
+            }
             Message::Binary(_) => {
                 self.reply_error(Rejection::new(
                     codes::MALFORMED_FRAME,
@@ -478,10 +592,15 @@ impl Connection {
         }
     }
 
-    async fn on_client_message(&mut self, msg: ClientMessage) -> Flow {
+    async fn on_client_message(
+        &mut self,
+        msg: ClientMessage,
+        received: std::time::Instant,
+    ) -> Flow {
         match msg {
             ClientMessage::Ping => self.reply(&ServerMessage::Pong).await,
             ClientMessage::Join { .. } if self.membership.is_some() => {
+                self.shared.metrics.join_refused(codes::BAD_STATE);
                 self.reply_error(Rejection::new(codes::BAD_STATE, "already joined a session"))
                     .await
             }
@@ -494,6 +613,7 @@ impl Connection {
                 relay_only,
             } => {
                 if version != PROTOCOL_VERSION {
+                    self.shared.metrics.join_refused(codes::UNSUPPORTED_VERSION);
                     return self
                         .reply_error(Rejection::new(
                             codes::UNSUPPORTED_VERSION,
@@ -512,26 +632,11 @@ impl Connection {
                 };
                 self.join(req).await
             }
+            // Only frames the fast path (`parse_signal`) did not take: e.g. with a key
+            // given twice.
             ClientMessage::Signal { to, data } => {
-                let Some(m) = &self.membership else {
-                    return self.reply_error(not_joined()).await;
-                };
-                if !data.is_object() {
-                    return self
-                        .reply_error(Rejection::new(
-                            codes::MALFORMED_FRAME,
-                            "signal data must be a JSON object",
-                        ))
-                        .await;
-                }
-                match self
-                    .shared
-                    .registry
-                    .relay(&m.session, &m.client_id, m.seq, &to, data)
-                {
-                    Ok(()) => Flow::Continue,
-                    Err(rej) => self.reply_error(rej).await,
-                }
+                let data = data.to_string();
+                self.on_signal(&to, &data, received).await
             }
             ClientMessage::Leave => {
                 if self.membership.is_none() {
@@ -541,6 +646,32 @@ impl Connection {
                 self.close_with(None, CloseCode::Normal, "left").await;
                 Flow::Stop
             }
+        }
+    }
+
+    /// Relay `data` (the JSON text of `signal.data`, relayed byte for byte) to `to`.
+    async fn on_signal(&mut self, to: &str, data: &str, received: std::time::Instant) -> Flow {
+        let Some(m) = &self.membership else {
+            return self.reply_error(not_joined()).await;
+        };
+        if !data.trim_start().starts_with('{') {
+            return self
+                .reply_error(Rejection::new(
+                    codes::MALFORMED_FRAME,
+                    "signal data must be a JSON object",
+                ))
+                .await;
+        }
+        match self
+            .shared
+            .registry
+            .relay(&m.session, &m.client_id, m.seq, to, data, received)
+        {
+            Ok(()) => {
+                self.shared.metrics.signal_relayed();
+                Flow::Continue
+            }
+            Err(rej) => self.reply_error(rej).await,
         }
     }
 
@@ -560,6 +691,7 @@ impl Connection {
         let joined = match self.shared.registry.join(req, tx) {
             Ok(j) => j,
             Err(rej) => {
+                self.shared.metrics.join_refused(rej.code);
                 if matches!(
                     rej.code,
                     codes::SESSION_NOT_FOUND | codes::UNAUTHORIZED | codes::SESSION_EXISTS
@@ -572,6 +704,7 @@ impl Connection {
         };
         // Only the registry may hold our sender now, so that dropping us closes the queue.
         self.tx = None;
+        self.shared.metrics.joined();
         let span = tracing::Span::current();
         span.record("client_id", joined.client_id.as_str());
         span.record("session", joined.session.as_str());
@@ -603,7 +736,46 @@ impl Connection {
 
     async fn reply_error(&mut self, rej: Rejection) -> Flow {
         tracing::debug!(code = rej.code, message = %rej.message, "refused frame");
+        self.shared.metrics.rejected(rej.code);
         self.reply(&rej.to_message()).await
+    }
+
+    /// Write a frame another connection queued for this client, with the frames queued
+    /// behind it (at most [`WRITE_BATCH_FRAMES`] and about [`WRITE_BATCH_BYTES`]) in one
+    /// flush: a burst (an offer and its candidates) costs one write instead of one per
+    /// frame. A relayed `signal`'s latency is measured once it is written. The frames keep
+    /// their bytes charged to the server's budget until then.
+    async fn send_queued(&mut self, first: Queued) -> Result<(), ()> {
+        let mut rest: Vec<Queued> = Vec::new();
+        let written = timeout(WRITE_TIMEOUT, async {
+            self.ws.feed(Message::Text(first.frame().clone())).await?;
+            let mut bytes = first.frame().len();
+            while rest.len() + 1 < WRITE_BATCH_FRAMES && bytes < WRITE_BATCH_BYTES {
+                let Ok(next) = self.rx.try_recv() else { break };
+                bytes += next.frame().len();
+                self.ws.feed(Message::Text(next.frame().clone())).await?;
+                rest.push(next);
+            }
+            self.ws.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                return Err(());
+            }
+            Err(_) => {
+                tracing::info!("write timed out; dropping client");
+                return Err(());
+            }
+        }
+        for queued in std::iter::once(&first).chain(&rest) {
+            if let Some(received) = queued.received() {
+                self.shared.metrics.relay_latency(received.elapsed());
+            }
+        }
+        Ok(())
     }
 
     async fn send_frame(&mut self, frame: Outbound) -> Result<(), ()> {
@@ -623,10 +795,11 @@ impl Connection {
     /// Optionally send an error frame, then a Close frame, and wait (bounded) for the
     /// client's Close reply.
     async fn close_with(&mut self, error: Option<Rejection>, code: CloseCode, reason: &str) {
-        if let Some(rej) = error
-            && self.send_frame(encode(&rej.to_message())).await.is_err()
-        {
-            return;
+        if let Some(rej) = error {
+            self.shared.metrics.rejected(rej.code);
+            if self.send_frame(encode(&rej.to_message())).await.is_err() {
+                return;
+            }
         }
         let frame = CloseFrame {
             code,
@@ -731,6 +904,33 @@ mod tests {
                 "{raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn parse_signal_takes_well_formed_signals_only() {
+        let f = parse_signal(r#"{"type":"signal","to":"a\u0062c","data":{"k": [1, 2]},"x":0}"#)
+            .expect("a signal");
+        assert_eq!((&*f.to, f.data.get()), ("abc", r#"{"k": [1, 2]}"#));
+        for other in [
+            r#"{"type":"ping"}"#,
+            r#"{"type":"join","to":"a","data":{}}"#,
+            r#"{"type":"signal","data":{}}"#,
+            r#"{"type":"signal","to":7,"data":{}}"#,
+            r#"{"type":"signal","to":"a","to":"b","data":{}}"#,
+            r#"{"type":"signal","to":"a","data":{}} x"#,
+            r#"{"type":"signal","to":"a","data":{"#,
+        ] {
+            assert!(parse_signal(other).is_none(), "{other}");
+        }
+        // Escapes are checked for form only: a lone surrogate (valid JSON) is relayed.
+        assert!(parse_signal(r#"{"type":"signal","to":"a","data":{"s":"\ud800"}}"#).is_some());
+        assert!(parse_signal(r#"{"type":"signal","to":"a","data":{"s":"\x"}}"#).is_none());
+        // Not an object: taken, and refused by the connection with 7001.
+        assert_eq!(
+            parse_signal(r#"{"type":"signal","to":"a","data":[1]}"#)
+                .map(|f| f.data.get().to_string()),
+            Some("[1]".to_string())
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct Rejection {
     pub code: u16,
     /// Human-readable explanation.
     pub message: String,
+    /// A suggested wait before reconnecting (only with `7012`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Rejection {
@@ -19,7 +21,14 @@ impl Rejection {
         Rejection {
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+
+    /// The same rejection, suggesting a wait of `ms` milliseconds before reconnecting.
+    pub(crate) fn with_retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
 
     /// The `error` frame for this rejection.
@@ -27,6 +36,7 @@ impl Rejection {
         ServerMessage::Error {
             code: self.code,
             message: self.message.clone(),
+            retry_after_ms: self.retry_after_ms,
         }
     }
 }

@@ -23,11 +23,13 @@
 //! - [`protocol`]: wire types (`ClientMessage`, `ServerMessage`, …), error codes, limits
 //!   shared with clients.
 //! - `config`: [`ServerConfig`] and its defaults.
-//! - `server`: [`SignalingServer`]: the accept loop, connection tasks, graceful shutdown.
+//! - `server`: [`SignalingServer`]: the accept loop, connection tasks, draining and
+//!   graceful shutdown.
 //! - `connection`: one task per connection: handshake, parsing, limits, the client's state
 //!   machine; its outbound queue is bounded.
-//! - `web`: the browser page (`signaling/web/`, compiled in) and `/healthz`, served over
-//!   HTTP on the same port to requests that are not a WebSocket upgrade.
+//! - `web`: the browser page (`signaling/web/`, compiled in), `/healthz`, `/readyz` and
+//!   `/metrics`, served over HTTP on the same port to requests that are not a WebSocket
+//!   upgrade.
 //! - `registry`: sessions and their members; join rules, presence events, relay, dropping
 //!   slow consumers. One lock, never held across an `.await`.
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
@@ -43,6 +45,8 @@
 //! - [`tls`]: TLS termination (`wss://`): [`ServerTls`] (certificate and key from PEM
 //!   files, rustls with the ring provider) and the accepted connection's stream.
 //! - `error`: `Rejection`, a refused frame's code and message (becomes an `error` frame).
+//! - `metrics`: the Prometheus metrics served at `/metrics` (counters on the hot path are
+//!   atomics; gauges are read at each scrape).
 
 mod backoff;
 pub mod cli;
@@ -53,6 +57,7 @@ mod connection;
 pub use connection::parse_client_frame;
 mod error;
 mod ids;
+mod metrics;
 pub mod protocol;
 mod ratelimit;
 mod registry;

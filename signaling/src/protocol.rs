@@ -67,6 +67,11 @@ pub enum ServerMessage {
     Error {
         code: u16,
         message: String,
+        /// With `7012` (the server is draining): a suggested wait in milliseconds before
+        /// reconnecting, to this server's URL (a load balancer sends the client to
+        /// another node) or another one. Absent on every other error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Pong,
     /// Fresh TURN credentials for a joined member, sent before the previous ones expire

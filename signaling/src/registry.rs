@@ -81,12 +81,19 @@ impl Drop for Charge {
 pub(crate) struct Queued {
     frame: Outbound,
     _charge: Charge,
+    /// For a relayed `signal`: when the sender's connection read it (relay latency).
+    received: Option<std::time::Instant>,
 }
 
 impl Queued {
     /// The frame, still charged to the budget while `self` lives.
     pub fn frame(&self) -> &Outbound {
         &self.frame
+    }
+
+    /// When the sender's connection read the `signal` this frame relays.
+    pub fn received(&self) -> Option<std::time::Instant> {
+        self.received
     }
 
     #[cfg(test)]
@@ -324,6 +331,7 @@ impl Registry {
             session,
             session.members.keys().cloned().collect(),
             &joined_frame,
+            None,
         );
         session.members.insert(
             client_id.clone(),
@@ -365,15 +373,21 @@ impl Registry {
         present
     }
 
-    /// Relay `data` from one member to another of the same session.
+    /// Relay `data` (JSON text, an object, passed through byte for byte) from one member
+    /// to another of the same session; `received` is when the sender's connection read
+    /// the frame.
     pub fn relay(
         &self,
         session: &str,
         from: &str,
         seq: u64,
         to: &str,
-        data: serde_json::Value,
+        data: &str,
+        received: std::time::Instant,
     ) -> Result<(), Rejection> {
+        // Built before taking the lock: the frame `ServerMessage::Signal` serializes to,
+        // with `data` spliced in as received.
+        let frame = signal_frame(from, data);
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(s) = inner.sessions.get_mut(session) else {
@@ -394,11 +408,7 @@ impl Registry {
                 format!("no client {to:?} in this session"),
             ));
         }
-        let frame = encode(&ServerMessage::Signal {
-            from: from.to_owned(),
-            data,
-        });
-        let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame);
+        let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame, Some(received));
         remove_members(&self.budget, inner, session, slow);
         Ok(())
     }
@@ -408,6 +418,26 @@ impl Registry {
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
+
+    /// Sessions and joined clients now (for `/metrics`).
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.sessions.len(), inner.clients.len())
+    }
+}
+
+/// `{"type":"signal","from":FROM,"data":DATA}`: what `ServerMessage::Signal` encodes to,
+/// with `data` (JSON text) spliced in unchanged.
+fn signal_frame(from: &str, data: &str) -> Outbound {
+    // A client ID is 12 characters from [a-z0-9]; encoded as a JSON string regardless.
+    let from = serde_json::to_string(from).unwrap_or_else(|_| "\"\"".to_string());
+    let mut frame = String::with_capacity(36 + from.len() + data.len());
+    frame.push_str(r#"{"type":"signal","from":"#);
+    frame.push_str(&from);
+    frame.push_str(r#","data":"#);
+    frame.push_str(data);
+    frame.push('}');
+    Utf8Bytes::from(frame)
 }
 
 /// `try_send` `frame` to each of `targets`; return those whose queue is full or whose
@@ -417,6 +447,7 @@ fn deliver(
     session: &Session,
     targets: Vec<ClientId>,
     frame: &Outbound,
+    received: Option<std::time::Instant>,
 ) -> Vec<ClientId> {
     let mut slow = Vec::new();
     for id in targets {
@@ -430,6 +461,7 @@ fn deliver(
         let queued = Queued {
             frame: frame.clone(),
             _charge: charge,
+            received,
         };
         match member.tx.try_send(queued) {
             Ok(()) => {}
@@ -465,7 +497,7 @@ fn remove_members(
             .filter(|k| !pending.contains(k))
             .cloned()
             .collect();
-        pending.extend(deliver(budget, session, others, &frame));
+        pending.extend(deliver(budget, session, others, &frame, None));
     }
     if session.members.is_empty() {
         inner.sessions.remove(code);
@@ -659,8 +691,15 @@ mod tests {
         let (tx, _rx) = mpsc::channel(8);
         let x = r.join(req(None, "x"), tx).unwrap();
         let data = serde_json::json!({"kind": "offer", "sdp": "v=0"});
-        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
-            .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            &data.to_string(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(
             recv_now(&mut rb),
             Some(ServerMessage::Signal {
@@ -669,11 +708,25 @@ mod tests {
             })
         );
         let e = r
-            .relay(&a.session, &a.client_id, a.seq, &x.client_id, data.clone())
+            .relay(
+                &a.session,
+                &a.client_id,
+                a.seq,
+                &x.client_id,
+                &data.to_string(),
+                std::time::Instant::now(),
+            )
             .unwrap_err();
         assert_eq!(e.code, codes::UNKNOWN_RECIPIENT);
         let e = r
-            .relay(&a.session, &a.client_id, a.seq, &a.client_id, data)
+            .relay(
+                &a.session,
+                &a.client_id,
+                a.seq,
+                &a.client_id,
+                &data.to_string(),
+                std::time::Instant::now(),
+            )
             .unwrap_err();
         assert_eq!(e.code, codes::UNKNOWN_RECIPIENT);
     }
@@ -687,8 +740,15 @@ mod tests {
         let b = r.join(req(Some(&a.session), "b"), tb).unwrap();
         // a's queue now holds peer-joined(b) and is full.
         let data = serde_json::json!({});
-        r.relay(&b.session, &b.client_id, b.seq, &a.client_id, data)
-            .unwrap();
+        r.relay(
+            &b.session,
+            &b.client_id,
+            b.seq,
+            &a.client_id,
+            &data.to_string(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(
             recv_now(&mut rb),
             Some(ServerMessage::PeerLeft {
@@ -729,14 +789,35 @@ mod tests {
         while rb.try_recv().is_ok() {}
         assert_eq!(r.budget.used(), 0);
 
-        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
-            .unwrap();
-        r.relay(&a.session, &a.client_id, a.seq, &b.client_id, data.clone())
-            .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            &data.to_string(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            &data.to_string(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(r.budget.used(), 2 * frame_len);
         // c's own queue is empty, but the server's total would exceed the budget.
-        r.relay(&a.session, &a.client_id, a.seq, &c.client_id, data)
-            .unwrap();
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &c.client_id,
+            &data.to_string(),
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert_eq!(
             recv_now(&mut ra),
             Some(ServerMessage::PeerLeft {

@@ -280,6 +280,10 @@ pub struct RelayPlane {
     quota: Mutex<AllocationQuota>,
     /// Datagrams dropped because the policy refused their peer.
     denied: AtomicU64,
+    /// Payload bytes the relay sockets sent toward peers (or handed to another allocation).
+    bytes_to_peers: AtomicU64,
+    /// Payload bytes the relay sockets received from peers (or from another allocation).
+    bytes_from_peers: AtomicU64,
 }
 
 impl Default for RelayPlane {
@@ -298,6 +302,8 @@ impl RelayPlane {
             policy,
             quota: Mutex::new(quota),
             denied: AtomicU64::new(0),
+            bytes_to_peers: AtomicU64::new(0),
+            bytes_from_peers: AtomicU64::new(0),
         }
     }
 
@@ -321,9 +327,32 @@ impl RelayPlane {
         (quota.held_by(user), quota.total())
     }
 
+    /// Live allocations in all.
+    pub fn total_allocations(&self) -> usize {
+        lock(&self.quota).total()
+    }
+
+    /// Payload bytes relayed so far: (sent toward peers, received from peers) by the
+    /// allocations' relay sockets.
+    pub fn relayed_bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_to_peers.load(Ordering::Relaxed),
+            self.bytes_from_peers.load(Ordering::Relaxed),
+        )
+    }
+
     /// Datagrams dropped so far because the policy refused their peer.
     pub fn denied(&self) -> u64 {
         self.denied.load(Ordering::Relaxed)
+    }
+
+    fn count_to_peers(&self, len: usize) {
+        self.bytes_to_peers.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    fn count_from_peers(&self, len: usize) {
+        self.bytes_from_peers
+            .fetch_add(len as u64, Ordering::Relaxed);
     }
 
     fn count_denied(&self, peer: SocketAddr, why: PeerDenied, direction: &str) {
@@ -774,6 +803,7 @@ impl RelayConn {
                 if let Some((datagram, from)) = inbox.queue.pop_front() {
                     let n = datagram.len().min(buf.len());
                     buf[..n].copy_from_slice(&datagram[..n]);
+                    self.io.plane.count_from_peers(n);
                     if inbox.spare.len() < SPARE_BUFFERS {
                         inbox.spare.push(datagram);
                     }
@@ -789,7 +819,10 @@ impl RelayConn {
                     let (n, from) = received?;
                     // From the kernel: only from peers the policy allows.
                     match self.io.plane.peer_allowed(from) {
-                        Ok(()) => return Ok((n, from)),
+                        Ok(()) => {
+                            self.io.plane.count_from_peers(n);
+                            return Ok((n, from));
+                        }
                         Err(why) => self.io.plane.count_denied(from, why, "in"),
                     }
                 }
@@ -802,10 +835,12 @@ impl RelayConn {
     async fn send_datagram(&self, buf: &[u8], target: SocketAddr) {
         let plane = &self.io.plane;
         if let Some(peer) = plane.relay(&target) {
+            plane.count_to_peers(buf.len());
             peer.deliver(buf, self.advertised);
         } else if let Err(why) = plane.policy.check(target, false) {
             plane.count_denied(target, why, "out");
         } else {
+            plane.count_to_peers(buf.len());
             self.io.send_to(buf, target).await;
         }
     }

@@ -1,5 +1,11 @@
-//! The listening server: accept loop, connection limits, connection tasks, graceful
-//! shutdown.
+//! The listening server: accept loop, connection limits, connection tasks, draining and
+//! graceful shutdown.
+//!
+//! A server goes through three [`Phase`]s: serving; draining ([`SignalingServer::drain`]:
+//! `/readyz` answers `503`, WebSocket upgrades are answered `503`, every WebSocket client
+//! is sent `7012` with a reconnection hint and a Close 1012, page requests, `/healthz`,
+//! `/readyz` and `/metrics` are still served); stopping (the listener is closed, the
+//! connections left are ended).
 //!
 //! Every accepted connection takes a slot of [`ConnLimits`] for as long as its task runs:
 //! at most `max_connections` in all and `max_connections_per_ip` per IPv4 address or
@@ -21,12 +27,25 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
 use crate::config::ServerConfig;
-use crate::connection::{self, Shared, wait_shutdown};
+use crate::connection::{self, Shared, wait_phase};
+use crate::metrics::Refusal;
 use crate::registry::Registry;
 use crate::turn::{EmbeddedRelay, TurnIssuer, TurnMode, random_secret};
 
-/// How long shutdown waits for connection tasks to finish before aborting them.
+/// How long [`SignalingServer::shutdown`] and dropping the server wait for connection
+/// tasks to finish before aborting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Where a server is in its life; only ever moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Accepting connections and joins.
+    Serving,
+    /// Telling clients to reconnect elsewhere; still answering HTTP requests.
+    Draining,
+    /// The listener is closed; connections left are ended.
+    Stopping,
+}
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The whole answer to a connection over a cap.
@@ -118,6 +137,11 @@ impl ConnLimits {
         let counts = self.lock();
         (counts.total, counts.per_ip.len())
     }
+
+    /// Connections held now, all clients together (for `/metrics`).
+    pub fn total(&self) -> usize {
+        self.lock().total
+    }
 }
 
 impl ConnSlot {
@@ -147,8 +171,10 @@ impl Drop for ConnSlot {
 #[derive(Debug)]
 pub struct SignalingServer {
     local_addr: SocketAddr,
-    shutdown_tx: watch::Sender<bool>,
-    accept_task: Option<JoinHandle<()>>,
+    phase_tx: watch::Sender<Phase>,
+    /// `true` while draining and no connection is left.
+    idle_rx: watch::Receiver<bool>,
+    accept_task: Option<JoinHandle<usize>>,
     /// The embedded TURN relay, when configured.
     relay: Option<Arc<EmbeddedRelay>>,
     /// Connections are TLS (`wss://`).
@@ -159,7 +185,14 @@ impl SignalingServer {
     /// Bind `config.listen`, start the embedded TURN relay if `config.turn` asks for it,
     /// spawn the accept loop on the current tokio runtime, and return.
     pub async fn bind(config: ServerConfig) -> std::io::Result<SignalingServer> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listen(config.listen, config.backlog)?;
+        Self::serve(listener, config).await
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        config: ServerConfig,
+    ) -> std::io::Result<SignalingServer> {
         let local_addr = listener.local_addr()?;
         let lifetime = config.turn.credential_lifetime;
         let registry = Arc::new(Registry::new(
@@ -192,17 +225,26 @@ impl SignalingServer {
                 (Some(Arc::new(relay)), Some(issuer))
             }
         };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+        let (idle_tx, idle_rx) = watch::channel(false);
         let limits = ConnLimits::new(config.max_connections, config.max_connections_per_ip);
         let tls = config.tls.is_some();
-        let shared = Arc::new(Shared::new(config, issuer, registry));
+        let shared = Arc::new(Shared::new(
+            config,
+            issuer,
+            registry,
+            Arc::clone(&limits),
+            relay.clone(),
+            phase_rx.clone(),
+        ));
         let span = tracing::info_span!("signaling", addr = %local_addr);
         let accept_task =
-            tokio::spawn(accept_loop(listener, shared, limits, shutdown_rx).instrument(span));
+            tokio::spawn(accept_loop(listener, shared, limits, phase_rx, idle_tx).instrument(span));
         tracing::info!(addr = %local_addr, "signaling server listening");
         Ok(SignalingServer {
             local_addr,
-            shutdown_tx,
+            phase_tx,
+            idle_rx,
             accept_task: Some(accept_task),
             relay,
             tls,
@@ -229,23 +271,67 @@ impl SignalingServer {
         if self.tls { "wss" } else { "ws" }
     }
 
-    /// Stop accepting, send every client error `7012` and a Close frame, wait (about 2 s
-    /// at most) for the connections to end, then stop the embedded TURN relay (closing its
-    /// allocations).
-    pub async fn shutdown(mut self) {
-        self.shutdown_tx.send_replace(true);
+    /// Start draining, and return at once: `/readyz` answers `503` from now on, a
+    /// WebSocket upgrade is answered `503`, and every WebSocket client gets the frames
+    /// already queued for it, then error `7012` with `retry_after_ms` and a Close frame
+    /// (1012, service restart). Page requests, `/healthz` and `/metrics` are still
+    /// answered until [`SignalingServer::shutdown_within`] closes the listener.
+    /// Idempotent.
+    pub fn drain(&self) {
+        let started = self.phase_tx.send_if_modified(|phase| {
+            let was = *phase;
+            *phase = was.max(Phase::Draining);
+            was == Phase::Serving
+        });
+        if started {
+            tracing::info!("draining");
+        }
+    }
+
+    /// Whether the server drains (or stops).
+    pub fn is_draining(&self) -> bool {
+        *self.phase_tx.borrow() >= Phase::Draining
+    }
+
+    /// Drain (if not already draining), wait until no connection is left or `deadline`
+    /// has passed, then close the listener, end the connections left and stop the
+    /// embedded TURN relay (closing its allocations). Returns how many connections were
+    /// still open at the deadline and ended.
+    pub async fn shutdown_within(mut self, deadline: Duration) -> usize {
+        self.drain();
+        let mut idle = self.idle_rx.clone();
+        let _ = tokio::time::timeout(deadline, idle.wait_for(|idle| *idle)).await;
+        self.stop().await
+    }
+
+    /// Stop accepting, send every client error `7012` and a Close frame (1012), wait
+    /// (about 2 s at most) for the connections to end, then stop the embedded TURN relay
+    /// (closing its allocations).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_within(SHUTDOWN_GRACE).await;
+    }
+
+    /// Close the listener, end the connections left (at once after a drain, else after
+    /// up to [`SHUTDOWN_GRACE`]) and stop the relay. Returns how many were aborted.
+    async fn stop(&mut self) -> usize {
+        self.phase_tx.send_replace(Phase::Stopping);
+        let mut aborted = 0;
         if let Some(task) = self.accept_task.take() {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_millis(500), task).await;
+            let bound = SHUTDOWN_GRACE + Duration::from_millis(500);
+            if let Ok(Ok(n)) = tokio::time::timeout(bound, task).await {
+                aborted = n;
+            }
         }
         if let Some(relay) = self.relay.take() {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, relay.close()).await;
         }
+        aborted
     }
 }
 
 impl Drop for SignalingServer {
     fn drop(&mut self) {
-        self.shutdown_tx.send_replace(true);
+        self.phase_tx.send_replace(Phase::Stopping);
         if let Some(relay) = self.relay.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
@@ -254,24 +340,51 @@ impl Drop for SignalingServer {
     }
 }
 
+/// A listening socket on `addr` with a queue of `backlog` connections (as tokio's `bind`:
+/// `SO_REUSEADDR`, non-blocking).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limits: Arc<ConnLimits>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    mut phase: watch::Receiver<Phase>,
+    idle: watch::Sender<bool>,
+) -> usize {
     let mut tasks = JoinSet::new();
     let refusals = Arc::new(Semaphore::new(MAX_TLS_REFUSALS));
+    let mut drained = false;
     loop {
+        if drained {
+            idle.send_if_modified(|was| std::mem::replace(was, tasks.is_empty()) != *was);
+        }
         tokio::select! {
             biased;
-            () = wait_shutdown(&mut shutdown) => break,
+            () = wait_phase(&mut phase, if drained { Phase::Stopping } else { Phase::Draining }) => {
+                if *phase.borrow() >= Phase::Stopping {
+                    break;
+                }
+                drained = true;
+                tracing::info!(connections = tasks.len(), "draining");
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let slot = match limits.try_acquire(peer.ip()) {
                         Ok(slot) => slot,
                         Err(cap) => {
+                            shared.metrics.refused(match cap {
+                                OverCap::Total => Refusal::Total,
+                                OverCap::PerIp => Refusal::PerIp,
+                            });
                             match &shared.tls {
                                 None => refuse(stream, peer, cap),
                                 Some(acceptor) => match Arc::clone(&refusals).try_acquire_owned() {
@@ -281,7 +394,7 @@ async fn accept_loop(
                                             acceptor.clone(),
                                             shared.config.handshake_timeout,
                                             permit,
-                                            shutdown.clone(),
+                                            phase.clone(),
                                         ));
                                         tracing::debug!(%peer, ?cap, "connection over the cap refused");
                                     }
@@ -303,7 +416,7 @@ async fn accept_loop(
                         session = tracing::field::Empty,
                     );
                     tasks.spawn(
-                        connection::run(stream, slot, Arc::clone(&shared), shutdown.clone())
+                        connection::run(stream, slot, Arc::clone(&shared), phase.clone())
                             .instrument(span),
                     );
                 }
@@ -315,19 +428,28 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    tracing::info!(connections = tasks.len(), "shutting down");
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    tracing::info!(connections = tasks.len(), "stopping");
+    // After a drain the connections left had their chance (until the drain deadline);
+    // otherwise (the server handle dropped) they get a short grace to say goodbye.
+    let grace = if drained {
+        Duration::ZERO
+    } else {
+        SHUTDOWN_GRACE
+    };
+    let ended =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let mut aborted = 0;
+    if ended.is_err() {
+        aborted = tasks.len();
         tracing::warn!(
-            remaining = tasks.len(),
+            remaining = aborted,
             "aborting connections that did not close in time"
         );
         tasks.shutdown().await;
     }
+    idle.send_replace(true);
     tracing::info!("stopped");
+    aborted
 }
 
 /// Answer a connection over a cap with `503` if the socket takes it at once, and close it.
@@ -356,7 +478,7 @@ async fn refuse_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     deadline: Duration,
     _permit: OwnedSemaphorePermit,
-    mut shutdown: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) {
     let answer = async {
         let mut tls = acceptor.accept(stream).await?;
@@ -381,7 +503,7 @@ async fn refuse_tls(
     };
     tokio::select! {
         biased;
-        () = wait_shutdown(&mut shutdown) => {}
+        () = wait_phase(&mut phase, Phase::Stopping) => {}
         r = tokio::time::timeout(deadline, answer) => {
             if let Ok(Err(e)) = r {
                 tracing::debug!(error = %e, "refusal over TLS failed");

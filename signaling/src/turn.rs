@@ -611,6 +611,8 @@ pub(crate) struct EmbeddedRelay {
     server: turn::server::Server,
     /// The address clients are told to use.
     advertised: SocketAddr,
+    /// Its relay sockets (allocation count and relayed bytes for `/metrics`).
+    plane: Arc<RelayPlane>,
 }
 
 impl std::fmt::Debug for EmbeddedRelay {
@@ -656,7 +658,7 @@ impl EmbeddedRelay {
                 relay_addr_generator: Box::new(BufferedRelayGenerator {
                     bind_ip: bound.ip(),
                     relay_ip: advertised_ip,
-                    plane,
+                    plane: Arc::clone(&plane),
                     gate,
                 }),
                 conn: Arc::new(listener),
@@ -669,11 +671,25 @@ impl EmbeddedRelay {
         .await
         .map_err(|e| std::io::Error::other(format!("starting the TURN server: {e}")))?;
         tracing::info!(listen = %bound, %advertised, "TURN relay listening");
-        Ok(EmbeddedRelay { server, advertised })
+        Ok(EmbeddedRelay {
+            server,
+            advertised,
+            plane,
+        })
     }
 
     pub fn advertised(&self) -> SocketAddr {
         self.advertised
+    }
+
+    /// Allocations and relayed bytes now (for `/metrics`).
+    pub fn stats(&self) -> crate::metrics::TurnSnapshot {
+        let (bytes_to_peers, bytes_from_peers) = self.plane.relayed_bytes();
+        crate::metrics::TurnSnapshot {
+            allocations: self.plane.total_allocations(),
+            bytes_to_peers,
+            bytes_from_peers,
+        }
     }
 
     /// Stop serving: closes the listener and every allocation's relay socket.

@@ -8,6 +8,7 @@
 //!
 //! The page's files (`signaling/web/`) are compiled in ([`ASSETS`]).
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -83,7 +84,7 @@ pub(crate) const ASSETS: &[Asset] = &[
 pub(crate) struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: &'static [u8],
+    pub body: Cow<'static, [u8]>,
     /// A `HEAD` request: the headers of the `GET` answer (its Content-Length too), no body.
     pub head_only: bool,
 }
@@ -93,13 +94,28 @@ impl Response {
         Response {
             status,
             content_type,
-            body,
+            body: Cow::Borrowed(body),
             head_only: false,
         }
     }
 
-    fn text(status: u16, body: &'static str) -> Self {
+    pub fn text(status: u16, body: &'static str) -> Self {
         Self::new(status, TEXT, body.as_bytes())
+    }
+
+    /// A `200` whose body is made per request (`/metrics`).
+    pub fn generated(content_type: &'static str, body: String, head_only: bool) -> Self {
+        Response {
+            status: 200,
+            content_type,
+            body: Cow::Owned(body.into_bytes()),
+            head_only,
+        }
+    }
+
+    /// The same answer for a `HEAD` request (no body) when `head_only`.
+    pub fn for_head(self, head_only: bool) -> Self {
+        Response { head_only, ..self }
     }
 
     /// The answer to a request head that does not parse or is too long.
@@ -113,6 +129,7 @@ impl Response {
             400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            503 => "Service Unavailable",
             _ => "",
         }
     }
@@ -148,8 +165,8 @@ impl Response {
     }
 
     /// What follows the head: the body, or nothing for `HEAD`.
-    pub fn payload(&self) -> &'static [u8] {
-        if self.head_only { &[] } else { self.body }
+    pub fn payload(&self) -> &[u8] {
+        if self.head_only { &[] } else { &self.body }
     }
 }
 
@@ -160,6 +177,11 @@ pub(crate) enum Route {
     Upgrade,
     /// One answer, then the connection is closed.
     Answer(Response),
+    /// `/readyz`: `200` while the server accepts joins, else `503` (the connection task
+    /// knows which); a `HEAD` request when `head_only`.
+    Ready { head_only: bool },
+    /// `/metrics`: the server's metrics in the Prometheus text format.
+    Metrics { head_only: bool },
 }
 
 /// Whether the header fields hold `Upgrade: websocket` (names and the token compared
@@ -185,6 +207,12 @@ pub(crate) fn route(method: &str, target: &str, headers: &[httparse::Header<'_>]
     };
     let path = target.split(['?', '#']).next().unwrap_or_default();
     let path = if path == "/" { "/index.html" } else { path };
+    if path == "/readyz" {
+        return Route::Ready { head_only };
+    }
+    if path == "/metrics" {
+        return Route::Metrics { head_only };
+    }
     let response = if path == "/healthz" {
         Response::text(200, "ok\n")
     } else if let Some(asset) = ASSETS.iter().find(|a| a.path == path) {
@@ -390,7 +418,7 @@ mod tests {
     fn answer_of(method: &str, target: &str) -> Response {
         match route(method, target, &[header("Host", "example.org")]) {
             Route::Answer(r) => r,
-            Route::Upgrade => panic!("{method} {target}: upgrade"),
+            other => panic!("{method} {target}: {other:?}"),
         }
     }
 
@@ -407,7 +435,7 @@ mod tests {
             let r = answer_of("GET", target);
             assert_eq!(r.status, 200, "{target}");
             assert_eq!(r.content_type, "text/html; charset=utf-8");
-            assert_eq!(r.body, include_bytes!("../web/index.html"));
+            assert_eq!(&*r.body, include_bytes!("../web/index.html"));
             assert!(!r.head_only);
             let headers = r.headers();
             assert!(headers.contains(&("Content-Security-Policy", CSP.to_string())));
@@ -440,7 +468,7 @@ mod tests {
         ] {
             let r = answer_of("GET", path);
             assert_eq!(
-                (r.status, r.content_type, r.body),
+                (r.status, r.content_type, &*r.body),
                 (200, ty, body),
                 "{path}"
             );
@@ -458,8 +486,34 @@ mod tests {
     fn route_healthz_answers_ok_text() {
         let r = answer_of("GET", "/healthz?probe=1");
         assert_eq!(
-            (r.status, r.content_type, r.body),
+            (r.status, r.content_type, &*r.body),
             (200, "text/plain; charset=utf-8", &b"ok\n"[..])
+        );
+    }
+
+    #[test]
+    fn route_readyz_and_metrics_are_left_to_the_connection() {
+        let h = [header("Host", "example.org")];
+        assert_eq!(
+            route("GET", "/readyz?x=1", &h),
+            Route::Ready { head_only: false }
+        );
+        assert_eq!(
+            route("HEAD", "/readyz", &h),
+            Route::Ready { head_only: true }
+        );
+        assert_eq!(
+            route("GET", "/metrics", &h),
+            Route::Metrics { head_only: false }
+        );
+        assert_eq!(
+            route("HEAD", "/metrics", &h),
+            Route::Metrics { head_only: true }
+        );
+        assert!(matches!(route("POST", "/metrics", &h), Route::Answer(r) if r.status == 405));
+        assert_eq!(
+            route("GET", "/readyz/", &h),
+            Route::Answer(Response::text(404, "not found\n"))
         );
     }
 
@@ -506,7 +560,7 @@ mod tests {
         assert!(head.head_only);
         assert_eq!(head.headers(), get.headers());
         assert_eq!(head.payload(), b"");
-        assert_eq!(get.payload(), get.body);
+        assert_eq!(get.payload(), &*get.body);
         let missing = answer_of("HEAD", "/nope");
         assert_eq!((missing.status, missing.payload()), (404, &b""[..]));
     }
@@ -581,7 +635,7 @@ mod tests {
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n"), Head::Partial);
         assert!(matches!(
             parse_head(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Head::Done(Route::Answer(r)) if r.body == b"ok\n"
+            Head::Done(Route::Answer(r)) if &*r.body == b"ok\n"
         ));
         assert_eq!(
             parse_head(b"GET /x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
@@ -656,7 +710,7 @@ mod tests {
         let mut r = pieces(&[b"GET /app.js HTTP/1.1\r\nHost: a\r", b"\n\r", b"\nextra"]);
         let (bytes, route) = read_head(&mut r).await.unwrap().unwrap();
         assert_eq!(bytes, b"GET /app.js HTTP/1.1\r\nHost: a\r\n\r\nextra");
-        assert!(matches!(route, Route::Answer(a) if a.body == asset("/app.js").body));
+        assert!(matches!(route, Route::Answer(a) if &*a.body == asset("/app.js").body));
     }
 
     #[tokio::test]

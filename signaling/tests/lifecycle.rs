@@ -78,7 +78,7 @@ async fn idle_timeout_short_config_closes_silent_client() {
 }
 
 #[tokio::test]
-async fn shutdown_with_clients_sends_7012_and_close() {
+async fn shutdown_with_clients_sends_7012_and_close_1012() {
     let server = start(config()).await;
     let (mut a, wa) = creator(&server, "alice").await;
     let (mut b, _wb) = joiner(&server, &wa.session, "bob").await;
@@ -90,7 +90,7 @@ async fn shutdown_with_clients_sends_7012_and_close() {
     for c in [&mut a, &mut b, &mut idle] {
         let msg = c.recv().await;
         assert_error(&msg, codes::SHUTTING_DOWN);
-        assert_close_code(c.expect_closed().await, CloseCode::Away);
+        assert_close_code(c.expect_closed().await, CloseCode::Restart);
     }
     tokio::time::timeout(Duration::from_secs(5), shutdown)
         .await
@@ -111,13 +111,13 @@ async fn shutdown_without_clients_returns_promptly() {
 }
 
 #[tokio::test]
-async fn drop_server_closes_clients_with_7012() {
+async fn drop_server_closes_clients_with_7012_and_1012() {
     let server = start(config()).await;
     let (mut a, _wa) = creator(&server, "alice").await;
     drop(server);
     let msg = a.recv().await;
     assert_error(&msg, codes::SHUTTING_DOWN);
-    assert_close_code(a.expect_closed().await, CloseCode::Away);
+    assert_close_code(a.expect_closed().await, CloseCode::Restart);
 }
 
 #[tokio::test]

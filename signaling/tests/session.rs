@@ -265,6 +265,71 @@ async fn signal_between_members_is_relayed_with_sender_id() {
 }
 
 #[tokio::test]
+async fn signal_data_is_relayed_byte_for_byte_and_duplicate_keys_as_before() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (b, wb) = joiner(&server, &wa.session, "bob").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    let mut b = b.into_inner();
+    let mut next_text = async || loop {
+        match tokio::time::timeout(common::WAIT, b.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.as_str().to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    };
+
+    // Key order, whitespace, escapes and number forms stay as the sender wrote them.
+    let data = r#"{ "z": 1.50, "a" : ["\u00e9", 1e3],"kind":"offer" }"#;
+    a.send_text(format!(
+        r#"{{"data":{data},"type":"signal","extra":[1],"to":"{}"}}"#,
+        wb.client_id
+    ))
+    .await;
+    assert_eq!(
+        next_text().await,
+        format!(
+            r#"{{"type":"signal","from":"{}","data":{data}}}"#,
+            wa.client_id
+        )
+    );
+    // A key given twice: the last one counts, as it always did.
+    a.send_text(format!(
+        r#"{{"type":"signal","to":"nobody","to":"{}","data":{{"n":1}}}}"#,
+        wb.client_id
+    ))
+    .await;
+    assert_eq!(
+        next_text().await,
+        format!(
+            r#"{{"type":"signal","from":"{}","data":{{"n":1}}}}"#,
+            wa.client_id
+        )
+    );
+    // A recipient ID written with an escape is the same ID.
+    let escaped = wb.client_id.replacen(
+        &wb.client_id[..1],
+        &format!("\\u{:04x}", wb.client_id.as_bytes()[0]),
+        1,
+    );
+    a.send_text(format!(
+        r#"{{"type":"signal","to":"{escaped}","data":{{}}}}"#
+    ))
+    .await;
+    assert_eq!(
+        next_text().await,
+        format!(
+            r#"{{"type":"signal","from":"{}","data":{{}}}}"#,
+            wa.client_id
+        )
+    );
+    a.barrier().await;
+}
+
+#[tokio::test]
 async fn signal_to_unknown_recipient_returns_7008() {
     let server = start(config()).await;
     let (mut a, wa) = creator(&server, "alice").await;

@@ -219,7 +219,7 @@ async fn joined_member_gets_renewed_credentials_every_half_lifetime() {
     let renewed = loop {
         match next().await {
             ServerMessage::IceServers { ice_servers } => break ice_servers,
-            ServerMessage::Error { code, message } => panic!("error {code}: {message}"),
+            ServerMessage::Error { code, message, .. } => panic!("error {code}: {message}"),
             _ => {}
         }
     };
@@ -276,9 +276,46 @@ async fn embedded_relay_welcome_credentials_allocate_and_relay_datagrams() {
         .unwrap();
     assert_eq!(&buf[..n], b"through the relay");
     assert_eq!(from, relayed);
+    // And back: the peer answers the relayed address.
+    peer.send_to(b"reply", relayed).await.unwrap();
+    let (n, from) = tokio::time::timeout(WAIT, relay_conn.recv_from(&mut buf))
+        .await
+        .expect("reply through the relay in time")
+        .unwrap();
+    assert_eq!((&buf[..n], from), (&b"reply"[..], peer_addr));
+
+    // /metrics counts the allocation and the payload bytes each way.
+    let metrics = get_metrics(&server).await;
+    for line in [
+        "peershare_signaling_turn_allocations 1",
+        "peershare_signaling_turn_relayed_bytes_total{direction=\"to_peers\"} 17",
+        "peershare_signaling_turn_relayed_bytes_total{direction=\"from_peers\"} 5",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
 
     client.close().await.unwrap();
     server.shutdown().await;
+}
+
+/// The body of `GET /metrics`.
+async fn get_metrics(server: &SignalingServer) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut raw))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    raw.split_once("\r\n\r\n").expect("head end").1.to_string()
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use tokio::time::timeout;
 /// A handshake deadline short enough for the tests that wait for it.
 const SHORT: Duration = Duration::from_millis(300);
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
 img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
 frame-ancestors 'none'";
 

@@ -240,7 +240,7 @@ impl Session {
                 Ok(signal) => self.on_peer_signal(&from, signal),
                 Err(e) => tracing::warn!(%from, "ignoring malformed signal: {e}"),
             },
-            ServerMessage::Error { code, message } => {
+            ServerMessage::Error { code, message, .. } => {
                 self.emit(Event::Error {
                     peer: None,
                     code,

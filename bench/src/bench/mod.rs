@@ -10,6 +10,7 @@ pub mod product;
 pub mod programs;
 pub mod raw;
 pub mod refs;
+pub mod signaling;
 pub mod sys;
 pub mod tcp;
 pub mod wan;

@@ -135,7 +135,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Expect an `error` frame with `code`; returns its message.
     pub async fn expect_error(&mut self, code: u16) -> String {
         match self.recv().await {
-            ServerMessage::Error { code: c, message } => {
+            ServerMessage::Error {
+                code: c, message, ..
+            } => {
                 assert_eq!(c, code, "error message: {message}");
                 assert!(!message.is_empty());
                 message
