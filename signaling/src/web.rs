@@ -285,10 +285,8 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
         buf.extend_from_slice(&chunk[..n]);
         // What is not HTTP at all (a TLS ClientHello sent to a plain port) is refused on
         // its first bytes, not after a wait for an empty line that never comes.
-        if first {
-            if let Head::Done(route) = parse_head(&buf) {
-                return Ok(Some((buf, route)));
-            }
+        if first && let Head::Done(route) = parse_head(&buf) {
+            return Ok(Some((buf, route)));
         }
         // Otherwise parsed at most once per read, and only once the head can be complete;
         // a too long head is refused without parsing.
