@@ -242,6 +242,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
         password: join.password,
         create: join.create,
         relay_only: join.relay_only,
+        resume: None,
     };
     send_frame(&mut ws, &frame).await?;
     let welcome = loop {
@@ -267,6 +268,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
         client_id,
         peers,
         ice_servers,
+        ..
     } = welcome
     else {
         return Err(Error::NotConnected("no welcome".into()));

@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -273,6 +274,7 @@ pub(crate) async fn run(
         desynced: false,
         peer_ip,
         failed_joins: 0,
+        superseded: None,
     };
     conn.serve(&mut phase).await;
     tracing::debug!("disconnected");
@@ -353,6 +355,8 @@ struct Connection {
     peer_ip: IpAddr,
     /// Failed joins on this connection.
     failed_joins: u32,
+    /// Set by the registry once another connection resumed our membership.
+    superseded: Option<Arc<AtomicBool>>,
 }
 
 fn lock_backoff(shared: &Shared) -> std::sync::MutexGuard<'_, crate::backoff::JoinBackoff> {
@@ -445,6 +449,20 @@ impl Connection {
                         if self.send_queued(queued).await.is_err() {
                             return;
                         }
+                    }
+                    None if self.superseded.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) => {
+                        tracing::info!("membership resumed on another connection");
+                        self.membership = None;
+                        self.close_with(
+                            Some(Rejection::new(
+                                codes::SUPERSEDED,
+                                "another connection resumed this membership",
+                            )),
+                            CloseCode::Normal,
+                            "superseded",
+                        )
+                        .await;
+                        return;
                     }
                     None => {
                         // The registry dropped us: our queue overflowed.
@@ -611,6 +629,7 @@ impl Connection {
                 password,
                 create,
                 relay_only,
+                resume,
             } => {
                 if version != PROTOCOL_VERSION {
                     self.shared.metrics.join_refused(codes::UNSUPPORTED_VERSION);
@@ -629,6 +648,7 @@ impl Connection {
                     name: &name,
                     password: password.as_deref(),
                     relay_only,
+                    resume: resume.as_ref(),
                 };
                 self.join(req).await
             }
@@ -715,6 +735,7 @@ impl Connection {
             client_id: joined.client_id.clone(),
             seq: joined.seq,
         });
+        self.superseded = Some(joined.superseded);
         // Written before the queue is polled again, so `welcome` precedes any presence
         // event or signal that other members produce from now on.
         let ice_servers = self.shared.ice_servers_for(&joined.client_id);
@@ -723,6 +744,7 @@ impl Connection {
             client_id: joined.client_id,
             peers: joined.peers,
             ice_servers,
+            resume_token: Some(joined.resume_token),
         })
         .await
     }

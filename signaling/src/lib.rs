@@ -40,6 +40,7 @@
 //! - [`turn_policy`]: the embedded relay's peer-address policy (deny list, `--turn-allow-peer`
 //!   CIDRs) and allocation quotas; pure logic.
 //! - `ids`: random session codes and client IDs.
+//! - `resume`: resume tokens (`welcome.resume_token`, `join.resume`); pure logic.
 //! - [`relay_plane`]: the embedded relay's sockets: batched reads and writes, in-memory
 //!   hand-over between allocations.
 //! - [`tls`]: TLS termination (`wss://`): [`ServerTls`] (certificate and key from PEM
@@ -62,6 +63,7 @@ pub mod protocol;
 mod ratelimit;
 mod registry;
 pub mod relay_plane;
+mod resume;
 mod server;
 pub mod tls;
 pub mod turn;

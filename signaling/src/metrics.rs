@@ -21,10 +21,10 @@ pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_te
 
 /// The first and last signaling error code (`protocol::codes`).
 const FIRST_CODE: u16 = 7001;
-const LAST_CODE: u16 = 7015;
+const LAST_CODE: u16 = 7017;
 const CODE_LABELS: [&str; (LAST_CODE - FIRST_CODE + 1) as usize] = [
     "7001", "7002", "7003", "7004", "7005", "7006", "7007", "7008", "7009", "7010", "7011", "7012",
-    "7013", "7014", "7015",
+    "7013", "7014", "7015", "7016", "7017",
 ];
 
 /// Upper bounds (seconds) of the relay latency histogram's buckets.
@@ -57,7 +57,7 @@ impl LabeledCounters {
         }
     }
 
-    /// Count one for a signaling error code; codes outside 7001–7015 are not counted.
+    /// Count one for a signaling error code; codes outside 7001–7017 are not counted.
     fn inc_code(&self, code: u16) {
         if (FIRST_CODE..=LAST_CODE).contains(&code) {
             self.inc(usize::from(code - FIRST_CODE));
@@ -426,7 +426,7 @@ mod tests {
     fn labeled_counters_ignore_codes_out_of_range() {
         let c = LabeledCounters::new("code", &CODE_LABELS);
         c.inc_code(7000);
-        c.inc_code(7016);
+        c.inc_code(7018);
         c.inc_code(7015);
         assert_eq!((0..CODE_LABELS.len()).map(|i| c.get(i)).sum::<u64>(), 1);
         assert_eq!(c.get(14), 1);

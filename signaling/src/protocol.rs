@@ -31,6 +31,12 @@ pub enum ClientMessage {
         /// ([`PeerInfo::relay_only`]).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         relay_only: bool,
+        /// Rejoin as the member this client was before its connection was lost: the ID
+        /// and the `resume_token` of its last `welcome`. With a valid token the client
+        /// gets that ID back (taking the membership over from a connection that still
+        /// holds it); otherwise the join goes on as one without `resume`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
     },
     /// Relay `data` to one other client of the same session. The server does not
     /// interpret `data` (see [`SignalData`] for what peershare clients put there).
@@ -53,6 +59,11 @@ pub enum ServerMessage {
         client_id: ClientId,
         peers: Vec<PeerInfo>,
         ice_servers: Vec<IceServer>,
+        /// What a later `join` carries in `resume` to get `client_id` back in this
+        /// session after a lost connection, on this server or on another node of the
+        /// same deployment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
     },
     PeerJoined {
         peer: PeerInfo,
@@ -79,6 +90,15 @@ pub enum ServerMessage {
     IceServers {
         ice_servers: Vec<IceServer>,
     },
+}
+
+/// `join.resume`: the membership a client asks to get back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The client ID it had.
+    pub id: ClientId,
+    /// `welcome.resume_token` of that membership.
+    pub token: String,
 }
 
 /// Another member of the session.
@@ -158,6 +178,12 @@ pub mod codes {
     pub const SLOW_CONSUMER: u16 = 7014;
     /// `join` with `create: true` and a code whose session exists already.
     pub const SESSION_EXISTS: u16 = 7015;
+    /// Another connection resumed this client's membership (`join.resume`); this one is
+    /// closed.
+    pub const SUPERSEDED: u16 = 7016;
+    /// The server cannot reach the store its sessions live in (a deployment of several
+    /// nodes on Redis); the frame carries `retry_after_ms`.
+    pub const UNAVAILABLE: u16 = 7017;
 }
 
 /// Maximum length of a display name, in bytes.
@@ -189,6 +215,7 @@ mod tests {
                 password: None,
                 create: false,
                 relay_only: false,
+                resume: None,
             }
         );
     }

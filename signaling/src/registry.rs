@@ -11,7 +11,7 @@
 //! consumer, like one whose own queue is full.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hmac::{Hmac, Mac};
@@ -22,7 +22,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::error::Rejection;
 use crate::ids;
-use crate::protocol::{ClientId, MAX_NAME_LEN, PeerInfo, ServerMessage, codes, valid_session_code};
+use crate::protocol::{
+    ClientId, MAX_NAME_LEN, PeerInfo, Resume, ServerMessage, codes, valid_session_code,
+};
+use crate::resume::ResumeKey;
 
 /// An encoded server frame.
 pub(crate) type Outbound = Utf8Bytes;
@@ -124,6 +127,7 @@ pub(crate) struct JoinRequest<'a> {
     pub name: &'a str,
     pub password: Option<&'a str>,
     pub relay_only: bool,
+    pub resume: Option<&'a Resume>,
 }
 
 /// A successful join.
@@ -135,6 +139,11 @@ pub(crate) struct Joined {
     pub seq: u64,
     /// The other members, in join order.
     pub peers: Vec<PeerInfo>,
+    /// `welcome.resume_token`.
+    pub resume_token: String,
+    /// Set when a later join resumed this membership (`join.resume`) on another
+    /// connection: the registry then drops this connection's queue.
+    pub superseded: Arc<AtomicBool>,
 }
 
 /// HMAC-SHA1 of the session password under a random per-session key: the password itself
@@ -171,6 +180,7 @@ struct Member {
     relay_only: bool,
     seq: u64,
     tx: mpsc::Sender<Queued>,
+    superseded: Arc<AtomicBool>,
 }
 
 struct Session {
@@ -190,6 +200,7 @@ pub(crate) struct Registry {
     inner: Mutex<Inner>,
     max_peers: usize,
     budget: Arc<QueueBudget>,
+    resume_key: ResumeKey,
 }
 
 impl Registry {
@@ -200,6 +211,7 @@ impl Registry {
             inner: Mutex::new(Inner::default()),
             max_peers: max_peers.max(1),
             budget: QueueBudget::new(max_queued_bytes),
+            resume_key: ResumeKey::random(),
         }
     }
 
@@ -221,22 +233,7 @@ impl Registry {
         req: JoinRequest<'_>,
         tx: mpsc::Sender<Queued>,
     ) -> Result<Joined, Rejection> {
-        let name = req.name.trim();
-        if name.is_empty() {
-            return Err(Rejection::new(codes::INVALID_FIELD, "name is empty"));
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(Rejection::new(
-                codes::INVALID_FIELD,
-                format!("name is longer than {MAX_NAME_LEN} bytes"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(Rejection::new(
-                codes::INVALID_FIELD,
-                "name contains control characters",
-            ));
-        }
+        let name = checked_name(req.name)?;
         let password = req.password.filter(|p| !p.is_empty());
 
         let mut guard = self.lock();
@@ -254,7 +251,12 @@ impl Registry {
             Some(code) => {
                 if let Some(session) = inner.sessions.get(code) {
                     // Creating never joins silently: someone else may hold this code.
-                    if req.create {
+                    // (A member resuming its membership created it, or joined it.)
+                    if req.create
+                        && !req
+                            .resume
+                            .is_some_and(|r| self.resume_key.verify(code, &r.id, &r.token))
+                    {
                         return Err(Rejection::new(
                             codes::SESSION_EXISTS,
                             "a session with this code exists already",
@@ -266,12 +268,6 @@ impl Registry {
                         return Err(Rejection::new(
                             codes::UNAUTHORIZED,
                             "wrong or missing session password",
-                        ));
-                    }
-                    if session.members.len() >= self.max_peers {
-                        return Err(Rejection::new(
-                            codes::SESSION_FULL,
-                            format!("session is full ({} peers)", self.max_peers),
                         ));
                     }
                 } else if !req.create {
@@ -286,14 +282,53 @@ impl Registry {
             }
         };
 
-        let client_id = loop {
-            let id = ids::client_id();
-            if !inner.clients.contains(&id) {
-                break id;
-            }
-        };
+        // The ID of a valid `resume`: taken over if still a member, else joined with
+        // again if no one else uses it.
+        let resumed = req
+            .resume
+            .filter(|r| self.resume_key.verify(&code, &r.id, &r.token))
+            .map(|r| r.id.as_str());
         inner.next_seq += 1;
         let seq = inner.next_seq;
+        let superseded = Arc::new(AtomicBool::new(false));
+        if let Some(id) = resumed
+            && let Some(session) = inner.sessions.get_mut(&code)
+            && let Some(member) = session.members.get_mut(id)
+        {
+            // The old connection's queue closes with its sender; the flag tells it why.
+            member.superseded.store(true, Ordering::Release);
+            member.superseded = Arc::clone(&superseded);
+            member.tx = tx;
+            member.seq = seq;
+            tracing::debug!(session = %code, client_id = id, "membership resumed");
+            return Ok(Joined {
+                peers: peers_in_order(session, Some(id)),
+                resume_token: self.resume_key.token(&code, id),
+                session: code,
+                client_id: id.to_owned(),
+                seq,
+                superseded,
+            });
+        }
+        if inner
+            .sessions
+            .get(&code)
+            .is_some_and(|s| s.members.len() >= self.max_peers)
+        {
+            return Err(Rejection::new(
+                codes::SESSION_FULL,
+                format!("session is full ({} peers)", self.max_peers),
+            ));
+        }
+        let client_id = match resumed {
+            Some(id) if !inner.clients.contains(id) => id.to_owned(),
+            _ => loop {
+                let id = ids::client_id();
+                if !inner.clients.contains(&id) {
+                    break id;
+                }
+            },
+        };
 
         let session = inner
             .sessions
@@ -302,22 +337,7 @@ impl Registry {
                 password: password.and_then(PasswordTag::new),
                 members: HashMap::new(),
             });
-        let mut peers: Vec<(u64, PeerInfo)> = session
-            .members
-            .iter()
-            .map(|(id, m)| {
-                (
-                    m.seq,
-                    PeerInfo {
-                        id: id.clone(),
-                        name: m.name.clone(),
-                        relay_only: m.relay_only,
-                    },
-                )
-            })
-            .collect();
-        peers.sort_by_key(|(seq, _)| *seq);
-        let peers: Vec<PeerInfo> = peers.into_iter().map(|(_, p)| p).collect();
+        let peers = peers_in_order(session, None);
 
         let joined_frame = encode(&ServerMessage::PeerJoined {
             peer: PeerInfo {
@@ -340,16 +360,19 @@ impl Registry {
                 relay_only: req.relay_only,
                 seq,
                 tx,
+                superseded: Arc::clone(&superseded),
             },
         );
         inner.clients.insert(client_id.clone());
         remove_members(&self.budget, inner, &code, slow);
 
         Ok(Joined {
+            resume_token: self.resume_key.token(&code, &client_id),
             session: code,
             client_id,
             seq,
             peers,
+            superseded,
         })
     }
 
@@ -424,6 +447,48 @@ impl Registry {
         let inner = self.lock();
         (inner.sessions.len(), inner.clients.len())
     }
+}
+
+/// The trimmed display name of a join, or why it is refused (`7013`).
+pub(crate) fn checked_name(name: &str) -> Result<&str, Rejection> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Rejection::new(codes::INVALID_FIELD, "name is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Rejection::new(
+            codes::INVALID_FIELD,
+            format!("name is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Rejection::new(
+            codes::INVALID_FIELD,
+            "name contains control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// The members of `session` but `except`, in join order.
+fn peers_in_order(session: &Session, except: Option<&str>) -> Vec<PeerInfo> {
+    let mut peers: Vec<(u64, PeerInfo)> = session
+        .members
+        .iter()
+        .filter(|(id, _)| Some(id.as_str()) != except)
+        .map(|(id, m)| {
+            (
+                m.seq,
+                PeerInfo {
+                    id: id.clone(),
+                    name: m.name.clone(),
+                    relay_only: m.relay_only,
+                },
+            )
+        })
+        .collect();
+    peers.sort_by_key(|(seq, _)| *seq);
+    peers.into_iter().map(|(_, p)| p).collect()
 }
 
 /// `{"type":"signal","from":FROM,"data":DATA}`: what `ServerMessage::Signal` encodes to,
@@ -516,6 +581,7 @@ mod tests {
             name,
             password: None,
             relay_only: false,
+            resume: None,
         }
     }
 
@@ -537,6 +603,128 @@ mod tests {
         );
         assert!(j.peers.is_empty());
         assert_eq!(r.session_count(), 1);
+    }
+
+    #[test]
+    fn registry_resume_of_a_present_member_takes_it_over_silently() {
+        let r = Registry::new(2, usize::MAX);
+        let (ta, mut ra) = mpsc::channel(8);
+        let a = r.join(req(None, "alice"), ta).unwrap();
+        let (tb, mut rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "bob"), tb).unwrap();
+        assert_eq!(recv_now(&mut ra).map(|_| ()), Some(()));
+        let resume = Resume {
+            id: b.client_id.clone(),
+            token: b.resume_token.clone(),
+        };
+        // The session is full (2), yet the member it holds comes back: no capacity check.
+        let (tb2, _rb2) = mpsc::channel(8);
+        let b2 = r
+            .join(
+                JoinRequest {
+                    resume: Some(&resume),
+                    ..req(Some(&a.session), "bob again")
+                },
+                tb2,
+            )
+            .unwrap();
+        assert_eq!(b2.client_id, b.client_id);
+        assert_eq!(b2.resume_token, b.resume_token);
+        assert_eq!(b2.peers.len(), 1);
+        assert!(b.superseded.load(Ordering::Acquire));
+        assert!(!b2.superseded.load(Ordering::Acquire));
+        // The old queue is closed; alice heard nothing.
+        assert!(matches!(
+            rb.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(recv_now(&mut ra), None);
+        // The old connection's leave is a no-op; the new membership relays.
+        assert!(!r.leave(&a.session, &b.client_id, b.seq));
+        r.relay(
+            &a.session,
+            &a.client_id,
+            a.seq,
+            &b.client_id,
+            "{}",
+            std::time::Instant::now(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn registry_resume_after_leave_rejoins_with_the_same_id_and_bad_tokens_get_a_new_one() {
+        let r = Registry::new(4, usize::MAX);
+        let (ta, mut ra) = mpsc::channel(8);
+        let a = r.join(req(None, "alice"), ta).unwrap();
+        let (tb, _rb) = mpsc::channel(8);
+        let b = r.join(req(Some(&a.session), "bob"), tb).unwrap();
+        assert!(r.leave(&a.session, &b.client_id, b.seq));
+        assert_eq!(recv_now(&mut ra).map(|_| ()), Some(()));
+        assert_eq!(recv_now(&mut ra).map(|_| ()), Some(()));
+        let good = Resume {
+            id: b.client_id.clone(),
+            token: b.resume_token.clone(),
+        };
+        let (tb2, _rb2) = mpsc::channel(8);
+        let b2 = r
+            .join(
+                JoinRequest {
+                    resume: Some(&good),
+                    ..req(Some(&a.session), "bob")
+                },
+                tb2,
+            )
+            .unwrap();
+        assert_eq!(b2.client_id, b.client_id);
+        assert!(matches!(
+            recv_now(&mut ra),
+            Some(ServerMessage::PeerJoined { peer }) if peer.id == b.client_id
+        ));
+        // A token of another ID, or for alice's ID: a fresh ID, and alice stays.
+        for bad in [
+            Resume {
+                id: a.client_id.clone(),
+                token: b.resume_token.clone(),
+            },
+            Resume {
+                id: a.client_id.clone(),
+                token: "x".repeat(43),
+            },
+        ] {
+            let (tc, _rc) = mpsc::channel(8);
+            let c = r
+                .join(
+                    JoinRequest {
+                        resume: Some(&bad),
+                        ..req(Some(&a.session), "carol")
+                    },
+                    tc,
+                )
+                .unwrap();
+            assert_ne!(c.client_id, a.client_id);
+            assert!(matches!(
+                recv_now(&mut ra),
+                Some(ServerMessage::PeerJoined { peer }) if peer.id == c.client_id
+            ));
+        }
+        // `create: true` with a valid resume is not "session exists".
+        let (tb3, _rb3) = mpsc::channel(8);
+        let resumed = Resume {
+            id: b2.client_id.clone(),
+            token: b2.resume_token.clone(),
+        };
+        let b3 = r
+            .join(
+                JoinRequest {
+                    create: true,
+                    resume: Some(&resumed),
+                    ..req(Some(&a.session), "bob")
+                },
+                tb3,
+            )
+            .unwrap();
+        assert_eq!(b3.client_id, b.client_id);
     }
 
     #[test]

@@ -64,6 +64,7 @@ async fn welcome_ice_servers(server: &SignalingServer) -> (String, Vec<IceServer
         password: None,
         create: false,
         relay_only: false,
+        resume: None,
     };
     ws.send(Message::text(serde_json::to_string(&join).unwrap()))
         .await
@@ -199,6 +200,7 @@ async fn joined_member_gets_renewed_credentials_every_half_lifetime() {
         password: None,
         create: false,
         relay_only: false,
+        resume: None,
     };
     ws.send(Message::text(serde_json::to_string(&join).unwrap()))
         .await

@@ -36,6 +36,7 @@ pub struct Welcome {
     pub client_id: String,
     pub peers: Vec<PeerInfo>,
     pub ice_servers: Vec<IceServer>,
+    pub resume_token: Option<String>,
 }
 
 /// How the server ended a connection.
@@ -211,11 +212,13 @@ pub fn expect_welcome(msg: ServerMessage) -> Welcome {
             client_id,
             peers,
             ice_servers,
+            resume_token,
         } => Welcome {
             session,
             client_id,
             peers,
             ice_servers,
+            resume_token,
         },
         other => panic!("expected welcome, got {other:?}"),
     }
