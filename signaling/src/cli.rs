@@ -194,6 +194,10 @@ pub struct ServerArgs {
     /// exits at once.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_SECS)]
     drain_secs: u64,
+    /// Keep sessions in Redis (redis://HOST:PORT[/DB]), shared by every node started with
+    /// the same URL: members of one session may join through different nodes.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     #[command(flatten)]
     turn: TurnArgs,
 }
@@ -230,6 +234,7 @@ impl ServerArgs {
             // An ephemeral signaling port asks for an ephemeral relay port too.
             turn: self.turn.config(listen.ip(), default_turn_port(listen)),
             tls,
+            redis: self.redis.clone(),
             ..ServerConfig::default()
         })
     }

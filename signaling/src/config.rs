@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// connection completes a TLS handshake before the WebSocket upgrade, the answers of
     /// the connection caps (`503`) are sent over TLS, and the URL is `wss://`.
     pub tls: Option<ServerTls>,
+    /// Keep sessions in Redis at this URL (`redis://HOST:PORT[/DB]`), shared with every
+    /// other node started with the same URL (default none: sessions live in this
+    /// process). See docs/PROTOCOL.md, "Several nodes".
+    pub redis: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             ice_servers: Vec::new(),
             turn: TurnConfig::default(),
             tls: None,
+            redis: None,
         }
     }
 }

@@ -24,12 +24,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::error::Rejection;
 use crate::metrics::{Metrics, Refusal, Snapshot};
 use crate::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, codes};
 use crate::ratelimit::{TokenBucket, Verdict};
-use crate::registry::{JoinRequest, Outbound, Queued, Registry, encode};
+use crate::registry::{JoinRequest, Joined, Outbound, Queued, Registry, encode};
 use crate::server::{ConnLimits, ConnSlot, Phase};
 use crate::tls::ServerStream;
 use crate::turn::{EmbeddedRelay, TurnIssuer};
@@ -57,6 +58,8 @@ pub const DRAIN_RETRY_SPREAD_MS: u64 = 5_000;
 pub(crate) struct Shared {
     pub config: ServerConfig,
     pub registry: Arc<Registry>,
+    /// With `--redis`: the sessions shared by the nodes, used instead of `registry`.
+    pub cluster: Option<Arc<Cluster>>,
     /// Failed joins per client address (see `backoff`).
     pub join_backoff: std::sync::Mutex<crate::backoff::JoinBackoff>,
     /// Issues the STUN/TURN entries with per-client credentials; `None` without a relay.
@@ -77,6 +80,7 @@ impl Shared {
         config: ServerConfig,
         turn: Option<TurnIssuer>,
         registry: Arc<Registry>,
+        cluster: Option<Arc<Cluster>>,
         limits: Arc<ConnLimits>,
         relay: Option<Arc<EmbeddedRelay>>,
         phase: watch::Receiver<Phase>,
@@ -85,6 +89,7 @@ impl Shared {
             tls: config.tls.as_ref().map(crate::tls::ServerTls::acceptor),
             config,
             registry,
+            cluster,
             join_backoff: std::sync::Mutex::default(),
             turn,
             limits,
@@ -97,14 +102,48 @@ impl Shared {
     /// Why the server does not accept joins now, or `None` when it does: what `/readyz`
     /// tells a load balancer (`503` with this reason, else `200`).
     ///
-    /// The hook for a shared backplane (issue 19: sessions in Redis): a node whose
-    /// backplane is unreachable cannot accept joins either, and adds that check here
-    /// (`Some("backplane unreachable")`).
+    /// A node whose sessions live in Redis is not ready while Redis is unreachable.
     pub fn not_ready(&self) -> Option<&'static str> {
         if self.draining() {
             return Some("draining");
         }
-        None
+        self.cluster.as_ref().and_then(|c| c.not_ready())
+    }
+
+    /// Join a session: in this server's registry, or in Redis with `--redis`.
+    async fn join_session(
+        &self,
+        req: JoinRequest<'_>,
+        tx: mpsc::Sender<Queued>,
+    ) -> Result<Joined, Rejection> {
+        match &self.cluster {
+            Some(c) => c.join(req, tx).await,
+            None => self.registry.join(req, tx),
+        }
+    }
+
+    /// Relay a `signal` (see [`Registry::relay`]).
+    fn relay(
+        &self,
+        m: &Membership,
+        to: &str,
+        data: &str,
+        received: std::time::Instant,
+    ) -> Result<(), Rejection> {
+        match &self.cluster {
+            Some(c) => c.relay(&m.session, &m.client_id, m.seq, to, data),
+            None => self
+                .registry
+                .relay(&m.session, &m.client_id, m.seq, to, data, received),
+        }
+    }
+
+    /// Sessions and joined clients (for `/metrics`).
+    fn counts(&self) -> (usize, usize) {
+        match &self.cluster {
+            Some(c) => c.counts(),
+            None => self.registry.counts(),
+        }
     }
 
     /// Whether the server drains (or stops): upgrades are then answered `503`.
@@ -123,7 +162,7 @@ impl Shared {
 
     /// The answer to `/metrics`.
     fn metrics_text(&self) -> String {
-        let (sessions, clients) = self.registry.counts();
+        let (sessions, clients) = self.counts();
         self.metrics.render(Snapshot {
             connections: self.limits.total(),
             clients,
@@ -158,11 +197,19 @@ struct Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        if self
-            .shared
-            .registry
-            .leave(&self.session, &self.client_id, self.seq)
-        {
+        let left = match &self.shared.cluster {
+            Some(c) => c.leave(
+                &self.session,
+                &self.client_id,
+                self.seq,
+                self.shared.draining(),
+            ),
+            None => self
+                .shared
+                .registry
+                .leave(&self.session, &self.client_id, self.seq),
+        };
+        if left {
             tracing::info!("left session");
         }
     }
@@ -682,11 +729,7 @@ impl Connection {
                 ))
                 .await;
         }
-        match self
-            .shared
-            .registry
-            .relay(&m.session, &m.client_id, m.seq, to, data, received)
-        {
+        match self.shared.relay(m, to, data, received) {
             Ok(()) => {
                 self.shared.metrics.signal_relayed();
                 Flow::Continue
@@ -708,7 +751,7 @@ impl Connection {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let joined = match self.shared.registry.join(req, tx) {
+        let joined = match self.shared.join_session(req, tx).await {
             Ok(j) => j,
             Err(rej) => {
                 self.shared.metrics.join_refused(rej.code);

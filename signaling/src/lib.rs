@@ -30,6 +30,9 @@
 //! - `web`: the browser page (`signaling/web/`, compiled in), `/healthz`, `/readyz` and
 //!   `/metrics`, served over HTTP on the same port to requests that are not a WebSocket
 //!   upgrade.
+//! - `cluster`: sessions shared by several nodes through Redis (`--redis`): the Lua
+//!   scripts, the node channel's messages (`wire`), one node's view of its sessions
+//!   (`state`, pure logic), the tasks that write to and read from Redis.
 //! - `registry`: sessions and their members; join rules, presence events, relay, dropping
 //!   slow consumers. One lock, never held across an `.await`.
 //! - `ratelimit`: the per-connection token bucket (pure logic, time passed in).
@@ -51,6 +54,7 @@
 
 mod backoff;
 pub mod cli;
+mod cluster;
 mod config;
 mod connection;
 /// Fuzzing entry point (fuzz/fuzz_targets/signaling_frame.rs); not a stable API.

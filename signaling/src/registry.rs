@@ -215,6 +215,11 @@ impl Registry {
         }
     }
 
+    /// The bound on bytes queued for all clients (shared with the cluster's deliveries).
+    pub fn budget(&self) -> Arc<QueueBudget> {
+        Arc::clone(&self.budget)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing panics while holding the lock; if something ever did, the map is still
         // consistent enough to keep serving other sessions.
@@ -493,7 +498,7 @@ fn peers_in_order(session: &Session, except: Option<&str>) -> Vec<PeerInfo> {
 
 /// `{"type":"signal","from":FROM,"data":DATA}`: what `ServerMessage::Signal` encodes to,
 /// with `data` (JSON text) spliced in unchanged.
-fn signal_frame(from: &str, data: &str) -> Outbound {
+pub(crate) fn signal_frame(from: &str, data: &str) -> Outbound {
     // A client ID is 12 characters from [a-z0-9]; encoded as a JSON string regardless.
     let from = serde_json::to_string(from).unwrap_or_else(|_| "\"\"".to_string());
     let mut frame = String::with_capacity(36 + from.len() + data.len());
@@ -519,23 +524,31 @@ fn deliver(
         let Some(member) = session.members.get(&id) else {
             continue;
         };
-        let Some(charge) = budget.try_charge(frame.len()) else {
+        if !offer(budget, &member.tx, frame, received) {
             slow.push(id);
-            continue;
-        };
-        let queued = Queued {
-            frame: frame.clone(),
-            _charge: charge,
-            received,
-        };
-        match member.tx.try_send(queued) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => slow.push(id),
-            // The connection task is ending and will remove itself.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
     slow
+}
+
+/// `try_send` `frame` to one member's queue, charged to `budget`; `false` when the queue
+/// is full or the budget would be exceeded (a slow consumer). A closed queue counts as
+/// delivered: its connection task is ending and removes itself.
+pub(crate) fn offer(
+    budget: &Arc<QueueBudget>,
+    tx: &mpsc::Sender<Queued>,
+    frame: &Outbound,
+    received: Option<std::time::Instant>,
+) -> bool {
+    let Some(charge) = budget.try_charge(frame.len()) else {
+        return false;
+    };
+    let queued = Queued {
+        frame: frame.clone(),
+        _charge: charge,
+        received,
+    };
+    !matches!(tx.try_send(queued), Err(mpsc::error::TrySendError::Full(_)))
 }
 
 /// Remove members from a session, telling the remaining ones (which may in turn turn out

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
+use crate::cluster::Cluster;
 use crate::config::ServerConfig;
 use crate::connection::{self, Shared, wait_phase};
 use crate::metrics::Refusal;
@@ -199,9 +200,25 @@ impl SignalingServer {
             config.effective_max_peers(),
             config.max_queued_bytes,
         ));
-        let members: crate::turn::MemberCheck = {
-            let registry = Arc::downgrade(&registry);
-            Arc::new(move |client: &str| registry.upgrade().is_some_and(|r| r.is_member(client)))
+        let cluster = match &config.redis {
+            Some(url) => Some(
+                Cluster::start(url, config.effective_max_peers(), registry.budget())
+                    .await
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
+        let members: crate::turn::MemberCheck = match &cluster {
+            Some(c) => {
+                let cluster = Arc::downgrade(c);
+                Arc::new(move |client: &str| cluster.upgrade().is_some_and(|c| c.is_member(client)))
+            }
+            None => {
+                let registry = Arc::downgrade(&registry);
+                Arc::new(move |client: &str| {
+                    registry.upgrade().is_some_and(|r| r.is_member(client))
+                })
+            }
         };
         let (relay, issuer) = match &config.turn.mode {
             TurnMode::Disabled => (None, None),
@@ -233,6 +250,7 @@ impl SignalingServer {
             config,
             issuer,
             registry,
+            cluster,
             Arc::clone(&limits),
             relay.clone(),
             phase_rx.clone(),

@@ -1,0 +1,359 @@
+//! Several signaling nodes sharing sessions through a real `redis-server` (started by each
+//! test on 127.0.0.1, a free port, no persistence): presence, relay and its order across
+//! nodes, passwords, a node that stops, resuming on another node, Redis going away and
+//! coming back.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, WAIT, expect_welcome, start};
+use peershare_signaling::protocol::codes;
+use peershare_signaling::{ServerConfig, ServerMessage, SignalingServer};
+use serde_json::json;
+
+/// Long enough for a stopped node's heartbeat to expire and be noticed (5 s + 1 s).
+const EXPIRY_WAIT: Duration = Duration::from_secs(20);
+
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt install redis-server)");
+        // Ready once it accepts a connection.
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Redis {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node_config(redis: &Redis) -> ServerConfig {
+    ServerConfig {
+        redis: Some(redis.url()),
+        ..common::config()
+    }
+}
+
+/// A node whose Redis connection and channel subscription are up (`/readyz` says 200).
+async fn node(redis: &Redis) -> SignalingServer {
+    let server = start(node_config(redis)).await;
+    wait_ready(&server, true).await;
+    server
+}
+
+async fn readyz(server: &SignalingServer) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Poll `/readyz` until it says `ready` (200) or not (503); bounded by [`EXPIRY_WAIT`].
+async fn wait_ready(server: &SignalingServer, ready: bool) {
+    let want = if ready { 200 } else { 503 };
+    tokio::time::timeout(EXPIRY_WAIT, async {
+        while readyz(server).await != want {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/readyz never answered {want}"));
+}
+
+async fn join_json(client: &mut Client, frame: serde_json::Value) -> ServerMessage {
+    client.join_frame(frame).await
+}
+
+#[tokio::test]
+async fn redis_two_nodes_presence_and_relay_in_order_across_nodes() {
+    let redis = Redis::start();
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let mut a = Client::connect(&n1).await;
+    let wa = a.join(None, "alice").await;
+    let mut b = Client::connect(&n2).await;
+    let wb = b.join(Some(&wa.session), "bob").await;
+    assert_eq!(wb.session, wa.session);
+    assert_eq!(wb.peers.len(), 1);
+    assert_eq!(wb.peers[0].id, wa.client_id);
+    assert_eq!(wb.peers[0].name, "alice");
+    assert!(wb.resume_token.is_some());
+    match a.recv().await {
+        ServerMessage::PeerJoined { peer } => {
+            assert_eq!(peer.id, wb.client_id);
+            assert_eq!(peer.name, "bob");
+        }
+        other => panic!("expected peer-joined, got {other:?}"),
+    }
+    // A third member on node 1 sees both, in join order.
+    let mut c = Client::connect(&n1).await;
+    let wc = c.join(Some(&wa.session), "carol").await;
+    let names: Vec<&str> = wc.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    for client in [&mut a, &mut b] {
+        assert!(matches!(client.recv().await,
+            ServerMessage::PeerJoined { peer } if peer.id == wc.client_id));
+    }
+    // 200 signals each way across the nodes arrive in order, `data` as sent.
+    for i in 0..200 {
+        a.signal(&wb.client_id, json!({"n": i})).await;
+        b.signal(&wa.client_id, json!({"n": i})).await;
+    }
+    for (rx, from) in [(&mut b, &wa.client_id), (&mut a, &wb.client_id)] {
+        for i in 0..200 {
+            match rx.recv().await {
+                ServerMessage::Signal { from: f, data } => {
+                    assert_eq!(&f, from);
+                    assert_eq!(data, json!({"n": i}));
+                }
+                other => panic!("expected signal {i}, got {other:?}"),
+            }
+        }
+    }
+    // An unknown recipient is refused as on one node.
+    a.signal("000000000000", json!({})).await;
+    a.expect_error(codes::UNKNOWN_RECIPIENT).await;
+    // Bob leaves: both others hear it, once.
+    b.send_json(json!({"type": "leave"})).await;
+    for client in [&mut a, &mut c] {
+        assert!(matches!(client.recv().await,
+            ServerMessage::PeerLeft { id } if id == wb.client_id));
+        client.barrier().await;
+    }
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_password_and_missing_session_checked_on_every_node() {
+    let redis = Redis::start();
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let mut a = Client::connect(&n1).await;
+    let wa = expect_welcome(
+        join_json(
+            &mut a,
+            json!({"type": "join", "version": 2, "session": "guarded-room", "create": true,
+                   "name": "alice", "password": "s3cret"}),
+        )
+        .await,
+    );
+    let mut b = Client::connect(&n2).await;
+    b.send_json(json!({"type": "join", "version": 2, "session": wa.session,
+                       "name": "bob", "password": "wrong"}))
+        .await;
+    b.expect_error(codes::UNAUTHORIZED).await;
+    b.send_json(
+        json!({"type": "join", "version": 2, "session": "no-such-room",
+                       "name": "bob", "password": null}),
+    )
+    .await;
+    b.expect_error(codes::SESSION_NOT_FOUND).await;
+    b.send_json(
+        json!({"type": "join", "version": 2, "session": "guarded-room",
+                       "create": true, "name": "bob", "password": "s3cret"}),
+    )
+    .await;
+    b.expect_error(codes::SESSION_EXISTS).await;
+    let wb = expect_welcome(
+        join_json(
+            &mut b,
+            json!({"type": "join", "version": 2, "session": "guarded-room",
+                   "name": "bob", "password": "s3cret"}),
+        )
+        .await,
+    );
+    assert_eq!(wb.peers.len(), 1);
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_node_stopped_its_members_expire_and_resume_on_another_node_keeps_the_id() {
+    let redis = Redis::start();
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let mut a = Client::connect(&n1).await;
+    let wa = a.join(None, "alice").await;
+    let mut b = Client::connect(&n2).await;
+    let wb = b.join(Some(&wa.session), "bob").await;
+    let mut c = Client::connect(&n2).await;
+    let wc = c.join(Some(&wa.session), "carol").await;
+    for _ in 0..2 {
+        assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    }
+    // Node 2 drains: its clients get 7012 and the members stay in Redis.
+    n2.shutdown().await;
+    assert!(
+        matches!(b.recv().await, ServerMessage::PeerJoined { peer } if peer.id == wc.client_id)
+    );
+    b.expect_error(codes::SHUTTING_DOWN).await;
+    // Bob resumes through node 1 at once: same ID, and alice hears nothing.
+    let mut b2 = Client::connect(&n1).await;
+    let wb2 = expect_welcome(
+        join_json(
+            &mut b2,
+            json!({"type": "join", "version": 2, "session": wa.session, "name": "bob",
+                   "password": null,
+                   "resume": {"id": wb.client_id, "token": wb.resume_token}}),
+        )
+        .await,
+    );
+    assert_eq!(wb2.client_id, wb.client_id);
+    // Carol never comes back: once node 2's heartbeat expired, alice and bob get
+    // `peer-left` for her, and nothing else (no presence change for bob).
+    for client in [&mut a, &mut b2] {
+        match client.recv_within(EXPIRY_WAIT).await {
+            ServerMessage::PeerLeft { id } => assert_eq!(id, wc.client_id),
+            other => panic!("expected carol's peer-left, got {other:?}"),
+        }
+    }
+    // Signals reach the resumed bob on his new node.
+    a.signal(&wb.client_id, json!({"after": "resume"})).await;
+    assert!(matches!(b2.recv().await,
+        ServerMessage::Signal { from, data } if from == wa.client_id && data == json!({"after": "resume"})));
+    a.barrier().await;
+    drop(c);
+    n1.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_resume_while_the_old_connection_lives_supersedes_it() {
+    let redis = Redis::start();
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let mut a = Client::connect(&n1).await;
+    let wa = a.join(None, "alice").await;
+    let mut b = Client::connect(&n1).await;
+    let wb = b.join(Some(&wa.session), "bob").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+    let mut b2 = Client::connect(&n2).await;
+    let wb2 = expect_welcome(
+        join_json(
+            &mut b2,
+            json!({"type": "join", "version": 2, "session": wa.session, "name": "bob",
+                   "password": null,
+                   "resume": {"id": wb.client_id, "token": wb.resume_token}}),
+        )
+        .await,
+    );
+    assert_eq!(wb2.client_id, wb.client_id);
+    b.expect_error(codes::SUPERSEDED).await;
+    a.signal(&wb.client_id, json!({"to": "new"})).await;
+    assert!(matches!(b2.recv().await, ServerMessage::Signal { .. }));
+    a.barrier().await;
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_unreachable_joins_fail_7017_and_recover_with_sessions_restored() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let mut a = Client::connect(&n1).await;
+    let wa = a.join(None, "alice").await;
+    redis.stop();
+    wait_ready(&n1, false).await;
+    let mut b = Client::connect(&n2).await;
+    b.send_json(json!({"type": "join", "version": 2, "session": wa.session,
+                       "name": "bob", "password": null}))
+        .await;
+    match b.recv().await {
+        ServerMessage::Error {
+            code,
+            retry_after_ms,
+            ..
+        } => {
+            assert_eq!(code, codes::UNAVAILABLE);
+            assert!(retry_after_ms.is_some());
+        }
+        other => panic!("expected 7017, got {other:?}"),
+    }
+    // Redis comes back empty; node 1 writes alice's session back, and bob gets in.
+    let _redis = Redis::start_on(port);
+    wait_ready(&n1, true).await;
+    wait_ready(&n2, true).await;
+    let wb = tokio::time::timeout(EXPIRY_WAIT, async {
+        loop {
+            // A fresh connection each time: a connection must join within 10 s.
+            b = Client::connect(&n2).await;
+            b.send_json(json!({"type": "join", "version": 2, "session": wa.session,
+                               "name": "bob", "password": null}))
+                .await;
+            match b.recv().await {
+                ServerMessage::Welcome { .. } => break,
+                ServerMessage::Error { code, .. } => {
+                    // Not 7006: the session was written back before the node was ready.
+                    assert_eq!(code, codes::UNAVAILABLE);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(wb.is_ok(), "bob never got into the restored session");
+    assert!(
+        matches!(a.recv_within(WAIT).await, ServerMessage::PeerJoined { peer } if peer.name == "bob")
+    );
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
