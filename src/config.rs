@@ -11,6 +11,18 @@ use crate::rtc::RtcSettings;
 pub struct PeerConfig {
     /// Signaling server URL (`ws://HOST:PORT`; a bare `HOST:PORT` works too).
     pub server: String,
+    /// More signaling servers of the same deployment (sharing sessions, e.g. nodes on
+    /// Redis), in the order they are tried after `server`: when joining, a server that
+    /// cannot be reached or answers 7012 (draining) or 7017 (unavailable) passes the join
+    /// on to the next; after a lost connection, the peer rejoins through them in turn.
+    /// Default empty.
+    pub fallback_servers: Vec<String>,
+    /// How long the peer keeps trying to get back to signaling after losing its
+    /// connection ([`crate::Event::SignalingLost`]), rejoining its session with the same
+    /// client ID; once it has passed, [`crate::Event::Error`] 1180 says signaling is gone
+    /// for good. Peer connections and transfers carry on meanwhile. Default 30 s; zero
+    /// never retries (1180 at once, as soon as the connection is lost).
+    pub signaling_retry_window: Duration,
     /// CA certificates (a PEM file) trusted for a `wss://` server in addition to the
     /// system's roots, e.g. the certificate of a server with a self-signed one (default
     /// `None`: the system's roots only). Unreadable or without a certificate: 6008.
@@ -63,6 +75,8 @@ impl PeerConfig {
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: server.into(),
+            fallback_servers: Vec::new(),
+            signaling_retry_window: Duration::from_secs(30),
             ca_file: None,
             session: None,
             create_session: false,
@@ -82,5 +96,19 @@ impl PeerConfig {
             resume_grace: Duration::from_secs(120),
             clock: Clock::system(),
         }
+    }
+
+    /// Every signaling server, in the order they are tried: `server`, then
+    /// `fallback_servers` (normalized: `ws://HOST:PORT` for a bare `HOST:PORT`; a URL
+    /// listed twice is tried once).
+    pub fn servers(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::with_capacity(1 + self.fallback_servers.len());
+        for url in std::iter::once(&self.server).chain(&self.fallback_servers) {
+            let url = crate::signal_client::normalize_url(url);
+            if !all.contains(&url) {
+                all.push(url);
+            }
+        }
+        all
     }
 }

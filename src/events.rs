@@ -80,6 +80,27 @@ pub enum Event {
     /// re-established.
     ConnectionLost { peer: String, reason: String },
 
+    /// The connection to the signaling server was lost (`reason`, for people: the socket
+    /// closed, the server is draining …): the peer is rejoining its session, for at most
+    /// [`crate::PeerConfig::signaling_retry_window`]. Peer connections and transfers
+    /// carry on meanwhile; nobody new can be met, and a peer connection that dies is
+    /// rebuilt once signaling is back. Followed by `signaling-reconnected`, or by `error`
+    /// 1180 when the peer gives up. Not emitted when the window is zero (then `error` 1180
+    /// comes at once).
+    SignalingLost { reason: String },
+    /// Back in the session after `signaling-lost`, through `server`. `resumed`: under the
+    /// same client ID, so the other members keep us as we were (one that saw us leave
+    /// meets us again, and is authenticated again by the key of our pair). Otherwise
+    /// the server gave a new `client_id` ([`crate::Peer::client_id`] returns it from now
+    /// on): every member known before is treated as having left (`peer-left`, connections
+    /// closed, their jobs suspended), the members present now are met anew, and
+    /// downloads resume by job ID once their connections are back.
+    SignalingReconnected {
+        client_id: String,
+        server: String,
+        resumed: bool,
+    },
+
     /// Sender: the file is open and its offer went out.
     UploadStarted {
         job_id: JobId,
@@ -242,7 +263,8 @@ pub enum Event {
         cancelled: u32,
     },
 
-    /// A coded error not tied to one job (signaling loss, a misbehaving peer …).
+    /// A coded error not tied to one job: 1180 when signaling is gone for good (the
+    /// peer gave up rejoining, or a server refused it), a misbehaving peer …
     Error {
         peer: Option<String>,
         code: u16,
@@ -260,6 +282,8 @@ impl Event {
             Event::CodeBurnt { .. } => "code-burnt",
             Event::Connection { .. } => "connection",
             Event::ConnectionLost { .. } => "connection-lost",
+            Event::SignalingLost { .. } => "signaling-lost",
+            Event::SignalingReconnected { .. } => "signaling-reconnected",
             Event::UploadStarted { .. } => "upload-started",
             Event::UploadProgress { .. } => "upload-progress",
             Event::RecipientOutcome { .. } => "recipient-outcome",

@@ -45,8 +45,11 @@
 //! - [`proto`]: the sans-IO core: control messages and their codec, IDs, name
 //!   sanitizing, the upload/download job state machines, the frames of a batch channel
 //!   and their reading (`proto::batch`), the tally of a share's files until the share
-//!   ends (`proto::group`), codes (`ROUTE-SECRET`) and peer
-//!   authentication (SPAKE2 and the sealing of signaling data). No I/O, clocks or tokio.
+//!   ends (`proto::group`), codes (`ROUTE-SECRET`), peer
+//!   authentication (SPAKE2 and the sealing of signaling data), and the policy for getting
+//!   back to signaling after a lost connection: which failures try another server, the
+//!   jittered backoff over the server list, presence reconciliation (`proto::rejoin`). No
+//!   I/O, clocks or tokio.
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
 //!   message size, bind address), the runtime wrapper that works around the stack's
 //!   driver stalls and batches TURN-relayed writes into GSO sends (`rtc::runtime`), the
@@ -69,14 +72,17 @@
 //!   download directory holds of them (partial downloads, orphans, stray temporary
 //!   records).
 //! - `signal_client`: the WebSocket client of the signaling server (`ws://`, and `wss://`
-//!   over rustls).
+//!   over rustls): the first join through a list of servers, and the rejoin after a lost
+//!   connection on `proto::rejoin`'s schedule.
 //! - `session`: the task that owns all session state: links (authentication,
 //!   connections and reconnection), uploads, downloads (at most 64 requested per
 //!   sender, the rest queued) and their resume, batches of small files on both sides
-//!   (`session::batches`), the empty directories of shared trees (`session::tree`); and
+//!   (`session::batches`), the empty directories of shared trees (`session::tree`), its
+//!   signaling connection (`session::signaling`: a lost connection, the task that
+//!   rejoins and hands the new one back, presence reconciled with the new `welcome`); and
 //!   `session::connection`, one task per remote peer owning its `RTCPeerConnection`.
 //! - [`peer`]: the public [`Peer`] handle that talks to the session task.
-//! - [`ticket`]: tickets, a code and where its signaling server is.
+//! - [`ticket`]: tickets, a code and where its signaling servers are.
 //! - [`events`], [`error`], [`config`], [`clock`]: the public event, error, configuration
 //!   and clock types.
 //! - `fuzz_harness` (feature `fuzz-harness`, never on in the product): the entry points of

@@ -103,6 +103,10 @@ pub struct PeerArgs {
     /// system's.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// After losing the signaling server, keep trying to rejoin the session for this many
+    /// seconds (transfers carry on meanwhile); 0 gives up at once.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    signaling_retry_secs: u64,
 }
 impl PeerArgs {
     /// Apply these options to a peer configuration.
@@ -113,6 +117,7 @@ impl PeerArgs {
         config.rtc.direct_only = self.direct_only;
         config.rate_limit = self.limit_rate;
         config.ca_file = self.ca.clone();
+        config.signaling_retry_window = std::time::Duration::from_secs(self.signaling_retry_secs);
         if let Some(max) = self.max_size {
             config.max_file_size = max;
         }
@@ -121,10 +126,12 @@ impl PeerArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SendArgs {
-    /// Signaling server (`ws://HOST:PORT`, `wss://…`). Default: `PEERSHARE_SERVER` or the
-    /// config file's `server`; without either an embedded server is started.
-    #[arg(long)]
-    server: Option<String>,
+    /// Signaling server (`ws://HOST:PORT`, `wss://…`). Repeat it (or separate URLs with
+    /// commas) for more servers of one deployment, tried in order: all go in the ticket.
+    /// Default: `PEERSHARE_SERVER` or the config file's `server`; without either an
+    /// embedded server is started.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    server: Vec<String>,
     /// Start an embedded server even if a default server is configured.
     #[arg(long, conflicts_with = "server")]
     embedded: bool,

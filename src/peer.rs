@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peershare_signaling::protocol::PeerInfo;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::config::PeerConfig;
@@ -105,13 +105,16 @@ impl Events {
 /// A member of a session that shares and receives files.
 pub struct Peer {
     cmd: mpsc::UnboundedSender<Command>,
-    client_id: String,
+    client_id: watch::Receiver<String>,
     session: String,
     config: Arc<PeerConfig>,
 }
 
 impl Peer {
-    /// Join the session described by `config`.
+    /// Join the session described by `config`, through the first of its signaling
+    /// servers ([`PeerConfig::servers`]) that can be reached and takes joins. If the
+    /// signaling connection is lost later, the peer rejoins by itself
+    /// ([`Event::SignalingLost`]).
     pub async fn join(config: PeerConfig) -> Result<(Peer, Events)> {
         let given = config
             .session
@@ -123,8 +126,8 @@ impl Peer {
                 "create_session needs a code in `session`".into(),
             ));
         }
-        let joined = signal_client::connect(
-            &config.server,
+        let joined = signal_client::connect_any(
+            &config.servers(),
             JoinRequest {
                 session: given.as_ref().map(|c| c.route().to_string()),
                 create: config.create_session,
@@ -132,6 +135,7 @@ impl Peer {
                 password: config.password.clone(),
                 relay_only: config.rtc.relay_only,
                 ca_file: config.ca_file.clone(),
+                resume: None,
             },
         )
         .await?;
@@ -148,14 +152,15 @@ impl Peer {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let config = Arc::new(config);
+        let span = tracing::info_span!("peer", id = %joined.client_id, session = %joined.session);
+        let session_code = code.to_string();
+        let session = Session::new(config.clone(), joined, code, ev_tx);
         let peer = Peer {
             cmd: cmd_tx,
-            client_id: joined.client_id.clone(),
-            session: code.to_string(),
-            config: config.clone(),
+            client_id: session.client_id_watch(),
+            session: session_code,
+            config,
         };
-        let span = tracing::info_span!("peer", id = %joined.client_id, session = %joined.session);
-        let session = Session::new(config, joined, code, ev_tx);
         tokio::spawn(session.run(cmd_rx).instrument(span));
         Ok((
             peer,
@@ -166,9 +171,12 @@ impl Peer {
         ))
     }
 
-    /// Our client ID in the session.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
+    /// Our client ID in the session. It stays the same for the life of the peer unless
+    /// a rejoin after a lost signaling connection could not get it back: then
+    /// [`Event::SignalingReconnected`] carries the new one (`resumed: false`), and this
+    /// returns it from then on.
+    pub fn client_id(&self) -> String {
+        self.client_id.borrow().clone()
     }
 
     /// The session's code, `ROUTE-SECRET`: what others join with

@@ -1,5 +1,7 @@
-//! WebSocket client of the signaling server: joins a session, then pumps frames between
-//! the socket and two channels owned by the peer task.
+//! WebSocket client of the signaling server: joins a session (trying the servers of a
+//! list in turn), then pumps frames between the socket and two channels owned by the
+//! peer task; after a lost connection, [`rejoin`] gets the membership back on the
+//! schedule of [`crate::proto::rejoin`].
 //!
 //! `wss://` runs over rustls (ring provider) and trusts the system's root certificates
 //! plus those of the caller's CA file ([`JoinRequest::ca_file`]).
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use peershare_signaling::protocol::{
-    ClientMessage, IceServer, PROTOCOL_VERSION, PeerInfo, ServerMessage,
+    ClientMessage, IceServer, PROTOCOL_VERSION, PeerInfo, Resume, ServerMessage,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::Connector;
@@ -18,11 +20,15 @@ use tokio_tungstenite::tungstenite::error::TlsError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::error::{Error, Result};
+use crate::proto::rejoin::{Failure, Schedule};
 
 /// How long joining may take before it counts as unreachable.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive period (the server's idle timeout is longer).
 const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// With nothing at all from the server for this long (every ping is answered), the
+/// connection counts as lost: a network that changed under it may never reset it.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 
 /// What to join.
 #[derive(Debug, Clone)]
@@ -36,15 +42,22 @@ pub struct JoinRequest {
     pub relay_only: bool,
     /// CA certificates (PEM) trusted for a `wss://` server besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// The membership to get back (`join.resume`): our client ID and the last
+    /// `welcome.resume_token`.
+    pub resume: Option<Resume>,
 }
 
 /// A joined session.
 #[derive(Debug)]
 pub struct SignalingSession {
+    /// The server's URL (normalized, see [`normalize_url`]).
+    pub server: String,
     pub session: String,
     pub client_id: String,
     pub peers: Vec<PeerInfo>,
     pub ice_servers: Vec<IceServer>,
+    /// What a later `join` carries in `resume` to get `client_id` back.
+    pub resume_token: Option<String>,
     /// Frames to send.
     pub tx: mpsc::Sender<ClientMessage>,
     /// Frames received after the welcome; closed when the socket is gone.
@@ -87,13 +100,136 @@ fn is_unknown_frame_type(text: &str) -> bool {
     })
 }
 
+/// A join that failed: why, and how long the server asked to wait before the next
+/// attempt (the `retry_after_ms` of a `7012` or `7017`).
+#[derive(Debug)]
+struct JoinFailed {
+    error: Error,
+    retry_after: Option<Duration>,
+}
+
+impl From<Error> for JoinFailed {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
 /// Connect to `url` and join.
 pub async fn connect(url: &str, join: JoinRequest) -> Result<SignalingSession> {
+    attempt(url, join, JOIN_TIMEOUT).await.map_err(|f| f.error)
+}
+
+/// Connect to the first of `servers` that takes the join. A server that cannot be
+/// reached, or that answers 7012 (draining) or 7017 (unavailable), passes the join on to
+/// the next one; any other refusal (7006, 7007, …) is the answer. When every server
+/// failed, the answer is the last refusal, or, when none was reached, 1180 naming each.
+pub async fn connect_any(servers: &[String], join: JoinRequest) -> Result<SignalingSession> {
+    let mut unreachable = Vec::new();
+    let mut last = None;
+    for url in servers {
+        match attempt(url, join.clone(), JOIN_TIMEOUT).await {
+            Ok(joined) => return Ok(joined),
+            Err(f) if Failure::of(f.error.code()) == Failure::Refused => return Err(f.error),
+            Err(f) => {
+                tracing::info!(%url, error = %f.error, "signaling server not available; trying the next");
+                match f.error {
+                    Error::NotConnected(why) => unreachable.push(why),
+                    other => last = Some(other),
+                }
+            }
+        }
+    }
+    match (last, unreachable.len()) {
+        (Some(e), _) => Err(e),
+        (None, 0) => Err(Error::InvalidArgument("no signaling server given".into())),
+        (None, 1) => Err(Error::NotConnected(unreachable.remove(0))),
+        (None, _) => Err(Error::NotConnected(unreachable.join("; "))),
+    }
+}
+
+/// Get back to signaling after a lost connection: join `join` (with its `resume`)
+/// through `servers`, starting with `servers[current]`, on the schedule of
+/// [`Schedule`] (the first attempt after `hint`, the wait a draining server asked for),
+/// for at most `window` after the call. The joined session, or the error that ended
+/// the attempts: a refusal (7006, 7007, …), or 1180 once the window has passed.
+pub async fn rejoin(
+    servers: &[String],
+    current: usize,
+    join: JoinRequest,
+    window: Duration,
+    hint: Option<Duration>,
+) -> Result<SignalingSession> {
+    retry_joins(
+        servers,
+        (current, window, hint),
+        |url, limit| {
+            let join = join.clone();
+            async move { attempt(&url, join, limit).await }
+        },
+        rand::random,
+    )
+    .await
+}
+
+/// [`rejoin`]'s loop over any attempt: `attempt(url, limit)` joins through `url` within
+/// `limit`; `unit` draws the jitter (a number in `[0, 1)`).
+async fn retry_joins<T, A, F>(
+    servers: &[String],
+    (current, window, hint): (usize, Duration, Option<Duration>),
+    mut attempt: A,
+    mut unit: impl FnMut() -> f64,
+) -> Result<T>
+where
+    A: FnMut(String, Duration) -> F,
+    F: std::future::Future<Output = Result<T, JoinFailed>>,
+{
+    let started = tokio::time::Instant::now();
+    let deadline = started + window;
+    let mut schedule = Schedule::new(servers.len(), current, window);
+    let mut next = schedule.first(hint);
+    let mut last_error = None;
+    while let Some(a) = next {
+        tokio::time::sleep(a.delay).await;
+        let Some(url) = servers.get(a.server) else {
+            break;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match attempt(url.clone(), JOIN_TIMEOUT.min(left)).await {
+            Ok(joined) => return Ok(joined),
+            Err(f) => {
+                tracing::info!(%url, error = %f.error, "rejoining signaling failed");
+                let failure = Failure::of(f.error.code());
+                if failure == Failure::Refused {
+                    return Err(f.error);
+                }
+                next = schedule.after(failure, started.elapsed(), f.retry_after, unit());
+                last_error = Some(f.error);
+            }
+        }
+    }
+    let why = last_error.map_or_else(String::new, |e| format!(" (last: {e})"));
+    Err(Error::NotConnected(format!(
+        "could not get back to signaling within {} s{why}",
+        window.as_secs_f64()
+    )))
+}
+
+/// One attempt to connect to `url` and join, within `limit`.
+async fn attempt(
+    url: &str,
+    join: JoinRequest,
+    limit: Duration,
+) -> Result<SignalingSession, JoinFailed> {
     let url = normalize_url(url);
-    tokio::time::timeout(JOIN_TIMEOUT, connect_inner(&url, join))
+    tokio::time::timeout(limit, connect_inner(&url, join))
         .await
         .map_err(|_| {
-            Error::NotConnected(format!("signaling server {url} did not answer in time"))
+            JoinFailed::from(Error::NotConnected(format!(
+                "signaling server {url} did not answer in time"
+            )))
         })?
 }
 
@@ -225,7 +361,7 @@ fn connect_error(url: &str, e: WsError) -> Error {
     Error::NotConnected(format!("cannot reach signaling server {url}: {detail}"))
 }
 
-async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession> {
+async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession, JoinFailed> {
     let connector = connector_for(url, join.ca_file).await?;
     // TCP_NODELAY (`disable_nagle`): signaling is small frames sent back to back (a sealed
     // offer or answer, then each candidate). With Nagle's algorithm a frame written while
@@ -242,7 +378,7 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
         password: join.password,
         create: join.create,
         relay_only: join.relay_only,
-        resume: None,
+        resume: join.resume,
     };
     send_frame(&mut ws, &frame).await?;
     let welcome = loop {
@@ -253,14 +389,23 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
             .map_err(|e| Error::NotConnected(format!("signaling: {e}")))?;
         let Message::Text(text) = msg else { continue };
         match serde_json::from_str::<ServerMessage>(&text) {
-            Ok(ServerMessage::Error { code, message, .. }) => {
-                return Err(Error::from_remote(code, message));
+            Ok(ServerMessage::Error {
+                code,
+                message,
+                retry_after_ms,
+            }) => {
+                return Err(JoinFailed {
+                    error: Error::from_remote(code, message),
+                    retry_after: retry_after_ms.map(Duration::from_millis),
+                });
             }
             Ok(w @ ServerMessage::Welcome { .. }) => break w,
             Ok(_) => continue,
             // A frame type of a newer server: ignored, as docs/PROTOCOL.md asks.
             Err(_) if is_unknown_frame_type(&text) => continue,
-            Err(e) => return Err(Error::NotConnected(format!("bad frame from server: {e}"))),
+            Err(e) => {
+                return Err(Error::NotConnected(format!("bad frame from server: {e}")).into());
+            }
         }
     };
     let ServerMessage::Welcome {
@@ -268,19 +413,21 @@ async fn connect_inner(url: &str, join: JoinRequest) -> Result<SignalingSession>
         client_id,
         peers,
         ice_servers,
-        ..
+        resume_token,
     } = welcome
     else {
-        return Err(Error::NotConnected("no welcome".into()));
+        return Err(Error::NotConnected("no welcome".into()).into());
     };
     let (out_tx, out_rx) = mpsc::channel(256);
     let (in_tx, in_rx) = mpsc::channel(256);
     let pump = tokio::spawn(pump(ws, out_rx, in_tx));
     Ok(SignalingSession {
+        server: url.to_string(),
         session,
         client_id,
         peers,
         ice_servers,
+        resume_token,
         tx: out_tx,
         rx: in_rx,
         pump: Some(pump),
@@ -305,6 +452,7 @@ async fn pump(
 ) {
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.tick().await;
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             out = out_rx.recv() => match out {
@@ -329,7 +477,7 @@ async fn pump(
                     break;
                 }
             },
-            incoming = ws.next() => match incoming {
+            incoming = ws.next() => match incoming.inspect(|_| heard = tokio::time::Instant::now()) {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(&text) {
                     Ok(msg) => {
                         if in_tx.send(msg).await.is_err() {
@@ -342,6 +490,10 @@ async fn pump(
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
+                if heard.elapsed() >= SILENCE_LIMIT {
+                    tracing::info!("nothing from the signaling server for {SILENCE_LIMIT:?}; the connection is lost");
+                    break;
+                }
                 if send_frame(&mut ws, &ClientMessage::Ping).await.is_err() {
                     break;
                 }
@@ -396,6 +548,93 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let e = connect_error("wss://h:1", WsError::Io(refused));
         assert!(!e.to_string().contains("TLS"), "{e}");
+    }
+
+    /// Runs `retry_joins` over `servers` with attempts that fail as `outcomes` says (in
+    /// order; `Ok` joins), on a paused clock: each attempt's server and start after the
+    /// loss (`URL +MSms`), and the result.
+    async fn attempts(
+        servers: &[&str],
+        (current, window, hint): (usize, Duration, Option<Duration>),
+        outcomes: Vec<Result<(), (u16, Option<u64>)>>,
+    ) -> (Vec<String>, Result<()>) {
+        let servers: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        let start = tokio::time::Instant::now();
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut outcomes = outcomes.into_iter();
+        let result = retry_joins(
+            &servers,
+            (current, window, hint),
+            |url, _limit| {
+                log.borrow_mut()
+                    .push(format!("{url} +{}ms", start.elapsed().as_millis()));
+                let outcome = outcomes.next().unwrap_or(Err((1180, None)));
+                async move {
+                    outcome.map_err(|(code, retry_after_ms)| JoinFailed {
+                        error: Error::from_remote(code, "refused"),
+                        retry_after: retry_after_ms.map(Duration::from_millis),
+                    })
+                }
+            },
+            || 1.0,
+        )
+        .await;
+        (log.into_inner(), result)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejoin_draining_hint_delays_the_first_attempt_then_backs_off() {
+        let (log, result) = attempts(
+            &["ws://a:1"],
+            (
+                0,
+                Duration::from_secs(30),
+                Some(Duration::from_millis(2315)),
+            ),
+            vec![Err((1180, None)), Err((7012, Some(40))), Ok(())],
+        )
+        .await;
+        assert!(result.is_ok());
+        // At the hint; then the backoff's 0.25 s; then the 40 ms a draining server asked.
+        assert_eq!(
+            log,
+            ["ws://a:1 +2315ms", "ws://a:1 +2565ms", "ws://a:1 +2605ms"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejoin_two_servers_alternate_and_give_up_with_1180_after_the_window() {
+        let (log, result) = attempts(
+            &["ws://a:1", "ws://b:2"],
+            (1, Duration::from_secs(1), None),
+            vec![],
+        )
+        .await;
+        let err = result.expect_err("never joins");
+        assert_eq!(err.code(), crate::codes::NOT_CONNECTED);
+        assert_eq!(
+            log,
+            [
+                "ws://b:2 +0ms",
+                "ws://a:1 +0ms",
+                "ws://b:2 +250ms",
+                "ws://a:1 +250ms",
+                "ws://b:2 +750ms",
+                "ws://a:1 +750ms",
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejoin_refusal_ends_the_attempts_with_its_code() {
+        let (log, result) = attempts(
+            &["ws://a:1", "ws://b:2"],
+            (0, Duration::from_secs(30), None),
+            vec![Err((7017, Some(100))), Err((7006, None))],
+        )
+        .await;
+        assert_eq!(result.expect_err("refused").code(), 7006);
+        assert_eq!(log, ["ws://a:1 +0ms", "ws://b:2 +100ms"]);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! - `CODE`, e.g. `7-orbit-canvas-tiger`: the server is the user's default one;
 //! - `CODE@HOST:PORT`: the `ws://` server at `HOST:PORT` (an IPv4 address or DNS name);
 //! - `CODE@URL`: any `ws://` or `wss://` URL, e.g. `7-orbit-canvas-tiger@wss://signal.example.org`;
+//! - `CODE@SERVER,SERVER…`: several servers of one deployment, each in one of the two
+//!   forms above, tried in that order (`7-orbit-canvas-tiger@10.0.0.5:8787,10.0.0.6:8787`);
 //! - `http(s)://HOST[:PORT][/PATH]#CODE`: the page form, for a browser; it names the
-//!   `ws(s)://` server at the same address.
+//!   `ws(s)://` server at the same address (one server: a page form of a ticket with
+//!   several names the first).
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,6 +22,9 @@ use crate::signal_client::normalize_url;
 pub struct Ticket {
     /// Signaling server URL (`ws://…` or `wss://…`); `None`: the user's default server.
     pub server: Option<String>,
+    /// More servers of the same deployment, tried in this order after `server` (empty
+    /// when `server` is `None`; none of them is `server`).
+    pub fallback_servers: Vec<String>,
     /// The session's code.
     pub code: Code,
 }
@@ -26,10 +32,34 @@ pub struct Ticket {
 impl Ticket {
     /// A ticket for `code` on `server` (any form `--server` accepts).
     pub fn new(server: Option<&str>, code: Code) -> Self {
+        Self::with_servers(server.as_slice(), code)
+    }
+
+    /// A ticket for `code` on `servers`, tried in this order (any form `--server`
+    /// accepts; a server listed twice is kept once). No server: the user's default.
+    pub fn with_servers<S: AsRef<str>>(servers: &[S], code: Code) -> Self {
+        let mut all: Vec<String> = Vec::with_capacity(servers.len());
+        for s in servers {
+            let url = canonical_server(normalize_url(s.as_ref()));
+            if !all.contains(&url) {
+                all.push(url);
+            }
+        }
+        let mut all = all.into_iter();
         Self {
-            server: server.map(|s| canonical_server(normalize_url(s))),
+            server: all.next(),
+            fallback_servers: all.collect(),
             code,
         }
+    }
+
+    /// Every server of the ticket, in the order they are tried.
+    pub fn servers(&self) -> Vec<String> {
+        self.server
+            .iter()
+            .chain(&self.fallback_servers)
+            .cloned()
+            .collect()
     }
 
     /// The page form, `http(s)://HOST:PORT/#CODE`, when the server has one.
@@ -90,14 +120,31 @@ fn valid_server_url(url: &str) -> bool {
 
 impl fmt::Display for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.server.as_deref() {
-            None => write!(f, "{}", self.code),
-            Some(url) => match readable_host_port(url) {
-                Some(hp) => write!(f, "{}@{hp}", self.code),
-                None => write!(f, "{}@{url}", self.code),
-            },
+        write!(f, "{}", self.code)?;
+        for (i, url) in self.servers().iter().enumerate() {
+            let sep = if i == 0 { '@' } else { ',' };
+            match readable_host_port(url) {
+                Some(hp) => write!(f, "{sep}{hp}")?,
+                None => write!(f, "{sep}{url}")?,
+            }
         }
+        Ok(())
     }
+}
+
+/// One server of a ticket: `HOST:PORT` or a `ws://`/`wss://` URL.
+fn parse_server(text: &str) -> Result<String, &'static str> {
+    if text.contains("://") {
+        if !valid_server_url(text) {
+            return Err("the server must be a ws:// or wss:// URL");
+        }
+        return Ok(canonical_server(text.to_string()));
+    }
+    let server = format!("ws://{text}");
+    if readable_host_port(&server).is_none() {
+        return Err("expected CODE@HOST:PORT");
+    }
+    Ok(server)
 }
 
 impl FromStr for Ticket {
@@ -117,27 +164,28 @@ impl FromStr for Ticket {
             }
             return Ok(Ticket {
                 server: Some(server),
+                fallback_servers: Vec::new(),
                 code: code.parse()?,
             });
         }
-        let (code, server) = match s.split_once('@') {
-            None => (s, None),
-            Some((code, at)) if at.contains("://") => {
-                if !valid_server_url(at) {
-                    return Err(bad("the server must be a ws:// or wss:// URL"));
-                }
-                (code, Some(canonical_server(at.to_string())))
-            }
-            Some((code, host_port)) => {
-                let server = format!("ws://{host_port}");
-                if readable_host_port(&server).is_none() {
-                    return Err(bad("expected CODE@HOST:PORT"));
-                }
-                (code, Some(server))
-            }
+        let Some((code, at)) = s.split_once('@') else {
+            return Ok(Ticket {
+                server: None,
+                fallback_servers: Vec::new(),
+                code: s.parse()?,
+            });
         };
+        let mut servers: Vec<String> = Vec::new();
+        for part in at.split(',') {
+            let server = parse_server(part).map_err(bad)?;
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        let mut servers = servers.into_iter();
         Ok(Ticket {
-            server,
+            server: servers.next(),
+            fallback_servers: servers.collect(),
             code: code.parse()?,
         })
     }
@@ -200,6 +248,69 @@ mod tests {
     }
 
     #[test]
+    fn ticket_several_servers_parse_in_order_and_roundtrip() {
+        let t: Ticket = "7-orbit-canvas-tiger@10.0.0.5:8787,wss://b.example/ps,10.0.0.6:8787"
+            .parse()
+            .unwrap();
+        assert_eq!(t.server.as_deref(), Some("ws://10.0.0.5:8787"));
+        assert_eq!(
+            t.fallback_servers,
+            ["wss://b.example/ps", "ws://10.0.0.6:8787"]
+        );
+        assert_eq!(
+            t.servers(),
+            [
+                "ws://10.0.0.5:8787",
+                "wss://b.example/ps",
+                "ws://10.0.0.6:8787"
+            ]
+        );
+        assert_eq!(
+            t.to_string(),
+            "7-orbit-canvas-tiger@10.0.0.5:8787,wss://b.example/ps,10.0.0.6:8787"
+        );
+        assert_eq!(t.to_string().parse::<Ticket>().unwrap(), t);
+        assert_eq!(
+            Ticket::with_servers(
+                &["10.0.0.5:8787", "wss://b.example/ps", "ws://10.0.0.6:8787/"],
+                code()
+            ),
+            t
+        );
+        // The page form names the first server only.
+        assert_eq!(
+            t.page_url().as_deref(),
+            Some("http://10.0.0.5:8787/#7-orbit-canvas-tiger")
+        );
+    }
+
+    #[test]
+    fn ticket_single_server_and_page_forms_parse_as_before() {
+        let t: Ticket = "7-orbit-canvas-tiger@127.0.0.1:4000".parse().unwrap();
+        assert_eq!(t.server.as_deref(), Some("ws://127.0.0.1:4000"));
+        assert!(t.fallback_servers.is_empty());
+        let page: Ticket = "http://127.0.0.1:4000/#7-orbit-canvas-tiger"
+            .parse()
+            .unwrap();
+        assert_eq!(page, t);
+        // A comma in a page URL is not a list of servers.
+        assert!(
+            "http://a:1,b:2/#7-orbit-canvas-tiger"
+                .parse::<Ticket>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ticket_servers_listed_twice_are_kept_once() {
+        let t: Ticket = "7-orbit-canvas-tiger@h.example:1,ws://h.example:1"
+            .parse()
+            .unwrap();
+        assert_eq!(t.servers(), ["ws://h.example:1"]);
+        assert_eq!(t.to_string(), "7-orbit-canvas-tiger@h.example:1");
+    }
+
+    #[test]
     fn ticket_bogus_inputs_are_invalid_argument() {
         for s in [
             "",
@@ -212,6 +323,11 @@ mod tests {
             "7-abc@ws://h:1/a?b",
             "http://h:1/",
             "https://h:1/#7",
+            "7-abc@h:1,",
+            "7-abc@,h:1",
+            "7-abc@h:1,,h:2",
+            "7-abc@h:1,http://h:2",
+            "7-abc@h:1,ws://",
         ] {
             let e = s.parse::<Ticket>().unwrap_err();
             assert_eq!(e.code(), crate::error::codes::INVALID_ARGUMENT, "{s}");

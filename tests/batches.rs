@@ -233,7 +233,7 @@ async fn batches_connection_cut_midway_every_file_arrives_once() {
         "everything arrived before the cut"
     );
     recipient
-        .debug_drop_connection(sender.client_id())
+        .debug_drop_connection(&sender.client_id())
         .await
         .unwrap();
     completions(&mut r_rec, &jobs).await;

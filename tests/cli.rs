@@ -930,3 +930,127 @@ async fn cli_send_qr_prints_page_url_and_qr_block_on_stderr() {
     assert!(qr.iter().any(|l| l.contains(' ')), "{lines:#?}");
     send.kill().await.unwrap();
 }
+
+/// `send --server` twice, the first down: `send` joins through the second, the ticket
+/// lists both (`CODE@DOWN,LIVE`), and `recv` of that ticket falls back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_two_servers_first_down_ticket_lists_both_recv_joins_through_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("a.bin");
+    let data = write_random(&f, 300 * 1024, 31);
+    let server = common::server().await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let live = server.local_addr();
+    let mut send = JsonRun::spawn({
+        let mut cmd = send_json(tmp.path(), &["--server", &format!("ws://{down}")]);
+        cmd.args(["--server", &server.url()]).arg(&f);
+        cmd
+    });
+    let ticket = send.ticket().await;
+    assert!(ticket.ends_with(&format!("@{down},{live}")), "{ticket}");
+    let out = tmp.path().join("out");
+    let recv = recv_cmd(tmp.path(), &["--json"], Some(&out), &ticket)
+        .spawn()
+        .unwrap();
+    let (code, _, stderr) = finish(recv).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        std::fs::read(out.join("a.bin")).unwrap() == data,
+        "bytes differ"
+    );
+    let (code, _, stderr) = send.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// A library sender whose rate-limited file `recv` downloads through `proxy`.
+async fn proxied_recv(
+    tmp: &Path,
+    server: &peershare::signaling::SignalingServer,
+    proxy: &common::proxy::Proxy,
+    extra: &[&str],
+) -> (peershare::Peer, common::Recorder, JsonRun, Vec<u8>) {
+    let f = tmp.join("big.bin");
+    let data = write_random(&f, 8 * 1024 * 1024, 32);
+    let mut cfg = common::config(server, None, "sender", tmp);
+    cfg.rate_limit = Some(4 * 1024 * 1024);
+    let (sender, s_rec) = common::join_with(cfg).await;
+    sender
+        .send_files(&[f], peershare::Share::Broadcast)
+        .await
+        .unwrap();
+    let ticket = format!("{}@{}", sender.session(), proxy.addr);
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let recv = JsonRun::spawn(recv_cmd(tmp, &args, Some(&tmp.join("out")), &ticket));
+    (sender, s_rec, recv, data)
+}
+
+/// `recv` does not end because its signaling connection dropped: it rejoins while the
+/// download goes on, and exits 0 with the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_signaling_cut_mid_transfer_rejoins_and_exits_0() {
+    use common::proxy::{Cut, Proxy};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::server().await;
+    let proxy = Proxy::start(server.local_addr()).await;
+    let (_sender, _s_rec, mut recv, data) = proxied_recv(tmp.path(), &server, &proxy, &[]).await;
+    recv.until("progress", |e| e["event"] == "download-progress")
+        .await;
+    proxy.cut(Cut::Client);
+    let (code, seen, stderr) = recv.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        std::fs::read(tmp.path().join("out/big.bin")).unwrap() == data,
+        "bytes differ"
+    );
+    assert_eq!(events(&seen, "signaling-lost").len(), 1, "{seen:#?}");
+    let back = events(&seen, "signaling-reconnected");
+    assert_eq!(back.len(), 1, "{seen:#?}");
+    assert_eq!(back[0]["resumed"], true);
+    assert!(events(&seen, "error").is_empty(), "{seen:#?}");
+}
+
+/// Signaling lost and never back: once `--signaling-retry-secs` has passed (1180, said
+/// once) and the last peer connection is gone, `recv` exits 3 with 1180.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_signaling_lost_for_good_exits_3_with_1180_after_retry_window() {
+    use common::proxy::{Cut, Proxy};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::server().await;
+    let proxy = Proxy::start(server.local_addr()).await;
+    // A member that shares nothing: `recv` waits for it.
+    let (member, _m_rec) = common::join(&server, None, "member", tmp.path()).await;
+    let ticket = format!("{}@{}", member.session(), proxy.addr);
+    let mut recv = JsonRun::spawn(recv_cmd(
+        tmp.path(),
+        &["--json", "--signaling-retry-secs", "1"],
+        Some(&tmp.path().join("out")),
+        &ticket,
+    ));
+    recv.until("peer-joined", |e| e["event"] == "peer-joined")
+        .await;
+    proxy.refuse();
+    proxy.cut(Cut::Client);
+    recv.until("signaling-lost", |e| e["event"] == "signaling-lost")
+        .await;
+    let gone = recv.until("error", |e| e["event"] == "error").await;
+    assert_eq!(gone["code"], 1180, "{gone}");
+    assert!(gone.get("exit").is_none(), "not the fatal line yet: {gone}");
+    // The peer connection is all that is left; once it goes, `recv` is done.
+    member.leave().await;
+    let (code, seen, stderr) = recv.finish().await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.starts_with("error 1180: "), "{stderr}");
+    let last = seen.last().expect("a fatal line");
+    assert_eq!(
+        (&last["event"], &last["code"], &last["exit"]),
+        (&"error".into(), &1180.into(), &3.into())
+    );
+    assert!(
+        events(&seen, "signaling-reconnected").is_empty(),
+        "{seen:#?}"
+    );
+}

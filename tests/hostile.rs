@@ -51,7 +51,7 @@ async fn sentinel(hostile: &peershare::Peer, sender: &peershare::Peer, h_rec: &m
         offset: 0,
     };
     hostile
-        .debug_send_control(sender.client_id(), unknown)
+        .debug_send_control(&sender.client_id(), unknown)
         .await
         .unwrap();
     h_rec
@@ -118,7 +118,7 @@ async fn hostile_request_flood_bounded_and_legit_recipient_served() {
             offset: 0,
         };
         hostile
-            .debug_send_control(sender.client_id(), request)
+            .debug_send_control(&sender.client_id(), request)
             .await
             .unwrap();
     }
@@ -265,7 +265,7 @@ async fn hostile_batch_request_flood_bounded_and_legit_recipient_served() {
             jobs,
         };
         hostile
-            .debug_send_control(sender.client_id(), request)
+            .debug_send_control(&sender.client_id(), request)
             .await
             .unwrap();
     }

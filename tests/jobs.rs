@@ -353,26 +353,21 @@ async fn share_with_adds_a_connected_member_to_a_targeted_share_and_it_downloads
         .unwrap()[0];
     assert!(recipient.available_files().await.is_empty());
     sender
-        .share_with(&[job], recipient.client_id())
+        .share_with(&[job], &recipient.client_id())
         .await
         .unwrap();
-    let file_id = r_rec.offer().await;
-    recipient
-        .download(file_id, Save::ToDir(out.clone()))
-        .await
-        .unwrap();
-    let saved = r_rec.saved().await;
+    let saved = r_rec.receive_next(&recipient, &out).await;
     assert!(std::fs::read(saved).unwrap() == data);
     let delivered = s_rec
         .until("outcome", |e| matches!(e, Event::RecipientOutcome { .. }))
         .await;
     assert!(
         matches!(&delivered, Event::RecipientOutcome { peer, outcome: Outcome::Delivered, .. }
-            if peer == recipient.client_id()),
+            if *peer == recipient.client_id()),
         "{delivered:?}"
     );
     let err = sender
-        .share_with(&[job, JobId::new()], recipient.client_id())
+        .share_with(&[job, JobId::new()], &recipient.client_id())
         .await
         .unwrap_err();
     assert_eq!(err.code(), codes::INVALID_JOB);

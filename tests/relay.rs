@@ -195,7 +195,7 @@ async fn transfer(
     };
     assert_eq!(job_id, jobs[0]);
     assert_eq!(
-        outcomes.get(recipient.client_id()),
+        outcomes.get(&recipient.client_id()),
         Some(&Outcome::Delivered)
     );
     let result = TransferResult {

@@ -100,12 +100,12 @@ async fn resume_cut_connection_20_seeded_runs_identical_with_bounded_resend() {
                     // Alternate which side breaks the connection.
                     if (seed + next as u64).is_multiple_of(2) {
                         recipient
-                            .debug_drop_connection(sender.client_id())
+                            .debug_drop_connection(&sender.client_id())
                             .await
                             .unwrap();
                     } else {
                         sender
-                            .debug_drop_connection(recipient.client_id())
+                            .debug_drop_connection(&recipient.client_id())
                             .await
                             .unwrap();
                     }

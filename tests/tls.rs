@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use peershare::{Save, Share, codes};
+use peershare::{Share, codes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_wss_with_ca_file_transfers_1mib_identical() {
@@ -29,12 +29,7 @@ async fn peer_wss_with_ca_file_transfers_1mib_identical() {
     let (recipient, mut r_rec) = join_with(r_config).await;
 
     sender.send_files(&[src], Share::Broadcast).await.unwrap();
-    let file_id = r_rec.offer().await;
-    recipient
-        .download(file_id, Save::ToDir(out.clone()))
-        .await
-        .unwrap();
-    let path = r_rec.saved().await;
+    let path = r_rec.receive_next(&recipient, &out).await;
     assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
     server.shutdown().await;
 }

@@ -39,7 +39,7 @@ async fn transfer_one_to_one_64mib_is_identical_with_exact_events() {
     };
     assert_eq!(
         (name.as_str(), size, from.as_str()),
-        ("big.bin", data.len() as u64, sender.client_id())
+        ("big.bin", data.len() as u64, sender.client_id().as_str())
     );
     let download_job = recipient
         .download(file_id, Save::ToDir(out.clone()))
@@ -73,7 +73,7 @@ async fn transfer_one_to_one_64mib_is_identical_with_exact_events() {
     };
     assert_eq!(job_id, jobs[0]);
     assert_eq!(
-        outcomes.get(recipient.client_id()),
+        outcomes.get(&recipient.client_id()),
         Some(&Outcome::Delivered)
     );
 
@@ -196,7 +196,7 @@ async fn share_targeted_other_peer_sees_no_offer_and_forged_request_gets_5091() 
     );
     // … and a forged request for the guessed file ID is refused by the sender.
     let forged = other
-        .forge_request(sender.client_id(), file_id)
+        .forge_request(&sender.client_id(), file_id)
         .await
         .unwrap();
     let failed = o_rec.until("forged request answer", is_completed).await;
@@ -316,7 +316,7 @@ async fn decline_sender_sees_declined_outcome() {
     };
     assert_eq!(job_id, jobs[0]);
     assert_eq!(
-        outcomes.get(recipient.client_id()),
+        outcomes.get(&recipient.client_id()),
         Some(&Outcome::Declined)
     );
     s_rec

@@ -6,6 +6,9 @@
 //! server = "wss://signal.example.org"
 //! ca = "/etc/ssl/my-ca.pem"   # optional
 //! ```
+//!
+//! `server` may list several servers of one deployment, separated by commas, tried in
+//! that order (`wss://a.example.org,wss://b.example.org`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +19,29 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Default signaling server URL.
+    /// Default signaling server URL (or several, separated by commas).
     pub server: Option<String>,
     /// Extra CA certificate (PEM) for `wss://` servers.
     pub ca: Option<PathBuf>,
+}
+
+impl Defaults {
+    /// The default servers, in the order they are tried (none when unset).
+    pub fn servers(&self) -> Vec<String> {
+        self.server
+            .as_deref()
+            .map(split_servers)
+            .unwrap_or_default()
+    }
+}
+
+/// The servers of a comma-separated list, trimmed, empty entries left out.
+pub fn split_servers(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The config file's path.
@@ -69,6 +91,16 @@ mod tests {
         let d = read(&path).unwrap();
         assert_eq!(d.server.as_deref(), Some("wss://s.example:443"));
         assert_eq!(d.ca.as_deref(), Some(Path::new("/tmp/ca.pem")));
+    }
+
+    #[test]
+    fn defaults_servers_split_a_comma_separated_list() {
+        let d = Defaults {
+            server: Some(" ws://a:1 ,wss://b.example,, ".into()),
+            ca: None,
+        };
+        assert_eq!(d.servers(), ["ws://a:1", "wss://b.example"]);
+        assert!(Defaults::default().servers().is_empty());
     }
 
     #[test]

@@ -236,6 +236,23 @@ impl Output {
                 "connection to {} lost; its transfers resume when it is back",
                 self.peer_name(peer)
             )),
+            Event::SignalingLost { reason } => self.note(&format!(
+                "lost the signaling server ({}); rejoining, transfers carry on",
+                shown(reason)
+            )),
+            Event::SignalingReconnected {
+                client_id,
+                server,
+                resumed,
+            } => self.note(&if *resumed {
+                format!("back on the signaling server {}", shown(server))
+            } else {
+                format!(
+                    "back on the signaling server {} under a new client ID {}",
+                    shown(server),
+                    shown(client_id)
+                )
+            }),
             Event::UploadStarted { job_id, name, .. } => {
                 self.uploads.insert(*job_id, shown(name));
             }

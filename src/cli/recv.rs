@@ -148,16 +148,17 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
         ));
     }
     let defaults = super::defaults::load()?;
-    let server = match (&ticket.server, &defaults.server) {
-        (Some(server), _) | (None, Some(server)) => server.clone(),
-        (None, None) => {
-            return Err(Fatal::new(
-                Exit::Usage,
-                codes::INVALID_ARGUMENT,
-                "the ticket names no server and no default server is configured: give \
-                 CODE@HOST:PORT, or set PEERSHARE_SERVER (or `server` in the config file)",
-            ));
-        }
+    let servers = match ticket.server {
+        Some(_) => ticket.servers(),
+        None => defaults.servers(),
+    };
+    let Some((server, fallback_servers)) = servers.split_first() else {
+        return Err(Fatal::new(
+            Exit::Usage,
+            codes::INVALID_ARGUMENT,
+            "the ticket names no server and no default server is configured: give \
+             CODE@HOST:PORT, or set PEERSHARE_SERVER (or `server` in the config file)",
+        ));
     };
     let spool = if args.stdout {
         let dir = tempfile::Builder::new()
@@ -182,7 +183,8 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
         stdout_taken: false,
         texts: HashSet::new(),
     };
-    let mut config = PeerConfig::new(server);
+    let mut config = PeerConfig::new(server.clone());
+    config.fallback_servers = fallback_servers.to_vec();
     config.session = Some(ticket.code.to_string());
     config.download_dir = target.dir.clone();
     config.overwrite = args.overwrite;

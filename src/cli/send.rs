@@ -28,42 +28,52 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     // Standard input and texts are spooled first: a failure there creates no session.
     let sources = Sources::of(&args).await?;
     // A server given or configured; else an embedded one.
-    let defaults = if args.server.is_some() || args.embedded {
+    let given: Vec<String> = args
+        .server
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let defaults = if !given.is_empty() || args.embedded {
         Defaults::default()
     } else {
         super::defaults::load()?
     };
-    let configured = args.server.clone().or_else(|| defaults.server.clone());
-    let by_default = args.server.is_none() && configured.is_some();
+    let configured = if given.is_empty() {
+        defaults.servers()
+    } else {
+        given
+    };
+    let by_default = args.server.is_empty() && !configured.is_empty();
     // The embedded server lives as long as this function.
-    let (server, own_url, ticket_url) = match configured {
-        Some(url) => (None, url.clone(), url),
-        None => {
-            let listen_ip = args.peer.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            let server = SignalingServer::bind(ServerConfig {
-                listen: SocketAddr::new(listen_ip, 0),
-                turn: args.turn.config(listen_ip, 0),
-                ..ServerConfig::default()
-            })
-            .await
-            .with_context(|| format!("cannot start the embedded signaling server on {listen_ip}"))
-            .map_err(|e| Fatal {
-                exit: Exit::NoSession,
-                ..Fatal::from(e)
-            })?;
-            let port = server.local_addr().port();
-            let (own, public) = if listen_ip.is_unspecified() {
-                (IpAddr::V4(Ipv4Addr::LOCALHOST), super::lan_ip())
-            } else {
-                (listen_ip, listen_ip)
-            };
-            let own = format!("ws://{}", SocketAddr::new(own, port));
-            let public = format!("ws://{}", SocketAddr::new(public, port));
-            (Some(server), own, public)
-        }
+    let (server, own_urls, ticket_urls) = if !configured.is_empty() {
+        (None, configured.clone(), configured)
+    } else {
+        let listen_ip = args.peer.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let server = SignalingServer::bind(ServerConfig {
+            listen: SocketAddr::new(listen_ip, 0),
+            turn: args.turn.config(listen_ip, 0),
+            ..ServerConfig::default()
+        })
+        .await
+        .with_context(|| format!("cannot start the embedded signaling server on {listen_ip}"))
+        .map_err(|e| Fatal {
+            exit: Exit::NoSession,
+            ..Fatal::from(e)
+        })?;
+        let port = server.local_addr().port();
+        let (own, public) = if listen_ip.is_unspecified() {
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), super::lan_ip())
+        } else {
+            (listen_ip, listen_ip)
+        };
+        let own = format!("ws://{}", SocketAddr::new(own, port));
+        let public = format!("ws://{}", SocketAddr::new(public, port));
+        (Some(server), vec![own], vec![public])
     };
 
-    let mut config = PeerConfig::new(own_url);
+    let mut config = PeerConfig::new(own_urls[0].clone());
+    config.fallback_servers = own_urls[1..].to_vec();
     config.session = args.code.clone();
     config.create_session = args.code.is_some() && !args.join;
     config.secret_words = usize::from(args.words);
@@ -150,7 +160,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     let mut to_deadline = (!args.to.is_empty()).then(|| tokio::time::Instant::now() + TO_GRACE);
 
     let code: Code = peer.session().parse()?;
-    let ticket = Ticket::new(Some(&ticket_url), code.clone());
+    let ticket = Ticket::with_servers(&ticket_urls, code.clone());
     if out.is_json() {
         out.json_line(&serde_json::json!({
             "event": "ticket",

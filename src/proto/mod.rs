@@ -1,4 +1,5 @@
-//! Sans-IO core: wire messages, identifiers, name sanitizing and the job state machines.
+//! Sans-IO core: wire messages, identifiers, name sanitizing, the job state machines and
+//! the policy for getting back to signaling.
 //! Nothing in here touches sockets, files, clocks or tokio; inputs are messages, bytes
 //! and "now" values, outputs are decisions.
 
@@ -11,5 +12,6 @@ pub mod hash;
 pub mod ids;
 pub mod names;
 pub mod pake;
+pub mod rejoin;
 pub mod resume;
 pub mod upload;

@@ -55,6 +55,8 @@ impl Pair {
         config.download_dir = download_dir.to_path_buf();
         let clock = config.clock.clone();
         let joined = SignalingSession {
+            server: "ws://127.0.0.1:9".into(),
+            resume_token: None,
             session: "session".into(),
             client_id: ME.into(),
             peers: vec![PeerInfo {

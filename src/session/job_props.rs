@@ -62,6 +62,8 @@ impl Harness {
         let config = PeerConfig::new("ws://127.0.0.1:9");
         let clock = config.clock.clone();
         let joined = SignalingSession {
+            server: "ws://127.0.0.1:9".into(),
+            resume_token: None,
             session: "session".into(),
             client_id: me.into(),
             peers: peers.iter().map(|p| member(p)).collect(),

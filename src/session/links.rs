@@ -14,6 +14,7 @@ use crate::error::codes;
 use crate::events::Event;
 use crate::proto::control::{CONTROL_VERSION, ControlMessage, features};
 use crate::proto::pake::{AuthError, Handshake, PairKey, SealKind};
+use crate::proto::rejoin::doubling;
 use crate::rtc::RtcSettings;
 
 /// A live connection attempt.
@@ -77,6 +78,13 @@ pub(crate) struct Link {
     pub batch: bool,
 }
 
+/// The pair key of an authenticated member that left (see `Session::left_keys`).
+pub(crate) struct LeftKey {
+    key: PairKey,
+    large_packets: bool,
+    since: Instant,
+}
+
 /// The connection of a peer that left the session, kept open until it ends by itself so
 /// that the control messages the peer sent before leaving are still processed.
 pub(crate) struct Draining {
@@ -103,15 +111,12 @@ pub(super) const LEAVE_DRAIN: Duration = Duration::from_secs(5);
 
 /// Delay before reconnect attempt `n` (0-based): at once, then 0.5, 1, 2, 4 s, … 5 s.
 fn backoff(attempt: u32) -> Duration {
-    match attempt {
-        0 => Duration::ZERO,
-        n => Duration::from_millis((250u64 << n.min(5)).min(5_000)),
-    }
+    doubling(attempt, Duration::from_millis(500), Duration::from_secs(5))
 }
 
 impl Session {
     /// Whether we make the offers to `peer` (the smaller client ID does; no glare).
-    fn offerer_for(&self, peer: &str) -> bool {
+    pub(super) fn offerer_for(&self, peer: &str) -> bool {
         self.me.as_str() < peer
     }
 
@@ -129,8 +134,25 @@ impl Session {
         // Back under the same ID before its old connection was drained: that one ends
         // (and its departure is announced) before the new member appears.
         self.end_draining(&info.id);
-        // Every pair runs the PAKE first; a burnt code admits nobody new.
-        let auth = if self.burnt {
+        // A member that left within the grace period and comes back under its client ID
+        // rejoined after losing signaling (the server gives an ID back only to the
+        // client it was issued to): our pair key still stands, and its next session
+        // description proves it knows it. Every other pair runs the PAKE first; a burnt
+        // code admits nobody new.
+        let grace = self.config.resume_grace;
+        let now = self.config.clock.now();
+        let kept = self
+            .left_keys
+            .remove(&info.id)
+            .filter(|k| now.duration_since(k.since) < grace);
+        let large_packets = kept.as_ref().is_some_and(|k| k.large_packets);
+        let restored = kept.is_some();
+        let auth = if let Some(kept) = kept {
+            Auth::Keyed {
+                key: kept.key,
+                verified: false,
+            }
+        } else if self.burnt {
             Auth::Failed
         } else {
             let (handshake, msg) =
@@ -150,7 +172,7 @@ impl Session {
             auth,
             name: info.name,
             relay_only: info.relay_only,
-            large_packets: false,
+            large_packets,
             conn: None,
             control_open: false,
             retry_at: None,
@@ -168,6 +190,13 @@ impl Session {
                 "the code is burnt".into(),
                 true,
             );
+        }
+        if restored && self.offerer_for(&info.id) {
+            tracing::info!(peer = %info.id, "a member is back under its client ID; reconnecting");
+            let conn = self.spawn_conn(&info.id, Uuid::new_v4(), true, true);
+            if let Some(link) = self.links.get_mut(&info.id) {
+                link.conn = Some(conn);
+            }
         }
         // The offerer builds its connection once the peer's PAKE message is in
         // (`on_pake`): it says which SCTP packets the peer takes.
@@ -240,13 +269,11 @@ impl Session {
                 Ok(signal) => self.on_peer_signal(&from, signal),
                 Err(e) => tracing::warn!(%from, "ignoring malformed signal: {e}"),
             },
-            ServerMessage::Error { code, message, .. } => {
-                self.emit(Event::Error {
-                    peer: None,
-                    code,
-                    message,
-                });
-            }
+            ServerMessage::Error {
+                code,
+                message,
+                retry_after_ms,
+            } => self.on_server_error(code, message, retry_after_ms),
             // Renewed TURN credentials: new connections use them.
             ServerMessage::IceServers { ice_servers } => self.ice_servers = ice_servers,
             ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
@@ -381,10 +408,16 @@ impl Session {
         let Some(link) = self.links.get_mut(from) else {
             return;
         };
-        let Auth::Waiting(_) = link.auth else {
-            tracing::debug!(%from, "ignoring a second PAKE message");
-            return;
-        };
+        match link.auth {
+            Auth::Waiting(_) => {}
+            Auth::Keyed { verified: true, .. } => {
+                return self.pair_started_over(from, msg, sctp_mtu);
+            }
+            _ => {
+                tracing::debug!(%from, "ignoring a second PAKE message");
+                return;
+            }
+        }
         let Auth::Waiting(handshake) = std::mem::replace(&mut link.auth, Auth::Failed) else {
             return;
         };
@@ -414,6 +447,28 @@ impl Session {
                 self.refuse_peer(from, codes::PEER_AUTH_FAILED, e.to_string(), true);
             }
         }
+    }
+
+    /// An authenticated member sent a new PAKE message: it met us anew (it saw us leave
+    /// and come back under our client ID, after we lost signaling, without keeping our
+    /// pair's key, as a browser page does). The pair starts over: the member is handled
+    /// as having left and joined again, and our PAKE message answers its. Only a verified
+    /// pair starts over, once per authentication, so two peers cannot keep each other
+    /// restarting.
+    fn pair_started_over(&mut self, from: &str, msg: &str, sctp_mtu: Option<u32>) {
+        let Some(link) = self.links.get(from) else {
+            return;
+        };
+        tracing::info!(peer = %from, "the peer authenticates anew; starting the pair over");
+        let info = PeerInfo {
+            id: from.to_string(),
+            name: link.name.clone(),
+            relay_only: link.relay_only,
+        };
+        self.peer_left(from);
+        self.left_keys.remove(from);
+        self.add_peer(info);
+        self.on_pake(from, msg, sctp_mtu);
     }
 
     /// A session description of `peer` carried a valid MAC: it is a member now.
@@ -581,7 +636,7 @@ impl Session {
 
     /// The current connection to `peer` died while it is still in the session: keep its
     /// jobs, and replace the connection.
-    fn connection_lost(&mut self, peer: &str, reason: String) {
+    pub(super) fn connection_lost(&mut self, peer: &str, reason: String) {
         let offerer = self.offerer_for(peer);
         let Some(link) = self.links.get_mut(peer) else {
             return;
@@ -631,8 +686,12 @@ impl Session {
         self.suspend_requested_batches(peer);
     }
 
-    /// Offerer side: start new connections whose backoff has elapsed.
+    /// Offerer side: start new connections whose backoff has elapsed (not while
+    /// signaling is down: their setup could not reach the peer).
     pub(super) fn retry_connections(&mut self, now: Instant) {
+        if !self.signaling_up() {
+            return;
+        }
         let due: Vec<String> = self
             .links
             .iter()
@@ -670,11 +729,26 @@ impl Session {
     /// The `PeerLeft` event (authenticated peers only) waits for the draining to end, so
     /// it follows the outcomes the peer sent before it left: an application that stops
     /// waiting for a recipient once it left does not miss its last `done`.
-    fn peer_left(&mut self, peer: &str) {
+    pub(super) fn peer_left(&mut self, peer: &str) {
         let Some(link) = self.links.remove(peer) else {
             return;
         };
         let announce = link.auth.verified();
+        if let Auth::Keyed {
+            key,
+            verified: true,
+        } = &link.auth
+            && self.left_keys.len() < MAX_MEMBERS
+        {
+            self.left_keys.insert(
+                peer.to_string(),
+                LeftKey {
+                    key: key.clone(),
+                    large_packets: link.large_packets,
+                    since: self.config.clock.now(),
+                },
+            );
+        }
         let mut drained = false;
         if let Some(conn) = link.conn {
             if link.control_open && self.awaits_outcome_from(peer) {
@@ -789,6 +863,8 @@ impl Session {
     /// upload outcomes fail.
     pub(super) fn expire_departed(&mut self, now: Instant) {
         let grace = self.config.resume_grace;
+        self.left_keys
+            .retain(|_, k| now.duration_since(k.since) < grace);
         let gone: Vec<String> = self
             .departed
             .iter()

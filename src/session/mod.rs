@@ -3,6 +3,7 @@
 //! `Peer` handle, the connection tasks and the transfer tasks talk to it only by message.
 //!
 //! - `links`: presence, connections, signaling routing and reconnection;
+//! - `signaling`: a lost signaling connection, rejoining, and what changes once back;
 //! - `uploads`: our shared files, offers, serving requests, upload outcomes;
 //! - `downloads`: offers to us, download jobs, resume, verification outcomes;
 //! - `batches`: many small files on one data channel, on both sides.
@@ -16,6 +17,7 @@ mod downloads;
 #[cfg(any(test, feature = "fuzz-harness"))]
 pub(crate) mod job_props;
 mod links;
+mod signaling;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -28,12 +30,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use peershare_signaling::protocol::{ClientMessage, IceServer, PeerInfo, ServerMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::PeerConfig;
-use crate::error::{Result, codes};
+use crate::error::Result;
 use crate::events::{Event, FileInfo};
 use crate::proto::code::Code;
 use crate::proto::control::OfferGroup;
@@ -46,7 +48,8 @@ use crate::store::{JobRecord, JobStore};
 use crate::transfer::{DownloadCounters, FileIdentity, RateLimit, Saved};
 use connection::{ConnCommand, ConnEvent};
 
-pub(crate) use links::{Draining, Link};
+pub(crate) use links::{Draining, LeftKey, Link};
+use signaling::{Upstream, recv_signal};
 
 /// The code of the sessions of the unit tests and the fuzz harness.
 #[cfg(any(test, feature = "fuzz-harness"))]
@@ -329,9 +332,32 @@ pub(crate) struct Session {
     burnt: bool,
     ice_servers: Vec<IceServer>,
     signal_tx: mpsc::Sender<ClientMessage>,
-    signal_rx: mpsc::Receiver<ServerMessage>,
+    /// `None` while signaling is lost.
+    signal_rx: Option<mpsc::Receiver<ServerMessage>>,
     /// The signaling client's writer (awaited when leaving).
     signal_pump: Option<JoinHandle<()>>,
+    /// Every signaling server in the order they are tried, and the one we joined through.
+    servers: Vec<String>,
+    server: usize,
+    /// What a rejoin carries to keep our client ID (`welcome.resume_token`).
+    resume_token: Option<String>,
+    /// Where the signaling connection stands (up, rejoining, gone).
+    upstream: Upstream,
+    /// The wait a draining server asked for before rejoining (`retry_after_ms`).
+    retry_hint: Option<Duration>,
+    /// Why the server is ending the connection (the `error` frame before its close).
+    closing: Option<String>,
+    /// Another connection took our membership over (7016): no rejoining.
+    superseded: bool,
+    /// Results of the rejoining task.
+    rejoined_tx: mpsc::UnboundedSender<Result<SignalingSession>>,
+    rejoined_rx: mpsc::UnboundedReceiver<Result<SignalingSession>>,
+    /// Our client ID, for the `Peer` handle (it changes if a rejoin could not keep it).
+    client_id: watch::Sender<String>,
+    /// The pair keys of authenticated members that left, kept for the grace period: one
+    /// that comes back under the same client ID (its signaling connection was lost, and
+    /// it rejoined) is authenticated by that key instead of a new PAKE.
+    left_keys: HashMap<String, LeftKey>,
     events: mpsc::UnboundedSender<Vec<Event>>,
     /// Events of the current step, delivered together at its end so that a consumer
     /// sees e.g. a recipient's outcome and the upload's completion as one batch.
@@ -390,18 +416,35 @@ impl Session {
     ) -> Self {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
         let (report_tx, report_rx) = mpsc::unbounded_channel();
+        let (rejoined_tx, rejoined_rx) = mpsc::unbounded_channel();
         let limit = config.rate_limit.map(|r| Arc::new(RateLimit::new(r)));
         let epoch = config.clock.now();
+        let servers = config.servers();
+        let server = servers
+            .iter()
+            .position(|s| *s == joined.server)
+            .unwrap_or(0);
         let mut session = Session {
             config,
+            client_id: watch::Sender::new(joined.client_id.clone()),
             me: joined.client_id,
             code,
             auth_failures: 0,
             burnt: false,
             ice_servers: joined.ice_servers,
             signal_tx: joined.tx,
-            signal_rx: joined.rx,
+            signal_rx: Some(joined.rx),
             signal_pump: joined.pump,
+            servers,
+            server,
+            resume_token: joined.resume_token,
+            upstream: Upstream::Up,
+            retry_hint: None,
+            closing: None,
+            superseded: false,
+            rejoined_tx,
+            rejoined_rx,
+            left_keys: HashMap::new(),
             events,
             pending: Vec::new(),
             links: HashMap::new(),
@@ -436,6 +479,11 @@ impl Session {
             session.add_peer(p);
         }
         session
+    }
+
+    /// Our client ID as it changes, for the `Peer` handle.
+    pub(crate) fn client_id_watch(&self) -> watch::Receiver<String> {
+        self.client_id.subscribe()
     }
 
     /// Milliseconds on the session's monotonic clock (the sans-IO core's "now").
@@ -515,18 +563,11 @@ impl Session {
                         return;
                     }
                 },
-                msg = self.signal_rx.recv() => match msg {
+                msg = recv_signal(&mut self.signal_rx) => match msg {
                     Some(msg) => self.on_signaling(msg),
-                    None => {
-                        self.emit(Event::Error {
-                            peer: None,
-                            code: codes::NOT_CONNECTED,
-                            message: "lost the connection to the signaling server".into(),
-                        });
-                        // Existing peer connections keep working; new peers cannot join.
-                        self.signal_rx = mpsc::channel(1).1;
-                    }
+                    None => self.signaling_lost(),
                 },
+                Some(rejoined) = self.rejoined_rx.recv() => self.on_rejoined(rejoined),
                 Some((peer, conn, ev)) = self.conn_rx.recv() => self.on_conn_event(peer, conn, ev),
                 Some(report) = self.report_rx.recv() => self.on_report(report),
                 _ = tick.tick() => self.on_tick(),
@@ -549,6 +590,7 @@ impl Session {
     }
 
     async fn shutdown(&mut self) {
+        self.stop_rejoining();
         for (_, s) in self.serving.drain() {
             if let Some(t) = s.task {
                 t.abort();

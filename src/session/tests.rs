@@ -52,6 +52,8 @@ impl Sender {
         let config = PeerConfig::new("ws://127.0.0.1:9");
         let clock = config.clock.clone();
         let joined = SignalingSession {
+            server: "ws://127.0.0.1:9".into(),
+            resume_token: None,
             session: "session".into(),
             client_id: ME.into(),
             peers: vec![PeerInfo {
@@ -307,6 +309,8 @@ async fn session_relay_only_peer_connections_skip_relay_wait() {
     };
     // We are the larger ID, so we answer both and no connection task is spawned here.
     let joined = SignalingSession {
+        server: "ws://127.0.0.1:9".into(),
+        resume_token: None,
         session: "session".into(),
         client_id: ME.into(),
         peers: vec![peer("aa-relayed", true)],
@@ -714,26 +718,29 @@ struct Joiner {
 
 impl Auth {
     fn new(max_auth_failures: u32) -> Self {
-        let (signal_tx, signal_rx) = mpsc::channel(64);
-        let (server_tx, server_rx) = mpsc::channel(64);
-        let (ev_tx, events) = mpsc::unbounded_channel();
         let mut config = PeerConfig::new("ws://127.0.0.1:9");
         config.max_auth_failures = max_auth_failures;
-        let joined = SignalingSession {
-            session: "session".into(),
-            client_id: ME.into(),
-            peers: Vec::new(),
-            ice_servers: Vec::new(),
-            tx: signal_tx,
-            rx: server_rx,
-            pump: None,
-        };
-        Auth {
+        Self::with(config, &[])
+    }
+
+    /// A session of ours with `config`, joined with the members `peers`, authenticated
+    /// (their PAKE messages are taken off the signaling queue).
+    fn with(config: PeerConfig, peers: &[&str]) -> Self {
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let (joined, signal_rx, server_tx) = joined_as(ME, peers);
+        let mut auth = Auth {
             session: Session::new(Arc::new(config), joined, test_code(), ev_tx),
             events,
             signal_rx,
             _server_tx: server_tx,
+        };
+        for id in peers {
+            auth.session.authenticate_for_test(id);
         }
+        let mut met: Vec<&str> = peers.to_vec();
+        met.sort();
+        assert_eq!(auth.pakes_sent(), met, "a PAKE message to each member");
+        auth
     }
 
     /// `id` joins the session knowing `secret`; returns it after our PAKE message reached it.
@@ -980,4 +987,309 @@ async fn session_pake_without_sctp_mtu_uses_safe_packets_with_it_large_ones() {
         serde_json::json!({"kind": "pake", "msg": hex::encode(msg), "sctp_mtu": 8192}),
     );
     assert!(auth.session.conn_settings("ac-large").peer_large_packets);
+}
+
+/// A welcome for `client_id` with the members `peers`, on new channels: the session's
+/// ends, what it sends to the server, and the server's end.
+fn joined_as(
+    client_id: &str,
+    peers: &[&str],
+) -> (
+    SignalingSession,
+    mpsc::Receiver<ClientMessage>,
+    mpsc::Sender<ServerMessage>,
+) {
+    let (signal_tx, signal_rx) = mpsc::channel(64);
+    let (server_tx, server_rx) = mpsc::channel(64);
+    let joined = SignalingSession {
+        server: "ws://127.0.0.1:9".into(),
+        resume_token: Some(format!("token-of-{client_id}")),
+        session: "session".into(),
+        client_id: client_id.into(),
+        peers: peers.iter().map(|id| member(id)).collect(),
+        ice_servers: Vec::new(),
+        tx: signal_tx,
+        rx: server_rx,
+        pump: None,
+    };
+    (joined, signal_rx, server_tx)
+}
+
+impl Auth {
+    /// The rejoining task hands over a welcome for `client_id` with `peers`; the test's
+    /// ends of the new connection replace the old ones.
+    fn rejoined(&mut self, client_id: &str, peers: &[&str]) {
+        let (mut joined, signal_rx, server_tx) = joined_as(client_id, peers);
+        joined.resume_token = Some("token-of-the-rejoin".into());
+        self.signal_rx = signal_rx;
+        self._server_tx = server_tx;
+        self.session.on_rejoined(Ok(joined));
+    }
+
+    fn signaling(&mut self, msg: ServerMessage) {
+        self.session.on_signaling(msg);
+    }
+
+    /// The server sends `error` `code`.
+    fn server_error(&mut self, code: u16, message: &str, retry_after_ms: Option<u64>) {
+        self.signaling(ServerMessage::Error {
+            code,
+            message: message.into(),
+            retry_after_ms,
+        });
+    }
+
+    /// The members a PAKE message went to since the last call, sorted.
+    fn pakes_sent(&mut self) -> Vec<String> {
+        let mut to: Vec<String> = std::iter::from_fn(|| self.signal_rx.try_recv().ok())
+            .filter_map(|m| match m {
+                ClientMessage::Signal { to, data } if data["kind"] == "pake" => Some(to),
+                _ => None,
+            })
+            .collect();
+        to.sort();
+        to
+    }
+}
+
+fn member(id: &str) -> PeerInfo {
+    PeerInfo {
+        id: id.into(),
+        name: format!("name of {id}"),
+        relay_only: false,
+    }
+}
+
+fn reconnected(client_id: &str, resumed: bool) -> Event {
+    Event::SignalingReconnected {
+        client_id: client_id.into(),
+        server: "ws://127.0.0.1:9".into(),
+        resumed,
+    }
+}
+
+fn left(peer: &str) -> Event {
+    Event::PeerLeft { peer: peer.into() }
+}
+
+#[tokio::test]
+async fn session_rejoin_same_id_reconciles_presence_with_the_welcome() {
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-gone", "ab-kept"]);
+    m.rejoined(ME, &["ab-kept", "ac-new"]);
+    assert_eq!(
+        m.take_events(),
+        [reconnected(ME, true), left("aa-gone")],
+        "the member that left meanwhile is gone; the one still there stays as it was"
+    );
+    // Only the new member is met (a PAKE, on the new connection).
+    assert_eq!(m.pakes_sent(), ["ac-new"]);
+    assert!(
+        m.session
+            .links
+            .get("ab-kept")
+            .is_some_and(|l| l.auth.verified())
+    );
+    assert_eq!(
+        m.session.resume_token.as_deref(),
+        Some("token-of-the-rejoin")
+    );
+    assert_eq!(*m.session.client_id_watch().borrow(), ME);
+}
+
+#[tokio::test]
+async fn session_rejoin_same_id_starts_over_connections_whose_setup_was_cut() {
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-setup", "ab-up"]);
+    // Stand-in connections: one still being set up, one whose control channel is open.
+    let mut conns = Vec::new();
+    for peer in ["aa-setup", "ab-up"] {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = Uuid::new_v4();
+        m.session.links.get_mut(peer).expect("member").conn = Some(Conn {
+            id,
+            handle: ConnHandle { tx },
+        });
+        conns.push((rx, id));
+    }
+    m.session
+        .on_conn_event("ab-up".into(), conns[1].1, ConnEvent::ControlOpen(None));
+    m.take_events();
+    m.rejoined(ME, &["aa-setup", "ab-up"]);
+    assert_eq!(m.take_events(), [reconnected(ME, true)]);
+    // The cut setup is closed and (we answer) the offerer is asked for a new one, through
+    // the new connection; the open one is left alone.
+    assert!(closes(&drain_commands(&mut conns[0].0)));
+    assert_eq!(
+        m.signals_to("aa-setup"),
+        [serde_json::json!({"kind": "reconnect", "conn": conns[0].1})]
+    );
+    assert!(!closes(&drain_commands(&mut conns[1].0)));
+    assert!(m.session.is_connected("ab-up"));
+}
+
+fn drain_commands(rx: &mut mpsc::UnboundedReceiver<ConnCommand>) -> Vec<ConnCommand> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+#[tokio::test]
+async fn session_rejoin_new_id_meets_every_member_anew() {
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-one", "ab-two"]);
+    let ids = m.session.client_id_watch();
+    m.rejoined("zz-new-id", &["aa-one", "ab-two"]);
+    assert_eq!(
+        m.take_events(),
+        [
+            reconnected("zz-new-id", false),
+            left("aa-one"),
+            left("ab-two")
+        ]
+    );
+    assert_eq!(*ids.borrow(), "zz-new-id");
+    // Every member is authenticated again, under the new ID (no key of the old one).
+    assert_eq!(m.pakes_sent(), ["aa-one", "ab-two"]);
+    assert!(m.session.links.values().all(|l| !l.auth.verified()));
+}
+
+#[tokio::test]
+async fn session_member_back_under_its_id_within_grace_keeps_the_pair_key() {
+    let config = PeerConfig::new("ws://127.0.0.1:9");
+    let clock = config.clock.clone();
+    let grace = config.resume_grace;
+    let mut m = Auth::with(config, &["aa-back", "ab-late"]);
+    m.signaling(ServerMessage::PeerLeft {
+        id: "aa-back".into(),
+    });
+    m.signaling(ServerMessage::PeerLeft {
+        id: "ab-late".into(),
+    });
+    assert_eq!(m.take_events(), [left("aa-back"), left("ab-late")]);
+    m.signaling(ServerMessage::PeerJoined {
+        peer: member("aa-back"),
+    });
+    // No new PAKE: its next session description must open with the pair's key, which
+    // makes it a member again (`peer-joined` then).
+    assert!(m.pakes_sent().is_empty());
+    assert!(matches!(
+        m.session.links.get("aa-back").map(|l| &l.auth),
+        Some(super::links::Auth::Keyed {
+            verified: false,
+            ..
+        })
+    ));
+    assert!(m.take_events().is_empty());
+    // Past the grace period the key is forgotten: a member back under that ID is met anew.
+    clock.advance(grace);
+    m.session.on_tick();
+    m.signaling(ServerMessage::PeerJoined {
+        peer: member("ab-late"),
+    });
+    assert_eq!(m.pakes_sent(), ["ab-late"]);
+}
+
+#[tokio::test]
+async fn session_signaling_lost_with_zero_window_reports_1180_once() {
+    let mut config = PeerConfig::new("ws://127.0.0.1:9");
+    config.signaling_retry_window = Duration::ZERO;
+    let mut m = Auth::with(config, &["aa-peer"]);
+    m.session.signaling_lost();
+    let events = m.take_events();
+    assert!(
+        matches!(&events[..], [Event::Error { peer: None, code, .. }] if *code == codes::NOT_CONNECTED),
+        "{events:?}"
+    );
+    assert!(!m.session.signaling_up());
+    // The member and its link stay: peer connections carry on without signaling.
+    assert!(
+        m.session
+            .links
+            .get("aa-peer")
+            .is_some_and(|l| l.auth.verified())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_draining_server_7012_is_the_reason_of_the_loss_not_an_error() {
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-peer"]);
+    m.server_error(7012, "server is shutting down; reconnect", Some(2315));
+    assert!(m.take_events().is_empty());
+    assert_eq!(m.session.retry_hint, Some(Duration::from_millis(2315)));
+    m.session.signaling_lost();
+    assert_eq!(
+        m.take_events(),
+        [Event::SignalingLost {
+            reason: "error 7012: server is shutting down; reconnect".into()
+        }]
+    );
+    // The hint went to the rejoining task, which waits that long before its first try.
+    assert_eq!(m.session.retry_hint, None);
+    assert!(!m.session.signaling_up());
+    m.session.stop_rejoining();
+}
+
+#[tokio::test]
+async fn session_superseded_7016_gives_up_at_once_with_1180() {
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-peer"]);
+    m.server_error(7016, "another connection resumed this membership", None);
+    m.session.signaling_lost();
+    let events = m.take_events();
+    assert!(
+        matches!(&events[..], [Event::Error { code, message, .. }]
+            if *code == codes::NOT_CONNECTED && message.contains("7016")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn session_other_server_errors_are_still_reported() {
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-peer"]);
+    m.server_error(7008, "no client", None);
+    assert_eq!(
+        m.take_events(),
+        [Event::Error {
+            peer: None,
+            code: 7008,
+            message: "no client".into()
+        }]
+    );
+}
+
+#[tokio::test]
+async fn session_verified_member_starting_pake_over_is_authenticated_again() {
+    use crate::proto::pake::Handshake;
+    let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-peer"]);
+    // The member met us anew (it saw us leave and come back under our ID).
+    let (handshake, msg) = Handshake::start("test-secret", "session", "aa-peer", ME);
+    m.signal(
+        "aa-peer",
+        serde_json::json!({"kind": "pake", "msg": hex::encode(msg)}),
+    );
+    assert_eq!(m.take_events(), [left("aa-peer")]);
+    let ours = m
+        .signals_to("aa-peer")
+        .into_iter()
+        .find(|d| d["kind"] == "pake")
+        .expect("our PAKE message answers");
+    let key = handshake
+        .finish(&hex::decode(ours["msg"].as_str().unwrap()).unwrap())
+        .unwrap();
+    // Another PAKE message while the new pair is not verified yet changes nothing.
+    let (_, again) = Handshake::start("test-secret", "session", "aa-peer", ME);
+    m.signal(
+        "aa-peer",
+        serde_json::json!({"kind": "pake", "msg": hex::encode(again)}),
+    );
+    assert!(m.signals_to("aa-peer").is_empty());
+    assert_eq!(m.take_events(), []);
+    let joiner = Joiner {
+        id: "aa-peer",
+        handshake: None,
+        key: Some(key.clone()),
+    };
+    m.sealed(&joiner, "offer", b"v=0\r\n", &key);
+    assert_eq!(
+        m.take_events(),
+        [Event::PeerJoined {
+            peer: "aa-peer".into(),
+            name: "name of aa-peer".into()
+        }]
+    );
 }

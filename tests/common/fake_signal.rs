@@ -2,7 +2,9 @@
 //! (`join`, `welcome`, `peer-joined`, `peer-left`, `signal`, `ping`) for peershare peers,
 //! records every frame it sees, and can misbehave: rewrite the `data` of relayed signals
 //! (a man in the middle) and hand out chosen client IDs (a server that lies about who is
-//! who).
+//! who). Its `welcome` carries a `resume_token` (`token-CLIENT_ID`), which it does not
+//! check: a rejoining client gets the ID the test forces. It can drain: `7012` with a
+//! `retry_after_ms`, then a close 1012, to every member.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,9 +15,23 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// What the writer of a client sends.
+enum Out {
+    Text(String),
+    Close(u16),
+}
 
 /// Rewrites the `data` of a signal relayed `from` → `to`.
 pub type Tamper = Box<dyn Fn(&str, &str, &mut Value) + Send + Sync>;
+
+struct Member {
+    conn: u64,
+    id: String,
+    name: String,
+    tx: mpsc::UnboundedSender<Out>,
+}
 
 #[derive(Default)]
 struct State {
@@ -23,8 +39,8 @@ struct State {
     frames: Vec<String>,
     /// Client IDs to hand out to the next joiners, in order.
     forced_ids: VecDeque<String>,
-    /// Members by session: (client ID, name, outbound queue).
-    sessions: HashMap<String, Vec<(String, String, mpsc::UnboundedSender<String>)>>,
+    /// Members by session: (connection number, client ID, name, outbound queue).
+    sessions: HashMap<String, Vec<Member>>,
     next: u64,
 }
 
@@ -72,6 +88,22 @@ impl FakeSignal {
     pub fn frames(&self) -> Vec<String> {
         lock(&self.state).frames.clone()
     }
+
+    /// Drain: every member gets `7012` with `retry_after_ms`, then a close 1012, and is
+    /// forgotten (without `peer-left`s: everyone goes).
+    pub fn drain(&self, retry_after_ms: u64) {
+        let frame = json!({"type": "error", "code": 7012,
+                           "message": "server is shutting down; reconnect",
+                           "retry_after_ms": retry_after_ms})
+        .to_string();
+        let mut s = lock(&self.state);
+        let members: Vec<Member> = s.sessions.drain().flat_map(|(_, m)| m).collect();
+        for m in members {
+            s.frames.push(frame.clone());
+            let _ = m.tx.send(Out::Text(frame.clone()));
+            let _ = m.tx.send(Out::Close(1012));
+        }
+    }
 }
 
 async fn client(
@@ -80,18 +112,36 @@ async fn client(
     tamper: Arc<Option<Tamper>>,
 ) {
     let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
     let writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Message::text(text)).await.is_err() {
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Out::Text(text) => Message::text(text),
+                Out::Close(code) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: code.into(),
+                            reason: "".into(),
+                        })))
+                        .await;
+                    let _ = sink.close().await;
+                    return;
+                }
+            };
+            if sink.send(msg).await.is_err() {
                 return;
             }
         }
     });
-    let send = |state: &Mutex<State>, to: &mpsc::UnboundedSender<String>, v: Value| {
+    let send = |state: &Mutex<State>, to: &mpsc::UnboundedSender<Out>, v: Value| {
         let text = v.to_string();
         lock(state).frames.push(text.clone());
-        let _ = to.send(text);
+        let _ = to.send(Out::Text(text));
+    };
+    let conn = {
+        let mut s = lock(&state);
+        s.next += 1;
+        s.next
     };
     let mut me: Option<(String, String)> = None;
     while let Some(Ok(msg)) = stream.next().await {
@@ -120,17 +170,23 @@ async fn client(
                     let members = s.sessions.entry(session.clone()).or_default();
                     let peers: Vec<Value> = members
                         .iter()
-                        .map(|(id, name, _)| json!({"id": id, "name": name}))
+                        .map(|m| json!({"id": m.id, "name": m.name}))
                         .collect();
-                    let others: Vec<_> = members.iter().map(|(_, _, q)| q.clone()).collect();
-                    members.push((id.clone(), name.clone(), tx.clone()));
+                    let others: Vec<_> = members.iter().map(|m| m.tx.clone()).collect();
+                    members.push(Member {
+                        conn,
+                        id: id.clone(),
+                        name: name.clone(),
+                        tx: tx.clone(),
+                    });
                     (id, session, peers, (others, name))
                 };
                 send(
                     &state,
                     &tx,
                     json!({"type": "welcome", "session": session, "client_id": id,
-                           "peers": peers, "ice_servers": []}),
+                           "peers": peers, "ice_servers": [],
+                           "resume_token": format!("token-{id}")}),
                 );
                 let (others, name) = others;
                 for q in others {
@@ -149,11 +205,10 @@ async fn client(
                 if let Some(t) = tamper.as_ref() {
                     t(id, &to, &mut data);
                 }
-                let target = lock(&state).sessions.get(session).and_then(|m| {
-                    m.iter()
-                        .find(|(m, _, _)| *m == to)
-                        .map(|(_, _, q)| q.clone())
-                });
+                let target = lock(&state)
+                    .sessions
+                    .get(session)
+                    .and_then(|m| m.iter().find(|m| m.id == to).map(|m| m.tx.clone()));
                 if let Some(q) = target {
                     send(
                         &state,
@@ -169,9 +224,18 @@ async fn client(
     if let Some((id, session)) = me {
         let others: Vec<_> = {
             let mut s = lock(&state);
-            let members = s.sessions.entry(session).or_default();
-            members.retain(|(m, _, _)| *m != id);
-            members.iter().map(|(_, _, q)| q.clone()).collect()
+            let Some(members) = s.sessions.get_mut(&session) else {
+                // Drained: forgotten already.
+                writer.abort();
+                return;
+            };
+            let before = members.len();
+            members.retain(|m| m.conn != conn);
+            if members.len() == before {
+                writer.abort();
+                return;
+            }
+            members.iter().map(|m| m.tx.clone()).collect()
         };
         for q in others {
             send(&state, &q, json!({"type": "peer-left", "id": id}));

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod fake_signal;
+pub mod proxy;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -163,6 +164,17 @@ impl Recorder {
             } => path,
             other => panic!("expected a saved download, got {other:?}"),
         }
+    }
+
+    /// Download the next file offered to `recipient` (whose recorder this is) into
+    /// `dir`; the path it was saved at once verified (panics on any other end).
+    pub async fn receive_next(&mut self, recipient: &Peer, dir: &Path) -> PathBuf {
+        let file_id = self.offer().await;
+        recipient
+            .download(file_id, peershare::Save::ToDir(dir.to_path_buf()))
+            .await
+            .expect("download");
+        self.saved().await
     }
 
     /// Names of the transfer events seen, without progress, presence and connection events.
