@@ -457,11 +457,9 @@ async fn browser_sender_native_recv_killed_and_restarted_resumes_identical() {
         .as_u64()
         .unwrap();
     // Past the last checkpoint (16 MiB): the bytes beyond it were verified with the
-    // block hashes the page computed (`hashes-request`).
-    assert!(
-        offset >= 20 * MIB as u64,
-        "resumed from {offset}: {seen:#?}"
-    );
+    // block hashes the page computed (`hashes-request`). (What was durable at the kill
+    // may lag the 20 MiB received by a write batch.)
+    assert!(offset > 16 * MIB as u64, "resumed from {offset}: {seen:#?}");
     assert!(std::fs::read(out.path().join("resume.bin")).unwrap() == data);
     page.wait(
         "delivered",

@@ -4,9 +4,12 @@
 //! coming back.
 
 mod common;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use redis_server::{Redis, wait_ready};
 
 use common::{Client, WAIT, expect_welcome, start};
 use peershare_signaling::protocol::codes;
@@ -15,63 +18,6 @@ use serde_json::json;
 
 /// Long enough for a stopped node's heartbeat to expire and be noticed (5 s + 1 s).
 const EXPIRY_WAIT: Duration = Duration::from_secs(20);
-
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt install redis-server)");
-        // Ready once it accepts a connection.
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Redis {
-                    child,
-                    port,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn node_config(redis: &Redis) -> ServerConfig {
     ServerConfig {
@@ -83,37 +29,8 @@ fn node_config(redis: &Redis) -> ServerConfig {
 /// A node whose Redis connection and channel subscription are up (`/readyz` says 200).
 async fn node(redis: &Redis) -> SignalingServer {
     let server = start(node_config(redis)).await;
-    wait_ready(&server, true).await;
+    wait_ready(server.local_addr(), true).await;
     server
-}
-
-async fn readyz(server: &SignalingServer) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Poll `/readyz` until it says `ready` (200) or not (503); bounded by [`EXPIRY_WAIT`].
-async fn wait_ready(server: &SignalingServer, ready: bool) {
-    let want = if ready { 200 } else { 503 };
-    tokio::time::timeout(EXPIRY_WAIT, async {
-        while readyz(server).await != want {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("/readyz never answered {want}"));
 }
 
 async fn join_json(client: &mut Client, frame: serde_json::Value) -> ServerMessage {
@@ -238,11 +155,11 @@ async fn redis_node_stopped_its_members_expire_and_resume_on_another_node_keeps_
     for _ in 0..2 {
         assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
     }
-    // Node 2 drains: its clients get 7012 and the members stay in Redis.
-    n2.shutdown().await;
     assert!(
         matches!(b.recv().await, ServerMessage::PeerJoined { peer } if peer.id == wc.client_id)
     );
+    // Node 2 drains: its clients get 7012 and the members stay in Redis.
+    n2.shutdown().await;
     b.expect_error(codes::SHUTTING_DOWN).await;
     // Bob resumes through node 1 at once: same ID, and alice hears nothing.
     let mut b2 = Client::connect(&n1).await;
@@ -311,7 +228,7 @@ async fn redis_unreachable_joins_fail_7017_and_recover_with_sessions_restored() 
     let mut a = Client::connect(&n1).await;
     let wa = a.join(None, "alice").await;
     redis.stop();
-    wait_ready(&n1, false).await;
+    wait_ready(n1.local_addr(), false).await;
     let mut b = Client::connect(&n2).await;
     b.send_json(json!({"type": "join", "version": 2, "session": wa.session,
                        "name": "bob", "password": null}))
@@ -329,8 +246,8 @@ async fn redis_unreachable_joins_fail_7017_and_recover_with_sessions_restored() 
     }
     // Redis comes back empty; node 1 writes alice's session back, and bob gets in.
     let _redis = Redis::start_on(port);
-    wait_ready(&n1, true).await;
-    wait_ready(&n2, true).await;
+    wait_ready(n1.local_addr(), true).await;
+    wait_ready(n2.local_addr(), true).await;
     let wb = tokio::time::timeout(EXPIRY_WAIT, async {
         loop {
             // A fresh connection each time: a connection must join within 10 s.
