@@ -243,25 +243,27 @@ impl Registry {
 
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let code = match req.session {
+        // With the ID of a valid `resume` (never for a new server-chosen code): taken over
+        // if still a member, else joined with again if no one else uses it.
+        let (code, resumed) = match req.session {
             // A short number: the route of a code like `7-orbit-canvas-tiger`. Guessing
             // it gains nothing: the peers authenticate each other with the code's secret,
             // which the server never sees.
             None => loop {
                 let code = ids::session_number(inner.sessions.len());
                 if !inner.sessions.contains_key(&code) {
-                    break code;
+                    break (code, None);
                 }
             },
             Some(code) => {
+                let resumed = req
+                    .resume
+                    .filter(|r| self.resume_key.verify(code, &r.id, &r.token))
+                    .map(|r| r.id.as_str());
                 if let Some(session) = inner.sessions.get(code) {
                     // Creating never joins silently: someone else may hold this code.
                     // (A member resuming its membership created it, or joined it.)
-                    if req.create
-                        && !req
-                            .resume
-                            .is_some_and(|r| self.resume_key.verify(code, &r.id, &r.token))
-                    {
+                    if req.create && resumed.is_none() {
                         return Err(Rejection::new(
                             codes::SESSION_EXISTS,
                             "a session with this code exists already",
@@ -283,16 +285,9 @@ impl Registry {
                         "session code must be 8 to 64 characters from [A-Za-z0-9_-]",
                     ));
                 }
-                code.to_owned()
+                (code.to_owned(), resumed)
             }
         };
-
-        // The ID of a valid `resume`: taken over if still a member, else joined with
-        // again if no one else uses it.
-        let resumed = req
-            .resume
-            .filter(|r| self.resume_key.verify(&code, &r.id, &r.token))
-            .map(|r| r.id.as_str());
         inner.next_seq += 1;
         let seq = inner.next_seq;
         let superseded = Arc::new(AtomicBool::new(false));
@@ -419,23 +414,10 @@ impl Registry {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(s) = inner.sessions.get_mut(session) else {
-            return Err(Rejection::new(codes::BAD_STATE, "not in a session"));
+            return Err(not_in_a_session());
         };
-        if s.members.get(from).is_none_or(|m| m.seq != seq) {
-            return Err(Rejection::new(codes::BAD_STATE, "not in a session"));
-        }
-        if to == from {
-            return Err(Rejection::new(
-                codes::UNKNOWN_RECIPIENT,
-                "cannot signal yourself",
-            ));
-        }
-        if !s.members.contains_key(to) {
-            return Err(Rejection::new(
-                codes::UNKNOWN_RECIPIENT,
-                format!("no client {to:?} in this session"),
-            ));
-        }
+        let sender = s.members.get(from).is_some_and(|m| m.seq == seq);
+        check_signal(sender, from, to, s.members.contains_key(to))?;
         let slow = deliver(&self.budget, s, vec![to.to_owned()], &frame, Some(received));
         remove_members(&self.budget, inner, session, slow);
         Ok(())
@@ -452,6 +434,38 @@ impl Registry {
         let inner = self.lock();
         (inner.sessions.len(), inner.clients.len())
     }
+}
+
+/// The sender of a `signal` is not (this membership of) a member of a session: `7009`.
+pub(crate) fn not_in_a_session() -> Rejection {
+    Rejection::new(codes::BAD_STATE, "not in a session")
+}
+
+/// A `signal`'s refusals, in order: the sender is not this membership of a member
+/// (`sender`), it addresses itself, or `to` is no member of its session
+/// (`recipient`).
+pub(crate) fn check_signal(
+    sender: bool,
+    from: &str,
+    to: &str,
+    recipient: bool,
+) -> Result<(), Rejection> {
+    if !sender {
+        return Err(not_in_a_session());
+    }
+    if to == from {
+        return Err(Rejection::new(
+            codes::UNKNOWN_RECIPIENT,
+            "cannot signal yourself",
+        ));
+    }
+    if !recipient {
+        return Err(Rejection::new(
+            codes::UNKNOWN_RECIPIENT,
+            format!("no client {to:?} in this session"),
+        ));
+    }
+    Ok(())
 }
 
 /// The trimmed display name of a join, or why it is refused (`7013`).
@@ -499,6 +513,11 @@ fn peers_in_order(session: &Session, except: Option<&str>) -> Vec<PeerInfo> {
 /// `{"type":"signal","from":FROM,"data":DATA}`: what `ServerMessage::Signal` encodes to,
 /// with `data` (JSON text) spliced in unchanged.
 pub(crate) fn signal_frame(from: &str, data: &str) -> Outbound {
+    Utf8Bytes::from(signal_text(from, data))
+}
+
+/// The text of [`signal_frame`].
+pub(crate) fn signal_text(from: &str, data: &str) -> String {
     // A client ID is 12 characters from [a-z0-9]; encoded as a JSON string regardless.
     let from = serde_json::to_string(from).unwrap_or_else(|_| "\"\"".to_string());
     let mut frame = String::with_capacity(36 + from.len() + data.len());
@@ -507,7 +526,7 @@ pub(crate) fn signal_frame(from: &str, data: &str) -> Outbound {
     frame.push_str(r#","data":"#);
     frame.push_str(data);
     frame.push('}');
-    Utf8Bytes::from(frame)
+    frame
 }
 
 /// `try_send` `frame` to each of `targets`; return those whose queue is full or whose

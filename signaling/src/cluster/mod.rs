@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::error::Rejection;
 use crate::ids;
 use crate::protocol::{PeerInfo, codes, valid_session_code};
-use crate::registry::{JoinRequest, Joined, QueueBudget, Queued, checked_name, signal_frame};
+use crate::registry::{JoinRequest, Joined, QueueBudget, Queued, checked_name, signal_text};
 use crate::resume::{KEY_LEN, ResumeKey};
 use state::{Removed, State};
 use wire::{NodeMsg, Record};
@@ -80,7 +80,6 @@ enum Out {
 pub(crate) struct Cluster {
     node: String,
     conn: ConnectionManager,
-    client: redis::Client,
     outbox: mpsc::Sender<Out>,
     state: Mutex<State>,
     budget: Arc<QueueBudget>,
@@ -123,7 +122,6 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             node,
             conn,
-            client,
             outbox: out_tx,
             state: Mutex::new(State::default()),
             budget,
@@ -135,11 +133,7 @@ impl Cluster {
         });
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(outbox(weak.clone(), cluster.conn.clone(), out_rx));
-        tokio::spawn(subscriber(
-            weak.clone(),
-            cluster.client.clone(),
-            cluster.node.clone(),
-        ));
+        tokio::spawn(subscriber(weak.clone(), client, cluster.node.clone()));
         tokio::spawn(heartbeat(weak));
         tracing::info!(node = %cluster.node, "sessions shared through Redis");
         Ok(cluster)
@@ -276,7 +270,6 @@ impl Cluster {
             }
             let parsed = parse_join_reply(&reply).ok_or_else(|| self.unavailable("bad reply"))?;
             let joined = self.lock().joined(state::Joining {
-                node: &self.node,
                 session: &code,
                 id: &parsed.id,
                 ev: parsed.ev,
@@ -329,11 +322,10 @@ impl Cluster {
         data: &str,
     ) -> Result<(), Rejection> {
         let node = self.lock().route(session, from, seq, to)?;
-        let frame = signal_frame(from, data);
         let msg = NodeMsg::Signal {
             session: session.to_owned(),
             to: to.to_owned(),
-            frame: frame.as_str().to_owned(),
+            frame: signal_text(from, data),
         };
         self.send(Out::Publish {
             node,

@@ -16,8 +16,10 @@ use tokio::sync::mpsc;
 use super::peer_info;
 use super::wire::{NodeMsg, Record};
 use crate::error::Rejection;
-use crate::protocol::{PeerInfo, ServerMessage, codes};
-use crate::registry::{Outbound, QueueBudget, Queued, encode, offer};
+use crate::protocol::{PeerInfo, ServerMessage};
+use crate::registry::{
+    Outbound, QueueBudget, Queued, check_signal, encode, not_in_a_session, offer,
+};
 
 /// Membership events kept per session for members whose join reply is still on its way.
 const RECENT: usize = 1024;
@@ -73,7 +75,6 @@ pub(crate) struct Removed {
 
 /// A join script's answer, with what the joining connection brings.
 pub(crate) struct Joining<'a> {
-    pub node: &'a str,
     pub session: &'a str,
     pub id: &'a str,
     pub ev: u64,
@@ -193,7 +194,6 @@ impl State {
             );
             self.clients.insert(j.id.to_owned());
         }
-        let _ = j.node;
         JoinedLocal {
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             slow,
@@ -221,24 +221,11 @@ impl State {
         seq: u64,
         to: &str,
     ) -> Result<String, Rejection> {
-        let not_joined = || Rejection::new(codes::BAD_STATE, "not in a session");
-        let sess = self.sessions.get(session).ok_or_else(not_joined)?;
-        if sess.local.get(from).is_none_or(|m| m.seq != seq) {
-            return Err(not_joined());
-        }
-        if to == from {
-            return Err(Rejection::new(
-                codes::UNKNOWN_RECIPIENT,
-                "cannot signal yourself",
-            ));
-        }
-        match sess.mirror.get(to).and_then(|e| e.rec.as_ref()) {
-            Some(rec) => Ok(rec.node.clone()),
-            None => Err(Rejection::new(
-                codes::UNKNOWN_RECIPIENT,
-                format!("no client {to:?} in this session"),
-            )),
-        }
+        let sess = self.sessions.get(session).ok_or_else(not_in_a_session)?;
+        let sender = sess.local.get(from).is_some_and(|m| m.seq == seq);
+        let recipient = sess.mirror.get(to).and_then(|e| e.rec.as_ref());
+        check_signal(sender, from, to, recipient.is_some())?;
+        Ok(recipient.map(|r| r.node.clone()).unwrap_or_default())
     }
 
     /// A message of the node channel; returns this node's members found too slow.
@@ -443,6 +430,7 @@ fn change_frame(change: &Change) -> (&str, Outbound) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::codes;
 
     fn rec(node: &str, ev: u64, name: &str) -> Record {
         Record {
@@ -471,7 +459,6 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         st.pending("s", id, tx.clone());
         let j = st.joined(Joining {
-            node: "A",
             session: "s",
             id,
             ev,
@@ -512,7 +499,6 @@ mod tests {
             &budget,
         );
         let j = st.joined(Joining {
-            node: "A",
             session: "s",
             id: "j",
             ev: 2,
