@@ -94,17 +94,7 @@ async fn redis_nodes_sender_node_stopped_mid_transfer_rejoins_other_node_file_id
         "{:#?}",
         r_rec.seen
     );
-    let ends = r_rec
-        .seen
-        .iter()
-        .filter(|e| match e {
-            Event::DownloadCompleted { job_id, .. } | Event::DownloadCancelled { job_id, .. } => {
-                *job_id == download
-            }
-            Event::DownloadFailed { job_id, .. } => *job_id == Some(download),
-            _ => false,
-        })
-        .count();
+    let ends = ends_of(&r_rec.seen, download);
     assert_eq!(ends, 1, "{:#?}", r_rec.seen);
     recipient.leave().await;
     sender.leave().await;

@@ -109,23 +109,6 @@ impl Transfer {
     }
 }
 
-/// How many times job `job` (an upload or a download) ended.
-fn ends_of(events: &[Event], job: JobId) -> usize {
-    events
-        .iter()
-        .filter(|e| match e {
-            Event::DownloadCompleted { job_id, .. }
-            | Event::DownloadCancelled { job_id, .. }
-            | Event::UploadCompleted { job_id, .. }
-            | Event::UploadCancelled { job_id, .. } => *job_id == job,
-            Event::DownloadFailed { job_id, .. } | Event::UploadFailed { job_id, .. } => {
-                *job_id == Some(job)
-            }
-            _ => false,
-        })
-        .count()
-}
-
 /// The presence events about `peer`, in order: `joined` and `left`.
 fn presence(events: &[Event], peer: &str) -> Vec<&'static str> {
     events

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis_server::{Redis, wait_ready};
 
-use common::{Client, WAIT, expect_welcome, start};
+use common::{Client, WAIT, Welcome, expect_welcome, start};
 use peershare_signaling::protocol::codes;
 use peershare_signaling::{ServerConfig, ServerMessage, SignalingServer};
 use serde_json::json;
@@ -31,6 +31,19 @@ async fn node(redis: &Redis) -> SignalingServer {
     let server = start(node_config(redis)).await;
     wait_ready(server.local_addr(), true).await;
     server
+}
+
+/// Join `session` as `name`, resuming the membership `welcome` was for.
+async fn resume(client: &mut Client, session: &str, name: &str, welcome: &Welcome) -> Welcome {
+    expect_welcome(
+        client
+            .join_frame(
+                json!({"type": "join", "version": 2, "session": session, "name": name,
+                               "password": null,
+                               "resume": {"id": welcome.client_id, "token": welcome.resume_token}}),
+            )
+            .await,
+    )
 }
 
 async fn join_json(client: &mut Client, frame: serde_json::Value) -> ServerMessage {
@@ -163,15 +176,7 @@ async fn redis_node_stopped_its_members_expire_and_resume_on_another_node_keeps_
     b.expect_error(codes::SHUTTING_DOWN).await;
     // Bob resumes through node 1 at once: same ID, and alice hears nothing.
     let mut b2 = Client::connect(&n1).await;
-    let wb2 = expect_welcome(
-        join_json(
-            &mut b2,
-            json!({"type": "join", "version": 2, "session": wa.session, "name": "bob",
-                   "password": null,
-                   "resume": {"id": wb.client_id, "token": wb.resume_token}}),
-        )
-        .await,
-    );
+    let wb2 = resume(&mut b2, &wa.session, "bob", &wb).await;
     assert_eq!(wb2.client_id, wb.client_id);
     // Carol never comes back: once node 2's heartbeat expired, alice and bob get
     // `peer-left` for her, and nothing else (no presence change for bob).
@@ -201,15 +206,7 @@ async fn redis_resume_while_the_old_connection_lives_supersedes_it() {
     let wb = b.join(Some(&wa.session), "bob").await;
     assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
     let mut b2 = Client::connect(&n2).await;
-    let wb2 = expect_welcome(
-        join_json(
-            &mut b2,
-            json!({"type": "join", "version": 2, "session": wa.session, "name": "bob",
-                   "password": null,
-                   "resume": {"id": wb.client_id, "token": wb.resume_token}}),
-        )
-        .await,
-    );
+    let wb2 = resume(&mut b2, &wa.session, "bob", &wb).await;
     assert_eq!(wb2.client_id, wb.client_id);
     b.expect_error(codes::SUPERSEDED).await;
     a.signal(&wb.client_id, json!({"to": "new"})).await;

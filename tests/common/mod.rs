@@ -224,3 +224,20 @@ pub async fn wait_connected(rec: &mut Recorder, count: usize) {
         n += 1;
     }
 }
+
+/// How many times job `job` (an upload or a download) ended.
+pub fn ends_of(events: &[Event], job: peershare::JobId) -> usize {
+    events
+        .iter()
+        .filter(|e| match e {
+            Event::DownloadCompleted { job_id, .. }
+            | Event::DownloadCancelled { job_id, .. }
+            | Event::UploadCompleted { job_id, .. }
+            | Event::UploadCancelled { job_id, .. } => *job_id == job,
+            Event::DownloadFailed { job_id, .. } | Event::UploadFailed { job_id, .. } => {
+                *job_id == Some(job)
+            }
+            _ => false,
+        })
+        .count()
+}
