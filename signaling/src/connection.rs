@@ -168,6 +168,7 @@ impl Shared {
             clients,
             sessions,
             turn: self.relay.as_ref().map(|r| r.stats()),
+            redis_dropped: self.cluster.as_ref().map_or((0, 0), |c| c.dropped()),
         })
     }
 

@@ -166,6 +166,8 @@ pub(crate) struct Snapshot {
     pub sessions: usize,
     /// The embedded TURN relay's numbers, when it runs.
     pub turn: Option<TurnSnapshot>,
+    /// Messages for Redis dropped (`--redis`): the outbox full, a pipeline failed.
+    pub redis_dropped: (u64, u64),
 }
 
 /// The embedded TURN relay's numbers at a scrape.
@@ -187,6 +189,7 @@ pub(crate) struct Metrics {
     sessions: Gauge,
     turn_allocations: Gauge,
     turn_bytes: std::sync::Arc<LabeledCounters>,
+    redis_dropped: std::sync::Arc<LabeledCounters>,
     connections_refused: std::sync::Arc<LabeledCounters>,
     joins: Counter,
     joins_refused: std::sync::Arc<LabeledCounters>,
@@ -227,6 +230,10 @@ impl Metrics {
         let turn_bytes = Arc::new(LabeledCounters::new(
             "direction",
             &["to_peers", "from_peers"],
+        ));
+        let redis_dropped = Arc::new(LabeledCounters::new(
+            "reason",
+            &["outbox_full", "write_failed"],
         ));
         let connections_refused = Arc::new(LabeledCounters::new(
             "reason",
@@ -277,8 +284,9 @@ impl Metrics {
         );
         registry.register_with_unit(
             "relay_latency",
-            "Time from a signal frame read off the sender's connection to the relayed frame \
-             written to the recipient's socket",
+            "Time from a signal frame read off the sender's connection (with --redis: off the \
+             recipient node's Redis channel) to the relayed frame written to the recipient's \
+             socket",
             Unit::Seconds,
             Shared(Arc::clone(&relay_latency)),
         );
@@ -293,8 +301,15 @@ impl Metrics {
             Unit::Bytes,
             Shared(Arc::clone(&turn_bytes)),
         );
+        registry.register(
+            "redis_dropped",
+            "With --redis: messages for Redis (relayed signals, membership removals) dropped, \
+             because the node's outbox was full or because Redis failed the pipeline",
+            Shared(Arc::clone(&redis_dropped)),
+        );
         Metrics {
             registry,
+            redis_dropped,
             connections,
             clients,
             sessions,
@@ -353,6 +368,12 @@ impl Metrics {
         self.turn_bytes.counts[1]
             .inner()
             .store(turn.bytes_from_peers, Ordering::Relaxed);
+        self.redis_dropped.counts[0]
+            .inner()
+            .store(snapshot.redis_dropped.0, Ordering::Relaxed);
+        self.redis_dropped.counts[1]
+            .inner()
+            .store(snapshot.redis_dropped.1, Ordering::Relaxed);
         let mut out = String::with_capacity(8 * 1024);
         if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
             // Only a failing `fmt::Write` errs, and a String never does.
@@ -396,6 +417,7 @@ mod tests {
                 bytes_to_peers: 1000,
                 bytes_from_peers: 2000,
             }),
+            redis_dropped: (7, 0),
         });
         for expected in [
             "peershare_signaling_connections 5",
@@ -415,6 +437,8 @@ mod tests {
             "peershare_signaling_turn_allocations 3",
             "peershare_signaling_turn_relayed_bytes_total{direction=\"to_peers\"} 1000",
             "peershare_signaling_turn_relayed_bytes_total{direction=\"from_peers\"} 2000",
+            "peershare_signaling_redis_dropped_total{reason=\"outbox_full\"} 7",
+            "peershare_signaling_redis_dropped_total{reason=\"write_failed\"} 0",
         ] {
             assert_eq!(line(&text, expected), expected);
         }

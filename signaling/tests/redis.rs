@@ -9,7 +9,7 @@ mod redis_server;
 
 use std::time::Duration;
 
-use redis_server::{Redis, wait_ready};
+use redis_server::{Redis, http_get, wait_ready};
 
 use common::{Client, WAIT, Welcome, expect_welcome, start};
 use peershare_signaling::protocol::codes;
@@ -44,6 +44,17 @@ async fn resume(client: &mut Client, session: &str, name: &str, welcome: &Welcom
             )
             .await,
     )
+}
+
+/// `peershare_signaling_redis_dropped_total{reason}` of `server`'s `/metrics`.
+async fn redis_dropped(server: &SignalingServer, reason: &str) -> u64 {
+    let (status, body) = http_get(server.local_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    let prefix = format!("peershare_signaling_redis_dropped_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in /metrics"))
 }
 
 async fn join_json(client: &mut Client, frame: serde_json::Value) -> ServerMessage {
@@ -224,8 +235,21 @@ async fn redis_unreachable_joins_fail_7017_and_recover_with_sessions_restored() 
     let n2 = node(&redis).await;
     let mut a = Client::connect(&n1).await;
     let wa = a.join(None, "alice").await;
+    let mut c = Client::connect(&n1).await;
+    let wc = c.join(Some(&wa.session), "carol").await;
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { peer } if peer.name == "carol"));
+    assert_eq!(redis_dropped(&n1, "write_failed").await, 0);
     redis.stop();
     wait_ready(n1.local_addr(), false).await;
+    // A signal while Redis is away is lost, and /metrics counts it.
+    a.signal(&wc.client_id, json!({"n": 1})).await;
+    tokio::time::timeout(EXPIRY_WAIT, async {
+        while redis_dropped(&n1, "write_failed").await == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the lost signal counted in redis_dropped_total");
     let mut b = Client::connect(&n2).await;
     b.send_json(json!({"type": "join", "version": 2, "session": wa.session,
                        "name": "bob", "password": null}))

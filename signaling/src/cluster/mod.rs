@@ -64,9 +64,12 @@ const COUNT_KEY: &str = "ps:nsessions";
 /// What the outbox task writes to Redis, in order.
 #[derive(Debug)]
 enum Out {
-    Publish {
+    /// A relayed `signal` for member `to` of `session`, held by `node`.
+    Signal {
         node: String,
-        msg: String,
+        session: String,
+        to: String,
+        frame: String,
     },
     Remove {
         session: String,
@@ -89,6 +92,10 @@ pub(crate) struct Cluster {
     reachable: AtomicBool,
     subscribed: AtomicBool,
     next_seq: AtomicU64,
+    /// Messages for Redis dropped because the outbox was full, and because their
+    /// pipeline failed (read for `/metrics`).
+    dropped_full: AtomicU64,
+    dropped_failed: AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -130,6 +137,8 @@ impl Cluster {
             reachable: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             next_seq: AtomicU64::new(0),
+            dropped_full: AtomicU64::new(0),
+            dropped_failed: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(outbox(weak.clone(), cluster.conn.clone(), out_rx));
@@ -154,6 +163,14 @@ impl Cluster {
     /// Sessions with members on this node, and this node's joined clients.
     pub fn counts(&self) -> (usize, usize) {
         self.lock().counts()
+    }
+
+    /// Messages for Redis dropped so far: (outbox full, pipeline failed).
+    pub fn dropped(&self) -> (u64, u64) {
+        (
+            self.dropped_full.load(Ordering::Relaxed),
+            self.dropped_failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether `client` is joined on this node (TURN credentials of the embedded relay).
@@ -322,20 +339,18 @@ impl Cluster {
         data: &str,
     ) -> Result<(), Rejection> {
         let node = self.lock().route(session, from, seq, to)?;
-        let msg = NodeMsg::Signal {
+        self.send(Out::Signal {
+            node,
             session: session.to_owned(),
             to: to.to_owned(),
             frame: signal_text(from, data),
-        };
-        self.send(Out::Publish {
-            node,
-            msg: msg.encode(),
         });
         Ok(())
     }
 
     fn send(&self, out: Out) {
         if self.outbox.try_send(out).is_err() {
+            self.dropped_full.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("outbox full: a frame for Redis was dropped");
         }
     }
@@ -355,11 +370,17 @@ impl Cluster {
 
     /// A message from this node's channel.
     fn on_message(&self, text: &str) {
-        let Some(msg) = NodeMsg::parse(text) else {
+        let read = std::time::Instant::now();
+        let Some(msgs) = NodeMsg::parse(text) else {
             tracing::warn!("malformed message on the node channel");
             return;
         };
-        let slow = self.lock().apply(&self.node, msg, &self.budget);
+        let slow = {
+            let mut state = self.lock();
+            msgs.into_iter()
+                .flat_map(|msg| state.apply(&self.node, msg, &self.budget, read))
+                .collect()
+        };
         self.after_delivery(slow);
     }
 }
@@ -446,21 +467,28 @@ async fn outbox(cluster: Weak<Cluster>, mut conn: ConnectionManager, mut rx: mps
         let Some(node) = cluster.upgrade().map(|c| c.node.clone()) else {
             return;
         };
-        let mut pipe = redis::pipe();
+        let n = batch.len() as u64;
+        let mut pipe = redis::Pipeline::with_capacity(batch.len());
+        // Signals for the same node since the last removal go out as one `S` message per
+        // node (in their order), so that a node under load sends Redis, and reads from
+        // it, one message per batch rather than one per frame. A removal is a barrier:
+        // what came before it is published before it.
+        let mut packed = Packed::default();
         for out in batch.drain(..) {
             match out {
-                Out::Publish { node, msg } => {
-                    pipe.cmd("PUBLISH")
-                        .arg(wire::channel(&node))
-                        .arg(msg)
-                        .ignore();
-                }
+                Out::Signal {
+                    node,
+                    session,
+                    to,
+                    frame,
+                } => packed.push(&mut pipe, node, &session, &to, &frame),
                 Out::Remove {
                     session,
                     id,
                     node: of,
                     ev,
                 } => {
+                    packed.flush(&mut pipe);
                     let [meta, members] = wire::session_keys(&session);
                     // EVAL, not EVALSHA: a Redis restarted empty knows no scripts.
                     pipe.cmd("EVAL")
@@ -478,11 +506,61 @@ async fn outbox(cluster: Weak<Cluster>, mut conn: ConnectionManager, mut rx: mps
                 }
             }
         }
+        packed.flush(&mut pipe);
         let sent: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         if let Err(e) = sent {
+            if let Some(c) = cluster.upgrade() {
+                c.dropped_failed.fetch_add(n, Ordering::Relaxed);
+            }
             tracing::debug!(error = %e, "redis write failed; a batch was dropped");
         }
     }
+}
+
+/// `S` messages being packed, one per node, in the order of their first signal.
+#[derive(Default)]
+struct Packed {
+    messages: Vec<(String, String)>,
+}
+
+impl Packed {
+    fn push(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        node: String,
+        session: &str,
+        to: &str,
+        frame: &str,
+    ) {
+        let at = match self.messages.iter().position(|(n, _)| *n == node) {
+            Some(i) => i,
+            None => {
+                self.messages.push((node, String::from("S\n")));
+                self.messages.len() - 1
+            }
+        };
+        wire::push_signal(&mut self.messages[at].1, session, to, frame);
+        if self.messages[at].1.len() >= wire::SIGNALS_MAX_BYTES {
+            let (node, text) = self.messages.remove(at);
+            publish(pipe, &node, text);
+        }
+    }
+
+    fn flush(&mut self, pipe: &mut redis::Pipeline) {
+        for (node, text) in self.messages.drain(..) {
+            publish(pipe, &node, text);
+        }
+    }
+}
+
+/// Add `PUBLISH ps:node:NODE text` to `pipe`, its reply ignored.
+fn publish(pipe: &mut redis::Pipeline, node: &str, text: String) {
+    let channel = wire::channel(node);
+    // Sized once: growing each command's buffer argument by argument took a tenth of a
+    // node's CPU under load.
+    let mut cmd = redis::Cmd::with_capacity(3, 7 + channel.len() + text.len());
+    cmd.arg("PUBLISH").arg(channel).arg(text);
+    pipe.add_command(cmd).ignore();
 }
 
 /// Reads the node's channel; reconnects (and resubscribes) when the connection drops.

@@ -229,7 +229,13 @@ impl State {
     }
 
     /// A message of the node channel; returns this node's members found too slow.
-    pub fn apply(&mut self, own: &str, msg: NodeMsg, budget: &Arc<QueueBudget>) -> Vec<Removed> {
+    pub fn apply(
+        &mut self,
+        own: &str,
+        msg: NodeMsg,
+        budget: &Arc<QueueBudget>,
+        read: std::time::Instant,
+    ) -> Vec<Removed> {
         match msg {
             NodeMsg::Signal { session, to, frame } => {
                 let Some(sess) = self.sessions.get(&session) else {
@@ -237,7 +243,7 @@ impl State {
                 };
                 let frame = Outbound::from(frame);
                 if let Some(m) = sess.local.get(&to) {
-                    if !offer(budget, &m.tx, &frame, None) {
+                    if !offer(budget, &m.tx, &frame, Some(read)) {
                         let ev = m.ev;
                         self.remove_local(&session, &to);
                         return vec![Removed {
@@ -247,7 +253,7 @@ impl State {
                         }];
                     }
                 } else if let Some(tx) = sess.pending.get(&to) {
-                    let _ = offer(budget, tx, &frame, None);
+                    let _ = offer(budget, tx, &frame, Some(read));
                 }
                 Vec::new()
             }
@@ -487,6 +493,7 @@ mod tests {
                 ev: 3,
             },
             &budget,
+            std::time::Instant::now(),
         );
         st.apply(
             "A",
@@ -497,6 +504,7 @@ mod tests {
                 member: rec("B", 4, "yann"),
             },
             &budget,
+            std::time::Instant::now(),
         );
         let j = st.joined(Joining {
             session: "s",
@@ -533,6 +541,7 @@ mod tests {
                 member: rec("B", 1, "xena"),
             },
             &budget,
+            std::time::Instant::now(),
         );
         assert!(frames(&mut rx).is_empty());
         assert!(st.route("s", "j", 1, "x").is_err());
@@ -558,6 +567,7 @@ mod tests {
                 frame: r#"{"type":"signal","from":"x","data":{}}"#.into(),
             },
             &budget,
+            std::time::Instant::now(),
         );
         assert_eq!(frames(&mut rx).len(), 1);
         assert!(st.is_member("j"));
@@ -574,6 +584,7 @@ mod tests {
                 node: "B".into(),
             },
             &budget,
+            std::time::Instant::now(),
         );
         assert!(superseded.load(Ordering::Acquire));
         assert!(!st.is_member("j"));

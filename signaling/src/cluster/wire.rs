@@ -9,12 +9,26 @@
 //!   `EV`) on `NODE`; `RELAY` is `1` for `relay_only`.
 //! - `L SESSION ID EV`: `ID` left (or was removed, or expired).
 //! - `M SESSION ID EV NODE`: `ID` resumed its membership on `NODE`.
-//! - `S SESSION TO FRAME`: deliver the server frame `FRAME` (a relayed `signal`) to `TO`.
+//! - `S` then, one or more times, `SESSION TO LEN FRAME`: deliver the server frame
+//!   `FRAME` (a relayed `signal`, `LEN` bytes, newlines allowed) to `TO`, in this order.
+//!   A node sends the signals it has for another node in one message (at most
+//!   [`SIGNALS_MAX_BYTES`] unless a single frame is larger).
 //!
 //! `EV` numbers every membership change of a session (`HINCRBY` of its `ev` field), so a
 //! node can tell a late event from a new one.
 //!
 //! A member's record (a field of the session's members hash): `NODE\nEV\nRELAY\nNAME`.
+
+/// A node's signals for another node are packed into `S` messages of at most this many
+/// bytes (one frame larger than this goes alone).
+pub(crate) const SIGNALS_MAX_BYTES: usize = 256 * 1024;
+
+/// Append one signal to the text of an `S` message (which starts `"S\n"`).
+pub(crate) fn push_signal(text: &mut String, session: &str, to: &str, frame: &str) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(text, "{session}\n{to}\n{}\n{frame}", frame.len());
+}
 
 /// A membership change or a frame to deliver, as sent to a node's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +104,9 @@ fn parse_flag(s: &str) -> Option<bool> {
 }
 
 impl NodeMsg {
-    /// The message's text (what the Lua scripts build for `J`, `L` and `M`).
+    /// The message's text (what the Lua scripts build for `J`, `L` and `M`, and the
+    /// outbox for `S`).
+    #[cfg(test)]
     pub fn encode(&self) -> String {
         match self {
             NodeMsg::Joined {
@@ -111,13 +127,25 @@ impl NodeMsg {
                 ev,
                 node,
             } => format!("M\n{session}\n{id}\n{ev}\n{node}"),
-            NodeMsg::Signal { session, to, frame } => format!("S\n{session}\n{to}\n{frame}"),
+            NodeMsg::Signal { session, to, frame } => {
+                let mut text = String::from("S\n");
+                push_signal(&mut text, session, to, frame);
+                text
+            }
         }
     }
 
-    /// A message read from the channel, `None` if malformed.
-    pub fn parse(text: &str) -> Option<NodeMsg> {
+    /// A message read from the channel (several for an `S` message), `None` if
+    /// malformed.
+    pub fn parse(text: &str) -> Option<Vec<NodeMsg>> {
         let (kind, rest) = text.split_once('\n')?;
+        if kind == "S" {
+            return parse_signals(rest);
+        }
+        Self::parse_one(kind, rest).map(|m| vec![m])
+    }
+
+    fn parse_one(kind: &str, rest: &str) -> Option<NodeMsg> {
         match kind {
             "J" => {
                 let mut f = rest.splitn(6, '\n');
@@ -156,17 +184,29 @@ impl NodeMsg {
                     node: f.next()?.to_owned(),
                 })
             }
-            "S" => {
-                let mut f = rest.splitn(3, '\n');
-                Some(NodeMsg::Signal {
-                    session: f.next()?.to_owned(),
-                    to: f.next()?.to_owned(),
-                    frame: f.next()?.to_owned(),
-                })
-            }
             _ => None,
         }
     }
+}
+
+/// The signals of an `S` message (after its first line), in order; `None` if any is
+/// malformed or there is none.
+fn parse_signals(mut rest: &str) -> Option<Vec<NodeMsg>> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (session, r) = rest.split_once('\n')?;
+        let (to, r) = r.split_once('\n')?;
+        let (len, r) = r.split_once('\n')?;
+        let len: usize = len.parse().ok()?;
+        let frame = r.get(..len)?;
+        rest = r.get(len..)?;
+        out.push(NodeMsg::Signal {
+            session: session.to_owned(),
+            to: to.to_owned(),
+            frame: frame.to_owned(),
+        });
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The Redis channel of a node.
@@ -224,9 +264,29 @@ mod tests {
                 frame: "{\"type\":\"signal\",\n\"data\":{}}".into(),
             },
         ] {
-            assert_eq!(NodeMsg::parse(&msg.encode()), Some(msg));
+            assert_eq!(NodeMsg::parse(&msg.encode()), Some(vec![msg]));
         }
         assert_eq!(Record::parse(&member.encode()), Some(member));
+    }
+
+    #[test]
+    fn node_msg_signals_packed_in_one_message_come_out_in_order() {
+        let mut text = String::from("S\n");
+        let frames = ["{\"a\":\n1}", "", "é\n\n", "{}"];
+        for (i, f) in frames.iter().enumerate() {
+            push_signal(&mut text, "42", &format!("id{i}"), f);
+        }
+        let msgs = NodeMsg::parse(&text).unwrap();
+        let expected: Vec<NodeMsg> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| NodeMsg::Signal {
+                session: "42".into(),
+                to: format!("id{i}"),
+                frame: (*f).into(),
+            })
+            .collect();
+        assert_eq!(msgs, expected);
     }
 
     #[test]
@@ -240,6 +300,10 @@ mod tests {
             "L\n42\nid",
             "M\n42\nid\n1",
             "S\n42",
+            "S\n",
+            "S\n42\nto\n5\nabc",
+            "S\n42\nto\nx\nabc",
+            "S\n42\nto\n1\né",
         ] {
             assert_eq!(NodeMsg::parse(bad), None, "{bad:?}");
         }

@@ -62,25 +62,34 @@ impl Drop for Redis {
     }
 }
 
-/// `GET /readyz` of the signaling server at `addr`: the status code (0 if unreadable).
-pub async fn readyz(addr: std::net::SocketAddr) -> u16 {
+/// `GET path` of the signaling server at `addr`: the status code (0 if unreadable) and
+/// the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return 0;
+        return (0, String::new());
     };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return 0;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
     }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out);
-    text.split(' ')
+    let status = text
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// `GET /readyz` of the signaling server at `addr`: the status code (0 if unreadable).
+pub async fn readyz(addr: std::net::SocketAddr) -> u16 {
+    http_get(addr, "/readyz").await.0
 }
 
 /// Poll `/readyz` until it says ready (200) or not (503); panics after 20 s.
