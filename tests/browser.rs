@@ -1,9 +1,12 @@
 //! The browser peer: the page the signaling server serves, in headless Chromium, in one
 //! session with the real `peershare` binaries on 127.0.0.1. Files cross byte-identical in
 //! both directions, between browsers, and to several recipients at once; a wrong code and
-//! a sender whose bytes do not match its offer are caught by the page.
+//! a sender whose bytes do not match its offer are caught by the page; a page whose
+//! signaling node drains rejoins through another node under its client ID.
 
 mod common;
+#[path = "../signaling/tests/support/redis_server.rs"]
+mod redis_server;
 
 use std::path::Path;
 
@@ -279,6 +282,16 @@ async fn browser_broadcast_native_send_to_two_browsers_and_native_recv_all_deliv
     let p2 = chrome.page(d2.path()).await;
     p1.goto(&url).await;
     p2.goto(&url).await;
+    // Both pages hold the offer before the native recipient joins: `send` waits only for
+    // recipients that joined before the first one got everything, and a fast `recv`
+    // could otherwise get there before the sender has met a page.
+    for p in [&p1, &p2] {
+        p.wait(
+            "an offer",
+            "return window.peershare.events.some(e => e.event === 'download-available');",
+        )
+        .await;
+    }
     let out = tempfile::tempdir().unwrap();
     let receiver = recv(out.path(), &cli_ticket);
     let (s1, s2) = tokio::join!(
@@ -533,4 +546,88 @@ async fn browser_accepts_one_declines_other_sender_records_both() {
         "{names:?}"
     );
     page.close().await;
+}
+
+/// A TCP forwarder on 127.0.0.1 standing for a load balancer: each connection goes to the
+/// address `target` holds when it arrives.
+async fn balancer(
+    target: tokio::sync::watch::Receiver<std::net::SocketAddr>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = *target.borrow();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_node_drains_page_rejoins_other_node_same_id_and_shares() {
+    use peershare::signaling::ServerConfig;
+    let redis = redis_server::Redis::start();
+    let node = || async {
+        let server = common::server_with(ServerConfig {
+            redis: Some(redis.url()),
+            ..ServerConfig::default()
+        })
+        .await;
+        redis_server::wait_ready(server.local_addr(), true).await;
+        server
+    };
+    let (a, b) = (node().await, node().await);
+    let (to, target) = tokio::sync::watch::channel(a.local_addr());
+    let lb = balancer(target).await;
+
+    let chrome = Chrome::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let page = chrome.page(downloads.path()).await;
+    page.goto(&format!("http://{lb}/")).await;
+    page.click("#create-button").await;
+    let code = page
+        .wait(
+            "a code",
+            "return window.peershare && window.peershare.code;",
+        )
+        .await;
+    let code = code.as_str().expect("code").to_string();
+    let id = page.eval("return window.peershare.clientId;").await;
+
+    // Node A drains (7012, close 1012); the balancer sends new connections to node B.
+    to.send(b.local_addr()).unwrap();
+    a.shutdown().await;
+    let back = page
+        .wait(
+            "signaling-reconnected",
+            "return window.peershare.events.find(e => e.event === 'signaling-reconnected') ?? null;",
+        )
+        .await;
+    assert_eq!(back["resumed"], true, "{back}");
+    assert_eq!(back["client_id"], id, "{back}");
+
+    // Signaling works through node B: a recipient joining now meets the page.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("after-drain.bin");
+    let data = write_random(&src, 2 * MIB + 5, 9);
+    page.choose_files(&[&src]).await;
+    let out = tempfile::tempdir().unwrap();
+    let receiver = recv(out.path(), &format!("{code}@{lb}"));
+    let (status, events, stderr) = receiver.finish().await;
+    assert_eq!(status, 0, "{stderr}\n{events:#?}");
+    assert!(std::fs::read(out.path().join("after-drain.bin")).unwrap() == data);
+    let seen: Vec<String> = page
+        .event_names()
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("signaling-") || n == "error" || n == "joined")
+        .collect();
+    assert_eq!(seen, ["joined", "signaling-lost", "signaling-reconnected"]);
+    page.close().await;
+    b.shutdown().await;
 }

@@ -42,7 +42,7 @@ enum Cmd {
     Browser(bench::browser::BrowserArgs),
     /// Load on one signaling server (`peershare-signaling` under taskset): joins/s, relay
     /// latency under N active peers, relayed frames/s at saturation, RSS per idle peer
-    /// (bench/src/bench/signaling.rs).
+    /// (bench/src/bench/signaling/).
     Signaling(bench::signaling::SignalingArgs),
 }
 

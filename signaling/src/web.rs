@@ -67,6 +67,7 @@ pub(crate) const ASSETS: &[Asset] = &[
     asset!("index.html", HTML),
     asset!("app.js", JS),
     asset!("session.js", JS),
+    asset!("rejoin.js", JS),
     asset!("link.js", JS),
     asset!("download.js", JS),
     asset!("upload.js", JS),

@@ -121,9 +121,10 @@ function onEvent(ev) {
 
 function render() {
   if (!session) return;
-  const joined = session.state === 'joined' || session.state === 'disconnected';
+  const joined = ['joined', 'disconnected', 'offline'].includes(session.state);
   if (session.state === 'error') setStatus('error', 'Not connected');
-  else if (session.state === 'disconnected') setStatus('disconnected', 'Signaling lost; connected members keep working');
+  else if (session.state === 'disconnected') setStatus('disconnected', 'Signaling lost; rejoining (connected members keep working)');
+  else if (session.state === 'offline') setStatus('disconnected', 'Signaling lost; connected members keep working, nobody new can join');
   else if (joined) setStatus('joined', `In session ${session.route}`);
   $('session').hidden = !joined;
   $('send').hidden = !joined;

@@ -7,8 +7,10 @@ import { Link } from './link.js';
 import { decodeControl, encode, newUuid, truncateBytes, PROTOCOL_VERSION, FEATURES, MAX_LABEL_BYTES } from './wire.js';
 import { Download } from './download.js';
 import { Upload, Slots, MAX_STREAMS_PER_PEER, MAX_HASHING } from './upload.js';
+import { RETRY_WINDOW_MS, hintOf, passesOn, rejoinDelay } from './rejoin.js';
 
 const PING_MS = 25000;
+
 /** Failed pairs after which the code is burnt (docs/PROTOCOL.md "Guessing limit"). */
 const MAX_AUTH_FAILURES = 3;
 /** Offers the page keeps from all members (a stranger cannot make it hold more). */
@@ -48,6 +50,13 @@ export class Session extends EventTarget {
     this.burnt = false;
     this.ws = null;
     this.pinger = null;
+    this.resumeToken = null;
+    // Rejoining: when the connection was lost, attempts made, the server's hint (ms).
+    this.lostAt = 0;
+    this.attempts = 0;
+    this.retryHint = null;
+    this.rejoinTimer = null;
+    this.closed = false;
   }
 
   // ------------------------------------------------------------------ events out
@@ -74,31 +83,71 @@ export class Session extends EventTarget {
   // ------------------------------------------------------------------ signaling
 
   start() {
+    this.connect(null);
+  }
+
+  /** Open a signaling connection and join (`resume`: `{id, token}` to rejoin as). */
+  connect(resume) {
     let ws;
     try {
       ws = new WebSocket(this.server);
     } catch (e) {
+      if (resume) return this.rejoinLater();
       this.fatal(6007, `cannot reach the signaling server: ${e.message}`);
       return;
     }
     this.ws = ws;
     ws.onopen = () => {
-      ws.send(encode({ type: 'join', version: 2, session: this.route, name: this.name, password: null }));
+      const join = { type: 'join', version: 2, session: this.route, name: this.name, password: null };
+      if (resume) join.resume = resume;
+      ws.send(encode(join));
       this.pinger = setInterval(() => ws.readyState === 1 && ws.send('{"type":"ping"}'), PING_MS);
     };
-    ws.onmessage = (ev) => this.onFrame(ev.data);
+    ws.onmessage = (ev) => this.ws === ws && this.onFrame(ev.data);
     ws.onclose = () => {
+      if (this.ws !== ws) return;
       clearInterval(this.pinger);
-      if (this.state === 'joined') {
-        this.state = 'disconnected';
-        this.emit('signaling-lost', { message: 'the signaling server closed the connection; connected peers keep working' });
-      } else if (this.state === 'connecting') {
-        this.fatal(6007, 'cannot reach the signaling server');
-      }
+      this.onClosed();
     };
   }
 
+  /** The signaling connection closed: rejoin, go on rejoining, or fail the first join. */
+  onClosed() {
+    if (this.closed) return;
+    if (this.state === 'joined') {
+      this.state = 'disconnected';
+      this.lostAt = performance.now();
+      this.attempts = 0;
+      this.emit('signaling-lost', { reason: 'the signaling connection closed; connected peers keep working' });
+      this.rejoinLater();
+    } else if (this.state === 'disconnected') {
+      this.rejoinLater();
+    } else if (this.state === 'connecting') {
+      this.fatal(6007, 'cannot reach the signaling server');
+    }
+  }
+
+  /** The next attempt to rejoin (see rejoin.js); none once the retry window has passed. */
+  rejoinLater() {
+    if (this.closed) return;
+    const delay = rejoinDelay(this.attempts++, this.retryHint, Math.random());
+    this.retryHint = null;
+    if (performance.now() + delay - this.lostAt > RETRY_WINDOW_MS) {
+      return this.giveUp('no signaling server took us back within 30 s');
+    }
+    clearTimeout(this.rejoinTimer);
+    this.rejoinTimer = setTimeout(() => this.connect({ id: this.clientId, token: this.resumeToken }), delay);
+  }
+
+  /** Rejoining is over: members already connected keep working, nobody new can come. */
+  giveUp(why) {
+    this.state = 'offline';
+    this.emit('error', { code: 1180, message: `signaling lost: ${why}` });
+  }
+
   close() {
+    this.closed = true;
+    clearTimeout(this.rejoinTimer);
     clearInterval(this.pinger);
     for (const link of this.links.values()) link.close();
     if (this.ws && this.ws.readyState <= 1) {
@@ -142,19 +191,55 @@ export class Session extends EventTarget {
         if (Array.isArray(f.ice_servers)) this.iceServers = f.ice_servers;
         return;
       case 'error':
-        if (this.state === 'connecting') {
-          const why = { 7006: 'no session with this code exists (it may have ended)', 7005: 'the session is full' };
-          this.fatal(Number(f.code) || 7001, why[f.code] ?? String(f.message ?? 'refused'));
-        }
-        return;
+        return this.onError(f);
       default:
         return; // pong and unknown frames
     }
   }
 
+  onError(f) {
+    const code = Number(f.code) || 7001;
+    if (this.state === 'connecting') {
+      const why = { 7006: 'no session with this code exists (it may have ended)', 7005: 'the session is full' };
+      this.fatal(code, why[code] ?? String(f.message ?? 'refused'));
+    } else if (code === 7016) {
+      // Another connection took this membership over: stop.
+      this.closed = true;
+      this.giveUp('another connection resumed this membership (7016)');
+    } else if (code === 7012) {
+      // Draining: close 1012 follows; come back after its hint.
+      this.retryHint = hintOf(f);
+    } else if (this.state === 'disconnected') {
+      // A refused rejoin: 7017 passes it on, anything else ends it.
+      if (passesOn(code)) {
+        this.retryHint = hintOf(f);
+        this.ws?.close();
+      } else {
+        const ws = this.ws;
+        this.ws = null;
+        ws?.close();
+        this.giveUp(`the server refused to take us back (${code})`);
+      }
+    }
+  }
+
   onWelcome(f) {
+    const rejoined = this.state === 'disconnected';
+    const before = this.clientId;
+    this.resumeToken = typeof f.resume_token === 'string' ? f.resume_token : null;
     this.clientId = String(f.client_id);
     this.iceServers = Array.isArray(f.ice_servers) ? f.ice_servers : [];
+    const peers = (Array.isArray(f.peers) ? f.peers : []).filter((p) => p && typeof p.id === 'string');
+    if (rejoined) {
+      this.state = 'joined';
+      const resumed = this.clientId === before;
+      const listed = new Set(peers.map((p) => p.id));
+      // Under a new ID every member is met anew; under ours, those gone left.
+      for (const id of [...this.links.keys()]) if (!resumed || !listed.has(id)) this.removeMember(id);
+      for (const p of peers) this.addMember(p);
+      this.emit('signaling-reconnected', { client_id: this.clientId, server: this.server, resumed });
+      return;
+    }
     if (this.route === null) {
       this.route = String(f.session);
       this.secret = generateSecret();
@@ -162,7 +247,7 @@ export class Session extends EventTarget {
     }
     this.state = 'joined';
     this.emit('joined', { client_id: this.clientId, name: this.name, code: this.code });
-    for (const p of Array.isArray(f.peers) ? f.peers : []) this.addMember(p);
+    for (const p of peers) this.addMember(p);
   }
 
   addMember(peer) {

@@ -389,9 +389,8 @@ async fn drive(args: &SignalingArgs, d: &mut Deployment) -> anyhow::Result<Repor
         None
     };
 
-    // 6. Failover, once what the saturation phase left in flight has drained.
+    // 6. Failover.
     let failover = if d.nodes.len() == 2 && args.failover_secs > 0 {
-        tokio::time::sleep(Duration::from_secs(2)).await;
         Some(fail_over(args, d, members, origin, &sdp).await?)
     } else {
         None

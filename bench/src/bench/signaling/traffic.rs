@@ -316,6 +316,9 @@ pub(super) async fn send_candidates(
     Ok(())
 }
 
+/// How long a connection stays silent before the frames of a phase count as drained.
+const QUIET: Duration = Duration::from_millis(500);
+
 /// One member in the saturation phase: sends `window` frames, then returns every frame it
 /// receives to its partner, until `stop_at`.
 pub(super) async fn member_bounce(
@@ -343,8 +346,12 @@ pub(super) async fn member_bounce(
     loop {
         tokio::select! {
             // The connection stays open until every member has stopped (closing it
-            // would turn the partner's frames in flight into 7008s).
-            () = tokio::time::sleep_until(stop_at) => return Ok(m),
+            // would turn the partner's frames in flight into 7008s), and what is still
+            // in flight is read first, so that the next phase starts with empty queues.
+            () = tokio::time::sleep_until(stop_at) => {
+                while let Ok(Some(Ok(_))) = tokio::time::timeout(QUIET, m.ws.next()).await {}
+                return Ok(m);
+            }
             msg = m.ws.next() => {
                 let Some(msg) = msg else {
                     return Ok(lose(m, &samples));
