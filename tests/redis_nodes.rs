@@ -1,7 +1,8 @@
 //! Real peers on two signaling nodes that share sessions through a real `redis-server`
 //! (docs/PROTOCOL.md, "Several nodes"): a file crosses between members joined through
 //! different nodes, and a node stopped mid-transfer costs nothing: its member rejoins
-//! through the other node under the same ID and the file arrives whole.
+//! through the other node under the same ID and the file arrives whole; Redis stopped
+//! mid-transfer costs nothing either (peer connections need no signaling).
 
 mod common;
 #[path = "../signaling/tests/support/redis_server.rs"]
@@ -98,5 +99,57 @@ async fn redis_nodes_sender_node_stopped_mid_transfer_rejoins_other_node_file_id
     assert_eq!(ends, 1, "{:#?}", r_rec.seen);
     recipient.leave().await;
     sender.leave().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_nodes_redis_stopped_mid_transfer_file_completes_identical() {
+    init_tracing();
+    let mut redis = Redis::start();
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (src, data) = random_file(tmp.path(), "big.bin", SIZE, 78);
+    let mut cfg = config(&n1, None, "sender", tmp.path());
+    cfg.rate_limit = Some(RATE);
+    let (sender, mut s_rec) = join_with(cfg).await;
+    let sender_id = sender.client_id().to_string();
+    let cfg = config(&n2, Some(sender.session()), "recipient", &out);
+    let (recipient, mut r_rec) = join_with(cfg).await;
+
+    let upload = sender.send_files(&[src], Share::Broadcast).await.unwrap()[0];
+    let file_id = r_rec.offer().await;
+    let download = recipient
+        .download(file_id, Save::ToDir(out.clone()))
+        .await
+        .unwrap();
+    r_rec
+        .until("progress", |e| matches!(e, Event::DownloadProgress { .. }))
+        .await;
+
+    // Redis goes away mid-transfer: both nodes stop taking joins, the transfer goes on.
+    redis.stop();
+    wait_ready(n1.local_addr(), false).await;
+    wait_ready(n2.local_addr(), false).await;
+    let path = r_rec.saved().await;
+    assert!(std::fs::read(&path).unwrap() == data, "bytes differ");
+    let completed =
+        |e: &Event| matches!(e, Event::UploadCompleted { job_id, .. } if *job_id == upload);
+    if !s_rec.seen.iter().any(completed) {
+        s_rec.until("upload end", completed).await;
+    }
+    assert_eq!(ends_of(&r_rec.seen, download), 1, "{:#?}", r_rec.seen);
+    assert!(
+        !r_rec
+            .seen
+            .iter()
+            .any(|e| matches!(e, Event::PeerLeft { peer } if *peer == sender_id)),
+        "{:#?}",
+        r_rec.seen
+    );
+    recipient.leave().await;
+    sender.leave().await;
+    n1.shutdown().await;
     n2.shutdown().await;
 }
