@@ -155,47 +155,46 @@ async fn client(
         match frame["type"].as_str() {
             Some("ping") => send(&state, &tx, json!({"type": "pong"})),
             Some("join") if me.is_none() => {
-                let (id, session, peers, others) = {
-                    let mut s = lock(&state);
-                    s.next += 1;
-                    let id = s
-                        .forced_ids
-                        .pop_front()
-                        .unwrap_or_else(|| format!("{:012x}", 0x5000_0000_0000 + s.next * 7919));
-                    let session = frame["session"]
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| (40 + s.next).to_string());
-                    let name = frame["name"].as_str().unwrap_or("?").to_string();
-                    let members = s.sessions.entry(session.clone()).or_default();
-                    let peers: Vec<Value> = members
-                        .iter()
-                        .map(|m| json!({"id": m.id, "name": m.name}))
-                        .collect();
-                    let others: Vec<_> = members.iter().map(|m| m.tx.clone()).collect();
-                    members.push(Member {
-                        conn,
-                        id: id.clone(),
-                        name: name.clone(),
-                        tx: tx.clone(),
-                    });
-                    (id, session, peers, (others, name))
-                };
-                send(
-                    &state,
-                    &tx,
-                    json!({"type": "welcome", "session": session, "client_id": id,
-                           "peers": peers, "ice_servers": [],
-                           "resume_token": format!("token-{id}")}),
-                );
-                let (others, name) = others;
+                // The welcome and the others' `peer-joined` are queued under the same lock
+                // as the membership change, as a real server orders them: a member that
+                // joins at the same moment can never put its `peer-joined` ahead of our
+                // welcome.
+                let mut s = lock(&state);
+                s.next += 1;
+                let id = s
+                    .forced_ids
+                    .pop_front()
+                    .unwrap_or_else(|| format!("{:012x}", 0x5000_0000_0000 + s.next * 7919));
+                let session = frame["session"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| (40 + s.next).to_string());
+                let name = frame["name"].as_str().unwrap_or("?").to_string();
+                let members = s.sessions.entry(session.clone()).or_default();
+                let peers: Vec<Value> = members
+                    .iter()
+                    .map(|m| json!({"id": m.id, "name": m.name}))
+                    .collect();
+                let others: Vec<_> = members.iter().map(|m| m.tx.clone()).collect();
+                members.push(Member {
+                    conn,
+                    id: id.clone(),
+                    name: name.clone(),
+                    tx: tx.clone(),
+                });
+                let welcome = json!({"type": "welcome", "session": session, "client_id": id,
+                                     "peers": peers, "ice_servers": [],
+                                     "resume_token": format!("token-{id}")})
+                .to_string();
+                s.frames.push(welcome.clone());
+                let _ = tx.send(Out::Text(welcome));
+                let joined =
+                    json!({"type": "peer-joined", "peer": {"id": id, "name": name}}).to_string();
                 for q in others {
-                    send(
-                        &state,
-                        &q,
-                        json!({"type": "peer-joined", "peer": {"id": id, "name": name}}),
-                    );
+                    s.frames.push(joined.clone());
+                    let _ = q.send(Out::Text(joined.clone()));
                 }
+                drop(s);
                 me = Some((id, session));
             }
             Some("signal") => {
