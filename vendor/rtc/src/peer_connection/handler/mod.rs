@@ -210,10 +210,20 @@ impl RTCPeerConnection {
         // own `read_outs` — the pipeline empties that within a single `handle_read` — and it
         // is data-channel output only, so unrelated media cannot throttle SCTP.
         let downstream_backlog = self.pipeline_context.data_read_outs.len();
+        let downstream_bytes = self
+            .pipeline_context
+            .data_read_outs
+            .iter()
+            .map(|m| match &m.message {
+                RTCMessage::DataChannelMessage(_, message) => message.data.len(),
+                _ => 0,
+            })
+            .sum();
         SctpHandler::new(
             &mut self.pipeline_context.sctp_handler_context,
             downstream_backlog,
         )
+        .with_downstream_bytes(downstream_bytes)
     }
 
     pub(crate) fn get_datachannel_handler(&mut self) -> DataChannelHandler<'_> {

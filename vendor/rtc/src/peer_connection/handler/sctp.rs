@@ -112,6 +112,41 @@ impl SctpHandlerContext {
 /// is the byte-denominated bound underneath it and is what the peer actually sees.
 pub(crate) const SCTP_PIPELINE_READ_BACKLOG_LIMIT: usize = 256;
 
+/// How many bytes of undelivered inbound messages the pipeline may hold before this handler
+/// stops draining SCTP's reassembly queues: the byte-denominated twin of
+/// [`SCTP_PIPELINE_READ_BACKLOG_LIMIT`]. With large messages the count alone lets the
+/// pipeline park many times the SCTP receive window (256 messages of 32 KiB are 8 MiB)
+/// while the application is behind; this keeps it near the window whatever the message
+/// size. A message is never split, so one pass may go past it by one message.
+pub(crate) const SCTP_PIPELINE_READ_BACKLOG_BYTES: usize = 1024 * 1024;
+
+/// What one pass may still pull out of SCTP: messages and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadBudget {
+    messages: usize,
+    bytes: usize,
+}
+
+impl ReadBudget {
+    fn is_spent(&self) -> bool {
+        self.messages == 0 || self.bytes == 0
+    }
+
+    /// One message of `len` bytes taken.
+    fn spend(&mut self, len: usize) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len);
+    }
+}
+
+/// Payload bytes of a message on its way up the pipeline (0 for anything but SCTP data).
+fn sctp_payload_len(m: &TaggedRTCMessageInternal) -> usize {
+    match &m.message {
+        RTCMessageInternal::Dtls(DTLSMessage::Sctp(message)) => message.payload.len(),
+        _ => 0,
+    }
+}
+
 /// SctpHandler implements SCTP Protocol handling
 pub(crate) struct SctpHandler<'a> {
     ctx: &'a mut SctpHandlerContext,
@@ -123,6 +158,8 @@ pub(crate) struct SctpHandler<'a> {
     /// Bounding against it would be a no-op. The queue that actually grows when the
     /// application stops consuming is the pipeline's, one hop downstream.
     downstream_backlog: usize,
+    /// The payload bytes of that backlog.
+    downstream_bytes: usize,
 }
 
 impl<'a> SctpHandler<'a> {
@@ -130,14 +167,27 @@ impl<'a> SctpHandler<'a> {
         SctpHandler {
             ctx,
             downstream_backlog,
+            downstream_bytes: 0,
         }
     }
 
-    /// How many more messages may be pulled out of SCTP before the pipeline is over its bound.
-    fn read_budget(&self) -> usize {
-        SCTP_PIPELINE_READ_BACKLOG_LIMIT
-            .saturating_sub(self.downstream_backlog)
-            .saturating_sub(self.ctx.read_outs.len())
+    /// The payload bytes of the undelivered messages `downstream_backlog` counts.
+    pub(crate) fn with_downstream_bytes(mut self, bytes: usize) -> Self {
+        self.downstream_bytes = bytes;
+        self
+    }
+
+    /// How much more may be pulled out of SCTP before the pipeline is over its bounds.
+    fn read_budget(&self) -> ReadBudget {
+        let held: usize = self.ctx.read_outs.iter().map(sctp_payload_len).sum();
+        ReadBudget {
+            messages: SCTP_PIPELINE_READ_BACKLOG_LIMIT
+                .saturating_sub(self.downstream_backlog)
+                .saturating_sub(self.ctx.read_outs.len()),
+            bytes: SCTP_PIPELINE_READ_BACKLOG_BYTES
+                .saturating_sub(self.downstream_bytes)
+                .saturating_sub(held),
+        }
     }
 
     /// Drain one stream while budget allows, recording it as pending if data is left behind.
@@ -151,7 +201,7 @@ impl<'a> SctpHandler<'a> {
         ch: AssociationHandle,
         id: StreamId,
         max_len: usize,
-        budget: &mut usize,
+        budget: &mut ReadBudget,
         messages: &mut Vec<SctpMessage>,
     ) -> Result<()> {
         // An SCTP DATA chunk may arrive in the same flight as the tail of the
@@ -168,7 +218,7 @@ impl<'a> SctpHandler<'a> {
 
         let mut stream = conn.stream(id)?;
         loop {
-            if *budget == 0 {
+            if budget.is_spent() {
                 // Leave the rest in the reassembly queue: that is what shrinks `a_rwnd`.
                 ctx_pending.insert((ch, id));
                 return Ok(());
@@ -181,6 +231,7 @@ impl<'a> SctpHandler<'a> {
             // scratch-buffer round-trip (`max_len` preserves the max-message-size bound
             // `read()` enforced via `ErrShortBuffer`).
             let payload = chunks.to_payload(max_len)?;
+            budget.spend(payload.len());
             messages.push(SctpMessage::Inbound(DataChannelMessage {
                 association_handle: ch.0,
                 stream_id: id,
@@ -188,7 +239,6 @@ impl<'a> SctpHandler<'a> {
                 payload,
                 negotiated: false,
             }));
-            *budget -= 1;
         }
     }
 
@@ -198,7 +248,7 @@ impl<'a> SctpHandler<'a> {
             return Ok(());
         }
         let mut budget = self.read_budget();
-        if budget == 0 {
+        if budget.is_spent() {
             return Ok(());
         }
 
@@ -209,7 +259,7 @@ impl<'a> SctpHandler<'a> {
 
         let mut drained_any = false;
         for (ch, id) in pending {
-            if budget == 0 {
+            if budget.is_spent() {
                 break;
             }
             let Some(transport) = self.ctx.association_transport.get(&ch).copied() else {
@@ -1313,9 +1363,20 @@ mod tests {
         dgrams: Vec<Bytes>,
         backlog: usize,
     ) -> (SctpHandlerContext, Vec<TaggedRTCMessageInternal>) {
+        run_client_holding(now, e, dgrams, backlog, 0)
+    }
+
+    /// [`run_client`] with `bytes` of payload already undelivered downstream.
+    fn run_client_holding(
+        now: Instant,
+        e: Established,
+        dgrams: Vec<Bytes>,
+        backlog: usize,
+        bytes: usize,
+    ) -> (SctpHandlerContext, Vec<TaggedRTCMessageInternal>) {
         let mut ctx = client_ctx(now, e.client_ep, e.client_ch, e.client_conn);
         let mut flushed = vec![];
-        let mut handler = SctpHandler::new(&mut ctx, backlog);
+        let mut handler = SctpHandler::new(&mut ctx, backlog).with_downstream_bytes(bytes);
         for dgram in dgrams {
             handler.handle_read(raw_read(now, dgram)).expect("read");
         }
@@ -1498,6 +1559,31 @@ mod tests {
             "undrained bytes must shrink the window advertised to the peer: \
              parked a_rwnd {full} should be below drained a_rwnd {free}"
         );
+    }
+
+    /// The byte bound holds with few messages: with room for 100 bytes downstream, two of
+    /// the eight 64-byte messages are pulled (the second goes past the bound: a message is
+    /// never split) and the stream is parked with the rest in SCTP's reassembly queue.
+    #[test]
+    fn a_pipeline_near_its_byte_bound_takes_one_message_past_it_and_parks() {
+        let now = Instant::now();
+        let mut e = establish();
+        let dgrams = server_datagrams_carrying(&mut e, 1, 8, now);
+        let (ctx, _) =
+            run_client_holding(now, e, dgrams, 0, SCTP_PIPELINE_READ_BACKLOG_BYTES - 100);
+        assert_eq!(ctx.read_outs.len(), 2);
+        assert!(
+            !ctx.pending_readable.is_empty(),
+            "the stream must be parked with data left"
+        );
+        let mut spent = ReadBudget {
+            messages: 3,
+            bytes: 10,
+        };
+        assert!(!spent.is_spent());
+        spent.spend(64);
+        assert!(spent.is_spent());
+        assert_eq!(spent.messages, 2);
     }
 
     /// **The deadlock this feature would otherwise create.**
