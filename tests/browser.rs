@@ -164,15 +164,7 @@ async fn browser_sends_64_mib_to_native_recv_byte_identical() {
     let chrome = Chrome::start().await;
     let downloads = tempfile::tempdir().unwrap();
     let page = chrome.page(downloads.path()).await;
-    page.goto(&format!("{http}/")).await;
-    page.click("#create-button").await;
-    let code = page
-        .wait(
-            "a code",
-            "return window.peershare && window.peershare.code;",
-        )
-        .await;
-    let code = code.as_str().expect("code").to_string();
+    let code = page.create_session(&format!("{http}/")).await;
     page.choose_files(&[&src]).await;
     page.wait(
         "upload-started",
@@ -588,15 +580,7 @@ async fn browser_node_drains_page_rejoins_other_node_same_id_and_shares() {
     let chrome = Chrome::start().await;
     let downloads = tempfile::tempdir().unwrap();
     let page = chrome.page(downloads.path()).await;
-    page.goto(&format!("http://{lb}/")).await;
-    page.click("#create-button").await;
-    let code = page
-        .wait(
-            "a code",
-            "return window.peershare && window.peershare.code;",
-        )
-        .await;
-    let code = code.as_str().expect("code").to_string();
+    let code = page.create_session(&format!("http://{lb}/")).await;
     let id = page.eval("return window.peershare.clientId;").await;
 
     // Node A drains (7012, close 1012); the balancer sends new connections to node B.

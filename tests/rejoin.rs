@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::fake_signal::FakeSignal;
 use common::proxy::{Cut, Proxy};
 use common::*;
-use peershare::{Event, JobId, Peer, PeerConfig, Save, Share, codes};
+use peershare::{Event, JobId, Peer, PeerConfig, Share, codes};
 
 /// The sender's rate: the 8 MiB file takes about two seconds, so it is in progress when
 /// the test cuts signaling after its first progress event.
@@ -48,14 +48,8 @@ impl Transfer {
         cfg.server = proxy.url();
         cfg.signaling_retry_window = window;
         let (recipient, mut r_rec) = join_with(cfg).await;
-        let upload = sender.send_files(&[src], Share::Broadcast).await.unwrap()[0];
-        let file_id = r_rec.offer().await;
-        let download = recipient
-            .download(file_id, Save::ToDir(out.clone()))
-            .await
-            .unwrap();
-        r_rec
-            .until("progress", |e| matches!(e, Event::DownloadProgress { .. }))
+        let (upload, download) = r_rec
+            .transfer_under_way(&sender, src, &recipient, &out)
             .await;
         Transfer {
             _server: server,

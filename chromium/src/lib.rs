@@ -168,6 +168,22 @@ impl Page {
             .collect()
     }
 
+    /// Open the page at `url` and start a new share (*Start a new share*); the code the
+    /// page shows once it has joined.
+    pub async fn create_session(&self, url: &str) -> String {
+        self.goto(url).await;
+        self.click("#create-button").await;
+        let code = self
+            .wait(
+                "a code",
+                "return window.peershare && window.peershare.code;",
+            )
+            .await;
+        code.as_str()
+            .unwrap_or_else(|| panic!("code: {code}"))
+            .to_string()
+    }
+
     pub async fn click(&self, css: &str) {
         self.client
             .find(Locator::Css(css))

@@ -166,15 +166,49 @@ impl Recorder {
         }
     }
 
-    /// Download the next file offered to `recipient` (whose recorder this is) into
-    /// `dir`; the path it was saved at once verified (panics on any other end).
-    pub async fn receive_next(&mut self, recipient: &Peer, dir: &Path) -> PathBuf {
+    /// Start downloading the next file offered to `recipient` (whose recorder this is)
+    /// into `dir`; the download's job ID.
+    pub async fn accept_next(&mut self, recipient: &Peer, dir: &Path) -> peershare::JobId {
         let file_id = self.offer().await;
         recipient
             .download(file_id, peershare::Save::ToDir(dir.to_path_buf()))
             .await
-            .expect("download");
+            .expect("download")
+    }
+
+    /// `sender` shares `src` with everyone; `recipient` (whose recorder this is) accepts
+    /// it into `dir`, and bytes flow (its first `download-progress`): the upload's and
+    /// the download's job IDs.
+    pub async fn transfer_under_way(
+        &mut self,
+        sender: &Peer,
+        src: PathBuf,
+        recipient: &Peer,
+        dir: &Path,
+    ) -> (peershare::JobId, peershare::JobId) {
+        let upload = sender
+            .send_files(&[src], peershare::Share::Broadcast)
+            .await
+            .expect("share")[0];
+        let download = self.accept_next(recipient, dir).await;
+        self.until("progress", |e| matches!(e, Event::DownloadProgress { .. }))
+            .await;
+        (upload, download)
+    }
+
+    /// Download the next file offered to `recipient` (whose recorder this is) into
+    /// `dir`; the path it was saved at once verified (panics on any other end).
+    pub async fn receive_next(&mut self, recipient: &Peer, dir: &Path) -> PathBuf {
+        self.accept_next(recipient, dir).await;
         self.saved().await
+    }
+
+    /// The first event seen so far that matches `pred`, or else the next one to come.
+    pub async fn seen_or_until(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        self.until(what, pred).await
     }
 
     /// Names of the transfer events seen, without progress, presence and connection events.

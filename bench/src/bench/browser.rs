@@ -140,15 +140,7 @@ async fn chromium_to_rust(
         .to_string();
     let downloads = tempfile::tempdir_in(work)?;
     let page: Page = chrome.page(downloads.path()).await;
-    page.goto(&format!("http://{host}/")).await;
-    page.click("#create-button").await;
-    let code = page
-        .wait(
-            "a code",
-            "return window.peershare && window.peershare.code;",
-        )
-        .await;
-    let code = code.as_str().context("code")?.to_string();
+    let code = page.create_session(&format!("http://{host}/")).await;
     page.choose_files(&[src]).await;
     page.wait(
         "upload-started",
