@@ -28,6 +28,9 @@ pub enum CongestionControl {
 
 /// Startup's gain, 2/ln(2): the pacing rate doubles every round trip.
 const HIGH_GAIN: f64 = 2.885;
+/// Startup's and Drain's window gain: two bandwidth-delay products, what a path with a
+/// one-BDP queue holds (BBR version 2; version 1's 2.885 overflows such a queue).
+const STARTUP_CWND_GAIN: f64 = 2.0;
 /// ProbeBW's pacing-gain cycle: probe above the estimate, drain the queue it made,
 /// then cruise.
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
@@ -114,7 +117,7 @@ impl Bbr {
             initial_cwnd,
             mode: Mode::Startup,
             pacing_gain: HIGH_GAIN,
-            cwnd_gain: HIGH_GAIN,
+            cwnd_gain: STARTUP_CWND_GAIN,
             bw_samples: Vec::new(),
             min_rtt: None,
             min_rtt_stamp: None,
@@ -154,9 +157,21 @@ impl Bbr {
         (bw > 0.0).then(|| bw * rtt.as_secs_f64())
     }
 
+    /// The model's rate times the gain; in Startup at least the gain times a window per
+    /// round trip (the BBR draft's initial pacing rate, kept as the window grows).
+    /// Without that floor, samples taken while the association carried only a few small
+    /// messages (a request before a file) set a rate of a few KB/s, and Startup would
+    /// need many round trips just to climb back to the initial window.
     fn pacing_rate(&self) -> Option<f64> {
-        let bw = self.btl_bw();
-        (bw > 0.0).then(|| bw * self.pacing_gain)
+        let model = self.btl_bw() * self.pacing_gain;
+        let floor = match self.min_rtt {
+            Some(rtt) if !self.filled_pipe && !rtt.is_zero() => {
+                HIGH_GAIN * f64::from(self.cwnd) / rtt.as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let rate = model.max(floor);
+        (rate > 0.0).then_some(rate)
     }
 
     /// Called for every DATA chunk (new or retransmitted) as it is sent, with the
@@ -256,6 +271,19 @@ impl Bbr {
         }
         self.update_mode(now, inflight, round_start);
         self.update_cwnd(acked);
+        if round_start {
+            log::trace!(
+                "bbr round {}: {:?} bw {:.0} B/s min_rtt {:?} cwnd {} inflight {} delivered {} pacing_gain {:.2}",
+                self.round,
+                self.mode,
+                self.btl_bw(),
+                self.min_rtt,
+                self.cwnd,
+                inflight,
+                self.delivered,
+                self.pacing_gain
+            );
+        }
     }
 
     fn update_min_rtt(&mut self, now: Instant, rtt: Duration) {
@@ -308,7 +336,7 @@ impl Bbr {
         if self.mode == Mode::Startup && self.filled_pipe {
             self.mode = Mode::Drain;
             self.pacing_gain = 1.0 / HIGH_GAIN;
-            self.cwnd_gain = HIGH_GAIN;
+            self.cwnd_gain = STARTUP_CWND_GAIN;
         }
         if self.mode == Mode::Drain && self.bdp().is_none_or(|bdp| inflight as f64 <= bdp) {
             self.enter_probe_bw(now);
@@ -459,6 +487,47 @@ mod tests {
         let cwnd = f64::from(bbr.cwnd());
         assert!(cwnd > 1.8 * bdp && cwnd < 2.2 * bdp, "cwnd {cwnd} bdp {bdp}");
         assert_eq!(bbr.mode, Mode::ProbeBw);
+    }
+
+    #[test]
+    fn bbr_startup_window_stays_within_two_bdp() {
+        // A one-BDP queue and the pipe hold two BDPs: Startup, which still doubles its
+        // pacing rate each round, must not keep more than that in flight.
+        let rate = 12.5e6;
+        let rtt = Duration::from_millis(40);
+        let bbr = steady(rate, rtt, 3);
+        assert_eq!(bbr.mode, Mode::Startup);
+        let bdp = rate * rtt.as_secs_f64();
+        let cwnd = f64::from(bbr.cwnd());
+        assert!(cwnd > 1.9 * bdp, "cwnd {cwnd} bdp {bdp}");
+        assert!(cwnd <= 2.0 * bdp + f64::from(4 * MTU), "cwnd {cwnd} bdp {bdp}");
+    }
+
+    #[test]
+    fn bbr_startup_after_small_messages_paces_a_window_within_a_round_trip() {
+        // A few small messages first (a request before a file): their samples say a
+        // few hundred bytes per second. Startup must still send its window within a
+        // round trip, not at the gain times those samples.
+        let mut bbr = Bbr::new(MTU, 10 * MTU);
+        let rtt = Duration::from_millis(200);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            let snap = bbr.on_send(now, 0, 100);
+            bbr.on_app_limited(100);
+            now += rtt;
+            bbr.on_ack(now, 100, Some((snap, now - rtt)), Some(rtt), 0);
+        }
+        assert_eq!(bbr.mode, Mode::Startup);
+        assert!(bbr.btl_bw() < 1000.0, "bw {}", bbr.btl_bw());
+        let start = now;
+        for i in 0..10 {
+            if let Some(wait) = bbr.pacing_wait(now) {
+                now = wait;
+            }
+            bbr.on_send(now, i * MTU as usize, MTU as usize);
+        }
+        let took = now - start;
+        assert!(took < rtt / 2, "ten packets took {took:?}");
     }
 
     #[test]
