@@ -41,7 +41,9 @@ pub fn peershare_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
-    Ok(path)
+    // The peers run from their own working directories: a relative path would not
+    // name the binary there.
+    std::fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
 }
 
 /// What `program --version` prints (empty if it does not run).
@@ -363,4 +365,28 @@ pub fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peershare_binary_relative_path_resolved_to_absolute() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let bin = dir.path().join("peershare");
+        std::fs::write(&bin, b"").unwrap();
+        let relative = Path::new(".")
+            .join(dir.path().file_name().unwrap())
+            .join("peershare");
+        let got = peershare_binary(Some(&relative)).unwrap();
+        assert!(got.is_absolute(), "{}", got.display());
+        assert_eq!(got, std::fs::canonicalize(&bin).unwrap());
+    }
+
+    #[test]
+    fn peershare_binary_missing_file_refused() {
+        let err = peershare_binary(Some(Path::new("./no-such-peershare"))).unwrap_err();
+        assert!(err.to_string().contains("no peershare binary"), "{err}");
+    }
 }
