@@ -254,6 +254,18 @@ fn main() {
         .map(Duration::from_millis);
     let (mut next_trace, mut traced) = (None::<Instant>, 0u64);
 
+    // `SCTP_WAN_PRELUDE=N`: N small messages, one per round trip, before the bulk data
+    // (as a file's request and data-channel open precede it in a real transfer); their
+    // samples are what the controller knows of the path when the bulk starts.
+    let prelude: u64 = std::env::var("SCTP_WAN_PRELUDE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    const PRELUDE_LEN: u64 = 100;
+    let mut prelude_sent = 0u64;
+    let total = total + prelude * PRELUDE_LEN;
+    let mut sent_bulk = false;
+
     while received < total {
         s2c.due(now, &mut to_client);
         c2s.due(now, &mut to_server);
@@ -263,9 +275,31 @@ fn main() {
                     .expect("open");
             }
             stream_open = true;
-            start = Some(now);
         }
-        if stream_open && let Some(a) = client.assoc.as_mut() {
+        if stream_open
+            && prelude_sent < prelude
+            && received >= prelude_sent * PRELUDE_LEN
+            && let Some(a) = client.assoc.as_mut()
+        {
+            let mut s = a.stream(0).expect("stream");
+            s.write_sctp(
+                now,
+                &msg.slice(..PRELUDE_LEN as usize),
+                PayloadProtocolIdentifier::Binary,
+            )
+            .expect("write");
+            sent += PRELUDE_LEN;
+            prelude_sent += 1;
+        }
+        if stream_open
+            && prelude_sent == prelude
+            && received >= prelude * PRELUDE_LEN
+            && let Some(a) = client.assoc.as_mut()
+        {
+            if !sent_bulk {
+                sent_bulk = true;
+                start = Some(now);
+            }
             let mut s = a.stream(0).expect("stream");
             while sent < total && s.buffered_amount().unwrap_or(usize::MAX) < send_buf_cap() {
                 let n = (total - sent).min(MSG_LEN as u64) as usize;
