@@ -62,6 +62,8 @@ struct Scenario {
     nat: Nat,
     /// Drop UDP between the two routers' outside addresses (UDP to the relay still passes).
     block_p2p_udp: bool,
+    /// The MTU of the recipient's LAN link (both ends), when not 1500.
+    lan_mtu_b: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -282,6 +284,10 @@ impl Lab {
                     &format!("link add lan type veth peer name eth0 netns {peer}"),
                 );
                 ip(&router, &format!("addr add {gateway}/{prefix_len} dev lan"));
+                if let Some(mtu) = scenario.lan_mtu_b {
+                    ip(&router, &format!("link set lan mtu {mtu}"));
+                    ip(&peer, &format!("link set eth0 mtu {mtu}"));
+                }
                 ip(&router, "link set lan up");
                 ip(&peer, &format!("addr add {lan_net} dev eth0"));
                 ip(&peer, "link set eth0 up");
@@ -302,6 +308,8 @@ impl Lab {
             .args(["netns", "exec", ns, BIN])
             .args(args)
             .env("NO_COLOR", "1")
+            // The SCTP association's path MTU probe reports its outcome at debug level.
+            .env("PEERSHARE_LOG", "info,rtc_sctp::association=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -489,7 +497,16 @@ async fn wait_exit(child: &mut Child, what: &str, lab: &Lab) -> std::process::Ex
 
 /// Send one random file from `a` to `b` through the lab; assert both sides report
 /// `expected_path` and the file arrives identical.
-async fn transfer(test: &str, scenario: Scenario, expected_path: &str) {
+/// The log line of a sender's SCTP association whose probe for 1400-byte packets was
+/// answered (`docs/PROTOCOL.md`, "SCTP packet size").
+const PROBE_ANSWERED: &str = "path MTU probe of 1400 bytes answered";
+
+async fn transfer(
+    test: &str,
+    scenario: Scenario,
+    expected_path: &str,
+    probe_answered: Option<bool>,
+) {
     if !lab_available(test) {
         return;
     }
@@ -629,6 +646,30 @@ async fn transfer(test: &str, scenario: Scenario, expected_path: &str) {
             lab.logs()
         );
     }
+    if let Some(answered) = probe_answered {
+        let send_log = std::fs::read_to_string(lab.log_path("send")).unwrap_or_default();
+        assert_eq!(
+            send_log.contains(PROBE_ANSWERED),
+            answered,
+            "the sender's probe for 1400-byte packets: answered expected {answered}\n{}",
+            lab.logs()
+        );
+        // The file crossed the sender's access link in packets of the size the probe
+        // found: 1,465 bytes on the wire once answered, at most 1,256 before or without.
+        let up = &access.a_to_b;
+        let average = up.forwarded_bytes / up.forwarded.max(1);
+        if answered {
+            assert!(
+                average > 1300,
+                "average uplink packet {average} bytes: {up}"
+            );
+        } else {
+            assert!(
+                average < 1300,
+                "average uplink packet {average} bytes: {up}"
+            );
+        }
+    }
     drop(signal);
 }
 
@@ -638,11 +679,13 @@ async fn netns_endpoint_independent_nat_both_sides_connects_direct() {
         tag: "eim",
         nat: Nat::EndpointIndependent,
         block_p2p_udp: false,
+        lan_mtu_b: None,
     };
     transfer(
         "netns_endpoint_independent_nat_both_sides_connects_direct",
         scenario,
         "direct",
+        Some(true),
     )
     .await;
 }
@@ -653,11 +696,15 @@ async fn netns_symmetric_nat_both_sides_uses_relay() {
         tag: "sym",
         nat: Nat::Symmetric,
         block_p2p_udp: false,
+        lan_mtu_b: None,
     };
     transfer(
         "netns_symmetric_nat_both_sides_uses_relay",
         scenario,
         "relay",
+        // Through the relay either outcome is right: it depends on how the stack frames
+        // the relayed datagrams, not on the probe.
+        None,
     )
     .await;
 }
@@ -668,11 +715,34 @@ async fn netns_udp_between_peers_blocked_uses_relay() {
         tag: "udpblk",
         nat: Nat::EndpointIndependent,
         block_p2p_udp: true,
+        lan_mtu_b: None,
     };
     transfer(
         "netns_udp_between_peers_blocked_uses_relay",
         scenario,
         "relay",
+        // Through the relay either outcome is right: it depends on how the stack frames
+        // the relayed datagrams, not on the probe.
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netns_path_mtu_1300_probe_unanswered_small_packets_file_arrives_whole() {
+    // The recipient's LAN carries 1300-byte IP packets: a 1400-byte SCTP probe (1,465
+    // bytes on the wire) is dropped there, so the association stays at 1191 bytes.
+    let scenario = Scenario {
+        tag: "mtu",
+        nat: Nat::EndpointIndependent,
+        block_p2p_udp: false,
+        lan_mtu_b: Some(1300),
+    };
+    transfer(
+        "netns_path_mtu_1300_probe_unanswered_small_packets_file_arrives_whole",
+        scenario,
+        "direct",
+        Some(false),
     )
     .await;
 }

@@ -53,8 +53,10 @@ pub struct RtcSettings {
     pub loopback_window: Option<u32>,
     /// SCTP packet size budget. `None` = [`LOOPBACK_SCTP_MTU`] when bound to a loopback
     /// address with no TURN relay in reach (the path can only be loopback host to host)
-    /// and the peer takes such packets (`peer_large_packets`), else the stack's 1191
-    /// bytes, which fits any path including TURN over IPv6.
+    /// and the peer takes such packets (`peer_large_packets`); else the stack's 1191
+    /// bytes, which fits any path including TURN over IPv6, raised to
+    /// [`PROBED_SCTP_MTU`] once a probe shows that the path carries it, when the peer
+    /// takes large packets. `Some` fixes the size (no probing).
     pub sctp_mtu: Option<u32>,
     /// The remote peer takes SCTP packets of [`LOOPBACK_SCTP_MTU`] bytes. The session
     /// sets it per connection from the peer's PAKE message (`docs/PROTOCOL.md`); a peer
@@ -131,6 +133,13 @@ pub const SCTP_RTO_MIN: Duration = Duration::from_millis(200);
 /// per-packet cost (AES-GCM, CRC32c, syscalls) that limits throughput there
 /// (docs/PERFORMANCE.md: +40 % file to file).
 pub const LOOPBACK_SCTP_MTU: u32 = 8192;
+/// SCTP packet size probed for on every other connection to a peer that takes large
+/// packets: a packet of this size, with DTLS (37 bytes), TURN ChannelData (4), UDP (8)
+/// and IPv6 (40) headers, is 1,489 bytes, so any path with a 1,500-byte MTU carries it,
+/// relayed or not. The association sends a HEARTBEAT padded to it once it is up and uses
+/// it only when the peer's HEARTBEAT ACK comes back (RFC 8899); until then, and when
+/// it does not, the stack's 1191 bytes.
+pub const PROBED_SCTP_MTU: u32 = 1400;
 /// Socket buffers used with [`LOOPBACK_SCTP_MTU`]: the kernel charges each 8 KiB
 /// datagram about twice its size, so 4 MiB buffers drop packets under a 4 MiB window.
 pub const LOOPBACK_SOCKET_BUFFER_BYTES: usize = 16 * 1024 * 1024;
@@ -246,8 +255,12 @@ pub async fn build_peer_connection(
     let mtu = settings
         .sctp_mtu
         .or(loopback_mtu.then_some(LOOPBACK_SCTP_MTU));
-    if let Some(mtu) = mtu {
-        setting_engine = setting_engine.with_sctp_mtu(mtu);
+    match mtu {
+        Some(mtu) => setting_engine = setting_engine.with_sctp_mtu(mtu),
+        None if settings.peer_large_packets => {
+            setting_engine = setting_engine.with_sctp_mtu_probe(PROBED_SCTP_MTU);
+        }
+        None => {}
     }
     let setting_engine = setting_engine.build();
     let ice: Vec<RTCIceServer> = ice_servers

@@ -68,6 +68,7 @@ pub struct TransportConfig {
     timer_config: TimerConfig,
     congestion_control: CongestionControl,
     rto_min_ms: u64,
+    mtu_probe: Option<u32>,
 }
 
 impl Default for TransportConfig {
@@ -81,6 +82,7 @@ impl Default for TransportConfig {
             timer_config: TimerConfig::default(),
             congestion_control: CongestionControl::default(),
             rto_min_ms: DEFAULT_RTO_MIN_MS,
+            mtu_probe: None,
         }
     }
 }
@@ -98,6 +100,22 @@ impl TransportConfig {
     pub fn with_rto_min(mut self, value: Duration) -> Self {
         self.rto_min_ms = u64::try_from(value.as_millis()).unwrap_or(u64::MAX).max(1);
         self
+    }
+
+    /// Once the association is established, probe whether the path carries SCTP
+    /// packets of `size` bytes: a HEARTBEAT padded to that size (RFC 8899 §6.2, the
+    /// peer echoes it in its HEARTBEAT ACK, so both directions carry it), sent up to
+    /// three times. When one is acknowledged, DATA goes in packets of up to `size`
+    /// bytes; if the retransmission timer then expires twice in a row, new DATA goes
+    /// back to the configured size (a black hole). Default: no probing.
+    pub fn with_mtu_probe(mut self, size: u32) -> Self {
+        self.mtu_probe = Some(size);
+        self
+    }
+
+    /// The packet size to probe for, if any.
+    pub fn mtu_probe(&self) -> Option<u32> {
+        self.mtu_probe
     }
 
     /// The data sender's congestion controller.

@@ -141,6 +141,11 @@ impl Bbr {
         }
     }
 
+    /// The packet size changed (path MTU discovery).
+    pub(crate) fn set_mtu(&mut self, mtu: u32) {
+        self.mtu = mtu;
+    }
+
     /// The congestion window in bytes.
     pub(crate) fn cwnd(&self) -> u32 {
         self.cwnd

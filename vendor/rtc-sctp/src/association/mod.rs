@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub(crate) mod congestion;
+pub(crate) mod mtu_probe;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod stream;
@@ -203,6 +204,14 @@ pub struct Association {
     stream_queue: VecDeque<u16>,
 
     pub(crate) mtu: u32,
+    /// The packet size the association started with (the fallback after a black hole).
+    base_mtu: u32,
+    /// A larger packet size being probed for (RFC 8899), if any.
+    pub(crate) mtu_probe: Option<mtu_probe::MtuProbe>,
+    /// A probe raised the packet size at some point (chunks larger than `base_mtu` may be
+    /// outstanding), to this size.
+    mtu_raised: bool,
+    mtu_raised_to: u32,
     // max DATA chunk payload size
     max_payload_size: u32,
     cumulative_tsn_ack_point: u32,
@@ -327,6 +336,10 @@ impl Default for Association {
             stream_queue: VecDeque::default(),
 
             mtu: 0,
+            base_mtu: 0,
+            mtu_probe: None,
+            mtu_raised: false,
+            mtu_raised_to: 0,
             // max DATA chunk payload size
             max_payload_size: 0,
             cumulative_tsn_ack_point: 0,
@@ -446,6 +459,13 @@ impl Association {
             bbr: bbr.then(|| congestion::Bbr::new(mtu, cwnd)),
 
             mtu,
+            base_mtu: mtu,
+            mtu_probe: config
+                .mtu_probe()
+                .filter(|&size| size > mtu)
+                .map(|size| mtu_probe::MtuProbe::new(size, random::<u64>())),
+            mtu_raised: false,
+            mtu_raised_to: 0,
             cwnd,
             remote_addr,
             local_addr,
@@ -520,11 +540,14 @@ impl Association {
     /// - a call was made to `handle_timeout`
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timer = self.timers.next_timeout();
-        match (timer, self.pacing_wait) {
-            (Some(t), Some(p)) => Some(t.min(p)),
-            (t, p) => t.or(p),
-        }
+        [
+            self.timers.next_timeout(),
+            self.pacing_wait,
+            self.mtu_probe.as_ref().and_then(mtu_probe::MtuProbe::due),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Returns packets to transmit
@@ -568,6 +591,21 @@ impl Association {
     /// `Instant` that was output by `poll_timeout`; however spurious extra calls will simply
     /// no-op and therefore are safe.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(probe) = self.mtu_probe.as_mut() {
+            match probe.on_timeout(now) {
+                mtu_probe::ProbeTimeout::GaveUp => {
+                    debug!(
+                        "[{}] path MTU probe of {} bytes unanswered; staying at {}",
+                        self.side,
+                        probe.size(),
+                        self.mtu
+                    );
+                    self.mtu_probe = None;
+                }
+                mtu_probe::ProbeTimeout::Retry => self.awake_write_loop(),
+                mtu_probe::ProbeTimeout::NotDue => {}
+            }
+        }
         for &timer in &Timer::VALUES {
             let (expired, failure, n_rtos) = self.timers.is_expired(timer, now);
             if !expired {
@@ -1052,6 +1090,9 @@ impl Association {
             return Err(Error::ErrAbortChunk(err_str));
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkHeartbeat>() {
             self.handle_heartbeat(c)?
+        } else if let Some(c) = chunk_any.downcast_ref::<ChunkHeartbeatAck>() {
+            self.handle_heartbeat_ack(c);
+            vec![]
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkCookieEcho>() {
             self.handle_cookie_echo(c)?
         } else if chunk_any.downcast_ref::<ChunkCookieAck>().is_some() {
@@ -1294,6 +1335,77 @@ impl Association {
         }
 
         Ok(vec![])
+    }
+
+    /// A HEARTBEAT ACK: if it answers the path MTU probe, DATA goes in packets of the
+    /// probed size from now on. Any other (this association sends no other heartbeats)
+    /// is ignored.
+    fn handle_heartbeat_ack(&mut self, c: &ChunkHeartbeatAck) {
+        let Some(probe) = self.mtu_probe.as_ref() else {
+            return;
+        };
+        let answered = c
+            .params
+            .first()
+            .and_then(|p| p.as_any().downcast_ref::<ParamHeartbeatInfo>())
+            .is_some_and(|hbi| probe.is_answer(&hbi.heartbeat_information));
+        if answered {
+            let size = probe.size();
+            self.mtu_probe = None;
+            debug!(
+                "[{}] path MTU probe of {} bytes answered; packets up to {} bytes",
+                self.side, size, size
+            );
+            self.set_mtu(size);
+        }
+    }
+
+    /// Sends a path MTU probe if one is due.
+    fn gather_outbound_mtu_probe(&mut self, now: Instant, raw_packets: &mut Vec<Bytes>) {
+        let timeout = Duration::from_millis(self.rto_mgr.get_rto());
+        let Some(info) = self
+            .mtu_probe
+            .as_mut()
+            .and_then(|p| p.poll_send(now, timeout))
+        else {
+            return;
+        };
+        let packet = Packet {
+            common_header: CommonHeader {
+                verification_tag: self.peer_verification_tag,
+                source_port: self.source_port,
+                destination_port: self.destination_port,
+            },
+            chunks: vec![Box::new(ChunkHeartbeat {
+                params: vec![Box::new(ParamHeartbeatInfo {
+                    heartbeat_information: info,
+                })],
+            })],
+        };
+        match packet.marshal() {
+            Ok(raw) => raw_packets.push(raw),
+            Err(err) => {
+                warn!("[{}] failed to serialize a path MTU probe: {:?}", self.side, err);
+                self.mtu_probe = None;
+            }
+        }
+    }
+
+    /// New DATA is cut and bundled for packets of `mtu` bytes (chunks already cut keep
+    /// their size).
+    fn set_mtu(&mut self, mtu: u32) {
+        if mtu > self.base_mtu {
+            self.mtu_raised = true;
+            self.mtu_raised_to = mtu;
+        }
+        self.mtu = mtu;
+        self.max_payload_size = crate::config::max_payload_size_for_mtu(mtu);
+        for s in self.streams.values_mut() {
+            s.max_payload_size = self.max_payload_size;
+        }
+        if let Some(bbr) = self.bbr.as_mut() {
+            bbr.set_mtu(mtu);
+        }
     }
 
     fn handle_cookie_echo(&mut self, c: &ChunkCookieEcho) -> Result<Vec<Packet>> {
@@ -2464,6 +2576,7 @@ impl Association {
         let state = self.state();
         match state {
             AssociationState::Established => {
+                self.gather_outbound_mtu_probe(now, &mut raw_packets);
                 raw_packets = self.gather_data_packets_to_retransmit(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);
@@ -3658,6 +3771,15 @@ impl Association {
 
             Timer::T3RTX => {
                 self.stats.inc_t3timeouts();
+                // A path that carried the probed size and stopped (RFC 8899 black hole
+                // detection): new DATA goes back to the size the association began with.
+                if self.mtu > self.base_mtu && n_rtos >= 2 {
+                    warn!(
+                        "[{}] retransmission timeouts after raising the packet size to {}; back to {}",
+                        self.side, self.mtu, self.base_mtu
+                    );
+                    self.set_mtu(self.base_mtu);
+                }
                 self.rto_mgr.backoff();
                 // Refresh before C2 or mark_all_to_retrasmit reads abandoned().
                 if let Err(err) =
@@ -3766,6 +3888,17 @@ impl Association {
                 //  * ICE would fail if the connectivity is lost
                 //  * WebRTC spec is not clear how this incident should be reported to ULP
                 error!("[{}] retransmission failure: T3-rtx (DATA)", self.side);
+                // Except after a path MTU probe raised the packet size: ICE's small packets
+                // still pass when a path stops carrying the larger ones, and DATA already
+                // cut for them can never be sent smaller. Close, so that the application
+                // replaces the connection instead of waiting for ever.
+                if self.mtu_raised {
+                    warn!(
+                        "[{}] DATA cut for {}-byte packets no longer gets through; closing",
+                        self.side, self.mtu_raised_to
+                    );
+                    let _ = self.close(AssociationError::TimedOut);
+                }
             }
 
             _ => {}
@@ -3782,5 +3915,10 @@ impl Association {
             .min_by_key(|&(_, time)| time)
             //.map_or(true, |(timer, _)| timer == Timer::Idle)
             .is_none()
+            && self
+                .mtu_probe
+                .as_ref()
+                .and_then(mtu_probe::MtuProbe::due)
+                .is_none()
     }
 }

@@ -202,6 +202,10 @@ struct Pair {
     client: TestEndpoint,
     time: Instant,
     latency: Duration, // One-way
+    /// The path drops packets longer than this (a path MTU), both ways.
+    max_datagram: Option<usize>,
+    /// Datagrams the client sent.
+    client_datagrams: usize,
 }
 
 impl Pair {
@@ -238,6 +242,8 @@ impl Pair {
             client: TestEndpoint::new(client, client_addr),
             time: Instant::now(),
             latency: Duration::new(0, 0),
+            max_datagram: None,
+            client_datagrams: 0,
         }
     }
 
@@ -284,7 +290,10 @@ impl Pair {
                     if let Some(ref socket) = self.client.socket {
                         socket.send_to(&content, x.transport.peer_addr).unwrap();
                     }
-                    if self.server.addr == x.transport.peer_addr {
+                    self.client_datagrams += 1;
+                    if self.server.addr == x.transport.peer_addr
+                        && self.max_datagram.is_none_or(|max| content.len() <= max)
+                    {
                         self.server.inbound.push_back((
                             self.time + self.latency,
                             x.transport.ecn,
@@ -304,7 +313,9 @@ impl Pair {
                     if let Some(ref socket) = self.server.socket {
                         socket.send_to(&content, x.transport.peer_addr).unwrap();
                     }
-                    if self.client.addr == x.transport.peer_addr {
+                    if self.client.addr == x.transport.peer_addr
+                        && self.max_datagram.is_none_or(|max| content.len() <= max)
+                    {
                         self.client.inbound.push_back((
                             self.time + self.latency,
                             x.transport.ecn,
@@ -3771,5 +3782,100 @@ fn test_abort_closes_both_sides() -> Result<()> {
 
     // Idempotent: the association is already closed.
     pair.client_conn_mut(client_ch).abort()?;
+    Ok(())
+}
+
+/// A pair whose client probes for `probe`-byte packets, over a path that carries at most
+/// `max_datagram` bytes; returns the pair once a stream is open.
+fn mtu_probe_pair(
+    probe: u32,
+    max_datagram: Option<usize>,
+) -> Result<(Pair, AssociationHandle, AssociationHandle)> {
+    let mut pair = Pair::new(
+        EndpointConfig::default(),
+        ServerConfig {
+            transport: Arc::new(TransportConfig::default()),
+            ..Default::default()
+        },
+    );
+    pair.max_datagram = max_datagram;
+    let (client_ch, server_ch) = pair.connect_with(ClientConfig {
+        transport: Arc::new(TransportConfig::default().with_mtu_probe(probe)),
+    });
+    establish_session_pair(&mut pair, client_ch, server_ch, 1)?;
+    Ok((pair, client_ch, server_ch))
+}
+
+/// Sends `len` bytes client → server on stream 1 and returns what the server read.
+fn mtu_probe_transfer(
+    pair: &mut Pair,
+    client_ch: AssociationHandle,
+    server_ch: AssociationHandle,
+    len: usize,
+) -> Result<Vec<u8>> {
+    let msg: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let now = pair.time;
+    pair.client_stream(client_ch, 1)?
+        .write_sctp(now, &msg, PayloadProtocolIdentifier::Binary)?;
+    pair.drive();
+    let chunks = pair.server_stream(server_ch, 1)?.read_sctp()?.unwrap();
+    let mut buf = vec![0u8; len + 1];
+    let n = chunks.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[test]
+fn mtu_probe_answered_data_goes_in_probed_packets() -> Result<()> {
+    let (mut pair, client_ch, server_ch) = mtu_probe_pair(1400, Some(1400))?;
+    assert_eq!(pair.client_conn_mut(client_ch).mtu, 1400);
+    assert!(pair.client_conn_mut(client_ch).mtu_probe.is_none());
+    let before = pair.client_datagrams;
+    let sent: Vec<u8> = (0..65536).map(|i| (i % 251) as u8).collect();
+    assert_eq!(mtu_probe_transfer(&mut pair, client_ch, server_ch, 65536)?, sent);
+    // 65536 bytes in DATA chunks of 1372 bytes: 48 packets (57 of the default size).
+    let datagrams = pair.client_datagrams - before;
+    assert!((48..=49).contains(&datagrams), "{datagrams} datagrams");
+    // The server did not probe: it keeps the size it started with.
+    assert!(pair.server_conn_mut(server_ch).mtu < 1200);
+    Ok(())
+}
+
+#[test]
+fn mtu_probe_path_too_small_keeps_base_size_and_delivers() -> Result<()> {
+    // The path carries 1300-byte datagrams: the 1400-byte probes are lost three times.
+    let (mut pair, client_ch, server_ch) = mtu_probe_pair(1400, Some(1300))?;
+    pair.drive();
+    let base = pair.server_conn_mut(server_ch).mtu;
+    assert_eq!(pair.client_conn_mut(client_ch).mtu, base);
+    assert!(pair.client_conn_mut(client_ch).mtu_probe.is_none(), "given up");
+    let before = pair.client_datagrams;
+    let sent: Vec<u8> = (0..65536).map(|i| (i % 251) as u8).collect();
+    assert_eq!(mtu_probe_transfer(&mut pair, client_ch, server_ch, 65536)?, sent);
+    assert!(pair.client_datagrams - before >= 57);
+    Ok(())
+}
+
+#[test]
+fn mtu_probe_path_shrinks_after_raise_association_closes_instead_of_stalling() -> Result<()> {
+    let (mut pair, client_ch, _server_ch) = mtu_probe_pair(1400, Some(1400))?;
+    assert_eq!(pair.client_conn_mut(client_ch).mtu, 1400);
+    // The path now carries 1300 bytes at most: the chunks cut for 1400-byte packets can
+    // never arrive. The association must end (the application then replaces the
+    // connection), not retransmit them for ever.
+    pair.max_datagram = Some(1300);
+    let msg = Bytes::from(vec![7u8; 65536]);
+    let now = pair.time;
+    pair.client_stream(client_ch, 1)?
+        .write_sctp(now, &msg, PayloadProtocolIdentifier::Binary)?;
+    let mut steps = 0;
+    while pair.step() {
+        steps += 1;
+        assert!(steps < 100_000, "still running after {steps} steps");
+    }
+    assert_eq!(
+        pair.client_conn_mut(client_ch).state(),
+        AssociationState::Closed
+    );
     Ok(())
 }

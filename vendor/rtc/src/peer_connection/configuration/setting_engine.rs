@@ -379,6 +379,9 @@ pub struct SettingEngine {
     pub(crate) sctp_congestion_control: Option<::sctp::CongestionControl>,
     /// Overrides SCTP's RTO.Min. `None` uses the rtc-sctp default (1 s).
     pub(crate) sctp_rto_min: Option<std::time::Duration>,
+    /// A larger SCTP packet size to probe for once the association is up. `None`: no
+    /// probing (the rtc-sctp default).
+    pub(crate) sctp_mtu_probe: Option<u32>,
     pub(crate) ignore_rid_pause_for_recv: bool,
     pub(crate) write_ssrc_attributes_for_simulcast: bool,
 }
@@ -1358,6 +1361,14 @@ impl SettingEngineBuilder {
     /// recommends 1 s, the default).
     pub fn with_sctp_rto_min(mut self, value: std::time::Duration) -> Self {
         self.0.sctp_rto_min = Some(value);
+        self
+    }
+
+    /// Probes, once the SCTP association is up, whether the path carries SCTP packets of
+    /// `size` bytes (a HEARTBEAT padded to that size, RFC 8899 §6.2), and sends DATA in
+    /// packets of that size once one is acknowledged. Default: no probing.
+    pub fn with_sctp_mtu_probe(mut self, size: u32) -> Self {
+        self.0.sctp_mtu_probe = Some(size);
         self
     }
 

@@ -54,6 +54,7 @@ pub(crate) struct SctpTransport {
     // Optional overrides of the association's congestion controller and RTO.Min.
     pub(crate) congestion_control: Option<::sctp::CongestionControl>,
     pub(crate) rto_min: Option<std::time::Duration>,
+    pub(crate) mtu_probe: Option<u32>,
 
     pub(crate) internal_buffer: Vec<u8>,
 }
@@ -80,6 +81,7 @@ impl SctpTransport {
             mtu,
             congestion_control: None,
             rto_min: None,
+            mtu_probe: None,
             internal_buffer: vec![],
         }
     }
@@ -193,6 +195,9 @@ impl SctpTransport {
         }
         if let Some(cc) = self.congestion_control {
             sctp_transport_config = sctp_transport_config.with_congestion_control(cc);
+        }
+        if let Some(size) = self.mtu_probe {
+            sctp_transport_config = sctp_transport_config.with_mtu_probe(size);
         }
         if let Some(rto_min) = self.rto_min {
             sctp_transport_config = sctp_transport_config.with_rto_min(rto_min);
