@@ -51,7 +51,7 @@
 //!   jittered backoff over the server list, presence reconciliation (`proto::rejoin`). No
 //!   I/O, clocks or tokio.
 //! - [`rtc`]: the WebRTC adapter: tuned peer connections (socket buffers, SCTP window,
-//!   message size, bind address), the runtime wrapper that works around the stack's
+//!   message size, SCTP packet size or its probe, bind address), the runtime wrapper that works around the stack's
 //!   driver stalls and batches TURN-relayed writes into GSO sends (`rtc::runtime`), the
 //!   simulated network (`rtc::netsim`; its sans-IO link model `rtc::netsim::link` is the
 //!   workspace crate `peershare-linkmodel`, re-exported, which the WAN emulator
