@@ -208,10 +208,9 @@ pub struct Association {
     base_mtu: u32,
     /// A larger packet size being probed for (RFC 8899), if any.
     pub(crate) mtu_probe: Option<mtu_probe::MtuProbe>,
-    /// A probe raised the packet size at some point (chunks larger than `base_mtu` may be
-    /// outstanding), to this size.
-    mtu_raised: bool,
-    mtu_raised_to: u32,
+    /// The size a probe raised the packets to, if one did (chunks larger than `base_mtu`
+    /// may then be outstanding).
+    mtu_raised_to: Option<u32>,
     // max DATA chunk payload size
     max_payload_size: u32,
     cumulative_tsn_ack_point: u32,
@@ -338,8 +337,7 @@ impl Default for Association {
             mtu: 0,
             base_mtu: 0,
             mtu_probe: None,
-            mtu_raised: false,
-            mtu_raised_to: 0,
+            mtu_raised_to: None,
             // max DATA chunk payload size
             max_payload_size: 0,
             cumulative_tsn_ack_point: 0,
@@ -464,8 +462,7 @@ impl Association {
                 .mtu_probe()
                 .filter(|&size| size > mtu)
                 .map(|size| mtu_probe::MtuProbe::new(size, random::<u64>())),
-            mtu_raised: false,
-            mtu_raised_to: 0,
+            mtu_raised_to: None,
             cwnd,
             remote_addr,
             local_addr,
@@ -1370,19 +1367,12 @@ impl Association {
         else {
             return;
         };
-        let packet = Packet {
-            common_header: CommonHeader {
-                verification_tag: self.peer_verification_tag,
-                source_port: self.source_port,
-                destination_port: self.destination_port,
-            },
-            chunks: vec![Box::new(ChunkHeartbeat {
-                params: vec![Box::new(ParamHeartbeatInfo {
-                    heartbeat_information: info,
-                })],
+        let probe = ChunkHeartbeat {
+            params: vec![Box::new(ParamHeartbeatInfo {
+                heartbeat_information: info,
             })],
         };
-        match packet.marshal() {
+        match self.marshal_control_chunk(&probe) {
             Ok(raw) => raw_packets.push(raw),
             Err(err) => {
                 warn!("[{}] failed to serialize a path MTU probe: {:?}", self.side, err);
@@ -1395,8 +1385,7 @@ impl Association {
     /// their size).
     fn set_mtu(&mut self, mtu: u32) {
         if mtu > self.base_mtu {
-            self.mtu_raised = true;
-            self.mtu_raised_to = mtu;
+            self.mtu_raised_to = Some(mtu);
         }
         self.mtu = mtu;
         self.max_payload_size = crate::config::max_payload_size_for_mtu(mtu);
@@ -3892,10 +3881,10 @@ impl Association {
                 // still pass when a path stops carrying the larger ones, and DATA already
                 // cut for them can never be sent smaller. Close, so that the application
                 // replaces the connection instead of waiting for ever.
-                if self.mtu_raised {
+                if let Some(raised) = self.mtu_raised_to {
                     warn!(
                         "[{}] DATA cut for {}-byte packets no longer gets through; closing",
-                        self.side, self.mtu_raised_to
+                        self.side, raised
                     );
                     let _ = self.close(AssociationError::TimedOut);
                 }
