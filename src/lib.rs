@@ -117,12 +117,14 @@ pub mod fuzz_harness {
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// Let glibc malloc use at most two arenas in this process (unless `MALLOC_ARENA_MAX` or
+/// Let glibc malloc use one arena in this process (unless `MALLOC_ARENA_MAX` or
 /// `GLIBC_TUNABLES` says otherwise). Call it first thing in `main`, before any thread
 /// starts. By default glibc gives each thread that contends for the allocator an arena
 /// of its own, up to 8 per core; a peer's tokio workers, file readers and writer each
-/// fragment one, and a sending peer's peak RSS was about 3 MiB lower with two, at the
-/// same speed (docs/PERFORMANCE.md, "Memory"). No effect on other allocators or libcs.
+/// fragment one. Measured on a 4 GiB transfer, two arenas instead of the default took
+/// about 3 MiB off a sending peer's peak RSS, and one arena instead of two another
+/// 2–3 MiB off each side, at the same speed (docs/PERFORMANCE.md, "Memory"). No effect
+/// on other allocators or libcs.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none()
@@ -131,7 +133,7 @@ pub fn limit_malloc_arenas() {
         // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any
         // positive count.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
