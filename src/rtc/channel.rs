@@ -7,7 +7,9 @@
 //! consumer fills the queue, the reader waits, and SCTP's window closes — backpressure that
 //! reaches the sender.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -33,6 +35,10 @@ pub struct RtcChannel {
     rx: Mutex<mpsc::Receiver<(bool, BytesMut)>>,
     state: watch::Receiver<State>,
     drained: Arc<Notify>,
+    /// A send went through: the channel's SCTP stream exists (see [`Self::send_early`]).
+    sendable: AtomicBool,
+    /// The channel was open at some point (it may be closed by now).
+    opened: Arc<AtomicBool>,
 }
 
 impl RtcChannel {
@@ -44,11 +50,14 @@ impl RtcChannel {
         let reader_dc = dc.clone();
         let drained = Arc::new(Notify::new());
         let reader_drained = drained.clone();
+        let opened = Arc::new(AtomicBool::new(open));
+        let reader_opened = opened.clone();
         tokio::spawn(async move {
             let mut consumer_gone = false;
             while let Some(event) = reader_dc.poll().await {
                 match event {
                     DataChannelEvent::OnOpen => {
+                        reader_opened.store(true, Ordering::Release);
                         let _ = state_tx.send(State::Open);
                     }
                     DataChannelEvent::OnMessage(msg) => {
@@ -72,6 +81,8 @@ impl RtcChannel {
             rx: Mutex::new(rx),
             state,
             drained,
+            sendable: AtomicBool::new(open),
+            opened,
         }
     }
 
@@ -98,12 +109,40 @@ impl RtcChannel {
         .await;
     }
 
-    /// Wait until the channel is open.
+    /// Send through `send`, which the caller can repeat. The opener of an ordered channel
+    /// may send right after its `DATA_CHANNEL_OPEN`, before the peer's
+    /// `DATA_CHANNEL_ACK` (RFC 8832 §6), and the stack takes such sends as soon as the
+    /// channel's SCTP stream exists: a channel created on an established association
+    /// sends its first bytes a round trip sooner than one that waits for the open. A
+    /// channel created before the association was up has no stream yet; its first send
+    /// then waits for the open and goes again.
+    async fn send_early<F, Fut>(&self, send: F) -> Result<(), ChannelClosed>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = webrtc::error::Result<()>>,
+    {
+        match send().await {
+            Ok(()) => {}
+            Err(webrtc::error::Error::ErrDataChannelNotOpen) => {
+                self.wait_open().await?;
+                send().await.map_err(|_| ChannelClosed)?;
+            }
+            Err(_) => return Err(ChannelClosed),
+        }
+        self.sendable.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Wait until the channel is open. Also `Ok` for a channel that opened and has
+    /// closed again since: with sends before the open ([`Self::send_early`]), a small
+    /// job's recipient may have everything and close the channel right after its open.
     pub async fn wait_open(&self) -> Result<(), ChannelClosed> {
         let mut state = self.state.clone();
-        match state.wait_for(|s| *s != State::Connecting).await {
-            Ok(s) if *s == State::Open => Ok(()),
-            _ => Err(ChannelClosed),
+        let _ = state.wait_for(|s| *s != State::Connecting).await;
+        if self.opened.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ChannelClosed)
         }
     }
 
@@ -117,7 +156,11 @@ impl RtcChannel {
 #[async_trait]
 impl Channel for RtcChannel {
     async fn send(&self, data: BytesMut) -> Result<(), ChannelClosed> {
-        self.dc.send(data).await.map_err(|_| ChannelClosed)
+        if self.sendable.load(Ordering::Relaxed) {
+            return self.dc.send(data).await.map_err(|_| ChannelClosed);
+        }
+        // Until a first send went through, a copy of the message may have to go again.
+        self.send_early(|| self.dc.send(data.clone())).await
     }
 
     async fn recv(&self) -> Option<BytesMut> {
@@ -133,7 +176,7 @@ impl Channel for RtcChannel {
     }
 
     async fn send_text(&self, text: &str) -> Result<(), ChannelClosed> {
-        self.dc.send_text(text).await.map_err(|_| ChannelClosed)
+        self.send_early(|| self.dc.send_text(text)).await
     }
 
     async fn close(&self) {

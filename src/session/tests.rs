@@ -45,7 +45,14 @@ struct Sender {
 }
 
 impl Sender {
+    /// A sender sharing a 5-byte file that does not exist (the tests never read it).
     fn new() -> Self {
+        Self::sharing("/nonexistent/peershare-test.bin".into())
+    }
+
+    /// A sender sharing the 5-byte file at `path` ("hello"), with its identity if it
+    /// exists.
+    fn sharing(path: std::path::PathBuf) -> Self {
         let (signal_tx, signal_rx) = mpsc::channel(64);
         let (server_tx, server_rx) = mpsc::channel(64);
         let (ev_tx, events) = mpsc::unbounded_channel();
@@ -81,12 +88,12 @@ impl Sender {
         session.on_conn_event(RECIPIENT.into(), conn_id, ConnEvent::ControlOpen(None));
         let upload_jobs = session.share_files(
             vec![PreparedFile {
-                path: "/nonexistent/peershare-test.bin".into(),
-                name: "file.bin".into(),
-                identity: FileIdentity {
+                identity: FileIdentity::of(&path).unwrap_or(FileIdentity {
                     size: 5,
                     modified: None,
-                },
+                }),
+                path,
+                name: "file.bin".into(),
                 hash: Hash::of(b"hello"),
                 tree_path: None,
                 executable: false,
@@ -352,7 +359,12 @@ impl webrtc::peer_connection::PeerConnectionEventHandler for Quiet {}
 
 #[tokio::test(start_paused = true)]
 async fn session_job_channel_never_opening_replaces_connection() {
-    let mut s = Sender::new();
+    // A readable file: the upload starts filling the channel before it opens (RFC 8832
+    // §6), and its first send waits for the open.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("file.bin");
+    std::fs::write(&path, b"hello").expect("the shared file");
+    let mut s = Sender::sharing(path);
     // A real data channel that can never open: its peer connection has no remote.
     let settings = crate::rtc::RtcSettings {
         bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),

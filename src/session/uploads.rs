@@ -370,9 +370,9 @@ impl Session {
     }
 
     /// Spawn the task of one stream to `peer` (a job's or a batch's): the connection is
-    /// asked for a data channel labelled `label`, and the task waits for it to open and
-    /// for streaming slots ([`open_stream`]), fills the channel with `fill`, gives the
-    /// slots back, waits until the recipient closes the channel (once it has every byte;
+    /// asked for a data channel labelled `label`, and the task waits for it and for
+    /// streaming slots ([`stream_slots`]) and fills the channel with `fill` while its open
+    /// is confirmed ([`while_opening`]), gives the slots back, waits until the recipient closes the channel (once it has every byte;
     /// closing it from this side earlier could discard data still in flight), and
     /// reports `done` with how it ended, or `stuck` if the channel did not open in time.
     /// `None` if there is no connection to `peer`.
@@ -396,12 +396,18 @@ impl Session {
         Some(tokio::spawn(
             async move {
                 let result = async {
-                    let Some((channel, slots)) = open_stream(reply, peer_slots, all_slots).await?
-                    else {
+                    let channel = Arc::new(
+                        reply
+                            .await
+                            .map_err(|_| Error::UploadFailed("connection closed".into()))??,
+                    );
+                    let stream = async {
+                        let slots = stream_slots(peer_slots, all_slots).await?;
+                        Ok((fill(channel.clone()).await?, slots))
+                    };
+                    let Some((filled, slots)) = while_opening(&channel, stream).await? else {
                         return Ok(None);
                     };
-                    let channel = Arc::new(channel);
-                    let filled = fill(channel.clone()).await?;
                     drop(slots);
                     channel.wait_closed().await;
                     Ok(Some(filled))
@@ -923,33 +929,45 @@ impl Session {
     }
 }
 
-/// The data channel the connection opens for a job or a batch (`reply`), once it is
-/// open, and the streaming slots to fill it in: one of the peer's (`peer_slots`) and one
-/// of all (`all_slots`), waited for with the channel open (the recipient's job is
-/// running). `Ok(None)` when the channel did not open within
-/// [`JOB_CHANNEL_OPEN_TIMEOUT`]: not an outcome of the upload, the connection is the
-/// problem.
-async fn open_stream(
-    reply: oneshot::Receiver<Result<RtcChannel>>,
+/// The streaming slots a stream fills its channel in: one of its peer's (`peer_slots`)
+/// and one of all (`all_slots`).
+async fn stream_slots(
     peer_slots: Arc<Semaphore>,
     all_slots: Arc<Semaphore>,
-) -> Result<Option<(RtcChannel, StreamPermits)>> {
-    let channel = reply
-        .await
-        .map_err(|_| Error::UploadFailed("connection closed".into()))??;
-    match tokio::time::timeout(JOB_CHANNEL_OPEN_TIMEOUT, channel.wait_open()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(Error::UploadFailed("data channel did not open".into())),
-        Err(_) => return Ok(None),
+) -> Result<StreamPermits> {
+    let mine = peer_slots.acquire_owned().await.ok();
+    let all = match mine {
+        Some(_) => all_slots.acquire_owned().await.ok(),
+        None => None,
+    };
+    mine.zip(all)
+        .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))
+}
+
+/// Run `work` (waiting for streaming slots, then filling `channel`) while waiting, at
+/// most [`JOB_CHANNEL_OPEN_TIMEOUT`], for `channel` to open: its bytes go out right after
+/// the channel's `DATA_CHANNEL_OPEN`, without waiting a round trip for the peer's
+/// `DATA_CHANNEL_ACK` (RFC 8832 §6, [`RtcChannel`]), but a channel that does not open is
+/// still given up on. `Ok(None)` when it did not open in time: not an outcome of the
+/// upload, the connection is the problem.
+async fn while_opening<T>(
+    channel: &RtcChannel,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<Option<T>> {
+    let open = tokio::time::timeout(JOB_CHANNEL_OPEN_TIMEOUT, channel.wait_open());
+    tokio::pin!(open, work);
+    let (mut done, mut opened) = (None, false);
+    while done.is_none() || !opened {
+        tokio::select! {
+            result = &mut work, if done.is_none() => done = Some(result?),
+            result = &mut open, if !opened => match result {
+                Ok(Ok(())) => opened = true,
+                Ok(Err(_)) => return Err(Error::UploadFailed("data channel did not open".into())),
+                Err(_) => return Ok(None),
+            },
+        }
     }
-    let slots = async {
-        let mine = peer_slots.acquire_owned().await.ok()?;
-        let all = all_slots.acquire_owned().await.ok()?;
-        Some((mine, all))
-    }
-    .await
-    .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))?;
-    Ok(Some((channel, slots)))
+    Ok(done)
 }
 
 /// What fills a stream's channel (see [`Session::spawn_stream`]).

@@ -767,6 +767,66 @@ mod tests {
         );
     }
 
+    /// The opener of an ordered in-band channel may send before the peer's
+    /// `DATA_CHANNEL_ACK` (RFC 8832 §6): a message written while the channel is still
+    /// `Connecting` leaves after the `DATA_CHANNEL_OPEN`, on the same stream (whose order
+    /// the channel type of that OPEN sets).
+    #[test]
+    fn in_band_channel_write_before_ack_follows_open_in_order() {
+        let now = Instant::now();
+        let mut ctx = DataChannelHandlerContext::new(now);
+        let (mut data_channels, handles) = registry(vec![in_band_channel(1)]);
+        let handle = handles[0];
+        let mut stats = RTCStatsAccumulator::new();
+
+        let mut handler = DataChannelHandler::new(
+            &mut ctx,
+            &mut data_channels,
+            &mut stats,
+            None,
+            RTCDtlsRole::Server,
+            None,
+        );
+        handler
+            .handle_event(TaggedRTCEventInternal {
+                now,
+                event: RTCEventInternal::SCTPHandshakeComplete(0),
+            })
+            .unwrap();
+        handler
+            .handle_write(TaggedRTCMessageInternal {
+                now,
+                transport: TransportContext::default(),
+                message: RTCMessageInternal::Dtls(DTLSMessage::DataChannel(ApplicationMessage {
+                    data_channel_id: handle,
+                    data_channel_event: DataChannelEvent::Message(RTCDataChannelMessage {
+                        is_string: false,
+                        data: BytesMut::from(&b"early"[..]),
+                    }),
+                })),
+            })
+            .unwrap();
+
+        let sent: Vec<DataChannelMessage> = std::iter::from_fn(|| handler.poll_write())
+            .filter_map(|m| match m.message {
+                RTCMessageInternal::Dtls(DTLSMessage::Sctp(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            data_channels.get(&handle).unwrap().ready_state,
+            RTCDataChannelState::Connecting
+        );
+        // The OPEN (DCEP message type 0x03) first, the message last (between them, the
+        // channel's buffered-amount thresholds, which the SCTP handler keeps to itself).
+        let (first, last) = (&sent[0], &sent[sent.len() - 1]);
+        assert_eq!(first.ppi, PayloadProtocolIdentifier::Dcep, "{sent:?}");
+        assert_eq!(first.payload.first(), Some(&0x03), "{sent:?}");
+        assert_eq!(last.ppi, PayloadProtocolIdentifier::Binary, "{sent:?}");
+        assert_eq!(&last.payload[..], b"early");
+        assert!(sent.iter().all(|m| m.stream_id == 1));
+    }
+
     /// A negotiated (out-of-band) channel has no DCEP handshake: it dials open
     /// immediately and fires the open event at `SCTPHandshakeComplete`.
     #[test]
