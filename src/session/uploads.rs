@@ -371,10 +371,11 @@ impl Session {
 
     /// Spawn the task of one stream to `peer` (a job's or a batch's): the connection is
     /// asked for a data channel labelled `label`, and the task waits for it and for
-    /// streaming slots ([`stream_slots`]) and fills the channel with `fill` while its open
-    /// is confirmed ([`while_opening`]), gives the slots back, waits until the recipient closes the channel (once it has every byte;
-    /// closing it from this side earlier could discard data still in flight), and
-    /// reports `done` with how it ended, or `stuck` if the channel did not open in time.
+    /// streaming slots ([`stream_slots`]), fills the channel with `fill` while its open
+    /// is confirmed ([`while_opening`]), gives the slots back, waits until the recipient
+    /// closes the channel (once it has every byte; closing it from this side earlier
+    /// could discard data still in flight), and reports `done` with how it ended, or
+    /// `stuck` if the channel did not open in time.
     /// `None` if there is no connection to `peer`.
     pub(super) fn spawn_stream<T: Send + 'static>(
         &mut self,
