@@ -936,13 +936,13 @@ async fn stream_slots(
     peer_slots: Arc<Semaphore>,
     all_slots: Arc<Semaphore>,
 ) -> Result<StreamPermits> {
-    let mine = peer_slots.acquire_owned().await.ok();
-    let all = match mine {
-        Some(_) => all_slots.acquire_owned().await.ok(),
-        None => None,
-    };
-    mine.zip(all)
-        .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))
+    async {
+        let mine = peer_slots.acquire_owned().await.ok()?;
+        let all = all_slots.acquire_owned().await.ok()?;
+        Some((mine, all))
+    }
+    .await
+    .ok_or_else(|| Error::UploadFailed("no streaming slot".into()))
 }
 
 /// Run `work` (waiting for streaming slots, then filling `channel`) while waiting, at
