@@ -256,3 +256,6 @@ fn binary_only((text, data): (bool, BytesMut)) -> Result<BytesMut, crate::transp
         Ok(data)
     }
 }
+
+#[cfg(test)]
+mod tests;
