@@ -171,6 +171,16 @@ impl Cell {
         self.rate_bytes() as f64 / MIB as f64
     }
 
+    /// The link ratio no sender with peershare's start and headers can beat on this
+    /// cell's loss-free path, moving `size` bytes: see [`startup_bound`].
+    fn startup_bound(&self, size: u64) -> f64 {
+        startup_bound(
+            self.rate_bytes() as f64,
+            Duration::from_millis(self.rtt_ms),
+            size,
+        )
+    }
+
     fn queue_bytes(&self) -> usize {
         bdp_bytes(self.rate_bytes(), Duration::from_millis(self.rtt_ms))
     }
@@ -186,6 +196,36 @@ impl Cell {
             .with_loss(loss)
             .with_rate(self.rate_bytes(), self.queue_bytes())
     }
+}
+
+/// The SCTP sender's first window under BBR: ten packets of the stack's initial size
+/// (`vendor/PATCH.md`, as TCP's and QUIC's initial window).
+const START_WINDOW_BYTES: f64 = 11_880.0;
+
+/// File bytes per byte on the wire with probed 1,400-byte SCTP packets: 1,372 bytes of
+/// file data in a 1,465-byte IP packet (SCTP, DTLS, UDP and IPv4 headers).
+const FILE_SHARE_OF_WIRE: f64 = 1372.0 / 1465.0;
+
+/// The best link ratio (file bytes per second over the link's rate) of a sender that
+/// moves `size` bytes over a loss-free path of `rate` bytes/s and round trip `rtt`,
+/// starting with peershare's first window ([`START_WINDOW_BYTES`]) and doubling what it
+/// sends every round trip until it fills the path (what slow start and BBR's Startup
+/// do at best), with peershare's headers ([`FILE_SHARE_OF_WIRE`]). The clock runs from
+/// the first file byte's arrival to the last one's. Short transfers on long paths spend
+/// much of their time in those round trips, whatever the sender: this is the ceiling of
+/// the `peershare / link` column.
+fn startup_bound(rate: f64, rtt: Duration, size: u64) -> f64 {
+    let rate_files = rate * FILE_SHARE_OF_WIRE;
+    let path_bytes = rate_files * rtt.as_secs_f64();
+    let size = size as f64;
+    let (mut sent, mut window, mut rounds) = (0.0, START_WINDOW_BYTES, 0.0);
+    while window < path_bytes && sent + window < size {
+        sent += window;
+        window *= 2.0;
+        rounds += 1.0;
+    }
+    let secs = rounds * rtt.as_secs_f64() + (size - sent) / rate_files;
+    size / secs / rate
 }
 
 /// The run's fixed parts: namespaces, binary, files.
@@ -636,8 +676,8 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
         let _ = write!(header, " peershare / {cc} |");
         rule.push_str("---|");
     }
-    header.push_str(" peershare / link | drops lost / queue / dev: peershare |");
-    rule.push_str("---|---|");
+    header.push_str(" peershare / link | bound / link | drops lost / queue / dev: peershare |");
+    rule.push_str("---|---|---|");
     for cc in &ccs {
         let _ = write!(header, " {cc} |");
         rule.push_str("---|");
@@ -674,8 +714,9 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
         };
         let _ = write!(
             line,
-            " {} | {} |",
+            " {} | {:.2} | {} |",
             ratio(&r.peershare, &link),
+            c.startup_bound(r.size_mib * MIB),
             r.peershare.drops()
         );
         for o in &r.tcp {
@@ -685,7 +726,7 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
     }
     let _ = writeln!(
         out,
-        "\nMiB/s of the data phase; `timeout ≥ N s (x)`: stopped after N s of data, x = its average MiB/s; `~` ratios involve such an average. Link rate: 100 Mbit/s = 11.92 MiB/s, 1 Gbit/s = 119.2 MiB/s. Drops: packets dropped in both directions during that transfer: lost (random loss) / queue (drop-tail overflow) / dev (the TUN devices' own drops, the emulator not reading in time: not part of the path, should be 0)."
+        "\nMiB/s of the data phase; `timeout ≥ N s (x)`: stopped after N s of data, x = its average MiB/s; `~` ratios involve such an average. Link rate: 100 Mbit/s = 11.92 MiB/s, 1 Gbit/s = 119.2 MiB/s. Bound: the most any sender could reach on the loss-free path that starts with peershare's window (11,880 bytes), doubles it every round trip and carries 1,372 bytes of file data per 1,465-byte packet; a short transfer on a long path spends a large share of its time finding the rate. Drops: packets dropped in both directions during that transfer: lost (random loss) / queue (drop-tail overflow) / dev (the TUN devices' own drops, the emulator not reading in time: not part of the path, should be 0)."
     );
     for f in &failures {
         let _ = writeln!(out, "- FAILED {f}");
@@ -695,4 +736,43 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
         bail!("{} transfer(s) failed", failures.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_bound_zero_round_trip_is_header_share() {
+        let bound = startup_bound(12.5e6, Duration::ZERO, 48 * MIB);
+        assert!((bound - FILE_SHARE_OF_WIRE).abs() < 1e-9, "{bound}");
+    }
+
+    #[test]
+    fn startup_bound_two_doublings_then_full_rate_counts_both_rounds() {
+        // The path holds four first windows: two rounds (1 + 2 windows) before it is
+        // full, then three seconds at the full rate.
+        let rate_files = 4.0 * START_WINDOW_BYTES;
+        let rate = rate_files / FILE_SHARE_OF_WIRE;
+        let size = 3.0 * START_WINDOW_BYTES + 3.0 * rate_files;
+        let bound = startup_bound(rate, Duration::from_secs(1), size as u64);
+        let expected = size / 5.0 / rate;
+        assert!((bound - expected).abs() < 1e-9, "{bound} vs {expected}");
+        assert!((bound - 0.75 * FILE_SHARE_OF_WIRE).abs() < 1e-9);
+    }
+
+    #[test]
+    fn startup_bound_wan_cells_longer_path_or_shorter_transfer_lower() {
+        let cell = |rtt_ms| Cell {
+            rtt_ms,
+            loss_pct: 0.0,
+            rate_mbit: 100,
+        };
+        let four_s: Vec<f64> = [10, 40, 100, 200]
+            .map(|rtt| cell(rtt).startup_bound(48 * MIB))
+            .to_vec();
+        assert!(four_s.windows(2).all(|w| w[0] > w[1]), "{four_s:?}");
+        assert!(four_s[2] < 0.85 && four_s[3] < 0.75, "{four_s:?}");
+        assert!(cell(200).startup_bound(144 * MIB) > four_s[3]);
+    }
 }
