@@ -36,7 +36,7 @@ fn bench_wan_smoke_prints_table_rows() {
             "## WAN paths (emulator)",
             "- emulator ceiling:",
             "| RTT ms | loss % | rate Mbit/s |",
-            "peershare / link",
+            "peershare / link | bound / link |",
             "| 10 | 0 | 100 |",
         ],
     );

@@ -212,8 +212,8 @@ const FILE_SHARE_OF_WIRE: f64 = 1372.0 / 1465.0;
 /// sends every round trip until it fills the path (what slow start and BBR's Startup
 /// do at best), with peershare's headers ([`FILE_SHARE_OF_WIRE`]). The clock runs from
 /// the first file byte's arrival to the last one's. Short transfers on long paths spend
-/// much of their time in those round trips, whatever the sender: this is the ceiling of
-/// the `peershare / link` column.
+/// much of their time in those round trips: this is the ceiling of the
+/// `peershare / link` column.
 fn startup_bound(rate: f64, rtt: Duration, size: u64) -> f64 {
     let rate_files = rate * FILE_SHARE_OF_WIRE;
     let path_bytes = rate_files * rtt.as_secs_f64();
