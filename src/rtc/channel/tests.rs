@@ -37,6 +37,18 @@ struct End {
     channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
 }
 
+impl End {
+    /// A new channel of ours, wrapped as the session wraps a job's.
+    async fn channel(&self, label: &str) -> RtcChannel {
+        let dc = self
+            .pc
+            .create_data_channel(label, None)
+            .await
+            .expect("a data channel");
+        RtcChannel::spawn(dc, false)
+    }
+}
+
 async fn end(settings: &RtcSettings) -> End {
     let (gathered_tx, gathered) = watch::channel(false);
     let (channels_tx, channels) = mpsc::unbounded_channel();
@@ -97,12 +109,7 @@ async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
     let mut acceptor = end(&on_loopback(acceptor_net.clone())).await;
 
     // A first channel brings the SCTP association up.
-    let first = opener
-        .pc
-        .create_data_channel("first", None)
-        .await
-        .expect("a data channel");
-    let first = RtcChannel::spawn(first, false);
+    let first = opener.channel("first").await;
     let offer = opener.pc.create_offer(None).await.expect("an offer");
     opener
         .pc
@@ -143,12 +150,7 @@ async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
     // DATA_CHANNEL_ACK, not a SACK. What the opener sends still arrives.
     acceptor_net.set_filter(move |src, _| opener_addrs.contains(&src));
 
-    let job = opener
-        .pc
-        .create_data_channel("job", None)
-        .await
-        .expect("a data channel");
-    let job = RtcChannel::spawn(job, false);
+    let job = opener.channel("job").await;
     tokio::time::timeout(PATIENCE, job.send(BytesMut::from(&b"early bytes"[..])))
         .await
         .expect("the send does not wait for the DATA_CHANNEL_ACK")
