@@ -668,7 +668,7 @@ mod tests {
             .expect("a datagram splits into records")
             .into_iter()
             .map(|record| {
-                let mut reader = record.as_slice();
+                let mut reader = record;
                 let header =
                     RecordLayerHeader::unmarshal(&mut reader).expect("each record has a header");
                 (header.epoch, header.sequence_number)

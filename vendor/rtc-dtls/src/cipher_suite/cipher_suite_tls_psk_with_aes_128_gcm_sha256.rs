@@ -94,4 +94,18 @@ impl CipherSuite for CipherSuiteTlsPskWithAes128GcmSha256 {
         ))?;
         cg.decrypt(input)
     }
+
+    fn encrypt_record(&mut self, pkt_rlh: &RecordLayerHeader, payload: &[u8]) -> Result<BytesMut> {
+        let cg = self.gcm.as_mut().ok_or(Error::Other(
+            "CipherSuite has not been initialized, unable to encrypt".to_owned(),
+        ))?;
+        cg.encrypt_record(pkt_rlh, payload)
+    }
+
+    fn decrypt_record(&mut self, h: &RecordLayerHeader, input: &[u8]) -> Result<BytesMut> {
+        let cg = self.gcm.as_mut().ok_or(Error::Other(
+            "CipherSuite has not been initialized, unable to decrypt".to_owned(),
+        ))?;
+        cg.decrypt_record(h, input)
+    }
 }

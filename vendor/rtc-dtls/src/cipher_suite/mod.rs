@@ -18,6 +18,7 @@ pub mod cipher_suite_tls_psk_with_aes_128_ccm8;
 /// `TLS_PSK_WITH_AES_128_GCM_SHA256`, for pre-shared-key handshakes.
 pub mod cipher_suite_tls_psk_with_aes_128_gcm_sha256;
 
+use bytes::BytesMut;
 use crypto::RTCCryptoProvider;
 use crypto::{
     AeadAlgorithm, CbcAlgorithm, CryptoAlgorithm, HashAlgorithm, HmacAlgorithm, RTCCrypto,
@@ -270,6 +271,37 @@ pub trait CipherSuite: Send {
     ///
     /// Fails if authentication fails, or the record is malformed.
     fn decrypt(&mut self, input: &[u8]) -> Result<Vec<u8>>;
+
+    /// Protects one record whose header is `pkt_rlh` and whose body is `payload`, and
+    /// returns it as it goes on the wire (header, then the protected body). The default
+    /// marshals the record and calls [`encrypt`](Self::encrypt); a suite that can seal
+    /// in place overrides it to copy the body only once.
+    ///
+    /// # Errors
+    ///
+    /// Fails if keys are not installed, or the cipher rejects the input.
+    fn encrypt_record(&mut self, pkt_rlh: &RecordLayerHeader, payload: &[u8]) -> Result<BytesMut> {
+        let mut raw = Vec::with_capacity(RECORD_LAYER_HEADER_SIZE + payload.len());
+        pkt_rlh.marshal(&mut raw)?;
+        raw.extend_from_slice(payload);
+        Ok(BytesMut::from(&self.encrypt(pkt_rlh, &raw)?[..]))
+    }
+
+    /// Unprotects the record `input`, whose header the caller has parsed as `h`, and
+    /// returns its plaintext body alone. The default calls [`decrypt`](Self::decrypt) and
+    /// drops the header; a suite that can open in place overrides it to copy the body
+    /// only once.
+    ///
+    /// # Errors
+    ///
+    /// Fails if authentication fails, or the record is malformed.
+    fn decrypt_record(&mut self, h: &RecordLayerHeader, input: &[u8]) -> Result<BytesMut> {
+        let _ = h;
+        let d = self.decrypt(input)?;
+        Ok(BytesMut::from(
+            d.get(RECORD_LAYER_HEADER_SIZE..).unwrap_or_default(),
+        ))
+    }
 }
 
 // Taken from https://www.iana.org/assignments/tls-parameters/tls-parameters.xml

@@ -2706,3 +2706,218 @@ fn test_old_epoch_alert_honoured_until_handshake_completes() {
         "a discarded alert was answered"
     );
 }
+
+// --- Application data sealed and opened in place (`write_application_data_record`,
+// `read_application_data_record`): the records must be the general path's, byte for
+// byte in format, and every check of the general reader must still hold.
+
+/// Two connections past their handshake, keyed from the same master secret as client and
+/// server, in epoch 1 both ways.
+fn keyed_pair() -> (DTLSConn, DTLSConn) {
+    use crate::cipher_suite::CipherSuite;
+    use crate::cipher_suite::cipher_suite_aes_128_gcm_sha256::CipherSuiteAes128GcmSha256;
+
+    let provider = crypto::default_provider().expect("a built-in crypto provider is enabled");
+    let keyed = |is_client: bool| {
+        let config = Arc::new(HandshakeConfig::new(provider.clone()));
+        let mut conn = DTLSConn::new(config, is_client, None);
+        let mut suite = Box::new(CipherSuiteAes128GcmSha256::new(false));
+        suite
+            .init(
+                provider.clone(),
+                &[7u8; 48],
+                &[1u8; 32],
+                &[2u8; 32],
+                is_client,
+            )
+            .expect("the suite takes the key material");
+        conn.state.cipher_suite = Some(suite);
+        conn.set_local_epoch(1);
+        conn.state.remote_epoch = 1;
+        conn.set_handshake_completed();
+        conn
+    };
+    (keyed(true), keyed(false))
+}
+
+/// Queues `data` as application data the general way (a `Packet` that is marshalled,
+/// encrypted and compacted) and returns the datagram.
+fn general_path_record(conn: &mut DTLSConn, data: &[u8]) -> BytesMut {
+    conn.write_packets(vec![Packet {
+        record: RecordLayer::new(
+            PROTOCOL_VERSION1_2,
+            conn.get_local_epoch(),
+            Content::ApplicationData(ApplicationData {
+                data: BytesMut::from(data),
+            }),
+        ),
+        should_encrypt: true,
+        reset_local_sequence_number: false,
+    }]);
+    conn.outgoing_raw_packet()
+        .expect("a queued packet gives a datagram")
+}
+
+/// Opens `record` with the general reader and returns what it delivered.
+fn general_path_read(conn: &mut DTLSConn, record: &[u8]) -> Option<BytesMut> {
+    let (handshake, alert, err) = conn.handle_incoming_packet(record.to_vec(), false);
+    assert!(!handshake && alert.is_none() && err.is_none());
+    conn.incoming_application_data()
+}
+
+fn delivered(conn: &mut DTLSConn) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| conn.incoming_application_data())
+        .map(|data| data.to_vec())
+        .collect()
+}
+
+#[test]
+fn write_after_handshake_seals_one_record_the_general_reader_opens() {
+    let (mut client, mut server) = keyed_pair();
+
+    for (sequence_number, body) in [(0u8, &b"first"[..]), (1, &b"second record"[..])] {
+        client.write(body).expect("the connection is open");
+        let record = client
+            .outgoing_raw_packet()
+            .expect("a write after the handshake gives a datagram");
+        assert!(
+            client.outgoing_raw_packet().is_none(),
+            "one record per write"
+        );
+
+        // type, version, epoch, 48-bit sequence number, length (nonce + body + tag)
+        let length = (8 + body.len() + 16) as u16;
+        assert_eq!(
+            record[..RECORD_LAYER_HEADER_SIZE],
+            [
+                23,
+                0xfe,
+                0xfd,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                sequence_number,
+                (length >> 8) as u8,
+                length as u8
+            ]
+        );
+        assert_eq!(record.len(), RECORD_LAYER_HEADER_SIZE + length as usize);
+        assert_eq!(
+            general_path_read(&mut server, &record).as_deref(),
+            Some(body)
+        );
+    }
+}
+
+#[test]
+fn read_general_path_records_delivered_in_order_replays_and_forgeries_dropped() {
+    let (mut client, mut server) = keyed_pair();
+
+    // The first record of an epoch goes through the general reader (it creates the
+    // epoch's replay window), the later ones are opened in place.
+    for body in [&b"one"[..], b"two", b"three"] {
+        let record = general_path_record(&mut client, body);
+        server.read(&record).expect("a genuine record reads");
+    }
+    assert_eq!(
+        delivered(&mut server),
+        [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+
+    let replayed = general_path_record(&mut client, b"four");
+    server.read(&replayed).expect("a genuine record reads");
+    server
+        .read(&replayed)
+        .expect("a replay is dropped, not an error");
+    assert_eq!(delivered(&mut server), [b"four".to_vec()]);
+
+    // A forged copy of the next record is dropped and does not use up its sequence
+    // number: the genuine record still gets through.
+    let genuine = general_path_record(&mut client, b"five");
+    let mut forged = genuine.clone();
+    let last = forged.len() - 1;
+    forged[RECORD_LAYER_HEADER_SIZE + 8] ^= 0x01;
+    forged[last] ^= 0x80;
+    server
+        .read(&forged)
+        .expect("a forgery is dropped, not an error");
+    assert!(delivered(&mut server).is_empty());
+    server.read(&genuine).expect("a genuine record reads");
+    assert_eq!(delivered(&mut server), [b"five".to_vec()]);
+
+    // Truncated below nonce + tag: dropped.
+    server
+        .read(&genuine[..RECORD_LAYER_HEADER_SIZE + 8])
+        .expect_err("the datagram's length field no longer matches");
+    let mut short = BytesMut::from(&genuine[..RECORD_LAYER_HEADER_SIZE]);
+    short[RECORD_LAYER_HEADER_SIZE - 1] = 10;
+    short[RECORD_LAYER_HEADER_SIZE - 2] = 0;
+    short[RECORD_LAYER_HEADER_SIZE - 3] += 1; // a sequence number not yet seen
+    short.extend_from_slice(&[0u8; 10]);
+    server
+        .read(&short)
+        .expect("a record too short for its tag is dropped");
+    assert!(delivered(&mut server).is_empty());
+}
+
+#[test]
+fn read_datagram_of_two_sealed_records_delivers_both_in_order() {
+    let (mut client, mut server) = keyed_pair();
+    // Open the epoch's replay window the general way first.
+    let first = general_path_record(&mut client, b"opening");
+    server.read(&first).expect("a genuine record reads");
+
+    client.write(b"alpha").expect("open");
+    client.write(b"beta").expect("open");
+    let mut datagram = client.outgoing_raw_packet().expect("a record");
+    datagram.extend_from_slice(&client.outgoing_raw_packet().expect("a record"));
+    server.read(&datagram).expect("both records read");
+    assert_eq!(
+        delivered(&mut server),
+        [b"opening".to_vec(), b"alpha".to_vec(), b"beta".to_vec()]
+    );
+}
+
+#[test]
+fn write_behind_a_queued_alert_keeps_record_order() {
+    let (mut client, mut server) = keyed_pair();
+    client.notify(AlertLevel::Warning, AlertDescription::NoRenegotiation);
+    client.write(b"after the alert").expect("open");
+
+    // Both go the general way and are compacted into one datagram, alert first.
+    let datagram = client.outgoing_raw_packet().expect("a datagram");
+    assert!(client.outgoing_raw_packet().is_none());
+    assert_eq!(datagram[0], ContentType::Alert as u8);
+    let alert_len =
+        u16::from_be_bytes([datagram[11], datagram[12]]) as usize + RECORD_LAYER_HEADER_SIZE;
+    assert_eq!(datagram[alert_len], ContentType::ApplicationData as u8);
+    assert_eq!(
+        general_path_read(&mut server, &datagram[alert_len..]).as_deref(),
+        Some(&b"after the alert"[..])
+    );
+
+    // With nothing queued any more, the next write is sealed on its own.
+    client.write(b"next").expect("open");
+    let record = client.outgoing_raw_packet().expect("a datagram");
+    assert_eq!(record[0], ContentType::ApplicationData as u8);
+    assert_eq!(
+        general_path_read(&mut server, &record).as_deref(),
+        Some(&b"next"[..])
+    );
+}
+
+#[test]
+fn write_larger_than_a_record_plaintext_takes_the_general_path() {
+    let (mut client, mut server) = keyed_pair();
+    let body = vec![0x5a; MAX_FAST_PATH_RECORD_BODY + 1];
+    client.write(&body).expect("open");
+    let record = client.outgoing_raw_packet().expect("a datagram");
+    assert_eq!(
+        general_path_read(&mut server, &record).as_deref(),
+        Some(&body[..])
+    );
+}

@@ -211,6 +211,10 @@ impl DTLSConn {
             return Err(Error::ErrConnClosed);
         }
 
+        if self.write_application_data_record(p) {
+            return Ok(());
+        }
+
         let pkt = Packet {
             record: RecordLayer::new(
                 PROTOCOL_VERSION1_2,
@@ -268,6 +272,76 @@ impl DTLSConn {
             should_encrypt: self.is_handshake_completed(),
             reset_local_sequence_number: false,
         }]);
+    }
+
+    /// Protects `p` as one application-data record and queues it to be sent, copying it
+    /// once (into the buffer that is sealed in place and sent), where [`write`](Self::write)
+    /// would otherwise queue a `Packet` that is marshalled, encrypted and compacted, four
+    /// copies and as many allocations. Only once the handshake has completed and nothing
+    /// else waits to be sent, so records keep their order; otherwise, or for a body too
+    /// large for one record, it returns `false` and leaves `p` to the general path. A
+    /// record that cannot be protected is dropped with a warning, as the general path
+    /// drops it.
+    fn write_application_data_record(&mut self, p: &[u8]) -> bool {
+        let ready = self.is_handshake_completed()
+            && self.outgoing_queued_packets.is_empty()
+            && self.outgoing_packets.is_empty()
+            && p.len() <= MAX_FAST_PATH_RECORD_BODY
+            && self
+                .state
+                .cipher_suite
+                .as_ref()
+                .is_some_and(|cs| cs.is_initialized());
+        if !ready {
+            return false;
+        }
+        let epoch = self.get_local_epoch();
+        let record = self
+            .next_local_sequence_number(epoch)
+            .and_then(|sequence_number| {
+                let header = RecordLayerHeader {
+                    content_type: ContentType::ApplicationData,
+                    protocol_version: PROTOCOL_VERSION1_2,
+                    epoch,
+                    sequence_number,
+                    content_len: p.len() as u16,
+                };
+                match self.state.cipher_suite.as_mut() {
+                    Some(cipher_suite) => cipher_suite.encrypt_record(&header, p),
+                    None => Err(Error::ErrCipherSuiteUnset),
+                }
+            });
+        match record {
+            Ok(record) => self.outgoing_compacted_raw_packets.push_back(record),
+            Err(err) => warn!(
+                "write application data [{}] with error {}",
+                srv_cli_str(self.is_client),
+                err
+            ),
+        }
+        true
+    }
+
+    /// Takes the next sequence number of `epoch` (RFC 6347 4.1).
+    ///
+    /// # Errors
+    ///
+    /// Fails once the sequence number would exceed 48 bits: the association must then
+    /// be abandoned or renegotiated rather than wrap.
+    fn next_local_sequence_number(&mut self, epoch: u16) -> Result<u64> {
+        let epoch = epoch as usize;
+        while self.state.local_sequence_number.len() <= epoch {
+            self.state.local_sequence_number.push(0);
+        }
+        self.state.local_sequence_number[epoch] += 1;
+        let seq = self.state.local_sequence_number[epoch] - 1;
+        if seq > MAX_SEQUENCE_NUMBER {
+            // RFC 6347 Section 4.1.0
+            // The implementation must either abandon an association or rehandshake
+            // prior to allowing the sequence number to wrap.
+            return Err(Error::ErrSequenceNumberOverflow);
+        }
+        Ok(seq)
     }
 
     pub(crate) fn write_packets(&mut self, pkts: Vec<Packet>) {
@@ -335,23 +409,7 @@ impl DTLSConn {
     }
 
     fn process_packet(&mut self, mut p: Packet) -> Result<Vec<u8>> {
-        let epoch = p.record.record_layer_header.epoch as usize;
-        let seq = {
-            while self.state.local_sequence_number.len() <= epoch {
-                self.state.local_sequence_number.push(0);
-            }
-
-            self.state.local_sequence_number[epoch] += 1;
-            self.state.local_sequence_number[epoch] - 1
-        };
-        //debug!("{}: seq = {}", srv_cli_str(is_client), seq);
-
-        if seq > MAX_SEQUENCE_NUMBER {
-            // RFC 6347 Section 4.1.0
-            // The implementation must either abandon an association or rehandshake
-            // prior to allowing the sequence number to wrap.
-            return Err(Error::ErrSequenceNumberOverflow);
-        }
+        let seq = self.next_local_sequence_number(p.record.record_layer_header.epoch)?;
         p.record.record_layer_header.sequence_number = seq;
 
         // Marshal straight into the Vec: `BufWriter` would heap-allocate an
@@ -488,7 +546,10 @@ impl DTLSConn {
         let enqueue = !self.is_handshake_completed();
         self.received_handshake_in_last_datagram = false;
         for pkt in unpack_datagram(buf)? {
-            let (hs, alert, err) = self.handle_incoming_packet(pkt, enqueue);
+            if self.read_application_data_record(pkt) {
+                continue;
+            }
+            let (hs, alert, err) = self.handle_incoming_packet(pkt.to_vec(), enqueue);
             if let Some(alert) = alert {
                 self.outgoing_packets.push_back(Packet {
                     record: RecordLayer::new(
@@ -525,6 +586,58 @@ impl DTLSConn {
         }
 
         Ok(())
+    }
+
+    /// Takes an application-data record of the current epoch once the handshake has
+    /// completed: the checks of [`handle_incoming_packet`](Self::handle_incoming_packet)
+    /// (replay window, then authentication; a record failing either is discarded), with
+    /// its body decrypted straight into the buffer handed to the application, where the
+    /// general path copies the record three times. Returns `false`, leaving the record to
+    /// the general path, for anything else: another content type or epoch, a record
+    /// received during the handshake, or a PSK suite (whose failures are answered with
+    /// an alert).
+    fn read_application_data_record(&mut self, pkt: &[u8]) -> bool {
+        if !self.is_handshake_completed() {
+            return false;
+        }
+        let mut reader = pkt;
+        let Ok(h) = RecordLayerHeader::unmarshal(&mut reader) else {
+            return false;
+        };
+        let epoch = h.epoch as usize;
+        if h.content_type != ContentType::ApplicationData
+            || h.epoch == 0
+            || h.epoch != self.state.remote_epoch
+            || self.replay_detector.len() <= epoch
+        {
+            return false;
+        }
+        let Some(cipher_suite) = self.state.cipher_suite.as_mut() else {
+            return false;
+        };
+        if !cipher_suite.is_initialized() || cipher_suite.is_psk() {
+            return false;
+        }
+
+        if !self.replay_detector[epoch].check(h.sequence_number) {
+            debug!(
+                "{}: discarded duplicated packet (epoch: {}, seq: {})",
+                srv_cli_str(self.is_client),
+                h.epoch,
+                h.sequence_number,
+            );
+            return true;
+        }
+        match cipher_suite.decrypt_record(&h, pkt) {
+            Ok(data) => {
+                self.replay_detector[epoch].accept();
+                self.incoming_decrypted_packets.push_back(data);
+            }
+            Err(err) => {
+                debug!("{}: decrypt failed: {}", srv_cli_str(self.is_client), err);
+            }
+        }
+        true
     }
 
     pub(crate) fn handle_incoming_queued_packets(&mut self) -> Result<bool> {
@@ -874,6 +987,11 @@ impl DTLSConn {
         self.state.local_epoch
     }
 }
+
+/// The largest body [`DTLSConn::write`] protects without building a `Packet`: the
+/// plaintext limit of a record, 2^14 bytes (RFC 6347 4.1, RFC 5246 6.2.1). Larger writes
+/// keep the general path and its behaviour.
+const MAX_FAST_PATH_RECORD_BODY: usize = 1 << 14;
 
 fn compact_raw_packets(raw_packets: &[Vec<u8>], maximum_transmission_unit: usize) -> Vec<BytesMut> {
     let mut combined_raw_packets = vec![];

@@ -6,6 +6,8 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
+use bytes::{BufMut, BytesMut};
+
 use crypto::{AeadAlgorithm, AeadCipher, RTCCryptoProvider};
 
 use super::*;
@@ -55,11 +57,45 @@ impl CryptoGcm {
     ///
     /// # Errors
     ///
-    /// Fails if the cipher rejects the input.
+    /// Fails if `raw` is shorter than a record header, or the cipher rejects the input.
     pub fn encrypt(&mut self, pkt_rlh: &RecordLayerHeader, raw: &[u8]) -> Result<Vec<u8>> {
-        let payload = &raw[RECORD_LAYER_HEADER_SIZE..];
-        let raw = &raw[..RECORD_LAYER_HEADER_SIZE];
+        let (header, payload) = split_header(raw)?;
+        let mut r = Vec::with_capacity(raw.len() + CRYPTO_GCM_RECORD_OVERHEAD);
+        self.seal_into(pkt_rlh, header, payload, &mut r)?;
+        Ok(r)
+    }
 
+    /// Protects one record whose header is `pkt_rlh` and whose body is `payload`, and
+    /// returns it as it goes on the wire. Unlike [`encrypt`](Self::encrypt) the caller
+    /// need not marshal the record first: the body is copied once, into the buffer that
+    /// is sealed in place and sent.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the header cannot be encoded, or the cipher rejects the input.
+    pub fn encrypt_record(
+        &mut self,
+        pkt_rlh: &RecordLayerHeader,
+        payload: &[u8],
+    ) -> Result<BytesMut> {
+        let mut header = [0u8; RECORD_LAYER_HEADER_SIZE];
+        pkt_rlh.marshal(&mut &mut header[..])?;
+        let mut r = BytesMut::with_capacity(
+            RECORD_LAYER_HEADER_SIZE + payload.len() + CRYPTO_GCM_RECORD_OVERHEAD,
+        );
+        self.seal_into(pkt_rlh, &header, payload, &mut r)?;
+        Ok(r)
+    }
+
+    /// Appends the record `header`, the explicit nonce, `payload` sealed in place and the
+    /// tag to `out` (which the callers own and drop on error).
+    fn seal_into<B: BufMut + AsMut<[u8]>>(
+        &mut self,
+        pkt_rlh: &RecordLayerHeader,
+        header: &[u8],
+        payload: &[u8],
+        out: &mut B,
+    ) -> Result<()> {
         let mut nonce = [0u8; CRYPTO_GCM_NONCE_LENGTH];
         nonce[..4].copy_from_slice(&self.local_write_iv[..4]);
         self.provider
@@ -69,48 +105,69 @@ impl CryptoGcm {
 
         let additional_data = generate_aead_additional_data(pkt_rlh, payload.len());
 
-        // Assemble header + explicit nonce + payload once, then encrypt the
-        // payload region in place with a detached tag: one allocation and one
-        // payload copy instead of the former staging Vec + full re-copy.
-        let mut r = Vec::with_capacity(
-            RECORD_LAYER_HEADER_SIZE + 8 + payload.len() + CRYPTO_GCM_TAG_LENGTH,
-        );
-        r.extend_from_slice(raw);
-        r.extend_from_slice(&nonce[4..]);
-        r.extend_from_slice(payload);
+        let start = out.as_mut().len();
+        out.put_slice(header);
+        out.put_slice(&nonce[4..]);
+        out.put_slice(payload);
 
         let mut tag = [0; CRYPTO_GCM_TAG_LENGTH];
         self.local_gcm
             .seal_in_place(
                 &nonce,
                 &additional_data,
-                &mut r[RECORD_LAYER_HEADER_SIZE + 8..],
+                &mut out.as_mut()[start + RECORD_LAYER_HEADER_SIZE + 8..],
                 &mut tag,
             )
             .map_err(crypto_error)?;
-        r.extend_from_slice(&tag);
+        out.put_slice(&tag);
 
-        // Update recordLayer size to include explicit nonce
-        let r_len = (r.len() - RECORD_LAYER_HEADER_SIZE) as u16;
-        r[RECORD_LAYER_HEADER_SIZE - 2..RECORD_LAYER_HEADER_SIZE]
+        let record = &mut out.as_mut()[start..];
+        let r_len = (record.len() - RECORD_LAYER_HEADER_SIZE) as u16;
+        record[RECORD_LAYER_HEADER_SIZE - 2..RECORD_LAYER_HEADER_SIZE]
             .copy_from_slice(&r_len.to_be_bytes());
 
-        Ok(r)
+        Ok(())
     }
 
-    /// Unprotects one record.
+    /// Unprotects one record, returning header plus plaintext.
     ///
     /// # Errors
     ///
-    /// Fails if authentication fails or the record is too short.
+    /// Fails if the record is too short or fails authentication.
     pub fn decrypt(&mut self, r: &[u8]) -> Result<Vec<u8>> {
         let mut reader = Cursor::new(r);
         let h = RecordLayerHeader::unmarshal(&mut reader)?;
         if h.content_type == ContentType::ChangeCipherSpec {
-            // Nothing to encrypt with ChangeCipherSpec
             return Ok(r.to_vec());
         }
 
+        let mut d = Vec::with_capacity(r.len());
+        d.extend_from_slice(&r[..RECORD_LAYER_HEADER_SIZE]);
+        self.open_into(&h, r, &mut d)?;
+        Ok(d)
+    }
+
+    /// Unprotects the record `r`, whose header the caller has parsed as `h`, and returns
+    /// its plaintext body alone: the body is copied once, into the buffer that is opened
+    /// in place and handed to the application.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the record is too short or fails authentication.
+    pub fn decrypt_record(&mut self, h: &RecordLayerHeader, r: &[u8]) -> Result<BytesMut> {
+        let mut d = BytesMut::with_capacity(r.len().saturating_sub(RECORD_LAYER_HEADER_SIZE));
+        self.open_into(h, r, &mut d)?;
+        Ok(d)
+    }
+
+    /// Appends the plaintext of the record `r` (header `h`) to `out`, which the callers own
+    /// and drop on error.
+    fn open_into<B: BufMut + AsMut<[u8]>>(
+        &mut self,
+        h: &RecordLayerHeader,
+        r: &[u8],
+        out: &mut B,
+    ) -> Result<()> {
         if r.len() <= (RECORD_LAYER_HEADER_SIZE + 8) {
             return Err(Error::ErrNotEnoughRoomForNonce);
         }
@@ -119,31 +176,38 @@ impl CryptoGcm {
         nonce[..4].copy_from_slice(&self.remote_write_iv[..4]);
         nonce[4..].copy_from_slice(&r[RECORD_LAYER_HEADER_SIZE..RECORD_LAYER_HEADER_SIZE + 8]);
 
-        let out = &r[RECORD_LAYER_HEADER_SIZE + 8..];
-        if out.len() < CRYPTO_GCM_TAG_LENGTH {
-            // Too short to hold the auth tag; the AEAD would reject it.
+        let sealed = &r[RECORD_LAYER_HEADER_SIZE + 8..];
+        if sealed.len() < CRYPTO_GCM_TAG_LENGTH {
             return Err(Error::Other(
                 "DTLS AES-GCM record too short for tag".to_string(),
             ));
         }
-        let tag_start = out.len() - CRYPTO_GCM_TAG_LENGTH;
+        let tag_start = sealed.len() - CRYPTO_GCM_TAG_LENGTH;
 
-        let additional_data = generate_aead_additional_data(&h, tag_start);
+        let additional_data = generate_aead_additional_data(h, tag_start);
 
-        let mut d = Vec::with_capacity(RECORD_LAYER_HEADER_SIZE + tag_start);
-        d.extend_from_slice(&r[..RECORD_LAYER_HEADER_SIZE]);
-        d.extend_from_slice(&out[..tag_start]);
+        let start = out.as_mut().len();
+        out.put_slice(&sealed[..tag_start]);
         self.remote_gcm
             .open_in_place(
                 &nonce,
                 &additional_data,
-                &mut d[RECORD_LAYER_HEADER_SIZE..],
-                &out[tag_start..],
+                &mut out.as_mut()[start..],
+                &sealed[tag_start..],
             )
-            .map_err(authentication_error)?;
-
-        Ok(d)
+            .map_err(authentication_error)
     }
+}
+
+/// Bytes a protected record adds to its body: the explicit nonce and the tag.
+const CRYPTO_GCM_RECORD_OVERHEAD: usize = 8 + CRYPTO_GCM_TAG_LENGTH;
+
+/// Splits a marshalled record into its header and its body.
+fn split_header(raw: &[u8]) -> Result<(&[u8], &[u8])> {
+    if raw.len() < RECORD_LAYER_HEADER_SIZE {
+        return Err(Error::ErrInvalidPacketLength);
+    }
+    Ok(raw.split_at(RECORD_LAYER_HEADER_SIZE))
 }
 
 #[cfg(test)]

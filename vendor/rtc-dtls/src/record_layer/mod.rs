@@ -100,7 +100,7 @@ impl RecordLayer {
 // two DTLS messages into the same datagram: in the same record or in
 // separate records.
 // https://tools.ietf.org/html/rfc6347#section-4.2.3
-pub(crate) fn unpack_datagram(buf: &[u8]) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn unpack_datagram(buf: &[u8]) -> Result<Vec<&[u8]>> {
     let mut out = vec![];
 
     let mut offset = 0;
@@ -116,7 +116,7 @@ pub(crate) fn unpack_datagram(buf: &[u8]) -> Result<Vec<Vec<u8>>> {
             return Err(Error::ErrInvalidPacketLength);
         }
 
-        out.push(buf[offset..offset + pkt_len].to_vec());
+        out.push(&buf[offset..offset + pkt_len]);
         offset += pkt_len
     }
 
