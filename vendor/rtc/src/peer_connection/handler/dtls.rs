@@ -341,28 +341,32 @@ impl<'a>
     }
 
     fn handle_write(&mut self, msg: TaggedRTCMessageInternal) -> Result<()> {
-        if let RTCMessageInternal::Dtls(DTLSMessage::Raw(dtls_message)) = msg.message {
-            debug!("send dtls RAW {:?}", msg.transport.peer_addr);
-
-            let dtls_endpoint = self
-                .ctx
-                .dtls_transport
-                .dtls_endpoint
-                .as_mut()
-                .ok_or(Error::ErrDtlsTransportNotStarted)?;
-
-            dtls_endpoint.write(msg.now, msg.transport.peer_addr, &dtls_message)?;
-            while let Some(transmit) = dtls_endpoint.poll_transmit() {
-                self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
-                    now: transmit.now,
-                    transport: transmit.transport,
-                    message: RTCMessageInternal::Dtls(DTLSMessage::Raw(transmit.message)),
-                });
+        let dtls_message: &[u8] = match &msg.message {
+            RTCMessageInternal::Dtls(DTLSMessage::Raw(raw)) => raw,
+            RTCMessageInternal::Dtls(DTLSMessage::SctpPacket(packet)) => packet,
+            _ => {
+                // Bypass
+                debug!("Bypass dtls write {:?}", msg.transport.peer_addr);
+                self.ctx.write_outs.push_back(msg);
+                return Ok(());
             }
-        } else {
-            // Bypass
-            debug!("Bypass dtls write {:?}", msg.transport.peer_addr);
-            self.ctx.write_outs.push_back(msg);
+        };
+        debug!("send dtls RAW {:?}", msg.transport.peer_addr);
+
+        let dtls_endpoint = self
+            .ctx
+            .dtls_transport
+            .dtls_endpoint
+            .as_mut()
+            .ok_or(Error::ErrDtlsTransportNotStarted)?;
+
+        dtls_endpoint.write(msg.now, msg.transport.peer_addr, dtls_message)?;
+        while let Some(transmit) = dtls_endpoint.poll_transmit() {
+            self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
+                now: transmit.now,
+                transport: transmit.transport,
+                message: RTCMessageInternal::Dtls(DTLSMessage::Raw(transmit.message)),
+            });
         }
         Ok(())
     }

@@ -3,7 +3,6 @@ use crate::peer_connection::message::internal::{
     DTLSMessage, RTCMessageInternal, TaggedRTCMessageInternal,
 };
 use crate::peer_connection::transport::sctp::SctpTransport;
-use bytes::BytesMut;
 use datachannel::data_channel::DataChannelMessage;
 use datachannel::message::Message;
 use datachannel::message::message_channel_threshold::DataChannelThreshold;
@@ -344,19 +343,7 @@ impl<'a> SctpHandler<'a> {
     fn flush_transmits(&mut self, now: Instant) {
         for conn in self.ctx.sctp_transport.sctp_associations.values_mut() {
             while let Some(x) = conn.poll_transmit(now) {
-                for transmit in split_transmit(x) {
-                    if let Payload::RawEncode(raw_data) = transmit.message {
-                        for raw in raw_data {
-                            self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
-                                now: transmit.now,
-                                transport: transmit.transport,
-                                message: RTCMessageInternal::Dtls(DTLSMessage::Raw(
-                                    BytesMut::from(&raw[..]),
-                                )),
-                            });
-                        }
-                    }
-                }
+                self.ctx.write_outs.extend(outbound_packets(x));
             }
         }
     }
@@ -529,9 +516,7 @@ impl<'a>
                 for (drained_ch, _event) in &endpoint_events {
                     if let Some(conn) = sctp_associations.get_mut(drained_ch) {
                         while let Some(x) = conn.poll_transmit(now) {
-                            for transmit in split_transmit(x) {
-                                messages.push(SctpMessage::Outbound(transmit));
-                            }
+                            messages.push(SctpMessage::Outbound(x));
                         }
                     }
                 }
@@ -560,17 +545,7 @@ impl<'a>
                         })
                     }
                     SctpMessage::Outbound(transmit) => {
-                        if let Payload::RawEncode(raw_data) = transmit.message {
-                            for raw in raw_data {
-                                self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
-                                    now: transmit.now,
-                                    transport: transmit.transport,
-                                    message: RTCMessageInternal::Dtls(DTLSMessage::Raw(
-                                        BytesMut::from(&raw[..]),
-                                    )),
-                                });
-                            }
-                        }
+                        self.ctx.write_outs.extend(outbound_packets(transmit));
                     }
                 }
             }
@@ -836,7 +811,7 @@ impl<'a>
         for (drained_ch, _event) in &endpoint_events {
             if let Some(conn) = sctp_associations.get_mut(drained_ch) {
                 while let Some(x) = conn.poll_transmit(now) {
-                    transmits.extend(split_transmit(x));
+                    transmits.push(x);
                 }
             }
         }
@@ -849,17 +824,7 @@ impl<'a>
         }
 
         for transmit in transmits {
-            if let Payload::RawEncode(raw_data) = transmit.message {
-                for raw in raw_data {
-                    self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
-                        now: transmit.now,
-                        transport: transmit.transport,
-                        message: RTCMessageInternal::Dtls(DTLSMessage::Raw(BytesMut::from(
-                            &raw[..],
-                        ))),
-                    });
-                }
-            }
+            self.ctx.write_outs.extend(outbound_packets(transmit));
         }
 
         // Timer processed — mark dirty so poll_write runs the single flush.
@@ -886,19 +851,27 @@ impl<'a>
     }
 }
 
-fn split_transmit(transmit: TransportMessage<Payload>) -> Vec<TransportMessage<Payload>> {
-    let mut transmits: Vec<TransportMessage<Payload>> = Vec::new();
-    if let Payload::RawEncode(contents) = transmit.message {
-        for content in contents {
-            transmits.push(TransportMessage {
-                now: transmit.now,
-                transport: transmit.transport,
-                message: Payload::RawEncode(vec![content]),
-            })
-        }
-    }
-
-    transmits
+/// The messages for the DTLS handler that carry one transmit of an association: each of
+/// its packets, as the association made it (no copy; `DTLSMessage::SctpPacket`).
+fn outbound_packets(
+    transmit: TransportMessage<Payload>,
+) -> impl Iterator<Item = TaggedRTCMessageInternal> {
+    let TransportMessage {
+        now,
+        transport,
+        message,
+    } = transmit;
+    let packets = match message {
+        Payload::RawEncode(packets) => packets,
+        _ => Vec::new(),
+    };
+    packets
+        .into_iter()
+        .map(move |packet| TaggedRTCMessageInternal {
+            now,
+            transport,
+            message: RTCMessageInternal::Dtls(DTLSMessage::SctpPacket(packet)),
+        })
 }
 
 #[cfg(test)]
@@ -924,7 +897,7 @@ mod tests {
     use crate::peer_connection::transport::dtls::role::RTCDtlsRole;
     use crate::peer_connection::transport::{RTCTransportId, TransportKind};
     use crate::statistics::accumulator::RTCStatsAccumulator;
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
     use datachannel::message::message_channel_open::{
         CHANNEL_PRIORITY_NORMAL, ChannelType, DataChannelOpen,
     };
@@ -1330,7 +1303,9 @@ mod tests {
         ctx.write_outs
             .iter()
             .filter_map(|m| match &m.message {
-                RTCMessageInternal::Dtls(DTLSMessage::Raw(raw)) if raw.len() > 12 => Some(raw[12]),
+                RTCMessageInternal::Dtls(DTLSMessage::SctpPacket(raw)) if raw.len() > 12 => {
+                    Some(raw[12])
+                }
                 _ => None,
             })
             .collect()
@@ -1346,7 +1321,7 @@ mod tests {
     /// 4-byte chunk header, then a 4-byte Cumulative TSN Ack, then `a_rwnd`.
     fn flushed_sack_a_rwnd(flushed: &[TaggedRTCMessageInternal]) -> Option<u32> {
         flushed.iter().find_map(|m| match &m.message {
-            RTCMessageInternal::Dtls(DTLSMessage::Raw(raw))
+            RTCMessageInternal::Dtls(DTLSMessage::SctpPacket(raw))
                 if raw.len() >= 24 && raw[12] == CT_SACK =>
             {
                 Some(u32::from_be_bytes([raw[20], raw[21], raw[22], raw[23]]))
@@ -1799,7 +1774,9 @@ mod tests {
         let types: Vec<u8> = sent
             .iter()
             .filter_map(|m| match &m.message {
-                RTCMessageInternal::Dtls(DTLSMessage::Raw(raw)) if raw.len() > 12 => Some(raw[12]),
+                RTCMessageInternal::Dtls(DTLSMessage::SctpPacket(raw)) if raw.len() > 12 => {
+                    Some(raw[12])
+                }
                 _ => None,
             })
             .collect();

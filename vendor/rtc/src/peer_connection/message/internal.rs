@@ -1,7 +1,7 @@
 use crate::data_channel::RTCDataChannelId;
 use crate::data_channel::message::RTCDataChannelMessage;
 use crate::media_stream::track::MediaStreamTrackId;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use datachannel::data_channel::DataChannelMessage;
 use interceptor::Packet;
 use shared::TransportContext;
@@ -35,6 +35,11 @@ pub(crate) enum STUNMessage {
 #[derive(Debug, Clone)]
 pub(crate) enum DTLSMessage {
     Raw(BytesMut),
+    /// An SCTP packet on its way to the DTLS handler, which protects it and sends the
+    /// record as `Raw`. It stays the `Bytes` the association made (a view of the one
+    /// buffer a burst of packets is marshalled into): the handler only reads it, and a
+    /// `BytesMut` would have cost a copy and an allocation per packet.
+    SctpPacket(Bytes),
     Sctp(DataChannelMessage),
     DataChannel(ApplicationMessage),
 }
@@ -62,6 +67,7 @@ impl RTCMessageInternal {
             RTCMessageInternal::Stun(STUNMessage::Raw(bytes)) => bytes.len(),
             RTCMessageInternal::Dtls(msg) => match msg {
                 DTLSMessage::Raw(bytes) => bytes.len(),
+                DTLSMessage::SctpPacket(bytes) => bytes.len(),
                 DTLSMessage::Sctp(dcm) => dcm.payload.len(),
                 DTLSMessage::DataChannel(app_msg) => match &app_msg.data_channel_event {
                     DataChannelEvent::Open | DataChannelEvent::Close => 0,
