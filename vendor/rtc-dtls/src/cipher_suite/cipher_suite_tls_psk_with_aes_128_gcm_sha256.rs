@@ -108,4 +108,15 @@ impl CipherSuite for CipherSuiteTlsPskWithAes128GcmSha256 {
         ))?;
         cg.decrypt_record(h, input)
     }
+
+    fn decrypt_record_in_place(
+        &mut self,
+        h: &RecordLayerHeader,
+        input: BytesMut,
+    ) -> Result<BytesMut> {
+        let cg = self.gcm.as_mut().ok_or(Error::Other(
+            "CipherSuite has not been initialized, unable to decrypt".to_owned(),
+        ))?;
+        cg.decrypt_record_in_place(h, input)
+    }
 }

@@ -302,6 +302,21 @@ pub trait CipherSuite: Send {
             d.get(RECORD_LAYER_HEADER_SIZE..).unwrap_or_default(),
         ))
     }
+
+    /// As [`decrypt_record`](Self::decrypt_record), taking the record's buffer: a suite
+    /// that can open in place returns that buffer cut down to the plaintext body, with no
+    /// copy. The default calls `decrypt_record`.
+    ///
+    /// # Errors
+    ///
+    /// Fails if authentication fails, or the record is malformed.
+    fn decrypt_record_in_place(
+        &mut self,
+        h: &RecordLayerHeader,
+        input: BytesMut,
+    ) -> Result<BytesMut> {
+        self.decrypt_record(h, &input)
+    }
 }
 
 // Taken from https://www.iana.org/assignments/tls-parameters/tls-parameters.xml

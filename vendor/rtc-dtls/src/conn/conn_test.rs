@@ -2921,3 +2921,71 @@ fn write_larger_than_a_record_plaintext_takes_the_general_path() {
         Some(&body[..])
     );
 }
+
+#[test]
+fn read_datagram_of_one_sealed_record_opens_it_in_its_own_buffer() {
+    let (mut client, mut server) = keyed_pair();
+    // The first record of an epoch opens its replay window (general path).
+    let first = general_path_record(&mut client, b"opening");
+    server.read_datagram(first).expect("a genuine record reads");
+
+    client.write(b"in place").expect("open");
+    let record = client.outgoing_raw_packet().expect("a record");
+    let body_at = record.as_ptr() as usize + RECORD_LAYER_HEADER_SIZE + 8;
+    server
+        .read_datagram(record)
+        .expect("a genuine record reads");
+    assert_eq!(
+        server.incoming_application_data().as_deref(),
+        Some(&b"opening"[..])
+    );
+    let data = server.incoming_application_data().expect("delivered");
+    assert_eq!(&data[..], b"in place");
+    assert_eq!(data.as_ptr() as usize, body_at, "opened where it arrived");
+    assert!(server.incoming_application_data().is_none());
+}
+
+#[test]
+fn read_datagram_replays_and_forgeries_dropped_other_datagrams_take_the_general_path() {
+    let (mut client, mut server) = keyed_pair();
+    let first = general_path_record(&mut client, b"opening");
+    server.read_datagram(first).expect("a genuine record reads");
+    assert_eq!(delivered(&mut server), [b"opening".to_vec()]);
+
+    // A forgery of the next record is dropped and leaves its sequence number unused.
+    client.write(b"genuine").expect("open");
+    let genuine = client.outgoing_raw_packet().expect("a record");
+    let mut forged = genuine.clone();
+    forged[RECORD_LAYER_HEADER_SIZE + 8] ^= 0x01;
+    server
+        .read_datagram(forged)
+        .expect("a forgery is dropped, not an error");
+    assert!(delivered(&mut server).is_empty());
+    server
+        .read_datagram(genuine.clone())
+        .expect("a genuine record reads");
+    assert_eq!(delivered(&mut server), [b"genuine".to_vec()]);
+    server.read_datagram(genuine).expect("a replay is dropped");
+    assert!(delivered(&mut server).is_empty());
+
+    // Two records in one datagram: the general path, both delivered in order.
+    client.write(b"alpha").expect("open");
+    client.write(b"beta").expect("open");
+    let mut datagram = client.outgoing_raw_packet().expect("a record");
+    datagram.extend_from_slice(&client.outgoing_raw_packet().expect("a record"));
+    server.read_datagram(datagram).expect("both records read");
+    assert_eq!(
+        delivered(&mut server),
+        [b"alpha".to_vec(), b"beta".to_vec()]
+    );
+
+    // A record cut short: its length field no longer matches, and the general path
+    // rejects the datagram.
+    client.write(b"cut").expect("open");
+    let mut cut = client.outgoing_raw_packet().expect("a record");
+    cut.truncate(cut.len() - 1);
+    server
+        .read_datagram(cut)
+        .expect_err("the datagram's length field no longer matches");
+    assert!(delivered(&mut server).is_empty());
+}

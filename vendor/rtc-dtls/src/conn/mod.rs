@@ -12,6 +12,7 @@ mod conn_test;
 
 use crate::alert::*;
 use crate::application_data::*;
+use crate::cipher_suite::CipherSuite;
 use crate::content::*;
 use crate::curve::named_curve::NamedCurve;
 use crate::extension::extension_use_srtp::*;
@@ -588,37 +589,74 @@ impl DTLSConn {
         Ok(())
     }
 
+    /// Feeds one received datagram into the connection, as [`read`](Self::read) does,
+    /// taking its buffer: a datagram that is exactly one application-data record of the
+    /// current epoch (after the handshake, every datagram a peer sends) is opened in that
+    /// buffer, which then goes to the application without a copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn read_datagram(&mut self, data: BytesMut) -> Result<()> {
+        if let Some(h) = self.direct_record_header(&data)
+            && RECORD_LAYER_HEADER_SIZE + h.content_len as usize == data.len()
+        {
+            self.received_handshake_in_last_datagram = false;
+            self.accept_application_data(&h, |cipher_suite| {
+                cipher_suite.decrypt_record_in_place(&h, data)
+            });
+            return Ok(());
+        }
+        self.read(&data)
+    }
+
     /// Takes an application-data record of the current epoch once the handshake has
-    /// completed: the checks of [`handle_incoming_packet`](Self::handle_incoming_packet)
-    /// (replay window, then authentication; a record failing either is discarded), with
-    /// its body decrypted straight into the buffer handed to the application, where the
-    /// general path copies the record three times. Returns `false`, leaving the record to
-    /// the general path, for anything else: another content type or epoch, a record
-    /// received during the handshake, or a PSK suite (whose failures are answered with
-    /// an alert).
+    /// completed (see [`direct_record_header`](Self::direct_record_header)), its body
+    /// decrypted straight into the buffer handed to the application, where the general
+    /// path copies the record three times. Returns `false`, leaving the record to the
+    /// general path, for anything else.
     fn read_application_data_record(&mut self, pkt: &[u8]) -> bool {
-        if !self.is_handshake_completed() {
+        let Some(h) = self.direct_record_header(pkt) else {
             return false;
+        };
+        self.accept_application_data(&h, |cipher_suite| cipher_suite.decrypt_record(&h, pkt));
+        true
+    }
+
+    /// The header of `pkt` if the direct path takes it: an application-data record of
+    /// the current epoch, received once the handshake has completed, under a
+    /// certificate suite whose keys are installed. Anything else (another content type
+    /// or epoch, a record received during the handshake, a PSK suite, whose failures are
+    /// answered with an alert) is left to
+    /// [`handle_incoming_packet`](Self::handle_incoming_packet).
+    fn direct_record_header(&self, pkt: &[u8]) -> Option<RecordLayerHeader> {
+        if !self.is_handshake_completed() {
+            return None;
         }
         let mut reader = pkt;
-        let Ok(h) = RecordLayerHeader::unmarshal(&mut reader) else {
-            return false;
-        };
-        let epoch = h.epoch as usize;
-        if h.content_type != ContentType::ApplicationData
-            || h.epoch == 0
-            || h.epoch != self.state.remote_epoch
-            || self.replay_detector.len() <= epoch
-        {
-            return false;
-        }
-        let Some(cipher_suite) = self.state.cipher_suite.as_mut() else {
-            return false;
-        };
-        if !cipher_suite.is_initialized() || cipher_suite.is_psk() {
-            return false;
-        }
+        let h = RecordLayerHeader::unmarshal(&mut reader).ok()?;
+        let direct = h.content_type == ContentType::ApplicationData
+            && h.epoch != 0
+            && h.epoch == self.state.remote_epoch
+            && self.replay_detector.len() > h.epoch as usize
+            && self
+                .state
+                .cipher_suite
+                .as_ref()
+                .is_some_and(|cs| cs.is_initialized() && !cs.is_psk());
+        direct.then_some(h)
+    }
 
+    /// The checks of [`handle_incoming_packet`](Self::handle_incoming_packet) for an
+    /// application-data record whose header is `h`, in the same order: the replay
+    /// window, then authentication (`open`); a record failing either is dropped, and a
+    /// forgery does not use up its sequence number.
+    fn accept_application_data(
+        &mut self,
+        h: &RecordLayerHeader,
+        open: impl FnOnce(&mut dyn CipherSuite) -> Result<BytesMut>,
+    ) {
+        let epoch = h.epoch as usize;
         if !self.replay_detector[epoch].check(h.sequence_number) {
             debug!(
                 "{}: discarded duplicated packet (epoch: {}, seq: {})",
@@ -626,9 +664,12 @@ impl DTLSConn {
                 h.epoch,
                 h.sequence_number,
             );
-            return true;
+            return;
         }
-        match cipher_suite.decrypt_record(&h, pkt) {
+        let Some(cipher_suite) = self.state.cipher_suite.as_mut() else {
+            return;
+        };
+        match open(cipher_suite.as_mut()) {
             Ok(data) => {
                 self.replay_detector[epoch].accept();
                 self.incoming_decrypted_packets.push_back(data);
@@ -637,7 +678,6 @@ impl DTLSConn {
                 debug!("{}: decrypt failed: {}", srv_cli_str(self.is_client), err);
             }
         }
-        true
     }
 
     pub(crate) fn handle_incoming_queued_packets(&mut self) -> Result<bool> {
