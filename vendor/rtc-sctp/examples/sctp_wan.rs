@@ -323,7 +323,11 @@ fn main() {
         if let (Some(step), Some(t0)) = (trace, start) {
             let due = next_trace.get_or_insert(t0 + step);
             if now >= *due {
-                let mut s = client.assoc.as_ref().map(Association::stats).unwrap_or_default();
+                let mut s = client
+                    .assoc
+                    .as_ref()
+                    .map(Association::stats)
+                    .unwrap_or_default();
                 println!(
                     "t={:.2}s received={:.1}MiB rate={:.2}MiB/s overflow={} t3={} fast-rtx={}",
                     now.duration_since(t0).as_secs_f64(),

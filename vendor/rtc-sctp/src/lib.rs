@@ -58,10 +58,10 @@ use std::{fmt, ops};
 mod association;
 pub use crate::association::{
     Association, AssociationError, Event,
+    congestion::CongestionControl,
     stats::AssociationStats,
     stream::{ReliabilityType, Stream, StreamEvent, StreamId, StreamState},
     timer::TimerConfig,
-    congestion::CongestionControl,
 };
 
 pub(crate) mod chunk;

@@ -1712,7 +1712,11 @@ fn bbr_fast_retransmissions_are_paced_rest_of_range_waits() -> Result<()> {
     let mut t = later;
     while sent.len() < 10 && t < later + Duration::from_secs(1) {
         t += Duration::from_millis(1);
-        sent.extend(transmitted_data(&a.gather_outbound(t).0).iter().map(|c| c.tsn));
+        sent.extend(
+            transmitted_data(&a.gather_outbound(t).0)
+                .iter()
+                .map(|c| c.tsn),
+        );
     }
     let expected: Vec<u32> = (0..10).map(|i| first_tsn.wrapping_add(i)).collect();
     assert_eq!(sent, expected);
@@ -1730,7 +1734,8 @@ fn sack_with_more_gaps_than_fit_is_truncated_to_the_mtu_nearest_first() {
         a.payload_queue.push(chunk, a.peer_last_tsn);
     }
     for _ in 0..50 {
-        a.payload_queue.push(payload_chunk(1002, 8), a.peer_last_tsn);
+        a.payload_queue
+            .push(payload_chunk(1002, 8), a.peer_last_tsn);
     }
     let sack = a.create_selective_ack_chunk();
     let packet = a.marshal_control_chunk(&sack).unwrap();
@@ -1752,7 +1757,8 @@ fn sack_with_more_gaps_than_fit_is_truncated_to_the_mtu_nearest_first() {
     let mut b = create_association(TransportConfig::default());
     b.peer_last_tsn = 1000;
     for i in 0..10u32 {
-        b.payload_queue.push(payload_chunk(1002 + 2 * i, 8), b.peer_last_tsn);
+        b.payload_queue
+            .push(payload_chunk(1002 + 2 * i, 8), b.peer_last_tsn);
     }
     assert_eq!(b.create_selective_ack_chunk().gap_ack_blocks.len(), 10);
 }

@@ -281,6 +281,9 @@ pub struct Association {
 
     pub(crate) stats: AssociationStats,
     ack_state: AckState,
+    /// The receiver window credit this association last told the peer (in its latest
+    /// SACK), so that reading can tell when the window has opened enough to say so.
+    rwnd_advertised: u32,
 
     // for testing
     pub(crate) ack_mode: AckMode,
@@ -386,6 +389,7 @@ impl Default for Association {
 
             stats: AssociationStats::default(),
             ack_state: AckState::default(),
+            rwnd_advertised: 0,
 
             // for testing
             ack_mode: AckMode::default(),
@@ -935,6 +939,28 @@ impl Association {
     /// The reply is queued like any other control packet; a request naming
     /// several streams is retried as a whole and simply defers again if another
     /// of its streams is still readable.
+    /// Called when the application has taken data out of a reassembly queue: if that
+    /// opened the receive window well beyond what the peer was last told, send a SACK now
+    /// to say so (a window update). RFC 9260 6.2 allows SACKs beyond one per packet "to
+    /// update the offered window as the receiving application consumes new data"; the
+    /// rule is TCP's receiver-side silly-window avoidance (RFC 1122 4.2.3.3, as Linux
+    /// applies it): once the window has at least doubled, and by at least one packet.
+    /// Without it a peer that filled the window waits for new DATA to draw a SACK, and
+    /// with nothing in flight that is its zero-window probe, one retransmission timeout
+    /// (at least RTO.Min) later.
+    pub(crate) fn on_receive_window_freed(&mut self) {
+        let credit = self.get_my_receiver_window_credit();
+        let advertised = self.rwnd_advertised;
+        if credit >= advertised.saturating_mul(2)
+            && credit - advertised >= self.mtu
+            && self.state() == AssociationState::Established
+        {
+            self.ack_state = AckState::Immediate;
+            self.timers.stop(Timer::Ack);
+            self.awake_write_loop();
+        }
+    }
+
     pub(crate) fn retry_deferred_resets(&mut self, stream_identifier: StreamId) {
         let pending: Vec<ParamOutgoingResetRequest> = self
             .reconfig_requests
@@ -1375,7 +1401,10 @@ impl Association {
         match self.marshal_control_chunk(&probe) {
             Ok(raw) => raw_packets.push(raw),
             Err(err) => {
-                warn!("[{}] failed to serialize a path MTU probe: {:?}", self.side, err);
+                warn!(
+                    "[{}] failed to serialize a path MTU probe: {:?}",
+                    self.side, err
+                );
                 self.mtu_probe = None;
             }
         }
@@ -2736,7 +2765,9 @@ impl Association {
                 && let Some((lo, hi)) = self.lost_range.take()
             {
                 if sna32gt(lo, self.cumulative_tsn_ack_point) {
-                    i = lo.wrapping_sub(self.cumulative_tsn_ack_point).wrapping_sub(1);
+                    i = lo
+                        .wrapping_sub(self.cumulative_tsn_ack_point)
+                        .wrapping_sub(1);
                 }
                 last = Some(hi);
             }
@@ -2977,7 +3008,9 @@ impl Association {
         if let Some(from) = self.rtx_scan_from
             && sna32gt(from, self.cumulative_tsn_ack_point)
         {
-            i = from.wrapping_sub(self.cumulative_tsn_ack_point).wrapping_sub(1);
+            i = from
+                .wrapping_sub(self.cumulative_tsn_ack_point)
+                .wrapping_sub(1);
         }
         while !done {
             let tsn = self.cumulative_tsn_ack_point.wrapping_add(i + 1);
@@ -3522,14 +3555,18 @@ impl Association {
         // cumulative TSN (the ones the sender repairs first), then duplicates, as many
         // as fit.
         const SACK_FIXED_BYTES: u32 = CHUNK_HEADER_SIZE as u32 + 12;
-        let room = (self.mtu.saturating_sub(COMMON_HEADER_SIZE + SACK_FIXED_BYTES) / 4) as usize;
+        let room = (self
+            .mtu
+            .saturating_sub(COMMON_HEADER_SIZE + SACK_FIXED_BYTES)
+            / 4) as usize;
         let mut gap_ack_blocks = self.payload_queue.get_gap_ack_blocks(self.peer_last_tsn);
         gap_ack_blocks.truncate(room);
         let mut duplicate_tsn = self.payload_queue.pop_duplicates();
         duplicate_tsn.truncate(room - gap_ack_blocks.len());
+        self.rwnd_advertised = self.get_my_receiver_window_credit();
         ChunkSelectiveAck {
             cumulative_tsn_ack: self.peer_last_tsn,
-            advertised_receiver_window_credit: self.get_my_receiver_window_credit(),
+            advertised_receiver_window_credit: self.rwnd_advertised,
             gap_ack_blocks,
             duplicate_tsn,
         }
@@ -3618,11 +3655,8 @@ impl Association {
             c.nsent = 1; // being sent for the first time
             c.last_sent = Some(now);
             if let Some(bbr) = self.bbr.as_mut() {
-                c.snapshot = bbr.on_send(
-                    now,
-                    self.inflight_queue.get_num_bytes(),
-                    c.user_data.len(),
-                );
+                c.snapshot =
+                    bbr.on_send(now, self.inflight_queue.get_num_bytes(), c.user_data.len());
             }
 
             trace!(

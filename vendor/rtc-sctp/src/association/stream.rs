@@ -131,7 +131,11 @@ impl Stream<'_> {
             && (s.state == RecvSendState::ReadWritable || s.state == RecvSendState::Readable)
         {
             let chunks = s.reassembly_queue.read();
-            if !s.reassembly_queue.is_readable() {
+            let drained = !s.reassembly_queue.is_readable();
+            if chunks.is_some() {
+                self.association.on_receive_window_freed();
+            }
+            if drained {
                 self.association
                     .retry_deferred_resets(self.stream_identifier);
             }

@@ -3813,7 +3813,10 @@ fn mtu_probe_transfer(
     server_ch: AssociationHandle,
     len: usize,
 ) -> Result<Vec<u8>> {
-    let msg: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let msg: Bytes = (0..len)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     let now = pair.time;
     pair.client_stream(client_ch, 1)?
         .write_sctp(now, &msg, PayloadProtocolIdentifier::Binary)?;
@@ -3832,7 +3835,10 @@ fn mtu_probe_answered_data_goes_in_probed_packets() -> Result<()> {
     assert!(pair.client_conn_mut(client_ch).mtu_probe.is_none());
     let before = pair.client_datagrams;
     let sent: Vec<u8> = (0..65536).map(|i| (i % 251) as u8).collect();
-    assert_eq!(mtu_probe_transfer(&mut pair, client_ch, server_ch, 65536)?, sent);
+    assert_eq!(
+        mtu_probe_transfer(&mut pair, client_ch, server_ch, 65536)?,
+        sent
+    );
     // 65536 bytes in DATA chunks of 1372 bytes: 48 packets (57 of the default size).
     let datagrams = pair.client_datagrams - before;
     assert!((48..=49).contains(&datagrams), "{datagrams} datagrams");
@@ -3848,10 +3854,16 @@ fn mtu_probe_path_too_small_keeps_base_size_and_delivers() -> Result<()> {
     pair.drive();
     let base = pair.server_conn_mut(server_ch).mtu;
     assert_eq!(pair.client_conn_mut(client_ch).mtu, base);
-    assert!(pair.client_conn_mut(client_ch).mtu_probe.is_none(), "given up");
+    assert!(
+        pair.client_conn_mut(client_ch).mtu_probe.is_none(),
+        "given up"
+    );
     let before = pair.client_datagrams;
     let sent: Vec<u8> = (0..65536).map(|i| (i % 251) as u8).collect();
-    assert_eq!(mtu_probe_transfer(&mut pair, client_ch, server_ch, 65536)?, sent);
+    assert_eq!(
+        mtu_probe_transfer(&mut pair, client_ch, server_ch, 65536)?,
+        sent
+    );
     assert!(pair.client_datagrams - before >= 57);
     Ok(())
 }
@@ -3876,6 +3888,64 @@ fn mtu_probe_path_shrinks_after_raise_association_closes_instead_of_stalling() -
     assert_eq!(
         pair.client_conn_mut(client_ch).state(),
         AssociationState::Closed
+    );
+    Ok(())
+}
+
+/// A receiver whose window filled up and whose application then reads tells the sender
+/// at once (a window-update SACK, RFC 9260 6.2), so the sender goes on without waiting for
+/// a timer: before, the sender learnt of the open window only from the SACK answering
+/// its zero-window probe, a retransmission timeout (at least RTO.Min) later. Everything
+/// here happens at one instant, so no timer can fire.
+#[test]
+fn window_update_reader_drains_full_window_sender_resumes_without_timer() -> Result<()> {
+    let max_receive_buffer_size: u32 = 64 * 1024;
+    let si: u16 = 6;
+    let (mut pair, client_ch, server_ch) =
+        create_association_pair(AckMode::Normal, max_receive_buffer_size)?;
+    establish_session_pair(&mut pair, client_ch, server_ch, si)?;
+
+    let message = Bytes::from(vec![0x5au8; 1000]);
+    for _ in 0..200 {
+        let now = pair.time;
+        pair.client_stream(client_ch, si)?.write_sctp(
+            now,
+            &message,
+            PayloadProtocolIdentifier::Binary,
+        )?;
+    }
+    let exchange = |pair: &mut Pair| {
+        for _ in 0..64 {
+            pair.drive_client();
+            pair.drive_server();
+        }
+    };
+    let read_all = |pair: &mut Pair| -> Result<usize> {
+        let mut messages = 0;
+        while pair.server_stream(server_ch, si)?.read_sctp()?.is_some() {
+            messages += 1;
+        }
+        Ok(messages)
+    };
+
+    // The window fills: what is queued at the receiver is all the window allows.
+    exchange(&mut pair);
+    let credit = pair
+        .server_conn_mut(server_ch)
+        .get_my_receiver_window_credit();
+    assert!(credit < 2 * 1000, "the window is full (credit {credit})");
+    let first = read_all(&mut pair)?;
+    assert!(
+        first >= 60,
+        "a window's worth was queued ({first} messages)"
+    );
+
+    // The application has read it all; at the same instant the sender refills the window.
+    exchange(&mut pair);
+    let second = read_all(&mut pair)?;
+    assert!(
+        second >= 60,
+        "the sender resumed at once after the read ({second} messages)"
     );
     Ok(())
 }
