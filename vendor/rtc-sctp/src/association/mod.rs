@@ -932,13 +932,6 @@ impl Association {
         }
     }
 
-    /// Re-run any reset request that was answered In Progress because
-    /// `stream_identifier` still had data the application had not collected
-    /// Called when that stream drains.
-    ///
-    /// The reply is queued like any other control packet; a request naming
-    /// several streams is retried as a whole and simply defers again if another
-    /// of its streams is still readable.
     /// Called when the application has taken data out of a reassembly queue: if that
     /// opened the receive window well beyond what the peer was last told, send a SACK now
     /// to say so (a window update). RFC 9260 6.2 allows SACKs beyond one per packet "to
@@ -961,6 +954,13 @@ impl Association {
         }
     }
 
+    /// Re-run any reset request that was answered In Progress because
+    /// `stream_identifier` still had data the application had not collected
+    /// Called when that stream drains.
+    ///
+    /// The reply is queued like any other control packet; a request naming
+    /// several streams is retried as a whole and simply defers again if another
+    /// of its streams is still readable.
     pub(crate) fn retry_deferred_resets(&mut self, stream_identifier: StreamId) {
         let pending: Vec<ParamOutgoingResetRequest> = self
             .reconfig_requests
