@@ -99,31 +99,19 @@ impl CipherSuite for CipherSuiteAes128GcmSha256 {
     }
 
     fn encrypt(&mut self, pkt_rlh: &RecordLayerHeader, raw: &[u8]) -> Result<Vec<u8>> {
-        let cg = self.gcm.as_mut().ok_or(Error::Other(
-            "CipherSuite has not been initialized, unable to encrypt".to_owned(),
-        ))?;
-        cg.encrypt(pkt_rlh, raw)
+        installed(&mut self.gcm, "encrypt")?.encrypt(pkt_rlh, raw)
     }
 
     fn decrypt(&mut self, input: &[u8]) -> Result<Vec<u8>> {
-        let cg = self.gcm.as_mut().ok_or(Error::Other(
-            "CipherSuite has not been initialized, unable to decrypt".to_owned(),
-        ))?;
-        cg.decrypt(input)
+        installed(&mut self.gcm, "decrypt")?.decrypt(input)
     }
 
     fn encrypt_record(&mut self, pkt_rlh: &RecordLayerHeader, payload: &[u8]) -> Result<BytesMut> {
-        let cg = self.gcm.as_mut().ok_or(Error::Other(
-            "CipherSuite has not been initialized, unable to encrypt".to_owned(),
-        ))?;
-        cg.encrypt_record(pkt_rlh, payload)
+        installed(&mut self.gcm, "encrypt")?.encrypt_record(pkt_rlh, payload)
     }
 
     fn decrypt_record(&mut self, h: &RecordLayerHeader, input: &[u8]) -> Result<BytesMut> {
-        let cg = self.gcm.as_mut().ok_or(Error::Other(
-            "CipherSuite has not been initialized, unable to decrypt".to_owned(),
-        ))?;
-        cg.decrypt_record(h, input)
+        installed(&mut self.gcm, "decrypt")?.decrypt_record(h, input)
     }
 
     fn decrypt_record_in_place(
@@ -131,9 +119,6 @@ impl CipherSuite for CipherSuiteAes128GcmSha256 {
         h: &RecordLayerHeader,
         input: BytesMut,
     ) -> Result<BytesMut> {
-        let cg = self.gcm.as_mut().ok_or(Error::Other(
-            "CipherSuite has not been initialized, unable to decrypt".to_owned(),
-        ))?;
-        cg.decrypt_record_in_place(h, input)
+        installed(&mut self.gcm, "decrypt")?.decrypt_record_in_place(h, input)
     }
 }

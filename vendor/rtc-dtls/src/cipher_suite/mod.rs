@@ -295,8 +295,7 @@ pub trait CipherSuite: Send {
     /// # Errors
     ///
     /// Fails if authentication fails, or the record is malformed.
-    fn decrypt_record(&mut self, h: &RecordLayerHeader, input: &[u8]) -> Result<BytesMut> {
-        let _ = h;
+    fn decrypt_record(&mut self, _h: &RecordLayerHeader, input: &[u8]) -> Result<BytesMut> {
         let d = self.decrypt(input)?;
         Ok(BytesMut::from(
             d.get(RECORD_LAYER_HEADER_SIZE..).unwrap_or_default(),
@@ -317,6 +316,16 @@ pub trait CipherSuite: Send {
     ) -> Result<BytesMut> {
         self.decrypt_record(h, &input)
     }
+}
+
+/// The keys of a suite once `init` has installed them, or the error every operation of
+/// a suite not yet initialized returns (`action`: what was attempted).
+pub(crate) fn installed<'a, T>(keys: &'a mut Option<T>, action: &str) -> Result<&'a mut T> {
+    keys.as_mut().ok_or_else(|| {
+        Error::Other(format!(
+            "CipherSuite has not been initialized, unable to {action}"
+        ))
+    })
 }
 
 // Taken from https://www.iana.org/assignments/tls-parameters/tls-parameters.xml

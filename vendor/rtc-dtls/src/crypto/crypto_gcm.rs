@@ -105,6 +105,8 @@ impl CryptoGcm {
 
         let additional_data = generate_aead_additional_data(pkt_rlh, payload.len());
 
+        // Assemble header + explicit nonce + payload once, then encrypt the payload
+        // region in place with a detached tag: one payload copy.
         let start = out.as_mut().len();
         out.put_slice(header);
         out.put_slice(&nonce[4..]);
@@ -121,6 +123,7 @@ impl CryptoGcm {
             .map_err(crypto_error)?;
         out.put_slice(&tag);
 
+        // Update recordLayer size to include explicit nonce
         let record = &mut out.as_mut()[start..];
         let r_len = (record.len() - RECORD_LAYER_HEADER_SIZE) as u16;
         record[RECORD_LAYER_HEADER_SIZE - 2..RECORD_LAYER_HEADER_SIZE]
@@ -138,6 +141,7 @@ impl CryptoGcm {
         let mut reader = Cursor::new(r);
         let h = RecordLayerHeader::unmarshal(&mut reader)?;
         if h.content_type == ContentType::ChangeCipherSpec {
+            // Nothing to encrypt with ChangeCipherSpec
             return Ok(r.to_vec());
         }
 
@@ -221,6 +225,7 @@ impl CryptoGcm {
 
         let sealed_len = r.len() - RECORD_LAYER_HEADER_SIZE - 8;
         if sealed_len < CRYPTO_GCM_TAG_LENGTH {
+            // Too short to hold the auth tag; the AEAD would reject it.
             return Err(Error::Other(
                 "DTLS AES-GCM record too short for tag".to_string(),
             ));
