@@ -32,11 +32,20 @@ pub struct RtcSettings {
     pub bind: Option<IpAddr>,
     /// Kernel buffer size for every UDP socket.
     pub socket_buffer_bytes: usize,
-    /// Bytes a data channel may have outstanding before `send` waits (backpressure).
-    /// It bounds the data in flight, so it must exceed the path's bandwidth-delay
-    /// product: 16 MiB carries 1 Gbit/s at 100 ms. Connections whose only possible path
-    /// is loopback use at most [`loopback_window`](Self::loopback_window).
+    /// The most bytes a data channel may have outstanding before `send` waits
+    /// (backpressure). Within it the limit follows the association when
+    /// [`send_buffer_window_min`](Self::send_buffer_window_min) is set. The data in
+    /// flight fits in it, so it must exceed the path's bandwidth-delay product: 64 MiB
+    /// holds a full 32 MiB receive window in flight and as much again queued (1 Gbit/s at
+    /// 200 ms is 25 MB). Connections whose only possible path is loopback use at most
+    /// [`loopback_window`](Self::loopback_window).
     pub send_buffer_limit: usize,
+    /// `Some(min)` (default [`SEND_BUFFER_WINDOW_MIN`]): the send-buffer limit is what the
+    /// SCTP association has in flight plus one more window (the smaller of its congestion
+    /// window and the peer's receive window), at least `min` and at most
+    /// [`send_buffer_limit`](Self::send_buffer_limit). A sender then holds what the path
+    /// needs, and little when the recipient reads slowly. `None` = the fixed limit.
+    pub send_buffer_window_min: Option<usize>,
     /// SCTP receive window (sized like `send_buffer_limit`; at most
     /// [`loopback_window`](Self::loopback_window) on loopback-only connections).
     pub sctp_receive_window: u32,
@@ -101,7 +110,8 @@ impl Default for RtcSettings {
         Self {
             bind: None,
             socket_buffer_bytes: runtime::SOCKET_BUFFER_BYTES,
-            send_buffer_limit: 16 * 1024 * 1024,
+            send_buffer_limit: 64 * 1024 * 1024,
+            send_buffer_window_min: Some(SEND_BUFFER_WINDOW_MIN),
             sctp_receive_window: 32 * 1024 * 1024,
             congestion_control: CongestionControl::Bbr,
             sctp_rto_min: SCTP_RTO_MIN,
@@ -128,6 +138,11 @@ impl Default for RtcSettings {
 /// timeout on a path of a few tens of milliseconds into a second of silence. The
 /// timeout stays SRTT + 4 RTTVAR above this floor. 200 ms is Linux TCP's floor.
 pub const SCTP_RTO_MIN: Duration = Duration::from_millis(200);
+
+/// The least a data channel's send buffer follows the association down to
+/// ([`RtcSettings::send_buffer_window_min`]): enough for the next few hundred
+/// microseconds at loopback speed while the window is still small or closed.
+pub const SEND_BUFFER_WINDOW_MIN: usize = 1024 * 1024;
 
 /// SCTP packet size used on loopback-bound connections: fewer, larger packets cut the
 /// per-packet cost (AES-GCM, CRC32c, syscalls) that limits throughput there
@@ -291,7 +306,11 @@ pub async fn build_peer_connection(
         Some(ip) => std::net::SocketAddr::new(ip, 0).to_string(),
         None => "0.0.0.0:0".to_string(),
     };
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some(min) = settings.send_buffer_window_min {
+        builder = builder.with_data_channel_send_buffer_window(min);
+    }
+    let pc = builder
         .with_configuration(config.build())
         .with_setting_engine(setting_engine)
         .with_runtime(match &settings.network {

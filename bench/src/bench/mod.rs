@@ -524,7 +524,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sys::load_average()
     ));
     line(format!(
-        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B, SCTP receive window {} B ({} on loopback-only connections), {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, UDP GSO {}, bound to 127.0.0.1",
+        "- transport: socket buffer {} B, SCTP MTU {}, send-buffer limit {} B ({}), SCTP receive window {} B ({} on loopback-only connections), {} KiB messages in (a), {} KiB chunks in (b), {}, ICE check interval {}, setup poll {} for the first {} s, UDP GSO {}, bound to 127.0.0.1",
         settings.socket_buffer_bytes,
         settings.sctp_mtu.map_or_else(
             || format!(
@@ -535,6 +535,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             |m| format!("{m} B")
         ),
         settings.send_buffer_limit,
+        settings.send_buffer_window_min.map_or_else(
+            || "fixed".into(),
+            |m| format!("following the SCTP window, at least {m} B")
+        ),
         settings.sctp_receive_window,
         settings
             .loopback_window

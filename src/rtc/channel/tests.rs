@@ -96,19 +96,12 @@ async fn next_remote_channel(end: &mut End) -> Arc<dyn DataChannel> {
         .expect("handler alive")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
-    let on_loopback = |network| RtcSettings {
-        bind: Some(Ipv4Addr::LOCALHOST.into()),
-        network: Some(network),
-        ..Default::default()
-    };
-    let opener_net = NetworkModel::new(1, LinkConfig::default());
-    let acceptor_net = NetworkModel::new(2, LinkConfig::default());
-    let mut opener = end(&on_loopback(opener_net)).await;
-    let mut acceptor = end(&on_loopback(acceptor_net.clone())).await;
-
-    // A first channel brings the SCTP association up.
+/// Offer, answer and a first channel that brings the SCTP association up. Returns that
+/// channel (both ends) and the opener's candidate addresses.
+async fn connect(
+    opener: &mut End,
+    acceptor: &mut End,
+) -> (RtcChannel, Arc<dyn DataChannel>, Vec<SocketAddr>) {
     let first = opener.channel("first").await;
     let offer = opener.pc.create_offer(None).await.expect("an offer");
     opener
@@ -116,7 +109,7 @@ async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
         .set_local_description(offer)
         .await
         .expect("offer set");
-    let offer = gathered_sdp(&mut opener).await;
+    let offer = gathered_sdp(opener).await;
     let opener_addrs = candidate_addrs(&offer.sdp);
     assert!(
         !opener_addrs.is_empty(),
@@ -134,7 +127,7 @@ async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
         .set_local_description(answer)
         .await
         .expect("answer set");
-    let answer = gathered_sdp(&mut acceptor).await;
+    let answer = gathered_sdp(acceptor).await;
     opener
         .pc
         .set_remote_description(answer)
@@ -144,7 +137,23 @@ async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
         .await
         .expect("the first channel opens")
         .expect("the first channel opens");
-    let _first_remote = next_remote_channel(&mut acceptor).await;
+    let first_remote = next_remote_channel(acceptor).await;
+    (first, first_remote, opener_addrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
+    let on_loopback = |network| RtcSettings {
+        bind: Some(Ipv4Addr::LOCALHOST.into()),
+        network: Some(network),
+        ..Default::default()
+    };
+    let opener_net = NetworkModel::new(1, LinkConfig::default());
+    let acceptor_net = NetworkModel::new(2, LinkConfig::default());
+    let mut opener = end(&on_loopback(opener_net)).await;
+    let mut acceptor = end(&on_loopback(acceptor_net.clone())).await;
+
+    let (_first, _first_remote, opener_addrs) = connect(&mut opener, &mut acceptor).await;
 
     // From now on nothing the acceptor sends reaches the opener: not its
     // DATA_CHANNEL_ACK, not a SACK. What the opener sends still arrives.
@@ -166,6 +175,88 @@ async fn rtc_channel_send_before_peer_acknowledges_open_reaches_peer() {
         State::Connecting,
         "the opener cannot have seen the acknowledgement"
     );
+
+    let _ = opener.pc.close().await;
+    let _ = acceptor.pc.close().await;
+}
+
+/// The send buffer follows the SCTP windows (`RtcSettings::send_buffer_window_min`): a
+/// recipient that stops reading closes its window, and the sender then stops taking
+/// messages long before the fixed limit. When the recipient reads again, everything
+/// arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_buffer_recipient_stops_reading_sender_holds_its_window() {
+    const MESSAGE: usize = 1024;
+    const TOTAL: usize = 16 * 1024 * 1024;
+    let settings = |window: u32| RtcSettings {
+        bind: Some(Ipv4Addr::LOCALHOST.into()),
+        loopback_window: None,
+        sctp_receive_window: window,
+        send_buffer_limit: 64 * 1024 * 1024,
+        send_buffer_window_min: Some(64 * 1024),
+        ..Default::default()
+    };
+    let mut opener = end(&settings(256 * 1024)).await;
+    let mut acceptor = end(&settings(256 * 1024)).await;
+    let (_first, _first_remote, _) = connect(&mut opener, &mut acceptor).await;
+
+    let job = opener.channel("job").await;
+    tokio::time::timeout(PATIENCE, job.send(BytesMut::from(&0u32.to_be_bytes()[..])))
+        .await
+        .expect("the first message is taken")
+        .expect("the channel is open");
+    // Announced, read by its reader task into a queue nobody empties yet.
+    let remote = RtcChannel::spawn(next_remote_channel(&mut acceptor).await, true);
+
+    // Numbered messages until the stack refuses one. What the recipient can hold is its
+    // 256 KiB window plus the messages queued above SCTP (a few hundred); a fixed 64 MiB
+    // limit would take all 16 MiB.
+    let message = |n: u32| {
+        let mut m = BytesMut::zeroed(MESSAGE);
+        m[..4].copy_from_slice(&n.to_be_bytes());
+        m
+    };
+    let mut sent: u32 = 1;
+    loop {
+        match job.dc.try_send(message(sent)).await {
+            Ok(()) => sent += 1,
+            Err(webrtc::error::Error::ErrSendBufferFull) => break,
+            Err(e) => panic!("the stack failed a send: {e}"),
+        }
+        assert!(
+            (sent as usize) * MESSAGE < TOTAL,
+            "the sender never held back for a recipient that does not read"
+        );
+    }
+    let admitted = sent as usize * MESSAGE;
+    assert!(
+        admitted < 4 * 1024 * 1024,
+        "the sender took {admitted} bytes for a recipient that does not read"
+    );
+
+    // The recipient reads; the rest goes with the waiting send.
+    let reader = tokio::spawn(async move {
+        let mut next: u32 = 0;
+        while (next as usize) < TOTAL / MESSAGE {
+            let got = tokio::time::timeout(PATIENCE, remote.recv())
+                .await
+                .expect("the next message arrives")
+                .expect("the channel is open");
+            let n = u32::from_be_bytes([got[0], got[1], got[2], got[3]]);
+            assert_eq!(n, next, "messages arrive in order");
+            next += 1;
+        }
+        next
+    });
+    while (sent as usize) < TOTAL / MESSAGE {
+        tokio::time::timeout(PATIENCE, job.send(message(sent)))
+            .await
+            .expect("the window reopens")
+            .expect("the channel is open");
+        sent += 1;
+    }
+    let received = reader.await.expect("the reader finishes");
+    assert_eq!(received as usize, TOTAL / MESSAGE);
 
     let _ = opener.pc.close().await;
     let _ = acceptor.pc.close().await;

@@ -742,6 +742,18 @@ impl Association {
         Duration::from_millis(self.rto_mgr.srtt)
     }
 
+    /// How much application data this association can put to use now, in bytes: what is
+    /// in flight plus one more window, the smaller of the congestion window and the
+    /// peer's receive window. A sender that keeps about this much queued always has the
+    /// next round trip's data ready, and holds little when the peer reads slowly (its
+    /// window closes) or the path is short (the congestion window is small). Zero until
+    /// the handshake has set the windows.
+    pub fn send_window(&self) -> usize {
+        let inflight = self.inflight_queue.get_num_bytes();
+        let peer_window = inflight + self.rwnd as usize;
+        inflight + (self.cwnd as usize).min(peer_window)
+    }
+
     /// The local IP address which was used when the peer established
     /// the association
     ///
@@ -3726,9 +3738,10 @@ impl Association {
         self.awake_write_loop();
     }
 
-    /// buffered_amount returns total amount (in bytes) of currently buffered user data.
-    /// This is used only by testing.
-    pub(crate) fn buffered_amount(&self) -> usize {
+    /// buffered_amount returns total amount (in bytes) of currently buffered user data:
+    /// queued and not yet sent, or sent and not yet acknowledged, on all streams. What
+    /// [`send_window`](Self::send_window) is measured against.
+    pub fn buffered_amount(&self) -> usize {
         self.pending_queue.get_num_bytes() + self.inflight_queue.get_num_bytes()
     }
 

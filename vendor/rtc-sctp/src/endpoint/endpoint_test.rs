@@ -3949,3 +3949,57 @@ fn window_update_reader_drains_full_window_sender_resumes_without_timer() -> Res
     );
     Ok(())
 }
+
+// The data a sender should keep queued follows the windows: with the peer's receive window
+// full it is only what is still unacknowledged, and it grows back with the window once the
+// peer reads.
+#[test]
+fn send_window_peer_stops_reading_shrinks_then_reopens() -> Result<()> {
+    let max_receive_buffer_size: u32 = 64 * 1024;
+    let si: u16 = 7;
+    let (mut pair, client_ch, server_ch) =
+        create_association_pair(AckMode::Normal, max_receive_buffer_size)?;
+    establish_session_pair(&mut pair, client_ch, server_ch, si)?;
+    let open = pair.client_conn_mut(client_ch).send_window();
+    assert!(
+        open >= 4 * 1000,
+        "a fresh association offers its initial window ({open})"
+    );
+
+    let message = Bytes::from(vec![0x5au8; 1000]);
+    for _ in 0..200 {
+        let now = pair.time;
+        pair.client_stream(client_ch, si)?.write_sctp(
+            now,
+            &message,
+            PayloadProtocolIdentifier::Binary,
+        )?;
+    }
+    for _ in 0..64 {
+        pair.drive_client();
+        pair.drive_server();
+    }
+    // The receiver holds a full window and reads nothing: what was sent is acknowledged
+    // and at most a zero-window probe and the window's last scraps may go.
+    let full = pair.client_conn_mut(client_ch).send_window();
+    assert!(
+        full < 3 * 1000,
+        "a closed peer window leaves almost nothing to queue ({full})"
+    );
+    let held = pair.client_conn_mut(client_ch).buffered_amount();
+    assert!(
+        held > 100 * 1000,
+        "what the window did not take is still held ({held})"
+    );
+
+    // The read sends a window update; the sender takes it and refills the window.
+    while pair.server_stream(server_ch, si)?.read_sctp()?.is_some() {}
+    pair.drive_server();
+    pair.drive_client();
+    let reopened = pair.client_conn_mut(client_ch).send_window();
+    assert!(
+        reopened > 8 * 1000,
+        "the window reopens once the peer reads ({reopened})"
+    );
+    Ok(())
+}

@@ -508,11 +508,10 @@ impl DataChannel for DataChannelImpl {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::ErrDataChannelClosed);
         }
-        let limit = self.inner.data_channel_send_buffer_limit;
         // Unbounded (the default): every send is admitted, so the channel is always
         // writable — skip locking the core entirely. This is what keeps `send`/`send_text`
         // non-blocking and lock-once on the default path.
-        if limit == usize::MAX {
+        if self.inner.data_channel_send_buffer_limit == usize::MAX {
             return Ok(());
         }
         loop {
@@ -525,10 +524,13 @@ impl DataChannel for DataChannelImpl {
                     .data_channel(self.id)
                     .ok_or(Error::ErrDataChannelClosed)?
                     .outstanding_bytes();
-                // Below the limit ⇒ writable. An empty buffer (`0 < limit`) also passes, so
-                // a lone message larger than the limit can still be sent rather than
-                // blocking forever.
-                if outstanding < limit {
+                let (used, limit) = self
+                    .inner
+                    .data_channel_send_buffer_use(&peer_connection, outstanding);
+                // Below the limit ⇒ writable. An empty buffer also passes, so a lone
+                // message larger than the limit can still be sent rather than blocking
+                // forever.
+                if outstanding == 0 || used < limit {
                     return Ok(());
                 }
             } // release the core lock before parking
@@ -544,18 +546,23 @@ impl DataChannel for DataChannelImpl {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::ErrDataChannelClosed);
         }
-        let limit = self.inner.data_channel_send_buffer_limit;
         {
             let mut peer_connection = self.inner.core.lock().await;
+            let outstanding = peer_connection
+                .data_channel(self.id)
+                .ok_or(Error::ErrDataChannelClosed)?
+                .outstanding_bytes();
+            let (used, limit) = self
+                .inner
+                .data_channel_send_buffer_use(&peer_connection, outstanding);
             let mut dc = peer_connection
                 .data_channel(self.id)
                 .ok_or(Error::ErrDataChannelClosed)?;
-            let outstanding = dc.outstanding_bytes();
             // Reject once the message would push outstanding bytes past the limit — but
             // always admit onto an empty buffer, so a lone message larger than the limit can
             // still be sent. saturating_add so an unbounded (`usize::MAX`) limit can't
             // overflow.
-            if outstanding != 0 && outstanding.saturating_add(data.len()) > limit {
+            if outstanding != 0 && used.saturating_add(data.len()) > limit {
                 return Err(Error::ErrSendBufferFull);
             }
             dc.send(self.inner.runtime.now(), data)?;
@@ -570,14 +577,19 @@ impl DataChannel for DataChannelImpl {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(Error::ErrDataChannelClosed);
         }
-        let limit = self.inner.data_channel_send_buffer_limit;
         {
             let mut peer_connection = self.inner.core.lock().await;
+            let outstanding = peer_connection
+                .data_channel(self.id)
+                .ok_or(Error::ErrDataChannelClosed)?
+                .outstanding_bytes();
+            let (used, limit) = self
+                .inner
+                .data_channel_send_buffer_use(&peer_connection, outstanding);
             let mut dc = peer_connection
                 .data_channel(self.id)
                 .ok_or(Error::ErrDataChannelClosed)?;
-            let outstanding = dc.outstanding_bytes();
-            if outstanding != 0 && outstanding.saturating_add(text.len()) > limit {
+            if outstanding != 0 && used.saturating_add(text.len()) > limit {
                 return Err(Error::ErrSendBufferFull);
             }
             dc.send_text(self.inner.runtime.now(), text)?;

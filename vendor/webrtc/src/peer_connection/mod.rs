@@ -186,6 +186,7 @@ pub struct PeerConnectionBuilder<A: ToSocketAddrs> {
     tcp_addrs: Vec<A>,
     dedicated_reactor_pool_size: usize,
     data_channel_send_buffer_limit: usize,
+    data_channel_send_buffer_window_min: Option<usize>,
     /// Held rather than forwarded immediately, so [`build`](Self::build) can resolve the crypto
     /// provider and inject it before the core connection is constructed — see there for why.
     setting_engine: SettingEngine,
@@ -205,6 +206,7 @@ impl<A: ToSocketAddrs> Default for PeerConnectionBuilder<A> {
             // opts in via `with_data_channel_send_buffer_limit`. This keeps `send`/
             // `send_text` non-blocking by default (zero behaviour change).
             data_channel_send_buffer_limit: usize::MAX,
+            data_channel_send_buffer_window_min: None,
         }
     }
 }
@@ -333,6 +335,25 @@ impl<A: ToSocketAddrs> PeerConnectionBuilder<A> {
         self
     }
 
+    /// Makes the send-buffer limit follow the SCTP association instead of staying fixed:
+    /// the connection's channels together may hold what is in flight plus one more
+    /// window (the smaller of the congestion window and the peer's receive window, see
+    /// [`RTCSctpTransport::send_window`](rtc::peer_connection::transport::RTCSctpTransport::send_window)),
+    /// at least `min_bytes` and at most the limit set with
+    /// [`with_data_channel_send_buffer_limit`](Self::with_data_channel_send_buffer_limit).
+    /// Unlike the fixed limit, which applies to each channel, this is one budget for all
+    /// channels of the connection; a channel with nothing outstanding may always send one
+    /// message.
+    ///
+    /// A fixed limit has to be sized for the longest, fastest path the application will
+    /// meet, and a sender then holds that much on every path, also when the peer reads
+    /// slowly. Following the window, the buffer is as large as the path needs and shrinks
+    /// when the peer's window closes. Has no effect while the limit is unbounded.
+    pub fn with_data_channel_send_buffer_window(mut self, min_bytes: usize) -> Self {
+        self.data_channel_send_buffer_window_min = Some(min_bytes);
+        self
+    }
+
     /// Builds the [`PeerConnection`] and starts the background event loop driver.
     ///
     /// `A: Send + 'static` because the configured addresses are handed to the driver unresolved
@@ -401,6 +422,7 @@ impl<A: ToSocketAddrs> PeerConnectionBuilder<A> {
             self.tcp_addrs,
             self.dedicated_reactor_pool_size,
             data_channel_send_buffer_limit,
+            self.data_channel_send_buffer_window_min,
             turn_allocation_refresh_interval_cap,
             crypto_provider,
         )
@@ -783,6 +805,10 @@ pub(crate) struct PeerConnectionRef {
     /// `ErrSendBufferFull` — an opt-in bound on send-side memory. Set once at build time via
     /// [`PeerConnectionBuilder::with_data_channel_send_buffer_limit`].
     pub(crate) data_channel_send_buffer_limit: usize,
+    /// `Some(min)`: the limit follows the association's window, at least `min` and at most
+    /// `data_channel_send_buffer_limit`. Set via
+    /// [`PeerConnectionBuilder::with_data_channel_send_buffer_window`].
+    pub(crate) data_channel_send_buffer_window_min: Option<usize>,
     /// Woken by the driver once per event-loop iteration after it applies SCTP buffer
     /// releases (acknowledged/abandoned bytes) to each channel's `outstanding_bytes`,
     /// and by `close()`/`Drop`. A [`DataChannel::writable`] future blocked on the
@@ -907,6 +933,36 @@ fn will_restart_ice(core: &RTCPeerConnection, desc: &RTCSessionDescription) -> b
 const WRITE_YIELD_INTERVAL: usize = 128;
 
 impl PeerConnectionRef {
+    /// What a channel's send is measured against now, as `(used, limit)`, for a channel
+    /// with `own` bytes outstanding. With the fixed limit, the channel's own outstanding
+    /// bytes against the configured limit, per channel. When the limit follows the
+    /// association ([`PeerConnectionBuilder::with_data_channel_send_buffer_window`]), what
+    /// the association holds for all channels together against its send window clamped
+    /// between the minimum and the configured limit: a connection's channels share one
+    /// budget, so more channels do not multiply what it holds. A channel with nothing
+    /// outstanding may always send one message (see `writable` and `try_send`).
+    pub(crate) fn data_channel_send_buffer_use(
+        &self,
+        core: &RTCPeerConnection,
+        own: usize,
+    ) -> (usize, usize) {
+        let limit = self.data_channel_send_buffer_limit;
+        let Some(min) = self
+            .data_channel_send_buffer_window_min
+            .filter(|_| limit != usize::MAX)
+        else {
+            return (own, limit);
+        };
+        let sctp = core.sctp();
+        let window = sctp.as_ref().and_then(|s| s.send_window()).unwrap_or(0);
+        let used = sctp
+            .as_ref()
+            .and_then(|s| s.buffered_amount())
+            .unwrap_or(own)
+            .max(own);
+        (used, window.clamp(min.clamp(1, limit), limit))
+    }
+
     /// Whether `close()`, `Drop` or a driver exit has begun shutting the connection down.
     #[inline]
     pub(crate) fn is_closing(&self) -> bool {
@@ -989,6 +1045,7 @@ impl PeerConnectionImpl {
         tcp_addrs: Vec<A>,
         dedicated_reactor_pool_size: usize,
         data_channel_send_buffer_limit: usize,
+        data_channel_send_buffer_window_min: Option<usize>,
         turn_allocation_refresh_interval_cap: Option<Duration>,
         crypto_provider: Arc<dyn crypto::RTCCryptoProvider>,
     ) -> Result<Self> {
@@ -1012,6 +1069,7 @@ impl PeerConnectionImpl {
                 write_backpressure: std::sync::atomic::AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
                 data_channel_send_buffer_limit,
+                data_channel_send_buffer_window_min,
                 data_channel_backpressure: crate::runtime::Notify::new(),
                 data_channel_delivery_blocked: AtomicBool::new(false),
                 data_channel_consumed: crate::runtime::Notify::new(),
@@ -1619,6 +1677,7 @@ mod tests {
             write_backpressure: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             data_channel_send_buffer_limit: usize::MAX,
+            data_channel_send_buffer_window_min: None,
             data_channel_backpressure: crate::runtime::Notify::new(),
             data_channel_delivery_blocked: AtomicBool::new(false),
             data_channel_consumed: crate::runtime::Notify::new(),

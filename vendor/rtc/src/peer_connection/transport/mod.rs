@@ -420,6 +420,25 @@ impl<'a> RTCSctpTransport<'a> {
     pub fn max_channels(&self) -> Option<u16> {
         self.peer_connection.sctp_transport().max_channels()
     }
+
+    /// Bytes of application data the association can put to use now: what is in flight
+    /// plus one more window, the smaller of the congestion window and the peer's receive
+    /// window. Not part of the W3C interface: a send buffer sized to this keeps the path
+    /// busy without holding more than the path and the peer can take.
+    ///
+    /// `None` until the association exists.
+    pub fn send_window(&self) -> Option<usize> {
+        self.peer_connection.sctp_transport().send_window()
+    }
+
+    /// Bytes of application data the association holds for the peer, all channels
+    /// together: queued and not yet sent, or sent and not yet acknowledged. Not part of
+    /// the W3C interface (a channel's own share is its `bufferedAmount`).
+    ///
+    /// `None` until the association exists.
+    pub fn buffered_amount(&self) -> Option<usize> {
+        self.peer_connection.sctp_transport().buffered_amount()
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,18 @@ impl SctpTransport {
         self.association()?.negotiated_max_streams()
     }
 
+    /// What the association can put to use now: in flight plus one more window
+    /// ([`Association::send_window`]). `None` before the association exists.
+    pub(crate) fn send_window(&self) -> Option<usize> {
+        Some(self.association()?.send_window())
+    }
+
+    /// Application data the association holds for the peer, on all streams
+    /// ([`Association::buffered_amount`]). `None` before the association exists.
+    pub(crate) fn buffered_amount(&self) -> Option<usize> {
+        Some(self.association()?.buffered_amount())
+    }
+
     /// Start the SCTPTransport. Since both local and remote parties must mutually
     /// create an SCTPTransport, SCTP SO (Simultaneous Open) is used to establish
     /// a connection over SCTP.
