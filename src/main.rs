@@ -2,7 +2,6 @@
 
 mod cli;
 
-use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -213,6 +212,12 @@ pub struct RecvArgs {
 pub struct SignalArgs {
     #[command(flatten)]
     server: peershare::signaling::cli::ServerArgs,
+    /// Log lines on stderr: `text` for people, `json` (one object per line, with the
+    /// connection's span: `peer`, then `session` and `client_id` once joined) for a log
+    /// pipeline. Given, it turns the logs on (`PEERSHARE_LOG`, default `info`), as
+    /// `peershare-signaling` has them.
+    #[arg(long, value_enum)]
+    log_format: Option<peershare::signaling::cli::LogFormat>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -255,12 +260,20 @@ fn main() -> ExitCode {
         }
     };
     // Logs only when asked for: the console is for the command's own lines.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init();
+    let log_format = match &cli.command {
+        Command::Signal(a) => a.log_format,
+        _ => None,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERSHARE_LOG");
+    match (filter, log_format) {
+        (Ok(filter), format) => peershare::signaling::cli::init_logs(
+            filter,
+            format.unwrap_or(peershare::signaling::cli::LogFormat::Text),
+        ),
+        (Err(_), Some(format)) => {
+            peershare::signaling::cli::init_logs(tracing_subscriber::EnvFilter::new("info"), format)
+        }
+        (Err(_), None) => {}
     }
     // Servers (`signal`, `send`'s embedded one) hold a descriptor per connection: do not
     // stay at the usual soft limit of 1,024.

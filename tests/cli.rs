@@ -1054,3 +1054,50 @@ async fn cli_recv_signaling_lost_for_good_exits_3_with_1180_after_retry_window()
         "{seen:#?}"
     );
 }
+
+/// `peershare signal --log-format json` logs on stderr as `peershare-signaling` does: one
+/// JSON object per line, at `info` when `PEERSHARE_LOG` is not set. Without the option
+/// (and without `PEERSHARE_LOG`) the server writes no log lines.
+#[tokio::test]
+async fn cli_signal_log_format_json_logs_json_lines_without_it_none() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    for json in [true, false] {
+        let mut cmd = peershare(&["signal", "--listen", "127.0.0.1:0", "--no-turn"]);
+        cmd.env_remove("PEERSHARE_LOG");
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let mut signal = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(signal.stdout.take().unwrap()).lines();
+        let url = tokio::time::timeout(GUARD, lines.next_line())
+            .await
+            .expect("no URL line")
+            .expect("stdout readable")
+            .expect("a URL line");
+        assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+        let pid = signal.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let (code, _, stderr) = finish(signal).await;
+        assert_eq!(code, 0, "{stderr}");
+        let logs: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if json {
+            assert!(
+                logs.iter().any(|v| v["level"] == "INFO"
+                    && v["fields"]["message"] == "signaling server listening"),
+                "{stderr}"
+            );
+        } else {
+            // Only the server's human line.
+            assert!(logs.is_empty(), "{stderr}");
+            assert!(!stderr.contains("INFO"), "{stderr}");
+        }
+    }
+}

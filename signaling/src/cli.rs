@@ -250,6 +250,33 @@ fn page_url(server: &SignalingServer, addr: SocketAddr) -> String {
     format!("{scheme}://{addr}/")
 }
 
+/// How a server writes its log lines on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, with the connection's span (`peer`, then `session` and
+    /// `client_id` once joined) under `"span"`, for a log pipeline.
+    Json,
+}
+
+/// Send `tracing` output through `filter` to stderr, in `format` (colours only in text
+/// on a terminal).
+pub fn init_logs(filter: tracing_subscriber::EnvFilter, format: LogFormat) {
+    use std::io::IsTerminal;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 /// Run a standalone signaling server until SIGINT (Ctrl-C) or SIGTERM, then drain it:
 /// `/readyz` answers `503`, upgrades are answered `503`, every client gets error `7012`
 /// (with `retry_after_ms`) and a Close frame (1012); once no connection is left, or after
