@@ -1076,12 +1076,9 @@ async fn cli_signal_log_format_json_logs_json_lines_without_it_none() {
             .expect("stdout readable")
             .expect("a URL line");
         assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
-        let pid = signal.id().expect("pid").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        let pid = signal.id().expect("pid") as libc::pid_t;
+        // SAFETY: a plain signal to our own child, which is still running.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         let (code, _, stderr) = finish(signal).await;
         assert_eq!(code, 0, "{stderr}");
         let logs: Vec<serde_json::Value> = stderr
