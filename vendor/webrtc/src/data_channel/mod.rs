@@ -520,17 +520,15 @@ impl DataChannel for DataChannelImpl {
             }
             {
                 let mut peer_connection = self.inner.core.lock().await;
+                let budget = self.inner.data_channel_send_budget(&peer_connection);
                 let outstanding = peer_connection
                     .data_channel(self.id)
                     .ok_or(Error::ErrDataChannelClosed)?
                     .outstanding_bytes();
-                let (used, limit) = self
-                    .inner
-                    .data_channel_send_buffer_use(&peer_connection, outstanding);
                 // Below the limit ⇒ writable. An empty buffer also passes, so a lone
                 // message larger than the limit can still be sent rather than blocking
                 // forever.
-                if outstanding == 0 || used < limit {
+                if budget.writable(outstanding) {
                     return Ok(());
                 }
             } // release the core lock before parking
@@ -548,21 +546,14 @@ impl DataChannel for DataChannelImpl {
         }
         {
             let mut peer_connection = self.inner.core.lock().await;
-            let outstanding = peer_connection
-                .data_channel(self.id)
-                .ok_or(Error::ErrDataChannelClosed)?
-                .outstanding_bytes();
-            let (used, limit) = self
-                .inner
-                .data_channel_send_buffer_use(&peer_connection, outstanding);
+            let budget = self.inner.data_channel_send_budget(&peer_connection);
             let mut dc = peer_connection
                 .data_channel(self.id)
                 .ok_or(Error::ErrDataChannelClosed)?;
             // Reject once the message would push outstanding bytes past the limit — but
             // always admit onto an empty buffer, so a lone message larger than the limit can
-            // still be sent. saturating_add so an unbounded (`usize::MAX`) limit can't
-            // overflow.
-            if outstanding != 0 && used.saturating_add(data.len()) > limit {
+            // still be sent.
+            if !budget.admits(dc.outstanding_bytes(), data.len()) {
                 return Err(Error::ErrSendBufferFull);
             }
             dc.send(self.inner.runtime.now(), data)?;
@@ -579,17 +570,11 @@ impl DataChannel for DataChannelImpl {
         }
         {
             let mut peer_connection = self.inner.core.lock().await;
-            let outstanding = peer_connection
-                .data_channel(self.id)
-                .ok_or(Error::ErrDataChannelClosed)?
-                .outstanding_bytes();
-            let (used, limit) = self
-                .inner
-                .data_channel_send_buffer_use(&peer_connection, outstanding);
+            let budget = self.inner.data_channel_send_budget(&peer_connection);
             let mut dc = peer_connection
                 .data_channel(self.id)
                 .ok_or(Error::ErrDataChannelClosed)?;
-            if outstanding != 0 && used.saturating_add(text.len()) > limit {
+            if !budget.admits(dc.outstanding_bytes(), text.len()) {
                 return Err(Error::ErrSendBufferFull);
             }
             dc.send_text(self.inner.runtime.now(), text)?;

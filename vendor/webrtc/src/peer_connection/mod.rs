@@ -926,6 +926,34 @@ fn will_restart_ice(core: &RTCPeerConnection, desc: &RTCSessionDescription) -> b
     ufrag != current_ufrag || pwd != current_pwd
 }
 
+/// The send-buffer limit in force for one check, and what counts against it besides the
+/// channel's own outstanding bytes ([`PeerConnectionRef::data_channel_send_budget`]). A
+/// channel with nothing outstanding may always send one message, so a lone message
+/// larger than the limit is sent rather than blocking forever.
+pub(crate) struct SendBudget {
+    /// What the association holds for all channels, when they share one budget.
+    shared: Option<usize>,
+    limit: usize,
+}
+
+impl SendBudget {
+    fn used(&self, own: usize) -> usize {
+        self.shared.map_or(own, |shared| shared.max(own))
+    }
+
+    /// Whether a channel with `own` bytes outstanding may send now (`writable`).
+    pub(crate) fn writable(&self, own: usize) -> bool {
+        own == 0 || self.used(own) < self.limit
+    }
+
+    /// Whether a channel with `own` bytes outstanding may add a message of `len` bytes
+    /// without passing the limit (`try_send`). `saturating_add`, so an unbounded
+    /// (`usize::MAX`) limit cannot overflow.
+    pub(crate) fn admits(&self, own: usize, len: usize) -> bool {
+        own == 0 || self.used(own).saturating_add(len) <= self.limit
+    }
+}
+
 /// Number of coalesced (driver-behind) sends between cooperative yields in
 /// [`PeerConnectionRef::wake_writes`]. Roughly the batch the sender stuffs into
 /// the SCTP buffer per driver wake; sized to amortise the wake without letting
@@ -933,34 +961,30 @@ fn will_restart_ice(core: &RTCPeerConnection, desc: &RTCSessionDescription) -> b
 const WRITE_YIELD_INTERVAL: usize = 128;
 
 impl PeerConnectionRef {
-    /// What a channel's send is measured against now, as `(used, limit)`, for a channel
-    /// with `own` bytes outstanding. With the fixed limit, the channel's own outstanding
-    /// bytes against the configured limit, per channel. When the limit follows the
-    /// association ([`PeerConnectionBuilder::with_data_channel_send_buffer_window`]), what
-    /// the association holds for all channels together against its send window clamped
-    /// between the minimum and the configured limit: a connection's channels share one
-    /// budget, so more channels do not multiply what it holds. A channel with nothing
-    /// outstanding may always send one message (see `writable` and `try_send`).
-    pub(crate) fn data_channel_send_buffer_use(
-        &self,
-        core: &RTCPeerConnection,
-        own: usize,
-    ) -> (usize, usize) {
+    /// What a channel's sends are measured against now. With the fixed limit, each
+    /// channel's own outstanding bytes against the configured limit. When the limit
+    /// follows the association ([`PeerConnectionBuilder::with_data_channel_send_buffer_window`]),
+    /// what the association holds for all channels together against its send window
+    /// clamped between the minimum and the configured limit: a connection's channels
+    /// share one budget, so more channels do not multiply what it holds.
+    pub(crate) fn data_channel_send_budget(&self, core: &RTCPeerConnection) -> SendBudget {
         let limit = self.data_channel_send_buffer_limit;
         let Some(min) = self
             .data_channel_send_buffer_window_min
             .filter(|_| limit != usize::MAX)
         else {
-            return (own, limit);
+            return SendBudget {
+                shared: None,
+                limit,
+            };
         };
         let sctp = core.sctp();
         let window = sctp.as_ref().and_then(|s| s.send_window()).unwrap_or(0);
-        let used = sctp
-            .as_ref()
-            .and_then(|s| s.buffered_amount())
-            .unwrap_or(own)
-            .max(own);
-        (used, window.clamp(min.clamp(1, limit), limit))
+        SendBudget {
+            shared: Some(sctp.and_then(|s| s.buffered_amount()).unwrap_or(0)),
+            // At least one byte, so that an empty buffer always admits a message.
+            limit: window.clamp(min.clamp(1, limit), limit),
+        }
     }
 
     /// Whether `close()`, `Drop` or a driver exit has begun shutting the connection down.
