@@ -47,8 +47,18 @@ pub struct RtcSettings {
     /// needs, and little when the recipient reads slowly. `None` = the fixed limit.
     pub send_buffer_window_min: Option<usize>,
     /// SCTP receive window (sized like `send_buffer_limit`; at most
-    /// [`loopback_window`](Self::loopback_window) on loopback-only connections).
+    /// [`loopback_window`](Self::loopback_window) on loopback-only connections). With
+    /// [`sctp_receive_window_initial`](Self::sctp_receive_window_initial) it is the most
+    /// the window grows to.
     pub sctp_receive_window: u32,
+    /// `Some(initial)` (default [`SCTP_RECEIVE_WINDOW_INITIAL`]): the SCTP receive window
+    /// starts at `initial` bytes and grows, once per round trip, to twice what this peer
+    /// read in the last one, up to [`sctp_receive_window`](Self::sctp_receive_window)
+    /// (Linux TCP's receive-buffer autotuning; the round trip is measured with SCTP
+    /// HEARTBEATs). A recipient whose disk is slower than the path then holds about twice
+    /// its rate times the round trip, not the whole window. `None` = the whole window
+    /// from the start.
+    pub sctp_receive_window_initial: Option<u32>,
     /// The SCTP data sender's congestion controller (default: BBR, `docs/DECISIONS.md`).
     pub congestion_control: CongestionControl,
     /// SCTP's minimum retransmission timeout (default [`SCTP_RTO_MIN`]).
@@ -113,6 +123,7 @@ impl Default for RtcSettings {
             send_buffer_limit: 64 * 1024 * 1024,
             send_buffer_window_min: Some(SEND_BUFFER_WINDOW_MIN),
             sctp_receive_window: 32 * 1024 * 1024,
+            sctp_receive_window_initial: Some(SCTP_RECEIVE_WINDOW_INITIAL),
             congestion_control: CongestionControl::Bbr,
             sctp_rto_min: SCTP_RTO_MIN,
             loopback_window: Some(LOOPBACK_WINDOW_BYTES),
@@ -143,6 +154,12 @@ pub const SCTP_RTO_MIN: Duration = Duration::from_millis(200);
 /// ([`RtcSettings::send_buffer_window_min`]): a few milliseconds of data at loopback
 /// speed (2.5 ms at 400 MiB/s) while the window is still small or closed.
 pub const SEND_BUFFER_WINDOW_MIN: usize = 1024 * 1024;
+
+/// Where the SCTP receive window starts ([`RtcSettings::sctp_receive_window_initial`]):
+/// one round trip of data at 100 Mbit/s and 160 ms, at 1 Gbit/s and 16 ms; by the time
+/// a sender's congestion window reaches it, the window has the round trips it needs to
+/// grow (docs/PERFORMANCE.md, "Receive window").
+pub const SCTP_RECEIVE_WINDOW_INITIAL: u32 = 2 * 1024 * 1024;
 
 /// SCTP packet size used on loopback-bound connections: fewer, larger packets cut the
 /// per-packet cost (AES-GCM, CRC32c, syscalls) that limits throughput there
@@ -276,6 +293,12 @@ pub async fn build_peer_connection(
             setting_engine = setting_engine.with_sctp_mtu_probe(PROBED_SCTP_MTU);
         }
         None => {}
+    }
+    if let Some(initial) = settings
+        .sctp_receive_window_initial
+        .filter(|&initial| initial < sctp_window)
+    {
+        setting_engine = setting_engine.with_sctp_receive_window_autotune(initial);
     }
     let setting_engine = setting_engine.build();
     let ice: Vec<RTCIceServer> = ice_servers

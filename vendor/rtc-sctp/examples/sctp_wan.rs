@@ -189,6 +189,10 @@ fn main() {
     let rto_min: Option<u64> = std::env::var("SCTP_RTO_MIN_MS")
         .ok()
         .and_then(|v| v.parse().ok());
+    let rwnd_autotune: Option<u32> = std::env::var("SCTP_RWND_AUTOTUNE_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map(|kib| kib * 1024);
     let transport = || {
         let mut t = TransportConfig::default()
             .with_max_receive_buffer_size(rwnd_kib * 1024)
@@ -198,6 +202,9 @@ fn main() {
         }
         if let Some(ms) = rto_min {
             t = t.with_rto_min(Duration::from_millis(ms));
+        }
+        if let Some(initial) = rwnd_autotune {
+            t = t.with_receive_window_autotune(initial);
         }
         t
     };

@@ -69,6 +69,7 @@ pub struct TransportConfig {
     congestion_control: CongestionControl,
     rto_min_ms: u64,
     mtu_probe: Option<u32>,
+    receive_window_autotune: Option<u32>,
 }
 
 impl Default for TransportConfig {
@@ -83,6 +84,7 @@ impl Default for TransportConfig {
             congestion_control: CongestionControl::default(),
             rto_min_ms: DEFAULT_RTO_MIN_MS,
             mtu_probe: None,
+            receive_window_autotune: None,
         }
     }
 }
@@ -111,6 +113,24 @@ impl TransportConfig {
     pub fn with_mtu_probe(mut self, size: u32) -> Self {
         self.mtu_probe = Some(size);
         self
+    }
+
+    /// Start the advertised receive window at `initial` bytes and grow it, once per round
+    /// trip, to twice what the application read in the last round trip, up to
+    /// [`max_receive_buffer_size`](Self::with_max_receive_buffer_size), as Linux TCP's
+    /// receive-buffer autotuning does. The round trip is measured with small HEARTBEATs
+    /// (at most five per second while DATA arrives), which every SCTP implementation
+    /// answers. A reader slower than the path then holds about twice its rate times the
+    /// round trip instead of the whole maximum. Default: the window is the maximum from
+    /// the start.
+    pub fn with_receive_window_autotune(mut self, initial: u32) -> Self {
+        self.receive_window_autotune = Some(initial);
+        self
+    }
+
+    /// The initial receive window when it is autotuned, if it is.
+    pub fn receive_window_autotune(&self) -> Option<u32> {
+        self.receive_window_autotune
     }
 
     /// The packet size to probe for, if any.

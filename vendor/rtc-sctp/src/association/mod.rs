@@ -60,6 +60,7 @@ use thiserror::Error;
 
 pub(crate) mod congestion;
 pub(crate) mod mtu_probe;
+pub(crate) mod receive_window;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod stream;
@@ -232,6 +233,8 @@ pub struct Association {
 
     // Congestion control parameters
     max_receive_buffer_size: u32,
+    /// The receive window when it is autotuned (`None`: `max_receive_buffer_size`).
+    receive_window: Option<receive_window::ReceiveWindow>,
     // my congestion window size
     pub(crate) cwnd: u32,
     // calculated peer's receiver windows size
@@ -353,6 +356,7 @@ impl Default for Association {
 
             // Congestion control parameters
             max_receive_buffer_size: 0,
+            receive_window: None,
             // my congestion window size
             cwnd: 0,
             // calculated peer's receiver windows size
@@ -459,6 +463,14 @@ impl Association {
             },
             timers: TimerTable::new(config.timer_config()),
             bbr: bbr.then(|| congestion::Bbr::new(mtu, cwnd)),
+            receive_window: config.receive_window_autotune().map(|initial| {
+                receive_window::ReceiveWindow::new(
+                    initial,
+                    config.max_receive_buffer_size(),
+                    mtu,
+                    random::<u64>(),
+                )
+            }),
 
             mtu,
             base_mtu: mtu,
@@ -489,7 +501,7 @@ impl Association {
                 num_outbound_streams: this.my_max_num_outbound_streams,
                 num_inbound_streams: this.my_max_num_inbound_streams,
                 initiate_tag: this.my_verification_tag,
-                advertised_receiver_window_credit: this.max_receive_buffer_size,
+                advertised_receiver_window_credit: this.receive_buffer_limit(),
                 ..Default::default()
             };
             init.set_supported_extensions();
@@ -1126,13 +1138,14 @@ impl Association {
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkHeartbeat>() {
             self.handle_heartbeat(c)?
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkHeartbeatAck>() {
-            self.handle_heartbeat_ack(c);
+            self.handle_heartbeat_ack(c, now);
             vec![]
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkCookieEcho>() {
             self.handle_cookie_echo(c)?
         } else if chunk_any.downcast_ref::<ChunkCookieAck>().is_some() {
             self.handle_cookie_ack()?
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkPayloadData>() {
+            self.on_data_arrival(now);
             self.handle_data(c)?
         } else if let Some(c) = chunk_any.downcast_ref::<ChunkSelectiveAck>() {
             self.handle_sack(c, now)?
@@ -1237,7 +1250,7 @@ impl Association {
             num_outbound_streams: self.my_max_num_outbound_streams,
             num_inbound_streams: self.my_max_num_inbound_streams,
             initiate_tag: self.my_verification_tag,
-            advertised_receiver_window_credit: self.max_receive_buffer_size,
+            advertised_receiver_window_credit: self.receive_buffer_limit(),
             ..Default::default()
         };
 
@@ -1373,18 +1386,28 @@ impl Association {
     }
 
     /// A HEARTBEAT ACK: if it answers the path MTU probe, DATA goes in packets of the
-    /// probed size from now on. Any other (this association sends no other heartbeats)
+    /// probed size from now on; if it answers the receive window's round-trip probe, it
+    /// is a round-trip sample. Any other (this association sends no other heartbeats)
     /// is ignored.
-    fn handle_heartbeat_ack(&mut self, c: &ChunkHeartbeatAck) {
-        let Some(probe) = self.mtu_probe.as_ref() else {
-            return;
-        };
-        let answered = c
+    fn handle_heartbeat_ack(&mut self, c: &ChunkHeartbeatAck, now: Instant) {
+        let Some(info) = c
             .params
             .first()
             .and_then(|p| p.as_any().downcast_ref::<ParamHeartbeatInfo>())
-            .is_some_and(|hbi| probe.is_answer(&hbi.heartbeat_information));
-        if answered {
+            .map(|hbi| &hbi.heartbeat_information)
+        else {
+            return;
+        };
+        if let Some(w) = self.receive_window.as_mut()
+            && w.on_heartbeat_ack(info, now)
+        {
+            trace!("[{}] receive window round trip {:?}", self.side, w.rtt());
+            return;
+        }
+        let Some(probe) = self.mtu_probe.as_ref() else {
+            return;
+        };
+        if probe.is_answer(info) {
             let size = probe.size();
             self.mtu_probe = None;
             debug!(
@@ -1419,6 +1442,25 @@ impl Association {
                 );
                 self.mtu_probe = None;
             }
+        }
+    }
+
+    /// Sends the receive window's round-trip probe if one is due.
+    fn gather_outbound_rtt_probe(&mut self, now: Instant, raw_packets: &mut Vec<Bytes>) {
+        let Some(info) = self.receive_window.as_mut().and_then(|w| w.poll_probe(now)) else {
+            return;
+        };
+        let probe = ChunkHeartbeat {
+            params: vec![Box::new(ParamHeartbeatInfo {
+                heartbeat_information: info,
+            })],
+        };
+        match self.marshal_control_chunk(&probe) {
+            Ok(raw) => raw_packets.push(raw),
+            Err(err) => warn!(
+                "[{}] failed to serialize a round-trip probe: {:?}",
+                self.side, err
+            ),
         }
     }
 
@@ -1583,6 +1625,9 @@ impl Association {
 
         let immediate_sack = d.immediate_sack;
 
+        if stream_handle_data && let Some(w) = self.receive_window.as_mut() {
+            w.on_received(d.user_data.len());
+        }
         if stream_handle_data && let Some(s) = self.streams.get_mut(&d.stream_identifier) {
             self.events.push_back(Event::DatagramReceived);
             if s.handle_data(d) && s.reassembly_queue.is_readable() {
@@ -2583,7 +2628,44 @@ impl Association {
             bytes_queued += s.get_num_bytes_in_reassembly_queue() as u32;
         }
 
-        self.max_receive_buffer_size.saturating_sub(bytes_queued)
+        self.receive_buffer_limit().saturating_sub(bytes_queued)
+    }
+
+    /// The receive window now: the autotuned one, or the configured maximum.
+    fn receive_buffer_limit(&self) -> u32 {
+        self.receive_window
+            .as_ref()
+            .map_or(self.max_receive_buffer_size, |w| w.limit())
+    }
+
+    /// DATA arrived: an autotuned window probes the round trip and re-sizes once per
+    /// round trip; a window that grew may be worth a window update.
+    fn on_data_arrival(&mut self, now: Instant) {
+        if let Some(w) = self.receive_window.as_mut() {
+            let due = w.on_data(now);
+            let (side, limit, rtt) = (self.side, w.limit(), w.rtt());
+            if due.probe {
+                self.awake_write_loop();
+            }
+            if due.grew {
+                debug!("[{side}] receive window {limit} bytes (round trip {rtt:?})");
+                self.on_receive_window_freed();
+            }
+        }
+    }
+
+    /// The autotuned receive window's round trip, once measured (tests).
+    #[cfg(test)]
+    pub(crate) fn receive_window_rtt(&self) -> Option<Duration> {
+        self.receive_window.as_ref().and_then(|w| w.rtt())
+    }
+
+    /// The application read `bytes` from a reassembly queue.
+    pub(crate) fn on_application_read(&mut self, bytes: usize) {
+        if let Some(w) = self.receive_window.as_mut() {
+            w.on_read(bytes);
+        }
+        self.on_receive_window_freed();
     }
 
     /// gather_outbound gathers outgoing packets. The returned bool value set to
@@ -2607,6 +2689,7 @@ impl Association {
         match state {
             AssociationState::Established => {
                 self.gather_outbound_mtu_probe(now, &mut raw_packets);
+                self.gather_outbound_rtt_probe(now, &mut raw_packets);
                 raw_packets = self.gather_data_packets_to_retransmit(raw_packets, now);
                 if self.state() == AssociationState::Closed {
                     return (vec![], false);

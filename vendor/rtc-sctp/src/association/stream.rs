@@ -132,8 +132,8 @@ impl Stream<'_> {
         {
             let chunks = s.reassembly_queue.read();
             let drained = !s.reassembly_queue.is_readable();
-            if chunks.is_some() {
-                self.association.on_receive_window_freed();
+            if let Some(c) = &chunks {
+                self.association.on_application_read(c.len());
             }
             if drained {
                 self.association

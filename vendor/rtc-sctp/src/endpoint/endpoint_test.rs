@@ -4003,3 +4003,63 @@ fn send_window_peer_stops_reading_shrinks_then_reopens() -> Result<()> {
     );
     Ok(())
 }
+
+// An autotuned receive window starts at its initial size: a receiver that does not read
+// lets the sender fill only that, not the maximum. The round trip it grows by is measured
+// with a HEARTBEAT the peer answers.
+#[test]
+fn receive_window_autotuned_reader_idle_holds_initial_and_measures_rtt() -> Result<()> {
+    let initial: u32 = 16 * 1000;
+    let transport = || {
+        Arc::new(
+            TransportConfig::default()
+                .with_max_receive_buffer_size(1024 * 1024)
+                .with_receive_window_autotune(initial),
+        )
+    };
+    let mut pair = Pair::new(
+        EndpointConfig::default(),
+        ServerConfig {
+            transport: transport(),
+            ..Default::default()
+        },
+    );
+    let (client_ch, server_ch) = pair.connect_with(ClientConfig {
+        transport: transport(),
+    });
+    let si: u16 = 8;
+    establish_session_pair(&mut pair, client_ch, server_ch, si)?;
+
+    let message = Bytes::from(vec![0x5au8; 1000]);
+    for _ in 0..200 {
+        let now = pair.time;
+        pair.client_stream(client_ch, si)?.write_sctp(
+            now,
+            &message,
+            PayloadProtocolIdentifier::Binary,
+        )?;
+    }
+    for _ in 0..64 {
+        pair.drive_client();
+        pair.drive_server();
+    }
+    let credit = pair
+        .server_conn_mut(server_ch)
+        .get_my_receiver_window_credit();
+    assert!(credit < 2 * 1000, "the window is full (credit {credit})");
+    let mut queued = 0;
+    while pair.server_stream(server_ch, si)?.read_sctp()?.is_some() {
+        queued += 1;
+    }
+    assert!(
+        (14..=17).contains(&queued),
+        "the initial window's worth was queued, not the maximum ({queued} messages)"
+    );
+    assert!(
+        pair.server_conn_mut(server_ch)
+            .receive_window_rtt()
+            .is_some(),
+        "the peer answered the round-trip probe"
+    );
+    Ok(())
+}

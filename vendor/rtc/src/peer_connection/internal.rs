@@ -148,6 +148,7 @@ impl RTCPeerConnection {
         sctp_transport.congestion_control = setting_engine.sctp_congestion_control;
         sctp_transport.rto_min = setting_engine.sctp_rto_min;
         sctp_transport.mtu_probe = setting_engine.sctp_mtu_probe;
+        sctp_transport.receive_window_autotune = setting_engine.sctp_receive_window_autotune;
 
         // Create Pipeline Context
         let ice_handler_context = IceHandlerContext::new(ice_transport);

@@ -382,6 +382,9 @@ pub struct SettingEngine {
     /// A larger SCTP packet size to probe for once the association is up. `None`: no
     /// probing (the rtc-sctp default).
     pub(crate) sctp_mtu_probe: Option<u32>,
+    /// The initial SCTP receive window when it is autotuned. `None`: the window is the
+    /// receive-buffer size from the start (the rtc-sctp default).
+    pub(crate) sctp_receive_window_autotune: Option<u32>,
     pub(crate) ignore_rid_pause_for_recv: bool,
     pub(crate) write_ssrc_attributes_for_simulcast: bool,
 }
@@ -1369,6 +1372,18 @@ impl SettingEngineBuilder {
     /// packets of that size once one is acknowledged. Default: no probing.
     pub fn with_sctp_mtu_probe(mut self, size: u32) -> Self {
         self.0.sctp_mtu_probe = Some(size);
+        self
+    }
+
+    /// Starts the SCTP receive window at `initial` bytes and grows it, once per round
+    /// trip, to twice what the application read in the last one, up to the receive-buffer
+    /// size ([`with_sctp_max_receive_buffer_size`](Self::with_sctp_max_receive_buffer_size)),
+    /// as Linux TCP's receive-buffer autotuning does; the round trip is measured with
+    /// small HEARTBEATs. A reader slower than the path then holds about twice its rate
+    /// times the round trip, not the whole buffer. Default: the window is the
+    /// receive-buffer size from the start.
+    pub fn with_sctp_receive_window_autotune(mut self, initial: u32) -> Self {
+        self.0.sctp_receive_window_autotune = Some(initial);
         self
     }
 

@@ -55,6 +55,7 @@ pub(crate) struct SctpTransport {
     pub(crate) congestion_control: Option<::sctp::CongestionControl>,
     pub(crate) rto_min: Option<std::time::Duration>,
     pub(crate) mtu_probe: Option<u32>,
+    pub(crate) receive_window_autotune: Option<u32>,
 
     pub(crate) internal_buffer: Vec<u8>,
 }
@@ -82,6 +83,7 @@ impl SctpTransport {
             congestion_control: None,
             rto_min: None,
             mtu_probe: None,
+            receive_window_autotune: None,
             internal_buffer: vec![],
         }
     }
@@ -213,6 +215,9 @@ impl SctpTransport {
         }
         if let Some(rto_min) = self.rto_min {
             sctp_transport_config = sctp_transport_config.with_rto_min(rto_min);
+        }
+        if let Some(initial) = self.receive_window_autotune {
+            sctp_transport_config = sctp_transport_config.with_receive_window_autotune(initial);
         }
         //TODO: add remote_port support
 
