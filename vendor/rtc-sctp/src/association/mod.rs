@@ -2642,7 +2642,10 @@ impl Association {
     /// round trip; a window that grew may be worth a window update.
     fn on_data_arrival(&mut self, now: Instant) {
         if let Some(w) = self.receive_window.as_mut() {
-            let due = w.on_data(now);
+            let streams = &self.streams;
+            let due = w.on_data(now, || {
+                streams.values().any(|s| s.reassembly_queue.is_readable())
+            });
             let (side, limit, rtt) = (self.side, w.limit(), w.rtt());
             if due.probe {
                 self.awake_write_loop();
