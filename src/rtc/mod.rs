@@ -52,8 +52,8 @@ pub struct RtcSettings {
     /// the window grows to.
     pub sctp_receive_window: u32,
     /// `Some(initial)` (default [`SCTP_RECEIVE_WINDOW_INITIAL`]): the SCTP receive window
-    /// starts at `initial` bytes and grows, once per round trip, to twice what this peer
-    /// read in the last one, up to [`sctp_receive_window`](Self::sctp_receive_window)
+    /// starts at `initial` bytes and grows, once per round trip, to twice what flowed in
+    /// the last one (what arrived, or what this peer read while it is the limit), up to [`sctp_receive_window`](Self::sctp_receive_window)
     /// (Linux TCP's receive-buffer autotuning; the round trip is measured with SCTP
     /// HEARTBEATs). A recipient whose disk is slower than the path then holds about twice
     /// its rate times the round trip, not the whole window. `None` = the whole window

@@ -116,7 +116,8 @@ impl TransportConfig {
     }
 
     /// Start the advertised receive window at `initial` bytes and grow it, once per round
-    /// trip, to twice what the application read in the last round trip, up to
+    /// trip, to twice what flowed in the last round trip (what arrived, or what the
+    /// application read while it is the limit; `association/receive_window.rs`), up to
     /// [`max_receive_buffer_size`](Self::with_max_receive_buffer_size), as Linux TCP's
     /// receive-buffer autotuning does. The round trip is measured with small HEARTBEATs
     /// (at most five per second while DATA arrives), which every SCTP implementation

@@ -1428,12 +1428,7 @@ impl Association {
         else {
             return;
         };
-        let probe = ChunkHeartbeat {
-            params: vec![Box::new(ParamHeartbeatInfo {
-                heartbeat_information: info,
-            })],
-        };
-        match self.marshal_control_chunk(&probe) {
+        match self.marshal_heartbeat(info) {
             Ok(raw) => raw_packets.push(raw),
             Err(err) => {
                 warn!(
@@ -1445,17 +1440,21 @@ impl Association {
         }
     }
 
+    /// A packet of one HEARTBEAT carrying `info`.
+    fn marshal_heartbeat(&self, info: Bytes) -> Result<Bytes> {
+        self.marshal_control_chunk(&ChunkHeartbeat {
+            params: vec![Box::new(ParamHeartbeatInfo {
+                heartbeat_information: info,
+            })],
+        })
+    }
+
     /// Sends the receive window's round-trip probe if one is due.
     fn gather_outbound_rtt_probe(&mut self, now: Instant, raw_packets: &mut Vec<Bytes>) {
         let Some(info) = self.receive_window.as_mut().and_then(|w| w.poll_probe(now)) else {
             return;
         };
-        let probe = ChunkHeartbeat {
-            params: vec![Box::new(ParamHeartbeatInfo {
-                heartbeat_information: info,
-            })],
-        };
-        match self.marshal_control_chunk(&probe) {
+        match self.marshal_heartbeat(info) {
             Ok(raw) => raw_packets.push(raw),
             Err(err) => warn!(
                 "[{}] failed to serialize a round-trip probe: {:?}",

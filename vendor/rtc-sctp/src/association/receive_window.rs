@@ -143,6 +143,7 @@ impl ReceiveWindow {
 
     /// DATA arrived at `now`: schedule a probe if one is due, and re-size once per
     /// round trip.
+    ///
     /// `readable` tells, when asked, whether data the application has not yet taken is
     /// readable (not held behind a gap).
     pub(crate) fn on_data(&mut self, now: Instant, readable: impl FnOnce() -> bool) -> OnPacket {
@@ -167,7 +168,7 @@ impl ReceiveWindow {
             return out;
         };
         let elapsed = now.saturating_duration_since(start);
-        if elapsed < rtt.max(MIN_EPOCH) || elapsed.is_zero() {
+        if elapsed < rtt.max(MIN_EPOCH) {
             return out;
         }
         self.epoch = Some((now, self.received, self.read));
