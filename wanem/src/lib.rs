@@ -175,16 +175,15 @@ impl Stats {
     }
 }
 
-/// A running emulator. Dropping it (or [`Emulator::stop`]) stops the threads and closes
-/// the TUN devices, which removes them and their addresses.
+/// A running emulator. Dropping it (or [`Emulator::stop`]) stops the threads and removes
+/// the TUN devices and their addresses.
 pub struct Emulator {
     config: Config,
     stop: OwnedFd,
     threads: Vec<JoinHandle<()>>,
     counters: [Arc<Counters>; 2],
-    // Closed after the threads have ended (Drop joins them first).
-    _tun_a: OwnedFd,
-    _tun_b: OwnedFd,
+    // Closed after the threads have ended; `None` once the devices are removed.
+    tuns: Option<[OwnedFd; 2]>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -264,8 +263,7 @@ impl Emulator {
             stop,
             threads,
             counters,
-            _tun_a: tun_a,
-            _tun_b: tun_b,
+            tuns: Some([tun_a, tun_b]),
         })
     }
 
@@ -293,11 +291,19 @@ impl Emulator {
 
     /// Stop forwarding, remove the devices, and return the final counters.
     pub fn stop(mut self) -> Stats {
-        self.shutdown();
-        self.stats()
+        self.stop_threads();
+        // Before the devices go: their transmit drops are part of the counters.
+        let stats = self.stats();
+        self.remove_devices();
+        stats
     }
 
     fn shutdown(&mut self) {
+        self.stop_threads();
+        self.remove_devices();
+    }
+
+    fn stop_threads(&mut self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
         unsafe {
@@ -309,6 +315,21 @@ impl Emulator {
         };
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+
+    /// Close the devices' descriptors, which removes a TUN device that is not persistent,
+    /// then remove by name what is left: a process that another thread of this program
+    /// was starting at that moment holds copies of the descriptors until it runs its
+    /// program (they are close-on-exec), and the device lives as long as one copy does.
+    fn remove_devices(&mut self) {
+        if self.tuns.take().is_none() {
+            return;
+        }
+        for end in [&self.config.a, &self.config.b] {
+            // An error means the namespace is gone (and the device with it) or `ip` cannot
+            // run; a drop has no one to report it to.
+            let _ = tun::remove(&end.netns, &end.device);
         }
     }
 }

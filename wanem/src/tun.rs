@@ -86,6 +86,20 @@ pub fn create(spec: &TunSpec) -> io::Result<OwnedFd> {
     netns::run_in(&spec.netns, || create_here(spec))
 }
 
+/// Remove `device` from namespace `netns` if it is still there.
+pub fn remove(netns: &str, device: &str) -> io::Result<()> {
+    let name = std::ffi::CString::new(device)
+        .map_err(|_| io::Error::other(format!("device name {device:?} has a NUL byte")))?;
+    netns::run_in(netns, || {
+        // SAFETY: plain call with a NUL-terminated name.
+        if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+            return Ok(());
+        }
+        // The child runs in this thread's namespace.
+        netns::command(&["ip", "link", "del", "dev", device])
+    })
+}
+
 fn create_here(spec: &TunSpec) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with a NUL-terminated path.
     let raw = cvt(

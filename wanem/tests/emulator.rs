@@ -146,6 +146,45 @@ fn emulator_stop_removes_devices() {
     assert!(b.ip("link show dev wanem0").is_err());
 }
 
+/// A process started by another thread at the moment the emulator stops holds copies of
+/// its descriptors; the devices still go. The child here holds them until its pipe closes.
+#[test]
+fn emulator_drop_while_a_child_holds_its_descriptors_removes_devices() {
+    let Some((a, b)) = lab("held") else { return };
+    let emulator = Emulator::start(Config::new(a.name(), b.name())).unwrap();
+    let mut pipe = [0; 2];
+    // SAFETY: plain syscall filling a two-element array.
+    assert_eq!(
+        unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
+    // SAFETY: the child calls only async-signal-safe functions (close, read, _exit).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: plain syscalls on descriptors this process owns.
+        unsafe {
+            libc::close(pipe[1]);
+            libc::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    assert!(pid > 0);
+    // SAFETY: closes our copy of the read end.
+    unsafe { libc::close(pipe[0]) };
+    drop(emulator);
+    let gone = (
+        a.ip("link show dev wanem0").is_err(),
+        b.ip("link show dev wanem0").is_err(),
+    );
+    // SAFETY: closing the write end lets the child's read return; then reap it.
+    unsafe {
+        libc::close(pipe[1]);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    assert_eq!(gone, (true, true));
+}
+
 /// Start the binary between the lab's namespaces; returns it after its ready line.
 fn start_binary(
     a: &Netns,
