@@ -3,6 +3,7 @@
 // authentication"). It reports to its owner (the Session) through `owner.linkEvent`.
 import { Spake2, pairKey, seal, open, CodedError } from './crypto.js';
 import { newUuid } from './wire.js';
+import { setupRestart } from './rejoin.js';
 
 /** How long the page waits for a lost connection to come back before it rebuilds it. */
 const REBUILD_AFTER_MS = 4000;
@@ -96,7 +97,8 @@ export class Link {
           if (!this.authenticated) this.fail(data.code === 6012 ? 6012 : 6011, false);
           return;
         case 'reconnect':
-          if (this.offerer && this.authenticated && (conn === null || conn === this.conn)) this.build();
+          // The answerer lost the attempt `conn` (or has none): replace ours, if we have it.
+          if (this.offerer && this.pc !== null && (conn === null || conn === this.conn)) this.build();
           return;
         default:
           return; // unknown kinds are ignored
@@ -240,6 +242,21 @@ export class Link {
       }
     };
     return pc;
+  }
+
+  /** Signaling is back under the same client ID: a setup that was under way lost its
+   * signals and starts over now (see `setupRestart`). */
+  restartSetup() {
+    const action = setupRestart({
+      keyed: this.key !== null,
+      connected: this.state === 'connected',
+      done: this.closed || this.failed !== null,
+      attempt: this.pc !== null,
+      offerer: this.offerer,
+    });
+    if (action === 'lost') this.lost();
+    else if (action === 'build') this.build();
+    else if (action === 'ask') this.owner.send(this.id, { kind: 'reconnect' });
   }
 
   /** The connection is gone: the offerer builds a new one, the answerer asks for it. */

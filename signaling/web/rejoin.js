@@ -33,3 +33,16 @@ export function rejoinDelay(attempt, hint, unit) {
   const u = Number.isFinite(unit) ? Math.min(Math.max(unit, 0), 1) : 0;
   return full / 2 + (full / 2) * u;
 }
+
+/** What a pair does when signaling is back under the same client ID (docs/PROTOCOL.md
+ * "Client behaviour on a lost connection"): a connection whose setup was under way lost
+ * its signals, so it starts over at once, as native peers do. `pair`: `keyed` (the PAKE
+ * gave a key), `connected` (the control channel is open), `done` (closed or failed),
+ * `attempt` (a connection attempt exists), `offerer`. Returns 'none' (nothing under way),
+ * 'lost' (drop the attempt: the offerer builds anew, the answerer asks for one), 'build'
+ * (an offerer without an attempt) or 'ask' (an answerer without one). */
+export function setupRestart(pair) {
+  if (pair.done || !pair.keyed || pair.connected) return 'none';
+  if (pair.attempt) return 'lost';
+  return pair.offerer ? 'build' : 'ask';
+}

@@ -236,6 +236,8 @@ export class Session extends EventTarget {
       const listed = new Set(peers.map((p) => p.id));
       // Under a new ID every member is met anew; under ours, those gone left.
       for (const id of [...this.links.keys()]) if (!resumed || !listed.has(id)) this.removeMember(id);
+      // The members kept: a setup under way lost its signals (those met below start afresh).
+      for (const link of this.links.values()) link.restartSetup();
       for (const p of peers) this.addMember(p);
       this.emit('signaling-reconnected', { client_id: this.clientId, server: this.server, resumed });
       return;

@@ -311,9 +311,13 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             break with_targets(verdict, &targets);
         }
     };
-    // Show what was emitted together with the last outcome (its upload-completed).
+    // Show what was emitted together with the last outcome (its upload-completed and
+    // group end), not what the peers did after it: a recipient that has everything and
+    // leaves is no news once `send` is done.
     while let Some(event) = events.try_recv() {
-        out.event(&event);
+        if completes_outcome(&event) {
+            out.event(&event);
+        }
     }
     out.clear();
     out.summary("sent");
@@ -324,6 +328,18 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         server.shutdown().await;
     }
     result
+}
+
+/// The events the session emits together with a recipient's outcome.
+fn completes_outcome(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::RecipientOutcome { .. }
+            | Event::UploadCompleted { .. }
+            | Event::UploadFailed { .. }
+            | Event::UploadCancelled { .. }
+            | Event::UploadGroupEnded { .. }
+    )
 }
 
 /// Name of standard input's offer without `--name`.
@@ -592,6 +608,42 @@ fn with_targets(verdict: Result<(), Fatal>, targets: &Targets) -> Result<(), Fat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completes_outcome_upload_endings_shown_departures_and_errors_after_it_not() {
+        let group = Event::UploadGroupEnded {
+            group_id: uuid::Uuid::nil(),
+            label: None,
+            files: 1,
+            completed: 1,
+            failed: 0,
+            cancelled: 0,
+        };
+        let failed = Event::UploadFailed {
+            job_id: None,
+            file_id: None,
+            name: "a".into(),
+            size: 1,
+            code: 5089,
+            message: "gone".into(),
+        };
+        assert!(completes_outcome(&group) && completes_outcome(&failed));
+        let after = [
+            Event::ConnectionLost {
+                peer: "p".into(),
+                reason: "control channel closed".into(),
+            },
+            Event::PeerLeft { peer: "p".into() },
+            Event::Error {
+                peer: Some("p".into()),
+                code: 7004,
+                message: "no such member".into(),
+            },
+        ];
+        for event in &after {
+            assert!(!completes_outcome(event), "{}", event.name());
+        }
+    }
 
     #[test]
     fn qr_block_page_url_is_a_square_of_half_blocks_with_a_light_quiet_zone() {
