@@ -53,9 +53,9 @@ pub struct RtcSettings {
     pub sctp_receive_window: u32,
     /// `Some(initial)` (default [`SCTP_RECEIVE_WINDOW_INITIAL`]): the SCTP receive window
     /// starts at `initial` bytes and grows, once per round trip, to twice what flowed in
-    /// the last one (what arrived, or what this peer read while it is the limit), up to [`sctp_receive_window`](Self::sctp_receive_window)
-    /// (Linux TCP's receive-buffer autotuning; the round trip is measured with SCTP
-    /// HEARTBEATs). A recipient whose disk is slower than the path then holds about twice
+    /// the last one (what arrived, or what this peer read while it is the limit), up to
+    /// [`sctp_receive_window`](Self::sctp_receive_window) (Linux TCP's receive-buffer
+    /// autotuning; the round trip is measured with SCTP HEARTBEATs). A recipient whose disk is slower than the path then holds about twice
     /// its rate times the round trip, not the whole window. `None` = the whole window
     /// from the start.
     pub sctp_receive_window_initial: Option<u32>,

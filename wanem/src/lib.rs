@@ -32,7 +32,8 @@
 //!
 //! # Layout
 //! - [`spec`]: the command line's units and per-direction values → [`LinkConfig`] (pure).
-//! - [`tun`]: TUN devices created and configured inside a namespace (ioctl, no `ip`).
+//! - [`tun`]: TUN devices created and configured inside a namespace (ioctl; `ip link del`
+//!   only for a device a copy of its descriptor kept alive).
 //! - [`forward`]: the forwarding loop, its delay line and counters.
 //! - [`gso`]: TCP super-packets through the link, cut per the link's per-segment verdicts.
 //! - [`netns`]: entering, creating and deleting namespaces (tests and the benchmark).

@@ -3,7 +3,9 @@
 //! a network namespace and configured there by ioctl: MTU,
 //! transmit queue length, a point-to-point address pair, IPv6 off, up. Nothing ever
 //! appears in the namespace the process runs in. The device lives as long as its file
-//! descriptor: closing it removes the device and its addresses.
+//! descriptor (and every copy of it, e.g. in a child process that has not run its
+//! program yet): closing the last one removes the device and its addresses, and
+//! [`remove`] deletes it by name.
 
 use std::ffi::CStr;
 use std::io;
@@ -86,12 +88,12 @@ pub fn create(spec: &TunSpec) -> io::Result<OwnedFd> {
     netns::run_in(&spec.netns, || create_here(spec))
 }
 
-/// Remove `device` from namespace `netns` if it is still there.
+/// Remove `device` from namespace `netns` if it is still there (`ip link del`): for a
+/// device whose descriptor this process closed while a copy of it lives on elsewhere.
 pub fn remove(netns: &str, device: &str) -> io::Result<()> {
-    let name = std::ffi::CString::new(device)
-        .map_err(|_| io::Error::other(format!("device name {device:?} has a NUL byte")))?;
+    let name = ifreq(device)?.ifr_name;
     netns::run_in(netns, || {
-        // SAFETY: plain call with a NUL-terminated name.
+        // SAFETY: plain call; `ifreq` leaves the name NUL-terminated.
         if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
             return Ok(());
         }

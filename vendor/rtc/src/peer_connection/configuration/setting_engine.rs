@@ -1377,8 +1377,8 @@ impl SettingEngineBuilder {
 
     /// Starts the SCTP receive window at `initial` bytes and grows it, once per round
     /// trip, to twice what flowed in the last one (what arrived, or what the application
-    /// read while it is the limit), up to the receive-buffer
-    /// size ([`with_sctp_max_receive_buffer_size`](Self::with_sctp_max_receive_buffer_size)),
+    /// read while it is the limit), up to the receive-buffer size
+    /// ([`with_sctp_max_receive_buffer_size`](Self::with_sctp_max_receive_buffer_size)),
     /// as Linux TCP's receive-buffer autotuning does; the round trip is measured with
     /// small HEARTBEATs. A reader slower than the path then holds about twice its rate
     /// times the round trip, not the whole buffer. Default: the window is the
