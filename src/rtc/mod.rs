@@ -55,9 +55,9 @@ pub struct RtcSettings {
     /// starts at `initial` bytes and grows, once per round trip, to twice what flowed in
     /// the last one (what arrived, or what this peer read while it is the limit), up to
     /// [`sctp_receive_window`](Self::sctp_receive_window) (Linux TCP's receive-buffer
-    /// autotuning; the round trip is measured with SCTP HEARTBEATs). A recipient whose disk is slower than the path then holds about twice
-    /// its rate times the round trip, not the whole window. `None` = the whole window
-    /// from the start.
+    /// autotuning; the round trip is measured with SCTP HEARTBEATs). A recipient whose
+    /// disk is slower than the path then holds about twice its rate times the round trip,
+    /// not the whole window. `None` = the whole window from the start.
     pub sctp_receive_window_initial: Option<u32>,
     /// The SCTP data sender's congestion controller (default: BBR, `docs/DECISIONS.md`).
     pub congestion_control: CongestionControl,
