@@ -435,6 +435,18 @@ struct RecvState {
     buffers: Vec<Vec<u8>>,
     meta: Vec<RecvMeta>,
     queue: VecDeque<Received>,
+    /// Buffers to take for the next read ([`next_recv_batch`]).
+    batch: usize,
+}
+
+/// Buffers for the next `recvmmsg` after one that filled `used` of the `had` it was given:
+/// twice as many after a read that filled them all, else twice what it used, between one
+/// and `max`. A busy socket is back at `max` within a few reads; one that sees a datagram
+/// now and then (a relay nobody relays through, answering STUN) takes one buffer instead
+/// of a whole batch, whose pages its allocator would otherwise keep resident.
+fn next_recv_batch(used: usize, had: usize, max: usize) -> usize {
+    let next = if used >= had { had } else { used };
+    next.saturating_mul(2).clamp(1, max.max(1))
 }
 
 /// A UDP socket of the relay: reads with `recvmmsg` and GRO, handed out one datagram at a
@@ -463,6 +475,7 @@ impl BatchedSocket {
             local,
             recv: tokio::sync::Mutex::new(RecvState {
                 meta: vec![RecvMeta::default(); recv_buffers],
+                batch: 1,
                 ..RecvState::default()
             }),
             recv_buffers,
@@ -488,12 +501,13 @@ impl BatchedSocket {
             // Wait without buffers; take them only for the read itself.
             self.socket.readable().await?;
             if state.buffers.is_empty() {
-                state.buffers = self.plane.take_buffers(self.recv_buffers);
+                state.buffers = self.plane.take_buffers(state.batch.max(1));
             }
             let RecvState {
                 buffers,
                 meta,
                 queue,
+                batch,
             } = &mut *state;
             // The read and the queueing happen in one poll after the wait, so a cancelled
             // receive (the relay's tasks select on a close signal) loses nothing.
@@ -505,7 +519,10 @@ impl BatchedSocket {
                     .recv(UdpSockRef::from(&*self.socket), &mut slices, meta)
             });
             let count = match read {
-                Ok(count) => count,
+                Ok(count) => {
+                    *batch = next_recv_batch(count, buffers.len(), self.recv_buffers);
+                    count
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Spurious readiness: give the buffers back before waiting again.
                     self.plane.give_back(buffers);
@@ -1062,8 +1079,10 @@ mod tests {
         }
         // Everything read was handed out: the socket holds no buffers, the relay keeps them.
         assert!(a.io.recv.lock().await.buffers.is_empty());
-        assert_eq!(plane.spare_recv_buffers(), RELAY_RECV_BUFFERS);
-        // The next socket to read takes those instead of allocating its own.
+        let spare = plane.spare_recv_buffers();
+        assert!((1..=RELAY_RECV_BUFFERS).contains(&spare), "{spare}");
+        // The next socket to read (one buffer for its first read) takes one of those
+        // instead of allocating its own.
         outside
             .send_to(b"to b", b.local_addr().unwrap())
             .await
@@ -1071,7 +1090,43 @@ mod tests {
         let (n, _) = b.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"to b");
         assert!(b.io.recv.lock().await.buffers.is_empty());
-        assert_eq!(plane.spare_recv_buffers(), RELAY_RECV_BUFFERS);
+        assert_eq!(plane.spare_recv_buffers(), spare);
+    }
+
+    #[tokio::test]
+    async fn relay_conn_first_read_takes_one_buffer_not_a_batch() {
+        let plane = loopback_plane();
+        let a = relay(&plane);
+        let outside = bound();
+        outside
+            .send_to(b"stun", a.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = a.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"stun");
+        assert_eq!(plane.spare_recv_buffers(), 1);
+    }
+
+    #[test]
+    fn next_recv_batch_doubles_when_full_and_follows_use_otherwise() {
+        // From one buffer to the maximum in five full reads.
+        let mut batch = 1;
+        let mut seen = vec![batch];
+        while batch < 32 {
+            batch = next_recv_batch(batch, batch, 32);
+            seen.push(batch);
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32]);
+        assert_eq!(next_recv_batch(32, 32, 32), 32);
+        // A read that used fewer sets the next to twice what it used.
+        assert_eq!(next_recv_batch(5, 32, 32), 10);
+        assert_eq!(next_recv_batch(1, 32, 32), 2);
+        // Nothing read (spurious readiness), a zero maximum: still one.
+        assert_eq!(next_recv_batch(0, 4, 32), 1);
+        assert_eq!(next_recv_batch(3, 4, 0), 1);
+        // Never above the maximum, also from a larger earlier batch.
+        assert_eq!(next_recv_batch(4, 4, 3), 3);
     }
 
     #[tokio::test]
