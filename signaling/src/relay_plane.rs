@@ -445,8 +445,7 @@ struct RecvState {
 /// now and then (a relay nobody relays through, answering STUN) takes one buffer instead
 /// of a whole batch, whose pages its allocator would otherwise keep resident.
 fn next_recv_batch(used: usize, had: usize, max: usize) -> usize {
-    let next = if used >= had { had } else { used };
-    next.saturating_mul(2).clamp(1, max.max(1))
+    used.min(had).saturating_mul(2).clamp(1, max.max(1))
 }
 
 /// A UDP socket of the relay: reads with `recvmmsg` and GRO, handed out one datagram at a
@@ -501,7 +500,7 @@ impl BatchedSocket {
             // Wait without buffers; take them only for the read itself.
             self.socket.readable().await?;
             if state.buffers.is_empty() {
-                state.buffers = self.plane.take_buffers(state.batch.max(1));
+                state.buffers = self.plane.take_buffers(state.batch);
             }
             let RecvState {
                 buffers,
