@@ -60,8 +60,6 @@ struct Knobs {
     /// Relay-only ICE policy on the recipient. Only one side relay-only gives a path with
     /// one relay allocation (relay to host); both give two (relay to relay).
     recipient_relay_only: bool,
-    /// The relay poll workaround (`RtcSettings::relay_poll_interval`).
-    relay_poll: bool,
     /// GSO batching of relayed datagrams (`RtcSettings::relay_batching`).
     relay_batching: bool,
 }
@@ -70,7 +68,6 @@ impl Knobs {
     const DIRECT: Knobs = Knobs {
         sender_relay_only: false,
         recipient_relay_only: false,
-        relay_poll: true,
         relay_batching: true,
     };
     const RELAYED: Knobs = Knobs {
@@ -95,9 +92,6 @@ fn peer_config(
 ) -> PeerConfig {
     let mut c = config(server, session, name, dir);
     c.rtc.relay_only = relay_only;
-    if !knobs.relay_poll {
-        c.rtc.relay_poll_interval = None;
-    }
     c.rtc.relay_batching = knobs.relay_batching;
     // Measuring knob of the harness (docs/RELAY.md): the SCTP receive window in bytes.
     if let Some(w) = std::env::var("PEERSHARE_RELAY_BENCH_WINDOW")
@@ -368,7 +362,7 @@ async fn relay_available_default_policy_prefers_direct_path() {
 /// interleaved (machine noise then hits every case alike); the report gives medians.
 /// `PEERSHARE_RELAY_BENCH_MIB` (default 128), `PEERSHARE_RELAY_BENCH_REPEAT` (default 3),
 /// `PEERSHARE_RELAY_BENCH_CASES="direct;coturn"` picks cases by name (the default is
-/// direct, embedded relay and coturn; the variants without a workaround are opt-in).
+/// direct, embedded relay and coturn; the "… no batching" variants are opt-in).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "measurement harness; run with --release --ignored --nocapture"]
 async fn relay_throughput_direct_vs_relayed_report() {
@@ -389,10 +383,6 @@ async fn relay_throughput_direct_vs_relayed_report() {
     let external = match &coturn {
         Some(c) => Some(external_relay_server(c).await),
         None => None,
-    };
-    let no_poll = Knobs {
-        relay_poll: false,
-        ..Knobs::RELAYED
     };
     let no_batching = Knobs {
         relay_batching: false,
@@ -418,23 +408,12 @@ async fn relay_throughput_direct_vs_relayed_report() {
             recipient_relayed,
             true,
         ),
-        (
-            "direct, no relay poll",
-            &embedded,
-            Knobs {
-                relay_poll: false,
-                ..Knobs::DIRECT
-            },
-            false,
-        ),
-        ("embedded relay, no relay poll", &embedded, no_poll, false),
         ("embedded relay, no batching", &embedded, no_batching, false),
     ];
     if let Some(ext) = &external {
         cases.push(("coturn", ext, Knobs::RELAYED, true));
         cases.push(("coturn, sender relayed", ext, sender_relayed, true));
         cases.push(("coturn, recipient relayed", ext, recipient_relayed, true));
-        cases.push(("coturn, no relay poll", ext, no_poll, false));
         cases.push(("coturn, no batching", ext, no_batching, false));
     }
     let only = std::env::var("PEERSHARE_RELAY_BENCH_CASES").ok();

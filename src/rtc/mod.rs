@@ -95,13 +95,9 @@ pub struct RtcSettings {
     /// ICE connectivity-check interval while connecting; `None` = the stack's 200 ms.
     pub ice_check_interval: Option<Duration>,
     /// During a connection's first seconds, wake its driver at least this often (default
-    /// 5 ms); `None` = only at protocol deadlines, which are ≥ 200 ms apart, making setup
-    /// take ~600 ms more (docs/PERFORMANCE.md).
+    /// 5 ms); `None` = only at protocol deadlines: the DTLS ClientHello then waits for
+    /// one, and setup takes ~200 ms more (docs/PERFORMANCE.md).
     pub setup_poll_interval: Option<Duration>,
-    /// While TURN-relayed data flows, wake the driver at least this often; `None` = only
-    /// at protocol deadlines, which caps relayed transfers far below direct ones
-    /// (docs/RELAY.md). Direct connections are unaffected.
-    pub relay_poll_interval: Option<Duration>,
     /// Let the stack batch sends with UDP GSO where the kernel supports it (default;
     /// receives are batched by GRO). `false` makes every socket report one GSO segment,
     /// for measuring what the batching gives (docs/PERFORMANCE.md).
@@ -134,10 +130,9 @@ impl Default for RtcSettings {
             peer_relay_only: false,
             ice_timeouts: IceTimeouts::default(),
             ice_check_interval: None,
-            // Measured: join → first byte 810 ms → 30 ms on loopback, no throughput
+            // Measured: join → first byte 207 ms → 13 ms on loopback, no throughput
             // change (docs/PERFORMANCE.md).
             setup_poll_interval: Some(runtime::SETUP_POLL_INTERVAL),
-            relay_poll_interval: Some(runtime::RELAY_POLL_INTERVAL),
             udp_offload: true,
             relay_batching: true,
             network: None,
@@ -245,7 +240,6 @@ pub async fn build_peer_connection(
         runtime = runtime.with_setup_poll(interval, runtime::SETUP_WINDOW);
     }
     runtime = runtime
-        .with_relay_poll(settings.relay_poll_interval)
         .with_udp_offload(settings.udp_offload)
         .with_relay_batching(settings.relay_batching && settings.network.is_none());
     let mut setting_engine = SettingEngineBuilder::new()

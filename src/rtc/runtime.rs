@@ -10,7 +10,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,13 +25,6 @@ pub const SETUP_WINDOW: Duration = Duration::from_secs(5);
 /// Default setup poll interval ([`BufferedRuntime::with_setup_poll`]).
 pub const SETUP_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
-/// While relayed data flows, no driver sleep is longer than this (docs/RELAY.md).
-pub const RELAY_POLL_INTERVAL: Duration = Duration::from_millis(1);
-/// The relay poll interval stays in force this long after the last relayed data packet.
-pub const RELAY_ACTIVE_WINDOW: Duration = Duration::from_millis(250);
-/// Relayed datagrams at least this large count as data (consent checks and keep-alives
-/// through the relay are smaller and do not keep the fast polling on).
-const RELAY_DATA_MIN_BYTES: usize = 256;
 /// Relayed datagrams a socket holds back at most before it sends them anyway.
 const RELAY_BATCH_MAX_BYTES: usize = 256 * 1024;
 
@@ -43,17 +35,13 @@ pub struct BufferedRuntime {
     buffer_bytes: usize,
     /// Until this instant, no sleep is longer than the interval.
     setup_poll: Option<(Duration, Instant)>,
-    /// Cap on every sleep while relayed data flows; `None` = off.
-    relay_poll: Option<Duration>,
-    /// When the last relayed data datagram went through one of this runtime's sockets.
-    relay_activity: Arc<RelayActivity>,
     /// Whether sockets may batch sends with UDP GSO.
     udp_offload: bool,
     /// Whether sockets batch relayed (TURN ChannelData) datagrams into GSO sends, flushed
     /// when the driver goes to sleep.
     relay_batching: bool,
     /// This runtime's sockets, for that flush.
-    sockets: Arc<Mutex<Vec<Weak<RelayWatchSocket>>>>,
+    sockets: Arc<Mutex<Vec<Weak<BatchingSocket>>>>,
 }
 
 impl BufferedRuntime {
@@ -63,8 +51,6 @@ impl BufferedRuntime {
             inner: default_runtime()?,
             buffer_bytes,
             setup_poll: None,
-            relay_poll: Some(RELAY_POLL_INTERVAL),
-            relay_activity: Arc::new(RelayActivity::new()),
             udp_offload: true,
             relay_batching: true,
             sockets: Arc::new(Mutex::new(Vec::new())),
@@ -90,31 +76,10 @@ impl BufferedRuntime {
         self
     }
 
-    /// While TURN-relayed data flows through this runtime's sockets (and for
-    /// [`RELAY_ACTIVE_WINDOW`] after), cap every sleep at `interval`; `None` turns that
-    /// off. On by default with [`RELAY_POLL_INTERVAL`].
-    ///
-    /// Works around the phase order of the `webrtc` 0.21.1 driver, which leaves relayed
-    /// packets (outbound ones encapsulated after the TURN clients were drained, inbound
-    /// ones decapsulated after the core was read) queued until its next wake-up, often
-    /// the 200 ms delayed-ACK or ≥ 1 s retransmission timer. Direct connections never
-    /// pay for it. See docs/RELAY.md.
-    pub fn with_relay_poll(mut self, interval: Option<Duration>) -> Self {
-        self.relay_poll = interval;
-        self
-    }
-
-    /// Whether relayed data went through this runtime's sockets within the last
-    /// [`RELAY_ACTIVE_WINDOW`].
-    pub fn relay_active(&self) -> bool {
-        self.relay_activity.active(self.inner.now())
-    }
-
-    /// For `window` from now, cap every sleep at `interval`. The `webrtc` 0.21 driver
-    /// flushes output that a state change produced (the DTLS ClientHello after ICE
-    /// connects, the SCTP INIT after DTLS, the DCEP OPEN after SCTP) only at its next
-    /// wake-up, which is up to 200 ms away; capping the sleeps during setup removes
-    /// those three stalls (docs/PERFORMANCE.md).
+    /// For `window` from now, cap every sleep at `interval`. Each wake-up runs the
+    /// stack's timeout handling, which is when the DTLS client's ClientHello, made as ICE
+    /// selects a pair, leaves; on the stack's own deadlines that is up to 200 ms later
+    /// (docs/PERFORMANCE.md, "Connection setup: the setup poll").
     pub fn with_setup_poll(mut self, interval: Duration, window: Duration) -> Self {
         self.setup_poll = Some((interval, Instant::now() + window));
         self
@@ -255,13 +220,11 @@ impl Runtime for BufferedRuntime {
         tracing::debug!(?report, "UDP socket buffers");
         let inner = self.inner.wrap_udp_socket(socket)?;
         let batching = self.relay_batching && self.udp_offload;
-        if self.relay_poll.is_none() && self.udp_offload && !batching {
+        if self.udp_offload && !batching {
             return Ok(inner);
         }
-        let socket = Arc::new(RelayWatchSocket {
+        let socket = Arc::new(BatchingSocket {
             inner,
-            activity: Arc::clone(&self.relay_activity),
-            clock: Arc::clone(&self.inner),
             offload: self.udp_offload,
             batch: batching.then(|| Mutex::new(RelayBatch::default())),
         });
@@ -274,19 +237,13 @@ impl Runtime for BufferedRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let mut duration = match self.setup_poll {
+        let duration = match self.setup_poll {
             Some((cap, until)) if Instant::now() < until => duration.min(cap),
             _ => duration,
         };
-        if let Some(cap) = self.relay_poll
-            && duration > cap
-            && self.relay_activity.active(self.inner.now())
-        {
-            duration = cap;
-        }
         let sleep = self.inner.sleep(duration);
         // The driver sleeps once per pass: send the relayed datagrams the pass produced.
-        let held: Vec<Arc<RelayWatchSocket>> = lock(&self.sockets)
+        let held: Vec<Arc<BatchingSocket>> = lock(&self.sockets)
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|s| s.holds_datagrams())
@@ -304,7 +261,7 @@ impl Runtime for BufferedRuntime {
 
 /// A driver sleep that first sends what its sockets hold back.
 struct FlushThenSleep {
-    held: Vec<Arc<RelayWatchSocket>>,
+    held: Vec<Arc<BatchingSocket>>,
     sleep: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
 }
 
@@ -323,46 +280,10 @@ impl Future for FlushThenSleep {
     }
 }
 
-/// The last time relayed data passed, as nanoseconds since `base` (0 = never).
-#[derive(Debug)]
-struct RelayActivity {
-    base: Instant,
-    last_nanos: AtomicU64,
-}
-
-impl RelayActivity {
-    fn new() -> Self {
-        Self {
-            base: Instant::now(),
-            last_nanos: AtomicU64::new(0),
-        }
-    }
-
-    fn mark(&self, now: Instant) {
-        let nanos = now.saturating_duration_since(self.base).as_nanos();
-        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
-        self.last_nanos.store(nanos, Ordering::Relaxed);
-    }
-
-    fn active(&self, now: Instant) -> bool {
-        let last = self.last_nanos.load(Ordering::Relaxed);
-        if last == 0 {
-            return false;
-        }
-        let since_base = now.saturating_duration_since(self.base);
-        since_base.saturating_sub(Duration::from_nanos(last)) < RELAY_ACTIVE_WINDOW
-    }
-}
-
 /// Whether a datagram is TURN ChannelData: first byte 64–79 (RFC 7983's demultiplexing
 /// range for TURN channels; STUN is 0–3, DTLS 20–63, RTP 128–191), with its 4-byte header.
 fn is_channel_data(datagram: &[u8]) -> bool {
     datagram.len() >= 4 && matches!(datagram.first(), Some(64..=79))
-}
-
-/// Whether a datagram is ChannelData carrying data: larger than a consent check.
-fn is_relayed_data(datagram: &[u8]) -> bool {
-    datagram.len() >= RELAY_DATA_MIN_BYTES && is_channel_data(datagram)
 }
 
 /// Relayed datagrams held back for one GSO send, oldest run first.
@@ -372,19 +293,17 @@ struct RelayBatch {
     bytes: usize,
 }
 
-/// A UDP socket that notes when relayed data passes through it, batches relayed
-/// datagrams into GSO sends, and can hide the kernel's GSO from the stack.
+/// A UDP socket that batches relayed datagrams into GSO sends, and can hide the kernel's
+/// GSO from the stack.
 #[derive(Debug)]
-struct RelayWatchSocket {
+struct BatchingSocket {
     inner: Arc<dyn AsyncUdpSocket>,
-    activity: Arc<RelayActivity>,
-    clock: Arc<dyn Runtime>,
     offload: bool,
     /// `Some` when relayed datagrams are batched (see [`BufferedRuntime::with_relay_batching`]).
     batch: Option<Mutex<RelayBatch>>,
 }
 
-impl RelayWatchSocket {
+impl BatchingSocket {
     fn holds_datagrams(&self) -> bool {
         self.batch
             .as_ref()
@@ -457,15 +376,12 @@ impl RelayWatchSocket {
     }
 }
 
-impl AsyncUdpSocket for RelayWatchSocket {
+impl AsyncUdpSocket for BatchingSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        if is_relayed_data(transmit.contents) {
-            self.activity.mark(self.clock.now());
-        }
         if self.try_hold(transmit) {
             return Poll::Ready(Ok(transmit.contents.len()));
         }
@@ -485,17 +401,7 @@ impl AsyncUdpSocket for RelayWatchSocket {
         bufs: &mut [io::IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let polled = self.inner.poll_recv(cx, bufs, meta);
-        if let Poll::Ready(Ok(n)) = &polled
-            && bufs
-                .iter()
-                .zip(meta.iter())
-                .take(*n)
-                .any(|(buf, m)| is_relayed_data(&buf[..m.len.min(buf.len())]))
-        {
-            self.activity.mark(self.clock.now());
-        }
-        polled
+        self.inner.poll_recv(cx, bufs, meta)
     }
 
     fn max_gso_segments(&self) -> usize {
@@ -516,33 +422,6 @@ impl AsyncUdpSocket for RelayWatchSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relayed_data_detection_matches_channel_data_only() {
-        let mut channel_data = vec![0u8; 1200];
-        channel_data[0] = 0x40;
-        assert!(is_relayed_data(&channel_data));
-        channel_data[0] = 0x4f;
-        assert!(is_relayed_data(&channel_data));
-        // DTLS application data (23) and STUN (0/1) on a direct path are not relayed data.
-        for first in [0u8, 1, 23, 63, 80, 128] {
-            channel_data[0] = first;
-            assert!(!is_relayed_data(&channel_data), "first byte {first}");
-        }
-        // A small ChannelData (a consent check through the relay) does not count.
-        assert!(!is_relayed_data(&[0x40, 0, 0, 100]));
-    }
-
-    #[test]
-    fn relay_activity_lasts_for_the_window() {
-        let a = RelayActivity::new();
-        let t0 = a.base + Duration::from_secs(3);
-        assert!(!a.active(t0), "never marked");
-        a.mark(t0);
-        assert!(a.active(t0));
-        assert!(a.active(t0 + RELAY_ACTIVE_WINDOW - Duration::from_millis(1)));
-        assert!(!a.active(t0 + RELAY_ACTIVE_WINDOW));
-    }
 
     #[test]
     fn enlarge_buffers_reports_granted_sizes() {

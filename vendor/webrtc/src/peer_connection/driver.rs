@@ -855,9 +855,15 @@ where
             // data: a send that set the flag is either already enqueued (drained
             // this iteration) or enqueues a fresh `WriteNotify` for the next one.
             self.inner.write_pending.store(false, Ordering::Release);
-            self.poll_writes().await?;
+            // Take everything in, then send everything out. Datagrams that arrive through
+            // a TURN relay reach the core only here, in `poll_reads` (the relayer decodes
+            // them into its read queue), so whatever the core answers them with — a SACK,
+            // the DATA that SACK lets go — must be written after it, in the same pass.
+            // Written before it, the answer waited for the loop's next wake-up: a timer,
+            // often a millisecond or two away, on every relayed round trip.
             self.poll_events().await;
             self.poll_reads().await?;
+            self.poll_writes().await?;
 
             // Wake senders blocked in `DataChannel::writable()`: the poll_* passes above
             // applied any SCTP buffer releases (acked/abandoned bytes) to the per-channel
@@ -1957,7 +1963,14 @@ where
             }
         }
 
-        // 1.b turn_relayer poll_write()
+        // 1.b peer_connection poll_write() - Send all outgoing packets, coalescing
+        // consecutive same-destination datagrams into single UDP GSO syscalls.
+        let writes = Self::drain_core_writes(self.inner.clone()).await;
+        self.flush_writes(writes).await;
+
+        // 1.c turn_relayer poll_write(), after the core's: what the core sends through a relay
+        // is wrapped by the relayer (ChannelData, or a permission request first) into its
+        // own write queue, and goes out in this pass rather than on the next wake-up.
         while let Some(msg) = self.turn_relayer.poll_write() {
             let four_tuple: FourTuple = FourTuple::from(&msg.transport);
             if let Err(err) = self.handle_write(msg).await {
@@ -1976,11 +1989,6 @@ where
                 }
             }
         }
-
-        // 1.c peer_connection poll_write() - Send all outgoing packets, coalescing
-        // consecutive same-destination datagrams into single UDP GSO syscalls.
-        let writes = Self::drain_core_writes(self.inner.clone()).await;
-        self.flush_writes(writes).await;
 
         Ok(())
     }
