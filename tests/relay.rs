@@ -346,6 +346,33 @@ async fn relay_coturn_transfer_is_identical_and_reports_relay_path() {
     server.shutdown().await;
 }
 
+/// One side relay-only, the other on the default policy: the path has one allocation,
+/// and both sides must call it relayed. The default side's end of the pair is often
+/// peer-reflexive (the relay-only peer's checks arrive before its relay candidate), and
+/// was then reported as direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_one_side_relay_only_both_sides_report_relay_path() {
+    init_tracing();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, data) = random_file(tmp.path(), "one-allocation.bin", 1024 * 1024 + 7, 14);
+    let server = embedded_relay_server().await;
+    for knobs in [
+        Knobs {
+            recipient_relay_only: false,
+            ..Knobs::RELAYED
+        },
+        Knobs {
+            sender_relay_only: false,
+            ..Knobs::RELAYED
+        },
+    ] {
+        let r = transfer(&server, &src, &data, knobs).await;
+        assert_eq!(r.sender_path, Some(PathKind::Relay), "{knobs:?}");
+        assert_eq!(r.recipient_path, Some(PathKind::Relay), "{knobs:?}");
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_available_default_policy_prefers_direct_path() {
     init_tracing();

@@ -221,6 +221,8 @@ struct Conn {
     remote: String,
     conn_id: Uuid,
     pc: Arc<dyn PeerConnection>,
+    /// The peer announced that it connects only through a relay.
+    peer_relay_only: bool,
     signal_tx: mpsc::Sender<ClientMessage>,
     events: mpsc::UnboundedSender<(String, Uuid, ConnEvent)>,
     control: Option<Arc<RtcChannel>>,
@@ -256,6 +258,7 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
         remote: setup.remote,
         conn_id: setup.conn_id,
         pc,
+        peer_relay_only: setup.settings.peer_relay_only,
         signal_tx: setup.signal_tx,
         events: setup.events,
         control: None,
@@ -635,7 +638,7 @@ impl Conn {
                 for msg in std::mem::take(&mut self.queued) {
                     self.send_control(msg).await;
                 }
-                let path = selected_path(self.pc.as_ref()).await;
+                let path = selected_path(self.pc.as_ref(), self.peer_relay_only).await;
                 tracing::info!(?path, "control channel open");
                 self.emit(ConnEvent::ControlOpen(path));
             }
