@@ -75,6 +75,16 @@ impl Knobs {
         recipient_relay_only: true,
         ..Knobs::DIRECT
     };
+    /// One relayed side: the path has one allocation, which is what ICE picked between
+    /// two symmetric NATs in tests/netns.rs (relay to peer-reflexive).
+    const SENDER_RELAYED: Knobs = Knobs {
+        recipient_relay_only: false,
+        ..Knobs::RELAYED
+    };
+    const RECIPIENT_RELAYED: Knobs = Knobs {
+        sender_relay_only: false,
+        ..Knobs::RELAYED
+    };
 
     fn relayed(&self) -> bool {
         self.sender_relay_only || self.recipient_relay_only
@@ -356,16 +366,7 @@ async fn relay_one_side_relay_only_both_sides_report_relay_path() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, data) = random_file(tmp.path(), "one-allocation.bin", 1024 * 1024 + 7, 14);
     let server = embedded_relay_server().await;
-    for knobs in [
-        Knobs {
-            recipient_relay_only: false,
-            ..Knobs::RELAYED
-        },
-        Knobs {
-            sender_relay_only: false,
-            ..Knobs::RELAYED
-        },
-    ] {
+    for knobs in [Knobs::SENDER_RELAYED, Knobs::RECIPIENT_RELAYED] {
         let r = transfer(&server, &src, &data, knobs).await;
         assert_eq!(r.sender_path, Some(PathKind::Relay), "{knobs:?}");
         assert_eq!(r.recipient_path, Some(PathKind::Relay), "{knobs:?}");
@@ -415,32 +416,32 @@ async fn relay_throughput_direct_vs_relayed_report() {
         relay_batching: false,
         ..Knobs::RELAYED
     };
-    // One relayed side: the path has one allocation, which is what ICE picked between
-    // two symmetric NATs in tests/netns.rs (relay to peer-reflexive).
-    let sender_relayed = Knobs {
-        recipient_relay_only: false,
-        ..Knobs::RELAYED
-    };
-    let recipient_relayed = Knobs {
-        sender_relay_only: false,
-        ..Knobs::RELAYED
-    };
     let mut cases: Vec<(&str, &SignalingServer, Knobs, bool)> = vec![
         ("direct", &embedded, Knobs::DIRECT, true),
         ("embedded relay", &embedded, Knobs::RELAYED, true),
-        ("embedded, sender relayed", &embedded, sender_relayed, true),
+        (
+            "embedded, sender relayed",
+            &embedded,
+            Knobs::SENDER_RELAYED,
+            true,
+        ),
         (
             "embedded, recipient relayed",
             &embedded,
-            recipient_relayed,
+            Knobs::RECIPIENT_RELAYED,
             true,
         ),
         ("embedded relay, no batching", &embedded, no_batching, false),
     ];
     if let Some(ext) = &external {
         cases.push(("coturn", ext, Knobs::RELAYED, true));
-        cases.push(("coturn, sender relayed", ext, sender_relayed, true));
-        cases.push(("coturn, recipient relayed", ext, recipient_relayed, true));
+        cases.push(("coturn, sender relayed", ext, Knobs::SENDER_RELAYED, true));
+        cases.push((
+            "coturn, recipient relayed",
+            ext,
+            Knobs::RECIPIENT_RELAYED,
+            true,
+        ));
         cases.push(("coturn, no batching", ext, no_batching, false));
     }
     let only = std::env::var("PEERSHARE_RELAY_BENCH_CASES").ok();
