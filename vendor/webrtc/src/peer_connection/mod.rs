@@ -2206,93 +2206,122 @@ mod virtual_clock_tests {
             allocations: TurnAllocations,
             tasks: Arc<StdMutex<Vec<Box<dyn JoinHandle>>>>,
         ) {
-            use rtc::stun::message::{
-                CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND,
-                METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Message,
-            };
-            use rtc::turn::proto::{chandata::ChannelData, channum::ChannelNumber};
-            use rtc::turn::proto::{data::Data, peeraddr::PeerAddress};
+            use rtc::stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_SEND, Message};
+            use rtc::turn::proto::chandata::ChannelData;
 
             let mut buf = vec![0u8; 2048];
             while let Ok((n, client)) = server.recv_from(&mut buf).await {
-                let (relay, peer, payload) = if ChannelData::is_channel_data(&buf[..n]) {
-                    let mut data = ChannelData {
-                        raw: buf[..n].to_vec(),
-                        ..Default::default()
-                    };
-                    if data.decode().is_err() {
-                        continue;
-                    }
-                    let allocations = allocations.lock().expect("allocations poisoned");
-                    let Some(allocation) = allocations.get(&client) else {
-                        continue;
-                    };
-                    let Some(&(_, peer)) = allocation
-                        .channels
-                        .iter()
-                        .find(|(number, _)| *number == data.number.0)
-                    else {
-                        continue;
-                    };
-                    (Arc::clone(&allocation.relay), peer, data.data)
+                let packet = &buf[..n];
+                let forward = if ChannelData::is_channel_data(packet) {
+                    Self::channel_data(packet, client, &allocations)
                 } else {
                     let mut msg = Message::new();
-                    msg.raw = buf[..n].to_vec();
+                    msg.raw = packet.to_vec();
                     if msg.decode().is_err() {
                         continue;
                     }
-                    if msg.typ.method == METHOD_SEND && msg.typ.class == CLASS_INDICATION {
-                        let (mut peer, mut data) = (PeerAddress::default(), Data::default());
-                        let allocations = allocations.lock().expect("allocations poisoned");
-                        let (Ok(()), Ok(()), Some(allocation)) = (
-                            peer.get_from(&msg),
-                            data.get_from(&msg),
-                            allocations.get(&client),
-                        ) else {
-                            continue;
-                        };
-                        (
-                            Arc::clone(&allocation.relay),
-                            SocketAddr::new(peer.ip, peer.port),
-                            data.0,
-                        )
-                    } else if msg.typ.class == CLASS_REQUEST {
-                        let response = match msg.typ.method {
-                            METHOD_ALLOCATE => {
-                                Self::allocate(&msg, client, &server, &rt, &allocations, &tasks)
-                            }
-                            METHOD_CHANNEL_BIND => {
-                                let (mut number, mut peer) =
-                                    (ChannelNumber::default(), PeerAddress::default());
-                                if number.get_from(&msg).is_ok() && peer.get_from(&msg).is_ok() {
-                                    if let Some(allocation) = allocations
-                                        .lock()
-                                        .expect("allocations poisoned")
-                                        .get_mut(&client)
-                                    {
-                                        allocation
-                                            .channels
-                                            .push((number.0, SocketAddr::new(peer.ip, peer.port)));
-                                    }
-                                }
-                                Self::success(&msg, vec![])
-                            }
-                            METHOD_REFRESH | METHOD_CREATE_PERMISSION => Self::success(
-                                &msg,
-                                vec![Box::new(rtc::turn::proto::lifetime::Lifetime(
-                                    Duration::from_secs(600),
-                                ))],
-                            ),
-                            _ => continue,
-                        };
-                        let _ = server.send_to(&response, client).await;
-                        continue;
-                    } else {
+                    if msg.typ.class == CLASS_REQUEST {
+                        let response =
+                            Self::answer(&msg, client, &server, &rt, &allocations, &tasks);
+                        if let Some(response) = response {
+                            let _ = server.send_to(&response, client).await;
+                        }
                         continue;
                     }
+                    (msg.typ.class == CLASS_INDICATION && msg.typ.method == METHOD_SEND)
+                        .then(|| Self::send_indication(&msg, client, &allocations))
+                        .flatten()
                 };
-                let _ = relay.send_to(&payload, peer).await;
+                if let Some((relay, peer, payload)) = forward {
+                    let _ = relay.send_to(&payload, peer).await;
+                }
             }
+        }
+
+        /// ChannelData from `client`: its relayed socket, the peer bound to the channel, and
+        /// the payload.
+        fn channel_data(
+            packet: &[u8],
+            client: SocketAddr,
+            allocations: &TurnAllocations,
+        ) -> Option<(
+            Arc<crate::runtime::mock::MockUdpSocket>,
+            SocketAddr,
+            Vec<u8>,
+        )> {
+            let mut data = rtc::turn::proto::chandata::ChannelData {
+                raw: packet.to_vec(),
+                ..Default::default()
+            };
+            data.decode().ok()?;
+            let allocations = allocations.lock().expect("allocations poisoned");
+            let allocation = allocations.get(&client)?;
+            let &(_, peer) = allocation
+                .channels
+                .iter()
+                .find(|(number, _)| *number == data.number.0)?;
+            Some((Arc::clone(&allocation.relay), peer, data.data))
+        }
+
+        /// A Send indication from `client`: its relayed socket, the peer, and the payload.
+        fn send_indication(
+            msg: &rtc::stun::message::Message,
+            client: SocketAddr,
+            allocations: &TurnAllocations,
+        ) -> Option<(
+            Arc<crate::runtime::mock::MockUdpSocket>,
+            SocketAddr,
+            Vec<u8>,
+        )> {
+            use rtc::turn::proto::{data::Data, peeraddr::PeerAddress};
+
+            let (mut peer, mut data) = (PeerAddress::default(), Data::default());
+            peer.get_from(msg).ok()?;
+            data.get_from(msg).ok()?;
+            let allocations = allocations.lock().expect("allocations poisoned");
+            let relay = Arc::clone(&allocations.get(&client)?.relay);
+            Some((relay, SocketAddr::new(peer.ip, peer.port), data.0))
+        }
+
+        /// The response to a request from `client`; `None` for methods it does not serve.
+        fn answer(
+            msg: &rtc::stun::message::Message,
+            client: SocketAddr,
+            server: &Arc<crate::runtime::mock::MockUdpSocket>,
+            rt: &Arc<MockRuntime>,
+            allocations: &TurnAllocations,
+            tasks: &Arc<StdMutex<Vec<Box<dyn JoinHandle>>>>,
+        ) -> Option<Vec<u8>> {
+            use rtc::stun::message::{
+                METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+            };
+            use rtc::turn::proto::{channum::ChannelNumber, peeraddr::PeerAddress};
+
+            Some(match msg.typ.method {
+                METHOD_ALLOCATE => Self::allocate(msg, client, server, rt, allocations, tasks),
+                METHOD_CHANNEL_BIND => {
+                    let (mut number, mut peer) = (ChannelNumber::default(), PeerAddress::default());
+                    if number.get_from(msg).is_ok()
+                        && peer.get_from(msg).is_ok()
+                        && let Some(allocation) = allocations
+                            .lock()
+                            .expect("allocations poisoned")
+                            .get_mut(&client)
+                    {
+                        allocation
+                            .channels
+                            .push((number.0, SocketAddr::new(peer.ip, peer.port)));
+                    }
+                    Self::success(msg, vec![])
+                }
+                METHOD_REFRESH | METHOD_CREATE_PERMISSION => Self::success(
+                    msg,
+                    vec![Box::new(rtc::turn::proto::lifetime::Lifetime(
+                        Duration::from_secs(600),
+                    ))],
+                ),
+                _ => return None,
+            })
         }
 
         /// An Allocate request: a 401 with a realm and nonce first, then a relayed address.
