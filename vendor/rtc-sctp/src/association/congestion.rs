@@ -40,6 +40,10 @@ const BW_WINDOW_ROUNDS: u64 = 10;
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// How long ProbeRTT keeps the window small.
 const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
+/// ProbeRTT's window: half a bandwidth-delay product, which empties the bottleneck queue
+/// while still moving half the rate (BBR version 2's `probe_rtt_cwnd_gain`; version 1's
+/// four packets all but stop a long fast path for the probe's duration).
+const PROBE_RTT_CWND_GAIN: f64 = 0.5;
 /// Startup ends when three round trips in a row raise the bandwidth by less than this.
 const FULL_BW_GROWTH: f64 = 1.25;
 const FULL_BW_ROUNDS: u32 = 3;
@@ -108,6 +112,10 @@ pub(crate) struct Bbr {
     cycle_index: usize,
     cycle_stamp: Option<Instant>,
     probe_rtt_done: Option<Instant>,
+    /// A round trip has passed since ProbeRTT's window was reached.
+    probe_rtt_round_done: bool,
+    /// The lowest RTT sample since ProbeRTT began: the new minimum when it ends.
+    probe_rtt_min: Option<Duration>,
     prior_cwnd: u32,
     /// Bytes found lost, and bytes delivered, since the current round trip began.
     round_lost: u64,
@@ -148,6 +156,8 @@ impl Bbr {
             cycle_index: 0,
             cycle_stamp: None,
             probe_rtt_done: None,
+            probe_rtt_round_done: false,
+            probe_rtt_min: None,
             prior_cwnd: initial_cwnd,
             round_lost: 0,
             round_start_delivered: 0,
@@ -312,10 +322,22 @@ impl Bbr {
         }
     }
 
+    /// Whether the RTT minimum is older than [`MIN_RTT_WINDOW`].
+    fn min_rtt_expired(&self, now: Instant) -> bool {
+        self.min_rtt_stamp
+            .is_some_and(|t| now.duration_since(t) > MIN_RTT_WINDOW)
+    }
+
+    /// A lower sample is the new minimum at once. An expired minimum is measured again
+    /// by ProbeRTT, with the queue drained, once the pipe is full: a sample taken with a
+    /// full window in flight includes the queue that window built, and taken as the
+    /// minimum it would raise the window, which raises the queue (the window would
+    /// ratchet up every ten seconds). Before that, the newest sample replaces it.
     fn update_min_rtt(&mut self, now: Instant, rtt: Duration) {
-        let expired = self
-            .min_rtt_stamp
-            .is_some_and(|t| now.duration_since(t) > MIN_RTT_WINDOW);
+        if self.mode == Mode::ProbeRtt {
+            self.probe_rtt_min = Some(self.probe_rtt_min.map_or(rtt, |m| m.min(rtt)));
+        }
+        let expired = !self.filled_pipe && self.min_rtt_expired(now);
         if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
             self.min_rtt = Some(rtt);
             self.min_rtt_stamp = Some(now);
@@ -452,36 +474,52 @@ impl Bbr {
     }
 
     fn check_probe_rtt(&mut self, now: Instant, inflight: usize, round_start: bool) {
-        let expired = self
-            .min_rtt_stamp
-            .is_some_and(|t| now.duration_since(t) > MIN_RTT_WINDOW);
-        if self.mode != Mode::ProbeRtt && expired && self.filled_pipe {
+        if self.mode != Mode::ProbeRtt && self.filled_pipe && self.min_rtt_expired(now) {
             self.mode = Mode::ProbeRtt;
             self.pacing_gain = 1.0;
             self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
             self.probe_rtt_done = None;
+            self.probe_rtt_min = None;
         }
         if self.mode != Mode::ProbeRtt {
             return;
         }
-        let floor = self.mtu * MIN_CWND_PACKETS;
-        if self.probe_rtt_done.is_none() && inflight as u32 <= floor {
+        // The window holds for PROBE_RTT_DURATION and at least one round trip, counted
+        // from when what is in flight has come down to it (as Linux BBR does).
+        if self.probe_rtt_done.is_none() && inflight as u32 <= self.probe_rtt_cwnd() {
             self.probe_rtt_done = Some(now + PROBE_RTT_DURATION);
+            self.probe_rtt_round_done = false;
+            self.next_round_delivered = self.delivered;
+        } else if self.probe_rtt_done.is_some() && round_start {
+            self.probe_rtt_round_done = true;
         }
         if let Some(done) = self.probe_rtt_done
             && now >= done
-            && round_start
+            && self.probe_rtt_round_done
         {
+            // What the drained path showed is the minimum now, also when it is higher
+            // than the expired one (the path changed).
+            if let Some(rtt) = self.probe_rtt_min.take() {
+                self.min_rtt = Some(rtt);
+            }
             self.min_rtt_stamp = Some(now);
             self.cwnd = self.cwnd.max(self.prior_cwnd);
             self.enter_probe_bw(now);
         }
     }
 
+    /// ProbeRTT's window: [`PROBE_RTT_CWND_GAIN`] times the bandwidth-delay product, at
+    /// least the window's floor.
+    fn probe_rtt_cwnd(&self) -> u32 {
+        let floor = self.mtu * MIN_CWND_PACKETS;
+        let half = self.bdp().map_or(0.0, |bdp| bdp * PROBE_RTT_CWND_GAIN);
+        floor.max(half.min(f64::from(u32::MAX)) as u32)
+    }
+
     fn update_cwnd(&mut self, acked: u64) {
         let floor = self.mtu * MIN_CWND_PACKETS;
         if self.mode == Mode::ProbeRtt {
-            self.cwnd = self.cwnd.min(floor);
+            self.cwnd = self.cwnd.min(self.probe_rtt_cwnd());
             return;
         }
         let acked = u32::try_from(acked).unwrap_or(u32::MAX);
@@ -606,6 +644,42 @@ mod tests {
         }
         let achieved = delivered_after_half as f64 / (duration / 2).as_secs_f64();
         (bbr, achieved)
+    }
+
+    /// A sender of one packet per millisecond (well within ProbeRTT's window) on a path
+    /// of `rtt`, from `start` for `ms` milliseconds; `each` sees the controller after
+    /// every acknowledgement.
+    fn one_packet_per_ms(
+        bbr: &mut Bbr,
+        start: Instant,
+        rtt: Duration,
+        ms: u32,
+        mut each: impl FnMut(&Bbr, Instant),
+    ) {
+        let mut outstanding = std::collections::VecDeque::new();
+        let mut now = start;
+        for _ in 0..ms {
+            now += Duration::from_millis(1);
+            while let Some(&(snap, sent)) = outstanding.front() {
+                if sent + rtt > now {
+                    break;
+                }
+                outstanding.pop_front();
+                let inflight = outstanding.len() * MTU as usize;
+                bbr.on_ack(now, u64::from(MTU), Some((snap, sent)), Some(rtt), inflight);
+                each(bbr, now);
+            }
+            let inflight = outstanding.len() * MTU as usize;
+            outstanding.push_back((bbr.on_send(now, inflight, MTU as usize), now));
+        }
+    }
+
+    /// A controller in ProbeBW on a 12.5 MB/s path of `rtt`, and an instant just after
+    /// its RTT minimum expired.
+    fn expiring(rtt: Duration) -> (Bbr, Instant) {
+        let bbr = steady(12.5e6, rtt, 30);
+        let now = bbr.min_rtt_stamp.expect("a minimum") + MIN_RTT_WINDOW;
+        (bbr, now + Duration::from_millis(1))
     }
 
     #[test]
@@ -751,6 +825,84 @@ mod tests {
             delivered *= 2;
         }
         assert_eq!(bbr.mode, Mode::Startup);
+    }
+
+    #[test]
+    fn bbr_min_rtt_expired_queued_sample_probes_rtt_instead_of_raising_window() {
+        let rtt = Duration::from_millis(40);
+        let (mut bbr, now) = expiring(rtt);
+        let before = bbr.cwnd();
+        let bdp = 12.5e6 * rtt.as_secs_f64();
+        // Ten seconds on, the first sample comes from behind a queue (five times the
+        // path's RTT). It must not become the minimum: ProbeRTT measures it again.
+        bbr.on_ack(now, u64::from(MTU), None, Some(5 * rtt), before as usize);
+        assert_eq!(bbr.mode, Mode::ProbeRtt);
+        assert_eq!(bbr.min_rtt, Some(rtt));
+        let probe_cwnd = f64::from(bbr.cwnd());
+        assert!(
+            probe_cwnd <= 0.5 * bdp * 1.05 && probe_cwnd >= 0.5 * bdp * 0.95,
+            "ProbeRTT window {probe_cwnd}, bdp {bdp}"
+        );
+        // The path has meanwhile become 2 ms longer.
+        let longer = rtt + Duration::from_millis(2);
+        one_packet_per_ms(&mut bbr, now, longer, 400, |_, _| {});
+        assert_eq!(bbr.mode, Mode::ProbeBw);
+        assert_eq!(bbr.min_rtt, Some(longer), "the drained path's RTT");
+        assert!(
+            bbr.cwnd() >= before,
+            "window {} before {before}",
+            bbr.cwnd()
+        );
+    }
+
+    #[test]
+    fn bbr_probe_rtt_holds_its_duration_or_one_round_trip_then_ends() {
+        // From the moment what is in flight is down to ProbeRTT's window: 200 ms on a
+        // path shorter than that, one round trip on a longer one; not up to a round
+        // trip more, waiting for a round that began before.
+        for path in [150, 300] {
+            let rtt = Duration::from_millis(path);
+            let (mut bbr, now) = expiring(rtt);
+            let queued = rtt + Duration::from_millis(1);
+            bbr.on_ack(now, u64::from(MTU), None, Some(queued), bbr.cwnd() as usize);
+            assert_eq!(bbr.mode, Mode::ProbeRtt);
+            let (mut drained, mut ended) = (None, None);
+            one_packet_per_ms(&mut bbr, now, rtt, 1000, |bbr, t| {
+                if drained.is_none() && bbr.probe_rtt_done.is_some() {
+                    drained = Some(t);
+                }
+                if ended.is_none() && bbr.mode != Mode::ProbeRtt {
+                    ended = Some(t);
+                }
+            });
+            let (Some(drained), Some(ended)) = (drained, ended) else {
+                panic!("ProbeRTT on a {path} ms path did not run its course");
+            };
+            let expected = PROBE_RTT_DURATION.max(rtt);
+            let took = ended - drained;
+            assert!(
+                took >= expected && took <= expected + Duration::from_millis(2),
+                "{path} ms path: ProbeRTT held {took:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bbr_long_flow_probe_rtt_every_ten_seconds_keeps_rate() {
+        // Twenty-four seconds on a 10 ms path: ProbeRTT runs twice in the measured
+        // second half, at half a BDP for 200 ms and a round trip.
+        let rate = 12.5e6;
+        let (bbr, achieved) = bursty_acks(
+            rate,
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+            Duration::from_secs(24),
+        );
+        assert!(
+            achieved > 0.95 * rate,
+            "achieved {achieved} of {rate}, cwnd {}",
+            bbr.cwnd()
+        );
     }
 
     #[test]
