@@ -143,7 +143,7 @@ pub struct SendArgs {
     /// Share into the existing session of --code instead of creating it.
     #[arg(long, requires = "code")]
     join: bool,
-    /// Words in a generated code's secret (11 bits each).
+    /// Words in a generated code's secret, 2 to 16 (11 bits each).
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u8).range(2..=16), conflicts_with = "code")]
     words: u8,

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::config::PeerConfig;
 use crate::error::{Error, Result};
 use crate::events::{Event, FileInfo};
-use crate::proto::code::Code;
+use crate::proto::code::{Code, MAX_ROUTE_LEN, MIN_CHOSEN_ROUTE_LEN};
 use crate::proto::control::MAX_TEXT_BYTES;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::upload::Audience;
@@ -121,10 +121,18 @@ impl Peer {
             .as_deref()
             .map(str::parse::<Code>)
             .transpose()?;
-        if given.is_none() && config.create_session {
-            return Err(Error::InvalidArgument(
-                "create_session needs a code in `session`".into(),
-            ));
+        if config.create_session {
+            let Some(code) = &given else {
+                return Err(Error::InvalidArgument(
+                    "create_session needs a code in `session`".into(),
+                ));
+            };
+            if code.route().len() < MIN_CHOSEN_ROUTE_LEN {
+                return Err(Error::InvalidArgument(format!(
+                    "a chosen code's route (the part before the first '-') must be \
+                     {MIN_CHOSEN_ROUTE_LEN} to {MAX_ROUTE_LEN} characters from [A-Za-z0-9_]"
+                )));
+            }
         }
         let joined = signal_client::connect_any(
             &config.servers(),

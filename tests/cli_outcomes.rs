@@ -662,6 +662,27 @@ async fn cli_send_session_code_taken_refuses_with_7015_instead_of_joining() {
     unsafe { libc::kill(signal.pid(), libc::SIGINT) };
 }
 
+#[tokio::test]
+async fn cli_send_chosen_code_route_too_short_is_usage_error_6008() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.txt");
+    std::fs::write(&src, b"x").unwrap();
+    // Refused before any server is contacted: nothing listens on port 9.
+    let (code, events, stderr) = send(
+        &["--server", "127.0.0.1:9", "--code", "short-my-own-words"],
+        &[&src],
+    )
+    .finish()
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(last_error(&events), (6008, 2));
+    let message = events.last().map(|e| e["message"].to_string());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("8 to 64")),
+        "{message:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_prompt_shows_hostile_name_escaped() {
     let tmp = tempfile::tempdir().unwrap();

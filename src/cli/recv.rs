@@ -760,7 +760,7 @@ fn prompt(offer: &Offer, out: &Output) {
     eprint!("{question}");
 }
 
-/// A share of several files, as asked about: `photos/ (1,204 files, 3.1 GiB)`.
+/// A share of several files, as asked about: `photos/ (1,204 files, 3.10 GiB)`.
 fn group_title(offer: &Offer) -> String {
     let Some(g) = &offer.group else {
         return shown(&offer.name);

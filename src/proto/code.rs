@@ -19,6 +19,10 @@ pub const DEFAULT_WORDS: usize = 3;
 pub const MAX_WORDS: usize = 16;
 /// Longest route, in bytes (the signaling server's limit for session codes).
 pub const MAX_ROUTE_LEN: usize = 64;
+/// The shortest route a client may choose for a session it creates (the signaling
+/// server's rule: server-chosen routes are short numbers, chosen ones must not collide
+/// with them or be easy to guess).
+pub const MIN_CHOSEN_ROUTE_LEN: usize = 8;
 /// Longest secret after normalization, in bytes.
 pub const MAX_SECRET_LEN: usize = 256;
 

@@ -64,7 +64,7 @@ pub struct WanArgs {
     #[arg(long, value_name = "PATH")]
     pub peershare: Option<PathBuf>,
     /// TCP congestion controls to compare with (default: cubic, and bbr when the kernel
-    /// offers it).
+    /// offers it); `none` for peershare alone.
     #[arg(long, value_delimiter = ',')]
     pub tcp: Option<Vec<String>>,
     /// Skip the emulator's own TCP ceiling (zero delay, no loss, no rate limit).
@@ -499,8 +499,8 @@ fn ceiling(lab: &Lab, mib: u64) -> anyhow::Result<String> {
     })
 }
 
-/// Congestion controls to compare with: `wanted`, or cubic plus bbr when offered (after
-/// trying to load tcp_bbr).
+/// Congestion controls to compare with: `wanted` (`none` = no TCP transfers), or cubic
+/// plus bbr when offered (after trying to load tcp_bbr).
 fn congestion_controls(wanted: &Option<Vec<String>>) -> (Vec<String>, Vec<String>) {
     let mut available = tcp::available_congestion_controls();
     if !available.iter().any(|c| c == "bbr") {
@@ -511,10 +511,17 @@ fn congestion_controls(wanted: &Option<Vec<String>>) -> (Vec<String>, Vec<String
             .status();
         available = tcp::available_congestion_controls();
     }
-    let wanted = wanted
+    (wanted_controls(wanted), available)
+}
+
+/// `--tcp`'s list, or cubic and bbr without it; `none` stands for no TCP transfer.
+fn wanted_controls(wanted: &Option<Vec<String>>) -> Vec<String> {
+    wanted
         .clone()
-        .unwrap_or_else(|| vec!["cubic".into(), "bbr".into()]);
-    (wanted, available)
+        .unwrap_or_else(|| vec!["cubic".into(), "bbr".into()])
+        .into_iter()
+        .filter(|cc| cc != "none")
+        .collect()
 }
 
 struct Row {
@@ -741,6 +748,17 @@ pub async fn run(args: WanArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wanted_controls_none_or_list_or_default() {
+        let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(wanted_controls(&None), ["cubic", "bbr"]);
+        assert_eq!(wanted_controls(&list(&["none"])), Vec::<String>::new());
+        assert_eq!(
+            wanted_controls(&list(&["reno", "cubic"])),
+            ["reno", "cubic"]
+        );
+    }
 
     #[test]
     fn startup_bound_zero_round_trip_is_header_share() {
