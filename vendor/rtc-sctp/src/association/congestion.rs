@@ -116,6 +116,10 @@ pub(crate) struct Bbr {
     probe_rtt_round_done: bool,
     /// The lowest RTT sample since ProbeRTT began: the new minimum when it ends.
     probe_rtt_min: Option<Duration>,
+    /// The sender starts again after it ran out of data and everything was delivered:
+    /// no queue of its own is left, so until the next acknowledgement an expired
+    /// minimum takes the next sample without ProbeRTT (Linux BBR's `idle_restart`).
+    idle_restart: bool,
     prior_cwnd: u32,
     /// Bytes found lost, and bytes delivered, since the current round trip began.
     round_lost: u64,
@@ -158,6 +162,7 @@ impl Bbr {
             probe_rtt_done: None,
             probe_rtt_round_done: false,
             probe_rtt_min: None,
+            idle_restart: false,
             prior_cwnd: initial_cwnd,
             round_lost: 0,
             round_start_delivered: 0,
@@ -215,6 +220,9 @@ impl Bbr {
         if inflight == 0 {
             self.first_sent_time = Some(now);
             self.delivered_time = Some(now);
+            if self.app_limited_until > 0 {
+                self.idle_restart = true;
+            }
         }
         if let Some(rate) = self.pacing_rate() {
             let credit = now.checked_sub(PACING_QUANTUM).unwrap_or(now);
@@ -307,6 +315,7 @@ impl Bbr {
         self.update_ack_aggregation(now, acked, round_start);
         self.update_mode(now, inflight, round_start);
         self.update_cwnd(acked);
+        self.idle_restart = false;
         if round_start {
             log::trace!(
                 "bbr round {}: {:?} bw {:.0} B/s min_rtt {:?} cwnd {} inflight {} delivered {} pacing_gain {:.2}",
@@ -332,12 +341,13 @@ impl Bbr {
     /// by ProbeRTT, with the queue drained, once the pipe is full: a sample taken with a
     /// full window in flight includes the queue that window built, and taken as the
     /// minimum it would raise the window, which raises the queue (the window would
-    /// ratchet up every ten seconds). Before that, the newest sample replaces it.
+    /// ratchet up every ten seconds). Before that, and on a restart from idle, the
+    /// newest sample replaces it.
     fn update_min_rtt(&mut self, now: Instant, rtt: Duration) {
         if self.mode == Mode::ProbeRtt {
             self.probe_rtt_min = Some(self.probe_rtt_min.map_or(rtt, |m| m.min(rtt)));
         }
-        let expired = !self.filled_pipe && self.min_rtt_expired(now);
+        let expired = (!self.filled_pipe || self.idle_restart) && self.min_rtt_expired(now);
         if self.min_rtt.is_none_or(|m| rtt <= m) || expired {
             self.min_rtt = Some(rtt);
             self.min_rtt_stamp = Some(now);
@@ -474,7 +484,11 @@ impl Bbr {
     }
 
     fn check_probe_rtt(&mut self, now: Instant, inflight: usize, round_start: bool) {
-        if self.mode != Mode::ProbeRtt && self.filled_pipe && self.min_rtt_expired(now) {
+        if self.mode != Mode::ProbeRtt
+            && self.filled_pipe
+            && !self.idle_restart
+            && self.min_rtt_expired(now)
+        {
             self.mode = Mode::ProbeRtt;
             self.pacing_gain = 1.0;
             self.prior_cwnd = self.prior_cwnd.max(self.cwnd);
@@ -885,6 +899,39 @@ mod tests {
                 "{path} ms path: ProbeRTT held {took:?}, expected {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn bbr_restart_after_idle_expired_minimum_takes_sample_without_probe_rtt() {
+        // The sender ran out of data and everything was delivered; eleven seconds
+        // later it sends again. Nothing of its own is queued, so the first sample is the
+        // path's: it becomes the minimum, and the transfer does not start in ProbeRTT.
+        let rtt = Duration::from_millis(40);
+        let (mut bbr, now) = expiring(rtt);
+        bbr.on_app_limited(0);
+        let longer = rtt + Duration::from_millis(5);
+        let snap = bbr.on_send(now, 0, MTU as usize);
+        bbr.on_ack(
+            now + longer,
+            u64::from(MTU),
+            Some((snap, now)),
+            Some(longer),
+            0,
+        );
+        assert_eq!(bbr.mode, Mode::ProbeBw);
+        assert_eq!(bbr.min_rtt, Some(longer));
+        // Only that acknowledgement: a minimum that expires later is probed again.
+        let later = now + longer + MIN_RTT_WINDOW + Duration::from_millis(1);
+        let queued = 2 * longer;
+        bbr.on_ack(
+            later,
+            u64::from(MTU),
+            None,
+            Some(queued),
+            100 * MTU as usize,
+        );
+        assert_eq!(bbr.mode, Mode::ProbeRtt);
+        assert_eq!(bbr.min_rtt, Some(longer));
     }
 
     #[test]
