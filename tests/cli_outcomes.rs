@@ -684,6 +684,33 @@ async fn cli_send_chosen_code_route_too_short_is_usage_error_6008() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_session_full_is_no_session_exit_3_with_7005() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = LineRun::spawn(peershare(&[
+        "signal",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-peers",
+        "1",
+    ]));
+    let url = signal.next_line().await;
+    let code = "fullroom123-amber-koala-river";
+    let mut config = peershare::PeerConfig::new(url.clone());
+    config.session = Some(code.into());
+    config.create_session = true;
+    config.rtc.bind = Some(common::LOCALHOST);
+    let (member, _events) = peershare::Peer::join(config).await.unwrap();
+    let (status, events, stderr) = recv(&[], tmp.path(), &format!("{code}@{url}"))
+        .finish()
+        .await;
+    assert_eq!(status, 3, "{stderr}");
+    assert_eq!(last_error(&events), (7005, 3));
+    member.leave().await;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(signal.pid(), libc::SIGINT) };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_prompt_shows_hostile_name_escaped() {
     let tmp = tempfile::tempdir().unwrap();
     // A name that would clear the screen, recolour it, retitle the window and read

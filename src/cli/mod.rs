@@ -52,7 +52,9 @@ impl Fatal {
     pub fn from_error(e: &peershare::Error) -> Self {
         let exit = match e.code() {
             codes::INVALID_ARGUMENT => Exit::Usage,
-            codes::NOT_CONNECTED | 7006 | 7007 | 7011 | 7012 | 7015 | 7017 => Exit::NoSession,
+            codes::NOT_CONNECTED | 7005 | 7006 | 7007 | 7011 | 7012 | 7015 | 7017 => {
+                Exit::NoSession
+            }
             codes::DECLINED => Exit::Declined,
             codes::PEER_AUTH_FAILED | codes::CODE_BURNT => Exit::AuthFailed,
             _ => Exit::TransferFailed,
