@@ -1401,7 +1401,12 @@ impl Association {
         if let Some(w) = self.receive_window.as_mut()
             && w.on_heartbeat_ack(info, now)
         {
-            trace!("[{}] receive window round trip {:?}", self.side, w.rtt());
+            trace!(
+                target: "rtc_sctp::receive_window",
+                "[{}] receive window round trip {:?}",
+                self.side,
+                w.rtt()
+            );
             return;
         }
         let Some(probe) = self.mtu_probe.as_ref() else {
@@ -2650,7 +2655,10 @@ impl Association {
                 self.awake_write_loop();
             }
             if due.grew {
-                debug!("[{side}] receive window {limit} bytes (round trip {rtt:?})");
+                debug!(
+                    target: "rtc_sctp::receive_window",
+                    "[{side}] receive window {limit} bytes (round trip {rtt:?})"
+                );
                 self.on_receive_window_freed();
             }
         }

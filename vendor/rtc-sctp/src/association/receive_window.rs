@@ -30,10 +30,17 @@
 //!   implementation answers a HEARTBEAT with a HEARTBEAT ACK that echoes its information
 //!   (RFC 9260 §8.3), so the receiver measures the round trip itself: while DATA
 //!   arrives it sends a small HEARTBEAT at most every [`PROBE_INTERVAL`] (or one round
-//!   trip, if longer) and keeps a smoothed round trip of the answers (RFC 6298's
-//!   weights). The answer comes back behind the DATA the peer queued, so the sample
-//!   includes the queueing the DATA sees. Until the first answer, the window stays at
-//!   its initial size.
+//!   trip, if longer) and takes the lowest of the last [`RTT_SAMPLES`] answers. The
+//!   answer comes back behind the DATA the peer queued, so the sample includes the
+//!   queueing the DATA sees. Until the first answer, the window stays at its initial
+//!   size.
+//! - One late answer does not size the window. A smoothed round trip (RFC 6298's
+//!   weights) moved by an eighth of every sample: on a LAN with a 3.5 ms round trip,
+//!   one answer that took 290 ms (one of the peers did not run for that long on a
+//!   loaded machine) made it 40 ms, the window grew to 32 MiB within a few round trips
+//!   and the receiver held it when its writer fell behind. Linux skips a high sample
+//!   while data waits to be read; a windowed minimum also drops a stall on the sending
+//!   side, and a round trip that really grew is followed after [`RTT_SAMPLES`] answers.
 //!
 //! Pure state: the association passes in the time, the DATA it accepts and what the
 //! application reads, and sends the heartbeat information this returns.
@@ -50,6 +57,8 @@ pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// A probe not answered within this time (or four round trips, if longer) is counted
 /// as lost, and the next one may go.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The round trip is the lowest of this many latest answers.
+pub(crate) const RTT_SAMPLES: usize = 4;
 /// The shortest time over which arrivals are measured: a reader slower than the path
 /// frees room in bursts (a disk writer a batch at a time), the data then arrives in
 /// bursts, and a burst measured over a sub-millisecond round trip looks like a rate many
@@ -66,8 +75,12 @@ pub(crate) struct ReceiveWindow {
     max: u32,
     /// Sixteen packets: the slack Linux adds to twice the bytes per round trip.
     slack: u64,
-    /// Smoothed round trip of the answered probes.
+    /// The lowest of the latest answered probes' round trips.
     rtt: Option<Duration>,
+    /// The latest answered probes' round trips, the next to replace at `next_sample`
+    /// modulo their count.
+    samples: [Option<Duration>; RTT_SAMPLES],
+    next_sample: usize,
     /// The outstanding probe: its nonce and when it went.
     probe: Option<(u64, Instant)>,
     /// The nonce of the next probe.
@@ -109,6 +122,8 @@ impl ReceiveWindow {
             max,
             slack: 16 * u64::from(mtu),
             rtt: None,
+            samples: [None; RTT_SAMPLES],
+            next_sample: 0,
             probe: None,
             next_nonce: nonce,
             next_probe: None,
@@ -126,7 +141,7 @@ impl ReceiveWindow {
         self.limit
     }
 
-    /// The smoothed round trip, once a probe was answered.
+    /// The round trip (the lowest of the latest answers), once a probe was answered.
     pub(crate) fn rtt(&self) -> Option<Duration> {
         self.rtt
     }
@@ -243,10 +258,13 @@ impl ReceiveWindow {
         }
         self.probe = None;
         let sample = now.saturating_duration_since(sent);
-        let rtt = match self.rtt {
-            None => sample,
-            Some(srtt) => (srtt * 7 + sample) / 8,
-        };
+        self.samples[self.next_sample % RTT_SAMPLES] = Some(sample);
+        self.next_sample = self.next_sample.wrapping_add(1);
+        let rtt = self
+            .samples
+            .iter()
+            .flatten()
+            .fold(sample, |low, s| low.min(*s));
         self.rtt = Some(rtt);
         self.next_probe = Some(sent + rtt.max(PROBE_INTERVAL));
         true
@@ -411,6 +429,53 @@ mod tests {
             }
         }
         assert_eq!(probes, 5, "one per {PROBE_INTERVAL:?} over one second");
+    }
+
+    /// A LAN of 1 ms round trip delivers 500 MB/s and the reader keeps up; the answer
+    /// to every probe in `late` comes after `late_rtt` instead. Returns the window after
+    /// 3 s and the round trip then.
+    fn lan_with_late_answers(late: &[usize], late_rtt: Duration) -> (u32, Option<Duration>) {
+        let mut w = ReceiveWindow::new(2 * MIB, 32 * MIB, MTU, 1);
+        let t0 = Instant::now();
+        let mut probes = 0;
+        for i in 0..3000u64 {
+            let now = t0 + Duration::from_millis(i);
+            w.on_received(500_000);
+            if w.on_data(now, || true).probe {
+                let rtt = if late.contains(&probes) {
+                    late_rtt
+                } else {
+                    Duration::from_millis(1)
+                };
+                probes += 1;
+                answer(&mut w, now, rtt);
+            }
+            w.on_read(500_000);
+        }
+        (w.limit(), w.rtt())
+    }
+
+    #[test]
+    fn receive_window_one_late_answer_short_path_stays_at_initial() {
+        // One answer of 290 ms among 1 ms ones: with a smoothed round trip it became
+        // 37 ms, and twice 500 MB/s times that is the maximum window.
+        let (limit, rtt) = lan_with_late_answers(&[3], Duration::from_millis(290));
+        assert_eq!(limit, 2 * MIB);
+        assert_eq!(rtt, Some(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn receive_window_round_trip_that_grew_followed_after_the_sample_count() {
+        // From the fourth probe on every answer takes 40 ms (the path changed): after
+        // RTT_SAMPLES of them the round trip is 40 ms and the window grows with it.
+        let late: Vec<usize> = (3..100).collect();
+        let (limit, rtt) = lan_with_late_answers(&late, Duration::from_millis(40));
+        assert_eq!(rtt, Some(Duration::from_millis(40)));
+        assert!(limit >= 32 * MIB, "the window is {limit}");
+        // One answer short of the count, the lowest is still the old round trip.
+        let (limit, rtt) = lan_with_late_answers(&[3, 4, 5], Duration::from_millis(40));
+        assert_eq!(rtt, Some(Duration::from_millis(1)));
+        assert_eq!(limit, 2 * MIB);
     }
 
     #[test]
