@@ -3850,9 +3850,12 @@ impl Association {
     }
 
     fn on_ack_timeout(&mut self) {
-        trace!(
-            "[{}] ack timed out (ack_state: {})",
-            self.side, self.ack_state
+        debug!(
+            target: "rtc_sctp::timeouts",
+            "[{}] delayed SACK timer fired (ack_state: {}, window credit {})",
+            self.side,
+            self.ack_state,
+            self.get_my_receiver_window_credit()
         );
         self.stats.inc_ack_timeouts();
         self.ack_state = AckState::Immediate;
@@ -3900,6 +3903,14 @@ impl Association {
 
             Timer::T3RTX => {
                 self.stats.inc_t3timeouts();
+                debug!(
+                    target: "rtc_sctp::timeouts",
+                    "[{}] T3-rtx timeout (n_rtos={}, {} bytes in flight, peer window {})",
+                    self.side,
+                    n_rtos,
+                    self.inflight_queue.get_num_bytes(),
+                    self.rwnd
+                );
                 // A path that carried the probed size and stopped (RFC 8899 black hole
                 // detection): new DATA goes back to the size the association began with.
                 if self.mtu > self.base_mtu && n_rtos >= 2 {

@@ -1924,6 +1924,7 @@ where
     async fn drain_core_data(inner: Arc<PeerConnectionRef>) -> Vec<TaggedRTCMessage> {
         let mut messages = Vec::new();
         let mut core = inner.core.lock().await;
+        core.resume_parked_data_reads();
         while let Some(message) = core.poll_data_read() {
             messages.push(message);
         }
@@ -2171,8 +2172,23 @@ where
             return Ok(());
         }
 
-        for message in Self::drain_core_data(self.inner.clone()).await {
-            self.handle_rtc_message(message).await;
+        // Batch by batch while the channels take everything: each drain first reads again
+        // the streams the core parked for back-pressure (once its queue is empty), so their
+        // data, and the window update reading it sends, do not wait for the next inbound
+        // packet, which from a peer throttled to a zero window is its probe after a
+        // retransmission timeout. A batch the application cannot take is retained and ends
+        // the loop: the rest stays parked until a consumer frees room.
+        loop {
+            let messages = Self::drain_core_data(self.inner.clone()).await;
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                self.handle_rtc_message(message).await;
+            }
+            if !self.pending_data_channel_events.is_empty() {
+                break;
+            }
         }
 
         Ok(())

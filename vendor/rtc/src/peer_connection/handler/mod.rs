@@ -198,10 +198,32 @@ impl RTCPeerConnection {
     /// Most callers should use [`poll_read`](sansio::Protocol::poll_read), which interleaves
     /// media and data-channel messages by the instant each was observed; declining to call
     /// *that* applies the same back-pressure. Reach for this split pair only to drain one kind
-    /// without the other.
+    /// without the other, and call [`resume_parked_data_reads`](Self::resume_parked_data_reads)
+    /// whenever the application can take more.
     #[doc(hidden)]
     pub fn poll_data_read(&mut self) -> Option<TaggedRTCMessage> {
         self.pipeline_context.data_read_outs.pop_front()
+    }
+
+    /// Once the data-channel queue is empty, read again the streams that back-pressure
+    /// parked in SCTP's reassembly queues (within the same bounds), as
+    /// [`poll_read`](sansio::Protocol::poll_read) does on every call. For a caller of
+    /// [`poll_data_read`](Self::poll_data_read): without it the parked data, and the window
+    /// update that reading it sends, wait for the next inbound packet, which from a peer
+    /// throttled to a zero window is its probe after a retransmission timeout. Returns
+    /// whether messages were read.
+    #[doc(hidden)]
+    pub fn resume_parked_data_reads(&mut self) -> bool {
+        if !self.pipeline_context.data_read_outs.is_empty()
+            || !self
+                .pipeline_context
+                .sctp_handler_context
+                .has_parked_reads()
+        {
+            return false;
+        }
+        self.pump_reads(None);
+        !self.pipeline_context.data_read_outs.is_empty()
     }
 
     pub(crate) fn get_sctp_handler(&mut self) -> SctpHandler<'_> {

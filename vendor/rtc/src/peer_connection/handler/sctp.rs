@@ -86,6 +86,11 @@ impl SctpHandlerContext {
         }
     }
 
+    /// Whether back-pressure left a stream's data parked in SCTP's reassembly queue.
+    pub(crate) fn has_parked_reads(&self) -> bool {
+        !self.pending_readable.is_empty()
+    }
+
     /// Records the newest instant a caller has supplied.
     ///
     /// `max` rather than assignment, and without a monotonicity assert: an outbound message
