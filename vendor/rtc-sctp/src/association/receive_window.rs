@@ -75,10 +75,8 @@ pub(crate) struct ReceiveWindow {
     max: u32,
     /// Sixteen packets: the slack Linux adds to twice the bytes per round trip.
     slack: u64,
-    /// The lowest of the latest answered probes' round trips.
-    rtt: Option<Duration>,
-    /// The latest answered probes' round trips, the next to replace at `next_sample`
-    /// modulo their count.
+    /// The latest answered probes' round trips (the round trip is the lowest), the next
+    /// to replace at `next_sample` modulo their count.
     samples: [Option<Duration>; RTT_SAMPLES],
     next_sample: usize,
     /// The outstanding probe: its nonce and when it went.
@@ -121,7 +119,6 @@ impl ReceiveWindow {
             limit: initial,
             max,
             slack: 16 * u64::from(mtu),
-            rtt: None,
             samples: [None; RTT_SAMPLES],
             next_sample: 0,
             probe: None,
@@ -143,7 +140,7 @@ impl ReceiveWindow {
 
     /// The round trip (the lowest of the latest answers), once a probe was answered.
     pub(crate) fn rtt(&self) -> Option<Duration> {
-        self.rtt
+        self.samples.iter().flatten().min().copied()
     }
 
     /// The application read `bytes`.
@@ -165,7 +162,7 @@ impl ReceiveWindow {
         let mut out = OnPacket::default();
         if let Some((_, sent)) = self.probe {
             let timeout = self
-                .rtt
+                .rtt()
                 .map_or(PROBE_TIMEOUT, |rtt| (4 * rtt).max(PROBE_TIMEOUT));
             if now.saturating_duration_since(sent) >= timeout {
                 self.probe = None;
@@ -175,7 +172,7 @@ impl ReceiveWindow {
             self.probe_due = true;
             out.probe = true;
         }
-        let Some(rtt) = self.rtt else {
+        let Some(rtt) = self.rtt() else {
             return out;
         };
         let Some((start, received_at_start, read_at_start)) = self.epoch else {
@@ -260,12 +257,7 @@ impl ReceiveWindow {
         let sample = now.saturating_duration_since(sent);
         self.samples[self.next_sample % RTT_SAMPLES] = Some(sample);
         self.next_sample = self.next_sample.wrapping_add(1);
-        let rtt = self
-            .samples
-            .iter()
-            .flatten()
-            .fold(sample, |low, s| low.min(*s));
-        self.rtt = Some(rtt);
+        let rtt = self.rtt().unwrap_or(sample);
         self.next_probe = Some(sent + rtt.max(PROBE_INTERVAL));
         true
     }
