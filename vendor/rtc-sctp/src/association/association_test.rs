@@ -1723,6 +1723,68 @@ fn bbr_fast_retransmissions_are_paced_rest_of_range_waits() -> Result<()> {
     Ok(())
 }
 
+/// A BBR sender with ten chunks in flight, the first of which the peer lost.
+fn bbr_sender_with_first_of_ten_lost(now: Instant) -> Result<(Association, u32)> {
+    let mut a = create_association(
+        TransportConfig::default().with_congestion_control(congestion::CongestionControl::Bbr),
+    );
+    a.control_queue.clear();
+    a.timers.stop(Timer::T1Init);
+    a.set_state(AssociationState::Established);
+    a.rwnd = 1 << 20;
+    a.rto_mgr.set_rto(1000, true);
+    let ppi = PayloadProtocolIdentifier::Binary;
+    let first_tsn = a.my_next_tsn;
+    let mut stream = a.open_stream(1, ppi)?;
+    for _ in 0..10 {
+        stream.write_sctp(now, &Bytes::from(vec![0u8; 1000]), ppi)?;
+    }
+    assert_eq!(10, data_chunks(&a.gather_outbound(now).0));
+    Ok((a, first_tsn))
+}
+
+/// One SACK acknowledging TSNs `first + 1 ..= first + above`, the first still missing.
+fn sack_above_hole(first_tsn: u32, above: u16) -> ChunkSelectiveAck {
+    ChunkSelectiveAck {
+        cumulative_tsn_ack: first_tsn.wrapping_sub(1),
+        advertised_receiver_window_credit: 1 << 20,
+        gap_ack_blocks: vec![crate::chunk::chunk_selective_ack::GapAckBlock {
+            start: 2,
+            end: 1 + above,
+        }],
+        duplicate_tsn: vec![],
+    }
+}
+
+#[test]
+fn bbr_one_coalesced_sack_acking_three_above_a_hole_retransmits_it_at_once() -> Result<()> {
+    // A receiver that takes a burst in at once answers it with one SACK, and a full
+    // window draws no more: that one SACK must be enough, or the hole waits for T3-rtx.
+    let now = Instant::now();
+    let (mut a, first_tsn) = bbr_sender_with_first_of_ten_lost(now)?;
+    let later = now + Duration::from_millis(5);
+    a.handle_sack(&sack_above_hole(first_tsn, 9), later)?;
+    let sent = transmitted_data(&a.gather_outbound(later).0);
+    assert_eq!(
+        sent.iter().map(|c| c.tsn).collect::<Vec<_>>(),
+        vec![first_tsn],
+        "the hole goes again with the first packet"
+    );
+    Ok(())
+}
+
+#[test]
+fn bbr_sack_acking_two_above_a_hole_waits_for_more_evidence() -> Result<()> {
+    // Two TSNs above it and one SACK: reordering is still the likelier story.
+    let now = Instant::now();
+    let (mut a, first_tsn) = bbr_sender_with_first_of_ten_lost(now)?;
+    let later = now + Duration::from_millis(5);
+    a.handle_sack(&sack_above_hole(first_tsn, 2), later)?;
+    assert!(transmitted_data(&a.gather_outbound(later).0).is_empty());
+    assert_eq!(1, a.inflight_queue.get(first_tsn).unwrap().miss_indicator);
+    Ok(())
+}
+
 #[test]
 fn sack_with_more_gaps_than_fit_is_truncated_to_the_mtu_nearest_first() {
     let mut a = create_association(TransportConfig::default());

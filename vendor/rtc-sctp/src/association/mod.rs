@@ -69,6 +69,11 @@ pub(crate) mod timer;
 #[cfg(test)]
 mod association_test;
 
+/// How many TSNs acknowledged above a hole make it lost under BBR's SACK-based recovery
+/// (RFC 6675's DupThresh, counted in TSNs), whatever the number of SACKs that reported
+/// them.
+const DUP_THRESH: u32 = 3;
+
 /// Reasons why an association might be lost
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
@@ -2265,8 +2270,19 @@ impl Association {
     fn detect_losses(&mut self, cum_tsn_ack_point: u32, htna: u32, now: Instant) -> Result<()> {
         // The holes below the highest newly acknowledged TSN: between the cumulative
         // ack and the first gap block, and between consecutive blocks.
+        //
+        // A hole is lost on its third miss indication, or (RFC 6675's IsLost) as soon as
+        // `DUP_THRESH` TSNs above it are acknowledged, however few SACKs said so. The
+        // second rule is what holds when acknowledgements are coalesced: a receiver that
+        // takes in a burst of datagrams at once answers them with one SACK, and a window
+        // that then fills draws no more, so counting SACKs alone would leave the hole to
+        // the retransmission timer.
         let mut hole_start = cum_tsn_ack_point.wrapping_add(1);
         let blocks = self.prev_gap_ranges.clone();
+        let mut acked_above: u32 = blocks
+            .iter()
+            .map(|(start, end)| end.wrapping_sub(*start).wrapping_add(1))
+            .fold(0, u32::saturating_add);
         for (start, end) in blocks.into_iter().chain(std::iter::once((htna, htna))) {
             let mut tsn = hole_start;
             while sna32lt(tsn, start) && sna32lt(tsn, htna) {
@@ -2275,7 +2291,11 @@ impl Association {
                     .get_mut(tsn)
                     .ok_or(Error::ErrTsnRequestNotExist)?;
                 if c.is_outstanding() && c.nsent == 1 && c.miss_indicator < 3 {
-                    c.miss_indicator += 1;
+                    c.miss_indicator = if acked_above >= DUP_THRESH {
+                        3
+                    } else {
+                        c.miss_indicator + 1
+                    };
                     if c.miss_indicator == 3 {
                         let len = c.user_data.len();
                         self.will_retransmit_fast = true;
@@ -2290,6 +2310,7 @@ impl Association {
             if !sna32lt(end, htna) {
                 break;
             }
+            acked_above = acked_above.saturating_sub(end.wrapping_sub(start).wrapping_add(1));
             hole_start = end.wrapping_add(1);
         }
         let Some(rack) = self.rack_sent else {

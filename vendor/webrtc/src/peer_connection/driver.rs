@@ -224,6 +224,32 @@ pub(crate) fn insert_data_channel_event_sender(
     }
 }
 
+/// What the event loop does after retrying retained events just before it sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterRetry {
+    /// A registered consumer is still full: sleep until it takes something.
+    WaitForConsumer,
+    /// Everything retained for registered consumers went through: go round again, so
+    /// `poll_reads` reads what the core parked. The consumer may have caught up before
+    /// the delivery was even marked blocked, and then it never notifies.
+    DrainAgain,
+    /// Only events of unregistered channels are left, and they do not hold the drain:
+    /// nothing to wait for but their registration.
+    Idle,
+}
+
+/// The decision of [`AfterRetry`] from the retry's result and how many events were
+/// retained before and after it.
+fn after_retry(blocked: bool, retained_before: usize, retained_after: usize) -> AfterRetry {
+    if blocked {
+        AfterRetry::WaitForConsumer
+    } else if retained_after < retained_before {
+        AfterRetry::DrainAgain
+    } else {
+        AfterRetry::Idle
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StageOutcome {
     Delivered,
@@ -922,13 +948,23 @@ where
             // — the healthy path pays one `is_empty` check. Deliberately an async block
             // rather than an `OptionFuture`: the latter's `None` reports `Ready` immediately,
             // which would fire this arm every iteration and spin the loop.
+            //
+            // A retry that hands over everything is no reason to sleep either (see
+            // `AfterRetry::DrainAgain`): the core may still hold parked data that only
+            // `poll_reads` releases, and sleeping would leave it there until the next inbound
+            // packet, from a peer at a zero window its probe.
             let consumed_listener = (!self.pending_data_channel_events.is_empty())
                 .then(|| self.inner.data_channel_consumed.listen());
             let delivery_blocked = match consumed_listener {
-                Some(listener) => self
-                    .flush_pending_data_channel_events()
-                    .await
-                    .then_some(listener),
+                Some(listener) => {
+                    let retained = self.pending_data_channel_event_count();
+                    let blocked = self.flush_pending_data_channel_events().await;
+                    match after_retry(blocked, retained, self.pending_data_channel_event_count()) {
+                        AfterRetry::WaitForConsumer => Some(listener),
+                        AfterRetry::DrainAgain => continue,
+                        AfterRetry::Idle => None,
+                    }
+                }
                 None => None,
             };
             let consumed = async move {
@@ -1872,6 +1908,14 @@ where
         }
     }
 
+    /// How many events are retained, over all channels.
+    fn pending_data_channel_event_count(&self) -> usize {
+        self.pending_data_channel_events
+            .values()
+            .map(VecDeque::len)
+            .sum()
+    }
+
     /// Retry retained events. Returns `true` while a *registered* consumer is still
     /// behind — that is the back-pressure signal `poll_reads` stops draining on.
     ///
@@ -2223,6 +2267,26 @@ mod tests {
     use super::*;
     use crate::data_channel::RTCDataChannelMessage;
     use crate::runtime::channel;
+
+    #[test]
+    fn after_retry_consumer_still_full_waits_for_it() {
+        assert_eq!(after_retry(true, 3, 3), AfterRetry::WaitForConsumer);
+        assert_eq!(after_retry(true, 3, 1), AfterRetry::WaitForConsumer);
+    }
+
+    #[test]
+    fn after_retry_everything_delivered_drains_again() {
+        // The consumer caught up unnoticed: sleeping here left parked data in the core
+        // until the peer's next packet.
+        assert_eq!(after_retry(false, 3, 0), AfterRetry::DrainAgain);
+        assert_eq!(after_retry(false, 3, 2), AfterRetry::DrainAgain);
+    }
+
+    #[test]
+    fn after_retry_only_unregistered_left_idles() {
+        // Going round again would spin without reading a socket.
+        assert_eq!(after_retry(false, 2, 2), AfterRetry::Idle);
+    }
 
     #[test]
     fn insert_data_channel_event_sender_replaces_closed_sender() {

@@ -382,6 +382,12 @@ impl<'a>
                 return Ok(());
             }
 
+            // Read what back-pressure parked before the datagram goes in, not only after:
+            // room the application made since is then free when its DATA is judged, so a
+            // peer's zero-window probe that arrives just as the application catches up is
+            // taken instead of dropped (and recovered only when the peer retransmits it).
+            self.resume_pending_reads(now)?;
+
             // Both are read before `sctp_transport` is split up below, which would otherwise
             // conflict with the borrow of `sctp_associations`.
             let max_len = self.ctx.sctp_transport.internal_buffer.len();
@@ -952,6 +958,11 @@ mod tests {
     /// shuttle plays the role the ICE handler plays in production: it rewrites each
     /// datagram's source address for the receiving endpoint.
     fn establish() -> Established {
+        establish_with(TransportConfig::default())
+    }
+
+    /// [`establish`] with the client's association configured by `client`.
+    fn establish_with(client: TransportConfig) -> Established {
         let now = Instant::now();
 
         let mut client_ep = Endpoint::new(
@@ -968,11 +979,7 @@ mod tests {
         );
 
         let (client_ch, mut client_conn) = client_ep
-            .connect(
-                now,
-                ClientConfig::new(TransportConfig::default()),
-                server_addr(),
-            )
+            .connect(now, ClientConfig::new(client), server_addr())
             .expect("client connect");
 
         let mut server_conns: HashMap<AssociationHandle, Association> = HashMap::new();
@@ -1608,6 +1615,87 @@ mod tests {
             ctx.pending_readable.is_empty(),
             "a fully drained stream must stop being remembered"
         );
+    }
+
+    /// A zero-window probe that arrives once the application has caught up is taken.
+    ///
+    /// The parked data is read before the datagram's DATA is judged against the receive
+    /// buffer. Judged first, the probe meets the buffer still full and is dropped, and the
+    /// peer, which learns of the room from the SACK but still has the probe outstanding,
+    /// can only recover it by retransmission.
+    #[test]
+    fn a_zero_window_probe_after_the_application_caught_up_is_accepted() {
+        let now = Instant::now();
+        let ppi = PayloadProtocolIdentifier::Binary;
+        // 64 messages of 64 bytes fill the client's window exactly.
+        let mut e = establish_with(TransportConfig::default().with_max_receive_buffer_size(4096));
+        let window = server_datagrams_carrying(&mut e, 1, 64, now);
+        let Established {
+            client_ep,
+            client_ch,
+            client_conn,
+            mut server_ep,
+            server_conn: mut server,
+            ..
+        } = e;
+        let mut ctx = client_ctx(now, client_ep, client_ch, client_conn);
+
+        // The application is behind: everything stays parked and the window closes.
+        let mut sacks = vec![];
+        {
+            let mut handler = SctpHandler::new(&mut ctx, SCTP_PIPELINE_READ_BACKLOG_LIMIT);
+            for dgram in window {
+                handler.handle_read(raw_read(now, dgram)).expect("read");
+            }
+            handler
+                .handle_timeout(now + Duration::from_millis(500))
+                .expect("delayed-ack timer");
+            while let Some(m) = handler.poll_write() {
+                sacks.push(m);
+            }
+        }
+        assert!(ctx.read_outs.is_empty(), "precondition: nothing delivered");
+        assert_eq!(
+            flushed_sack_a_rwnd(&sacks),
+            Some(0),
+            "precondition: window closed"
+        );
+
+        // The server learns of the zero window and probes it with one more message.
+        for m in sacks {
+            if let RTCMessageInternal::Dtls(DTLSMessage::SctpPacket(raw)) = m.message
+                && let Some((_, DatagramEvent::AssociationEvent(event))) =
+                    server_ep.handle(now, client_addr(), None, raw)
+            {
+                server.handle_event(event);
+            }
+        }
+        server
+            .stream(1)
+            .expect("server stream")
+            .write_sctp(now, &Bytes::from(vec![0xAB; 64]), ppi)
+            .expect("server write");
+        while server.poll().is_some() {}
+        let probe = drain_transmits(&mut server, now);
+        assert_eq!(probe.len(), 1, "precondition: one zero-window probe");
+
+        // Meanwhile the application caught up; the probe is the next thing to arrive.
+        {
+            let mut handler = SctpHandler::new(&mut ctx, 0);
+            for dgram in probe {
+                handler.handle_read(raw_read(now, dgram)).expect("read");
+            }
+        }
+        let delivered: Vec<Vec<u8>> = ctx
+            .read_outs
+            .iter()
+            .filter_map(|m| match &m.message {
+                RTCMessageInternal::Dtls(DTLSMessage::Sctp(data)) => Some(data.payload.to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delivered.len(), 65, "the parked 64 and the probe");
+        assert_eq!(delivered.last(), Some(&vec![0xAB; 64]));
     }
 
     /// A resumed drain must be stamped with **its own** association's 5-tuple.
