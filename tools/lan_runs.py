@@ -6,7 +6,7 @@ The LAN case of `peershare-bench --refs --lan`, one tool and many runs: the send
 recipient (`peershare recv --direct-only --yes`) in the other at 192.0.2.2/24, disk to
 disk, every received file compared with the source. For each run it prints the rate
 (the recipient's start to its exit), the sender's T3-rtx timeouts (from its
-`rtc_sctp::timeouts` log: each is a stall of at least RTO.Min), the peak RSS of both
+`rtc_sctp::timeouts` log, printed on stderr: each is a stall of at least RTO.Min), the peak RSS of both
 peers (ru_maxrss) and their CPU time. Needs root (ip netns); creates and removes its
 own namespaces and veth pair.
 
@@ -102,13 +102,14 @@ def one_run(binary, source, work):
     received = os.path.join(out_dir, os.path.basename(source))
     same = recipient.returncode == 0 and os.path.exists(received) and filecmp.cmp(source, received, shallow=False)
     send_err.seek(0)
-    t3 = len(re.findall(r"T3-rtx timeout", send_err.read()))
+    t3_lines = [line for line in send_err.read().splitlines() if "T3-rtx timeout" in line]
     if os.path.exists(received):
         os.remove(received)
     return {
         "ok": same,
         "rate": os.path.getsize(source) / MIB / elapsed,
-        "t3": t3,
+        "t3": len(t3_lines),
+        "t3_lines": t3_lines,
         "rss_send": send_usage.ru_maxrss / 1024,
         "rss_recv": recv_usage.ru_maxrss / 1024,
         "cpu_send": send_usage.ru_utime + send_usage.ru_stime,
@@ -142,6 +143,8 @@ def main():
                     f"{r['rss_send']:.1f} MiB | {r['rss_recv']:.1f} MiB | {r['cpu_send']:.2f} | {r['cpu_recv']:.2f} |",
                     flush=True,
                 )
+                for line in r["t3_lines"]:
+                    print(f"  {line}", file=sys.stderr)
         finally:
             teardown()
     rates = [r["rate"] for r in runs]

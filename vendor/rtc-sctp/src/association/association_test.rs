@@ -1723,8 +1723,8 @@ fn bbr_fast_retransmissions_are_paced_rest_of_range_waits() -> Result<()> {
     Ok(())
 }
 
-/// A BBR sender with ten chunks in flight, the first of which the peer lost.
-fn bbr_sender_with_first_of_ten_lost(now: Instant) -> Result<(Association, u32)> {
+/// An established BBR sender with stream 1 open and a large peer window.
+fn bbr_sender() -> Result<Association> {
     let mut a = create_association(
         TransportConfig::default().with_congestion_control(congestion::CongestionControl::Bbr),
     );
@@ -1733,14 +1733,19 @@ fn bbr_sender_with_first_of_ten_lost(now: Instant) -> Result<(Association, u32)>
     a.set_state(AssociationState::Established);
     a.rwnd = 1 << 20;
     a.rto_mgr.set_rto(1000, true);
+    a.open_stream(1, PayloadProtocolIdentifier::Binary)?;
+    Ok(a)
+}
+
+/// Queue `count` messages of 1000 bytes and send them at `at`.
+fn send_at(a: &mut Association, count: usize, at: Instant) -> Result<()> {
     let ppi = PayloadProtocolIdentifier::Binary;
-    let first_tsn = a.my_next_tsn;
-    let mut stream = a.open_stream(1, ppi)?;
-    for _ in 0..10 {
-        stream.write_sctp(now, &Bytes::from(vec![0u8; 1000]), ppi)?;
+    for _ in 0..count {
+        a.stream(1)?
+            .write_sctp(at, &Bytes::from(vec![0u8; 1000]), ppi)?;
     }
-    assert_eq!(10, data_chunks(&a.gather_outbound(now).0));
-    Ok((a, first_tsn))
+    assert_eq!(count, data_chunks(&a.gather_outbound(at).0));
+    Ok(())
 }
 
 /// One SACK acknowledging TSNs `first + 1 ..= first + above`, the first still missing.
@@ -1757,31 +1762,54 @@ fn sack_above_hole(first_tsn: u32, above: u16) -> ChunkSelectiveAck {
 }
 
 #[test]
-fn bbr_one_coalesced_sack_acking_three_above_a_hole_retransmits_it_at_once() -> Result<()> {
-    // A receiver that takes a burst in at once answers it with one SACK, and a full
-    // window draws no more: that one SACK must be enough, or the hole waits for T3-rtx.
+fn bbr_dropped_probe_acked_around_by_one_sack_is_retransmitted_at_once() -> Result<()> {
+    // A zero-window probe the receiver dropped, then, a round trip later, the data its
+    // window update let go. A receiver that takes that in as one burst answers with one
+    // SACK, and its full window draws no more: that SACK must be enough, or the probe
+    // waits for T3-rtx.
     let now = Instant::now();
-    let (mut a, first_tsn) = bbr_sender_with_first_of_ten_lost(now)?;
-    let later = now + Duration::from_millis(5);
-    a.handle_sack(&sack_above_hole(first_tsn, 9), later)?;
-    let sent = transmitted_data(&a.gather_outbound(later).0);
+    let mut a = bbr_sender()?;
+    a.rwnd = 0;
+    let probe = a.my_next_tsn;
+    send_at(&mut a, 1, now)?;
+    assert!(a.inflight_queue.get(probe).unwrap().window_probe);
+    let update = now + Duration::from_millis(10);
+    a.handle_sack(
+        &ChunkSelectiveAck {
+            cumulative_tsn_ack: probe.wrapping_sub(1),
+            advertised_receiver_window_credit: 1 << 20,
+            gap_ack_blocks: vec![],
+            duplicate_tsn: vec![],
+        },
+        update,
+    )?;
+    send_at(&mut a, 9, update)?;
+    let answer = update + Duration::from_millis(10);
+    a.handle_sack(&sack_above_hole(probe, 9), answer)?;
+    let sent = transmitted_data(&a.gather_outbound(answer).0);
     assert_eq!(
         sent.iter().map(|c| c.tsn).collect::<Vec<_>>(),
-        vec![first_tsn],
-        "the hole goes again with the first packet"
+        vec![probe],
+        "the probe goes again with the first packet"
     );
     Ok(())
 }
 
 #[test]
-fn bbr_sack_acking_two_above_a_hole_waits_for_more_evidence() -> Result<()> {
-    // Two TSNs above it and one SACK: reordering is still the likelier story.
+fn bbr_hole_other_than_a_probe_waits_for_three_sacks() -> Result<()> {
+    // Any other hole is lost on its third miss indication, one per SACK, even when it
+    // went well before the data acknowledged above it.
     let now = Instant::now();
-    let (mut a, first_tsn) = bbr_sender_with_first_of_ten_lost(now)?;
-    let later = now + Duration::from_millis(5);
-    a.handle_sack(&sack_above_hole(first_tsn, 2), later)?;
-    assert!(transmitted_data(&a.gather_outbound(later).0).is_empty());
-    assert_eq!(1, a.inflight_queue.get(first_tsn).unwrap().miss_indicator);
+    let mut a = bbr_sender()?;
+    let first = a.my_next_tsn;
+    send_at(&mut a, 1, now)?;
+    assert!(!a.inflight_queue.get(first).unwrap().window_probe);
+    let later = now + Duration::from_millis(10);
+    send_at(&mut a, 9, later)?;
+    let answer = later + Duration::from_millis(10);
+    a.handle_sack(&sack_above_hole(first, 9), answer)?;
+    assert!(transmitted_data(&a.gather_outbound(answer).0).is_empty());
+    assert_eq!(1, a.inflight_queue.get(first).unwrap().miss_indicator);
     Ok(())
 }
 

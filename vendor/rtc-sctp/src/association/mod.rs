@@ -69,11 +69,6 @@ pub(crate) mod timer;
 #[cfg(test)]
 mod association_test;
 
-/// How many TSNs acknowledged above a hole make it lost under BBR's SACK-based recovery
-/// (RFC 6675's DupThresh, counted in TSNs), whatever the number of SACKs that reported
-/// them.
-const DUP_THRESH: u32 = 3;
-
 /// Reasons why an association might be lost
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
@@ -2268,21 +2263,29 @@ impl Association {
     /// retransmission does not have to wait for the T3-rtx timer. Every chunk found lost
     /// is retransmitted at once.
     fn detect_losses(&mut self, cum_tsn_ack_point: u32, htna: u32, now: Instant) -> Result<()> {
+        // RACK (RFC 8985): a chunk is lost once DATA sent more than a reordering window
+        // after it has been acknowledged and a round trip and that window have passed
+        // since it went.
+        let srtt = Duration::from_millis(self.rto_mgr.srtt.max(1));
+        let reordering = srtt / 4;
+        let rack = self.rack_sent;
+        let overdue = |sent: Option<Instant>| {
+            rack.zip(sent)
+                .is_some_and(|(rack, s)| s + reordering < rack && now >= s + srtt + reordering)
+        };
         // The holes below the highest newly acknowledged TSN: between the cumulative
         // ack and the first gap block, and between consecutive blocks.
         //
-        // A hole is lost on its third miss indication, or (RFC 6675's IsLost) as soon as
-        // `DUP_THRESH` TSNs above it are acknowledged, however few SACKs said so. The
-        // second rule is what holds when acknowledgements are coalesced: a receiver that
-        // takes in a burst of datagrams at once answers them with one SACK, and a window
-        // that then fills draws no more, so counting SACKs alone would leave the hole to
-        // the retransmission timer.
+        // A hole is lost on its third miss indication; a zero-window probe also by
+        // RACK's rule. The receiver may well have dropped a probe (its window was full),
+        // and the data its window update let go follows it a round trip later; a
+        // receiver that takes a burst of datagrams in at once answers it with one SACK,
+        // and a window that then fills draws no more, so counting SACKs alone would leave
+        // the probe to the retransmission timer. Other holes keep the miss count alone:
+        // marked lost sooner, the queue overflows of BBR's Startup end it on loss more
+        // often, and short transfers on long paths come out slower.
         let mut hole_start = cum_tsn_ack_point.wrapping_add(1);
         let blocks = self.prev_gap_ranges.clone();
-        let mut acked_above: u32 = blocks
-            .iter()
-            .map(|(start, end)| end.wrapping_sub(*start).wrapping_add(1))
-            .fold(0, u32::saturating_add);
         for (start, end) in blocks.into_iter().chain(std::iter::once((htna, htna))) {
             let mut tsn = hole_start;
             while sna32lt(tsn, start) && sna32lt(tsn, htna) {
@@ -2291,7 +2294,7 @@ impl Association {
                     .get_mut(tsn)
                     .ok_or(Error::ErrTsnRequestNotExist)?;
                 if c.is_outstanding() && c.nsent == 1 && c.miss_indicator < 3 {
-                    c.miss_indicator = if acked_above >= DUP_THRESH {
+                    c.miss_indicator = if c.window_probe && overdue(c.last_sent) {
                         3
                     } else {
                         c.miss_indicator + 1
@@ -2310,14 +2313,11 @@ impl Association {
             if !sna32lt(end, htna) {
                 break;
             }
-            acked_above = acked_above.saturating_sub(end.wrapping_sub(start).wrapping_add(1));
             hole_start = end.wrapping_add(1);
         }
-        let Some(rack) = self.rack_sent else {
+        if rack.is_none() {
             return Ok(());
-        };
-        let srtt = Duration::from_millis(self.rto_mgr.srtt.max(1));
-        let reordering = srtt / 4;
+        }
         // Retransmissions are queued in send order, so the first one not yet overdue
         // ends the scan.
         while let Some(&tsn) = self.rtx_tsns.front() {
@@ -2329,10 +2329,7 @@ impl Association {
                 self.rtx_tsns.pop_front();
                 continue;
             }
-            let lost = c
-                .last_sent
-                .is_some_and(|s| s + reordering < rack && now >= s + srtt + reordering);
-            if !lost {
+            if !overdue(c.last_sent) {
                 break;
             }
             c.lost = true;
@@ -3565,6 +3562,9 @@ impl Association {
                         unordered,
                         now,
                     ) {
+                        if let Some(c) = self.inflight_queue.get_mut(chunk.tsn) {
+                            c.window_probe = true;
+                        }
                         chunks.push(chunk);
                     } else {
                         self.fail_message_queue(Error::OtherSctpErr(

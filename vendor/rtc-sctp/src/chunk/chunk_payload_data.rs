@@ -184,6 +184,9 @@ pub struct ChunkPayloadData {
     /// A retransmission of this chunk was itself lost: DATA sent after it has been
     /// acknowledged for longer than the reordering allowance (RACK, RFC 8985).
     pub(crate) lost: bool,
+    /// Sent as a zero-window probe (RFC 9260 6.1 rule A): into a full receive window,
+    /// where the receiver may well have dropped it.
+    pub(crate) window_probe: bool,
 }
 
 impl Default for ChunkPayloadData {
@@ -211,6 +214,7 @@ impl Default for ChunkPayloadData {
             last_sent: None,
             snapshot: Default::default(),
             lost: false,
+            window_probe: false,
         }
     }
 }
@@ -299,6 +303,7 @@ impl Chunk for ChunkPayloadData {
             last_sent: None,
             snapshot: Default::default(),
             lost: false,
+            window_probe: false,
         })
     }
 
