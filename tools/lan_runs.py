@@ -6,9 +6,10 @@ The LAN case of `peershare-bench --refs --lan`, one tool and many runs: the send
 recipient (`peershare recv --direct-only --yes`) in the other at 192.0.2.2/24, disk to
 disk, every received file compared with the source. For each run it prints the rate
 (the recipient's start to its exit), the sender's T3-rtx timeouts (from its
-`rtc_sctp::timeouts` log, printed on stderr: each is a stall of at least RTO.Min), the peak RSS of both
-peers (ru_maxrss) and their CPU time. Needs root (ip netns); creates and removes its
-own namespaces and veth pair.
+`rtc_sctp::timeouts` log, printed on stderr: each is a stall of at least RTO.Min), the
+UDP datagrams each side's kernel dropped for a full socket receive buffer, the peak RSS
+of both peers (ru_maxrss) and their CPU time. Needs root (ip netns); creates and
+removes its own namespaces and veth pair.
 
 Usage: sudo python3 tools/lan_runs.py [--size 256] [--runs 8] [--bin target/release/peershare] [--dir DIR]
 """
@@ -53,6 +54,13 @@ def setup():
         ip("-n", ns, "link", "set", "lo", "up")
 
 
+def udp_rcvbuf_errors(ns):
+    """The namespace's count of UDP datagrams dropped for a full socket receive buffer."""
+    snmp = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], capture_output=True, text=True, check=True)
+    udp = [line.split()[1:] for line in snmp.stdout.splitlines() if line.startswith("Udp:")]
+    return int(udp[1][udp[0].index("RcvbufErrors")])
+
+
 def spawn(ns, argv, stdout, stderr):
     env = dict(os.environ, PEERSHARE_LOG="rtc_sctp::timeouts=debug")
     # `ip netns exec` execs the program itself, so wait4 reports its usage.
@@ -66,6 +74,7 @@ def reap(proc):
 
 
 def one_run(binary, source, work):
+    drops_before = (udp_rcvbuf_errors(SENDER_NS), udp_rcvbuf_errors(RECIPIENT_NS))
     out_dir = os.path.join(work, "out")
     os.makedirs(out_dir, exist_ok=True)
     send_out = open(os.path.join(work, "send.json"), "w+")
@@ -105,7 +114,12 @@ def one_run(binary, source, work):
     t3_lines = [line for line in send_err.read().splitlines() if "T3-rtx timeout" in line]
     if os.path.exists(received):
         os.remove(received)
+    drops = (
+        udp_rcvbuf_errors(SENDER_NS) - drops_before[0],
+        udp_rcvbuf_errors(RECIPIENT_NS) - drops_before[1],
+    )
     return {
+        "drops": drops,
         "ok": same,
         "rate": os.path.getsize(source) / MIB / elapsed,
         "t3": len(t3_lines),
@@ -132,14 +146,18 @@ def main():
                 f.write(os.urandom(MIB))
         setup()
         try:
-            print("| run | verified | MiB/s | T3-rtx timeouts | peak RSS sender | peak RSS recipient | CPU s sender | CPU s recipient |")
-            print("|---|---|---|---|---|---|---|---|")
+            print(
+                "| run | verified | MiB/s | T3-rtx timeouts | UDP receive-buffer drops sender / recipient "
+                "| peak RSS sender | peak RSS recipient | CPU s sender | CPU s recipient |"
+            )
+            print("|---|---|---|---|---|---|---|---|---|")
             runs = []
             for i in range(args.runs):
                 r = one_run(binary, source, work)
                 runs.append(r)
                 print(
                     f"| {i + 1} | {'yes' if r['ok'] else 'NO'} | {r['rate']:.1f} | {r['t3']} | "
+                    f"{r['drops'][0]} / {r['drops'][1]} | "
                     f"{r['rss_send']:.1f} MiB | {r['rss_recv']:.1f} MiB | {r['cpu_send']:.2f} | {r['cpu_recv']:.2f} |",
                     flush=True,
                 )

@@ -3924,14 +3924,34 @@ impl Association {
 
             Timer::T3RTX => {
                 self.stats.inc_t3timeouts();
-                debug!(
-                    target: "rtc_sctp::timeouts",
-                    "[{}] T3-rtx timeout (n_rtos={}, {} bytes in flight, peer window {})",
-                    self.side,
-                    n_rtos,
-                    self.inflight_queue.get_num_bytes(),
-                    self.rwnd
-                );
+                if log::log_enabled!(target: "rtc_sctp::timeouts", log::Level::Debug) {
+                    // The earliest outstanding chunk is the one the timer was waiting for:
+                    // how often it went, and whether loss detection had already found it.
+                    let earliest = self
+                        .inflight_queue
+                        .get(self.cumulative_tsn_ack_point.wrapping_add(1))
+                        .map(|c| {
+                            format!(
+                                "tsn {} sent {} time(s), last {:?} ago, miss {}, lost {}, probe {}",
+                                c.tsn,
+                                c.nsent,
+                                c.last_sent.map(|t| now.saturating_duration_since(t)),
+                                c.miss_indicator,
+                                c.lost,
+                                c.window_probe
+                            )
+                        });
+                    debug!(
+                        target: "rtc_sctp::timeouts",
+                        "[{}] T3-rtx timeout (n_rtos={}, {} bytes in flight, peer window {}, srtt {} ms; earliest: {})",
+                        self.side,
+                        n_rtos,
+                        self.inflight_queue.get_num_bytes(),
+                        self.rwnd,
+                        self.rto_mgr.srtt,
+                        earliest.as_deref().unwrap_or("none")
+                    );
+                }
                 // A path that carried the probed size and stopped (RFC 8899 black hole
                 // detection): new DATA goes back to the size the association began with.
                 if self.mtu > self.base_mtu && n_rtos >= 2 {

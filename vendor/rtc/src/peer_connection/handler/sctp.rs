@@ -220,14 +220,29 @@ impl<'a> SctpHandler<'a> {
             return Ok(());
         }
 
-        let mut stream = conn.stream(id)?;
+        // A stream that cannot be read (gone, or closed by a reset) has nothing more to
+        // give: it is forgotten, or every later pass would fail on it again.
+        let mut stream = match conn.stream(id) {
+            Ok(stream) => stream,
+            Err(err) => {
+                ctx_pending.remove(&(ch, id));
+                return Err(err.into());
+            }
+        };
         loop {
             if budget.is_spent() {
                 // Leave the rest in the reassembly queue: that is what shrinks `a_rwnd`.
                 ctx_pending.insert((ch, id));
                 return Ok(());
             }
-            let Some(chunks) = stream.read_sctp()? else {
+            let chunks = match stream.read_sctp() {
+                Ok(chunks) => chunks,
+                Err(err) => {
+                    ctx_pending.remove(&(ch, id));
+                    return Err(err.into());
+                }
+            };
+            let Some(chunks) = chunks else {
                 ctx_pending.remove(&(ch, id));
                 return Ok(());
             };
@@ -386,7 +401,10 @@ impl<'a>
             // room the application made since is then free when its DATA is judged, so a
             // peer's zero-window probe that arrives just as the application catches up is
             // taken instead of dropped (and recovered only when the peer retransmits it).
-            self.resume_pending_reads(now)?;
+            // A failure here must not cost the datagram: it is logged, as `poll_read` does.
+            if let Err(err) = self.resume_pending_reads(now) {
+                warn!("failed to resume parked SCTP streams: {}", err);
+            }
 
             // Both are read before `sctp_transport` is split up below, which would otherwise
             // conflict with the borrow of `sctp_associations`.
@@ -1696,6 +1714,61 @@ mod tests {
             .collect();
         assert_eq!(delivered.len(), 65, "the parked 64 and the probe");
         assert_eq!(delivered.last(), Some(&vec![0xAB; 64]));
+    }
+
+    /// A parked stream that can no longer be read costs neither the datagram that comes
+    /// next nor any later one: it is forgotten, and the datagram is handled.
+    #[test]
+    fn a_parked_stream_that_went_away_does_not_cost_inbound_datagrams() {
+        let now = Instant::now();
+        let ppi = PayloadProtocolIdentifier::Binary;
+        let mut e = establish();
+        let first = server_datagrams_carrying(&mut e, 1, 1, now);
+        let Established {
+            client_ep,
+            client_ch: ch,
+            client_conn,
+            server_conn: mut server,
+            ..
+        } = e;
+        let mut ctx = client_ctx(now, client_ep, ch, client_conn);
+        {
+            let mut handler = SctpHandler::new(&mut ctx, 0);
+            for dgram in first {
+                handler.handle_read(raw_read(now, dgram)).expect("read");
+            }
+        }
+        assert_eq!(
+            ctx.read_outs.len(),
+            1,
+            "precondition: the first message delivered"
+        );
+
+        // Parked on a stream the association no longer has (closed by a reset since).
+        ctx.pending_readable.insert((ch, 99));
+        server
+            .stream(1)
+            .expect("server stream")
+            .write_sctp(now, &Bytes::from(vec![7u8; 64]), ppi)
+            .expect("server write");
+        while server.poll().is_some() {}
+        let next = drain_transmits(&mut server, now);
+        {
+            let mut handler = SctpHandler::new(&mut ctx, 0);
+            for dgram in next {
+                // Whatever the resume reports, the datagram itself is taken.
+                let _ = handler.handle_read(raw_read(now, dgram));
+            }
+        }
+        assert_eq!(
+            ctx.read_outs.len(),
+            2,
+            "the next datagram's message is delivered"
+        );
+        assert!(
+            !ctx.pending_readable.contains(&(ch, 99)),
+            "the stream that went away is forgotten"
+        );
     }
 
     /// A resumed drain must be stamped with **its own** association's 5-tuple.
