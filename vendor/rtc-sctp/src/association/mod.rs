@@ -2282,8 +2282,8 @@ impl Association {
         // receiver that takes a burst of datagrams in at once answers it with one SACK,
         // and a window that then fills draws no more, so counting SACKs alone would leave
         // the probe to the retransmission timer. Other holes keep the miss count alone:
-        // marked lost sooner, the queue overflows of BBR's Startup end it on loss more
-        // often, and short transfers on long paths come out slower.
+        // a rule for every hole would change loss recovery on every path, and on the
+        // emulated WAN paths it measured no better (`docs/PERFORMANCE.md`, "LAN stalls").
         let mut hole_start = cum_tsn_ack_point.wrapping_add(1);
         let blocks = self.prev_gap_ranges.clone();
         for (start, end) in blocks.into_iter().chain(std::iter::once((htna, htna))) {
