@@ -222,27 +222,19 @@ impl<'a> SctpHandler<'a> {
 
         // A stream that cannot be read (gone, or closed by a reset) has nothing more to
         // give: it is forgotten, or every later pass would fail on it again.
-        let mut stream = match conn.stream(id) {
-            Ok(stream) => stream,
-            Err(err) => {
-                ctx_pending.remove(&(ch, id));
-                return Err(err.into());
-            }
-        };
+        let mut stream = conn.stream(id).inspect_err(|_| {
+            ctx_pending.remove(&(ch, id));
+        })?;
         loop {
             if budget.is_spent() {
                 // Leave the rest in the reassembly queue: that is what shrinks `a_rwnd`.
                 ctx_pending.insert((ch, id));
                 return Ok(());
             }
-            let chunks = match stream.read_sctp() {
-                Ok(chunks) => chunks,
-                Err(err) => {
-                    ctx_pending.remove(&(ch, id));
-                    return Err(err.into());
-                }
-            };
-            let Some(chunks) = chunks else {
+            let Some(chunks) = stream.read_sctp().inspect_err(|_| {
+                ctx_pending.remove(&(ch, id));
+            })?
+            else {
                 ctx_pending.remove(&(ch, id));
                 return Ok(());
             };
