@@ -22,6 +22,7 @@ use anyhow::{Context, bail, ensure};
 use peershare_chromium::{Chrome, Page};
 
 use super::programs::{self, Proc};
+use super::sys;
 
 #[derive(Debug, clap::Args)]
 pub struct BrowserArgs {
@@ -44,17 +45,10 @@ struct Run {
     udp_drops: u64,
 }
 
+/// The machine's UDP receive-buffer drops so far ([`sys::udp_rcvbuf_errors`]), 0 where
+/// the kernel does not say.
 fn udp_rcvbuf_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(head), Some(vals)) = (lines.next(), lines.next()) else {
-        return 0;
-    };
-    head.split_whitespace()
-        .zip(vals.split_whitespace())
-        .find(|(k, _)| *k == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    sys::udp_rcvbuf_errors().unwrap_or(0)
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<blake3::Hash> {
