@@ -709,6 +709,41 @@ fn many_small_chunks_bundle_within_mtu() {
     assert!(total >= min_expected);
 }
 
+#[test]
+fn bundle_burst_past_one_buffer_is_marshalled_into_several_allocations() {
+    // A window-sized burst must not live in one allocation until its last packet is
+    // dropped: packets are views of at most `BUNDLE_BUFFER_BYTES` of memory each, and
+    // every chunk still goes out once, in order.
+    let a = create_association_with_mtu(1191);
+    let chunks: Vec<ChunkPayloadData> = (0..200).map(|i| payload_chunk(i, 1147)).collect();
+    let mut raw_packets = vec![];
+    a.bundle_data_chunks_into_packets(chunks, &mut raw_packets);
+    assert_eq!(raw_packets.len(), 200);
+    let total: usize = raw_packets.iter().map(Bytes::len).sum();
+
+    // Runs of packets that follow each other in memory share an allocation.
+    let mut runs = vec![raw_packets[0].len()];
+    for pair in raw_packets.windows(2) {
+        let contiguous = pair[0].as_ptr().wrapping_add(pair[0].len()) == pair[1].as_ptr();
+        if contiguous {
+            *runs.last_mut().unwrap() += pair[1].len();
+        } else {
+            runs.push(pair[1].len());
+        }
+    }
+    assert!(
+        runs.iter().all(|&run| run <= BUNDLE_BUFFER_BYTES),
+        "allocations of {runs:?} bytes"
+    );
+    assert_eq!(runs.len(), total.div_ceil(BUNDLE_BUFFER_BYTES), "{runs:?}");
+
+    let tsns: Vec<u32> = transmitted_data(&raw_packets)
+        .iter()
+        .map(|c| c.tsn)
+        .collect();
+    assert_eq!(tsns, (0..200).collect::<Vec<u32>>());
+}
+
 fn timed_test_association() -> Association {
     let mut a = create_association(TransportConfig::default());
     a.control_queue.clear();

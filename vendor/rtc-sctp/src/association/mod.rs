@@ -69,6 +69,11 @@ pub(crate) mod timer;
 #[cfg(test)]
 mod association_test;
 
+/// The most bytes of outbound DATA packets marshalled into one allocation (one UDP
+/// GSO batch). Each packet is a view of its allocation, which lives until the last
+/// of its packets is dropped.
+pub(crate) const BUNDLE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Reasons why an association might be lost
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
@@ -3607,14 +3612,14 @@ impl Association {
         };
 
         // First pass: split the chunks into MTU-bounded datagrams and total up
-        // their marshalled (4-byte-padded) length. The whole burst is then
-        // written into ONE buffer and `split_to` hands out each datagram as a
-        // zero-copy `Bytes` view sharing that single allocation — one malloc per
-        // burst instead of one per packet on the hot send path. The bundle
+        // their marshalled (4-byte-padded) length. The burst is then written
+        // into shared buffers and `split_to` hands out each datagram as a
+        // zero-copy `Bytes` view of its buffer — one malloc per
+        // `BUNDLE_BUFFER_BYTES` instead of one per packet on the hot send path. The bundle
         // boundaries are computed once here and reused below, so the MTU-split
         // rule lives in exactly one place.
         let hdr = COMMON_HEADER_SIZE as usize;
-        let mut bundles: Vec<(usize, usize)> = Vec::new();
+        let mut bundles: Vec<(usize, usize, usize)> = Vec::new();
         let mut total_len = 0usize;
         let mut bundle_start = 0;
         let mut bundle_len = hdr;
@@ -3629,19 +3634,28 @@ impl Association {
             // Close the current bundle before a chunk whose padded wire size
             // would push the datagram past the MTU.
             if bundle_len + wire > self.mtu as usize && i > bundle_start {
-                bundles.push((bundle_start, i));
+                bundles.push((bundle_start, i, bundle_len));
                 total_len += bundle_len;
                 bundle_start = i;
                 bundle_len = hdr;
             }
             bundle_len += wire;
         }
-        bundles.push((bundle_start, chunks.len()));
+        bundles.push((bundle_start, chunks.len(), bundle_len));
         total_len += bundle_len;
 
-        // Second pass: marshal each datagram into the shared buffer.
-        let mut buf = BytesMut::with_capacity(total_len);
-        for (start, end) in bundles {
+        // Second pass: marshal each datagram into a shared buffer, a new one every
+        // `BUNDLE_BUFFER_BYTES`: a buffer is freed only when its last datagram is, and
+        // the layers below (DTLS) seal and drop the datagrams one by one, so a burst
+        // of a whole window would otherwise stay allocated until its last datagram
+        // was sealed, next to the sealed copy of all of it.
+        let mut left = total_len;
+        let mut buf = BytesMut::new();
+        for (start, end, len) in bundles {
+            if buf.capacity() < len {
+                buf = BytesMut::with_capacity(left.min(BUNDLE_BUFFER_BYTES.max(len)));
+            }
+            left -= len;
             match Packet::write_framed(
                 &common_header,
                 chunks[start..end].iter().map(|c| c as &dyn Chunk),
