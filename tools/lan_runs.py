@@ -11,7 +11,10 @@ UDP datagrams each side's kernel dropped for a full socket receive buffer, the p
 of both peers (ru_maxrss) and their CPU time. Needs root (ip netns); creates and
 removes its own namespaces and veth pair.
 
-Usage: sudo python3 tools/lan_runs.py [--size 256] [--runs 8] [--bin target/release/peershare] [--dir DIR]
+With `--bin` given more than once, the builds take turns, run by run, and each gets
+its own summary: two builds compared on a machine whose load changes.
+
+Usage: sudo python3 tools/lan_runs.py [--size 256] [--runs 8] [--bin target/release/peershare ...] [--dir DIR]
 """
 
 import argparse
@@ -131,14 +134,33 @@ def one_run(binary, source, work):
     }
 
 
+def summary(label, size, runs):
+    rates = [r["rate"] for r in runs]
+    send = [r["rss_send"] for r in runs]
+    recv = [r["rss_recv"] for r in runs]
+    return (
+        f"{label}{len(runs)} runs of {size} MiB: {sum(r['ok'] for r in runs)} verified; "
+        f"{sum(r['t3'] > 0 for r in runs)} with a T3-rtx timeout; "
+        f"MiB/s {min(rates):.1f}–{max(rates):.1f} (median {statistics.median(rates):.1f}); "
+        f"peak RSS sender {min(send):.1f}–{max(send):.1f} MiB (median {statistics.median(send):.1f}), "
+        f"recipient {min(recv):.1f}–{max(recv):.1f} MiB (median {statistics.median(recv):.1f})"
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=256, help="MiB per transfer")
-    p.add_argument("--runs", type=int, default=8)
-    p.add_argument("--bin", default="target/release/peershare")
+    p.add_argument("--runs", type=int, default=8, help="runs per build")
+    p.add_argument(
+        "--bin",
+        action="append",
+        help="the peershare binary (default target/release/peershare); given more than once, the builds take turns",
+    )
     p.add_argument("--dir", default=None, help="where the files go (default: a fresh temporary directory)")
     args = p.parse_args()
-    binary = os.path.abspath(args.bin)
+    binaries = [os.path.abspath(b) for b in (args.bin or ["target/release/peershare"])]
+    several = len(binaries) > 1
+    runs = {b: [] for b in binaries}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="lan-runs-") as work:
         source = os.path.join(work, f"src-{args.size}.bin")
         with open(source, "wb") as f:
@@ -147,36 +169,30 @@ def main():
         setup()
         try:
             print(
-                "| run | verified | MiB/s | T3-rtx timeouts | UDP receive-buffer drops sender / recipient "
+                ("| build " if several else "")
+                + "| run | verified | MiB/s | T3-rtx timeouts | UDP receive-buffer drops sender / recipient "
                 "| peak RSS sender | peak RSS recipient | CPU s sender | CPU s recipient |"
             )
-            print("|---|---|---|---|---|---|---|---|---|")
-            runs = []
+            print("|---" * (10 if several else 9) + "|")
             for i in range(args.runs):
-                r = one_run(binary, source, work)
-                runs.append(r)
-                print(
-                    f"| {i + 1} | {'yes' if r['ok'] else 'NO'} | {r['rate']:.1f} | {r['t3']} | "
-                    f"{r['drops'][0]} / {r['drops'][1]} | "
-                    f"{r['rss_send']:.1f} MiB | {r['rss_recv']:.1f} MiB | {r['cpu_send']:.2f} | {r['cpu_recv']:.2f} |",
-                    flush=True,
-                )
-                for line in r["t3_lines"]:
-                    print(f"  {line}", file=sys.stderr)
+                for binary in binaries:
+                    r = one_run(binary, source, work)
+                    runs[binary].append(r)
+                    print(
+                        (f"| {binary} " if several else "")
+                        + f"| {i + 1} | {'yes' if r['ok'] else 'NO'} | {r['rate']:.1f} | {r['t3']} | "
+                        f"{r['drops'][0]} / {r['drops'][1]} | "
+                        f"{r['rss_send']:.1f} MiB | {r['rss_recv']:.1f} MiB | {r['cpu_send']:.2f} | {r['cpu_recv']:.2f} |",
+                        flush=True,
+                    )
+                    for line in r["t3_lines"]:
+                        print(f"  {line}", file=sys.stderr)
         finally:
             teardown()
-    rates = [r["rate"] for r in runs]
     print()
-    print(
-        f"{args.runs} runs of {args.size} MiB: {sum(r['ok'] for r in runs)} verified; "
-        f"{sum(r['t3'] > 0 for r in runs)} with a T3-rtx timeout; "
-        f"MiB/s {min(rates):.1f}–{max(rates):.1f} (median {statistics.median(rates):.1f}); "
-        f"peak RSS sender {min(r['rss_send'] for r in runs):.1f}–{max(r['rss_send'] for r in runs):.1f} MiB "
-        f"(median {statistics.median(r['rss_send'] for r in runs):.1f}), "
-        f"recipient {min(r['rss_recv'] for r in runs):.1f}–{max(r['rss_recv'] for r in runs):.1f} MiB "
-        f"(median {statistics.median(r['rss_recv'] for r in runs):.1f})"
-    )
-    return 0 if all(r["ok"] for r in runs) else 1
+    for binary in binaries:
+        print(summary(f"{binary}: " if several else "", args.size, runs[binary]))
+    return 0 if all(r["ok"] for rs in runs.values() for r in rs) else 1
 
 
 if __name__ == "__main__":
