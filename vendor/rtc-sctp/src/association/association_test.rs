@@ -755,6 +755,52 @@ fn timed_test_association() -> Association {
     a
 }
 
+// What the sender may queue: in flight plus the smaller of the congestion window and the
+// peer's window, all of it on a path of 5 ms or more (or not measured yet), half of it on
+// a shorter one, with the round trip taken from BBR's minimum or, with RFC 9260's
+// controller, from the smoothed RTT.
+#[test]
+fn send_window_short_path_queues_half_a_window_long_path_a_whole_one() {
+    let mut a = timed_test_association();
+    a.cwnd = 100_000;
+    a.rwnd = 1_000_000;
+    assert_eq!(
+        a.send_window(),
+        100_000,
+        "RFC 9260's controller, no RTT yet"
+    );
+    a.rto_mgr = RtoManager::new();
+    a.rto_mgr.set_new_rtt(2);
+    assert_eq!(a.send_window(), 50_000, "a smoothed RTT of 2 ms");
+    a.rto_mgr.set_new_rtt(200);
+    assert_eq!(a.send_window(), 100_000, "a smoothed RTT past 5 ms");
+
+    let bbr =
+        |rtt| congestion::Bbr::new(1200, 12_000).with_min_rtt_for_test(Duration::from_millis(rtt));
+    a.bbr = Some(congestion::Bbr::new(1200, 12_000));
+    assert_eq!(a.send_window(), 100_000, "BBR without a minimum RTT yet");
+    a.bbr = Some(bbr(1));
+    assert_eq!(
+        a.send_window(),
+        50_000,
+        "BBR's minimum of 1 ms, not the smoothed RTT"
+    );
+    a.bbr = Some(bbr(5));
+    assert_eq!(a.send_window(), 100_000, "BBR's minimum of 5 ms");
+
+    a.bbr = Some(bbr(1));
+    a.rwnd = 60_000;
+    assert_eq!(a.send_window(), 30_000, "half of the peer's smaller window");
+    let mut chunk = payload_chunk(0, 8_000);
+    chunk.nsent = 1;
+    a.inflight_queue.push_no_check(chunk);
+    assert_eq!(
+        a.send_window(),
+        8_000 + 34_000,
+        "in flight plus half of the windows over it"
+    );
+}
+
 fn data_chunks(packets: &[Bytes]) -> usize {
     packets
         .iter()

@@ -191,6 +191,11 @@ impl Bbr {
         self.cwnd
     }
 
+    /// The path's minimum round trip, once measured.
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
+    }
+
     /// The bottleneck bandwidth estimate in bytes per second (0 before any sample).
     pub(crate) fn btl_bw(&self) -> f64 {
         self.bw_samples.iter().map(|s| s.1).fold(0.0, f64::max)
@@ -258,6 +263,14 @@ impl Bbr {
         let mut bbr = Self::new(mtu, 10 * mtu);
         bbr.bw_samples.push((0, rate));
         bbr
+    }
+
+    /// A controller that already measured the path's minimum round trip (tests of the
+    /// windows sized by it).
+    #[cfg(test)]
+    pub(crate) fn with_min_rtt_for_test(mut self, rtt: Duration) -> Self {
+        self.min_rtt = Some(rtt);
+        self
     }
 
     /// When the pacer next allows new DATA, if it holds it back at `now`.

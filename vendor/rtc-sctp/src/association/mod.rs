@@ -74,6 +74,15 @@ mod association_test;
 /// of its packets is dropped.
 pub(crate) const BUNDLE_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Round trips shorter than this are short paths (a LAN, loopback), where a window is
+/// refilled many times over in the time load can hold a peer's threads, so what each side
+/// holds beyond what flows is sized for that, not for a sender still growing: the receive
+/// window gets no growth on top of twice what arrived ([`receive_window`]), and the sender
+/// queues half a window beyond what is in flight ([`Association::send_window`]). Measured
+/// in `sctp_wan` at 1 Gbit/s with 1 % loss: receive windows without the growth on top
+/// move as fast over paths of 2 and 4 ms, and up to half as fast over 6 and 8 ms.
+pub(crate) const SHORT_PATH: Duration = Duration::from_millis(5);
+
 /// Reasons why an association might be lost
 #[derive(Debug, Error, Clone, PartialEq)]
 #[non_exhaustive]
@@ -763,12 +772,31 @@ impl Association {
     /// in flight plus one more window, the smaller of the congestion window and the
     /// peer's receive window. A sender that keeps about this much queued always has the
     /// next round trip's data ready, and holds little when the peer reads slowly (its
-    /// window closes) or the path is short (the congestion window is small). Zero until
-    /// the handshake has set the windows.
+    /// window closes) or the path is short (the congestion window is small). On a path
+    /// whose round trip is under [`SHORT_PATH`], half a window: the queue then only has
+    /// to cover the sender's own delay in refilling it, which is far shorter than the
+    /// round trips a window lasts, and a whole window there is memory held for nothing
+    /// (a LAN at 350 MiB/s keeps windows of 2–3 MiB, grown by the acknowledgements'
+    /// aggregation, not by the path). Zero until the handshake has set the windows.
     pub fn send_window(&self) -> usize {
         let inflight = self.inflight_queue.get_num_bytes();
         let peer_window = inflight + self.rwnd as usize;
-        inflight + (self.cwnd as usize).min(peer_window)
+        let window = (self.cwnd as usize).min(peer_window);
+        if self.path_rtt().is_some_and(|rtt| rtt < SHORT_PATH) {
+            inflight + window / 2
+        } else {
+            inflight + window
+        }
+    }
+
+    /// The path's round trip for sizing what the sender queues: the congestion model's
+    /// minimum (the path without its queues) with BBR, else the smoothed RTT; `None`
+    /// before the first measurement (a smoothed RTT under 1 ms counts as none).
+    fn path_rtt(&self) -> Option<Duration> {
+        match &self.bbr {
+            Some(bbr) => bbr.min_rtt(),
+            None => (self.rto_mgr.srtt > 0).then(|| Duration::from_millis(self.rto_mgr.srtt)),
+        }
     }
 
     /// The local IP address which was used when the peer established
