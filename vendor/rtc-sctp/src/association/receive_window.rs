@@ -6,9 +6,9 @@
 //! the receiver holds for nothing. This follows Linux TCP's dynamic right-sizing
 //! (`tcp_rcv_space_adjust`): the window starts at an initial size and, once per round
 //! trip, grows to twice what arrived in the last round trip, more while that amount is
-//! still growing on a path whose round trip is 5 ms or more (`SHORT_PATH`), so it keeps
-//! ahead of a sender in slow start and stops at twice the rate the data flows at times
-//! the round trip. It never shrinks. It grows at most twofold per round trip, and only
+//! still growing on a path whose round trip is 5 ms or more (`SHORT_PATH`; judged on the
+//! lowest answer of the last 10 s, `PATH_HORIZON`), so it keeps ahead of a sender in
+//! slow start and stops at twice the rate the data flows at times the round trip. It never shrinks. It grows at most twofold per round trip, and only
 //! once more than a quarter of the initial window flows per round trip.
 //!
 //! Two departures from Linux:
@@ -41,6 +41,13 @@
 //!   and the receiver held it when its writer fell behind. Linux skips a high sample
 //!   while data waits to be read; a windowed minimum also drops a stall on the sending
 //!   side, and a round trip that really grew is followed after [`RTT_SAMPLES`] answers.
+//! - On a short path the lowest answer of the last 10 s ([`PATH_HORIZON`]) sizes the
+//!   window. There the answers' queueing is the receiver's own: when its cores are busy
+//!   it reads the answer behind the window of DATA waiting for it, so the answer takes
+//!   the window over the receiver's rate (16 ms on the LAN veth, whose path is under a
+//!   millisecond) for seconds at a time, and a window sized by that grows by its own
+//!   queue, as Linux's estimate does. A short path's round trip that really grew is
+//!   followed after the horizon.
 //!
 //! Pure state: the association passes in the time, the DATA it accepts and what the
 //! application reads, and sends the heartbeat information this returns.
@@ -60,6 +67,12 @@ pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The round trip is the lowest of this many latest answers.
 pub(crate) const RTT_SAMPLES: usize = 4;
+/// Whether the path is short ([`SHORT_PATH`]) is judged on the lowest answer of this
+/// long, and a short path's window is sized by it: load can delay every answer for
+/// several seconds (a recipient whose cores are busy reads the answer behind the DATA
+/// queued for it), which the lowest of the last four would take for the path; a path
+/// that really changed is followed after this long (BBR keeps its minimum as long).
+const PATH_HORIZON: Duration = Duration::from_secs(10);
 /// The shortest time over which arrivals are measured: a reader slower than the path
 /// frees room in bursts (a disk writer a batch at a time), the data then arrives in
 /// bursts, and a burst measured over a sub-millisecond round trip looks like a rate many
@@ -80,6 +93,9 @@ pub(crate) struct ReceiveWindow {
     /// to replace at `next_sample` modulo their count.
     samples: [Option<Duration>; RTT_SAMPLES],
     next_sample: usize,
+    /// The lowest answer of the last [`PATH_HORIZON`] and when it came (restarted from
+    /// the lowest of the latest answers once it is older).
+    shortest: Option<(Duration, Instant)>,
     /// The outstanding probe: its nonce and when it went.
     probe: Option<(u64, Instant)>,
     /// The nonce of the next probe.
@@ -122,6 +138,7 @@ impl ReceiveWindow {
             slack: 16 * u64::from(mtu),
             samples: [None; RTT_SAMPLES],
             next_sample: 0,
+            shortest: None,
             probe: None,
             next_nonce: nonce,
             next_probe: None,
@@ -139,8 +156,18 @@ impl ReceiveWindow {
         self.limit
     }
 
-    /// The round trip (the lowest of the latest answers), once a probe was answered.
+    /// The round trip the window is sized by, once a probe was answered: on a short
+    /// path (its lowest answer of the last [`PATH_HORIZON`] is under [`SHORT_PATH`]) that
+    /// lowest answer, else the lowest of the latest answers.
     pub(crate) fn rtt(&self) -> Option<Duration> {
+        match self.shortest {
+            Some((shortest, _)) if shortest < SHORT_PATH => Some(shortest),
+            _ => self.latest_rtt(),
+        }
+    }
+
+    /// The lowest of the latest answers, once a probe was answered.
+    fn latest_rtt(&self) -> Option<Duration> {
         self.samples.iter().flatten().min().copied()
     }
 
@@ -163,7 +190,7 @@ impl ReceiveWindow {
         let mut out = OnPacket::default();
         if let Some((_, sent)) = self.probe {
             let timeout = self
-                .rtt()
+                .latest_rtt()
                 .map_or(PROBE_TIMEOUT, |rtt| (4 * rtt).max(PROBE_TIMEOUT));
             if now.saturating_duration_since(sent) >= timeout {
                 self.probe = None;
@@ -206,10 +233,10 @@ impl ReceiveWindow {
         }
         // Twice what arrived, and while that is growing, twice the growth on top (the
         // growth counted up to a doubling): a sender in slow start doubles per round trip.
-        // Not over a round trip shorter than `SHORT_PATH`: an epoch then spans four round
-        // trips or more, a sender's slow start is over within the first, and a rate
-        // higher than in any epoch before is what load does to the path (on a LAN whose
-        // peers share busy cores, a burst after a stall), not a sender doubling.
+        // Not on a short path (`SHORT_PATH`): an epoch then spans four round trips or
+        // more, a sender's slow start is over within the first, and a rate higher than
+        // in any epoch before is what load does to the path (on a LAN whose peers share
+        // busy cores, a burst after a stall), not a sender doubling.
         let mut window = 2 * per_rtt + self.slack;
         if space > 0 && rtt >= SHORT_PATH {
             window += 2 * window * (per_rtt - space).min(space) / space;
@@ -262,7 +289,15 @@ impl ReceiveWindow {
         let sample = now.saturating_duration_since(sent);
         self.samples[self.next_sample % RTT_SAMPLES] = Some(sample);
         self.next_sample = self.next_sample.wrapping_add(1);
-        let rtt = self.rtt().unwrap_or(sample);
+        let rtt = self.latest_rtt().unwrap_or(sample);
+        let current = self
+            .shortest
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= PATH_HORIZON);
+        self.shortest = match current {
+            Some((lowest, at)) if lowest < sample => Some((lowest, at)),
+            Some(_) => Some((sample, now)),
+            None => Some((rtt, now)),
+        };
         self.next_probe = Some(sent + rtt.max(PROBE_INTERVAL));
         true
     }
@@ -336,19 +371,25 @@ mod tests {
         assert_eq!(w.limit(), 2 * MIB);
     }
 
-    /// A path of round trip `rtt_ms` on which `rate` bytes arrive per millisecond and are
-    /// read at once, except for `burst_ms` from the middle of `ms` at `burst_rate`.
-    fn run_with_burst(rtt_ms: u64, ms: u64, rate: u64, burst_ms: u64, burst_rate: u64) -> u32 {
+    /// A path on which `rate` bytes arrive per millisecond and are read at once, except
+    /// for `burst_ms` from the middle of `ms` at `burst_rate`; a probe sent in
+    /// millisecond `i` is answered after `rtt_ms(i)` milliseconds.
+    fn run_with_burst(
+        rtt_ms: impl Fn(u64) -> u64,
+        ms: u64,
+        rate: u64,
+        burst_ms: u64,
+        burst_rate: u64,
+    ) -> u32 {
         let mut w = ReceiveWindow::new(2 * MIB, 32 * MIB, MTU, 1);
         let t0 = Instant::now();
-        let rtt = Duration::from_millis(rtt_ms);
         let burst = ms / 2..ms / 2 + burst_ms;
         for i in 0..ms {
             let now = t0 + Duration::from_millis(i);
             let arrived = if burst.contains(&i) { burst_rate } else { rate };
             w.on_received(arrived as usize);
             if w.on_data(now, || true).probe {
-                answer(&mut w, now, rtt);
+                answer(&mut w, now, Duration::from_millis(rtt_ms(i)));
             }
             w.on_read(arrived as usize);
         }
@@ -360,7 +401,7 @@ mod tests {
         // A LAN whose round trip looks like 2 ms (the peers' cores are busy): 400 MB/s,
         // then 600 MB/s for 60 ms. Twice the burst per round trip (2.4 MB) and the slack,
         // not the growth on top that a sender in slow start gets (4 MiB: the doubling).
-        let limit = run_with_burst(2, 2000, 400_000, 60, 600_000);
+        let limit = run_with_burst(|_| 2, 2000, 400_000, 60, 600_000);
         let twice_the_burst = 2 * 2 * 600_000 + 16 * MTU;
         assert!(
             (2 * MIB + 1..=twice_the_burst).contains(&limit),
@@ -368,8 +409,22 @@ mod tests {
         );
         // Over a longer round trip (20 ms), growth still counts double: more than
         // twice the burst per round trip (6 MB).
-        let limit = run_with_burst(20, 4000, 100_000, 200, 150_000);
+        let limit = run_with_burst(|_| 20, 4000, 100_000, 200, 150_000);
         assert!(limit > 2 * 20 * 150_000 + 16 * MTU, "the window is {limit}");
+    }
+
+    #[test]
+    fn receive_window_answers_delayed_by_load_short_path_sized_by_the_shortest() {
+        // A LAN at 150 MB/s whose first answer takes 1 ms and every later one 16 ms: the
+        // recipient's cores are busy and each answer waits behind the window of DATA
+        // queued for it (2 MiB take 14 ms at that rate). Sized by the lowest of the
+        // latest answers the window would grow by its own queue (2 × 2.4 MB per round
+        // trip, and again); the path is short and the window stays where it is.
+        let delayed = |i| if i < 100 { 1 } else { 16 };
+        assert_eq!(run_with_burst(delayed, 3000, 150_000, 0, 0), 2 * MIB);
+        // Once the 1 ms answer is older than the horizon, the path is judged on the
+        // latest answers again: a path whose round trip grew to 16 ms is no longer short.
+        assert!(run_with_burst(delayed, 13_000, 150_000, 0, 0) > 4 * MIB);
     }
 
     #[test]
@@ -464,10 +519,14 @@ mod tests {
         assert_eq!(probes, 5, "one per {PROBE_INTERVAL:?} over one second");
     }
 
-    /// A LAN of 1 ms round trip delivers 500 MB/s and the reader keeps up; the answer
+    /// A path of round trip `base` delivers 500 MB/s and the reader keeps up; the answer
     /// to every probe in `late` comes after `late_rtt` instead. Returns the window after
     /// 3 s and the round trip then.
-    fn lan_with_late_answers(late: &[usize], late_rtt: Duration) -> (u32, Option<Duration>) {
+    fn path_with_late_answers(
+        base: Duration,
+        late: &[usize],
+        late_rtt: Duration,
+    ) -> (u32, Option<Duration>) {
         let mut w = ReceiveWindow::new(2 * MIB, 32 * MIB, MTU, 1);
         let t0 = Instant::now();
         let mut probes = 0;
@@ -478,7 +537,7 @@ mod tests {
                 let rtt = if late.contains(&probes) {
                     late_rtt
                 } else {
-                    Duration::from_millis(1)
+                    base
                 };
                 probes += 1;
                 answer(&mut w, now, rtt);
@@ -492,23 +551,28 @@ mod tests {
     fn receive_window_one_late_answer_short_path_stays_at_initial() {
         // One answer of 290 ms among 1 ms ones: with a smoothed round trip it became
         // 37 ms, and twice 500 MB/s times that is the maximum window.
-        let (limit, rtt) = lan_with_late_answers(&[3], Duration::from_millis(290));
+        let (limit, rtt) =
+            path_with_late_answers(Duration::from_millis(1), &[3], Duration::from_millis(290));
         assert_eq!(limit, 2 * MIB);
         assert_eq!(rtt, Some(Duration::from_millis(1)));
     }
 
     #[test]
     fn receive_window_round_trip_that_grew_followed_after_the_sample_count() {
-        // From the fourth probe on every answer takes 40 ms (the path changed): after
-        // RTT_SAMPLES of them the round trip is 40 ms and the window grows with it.
+        // A path of 10 ms; from the fourth probe on every answer takes 40 ms (the path
+        // changed): after RTT_SAMPLES of them the round trip is 40 ms and the window
+        // grows with it. (A short path's grown round trip is followed after the horizon:
+        // `receive_window_answers_delayed_by_load_short_path_sized_by_the_shortest`.)
+        let (base, grown) = (Duration::from_millis(10), Duration::from_millis(40));
         let late: Vec<usize> = (3..100).collect();
-        let (limit, rtt) = lan_with_late_answers(&late, Duration::from_millis(40));
-        assert_eq!(rtt, Some(Duration::from_millis(40)));
+        let (limit, rtt) = path_with_late_answers(base, &late, grown);
+        assert_eq!(rtt, Some(grown));
         assert!(limit >= 32 * MIB, "the window is {limit}");
-        // One answer short of the count, the lowest is still the old round trip.
-        let (limit, rtt) = lan_with_late_answers(&[3, 4, 5], Duration::from_millis(40));
-        assert_eq!(rtt, Some(Duration::from_millis(1)));
-        assert_eq!(limit, 2 * MIB);
+        // One answer short of the count, the lowest is still the old round trip, and
+        // the window stays near twice 5 MB per round trip (with what Startup added).
+        let (limit, rtt) = path_with_late_answers(base, &[3, 4, 5], grown);
+        assert_eq!(rtt, Some(base));
+        assert!(limit < 16 * MIB, "the window is {limit}");
     }
 
     #[test]
