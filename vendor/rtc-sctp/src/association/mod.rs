@@ -795,7 +795,7 @@ impl Association {
     fn path_rtt(&self) -> Option<Duration> {
         match &self.bbr {
             Some(bbr) => bbr.min_rtt(),
-            None => (self.rto_mgr.srtt > 0).then(|| Duration::from_millis(self.rto_mgr.srtt)),
+            None => Some(self.rtt()).filter(|rtt| !rtt.is_zero()),
         }
     }
 
@@ -3643,9 +3643,9 @@ impl Association {
         // their marshalled (4-byte-padded) length. The burst is then written
         // into shared buffers and `split_to` hands out each datagram as a
         // zero-copy `Bytes` view of its buffer — one malloc per
-        // `BUNDLE_BUFFER_BYTES` instead of one per packet on the hot send path. The bundle
-        // boundaries are computed once here and reused below, so the MTU-split
-        // rule lives in exactly one place.
+        // `BUNDLE_BUFFER_BYTES` instead of one per packet on the hot send path.
+        // The bundle boundaries and lengths are computed once here and reused
+        // below, so the MTU-split rule lives in exactly one place.
         let hdr = COMMON_HEADER_SIZE as usize;
         let mut bundles: Vec<(usize, usize, usize)> = Vec::new();
         let mut total_len = 0usize;

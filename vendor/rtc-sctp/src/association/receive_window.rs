@@ -8,8 +8,9 @@
 //! trip, grows to twice what arrived in the last round trip, more while that amount is
 //! still growing on a path whose round trip is 5 ms or more (`SHORT_PATH`; judged on the
 //! lowest answer of the last 10 s, `PATH_HORIZON`), so it keeps ahead of a sender in
-//! slow start and stops at twice the rate the data flows at times the round trip. It never shrinks. It grows at most twofold per round trip, and only
-//! once more than a quarter of the initial window flows per round trip.
+//! slow start and stops at twice the rate the data flows at times the round trip. It
+//! never shrinks. It grows at most twofold per round trip, and only once more than a
+//! quarter of the initial window flows per round trip.
 //!
 //! Two departures from Linux:
 //! - The measure is the new DATA that arrived (in order or not), where Linux counts what
