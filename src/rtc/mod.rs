@@ -42,7 +42,8 @@ pub struct RtcSettings {
     pub send_buffer_limit: usize,
     /// `Some(min)` (default [`SEND_BUFFER_WINDOW_MIN`]): the send-buffer limit is what the
     /// SCTP association has in flight plus one more window (the smaller of its congestion
-    /// window and the peer's receive window), at least `min` and at most
+    /// window and the peer's receive window; half of it on a path whose round trip is
+    /// under 5 ms), at least `min` and at most
     /// [`send_buffer_limit`](Self::send_buffer_limit). A sender then holds what the path
     /// needs, and little when the recipient reads slowly. `None` = the fixed limit.
     pub send_buffer_window_min: Option<usize>,

@@ -337,7 +337,8 @@ impl<A: ToSocketAddrs> PeerConnectionBuilder<A> {
 
     /// Makes the send-buffer limit follow the SCTP association instead of staying fixed:
     /// the connection's channels together may hold what is in flight plus one more
-    /// window (the smaller of the congestion window and the peer's receive window, see
+    /// window (the smaller of the congestion window and the peer's receive window, half of
+    /// it on a path whose round trip is under 5 ms, see
     /// [`RTCSctpTransport::send_window`](rtc::peer_connection::transport::RTCSctpTransport::send_window)),
     /// at least `min_bytes` and at most the limit set with
     /// [`with_data_channel_send_buffer_limit`](Self::with_data_channel_send_buffer_limit).

@@ -423,8 +423,9 @@ impl<'a> RTCSctpTransport<'a> {
 
     /// Bytes of application data the association can put to use now: what is in flight
     /// plus one more window, the smaller of the congestion window and the peer's receive
-    /// window. Not part of the W3C interface: a send buffer sized to this keeps the path
-    /// busy without holding more than the path and the peer can take.
+    /// window (half of it on a path whose round trip is under 5 ms). Not part of the W3C
+    /// interface: a send buffer sized to this keeps the path busy without holding more
+    /// than the path and the peer can take.
     ///
     /// `None` until the association exists.
     pub fn send_window(&self) -> Option<usize> {

@@ -146,8 +146,9 @@ impl SctpTransport {
         self.association()?.negotiated_max_streams()
     }
 
-    /// What the association can put to use now: in flight plus one more window
-    /// ([`Association::send_window`]). `None` before the association exists.
+    /// What the association can put to use now: in flight plus one more window, half a
+    /// window on a path whose round trip is under 5 ms ([`Association::send_window`]).
+    /// `None` before the association exists.
     pub(crate) fn send_window(&self) -> Option<usize> {
         Some(self.association()?.send_window())
     }
