@@ -7,7 +7,7 @@ README's main job) resolves the package alone, `cargo test` adds its dev-depende
 `cargo build --workspace` adds the other members and `cargo test --workspace` (the
 README's test command) all of theirs. A shared dependency that one of them
 compiles with an extra feature is a different artifact, and so is everything built on it:
-switching between the commands rebuilt most of the tree each time. The root manifest asks
+the first switch between the commands in a target directory rebuilt most of the tree. The root manifest asks
 for those features itself (`Cargo.toml`, the comment above `smallvec`); this script fails
 when a new dependency brings another one.
 
@@ -38,9 +38,8 @@ def features(*selection):
     )
     if run.returncode != 0:
         sys.exit(f"cargo tree {' '.join(selection)} failed:\n{run.stderr}")
-    out = run.stdout
     built = collections.defaultdict(set)
-    for line in out.splitlines():
+    for line in run.stdout.splitlines():
         line = line.removesuffix(" (*)").strip()
         if not line or "[" not in line:
             continue
@@ -59,7 +58,6 @@ def main():
     differences = []
     for what, tree in wider.items():
         for package, lists in sorted(alone.items()):
-            # A path package's id carries its directory; compare by id all the same.
             if package in tree and tree[package] != lists:
                 differences.append(
                     f"{package}: `cargo build` {sorted(lists)}, {what} {sorted(tree[package])}"
