@@ -11,12 +11,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use peershare_signaling::protocol::codes::SHUTTING_DOWN;
 use peershare_signaling::protocol::{
     ClientMessage, IceServer, PROTOCOL_VERSION, PeerInfo, Resume, ServerMessage,
 };
 use tokio::sync::mpsc;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::error::TlsError;
+use tokio_tungstenite::tungstenite::http::{Response, StatusCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::error::{Error, Result};
@@ -123,9 +125,10 @@ pub async fn connect(url: &str, join: JoinRequest) -> Result<SignalingSession> {
 }
 
 /// Connect to the first of `servers` that takes the join. A server that cannot be
-/// reached, or that answers 7012 (draining) or 7017 (unavailable), passes the join on to
-/// the next one; any other refusal (7006, 7007, …) is the answer. When every server
-/// failed, the answer is the last refusal, or, when none was reached, 1180 naming each.
+/// reached, or that answers 7012 (draining; also its `503` to the upgrade, see
+/// [`connect_error`]) or 7017 (unavailable), passes the join on to the next one; any
+/// other refusal (7006, 7007, …) is the answer. When every server failed, the answer is
+/// the last 7012 or 7017, or, when none was reached, 1180 naming each.
 pub async fn connect_any(servers: &[String], join: JoinRequest) -> Result<SignalingSession> {
     let mut unreachable = Vec::new();
     let mut last = None;
@@ -338,8 +341,43 @@ fn tls_failure(e: &rustls::Error) -> String {
     }
 }
 
-/// [`Error::NotConnected`] for a failed connection to `url`, naming a TLS failure's cause.
+/// The body of a signaling server's answer to an upgrade while it drains
+/// (docs/PROTOCOL.md, "Transport").
+const DRAIN_BODY: &[u8] = b"draining\n";
+
+/// Whether `response`, the answer to our upgrade, is a draining signaling server's: `503`,
+/// `text/plain`, the body `draining\n`. The handshake keeps only the part of the body
+/// that came with the head (maybe none of it): the part present must begin the body, and
+/// `Content-Length` must be its length. Any other `503` (a server over its connection
+/// caps answers one with no body, a proxy its own) is not a drain.
+fn is_drain_answer(response: &Response<Option<Vec<u8>>>) -> bool {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let length = header("content-length").and_then(|l| l.parse::<usize>().ok());
+    let received = response.body().as_deref().unwrap_or_default();
+    response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && header("content-type").is_some_and(|t| t.starts_with("text/plain"))
+        && length == Some(DRAIN_BODY.len())
+        && DRAIN_BODY.starts_with(received)
+}
+
+/// The error of a failed connection to `url`: 7012 when a draining server answered the
+/// upgrade (as if it had joined us and sent `7012`, without `retry_after_ms`), otherwise
+/// [`Error::NotConnected`], naming a TLS failure's cause.
 fn connect_error(url: &str, e: WsError) -> Error {
+    if let WsError::Http(response) = &e
+        && is_drain_answer(response)
+    {
+        return Error::from_remote(
+            SHUTTING_DOWN,
+            format!("signaling server {url} is draining (it answered the upgrade with 503)"),
+        );
+    }
     let tls = match &e {
         WsError::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(r) => Some(tls_failure(r)),
@@ -548,6 +586,67 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let e = connect_error("wss://h:1", WsError::Io(refused));
         assert!(!e.to_string().contains("TLS"), "{e}");
+    }
+
+    /// An answer to the upgrade: `status`, `headers`, and the part of the body that came
+    /// with the head.
+    fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Response<Option<Vec<u8>>> {
+        let mut b = Response::builder().status(status);
+        for (name, value) in headers {
+            b = b.header(*name, *value);
+        }
+        b.body(Some(body.to_vec())).unwrap()
+    }
+
+    #[test]
+    fn connect_error_drain_answer_503_is_7012_other_answers_stay_1180() {
+        // What the server sends while draining (signaling/src/web.rs), with all, part or
+        // none of its body read along with the head.
+        let drain = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", "9"),
+            ("Cache-Control", "no-cache"),
+            ("Connection", "close"),
+        ];
+        for body in [&b"draining\n"[..], b"drain", b""] {
+            let e = connect_error(
+                "ws://h:1",
+                WsError::Http(Box::new(answer(503, &drain, body))),
+            );
+            assert_eq!(e.code(), SHUTTING_DOWN, "{body:?}");
+            assert_eq!(Failure::of(e.code()), Failure::Retry);
+            assert!(e.to_string().contains("ws://h:1"), "{e}");
+        }
+        let not_drains = [
+            // Over the server's connection caps: no body.
+            answer(
+                503,
+                &[
+                    ("Connection", "close"),
+                    ("Content-Length", "0"),
+                    ("Retry-After", "10"),
+                ],
+                b"",
+            ),
+            // Another body of the same length; another text; another type; another status.
+            answer(503, &drain, b"elsewhere"),
+            answer(
+                503,
+                &[("Content-Type", "text/plain"), ("Content-Length", "10")],
+                b"not ready\n",
+            ),
+            answer(
+                503,
+                &[("Content-Type", "text/html"), ("Content-Length", "9")],
+                b"",
+            ),
+            answer(502, &drain, b"draining\n"),
+        ];
+        for response in not_drains {
+            let status = response.status();
+            let e = connect_error("ws://h:1", WsError::Http(Box::new(response)));
+            assert_eq!(e.code(), crate::codes::NOT_CONNECTED, "{status}");
+        }
     }
 
     /// Runs `retry_joins` over `servers` with attempts that fail as `outcomes` says (in

@@ -286,6 +286,34 @@ async fn join_every_server_down_fails_1180_naming_each() {
     }
 }
 
+/// A draining server answers the upgrade `503` (`draining\n`): that counts as `7012`.
+/// A draining server first in the list passes the join on to the next; with every
+/// server draining the join fails with `7012` (exit 3's "every server draining").
+#[tokio::test]
+async fn join_draining_server_503_is_7012_passes_the_join_on_or_fails_7012() {
+    init_tracing();
+    let draining = server().await;
+    draining.drain();
+    let open = server().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(&draining, None, "alone", tmp.path());
+    cfg.fallback_servers = vec![draining.url()];
+    let err = Peer::join(cfg).await.err().expect("every server draining");
+    assert_eq!(
+        err.code(),
+        peershare::signaling::protocol::codes::SHUTTING_DOWN,
+        "{err}"
+    );
+    assert!(err.to_string().contains(&draining.url()), "{err}");
+    let mut cfg = config(&draining, None, "joiner", tmp.path());
+    cfg.fallback_servers = vec![open.url()];
+    let (peer, _events) = Peer::join(cfg)
+        .await
+        .expect("joined through the next server");
+    assert_eq!(peer.joined_server(), open.url());
+    peer.leave().await;
+}
+
 /// A draining server: `7012` with `retry_after_ms`, then a close 1012. The peer waits,
 /// rejoins the same session with `resume` (its client ID and the last token), and is
 /// back under its ID; the drain is the reason of the loss, not an `error` event.

@@ -1,9 +1,11 @@
 //! Back-off after failed joins (pure logic; the caller passes the current time).
 //!
 //! A failed `join` (no such session 7006, wrong password 7007, session exists 7015) tells
-//! a prober something. The first [`FREE_FAILURES`] failures cost nothing (typos); after
-//! that each answer to a join waits twice as long as the last, from [`FIRST_DELAY`] up to
-//! [`MAX_DELAY`]. Failures are counted per connection and per client address (one table
+//! a prober something. The first [`FREE_FAILURES`] failures cost nothing (typos): the
+//! joins that make them are answered at once. After [`FREE_FAILURES`] failures the answer
+//! to the next join waits [`FIRST_DELAY`], and each further failure doubles the wait, up
+//! to [`MAX_DELAY`] (after 3 failures 250 ms, after 4 500 ms, after 5 1 s, …, after 9 or
+//! more 10 s). Failures are counted per connection and per client address (one table
 //! for the server, bounded to [`MAX_TRACKED`] addresses); an address's count is forgotten
 //! [`FORGET_AFTER`] after its last failure. A successful join does not reset the address's
 //! count (a prober would interleave one), only the connection's.
@@ -12,9 +14,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// Failures that cost no delay.
+/// Failures that cost no delay: joins are answered at once until this many have failed.
 pub const FREE_FAILURES: u32 = 3;
-/// Delay after the first failure beyond the free ones.
+/// Delay of the answer to the join after the last free failure.
 pub const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// Longest delay.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
@@ -23,13 +25,16 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Most addresses tracked at once.
 pub const MAX_TRACKED: usize = 65_536;
 
-/// The delay before answering a join after `failures` failed ones.
+/// The delay before answering a join after `failures` failed ones: none below
+/// [`FREE_FAILURES`], then [`FIRST_DELAY`] doubled once per failure beyond it, at most
+/// [`MAX_DELAY`].
 pub fn delay_after(failures: u32) -> Duration {
-    let Some(over) = failures.checked_sub(FREE_FAILURES).filter(|n| *n > 0) else {
+    let Some(doublings) = failures.checked_sub(FREE_FAILURES) else {
         return Duration::ZERO;
     };
-    let doublings = (over - 1).min(16);
-    FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY)
+    FIRST_DELAY
+        .saturating_mul(1 << doublings.min(16))
+        .min(MAX_DELAY)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,9 +96,12 @@ mod tests {
     #[test]
     fn backoff_delay_free_then_doubling_then_capped() {
         let d: Vec<u64> = (0..12).map(|n| delay_after(n).as_millis() as u64).collect();
+        // After three failures the next answer waits 250 ms.
         assert_eq!(
             d,
-            [0, 0, 0, 0, 250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000]
+            [
+                0, 0, 0, 250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000
+            ]
         );
         assert_eq!(delay_after(u32::MAX), MAX_DELAY);
     }
@@ -106,7 +114,7 @@ mod tests {
         for _ in 0..5 {
             j.failed(a, t0);
         }
-        assert_eq!(j.delay(a, t0), Duration::from_millis(500));
+        assert_eq!(j.delay(a, t0), Duration::from_millis(1000));
         assert_eq!(j.delay(b, t0), Duration::ZERO);
         assert_eq!(j.delay(a, t0 + FORGET_AFTER), Duration::ZERO);
         j.failed(a, t0 + FORGET_AFTER);

@@ -235,11 +235,33 @@ struct SignalFrame<'a> {
 
 /// A well-formed `signal` frame, parsed without building its `data`; `None` for any other
 /// frame (a `signal` with a field missing or ill-typed, a key given twice, invalid JSON,
-/// another type), which [`parse_client_frame`] then parses and refuses as before.
+/// not an object, another type), which [`parse_client_frame`] then parses: a `signal`
+/// among them (one that gives `type`, `to` or `data` twice) is refused with
+/// [`unrelayable_signal`], never relayed, so that `data` is always relayed as sent.
 fn parse_signal(text: &str) -> Option<SignalFrame<'_>> {
+    // serde also reads a struct from a JSON array (`["signal", "ID", {}]`); a frame is
+    // an object.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return None;
+    }
     serde_json::from_str::<SignalFrame<'_>>(text)
         .ok()
         .filter(|f| f.kind == "signal")
+}
+
+/// The refusal (`7001`) of a `signal` frame that [`parse_client_frame`] accepts but
+/// [`parse_signal`] does not: a key given twice, of which a JSON value keeps the last.
+fn unrelayable_signal(text: &str) -> Rejection {
+    let why = serde_json::from_str::<SignalFrame<'_>>(text)
+        .err()
+        .map_or_else(|| "a key is given twice".to_owned(), |e| e.to_string());
+    Rejection::new(
+        codes::MALFORMED_FRAME,
+        format!("malformed signal frame: {why}"),
+    )
 }
 
 /// Parse one text frame into a client message, telling malformed frames (7001) from
@@ -640,7 +662,7 @@ impl Connection {
                         .await;
                 }
                 match parse_client_frame(text.as_str()) {
-                    Ok(m) => self.on_client_message(m, received).await,
+                    Ok(m) => self.on_client_message(m, text.as_str()).await,
                     Err(rej) => self.reply_error(rej).await,
                 }
             }
@@ -658,11 +680,8 @@ impl Connection {
         }
     }
 
-    async fn on_client_message(
-        &mut self,
-        msg: ClientMessage,
-        received: std::time::Instant,
-    ) -> Flow {
+    /// A frame other than a `signal` the fast path took; `text` is the frame as received.
+    async fn on_client_message(&mut self, msg: ClientMessage, text: &str) -> Flow {
         match msg {
             ClientMessage::Ping => self.reply(&ServerMessage::Pong).await,
             ClientMessage::Join { .. } if self.membership.is_some() => {
@@ -700,12 +719,9 @@ impl Connection {
                 };
                 self.join(req).await
             }
-            // Only frames the fast path (`parse_signal`) did not take: e.g. with a key
-            // given twice.
-            ClientMessage::Signal { to, data } => {
-                let data = data.to_string();
-                self.on_signal(&to, &data, received).await
-            }
+            // Only frames the fast path (`parse_signal`) did not take: with a key given
+            // twice. Their `data` could not be relayed as sent.
+            ClientMessage::Signal { .. } => self.reply_error(unrelayable_signal(text)).await,
             ClientMessage::Leave => {
                 if self.membership.is_none() {
                     return self.reply_error(not_joined()).await;
@@ -985,9 +1001,12 @@ mod tests {
             r#"{"type":"signal","to":"a","to":"b","data":{}}"#,
             r#"{"type":"signal","to":"a","data":{}} x"#,
             r#"{"type":"signal","to":"a","data":{"#,
+            r#"["signal","a",{}]"#,
+            r#" ["signal","a",{}]"#,
         ] {
             assert!(parse_signal(other).is_none(), "{other}");
         }
+        assert!(parse_signal(" \r\n\t{\"type\":\"signal\",\"to\":\"a\",\"data\":{}}").is_some());
         // Escapes are checked for form only: a lone surrogate (valid JSON) is relayed.
         assert!(parse_signal(r#"{"type":"signal","to":"a","data":{"s":"\ud800"}}"#).is_some());
         assert!(parse_signal(r#"{"type":"signal","to":"a","data":{"s":"\x"}}"#).is_none());
@@ -997,6 +1016,35 @@ mod tests {
                 .map(|f| f.data.get().to_string()),
             Some("[1]".to_string())
         );
+    }
+
+    #[test]
+    fn unrelayable_signal_key_given_twice_is_7001_naming_the_key() {
+        for (raw, key) in [
+            (
+                r#"{"type":"signal","to":"a","data":{"x":1},"data":{"x":2}}"#,
+                "data",
+            ),
+            (r#"{"type":"signal","to":"a","to":"b","data":{}}"#, "to"),
+            (
+                r#"{"type":"ping","type":"signal","to":"a","data":{}}"#,
+                "type",
+            ),
+        ] {
+            // A JSON value keeps the last key: a signal, which the fast path refused.
+            assert!(matches!(
+                parse_client_frame(raw),
+                Ok(ClientMessage::Signal { .. })
+            ));
+            assert!(parse_signal(raw).is_none(), "{raw}");
+            let rej = unrelayable_signal(raw);
+            assert_eq!(rej.code, codes::MALFORMED_FRAME);
+            assert!(
+                rej.message.contains(&format!("duplicate field `{key}`")),
+                "{}",
+                rej.message
+            );
+        }
     }
 
     #[test]

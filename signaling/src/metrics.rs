@@ -264,7 +264,7 @@ impl Metrics {
         registry.register("joins", "Successful joins", joins.clone());
         registry.register(
             "joins_refused",
-            "join frames answered with an error, by error code",
+            "well-formed join frames answered with an error, by error code (malformed ones count in rejected_frames_total)",
             Shared(Arc::clone(&joins_refused)),
         );
         registry.register(

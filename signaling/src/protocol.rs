@@ -18,9 +18,11 @@ pub enum ClientMessage {
     /// Join a session. `session: null` asks the server to create a fresh session with an
     /// short number as its code. A non-null code joins that session; if it does not exist the
     /// server answers `7006` unless `create` is true (then the client-chosen code, which
-    /// must pass [`valid_session_code`], creates it).
+    /// must pass [`valid_session_code`], creates it). The field is required: a join
+    /// without it is malformed (`7001`), `null` is how a client asks for a new session.
     Join {
         version: u32,
+        #[serde(deserialize_with = "required_nullable")]
         session: Option<String>,
         name: String,
         #[serde(default)]
@@ -48,6 +50,16 @@ pub enum ClientMessage {
     Leave,
     /// Keep-alive; answered by `pong`.
     Ping,
+}
+
+/// A field that must be present but may be `null` (serde treats a missing `Option` as
+/// `None` unless the field has its own deserializer).
+fn required_nullable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
 }
 
 /// Frames sent by the server to a client.
@@ -80,7 +92,8 @@ pub enum ServerMessage {
         message: String,
         /// With `7012` (the server is draining): a suggested wait in milliseconds before
         /// reconnecting, to this server's URL (a load balancer sends the client to
-        /// another node) or another one. Absent on every other error.
+        /// another node) or another one. With `7017` (a node cannot reach Redis): the
+        /// wait before the next `join`. Absent on every other error.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
@@ -218,6 +231,27 @@ mod tests {
                 resume: None,
             }
         );
+    }
+
+    #[test]
+    fn client_join_session_missing_is_an_error_null_is_none() {
+        let missing = r#"{"type":"join","version":2,"name":"alice","password":null}"#;
+        let e = serde_json::from_str::<ClientMessage>(missing).unwrap_err();
+        assert!(e.to_string().contains("missing field `session`"), "{e}");
+        let null = r#"{"type":"join","version":2,"session":null,"name":"alice"}"#;
+        assert!(matches!(
+            serde_json::from_str::<ClientMessage>(null),
+            Ok(ClientMessage::Join { session: None, .. })
+        ));
+        let code = r#"{"type":"join","version":2,"session":"7","name":"alice"}"#;
+        assert!(matches!(
+            serde_json::from_str::<ClientMessage>(code),
+            Ok(ClientMessage::Join { session: Some(s), .. }) if s == "7"
+        ));
+        // What the library sends: `session` always present, `null` included.
+        let parsed: ClientMessage = serde_json::from_str(null).unwrap();
+        let sent = serde_json::to_value(parsed).unwrap();
+        assert_eq!(sent.get("session"), Some(&serde_json::Value::Null));
     }
 
     #[test]

@@ -40,6 +40,26 @@ async fn frame_missing_fields_returns_7001() {
 }
 
 #[tokio::test]
+async fn join_without_session_field_returns_7001_and_creates_nothing() {
+    let server = start(config()).await;
+    let mut a = Client::connect(&server).await;
+    for frame in [
+        json!({"type": "join", "version": 2, "name": "alice", "password": null}),
+        json!({"type": "join", "version": 2, "name": "alice", "create": true}),
+    ] {
+        a.send_json(frame).await;
+        let message = a.expect_error(codes::MALFORMED_FRAME).await;
+        assert!(message.contains("session"), "{message}");
+    }
+    // Not joined: a `leave` is refused as before a join.
+    a.send_json(json!({"type": "leave"})).await;
+    a.expect_error(codes::BAD_STATE).await;
+    // `session: null` is how a new session is asked for.
+    let wa = a.join(None, "alice").await;
+    assert!(wa.peers.is_empty());
+}
+
+#[tokio::test]
 async fn frame_binary_returns_7001() {
     let server = start(config()).await;
     let mut a = Client::connect(&server).await;
@@ -60,6 +80,32 @@ async fn signal_non_object_data_returns_7001() {
         a.expect_error(codes::MALFORMED_FRAME).await;
     }
     b.barrier().await;
+}
+
+#[tokio::test]
+async fn signal_key_given_twice_or_array_frame_returns_7001_and_relays_nothing() {
+    let server = start(config()).await;
+    let (mut a, wa) = creator(&server, "alice").await;
+    let (mut b, wb) = joiner(&server, &wa.session, "bob").await;
+    a.recv().await;
+    let to = &wb.client_id;
+    for raw in [
+        format!(r#"{{"type":"signal","to":"{to}","data":{{"n":1}},"data":{{"n":2}}}}"#),
+        format!(r#"{{"type":"ping","type":"signal","to":"{to}","data":{{"n":3}}}}"#),
+        format!(r#"["signal","{to}",{{"n":4}}]"#),
+    ] {
+        a.send_text(raw).await;
+        a.expect_error(codes::MALFORMED_FRAME).await;
+    }
+    // The next frame bob gets is the next well-formed signal.
+    a.signal(to, json!({"n": 5})).await;
+    assert_eq!(
+        b.recv().await,
+        ServerMessage::Signal {
+            from: wa.client_id.clone(),
+            data: json!({"n": 5})
+        }
+    );
 }
 
 #[tokio::test]

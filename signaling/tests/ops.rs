@@ -200,6 +200,10 @@ async fn metrics_after_joins_relay_and_refusals_parse_and_count() {
     c.send_json(json!({"type": "join", "version": 2, "session": "nosuchsession", "name": "c"}))
         .await;
     c.expect_error(codes::SESSION_NOT_FOUND).await;
+    // Malformed (no `name`): not read as a join, counted as a rejected frame only.
+    c.send_json(json!({"type": "join", "version": 2, "session": null}))
+        .await;
+    c.expect_error(codes::MALFORMED_FRAME).await;
 
     let answer = get(&server, "/metrics").await;
     assert_eq!(answer.status, 200);
@@ -258,12 +262,19 @@ async fn metrics_after_joins_relay_and_refusals_parse_and_count() {
             "peershare_signaling_rejected_frames_total",
             Some(("code", "7001"))
         ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "peershare_signaling_joins_refused_total",
+            Some(("code", "7001"))
+        ),
         0.0
     );
-    // Joins (3), signals (2), b's ping: text frames received.
+    // Joins (4), signals (2), b's ping: text frames received.
     assert_eq!(
         value("peershare_signaling_frames_received_total", None),
-        6.0
+        7.0
     );
     assert_eq!(
         value("peershare_signaling_relay_latency_seconds", None),

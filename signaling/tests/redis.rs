@@ -166,6 +166,51 @@ async fn redis_password_and_missing_session_checked_on_every_node() {
 }
 
 #[tokio::test]
+async fn redis_join_create_with_invalid_code_refused_7015_or_7013_as_on_one_node() {
+    let redis = Redis::start();
+    let n1 = node(&redis).await;
+    let n2 = node(&redis).await;
+    let mut a = Client::connect(&n1).await;
+    // A server-chosen code: a short number, not a code a client may create.
+    let wa = a.join(None, "alice").await;
+    assert!(!peershare_signaling::protocol::valid_session_code(
+        &wa.session
+    ));
+    let mut b = Client::connect(&n2).await;
+    // It exists: `create: true` is refused, never joined.
+    b.send_json(json!({"type": "join", "version": 2, "session": wa.session,
+                       "create": true, "name": "bob", "password": null}))
+        .await;
+    b.expect_error(codes::SESSION_EXISTS).await;
+    // A code that does not exist and may not be created.
+    b.send_json(json!({"type": "join", "version": 2, "session": "7x",
+                       "create": true, "name": "bob", "password": null}))
+        .await;
+    b.expect_error(codes::INVALID_FIELD).await;
+    b.send_json(json!({"type": "join", "version": 2, "session": "7x",
+                       "name": "bob", "password": null}))
+        .await;
+    b.expect_error(codes::SESSION_NOT_FOUND).await;
+    // No one joined alice's session.
+    a.barrier().await;
+    // With a valid `resume`, `create: true` takes alice's membership over.
+    let mut a2 = Client::connect(&n2).await;
+    let wa2 = expect_welcome(
+        join_json(
+            &mut a2,
+            json!({"type": "join", "version": 2, "session": wa.session, "create": true,
+                   "name": "alice", "password": null,
+                   "resume": {"id": wa.client_id, "token": wa.resume_token}}),
+        )
+        .await,
+    );
+    assert_eq!(wa2.client_id, wa.client_id);
+    a.expect_error(codes::SUPERSEDED).await;
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
+#[tokio::test]
 async fn redis_node_stopped_its_members_expire_and_resume_on_another_node_keeps_the_id() {
     let redis = Redis::start();
     let n1 = node(&redis).await;

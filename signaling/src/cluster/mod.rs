@@ -228,7 +228,17 @@ impl Cluster {
         loop {
             attempts += 1;
             let (code, create) = match req.session {
-                Some(code) => (code.to_owned(), req.create && valid_session_code(code)),
+                // `create: true` with a code that may not be created still finds an
+                // existing session (`7015`), as on one server; only creating is refused
+                // (the script's `7006`, answered `7013`).
+                Some(code) => (
+                    code.to_owned(),
+                    match (req.create, valid_session_code(code)) {
+                        (false, _) => Create::No,
+                        (true, true) => Create::Yes,
+                        (true, false) => Create::Invalid,
+                    },
+                ),
                 None => {
                     let count: Option<i64> = redis::cmd("GET")
                         .arg(COUNT_KEY)
@@ -236,7 +246,7 @@ impl Cluster {
                         .await
                         .map_err(|e| self.unavailable(e))?;
                     let count = usize::try_from(count.unwrap_or(0).max(0)).unwrap_or(0);
-                    (ids::session_number(count), true)
+                    (ids::session_number(count), Create::Yes)
                 }
             };
             let resume = req
@@ -254,7 +264,7 @@ impl Cluster {
                 .key(&meta)
                 .key(&members)
                 .key(COUNT_KEY)
-                .arg(u8::from(create))
+                .arg(create as u8)
                 .arg(u8::from(resume.is_some() && req.create))
                 .arg(pw_tag.as_deref().unwrap_or(""))
                 .arg(&id)
@@ -383,6 +393,18 @@ impl Cluster {
         };
         self.after_delivery(slow);
     }
+}
+
+/// `ARGV[1]` of the join script: whether the join may create the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// No: a missing session is `7006`.
+    No = 0,
+    /// Yes: an existing session is `7015` (unless resumed), a missing one is created.
+    Yes = 1,
+    /// Asked for with a code that may not be created: an existing session is `7015`
+    /// (unless resumed), a missing one `7006` (answered `7013`).
+    Invalid = 2,
 }
 
 /// The refusal a join script's error stands for.

@@ -8,7 +8,9 @@
 
 /// Join, create or resume.
 ///
-/// `ARGV`: 1 create (`1`/`0`), 2 exists-ok (`1`: a valid resume may find the session
+/// `ARGV`: 1 create (`1`: create a missing session; `2`: create asked for with a code that
+/// may not be created, so a missing session is `7006`; `0`: no create; with `1` or `2` an
+/// existing session is `7015`), 2 exists-ok (`1`: a valid resume may find the session
 /// existing with create), 3 password tag (empty: none), 4 new client ID, 5 node, 6 relay
 /// (`1`/`0`), 7 name, 8 peers per session, 9 TTL in seconds, 10 the ID to resume (empty:
 /// none), 11 session code.
@@ -20,7 +22,7 @@ pub(crate) const JOIN: &str = r#"
 local meta, mem = KEYS[1], KEYS[2]
 local session, node = ARGV[11], ARGV[5]
 if redis.call('EXISTS', meta) == 1 then
-  if ARGV[1] == '1' and ARGV[2] ~= '1' then return {'e', '7015'} end
+  if ARGV[1] ~= '0' and ARGV[2] ~= '1' then return {'e', '7015'} end
   local tag = redis.call('HGET', meta, 'pw') or ''
   if tag ~= '' and tag ~= ARGV[3] then return {'e', '7007'} end
 else
