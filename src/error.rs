@@ -156,6 +156,19 @@ impl Error {
         }
     }
 
+    /// Whether this failure to start a download refuses the offer for good ([`crate::Peer::download`]: the file is too
+    /// large, the destination cannot be written, the offer is malformed): the sender is
+    /// told, the offer is gone, and a `download-failed` event (without a job ID) reports
+    /// it and ends the file for its share's tally. Other failures to start (an expired or
+    /// unknown offer, a file being downloaded already …) change nothing.
+    pub fn refuses_offer(&self) -> bool {
+        use codes::*;
+        matches!(
+            self.code(),
+            FILE_TOO_LARGE | STORAGE_ACCESS_DENIED | SAVE_FAILED | PROTOCOL_VIOLATION
+        )
+    }
+
     /// Rebuild an error from a code and message received from the other side.
     pub fn from_remote(code: u16, message: impl Into<String>) -> Self {
         Error::Remote {

@@ -116,6 +116,7 @@ pub enum Event {
     UploadProgress {
         job_id: JobId,
         file_id: FileId,
+        name: String,
         peer: String,
         bytes: u64,
         size: u64,
@@ -125,6 +126,8 @@ pub enum Event {
     RecipientOutcome {
         job_id: JobId,
         file_id: FileId,
+        name: String,
+        size: u64,
         peer: String,
         #[serde(flatten)]
         outcome: Outcome,

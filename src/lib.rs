@@ -141,7 +141,7 @@ pub fn limit_malloc_arenas() {
 pub use config::PeerConfig;
 pub use error::{Error, Result, codes};
 pub use events::{Event, FileInfo};
-pub use peer::{Events, Peer, Save, SendOptions, Share, SharedPaths};
+pub use peer::{Events, Peer, Role, Save, SendOptions, Share, SharedPaths};
 pub use peershare_signaling as signaling;
 #[doc(inline)]
 pub use peershare_signaling::protocol::{IceServer, PeerInfo};

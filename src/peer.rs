@@ -32,6 +32,23 @@ pub enum Share {
     To(Vec<String>),
 }
 
+/// What a peer does in its session. Every member it connects to learns it from the
+/// peer's `hello` (docs/PROTOCOL.md, "Peers that only send").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Shares files and receives what the others share (the default).
+    #[default]
+    SendAndReceive,
+    /// Only shares files, as `peershare send` does. The other members never count it as a
+    /// recipient of their shares: it gets no [`Event::RecipientOutcome`] of theirs and
+    /// their uploads do not wait for it. Their offers still reach it
+    /// ([`Event::DownloadAvailable`]: who shares what), but it answers none of them:
+    /// [`Peer::download`], [`Peer::decline`], [`Peer::decline_identical`] and
+    /// [`Peer::resume_download`] fail with 5091 (and so does [`Peer::skip_if_identical`]
+    /// when it finds an identical copy), and `auto_accept` is ignored.
+    SendOnly,
+}
+
 /// Where a download goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Save {
@@ -107,6 +124,7 @@ pub struct Peer {
     cmd: mpsc::UnboundedSender<Command>,
     client_id: watch::Receiver<String>,
     session: String,
+    joined_server: String,
     config: Arc<PeerConfig>,
 }
 
@@ -116,6 +134,12 @@ impl Peer {
     /// signaling connection is lost later, the peer rejoins by itself
     /// ([`Event::SignalingLost`]).
     pub async fn join(config: PeerConfig) -> Result<(Peer, Events)> {
+        Self::join_as(config, Role::default()).await
+    }
+
+    /// [`Peer::join`] in the given [`Role`]: [`Role::SendOnly`] for a peer that only
+    /// shares files.
+    pub async fn join_as(config: PeerConfig, role: Role) -> Result<(Peer, Events)> {
         let given = config
             .session
             .as_deref()
@@ -162,11 +186,14 @@ impl Peer {
         let config = Arc::new(config);
         let span = tracing::info_span!("peer", id = %joined.client_id, session = %joined.session);
         let session_code = code.to_string();
-        let session = Session::new(config.clone(), joined, code, ev_tx);
+        let joined_server = joined.server.clone();
+        let mut session = Session::new(config.clone(), joined, code, ev_tx);
+        session.set_role(role);
         let peer = Peer {
             cmd: cmd_tx,
             client_id: session.client_id_watch(),
             session: session_code,
+            joined_server,
             config,
         };
         tokio::spawn(session.run(cmd_rx).instrument(span));
@@ -191,6 +218,26 @@ impl Peer {
     /// ([`PeerConfig::session`]). Its secret is never sent to the signaling server.
     pub fn session(&self) -> &str {
         &self.session
+    }
+
+    /// The signaling server that took the join (normalized URL), the first of
+    /// [`PeerConfig::servers`] that could be reached. A rejoin after a lost connection
+    /// may go through another one: [`Event::SignalingReconnected`] names it.
+    pub fn joined_server(&self) -> &str {
+        &self.joined_server
+    }
+
+    /// Whether the member `peer` (a client ID) said it only sends ([`Role::SendOnly`], as
+    /// `peershare send` does): it is no recipient of our shares. Known from its `hello`,
+    /// which comes before anything else it says, so by its first
+    /// [`Event::DownloadAvailable`]; `false` before that and for a member that is gone.
+    pub async fn only_sends(&self, peer: &str) -> bool {
+        self.ask(|reply| Command::OnlySends {
+            peer: peer.to_string(),
+            reply,
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// The other members of the session.

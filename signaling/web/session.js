@@ -6,7 +6,7 @@ import { CodedError, parseCode, generateSecret } from './crypto.js';
 import { Link } from './link.js';
 import { decodeControl, encode, newUuid, truncateBytes, PROTOCOL_VERSION, FEATURES, MAX_LABEL_BYTES } from './wire.js';
 import { Download } from './download.js';
-import { Upload, Slots, MAX_STREAMS_PER_PEER, MAX_HASHING } from './upload.js';
+import { Upload, Slots, MAX_STREAMS_PER_PEER, MAX_HASHING, onlySends } from './upload.js';
 import { RETRY_WINDOW_MS, hintOf, passesOn, rejoinDelay } from './rejoin.js';
 
 const PING_MS = 25000;
@@ -322,6 +322,7 @@ export class Session extends EventTarget {
     switch (m.type) {
       case 'hello':
         link.hello = m;
+        if (onlySends(link)) for (const u of this.uploads.values()) u.notARecipient(link);
         if (m.version !== PROTOCOL_VERSION) {
           link.sendControl({ type: 'error', code: 6006, message: `unsupported control protocol version ${m.version}` });
         }

@@ -23,6 +23,11 @@ const RESUME_GRACE_MS = 120 * 1000;
 
 const TERMINAL = ['delivered', 'declined', 'failed'];
 
+/** Whether the member's `hello` said it only sends files: it is no recipient. */
+export function onlySends(link) {
+  return Array.isArray(link.hello?.features) && link.hello.features.includes('send-only');
+}
+
 /** At most `max` holders per key (a recipient); the others wait in order. */
 export class Slots {
   constructor(max) {
@@ -100,7 +105,7 @@ export class Upload {
     if (ttl === 0) return;
     const offer = { type: 'offer', file_id: this.fileId, name: this.name, size: this.size, hash: this.hash, ttl_ms: ttl, group: this.group };
     if (!link.sendControl(offer)) return;
-    if (!this.outcomes.has(link.id)) {
+    if (!this.outcomes.has(link.id) && !onlySends(link)) {
       this.outcomes.set(link.id, { name: link.name, state: 'offered', code: null, sent: 0 });
       this.session.changed();
     }
@@ -122,6 +127,7 @@ export class Upload {
     if (this.state === 'stopped') return [6004, 'the sender stopped sharing this file'];
     if (this.state !== 'shared') return [1181, 'no such file is shared'];
     if (!this.inAudience(link.id)) return [5091, 'this file is not shared with you'];
+    if (onlySends(link)) return [5091, 'a peer that only sends receives nothing'];
     if (Date.now() > this.expires) return [6001, 'the offer expired'];
     if (this.outcomes.get(link.id)?.state === 'delivered') return [5101, 'you have this file already'];
     return null;
@@ -336,8 +342,23 @@ export class Upload {
     const ev = { file_id: this.fileId, name: this.name, peer, outcome: state, bytes_sent: o.sent };
     if (code) ev.code = code;
     this.session.emit('recipient-outcome', ev);
+    this.settle();
+  }
+
+  /** `link`'s `hello` said it only sends: it is no recipient of this file, even if the
+   * offer reached it first (it answers none). */
+  notARecipient(link) {
+    const o = this.outcomes.get(link.id);
+    if (!o || TERMINAL.includes(o.state)) return;
+    this.outcomes.delete(link.id);
+    this.session.changed();
+    this.settle();
+  }
+
+  /** The upload ends once every recipient has an outcome. */
+  settle() {
     const all = [...this.outcomes.values()];
-    if (this.ended || !all.every((x) => TERMINAL.includes(x.state))) return;
+    if (this.ended || all.length === 0 || !all.every((x) => TERMINAL.includes(x.state))) return;
     this.ended = true;
     const outcomes = [...this.outcomes].map(([id, x]) => ({ peer: id, name: x.name, outcome: x.state, ...(x.code ? { code: x.code } : {}) }));
     const ids = { file_id: this.fileId, name: this.name, size: this.size, outcomes };

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::connection::{ConnCommand, ConnEvent, ConnHandle};
 use super::links::Conn;
-use super::{PreparedFile, Session, test_code};
+use super::{Session, test_code};
 use crate::clock::Clock;
 use crate::config::PeerConfig;
 use crate::error::codes;
@@ -26,7 +26,6 @@ use crate::proto::control::{
 use crate::proto::hash::Hash;
 use crate::proto::ids::{FileId, JobId};
 use crate::proto::resume::HASH_BLOCK;
-use crate::proto::upload::Audience;
 use crate::signal_client::SignalingSession;
 use crate::store::{JobRecord, JobStore, RECORD_VERSION};
 use crate::transfer::FileIdentity;
@@ -373,20 +372,8 @@ fn sharing(dir: &Path, file: &[u8]) -> (Pair, FileId) {
     let path = dir.join("src.bin");
     std::fs::write(&path, file).unwrap();
     let mut p = Pair::new(dir);
-    p.session.share_files(
-        vec![PreparedFile {
-            identity: FileIdentity::of(&path).unwrap(),
-            path,
-            name: "src.bin".into(),
-            hash: Hash::of(file),
-            tree_path: None,
-            executable: false,
-            text: false,
-        }],
-        super::ShareTree::default(),
-        Audience::Broadcast,
-        Duration::from_secs(3600),
-    );
+    let identity = FileIdentity::of(&path).unwrap();
+    super::tests::share_one(&mut p.session, path, "src.bin", Hash::of(file), identity);
     let file_id = p
         .sent()
         .iter()

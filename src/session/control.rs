@@ -1,5 +1,6 @@
 //! Dispatch of control messages and transfer reports to the upload and download sides.
 
+use super::links::FEATURE_SEND_ONLY;
 use super::{Report, Session};
 use crate::error::codes;
 use crate::events::FileInfo;
@@ -13,10 +14,15 @@ impl Session {
             ControlMessage::Hello {
                 version, features, ..
             } => {
+                let send_only = features.iter().any(|f| f == FEATURE_SEND_ONLY);
                 if let Some(link) = self.links.get_mut(peer) {
                     link.block_hashes = features.iter().any(|f| f == FEATURE_BLOCK_HASHES);
                     link.tree = features.iter().any(|f| f == FEATURE_TREE);
                     link.batch = features.iter().any(|f| f == FEATURE_BATCH);
+                    link.send_only = send_only;
+                }
+                if send_only {
+                    self.not_a_recipient(peer);
                 }
                 self.send_tree_dirs_to(peer);
                 if version != CONTROL_VERSION {

@@ -138,9 +138,11 @@ impl Session {
             self.request(job_id);
             return;
         }
-        if self.config.auto_accept {
+        if self.config.auto_accept && !self.send_only() {
             let dir = self.config.download_dir.clone();
-            if let Err(e) = self.start_download(file_id, Save::ToDir(dir)) {
+            if let Err(e) = self.start_download(file_id, Save::ToDir(dir))
+                && !e.refuses_offer()
+            {
                 self.emit(Event::DownloadFailed {
                     job_id: None,
                     file_id,
@@ -176,11 +178,13 @@ impl Session {
 
     /// Start downloading an offered file. If this side cannot take it (too large, the
     /// destination not writable, a malformed offer), the sender is told: an `error` with
-    /// the file ID and the code, which it records as this recipient's outcome.
+    /// the file ID and the code, which it records as this recipient's outcome; and here
+    /// the file ends with `download-failed` (no job), which its share's tally counts.
     pub(super) fn start_download(&mut self, file_id: FileId, save: Save) -> Result<JobId> {
+        self.refuse_if_send_only()?;
         let result = self.try_start_download(file_id, save);
         if let Err(e) = &result
-            && refuses_offer(e)
+            && e.refuses_offer()
             && let Some(offer) = self.offered.remove(&file_id)
         {
             self.send_control(
@@ -192,6 +196,14 @@ impl Session {
                     message: e.to_string(),
                 },
             );
+            self.emit(Event::DownloadFailed {
+                job_id: None,
+                file_id,
+                name: offer.info.name,
+                size: offer.info.size,
+                code: e.code(),
+                message: e.to_string(),
+            });
         }
         result
     }
@@ -360,6 +372,19 @@ impl Session {
             offset: 0,
         };
         Ok((store, record))
+    }
+
+    /// A peer that only sends takes no file and answers no offer: the senders do not count
+    /// it as a recipient (docs/PROTOCOL.md, "Peers that only send").
+    fn refuse_if_send_only(&self) -> Result<()> {
+        if self.send_only() {
+            return Err(Error::NotPermitted(
+                "this peer only sends (Role::SendOnly): it takes no files and answers no \
+                 offers"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Resume a stored job of the download directory from any peer offering its content.
@@ -722,6 +747,7 @@ impl Session {
     }
 
     pub(super) fn decline(&mut self, file_id: FileId) -> Result<()> {
+        self.refuse_if_send_only()?;
         let offer = self
             .offered
             .remove(&file_id)
@@ -741,6 +767,7 @@ impl Session {
     /// checked it, e.g. with `transfer::is_identical_copy`): the sender is told with
     /// `have`, and counts this recipient as delivered; nothing is downloaded.
     pub(super) fn decline_identical(&mut self, file_id: FileId, path: PathBuf) -> Result<()> {
+        self.refuse_if_send_only()?;
         if self.downloads.values().any(|d| d.file_id == file_id) {
             return Err(Error::AlreadyDownloaded(file_id.to_string()));
         }
@@ -1184,18 +1211,6 @@ fn awaits_hashes(d: &Download) -> bool {
             checking: false,
             ..
         }
-    )
-}
-
-/// Whether a failure to start a download is this side's final answer to the offer (and
-/// not e.g. a request about an unknown file or a sender that is gone).
-fn refuses_offer(e: &Error) -> bool {
-    matches!(
-        e.code(),
-        codes::FILE_TOO_LARGE
-            | codes::STORAGE_ACCESS_DENIED
-            | codes::SAVE_FAILED
-            | codes::PROTOCOL_VIOLATION
     )
 }
 

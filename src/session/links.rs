@@ -76,7 +76,14 @@ pub(crate) struct Link {
     pub tree: bool,
     /// The peer's `hello` announced `batch`: it answers `batch-request`.
     pub batch: bool,
+    /// The peer's `hello` announced `send-only`: it only shares files, and is no
+    /// recipient of ours (see `Session::not_a_recipient`).
+    pub send_only: bool,
 }
+
+/// The `hello` feature of a peer that only sends (docs/PROTOCOL.md, "Peers that only
+/// send").
+pub(crate) const FEATURE_SEND_ONLY: &str = "send-only";
 
 /// The pair key of an authenticated member that left (see `Session::left_keys`).
 pub(crate) struct LeftKey {
@@ -115,6 +122,15 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl Session {
+    /// The features our `hello` lists: the protocol's, and `send-only` if that is our role.
+    pub(super) fn hello_features(&self) -> Vec<String> {
+        let mut all = features();
+        if self.send_only() {
+            all.push(FEATURE_SEND_ONLY.to_string());
+        }
+        all
+    }
+
     /// Whether we make the offers to `peer` (the smaller client ID does; no glare).
     pub(super) fn offerer_for(&self, peer: &str) -> bool {
         self.me.as_str() < peer
@@ -181,6 +197,7 @@ impl Session {
             block_hashes: false,
             batch: false,
             tree: false,
+            send_only: false,
         };
         self.links.insert(info.id.clone(), link);
         if failed {
@@ -265,10 +282,13 @@ impl Session {
             // A client is announced as joined once it authenticates.
             ServerMessage::PeerJoined { peer } => self.add_peer(peer),
             ServerMessage::PeerLeft { id } => self.peer_left(&id),
-            ServerMessage::Signal { from, data } => match serde_json::from_value(data) {
-                Ok(signal) => self.on_peer_signal(&from, signal),
-                Err(e) => tracing::warn!(%from, "ignoring malformed signal: {e}"),
-            },
+            ServerMessage::Signal { from, data } => {
+                let kind = data.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
+                match serde_json::from_value(data) {
+                    Ok(signal) => self.on_peer_signal(&from, signal),
+                    Err(e) => self.on_malformed_signal(&from, kind.as_deref(), &e.to_string()),
+                }
+            }
             ServerMessage::Error {
                 code,
                 message,
@@ -278,6 +298,31 @@ impl Session {
             ServerMessage::IceServers { ice_servers } => self.ice_servers = ice_servers,
             ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
         }
+    }
+
+    /// Signaling data of a known `kind` whose fields do not parse is treated as that kind
+    /// at its worst (docs/PROTOCOL.md, "Flow", rule 4): a malformed PAKE message fails a
+    /// pair still waiting for one (a later one is ignored, as any second one); a malformed
+    /// offer or answer fails the pair, as one that does not open; a malformed candidate
+    /// fails a pair not yet authenticated and is dropped after. Other kinds are ignored.
+    fn on_malformed_signal(&mut self, from: &str, kind: Option<&str>, why: &str) {
+        let Some(link) = self.links.get(from) else {
+            tracing::debug!(%from, "malformed signal from a client that is not in the session");
+            return;
+        };
+        let fails = match kind {
+            Some("pake") => matches!(link.auth, Auth::Waiting(_)),
+            Some("offer" | "answer") => !matches!(link.auth, Auth::Failed),
+            Some("candidate") => !matches!(link.auth, Auth::Failed) && !link.auth.verified(),
+            _ => false,
+        };
+        if !fails {
+            tracing::debug!(%from, ?kind, "ignoring malformed signal: {why}");
+            return;
+        }
+        tracing::warn!(%from, ?kind, "malformed signaling data: {why}");
+        let message = format!("its {} message is malformed", kind.unwrap_or("signaling"));
+        self.refuse_peer(from, codes::PEER_AUTH_FAILED, message, true);
     }
 
     fn on_peer_signal(&mut self, from: &str, signal: PeerSignal) {
@@ -592,7 +637,7 @@ impl Session {
                 let hello = ControlMessage::Hello {
                     version: CONTROL_VERSION,
                     name: self.config.name.clone(),
-                    features: features(),
+                    features: self.hello_features(),
                 };
                 let queued = self
                     .links
@@ -775,6 +820,7 @@ impl Session {
             });
         }
         self.suspend_peer(peer);
+        self.member_left();
         self.offered.retain(|_, o| o.info.sender != peer);
         self.forget_trees_of(peer);
         self.departed

@@ -57,6 +57,14 @@ pub(crate) fn test_code() -> Code {
     Code::new("session", "test-secret").unwrap_or_else(|e| unreachable!("a valid code: {e}"))
 }
 
+/// How long a signaling server's 7008 (a `signal` to a client that is not in the session)
+/// waits for the `peer-left` that explains it before it is reported (see
+/// `Session::on_unknown_recipient`).
+const UNKNOWN_RECIPIENT_WAIT: Duration = Duration::from_secs(5);
+
+/// Most 7008s held at once waiting for their explanation; more are only logged.
+const MAX_HELD_UNKNOWN_RECIPIENTS: usize = 16;
+
 /// Longest wait for the signaling client to write what was queued before `leave`.
 const LEAVE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -81,6 +89,11 @@ pub(crate) enum Command {
     /// One file offered to us, if it still is.
     Offered(FileId, oneshot::Sender<Option<FileInfo>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// Whether a member's `hello` said it only sends.
+    OnlySends {
+        peer: String,
+        reply: oneshot::Sender<bool>,
+    },
     Download {
         file_id: FileId,
         save: crate::peer::Save,
@@ -163,6 +176,9 @@ struct SharedFile {
     hash: Hash,
     text: bool,
     state: UploadState,
+    /// Members that only send (`Link::send_only`) whom the offer went to: for their
+    /// information, never recipients (no outcome, not waited for).
+    informed: HashSet<String>,
 }
 
 /// One recipient's download job being served: keyed by the recipient's job ID.
@@ -323,6 +339,9 @@ fn group_event(upload: bool, ended: crate::proto::group::GroupEnded) -> Event {
 
 pub(crate) struct Session {
     config: Arc<PeerConfig>,
+    /// What this peer does: a peer that only sends says so in its `hello` and takes no
+    /// files.
+    role: crate::peer::Role,
     me: String,
     /// The session's code: its route and the secret every pair's PAKE is keyed with.
     code: Code,
@@ -349,6 +368,10 @@ pub(crate) struct Session {
     closing: Option<String>,
     /// Another connection took our membership over (7016): no rejoining.
     superseded: bool,
+    /// The server's 7008s (a `signal` to a client not in the session) not explained yet
+    /// by a member leaving, with when each came: reported once `UNKNOWN_RECIPIENT_WAIT`
+    /// has passed without a `peer-left`.
+    unknown_recipients: Vec<(Instant, String)>,
     /// Results of the rejoining task.
     rejoined_tx: mpsc::UnboundedSender<Result<SignalingSession>>,
     rejoined_rx: mpsc::UnboundedReceiver<Result<SignalingSession>>,
@@ -426,6 +449,7 @@ impl Session {
             .unwrap_or(0);
         let mut session = Session {
             config,
+            role: crate::peer::Role::default(),
             client_id: watch::Sender::new(joined.client_id.clone()),
             me: joined.client_id,
             code,
@@ -442,6 +466,7 @@ impl Session {
             retry_hint: None,
             closing: None,
             superseded: false,
+            unknown_recipients: Vec::new(),
             rejoined_tx,
             rejoined_rx,
             left_keys: HashMap::new(),
@@ -479,6 +504,16 @@ impl Session {
             session.add_peer(p);
         }
         session
+    }
+
+    /// Take `role` (before the session runs: it goes into every `hello`).
+    pub(crate) fn set_role(&mut self, role: crate::peer::Role) {
+        self.role = role;
+    }
+
+    /// Whether this peer only sends ([`crate::peer::Role::SendOnly`]).
+    fn send_only(&self) -> bool {
+        self.role == crate::peer::Role::SendOnly
     }
 
     /// Our client ID as it changes, for the `Peer` handle.
@@ -586,11 +621,15 @@ impl Session {
         self.expire_unanswered_requests(now);
         self.expire_departed(now);
         self.expire_draining(now);
+        self.expire_unknown_recipients(now);
         self.start_queued();
     }
 
     async fn shutdown(&mut self) {
         self.stop_rejoining();
+        for (_, message) in self.unknown_recipients.drain(..) {
+            tracing::debug!(%message, "leaving with an unexplained 7008: not reported");
+        }
         for (_, s) in self.serving.drain() {
             if let Some(t) = s.task {
                 t.abort();
@@ -660,6 +699,9 @@ impl Session {
                     })
                     .collect();
                 let _ = reply.send(list);
+            }
+            Command::OnlySends { peer, reply } => {
+                let _ = reply.send(self.links.get(&peer).is_some_and(|l| l.send_only));
             }
             Command::Download {
                 file_id,

@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use peershare_signaling::protocol::Resume;
 use peershare_signaling::protocol::codes::{
-    IDLE_TIMEOUT, SHUTTING_DOWN, SLOW_CONSUMER, SUPERSEDED, UNAVAILABLE,
+    IDLE_TIMEOUT, SHUTTING_DOWN, SLOW_CONSUMER, SUPERSEDED, UNAVAILABLE, UNKNOWN_RECIPIENT,
 };
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::Session;
 use super::connection::PeerSignal;
 use super::links::Auth;
+use super::{MAX_HELD_UNKNOWN_RECIPIENTS, Session, UNKNOWN_RECIPIENT_WAIT};
 use crate::error::{Result, codes};
 use crate::events::Event;
 use crate::proto::rejoin::reconcile;
@@ -41,7 +42,8 @@ impl Session {
 
     /// An `error` frame from the signaling server. Those that end the connection (a
     /// drain, another connection taking the membership over, an idle or slow client)
-    /// explain the loss that follows; the others are reported as they come.
+    /// explain the loss that follows; a 7008 is most likely a member that left (see
+    /// [`Session::on_unknown_recipient`]); the others are reported as they come.
     pub(super) fn on_server_error(
         &mut self,
         code: u16,
@@ -54,6 +56,7 @@ impl Session {
             }
             SUPERSEDED => self.superseded = true,
             IDLE_TIMEOUT | SLOW_CONSUMER => {}
+            UNKNOWN_RECIPIENT => return self.on_unknown_recipient(message),
             _ => {
                 self.emit(Event::Error {
                     peer: None,
@@ -64,6 +67,58 @@ impl Session {
             }
         }
         self.closing = Some(format!("error {code}: {message}"));
+    }
+
+    /// The server's 7008: a `signal` of ours went to a client that is not in the session.
+    /// We signal only members the server announced, so this is a member leaving while
+    /// something was on its way to it (a `reconnect` after its connection closed, a
+    /// candidate): a race, not a failure. The member's jobs end as those of any member
+    /// that left (a pending delivery fails with 6003 once the grace period is over). The
+    /// server writes the error at once, and the `peer-left` it queued before may follow
+    /// it: a 7008 within [`UNKNOWN_RECIPIENT_WAIT`] of a member leaving, before or after,
+    /// is only logged. One that no departure explains (the server and we disagree about
+    /// who is a member) is reported as an `error` once that wait is over.
+    fn on_unknown_recipient(&mut self, message: String) {
+        let now = self.config.clock.now();
+        let left_lately = !self.draining.is_empty()
+            || self
+                .departed
+                .values()
+                .any(|since| now.duration_since(*since) < UNKNOWN_RECIPIENT_WAIT);
+        if left_lately {
+            tracing::debug!(%message, "7008: a signal crossed the departure of a member");
+            return;
+        }
+        if self.unknown_recipients.len() >= MAX_HELD_UNKNOWN_RECIPIENTS {
+            tracing::debug!(%message, "7008: too many held already; not reported");
+            return;
+        }
+        self.unknown_recipients.push((now, message));
+    }
+
+    /// A member left: the 7008s held so far were signals crossing its departure.
+    pub(super) fn member_left(&mut self) {
+        for (_, message) in self.unknown_recipients.drain(..) {
+            tracing::debug!(%message, "7008: a signal crossed the departure of a member");
+        }
+    }
+
+    /// Report the 7008s that no departure explained within [`UNKNOWN_RECIPIENT_WAIT`].
+    pub(super) fn expire_unknown_recipients(&mut self, now: Instant) {
+        let due = self
+            .unknown_recipients
+            .iter()
+            .take_while(|(at, _)| now.duration_since(*at) >= UNKNOWN_RECIPIENT_WAIT)
+            .count();
+        let expired: Vec<(Instant, String)> = self.unknown_recipients.drain(..due).collect();
+        for (_, message) in expired {
+            tracing::warn!(%message, "7008 with no member leaving");
+            self.emit(Event::Error {
+                peer: None,
+                code: UNKNOWN_RECIPIENT,
+                message,
+            });
+        }
     }
 
     /// The signaling connection is gone. Peer connections and their jobs carry on; a task

@@ -29,6 +29,31 @@ const RECIPIENT: &str = "aa-recipient";
 
 /// A sender session with one shared file, whose recipient is connected (through a
 /// stand-in connection) and has requested the file.
+/// Share the file at `path` with everyone, as `name`: its upload job.
+pub(super) fn share_one(
+    session: &mut Session,
+    path: std::path::PathBuf,
+    name: &str,
+    hash: Hash,
+    identity: FileIdentity,
+) -> JobId {
+    let jobs = session.share_files(
+        vec![PreparedFile {
+            identity,
+            path,
+            name: name.into(),
+            hash,
+            tree_path: None,
+            executable: false,
+            text: false,
+        }],
+        super::ShareTree::default(),
+        Audience::Broadcast,
+        Duration::from_secs(3600),
+    );
+    jobs[0]
+}
+
 struct Sender {
     session: Session,
     clock: Clock,
@@ -86,23 +111,11 @@ impl Sender {
             handle: ConnHandle { tx },
         });
         session.on_conn_event(RECIPIENT.into(), conn_id, ConnEvent::ControlOpen(None));
-        let upload_jobs = session.share_files(
-            vec![PreparedFile {
-                identity: FileIdentity::of(&path).unwrap_or(FileIdentity {
-                    size: 5,
-                    modified: None,
-                }),
-                path,
-                name: "file.bin".into(),
-                hash: Hash::of(b"hello"),
-                tree_path: None,
-                executable: false,
-                text: false,
-            }],
-            super::ShareTree::default(),
-            Audience::Broadcast,
-            Duration::from_secs(3600),
-        );
+        let identity = FileIdentity::of(&path).unwrap_or(FileIdentity {
+            size: 5,
+            modified: None,
+        });
+        let upload_job = share_one(&mut session, path, "file.bin", Hash::of(b"hello"), identity);
         // The PAKE message to the recipient (the test stands in for its connection).
         let mut signal_rx = signal_rx;
         assert!(
@@ -116,7 +129,7 @@ impl Sender {
             conn_id,
             signal_rx,
             _server_tx: server_tx,
-            upload_job: upload_jobs[0],
+            upload_job,
             file_id: FileId::new(),
             download_job: JobId::new(),
         };
@@ -191,6 +204,8 @@ impl Sender {
         Event::RecipientOutcome {
             job_id: self.upload_job,
             file_id: self.file_id,
+            name: "file.bin".into(),
+            size: 5,
             peer: RECIPIENT.into(),
             outcome: Outcome::Delivered,
             bytes_sent: 0,
@@ -882,6 +897,50 @@ async fn session_auth_offer_sealed_with_wrong_secret_refuses_the_pair_once() {
 }
 
 #[tokio::test]
+async fn session_auth_malformed_pake_or_offer_fails_the_pair_6011() {
+    let mut a = Auth::new(3);
+    // A PAKE message without `msg`, from a client whose PAKE is awaited.
+    a.session.on_signaling(ServerMessage::PeerJoined {
+        peer: PeerInfo {
+            id: "aa-nomsg".into(),
+            name: "aa-nomsg".into(),
+            relay_only: false,
+        },
+    });
+    a.take_events();
+    a.signal("aa-nomsg", serde_json::json!({"kind": "pake"}));
+    let events = a.take_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(auth_failed("aa-nomsg", codes::PEER_AUTH_FAILED)(&events[0]));
+    assert!(
+        a.signals_to("aa-nomsg")
+            .contains(&serde_json::json!({"kind": "auth-failed", "code": codes::PEER_AUTH_FAILED}))
+    );
+    // A keyed client whose offer has no string `sealed`.
+    let j = a.join("ab-badoffer", "test-secret");
+    a.signal(j.id, serde_json::json!({"kind": "offer", "sealed": 5}));
+    let events = a.take_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(auth_failed("ab-badoffer", codes::PEER_AUTH_FAILED)(
+        &events[0]
+    ));
+    assert_eq!(a.session.auth_failures, 2);
+}
+
+#[tokio::test]
+async fn session_auth_malformed_candidate_or_unknown_kind_cannot_end_an_authenticated_pair() {
+    let mut a = Auth::new(3);
+    let (j, _) = a.join_and_offer("aa-friend", "test-secret");
+    a.take_events();
+    a.signal(j.id, serde_json::json!({"kind": "candidate", "sealed": []}));
+    a.signal(j.id, serde_json::json!({"kind": "pake"}));
+    a.signal(j.id, serde_json::json!({"kind": "future-kind", "x": 1}));
+    assert_eq!(a.take_events(), []);
+    assert!(a.session.links["aa-friend"].auth.verified());
+    assert_eq!(a.session.auth_failures, 0);
+}
+
+#[tokio::test]
 async fn session_auth_right_secret_joins_and_stray_data_cannot_end_it() {
     let mut a = Auth::new(3);
     let (j, _) = a.join_and_offer("aa-friend", "test-secret");
@@ -1253,15 +1312,87 @@ async fn session_superseded_7016_gives_up_at_once_with_1180() {
 #[tokio::test]
 async fn session_other_server_errors_are_still_reported() {
     let mut m = Auth::with(PeerConfig::new("ws://127.0.0.1:9"), &["aa-peer"]);
-    m.server_error(7008, "no client", None);
+    m.server_error(7004, "rate limited", None);
     assert_eq!(
         m.take_events(),
         [Event::Error {
             peer: None,
-            code: 7008,
-            message: "no client".into()
+            code: 7004,
+            message: "rate limited".into()
         }]
     );
+}
+
+const NO_CLIENT: &str = "no client \"aa-gone\" in this session";
+
+#[tokio::test]
+async fn session_7008_after_member_left_is_only_logged() {
+    let config = PeerConfig::new("ws://127.0.0.1:9");
+    let clock = config.clock.clone();
+    let mut m = Auth::with(config, &["aa-gone", "ab-kept"]);
+    m.signaling(ServerMessage::PeerLeft {
+        id: "aa-gone".into(),
+    });
+    assert_eq!(m.take_events(), [left("aa-gone")]);
+    // A `reconnect` or candidate of ours crossed its departure.
+    m.server_error(7008, NO_CLIENT, None);
+    assert_eq!(m.take_events(), []);
+    clock.advance(super::UNKNOWN_RECIPIENT_WAIT);
+    m.session.on_tick();
+    assert_eq!(m.take_events(), []);
+    assert!(m.session.signaling_up());
+}
+
+#[tokio::test]
+async fn session_7008_overtaking_peer_left_is_only_logged() {
+    let config = PeerConfig::new("ws://127.0.0.1:9");
+    let clock = config.clock.clone();
+    let mut m = Auth::with(config, &["aa-gone", "ab-kept"]);
+    // The server writes its refusal at once; the `peer-left` it queued before follows.
+    m.server_error(7008, NO_CLIENT, None);
+    assert_eq!(m.take_events(), []);
+    m.signaling(ServerMessage::PeerLeft {
+        id: "aa-gone".into(),
+    });
+    assert_eq!(m.take_events(), [left("aa-gone")]);
+    clock.advance(super::UNKNOWN_RECIPIENT_WAIT);
+    m.session.on_tick();
+    assert_eq!(m.take_events(), []);
+}
+
+#[tokio::test]
+async fn session_7008_no_member_leaving_is_reported_after_the_wait() {
+    let config = PeerConfig::new("ws://127.0.0.1:9");
+    let clock = config.clock.clone();
+    let mut m = Auth::with(config, &["aa-peer"]);
+    let reported = Event::Error {
+        peer: None,
+        code: 7008,
+        message: NO_CLIENT.into(),
+    };
+    m.server_error(7008, NO_CLIENT, None);
+    m.session.on_tick();
+    assert_eq!(m.take_events(), [], "held while a departure may explain it");
+    clock.advance(super::UNKNOWN_RECIPIENT_WAIT - Duration::from_millis(1));
+    m.session.on_tick();
+    assert_eq!(m.take_events(), []);
+    clock.advance(Duration::from_millis(1));
+    m.session.on_tick();
+    assert_eq!(m.take_events(), std::slice::from_ref(&reported));
+    // Reported once.
+    clock.advance(super::UNKNOWN_RECIPIENT_WAIT);
+    m.session.on_tick();
+    assert_eq!(m.take_events(), []);
+    // A departure long past explains nothing either.
+    m.signaling(ServerMessage::PeerLeft {
+        id: "aa-peer".into(),
+    });
+    assert_eq!(m.take_events(), [left("aa-peer")]);
+    clock.advance(super::UNKNOWN_RECIPIENT_WAIT);
+    m.server_error(7008, NO_CLIENT, None);
+    clock.advance(super::UNKNOWN_RECIPIENT_WAIT);
+    m.session.on_tick();
+    assert_eq!(m.take_events(), std::slice::from_ref(&reported));
 }
 
 #[tokio::test]
@@ -1303,5 +1434,347 @@ async fn session_verified_member_starting_pake_over_is_authenticated_again() {
             peer: "aa-peer".into(),
             name: "name of aa-peer".into()
         }]
+    );
+}
+
+/// Our session ([`ME`]) sharing with two connected members (stand-in connections): one
+/// that only sends, `aa-fellow`, and a recipient, `ab-recipient`.
+struct Fellows {
+    session: Session,
+    events: mpsc::UnboundedReceiver<Vec<Event>>,
+    conns: Vec<(&'static str, Uuid, mpsc::UnboundedReceiver<ConnCommand>)>,
+    _signal_rx: mpsc::Receiver<ClientMessage>,
+    _server_tx: mpsc::Sender<ServerMessage>,
+}
+
+const FELLOW: &str = "aa-fellow";
+const REAL: &str = "ab-recipient";
+
+impl Fellows {
+    /// `REAL` declines `file_id`: the share of `job` completes with it alone.
+    fn real_declines(&mut self, job: JobId, file_id: FileId) {
+        self.control(
+            REAL,
+            ControlMessage::Decline {
+                file_id,
+                have: false,
+            },
+        );
+        declined_by_real_only(job, file_id, &self.take_events());
+    }
+
+    fn new() -> Self {
+        let (ev_tx, events) = mpsc::unbounded_channel();
+        let (joined, signal_rx, server_tx) = joined_as(ME, &[FELLOW, REAL]);
+        let mut session = Session::new(
+            Arc::new(PeerConfig::new("ws://127.0.0.1:9")),
+            joined,
+            test_code(),
+            ev_tx,
+        );
+        let mut conns = Vec::new();
+        for id in [FELLOW, REAL] {
+            session.authenticate_for_test(id);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let conn_id = Uuid::new_v4();
+            session.links.get_mut(id).expect("a member").conn = Some(Conn {
+                id: conn_id,
+                handle: ConnHandle { tx },
+            });
+            session.on_conn_event(id.into(), conn_id, ConnEvent::ControlOpen(None));
+            conns.push((id, conn_id, rx));
+        }
+        let mut fellows = Fellows {
+            session,
+            events,
+            conns,
+            _signal_rx: signal_rx,
+            _server_tx: server_tx,
+        };
+        fellows.take_events();
+        fellows.sent_to(FELLOW);
+        fellows.sent_to(REAL);
+        fellows
+    }
+
+    /// Share one 5-byte file with everyone: its upload job.
+    fn share(&mut self) -> JobId {
+        let identity = FileIdentity {
+            size: 5,
+            modified: None,
+        };
+        let path = "/nonexistent/peershare-test.bin".into();
+        share_one(
+            &mut self.session,
+            path,
+            "a.txt",
+            Hash::of(b"hello"),
+            identity,
+        )
+    }
+
+    /// `peer`'s connection delivers `msg`.
+    fn control(&mut self, peer: &'static str, msg: ControlMessage) {
+        let conn_id = self
+            .conns
+            .iter()
+            .find(|(id, ..)| *id == peer)
+            .map(|(_, c, _)| *c)
+            .expect("a connected member");
+        self.session
+            .on_conn_event(peer.into(), conn_id, ConnEvent::Control(msg));
+    }
+
+    fn hello(&mut self, peer: &'static str, send_only: bool) {
+        let mut features = crate::proto::control::features();
+        if send_only {
+            features.push(super::links::FEATURE_SEND_ONLY.into());
+        }
+        self.control(
+            peer,
+            ControlMessage::Hello {
+                version: crate::proto::control::CONTROL_VERSION,
+                name: peer.into(),
+                features,
+            },
+        );
+    }
+
+    /// The control messages sent to `peer` since the last call.
+    fn sent_to(&mut self, peer: &str) -> Vec<ControlMessage> {
+        let (_, _, rx) = self
+            .conns
+            .iter_mut()
+            .find(|(id, ..)| *id == peer)
+            .expect("a connected member");
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|c| match c {
+                ConnCommand::Control(msg) => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn offered_file(&mut self, peer: &str) -> Option<FileId> {
+        self.sent_to(peer).into_iter().find_map(|m| match m {
+            ControlMessage::Offer { file_id, .. } => Some(file_id),
+            _ => None,
+        })
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        self.session.flush_events();
+        std::iter::from_fn(|| self.events.try_recv().ok())
+            .flatten()
+            .collect()
+    }
+}
+
+/// The events of a one-file share whose only recipient, `REAL`, declined it.
+fn declined_by_real_only(job_id: JobId, file_id: FileId, events: &[Event]) {
+    let [
+        Event::RecipientOutcome {
+            job_id: j1,
+            file_id: f1,
+            peer,
+            outcome: Outcome::Declined,
+            bytes_sent: 0,
+            ..
+        },
+        Event::UploadCompleted {
+            job_id: j2,
+            file_id: f2,
+            outcomes,
+            ..
+        },
+        Event::UploadGroupEnded {
+            files: 1,
+            completed: 1,
+            failed: 0,
+            cancelled: 0,
+            ..
+        },
+    ] = events
+    else {
+        panic!("{events:#?}");
+    };
+    assert_eq!((*j1, *f1, peer.as_str()), (job_id, file_id, REAL));
+    assert_eq!((*j2, *f2), (job_id, file_id));
+    assert_eq!(
+        outcomes.iter().collect::<Vec<_>>(),
+        [(&REAL.to_string(), &Outcome::Declined)]
+    );
+}
+
+#[tokio::test]
+async fn session_send_only_hello_after_offer_takes_member_off_recipients() {
+    let mut f = Fellows::new();
+    let job = f.share();
+    assert!(
+        matches!(&f.take_events()[..], [Event::UploadStarted { job_id, .. }] if *job_id == job)
+    );
+    // The offer went to both before either `hello` came in.
+    let file_id = f
+        .offered_file(FELLOW)
+        .expect("offered to the fellow sender");
+    assert_eq!(f.offered_file(REAL), Some(file_id));
+    f.hello(FELLOW, true);
+    f.hello(REAL, false);
+    // Whatever the fellow says about our file, it is no recipient.
+    f.control(
+        FELLOW,
+        ControlMessage::Decline {
+            file_id,
+            have: false,
+        },
+    );
+    assert_eq!(
+        f.take_events(),
+        [],
+        "no outcome, no completion from a fellow sender"
+    );
+    let job_id = JobId::new();
+    f.control(
+        FELLOW,
+        ControlMessage::Request {
+            job_id,
+            file_id,
+            offset: 0,
+        },
+    );
+    assert!(
+        matches!(&f.sent_to(FELLOW)[..], [ControlMessage::Error { job_id: Some(j), code, .. }]
+            if *j == job_id && *code == codes::NOT_PERMITTED),
+        "a request of a fellow sender is refused"
+    );
+    assert!(!f.session.awaits_outcome_from(FELLOW));
+    // The upload waits for the real recipient, and completes with it alone.
+    f.real_declines(job, file_id);
+}
+
+#[tokio::test]
+async fn session_send_only_member_gets_each_offer_once_and_is_never_waited_for() {
+    let mut f = Fellows::new();
+    f.hello(FELLOW, true);
+    f.hello(REAL, false);
+    let job = f.share();
+    f.take_events();
+    // For its information: it learns what we share.
+    let file_id = f
+        .offered_file(FELLOW)
+        .expect("offered to the fellow sender");
+    assert_eq!(f.offered_file(REAL), Some(file_id));
+    // A new connection to it offers nothing again.
+    f.session.offer_all_to(FELLOW);
+    assert_eq!(f.sent_to(FELLOW), []);
+    f.real_declines(job, file_id);
+}
+
+#[tokio::test]
+async fn session_send_only_role_lists_feature_and_answers_no_offer() {
+    let (ev_tx, mut events) = mpsc::unbounded_channel();
+    let (joined, _signal_rx, _server_tx) = joined_as(ME, &[FELLOW]);
+    let mut session = Session::new(
+        Arc::new(PeerConfig::new("ws://127.0.0.1:9")),
+        joined,
+        test_code(),
+        ev_tx,
+    );
+    session.set_role(crate::peer::Role::SendOnly);
+    session.authenticate_for_test(FELLOW);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let conn_id = Uuid::new_v4();
+    session.links.get_mut(FELLOW).expect("a member").conn = Some(Conn {
+        id: conn_id,
+        handle: ConnHandle { tx },
+    });
+    session.on_conn_event(FELLOW.into(), conn_id, ConnEvent::ControlOpen(None));
+    let hello = std::iter::from_fn(|| rx.try_recv().ok()).find_map(|c| match c {
+        ConnCommand::Control(ControlMessage::Hello { features, .. }) => Some(features),
+        _ => None,
+    });
+    let mut expected = crate::proto::control::features();
+    expected.push("send-only".into());
+    assert_eq!(hello, Some(expected));
+    // The other's offer is reported (who shares what) and left unanswered.
+    let file_id = FileId::new();
+    session.on_conn_event(
+        FELLOW.into(),
+        conn_id,
+        ConnEvent::Control(ControlMessage::Offer {
+            file_id,
+            name: "b.txt".into(),
+            size: 5,
+            hash: Hash::of(b"hello").to_hex(),
+            ttl_ms: 60_000,
+            group: None,
+            path: None,
+            executable: false,
+            text: false,
+        }),
+    );
+    session.flush_events();
+    let names: Vec<&str> = std::iter::from_fn(|| events.try_recv().ok())
+        .flatten()
+        .map(|e| e.name())
+        .collect();
+    assert_eq!(
+        names,
+        ["connection", "file-upload-started", "download-available"]
+    );
+    for result in [
+        session.start_download(file_id, crate::peer::Save::InMemory),
+        session.decline(file_id).map(|()| JobId::new()),
+        session
+            .decline_identical(file_id, "/nonexistent".into())
+            .map(|()| JobId::new()),
+    ] {
+        assert_eq!(
+            result.map_err(|e| e.code()).err(),
+            Some(codes::NOT_PERMITTED)
+        );
+    }
+    assert!(
+        std::iter::from_fn(|| rx.try_recv().ok()).all(|c| !matches!(c, ConnCommand::Control(_))),
+        "nothing answers the offer"
+    );
+    assert!(session.downloads.is_empty());
+}
+
+#[tokio::test]
+async fn session_7008_for_recipient_that_left_ends_its_delivery_with_6003_not_an_error() {
+    let mut s = Sender::new();
+    // The recipient's connection closed as it left: as the answerer we ask it to
+    // reconnect, and the server, which has removed it already, refuses that signal.
+    s.conn_event(ConnEvent::Down("control channel closed".into()));
+    assert!(matches!(
+        s.signal_rx.try_recv(),
+        Ok(ClientMessage::Signal { to, data }) if to == RECIPIENT && data["kind"] == "reconnect"
+    ));
+    s.session.on_signaling(ServerMessage::Error {
+        code: 7008,
+        message: format!("no client {RECIPIENT:?} in this session"),
+        retry_after_ms: None,
+    });
+    s.peer_left();
+    let lost = Event::ConnectionLost {
+        peer: RECIPIENT.into(),
+        reason: "control channel closed".into(),
+    };
+    assert_eq!(s.take_events(), [lost, left(RECIPIENT)]);
+    // Its delivery ends in its own terminal state once the grace period is over.
+    s.clock.advance(s.session.config.resume_grace);
+    s.tick();
+    let failed = Outcome::Failed {
+        code: codes::PEER_GONE,
+    };
+    let events = s.take_events();
+    assert!(
+        matches!(&events[..], [
+            Event::RecipientOutcome { peer, outcome, .. },
+            Event::UploadFailed { code: codes::PEER_GONE, .. },
+            Event::UploadGroupEnded { files: 1, completed: 0, failed: 1, cancelled: 0, .. },
+        ] if peer == RECIPIENT && *outcome == failed),
+        "{events:#?}"
     );
 }

@@ -187,6 +187,7 @@ impl Session {
                 hash: f.hash,
                 text: f.text,
                 state: UploadState::new(audience.clone(), f.identity.size, expires),
+                informed: Default::default(),
             };
             tracing::info!(%job_id, %file_id, name = %shared.name, size = shared.identity.size, "sharing file");
             self.emit(Event::UploadStarted {
@@ -253,16 +254,24 @@ impl Session {
         }
     }
 
-    /// Send the offer of `file_id` to `peer` if it should get it.
+    /// Send the offer of `file_id` to `peer` if it should get it. A member that only
+    /// sends gets it once, for its information, without becoming a recipient.
     fn offer_to(&mut self, file_id: &FileId, peer: &str) {
         let now = self.now_ms();
+        let send_only = self.links.get(peer).is_some_and(|l| l.send_only);
         let Some(shared) = self.shares.get_mut(file_id) else {
             return;
         };
         if !shared.state.should_offer(peer, now) {
             return;
         }
-        shared.state.mark_offered(peer);
+        if send_only {
+            if !shared.informed.insert(peer.to_string()) {
+                return;
+            }
+        } else {
+            shared.state.mark_offered(peer);
+        }
         let msg = ControlMessage::Offer {
             file_id: *file_id,
             name: shared.name.clone(),
@@ -472,6 +481,12 @@ impl Session {
                 format!("file {file_id} is not shared"),
             ));
         };
+        if self.links.get(peer).is_some_and(|l| l.send_only) {
+            return Some((
+                codes::NOT_PERMITTED,
+                "you said you only send (`send-only`): you are no recipient".into(),
+            ));
+        }
         shared
             .state
             .authorize(peer, offset, now)
@@ -651,6 +666,7 @@ impl Session {
             let ev = Event::UploadProgress {
                 job_id: shared.job_id,
                 file_id,
+                name: shared.name.clone(),
                 peer: peer.to_string(),
                 bytes,
                 size: shared.identity.size,
@@ -757,7 +773,7 @@ impl Session {
         let Some(shared) = self.shares.get_mut(file_id) else {
             return;
         };
-        let job_id = shared.job_id;
+        let (job_id, name, size) = (shared.job_id, shared.name.clone(), shared.identity.size);
         let Recorded::New(completion) = shared.state.on_outcome(peer, outcome.clone()) else {
             tracing::debug!(%peer, %file_id, ?outcome, "outcome not recorded");
             return;
@@ -765,6 +781,8 @@ impl Session {
         self.emit(Event::RecipientOutcome {
             job_id,
             file_id: *file_id,
+            name,
+            size,
             peer: peer.to_string(),
             outcome,
             bytes_sent,
@@ -794,6 +812,29 @@ impl Session {
                 message: "no recipient could receive the file".into(),
             }),
             None => {}
+        }
+    }
+
+    /// `peer` only sends (its `hello` listed `send-only`): it is no recipient of our shares.
+    /// An offer that went to it before its `hello` arrived is taken off its recipients
+    /// without an outcome (as if it had gone for its information only), and an upload
+    /// whose other recipients are all resolved completes now.
+    pub(super) fn not_a_recipient(&mut self, peer: &str) {
+        let mut files: Vec<(u32, FileId)> = self
+            .shares
+            .iter()
+            .filter(|(_, s)| s.state.is_pending(peer))
+            .map(|(id, s)| (s.group.index, *id))
+            .collect();
+        files.sort();
+        for (_, file_id) in files {
+            let Some(shared) = self.shares.get_mut(&file_id) else {
+                continue;
+            };
+            tracing::debug!(%peer, %file_id, "the peer only sends: not a recipient");
+            shared.informed.insert(peer.to_string());
+            let completion = shared.state.forget_pending(peer);
+            self.emit_completion(&file_id, completion);
         }
     }
 
@@ -892,7 +933,8 @@ impl Session {
             return Err(Error::AlreadyCompleted(job_id.to_string()));
         }
         let (name, size) = (shared.name.clone(), shared.identity.size);
-        let offered: Vec<String> = shared.state.offered_peers();
+        let mut offered: Vec<String> = shared.state.offered_peers();
+        offered.extend(shared.informed.iter().cloned());
         let serving: Vec<(JobId, String)> = self
             .serving
             .iter()
