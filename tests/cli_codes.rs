@@ -138,6 +138,48 @@ async fn cli_bare_code_uses_the_default_server_from_env_or_config_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_first_server_unreachable_page_names_the_server_that_joined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
+    let url = signal.next_line().await;
+    let live = url.strip_prefix("ws://").unwrap().to_string();
+    // A port nothing listens on: connections to it are refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let src = tmp.path().join("a.txt");
+    std::fs::write(&src, b"through the second server\n").unwrap();
+    let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
+    cmd.arg("--server").arg(format!("{dead},{live}")).arg(&src);
+    let mut s = JsonRun::spawn(cmd);
+    let ticket_line = s.until("ticket", |e| e["event"] == "ticket").await;
+    let code = ticket_line["code"].as_str().unwrap().to_string();
+    // The ticket keeps every server in the order given; the page form, one server, is
+    // the one that took the join.
+    assert_eq!(
+        ticket_line["ticket"],
+        format!("{code}@{dead},{live}").as_str()
+    );
+    assert_eq!(
+        ticket_line["page"],
+        format!("http://{live}/#{code}").as_str()
+    );
+    let out = tmp.path().join("out");
+    let (exit, _, stderr) = JsonRun::spawn(recv_cmd(&out, ticket_line["ticket"].as_str().unwrap()))
+        .finish()
+        .await;
+    assert_eq!(exit, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read(out.join("a.txt")).unwrap(),
+        b"through the second server\n"
+    );
+    let (exit, _, stderr) = s.finish().await;
+    assert_eq!(exit, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_chosen_code_and_page_url_ticket_deliver_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("b.txt");

@@ -197,6 +197,23 @@ async fn cli_recv_max_size_refusal_reaches_sender_both_exit_1() {
     let (code, events, stderr) = recv(&["--max-size", "1000"], &out, &ticket).finish().await;
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(last_error(&events), (1185, 1));
+    // The refused file ends as any failed one: `download-failed` (no job was made), and
+    // the share ends with it, before the closing error line.
+    let failed = common::cli::events(&events, "download-failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0]["name"], "five.bin");
+    assert_eq!(failed[0]["code"], 1185);
+    assert!(failed[0]["job_id"].is_null(), "{:?}", failed[0]);
+    let ended = common::cli::events(&events, "download-group-ended");
+    assert_eq!(ended.len(), 1, "{events:#?}");
+    assert_eq!(
+        (
+            &ended[0]["files"],
+            &ended[0]["completed"],
+            &ended[0]["failed"]
+        ),
+        (&Value::from(2), &Value::from(1), &Value::from(1))
+    );
     assert_eq!(std::fs::read(out.join("one.txt")).unwrap(), b"one\n");
     assert_dir_holds(&out, &["one.txt"]);
 
@@ -521,6 +538,35 @@ async fn cli_recv_prompt_on_terminal_one_question_per_share_accepts_yes_in_any_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_recv_json_prompt_on_terminal_names_the_sender_by_its_display_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a.txt");
+    std::fs::write(&a, "alpha\n").unwrap();
+    let out = tmp.path().join("out");
+    let mut s = send(&[], &[&a]);
+    let ticket_line = s.until("ticket", is("ticket")).await;
+    let ticket = ticket_line["ticket"].as_str().unwrap().to_string();
+    let name = ticket_line["name"].as_str().unwrap().to_string();
+    let client_id = ticket_line["client_id"].as_str().unwrap().to_string();
+    // --json without --yes: the question still goes to the terminal, with the name the
+    // sender announced (it authenticates after recv joined: a `peer-joined` event).
+    let command = format!(
+        "{BIN} recv --bind 127.0.0.1 --json --out {} {ticket}",
+        out.display()
+    );
+    let (status, screen) = in_terminal(&command, b"y\n").await;
+    assert_eq!(status, Some(0), "{screen}");
+    assert!(
+        screen.contains(&format!("Accept a.txt (6 B) from {name}? [y/N]")),
+        "{screen}"
+    );
+    assert!(!screen.contains(&format!("from {client_id}?")), "{screen}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\n");
+    let (code, _, stderr) = s.finish().await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_recv_prompt_on_terminal_share_declined_declines_every_file_sender_exits_4() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("docs");
@@ -681,6 +727,42 @@ async fn cli_send_chosen_code_route_too_short_is_usage_error_6008() {
         message.as_deref().is_some_and(|m| m.contains("8 to 64")),
         "{message:?}"
     );
+}
+
+#[tokio::test]
+async fn cli_send_stdin_with_a_directory_is_usage_error_6008() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), b"x").unwrap();
+    // Refused before standard input is read or any server is contacted.
+    let dash = Path::new("-");
+    let (code, events, stderr) = send(&["--server", "127.0.0.1:9"], &[dash, &dir])
+        .finish()
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(last_error(&events), (6008, 2));
+    let message = events.last().map(|e| e["message"].to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("not directories") && m.contains("photos")),
+        "{message:?}"
+    );
+}
+
+#[tokio::test]
+async fn cli_recv_out_is_a_regular_file_is_usage_error_5089() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("taken");
+    std::fs::write(&file, b"mine").unwrap();
+    // Refused before any server is contacted: nothing listens on port 9.
+    let (code, events, stderr) = recv(&[], &file, "7-orbit-canvas-tiger@127.0.0.1:9")
+        .finish()
+        .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(last_error(&events), (5089, 2));
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,8 @@ async fn cli_send_dir_recv_tree_identical_layout_modes_and_events() {
         .collect();
     assert_eq!(top, ["photos"]);
 
+    // The ticket comes first, the skip notes after it.
+    assert_eq!(sevents[0]["event"], "ticket", "{sevents:#?}");
     // The sender said what it skipped, and why.
     let skipped: Vec<(String, String)> = events(&sevents, "skipped")
         .iter()

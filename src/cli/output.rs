@@ -199,6 +199,10 @@ impl Output {
     /// Show one event; with `--json`, with one more field (`key`: `value`) when `extra`
     /// is given (what the command knows about the event beyond the library).
     pub fn event_with(&mut self, event: &Event, extra: Option<(&str, serde_json::Value)>) {
+        // In every mode: `recv --json` without `--yes` still asks by name.
+        if let Event::PeerJoined { peer, name } = event {
+            self.name_peer(peer, name);
+        }
         if self.mode == Mode::Json {
             if let Ok(mut value) = serde_json::to_value(event) {
                 if let (Some((key, extra)), Some(fields)) = (extra, value.as_object_mut()) {
@@ -209,7 +213,7 @@ impl Output {
             return;
         }
         match event {
-            Event::PeerJoined { peer, name } => self.name_peer(peer, name),
+            Event::PeerJoined { .. } => {}
             Event::PeerLeft { peer } => {
                 let who = self.peer_name(peer);
                 let suffix = format!("/{peer}");
@@ -594,6 +598,7 @@ mod tests {
             out.event(&Event::UploadProgress {
                 job_id,
                 file_id,
+                name: "quarterly-report-final-version-2.pdf".into(),
                 peer: "c0ffee000001".into(),
                 bytes,
                 size,
@@ -602,6 +607,8 @@ mod tests {
         out.event(&Event::RecipientOutcome {
             job_id,
             file_id,
+            name: "quarterly-report-final-version-2.pdf".into(),
+            size,
             peer: "c0ffee000001".into(),
             outcome: Outcome::Delivered,
             bytes_sent: size,

@@ -160,6 +160,19 @@ pub async fn run(args: RecvArgs, out: &mut Output) -> Result<(), Fatal> {
              CODE@HOST:PORT, or set PEERSHARE_SERVER (or `server` in the config file)",
         ));
     };
+    // Made once a session is joined; one that cannot be made is known now.
+    if !args.stdout
+        && let Ok(meta) = std::fs::metadata(&args.out)
+        && !meta.is_dir()
+    {
+        return Err(Fatal {
+            exit: Exit::Usage,
+            ..Fatal::from_error(&Error::StorageAccessDenied(format!(
+                "--out {} exists and is not a directory",
+                shown(&args.out.display().to_string())
+            )))
+        });
+    }
     let spool = if args.stdout {
         let dir = tempfile::Builder::new()
             .prefix(".peershare-stdout-")
@@ -618,12 +631,15 @@ async fn accept<F: std::future::Future<Output = ()>>(
             }
         }
         Err(e) => {
-            out.note(&format!(
-                "{}: error {}: {}",
-                shown(&offer.name),
-                e.code(),
-                shown(&e.to_string())
-            ));
+            // A refusal of the offer is shown with its `download-failed` event.
+            if !e.refuses_offer() {
+                out.note(&format!(
+                    "{}: error {}: {}",
+                    shown(&offer.name),
+                    e.code(),
+                    shown(&e.to_string())
+                ));
+            }
             rule.resolved(offer.file_id, Some(not_received(e.code(), &offer.name)));
         }
     }

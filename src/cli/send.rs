@@ -10,9 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use peershare::proto::code::Code;
 use peershare::proto::control::MAX_TEXT_BYTES;
+use peershare::signal_client::normalize_url;
 use peershare::signaling::{ServerConfig, SignalingServer};
 use peershare::transfer::walk::display_name;
-use peershare::{Error, Event, Peer, PeerConfig, SendOptions, Share, SharedPaths, Ticket, codes};
+use peershare::{
+    Error, Event, Peer, PeerConfig, Role, SendOptions, Share, SharedPaths, Ticket, codes,
+};
 
 use super::defaults::Defaults;
 use super::output::{Output, shown};
@@ -82,7 +85,7 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
         config.ca_file = defaults.ca.clone();
     }
     let own_name = config.name.clone();
-    let (peer, mut events) = Peer::join(config).await.map_err(|e| {
+    let (peer, mut events) = Peer::join_as(config, Role::SendOnly).await.map_err(|e| {
         let mut fatal = Fatal::from_error(&e);
         if e.code() == peershare::signaling::protocol::codes::SESSION_EXISTS {
             let route = args.code.as_deref().unwrap_or_default();
@@ -131,6 +134,72 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             });
         }
     };
+    let names: HashMap<_, _> = shared
+        .files
+        .iter()
+        .map(|(job, name)| (*job, super::output::shown(name)))
+        .collect();
+    let jobs: Vec<peershare::JobId> = shared.files.iter().map(|(job, _)| *job).collect();
+    let audience = (!args.to.is_empty()).then(|| args.to.iter().cloned().collect());
+    let mut rule = SendRule::new(names, audience);
+    let mut targets = Targets::new(&args.to);
+    // Until then, a --to that matches nobody may still find its member.
+    let mut to_deadline = (!args.to.is_empty()).then(|| tokio::time::Instant::now() + TO_GRACE);
+
+    let code: Code = peer.session().parse()?;
+    let ticket = Ticket::with_servers(&ticket_urls, code.clone());
+    // The page form names one server: the one that took the join, not a dead first one.
+    let page = own_urls
+        .iter()
+        .position(|u| normalize_url(u) == peer.joined_server())
+        .and_then(|i| ticket_urls.get(i))
+        .map_or_else(
+            || ticket.page_url(),
+            |server| Ticket::new(Some(server), code.clone()).page_url(),
+        );
+    if out.is_json() {
+        out.json_line(&serde_json::json!({
+            "event": "ticket",
+            "ticket": ticket.to_string(),
+            "code": code.to_string(),
+            "page": page,
+            "client_id": peer.client_id(),
+            "name": own_name,
+        }));
+        if args.qr
+            && let Some(page) = &page
+        {
+            print_qr(page, out);
+        }
+    } else {
+        if by_default {
+            // The recipient most likely has the same default server.
+            println!("peershare recv {code}");
+            out.note(&format!(
+                "(without that default server: peershare recv {ticket})"
+            ));
+        } else {
+            println!("peershare recv {ticket}");
+        }
+        if let Some(page) = &page {
+            out.note(&format!("(in a browser: {page})"));
+            if args.qr {
+                print_qr(page, out);
+            }
+        }
+        let dirs = match shared.dirs.len() {
+            0 => String::new(),
+            1 => " and 1 empty directory".to_string(),
+            n => format!(" and {n} empty directories"),
+        };
+        out.note(&format!(
+            "sharing {} file(s){dirs} as {} (client ID {}); waiting for recipients (Ctrl-C to stop)",
+            shared.files.len(),
+            shown(&own_name),
+            peer.client_id()
+        ));
+    }
+    // After the ticket: `--json`'s first line is the ticket.
     for skipped in &shared.skipped {
         let path = skipped.path.display().to_string();
         if out.is_json() {
@@ -146,62 +215,6 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
                 skipped.reason
             ));
         }
-    }
-    let names: HashMap<_, _> = shared
-        .files
-        .iter()
-        .map(|(job, name)| (*job, super::output::shown(name)))
-        .collect();
-    let jobs: Vec<peershare::JobId> = shared.files.iter().map(|(job, _)| *job).collect();
-    let audience = (!args.to.is_empty()).then(|| args.to.iter().cloned().collect());
-    let mut rule = SendRule::new(names, audience);
-    let mut targets = Targets::new(&args.to);
-    // Until then, a --to that matches nobody may still find its member.
-    let mut to_deadline = (!args.to.is_empty()).then(|| tokio::time::Instant::now() + TO_GRACE);
-
-    let code: Code = peer.session().parse()?;
-    let ticket = Ticket::with_servers(&ticket_urls, code.clone());
-    if out.is_json() {
-        out.json_line(&serde_json::json!({
-            "event": "ticket",
-            "ticket": ticket.to_string(),
-            "code": code.to_string(),
-            "page": ticket.page_url(),
-            "client_id": peer.client_id(),
-            "name": own_name,
-        }));
-        if args.qr
-            && let Some(page) = ticket.page_url()
-        {
-            print_qr(&page, out);
-        }
-    } else {
-        if by_default {
-            // The recipient most likely has the same default server.
-            println!("peershare recv {code}");
-            out.note(&format!(
-                "(without that default server: peershare recv {ticket})"
-            ));
-        } else {
-            println!("peershare recv {ticket}");
-        }
-        if let Some(page) = ticket.page_url() {
-            out.note(&format!("(in a browser: {page})"));
-            if args.qr {
-                print_qr(&page, out);
-            }
-        }
-        let dirs = match shared.dirs.len() {
-            0 => String::new(),
-            1 => " and 1 empty directory".to_string(),
-            n => format!(" and {n} empty directories"),
-        };
-        out.note(&format!(
-            "sharing {} file(s){dirs} as {} (client ID {}); waiting for recipients (Ctrl-C to stop)",
-            shared.files.len(),
-            shown(&own_name),
-            peer.client_id()
-        ));
     }
     for p in peer.peers().await {
         out.name_peer(&p.id, &p.name);
@@ -286,12 +299,10 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             }
             Some(Event::PeerLeft { peer: who }) => rule.left(who),
             Some(Event::CodeBurnt { failures }) => rule.burnt(*failures),
-            // `send` receives nothing: another sender in the session is told so at once.
-            Some(Event::DownloadAvailable {
-                file_id, sender, ..
-            }) => {
+            // `send` receives nothing and answers no offer (its `hello` said it only
+            // sends); a member that only sends is no recipient to wait for.
+            Some(Event::DownloadAvailable { sender, .. }) if peer.only_sends(sender).await => {
                 rule.fellow_sender(sender);
-                let _ = peer.decline(*file_id).await;
             }
             Some(Event::RecipientOutcome {
                 job_id,
@@ -408,6 +419,14 @@ impl Sources {
                 options: SendOptions::default(),
                 _spool: None,
             });
+        }
+        // Named files go along with standard input; a tree does not (checked before
+        // standard input is read).
+        if let Some(dir) = args.files.iter().find(|p| !is_stdin(p) && p.is_dir()) {
+            return Err(usage(format!(
+                "`-` (standard input) is shared with files, not directories: {} is a directory",
+                shown(&dir.display().to_string())
+            )));
         }
         let max = args
             .peer
