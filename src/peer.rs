@@ -74,7 +74,7 @@ pub struct SendOptions {
     pub follow_symlinks: bool,
     /// Offer the files as texts for the recipient to show rather than save
     /// (`peershare send --text`): each at most
-    /// [`MAX_TEXT_BYTES`](crate::proto::control::MAX_TEXT_BYTES) (else 1185).
+    /// [`crate::proto::control::MAX_TEXT_BYTES`] (else 1185).
     /// Recipients that do not know texts see ordinary files.
     pub text: bool,
 }

@@ -125,8 +125,8 @@ pub async fn connect(url: &str, join: JoinRequest) -> Result<SignalingSession> {
 }
 
 /// Connect to the first of `servers` that takes the join. A server that cannot be
-/// reached, or that answers 7012 (draining; also its `503` to the upgrade, see
-/// [`connect_error`]) or 7017 (unavailable), passes the join on to the next one; any
+/// reached, or that answers 7012 (draining; also its `503 draining` answer to the
+/// upgrade) or 7017 (unavailable), passes the join on to the next one; any
 /// other refusal (7006, 7007, …) is the answer. When every server failed, the answer is
 /// the last 7012 or 7017, or, when none was reached, 1180 naming each.
 pub async fn connect_any(servers: &[String], join: JoinRequest) -> Result<SignalingSession> {

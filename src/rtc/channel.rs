@@ -134,7 +134,7 @@ impl RtcChannel {
     }
 
     /// Wait until the channel is open. Also `Ok` for a channel that opened and has
-    /// closed again since: with sends before the open ([`Self::send_early`]), a small
+    /// closed again since: with sends before the open (`send_early`), a small
     /// job's recipient may have everything and close the channel right after its open.
     pub async fn wait_open(&self) -> Result<(), ChannelClosed> {
         let mut state = self.state.clone();
