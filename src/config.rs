@@ -61,6 +61,9 @@ pub struct PeerConfig {
     pub offer_ttl: Duration,
     /// Download every offer into `download_dir` as soon as it is available.
     pub auto_accept: bool,
+    /// What the peer does in its session: [`crate::Role::SendOnly`] for a peer that only
+    /// shares files (its `hello` says so; it takes none).
+    pub role: crate::peer::Role,
     /// Limit on the bytes per second this peer sends and receives, all jobs together.
     pub rate_limit: Option<u64>,
     /// How long jobs wait for a peer whose connection was lost (or who left) to come
@@ -92,6 +95,7 @@ impl PeerConfig {
             max_files_per_request: 100_000,
             offer_ttl: Duration::from_secs(3600),
             auto_accept: false,
+            role: crate::peer::Role::default(),
             rate_limit: None,
             resume_grace: Duration::from_secs(120),
             clock: Clock::system(),

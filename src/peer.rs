@@ -134,12 +134,6 @@ impl Peer {
     /// signaling connection is lost later, the peer rejoins by itself
     /// ([`Event::SignalingLost`]).
     pub async fn join(config: PeerConfig) -> Result<(Peer, Events)> {
-        Self::join_as(config, Role::default()).await
-    }
-
-    /// [`Peer::join`] in the given [`Role`]: [`Role::SendOnly`] for a peer that only
-    /// shares files.
-    pub async fn join_as(config: PeerConfig, role: Role) -> Result<(Peer, Events)> {
         let given = config
             .session
             .as_deref()
@@ -187,8 +181,7 @@ impl Peer {
         let span = tracing::info_span!("peer", id = %joined.client_id, session = %joined.session);
         let session_code = code.to_string();
         let joined_server = joined.server.clone();
-        let mut session = Session::new(config.clone(), joined, code, ev_tx);
-        session.set_role(role);
+        let session = Session::new(config.clone(), joined, code, ev_tx);
         let peer = Peer {
             cmd: cmd_tx,
             client_id: session.client_id_watch(),

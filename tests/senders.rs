@@ -10,8 +10,9 @@ use peershare::peer::Role;
 use peershare::{Event, Outcome, Peer, Save, Share, codes};
 
 /// Join as a peer that only sends, as `peershare send` does.
-async fn join_sending(config: peershare::PeerConfig) -> (Peer, Recorder) {
-    let (peer, events) = Peer::join_as(config, Role::SendOnly).await.expect("join");
+async fn join_sending(mut config: peershare::PeerConfig) -> (Peer, Recorder) {
+    config.role = Role::SendOnly;
+    let (peer, events) = Peer::join(config).await.expect("join");
     (peer, Recorder::new(events))
 }
 

@@ -80,12 +80,13 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     config.session = args.code.clone();
     config.create_session = args.code.is_some() && !args.join;
     config.secret_words = usize::from(args.words);
+    config.role = Role::SendOnly;
     args.peer.apply(&mut config);
     if config.ca_file.is_none() {
         config.ca_file = defaults.ca.clone();
     }
     let own_name = config.name.clone();
-    let (peer, mut events) = Peer::join_as(config, Role::SendOnly).await.map_err(|e| {
+    let (peer, mut events) = Peer::join(config).await.map_err(|e| {
         let mut fatal = Fatal::from_error(&e);
         if e.code() == peershare::signaling::protocol::codes::SESSION_EXISTS {
             let route = args.code.as_deref().unwrap_or_default();

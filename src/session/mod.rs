@@ -339,9 +339,6 @@ fn group_event(upload: bool, ended: crate::proto::group::GroupEnded) -> Event {
 
 pub(crate) struct Session {
     config: Arc<PeerConfig>,
-    /// What this peer does: a peer that only sends says so in its `hello` and takes no
-    /// files.
-    role: crate::peer::Role,
     me: String,
     /// The session's code: its route and the secret every pair's PAKE is keyed with.
     code: Code,
@@ -449,7 +446,6 @@ impl Session {
             .unwrap_or(0);
         let mut session = Session {
             config,
-            role: crate::peer::Role::default(),
             client_id: watch::Sender::new(joined.client_id.clone()),
             me: joined.client_id,
             code,
@@ -506,14 +502,9 @@ impl Session {
         session
     }
 
-    /// Take `role` (before the session runs: it goes into every `hello`).
-    pub(crate) fn set_role(&mut self, role: crate::peer::Role) {
-        self.role = role;
-    }
-
     /// Whether this peer only sends ([`crate::peer::Role::SendOnly`]).
     fn send_only(&self) -> bool {
-        self.role == crate::peer::Role::SendOnly
+        self.config.role == crate::peer::Role::SendOnly
     }
 
     /// Our client ID as it changes, for the `Peer` handle.

@@ -1674,13 +1674,9 @@ async fn session_send_only_member_gets_each_offer_once_and_is_never_waited_for()
 async fn session_send_only_role_lists_feature_and_answers_no_offer() {
     let (ev_tx, mut events) = mpsc::unbounded_channel();
     let (joined, _signal_rx, _server_tx) = joined_as(ME, &[FELLOW]);
-    let mut session = Session::new(
-        Arc::new(PeerConfig::new("ws://127.0.0.1:9")),
-        joined,
-        test_code(),
-        ev_tx,
-    );
-    session.set_role(crate::peer::Role::SendOnly);
+    let mut config = PeerConfig::new("ws://127.0.0.1:9");
+    config.role = crate::peer::Role::SendOnly;
+    let mut session = Session::new(Arc::new(config), joined, test_code(), ev_tx);
     session.authenticate_for_test(FELLOW);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let conn_id = Uuid::new_v4();
