@@ -122,7 +122,10 @@ pub enum Event {
         size: u64,
     },
     /// Sender: one recipient's outcome (delivered, declined or failed), with the bytes
-    /// sent to it over all attempts (more than the size when resumes re-sent data).
+    /// sent to it over all attempts (more than the size when resumes re-sent data). Also
+    /// for a member of the session that a targeted share ([`crate::Share::To`]) names and
+    /// that the offer never reached: failed 6003 once it left the session for good, 6001 when the offer's
+    /// lifetime ended.
     RecipientOutcome {
         job_id: JobId,
         file_id: FileId,
@@ -133,7 +136,8 @@ pub enum Event {
         outcome: Outcome,
         bytes_sent: u64,
     },
-    /// Sender: every intended recipient is resolved.
+    /// Sender: every recipient is resolved (each the offer reached, and each member of the
+    /// session that a targeted share names), and not all of them failed.
     UploadCompleted {
         job_id: JobId,
         file_id: FileId,
@@ -141,7 +145,8 @@ pub enum Event {
         size: u64,
         outcomes: BTreeMap<String, Outcome>,
     },
-    /// Sender: delivery became impossible.
+    /// Sender: delivery became impossible: every recipient failed (`code`: the last
+    /// failure), or the offer's lifetime ended before it reached anyone (6001).
     UploadFailed {
         job_id: Option<JobId>,
         file_id: Option<FileId>,

@@ -1,7 +1,7 @@
 //! The public [`Peer`] handle. It sends commands to the session task
 //! (`crate::session`), which owns all state and emits [`Event`]s.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,9 @@ use crate::transfer::{self, FileIdentity};
 pub enum Share {
     /// Everyone in the session, including peers who join while the offer is alive.
     Broadcast,
-    /// Only these client IDs.
+    /// Only these client IDs. The upload waits for each that is a member of the session
+    /// (an outcome: delivered, declined, or failed, e.g. 6003 when it left for good);
+    /// an ID of no member is offered the file if it joins while the offer is alive.
     To(Vec<String>),
 }
 
@@ -64,7 +66,10 @@ pub enum Save {
 /// Options of one `send_files` or `send_paths` call.
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
-    /// Offer lifetime; the configured default when `None`.
+    /// Offer lifetime; the configured default when `None`. It bounds when downloads
+    /// start, not how long they take: a download that started may resume after it. When
+    /// it ends, every recipient that never fetched the file gets its outcome (failed
+    /// 6001), so the upload ends.
     pub ttl: Option<Duration>,
     /// Names to offer the files under instead of their own, one per path
     /// (`send_files` only).
@@ -123,6 +128,7 @@ impl Events {
 pub struct Peer {
     cmd: mpsc::UnboundedSender<Command>,
     client_id: watch::Receiver<String>,
+    send_only_members: watch::Receiver<BTreeSet<String>>,
     session: String,
     joined_server: String,
     config: Arc<PeerConfig>,
@@ -185,6 +191,7 @@ impl Peer {
         let peer = Peer {
             cmd: cmd_tx,
             client_id: session.client_id_watch(),
+            send_only_members: session.send_only_watch(),
             session: session_code,
             joined_server,
             config,
@@ -225,12 +232,15 @@ impl Peer {
     /// which comes before anything else it says, so by its first
     /// [`Event::DownloadAvailable`]; `false` before that and for a member that is gone.
     pub async fn only_sends(&self, peer: &str) -> bool {
-        self.ask(|reply| Command::OnlySends {
-            peer: peer.to_string(),
-            reply,
-        })
-        .await
-        .unwrap_or(false)
+        self.send_only_members.borrow().contains(peer)
+    }
+
+    /// The client IDs of the members that said they only send, as a watch that changes
+    /// when one's `hello` arrives or one leaves: how an application that waits for its
+    /// recipients learns that a member it waits for is none (a `send` that shares with
+    /// others only offers it nothing).
+    pub fn send_only_members(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.send_only_members.clone()
     }
 
     /// The other members of the session.

@@ -1032,3 +1032,51 @@ async fn cli_send_to_nobody_present_exits_1_with_6013_after_the_grace_period() {
     );
     assert!(events.iter().all(|e| e["event"] != "recipient-outcome"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_send_broadcast_does_not_wait_for_a_fellow_send_to_others_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut signal = LineRun::spawn(peershare(&["signal", "--listen", "127.0.0.1:0"]));
+    let url = signal.next_line().await;
+    let code = "fellowsend234-amber-koala-river";
+    let (a_src, b_src) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+    let a_data = write_random(&a_src, 4 * MIB, 31);
+    let b_data = write_random(&b_src, 1000, 32);
+    // Sender A shares with everyone.
+    let mut a = send(&["--server", &url, "--code", code], &[&a_src]);
+    let ticket = a.ticket().await;
+    // A recipient slow enough that B joins before it has A's file (before A's cut-off).
+    let out = tmp.path().join("out");
+    let mut r = recv(&["--limit-rate", "1M"], &out, &ticket);
+    let r_id = r.until("joined", is("joined")).await["client_id"]
+        .as_str()
+        .expect("client ID")
+        .to_string();
+    // Sender B shares with the recipient only, and keeps serving: it offers A nothing,
+    // and A must not wait for it.
+    let mut b = send(
+        &[
+            "--server", &url, "--code", code, "--join", "--keep", "--to", &r_id,
+        ],
+        &[&b_src],
+    );
+    b.ticket().await;
+    let (status, events, stderr) = a.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    let completed = events
+        .iter()
+        .find(|e| e["event"] == "upload-completed")
+        .expect("upload-completed");
+    let recipients: Vec<&String> = completed["outcomes"].as_object().unwrap().keys().collect();
+    assert_eq!(recipients, [&r_id]);
+    let (status, _, stderr) = r.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(std::fs::read(out.join("a.bin")).unwrap() == a_data);
+    assert!(std::fs::read(out.join("b.bin")).unwrap() == b_data);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(b.pid(), libc::SIGINT) };
+    let (status, _, stderr) = b.finish().await;
+    assert_eq!(status, 0, "{stderr}");
+    // SAFETY: as above.
+    unsafe { libc::kill(signal.pid(), libc::SIGINT) };
+}

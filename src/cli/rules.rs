@@ -17,7 +17,7 @@ pub struct SendRule {
     /// `--to`: the only members that are recipients.
     audience: Option<HashSet<String>>,
     recipients: HashMap<String, Recipient>,
-    /// Members that offered files to us: other senders, never recipients.
+    /// Members that said they only send: other senders, never recipients.
     senders: HashSet<String>,
     cut_off: bool,
     /// The code is burnt: no recipient can join any more.
@@ -80,8 +80,8 @@ impl SendRule {
         }
     }
 
-    /// `peer` offered us a file: it is another `send` in the session, not a recipient
-    /// (its offers come before anything it says about ours, on the same ordered channel).
+    /// `peer` said it only sends (its `hello` listed `send-only`): it is another `send`
+    /// in the session, not a recipient.
     pub fn fellow_sender(&mut self, peer: &str) {
         self.senders.insert(peer.to_string());
         self.recipients.remove(peer);

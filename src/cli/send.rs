@@ -81,6 +81,8 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     config.create_session = args.code.is_some() && !args.join;
     config.secret_words = usize::from(args.words);
     config.role = Role::SendOnly;
+    // The offers live as long as `send` runs: a recipient may come hours later.
+    config.offer_ttl = SEND_OFFER_TTL;
     args.peer.apply(&mut config);
     if config.ca_file.is_none() {
         config.ca_file = defaults.ca.clone();
@@ -238,8 +240,17 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
     // Listening from here on: a signal between two events is not lost.
     let interrupted = super::interrupted();
     tokio::pin!(interrupted);
+    // Members that only send (another `send` in the session) are no recipients to wait
+    // for, whether or not they offer us anything.
+    let mut send_only = peer.send_only_members();
     let result = loop {
         let event = tokio::select! {
+            Ok(()) = send_only.changed() => {
+                for member in send_only.borrow_and_update().iter() {
+                    rule.fellow_sender(member);
+                }
+                None
+            }
             ev = events.recv() => match ev {
                 Some(ev) => Some(ev),
                 None => break Err(Fatal::new(
@@ -300,11 +311,6 @@ pub async fn run(args: SendArgs, out: &mut Output) -> Result<(), Fatal> {
             }
             Some(Event::PeerLeft { peer: who }) => rule.left(who),
             Some(Event::CodeBurnt { failures }) => rule.burnt(*failures),
-            // `send` receives nothing and answers no offer (its `hello` said it only
-            // sends); a member that only sends is no recipient to wait for.
-            Some(Event::DownloadAvailable { sender, .. }) if peer.only_sends(sender).await => {
-                rule.fellow_sender(sender);
-            }
             Some(Event::RecipientOutcome {
                 job_id,
                 peer: who,
@@ -353,6 +359,9 @@ fn completes_outcome(event: &Event) -> bool {
             | Event::UploadGroupEnded { .. }
     )
 }
+
+/// The lifetime of `send`'s offers: a century, so in practice as long as `send` runs.
+const SEND_OFFER_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Name of standard input's offer without `--name`.
 const STDIN_NAME: &str = "stdin";

@@ -393,7 +393,7 @@ impl Session {
                 file_id,
                 error,
             };
-            if let Some((code, message)) = self.refusal(peer, file_id, 0, now) {
+            if let Some((code, message)) = self.refusal(peer, file_id, 0, now, false) {
                 outgoing.push(skip(Error::from_remote(code, message)));
                 continue;
             }

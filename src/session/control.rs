@@ -19,8 +19,8 @@ impl Session {
                     link.block_hashes = features.iter().any(|f| f == FEATURE_BLOCK_HASHES);
                     link.tree = features.iter().any(|f| f == FEATURE_TREE);
                     link.batch = features.iter().any(|f| f == FEATURE_BATCH);
-                    link.send_only = send_only;
                 }
+                self.set_send_only(peer, send_only);
                 if send_only {
                     self.not_a_recipient(peer);
                 }

@@ -35,6 +35,8 @@ pub(super) const MAX_FRUITLESS_ATTEMPTS: u32 = 5;
 pub(super) const REQUEST_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most offers kept from one peer (a flood of offers must not exhaust memory).
 const MAX_OFFERS_PER_PEER: usize = 100_000;
+/// The longest offer lifetime kept (100 years): a longer `ttl_ms` counts as this.
+const MAX_OFFER_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// Jobs of one sender requested at a time; the others wait (`Phase::Queued`) and go as
 /// these end. Well below what a sender serves one peer (`SERVE_BOUNDS.jobs_per_peer`).
 pub(super) const MAX_ACTIVE_PER_SENDER: usize = 64;
@@ -65,7 +67,9 @@ impl Session {
         })
     }
 
-    pub(super) fn on_offer(&mut self, peer: &str, info: FileInfo) {
+    pub(super) fn on_offer(&mut self, peer: &str, mut info: FileInfo) {
+        // A peer may send any lifetime; none is kept past a century.
+        info.expires_in_ms = info.expires_in_ms.min(MAX_OFFER_TTL_MS);
         let ttl_ms = info.expires_in_ms;
         let file_id = info.file_id;
         if self.offered.contains_key(&file_id) || self.downloaded.contains(&file_id) {

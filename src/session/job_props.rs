@@ -841,7 +841,7 @@ async fn upload_case(
 }
 
 /// A request taking over another peer's pending job (`Session::on_request` calling
-/// `UploadState::forget_pending`) can resolve the upload's last recipient: its
+/// `UploadState::forget`) can resolve the upload's last recipient: its
 /// completion is reported (the property below found it dropped once).
 #[test]
 fn session_upload_takeover_resolving_last_recipient_completes_once() -> Result<(), TestCaseError> {

@@ -200,6 +200,7 @@ impl Session {
             send_only: false,
         };
         self.links.insert(info.id.clone(), link);
+        self.set_send_only(&info.id, false);
         if failed {
             self.refuse_peer(
                 &info.id,
@@ -778,6 +779,7 @@ impl Session {
         let Some(link) = self.links.remove(peer) else {
             return;
         };
+        self.set_send_only(peer, false);
         let announce = link.auth.verified();
         if let Auth::Keyed {
             key,

@@ -23,7 +23,7 @@ mod tests;
 mod tree;
 mod uploads;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -90,10 +90,6 @@ pub(crate) enum Command {
     Offered(FileId, oneshot::Sender<Option<FileInfo>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     /// Whether a member's `hello` said it only sends.
-    OnlySends {
-        peer: String,
-        reply: oneshot::Sender<bool>,
-    },
     Download {
         file_id: FileId,
         save: crate::peer::Save,
@@ -374,6 +370,8 @@ pub(crate) struct Session {
     rejoined_rx: mpsc::UnboundedReceiver<Result<SignalingSession>>,
     /// Our client ID, for the `Peer` handle (it changes if a rejoin could not keep it).
     client_id: watch::Sender<String>,
+    /// The members whose `hello` said they only send, for the `Peer` handle.
+    send_only_members: watch::Sender<BTreeSet<String>>,
     /// The pair keys of authenticated members that left, kept for the grace period: one
     /// that comes back under the same client ID (its signaling connection was lost, and
     /// it rejoined) is authenticated by that key instead of a new PAKE.
@@ -447,6 +445,7 @@ impl Session {
         let mut session = Session {
             config,
             client_id: watch::Sender::new(joined.client_id.clone()),
+            send_only_members: watch::Sender::new(BTreeSet::new()),
             me: joined.client_id,
             code,
             auth_failures: 0,
@@ -510,6 +509,24 @@ impl Session {
     /// Our client ID as it changes, for the `Peer` handle.
     pub(crate) fn client_id_watch(&self) -> watch::Receiver<String> {
         self.client_id.subscribe()
+    }
+
+    /// The members that said they only send, as they change, for the `Peer` handle.
+    pub(crate) fn send_only_watch(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.send_only_members.subscribe()
+    }
+
+    /// Whether `peer`'s link says it only sends, and the watch of such members with it.
+    fn set_send_only(&mut self, peer: &str, send_only: bool) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.send_only = send_only;
+        }
+        let listed = send_only && self.links.contains_key(peer);
+        self.send_only_members
+            .send_if_modified(|members| match listed {
+                true => members.insert(peer.to_string()),
+                false => members.remove(peer),
+            });
     }
 
     /// Milliseconds on the session's monotonic clock (the sans-IO core's "now").
@@ -613,6 +630,7 @@ impl Session {
         self.expire_departed(now);
         self.expire_draining(now);
         self.expire_unknown_recipients(now);
+        self.expire_shares();
         self.start_queued();
     }
 
@@ -690,9 +708,6 @@ impl Session {
                     })
                     .collect();
                 let _ = reply.send(list);
-            }
-            Command::OnlySends { peer, reply } => {
-                let _ = reply.send(self.links.get(&peer).is_some_and(|l| l.send_only));
             }
             Command::Download {
                 file_id,

@@ -1464,8 +1464,13 @@ impl Fellows {
     }
 
     fn new() -> Self {
+        Self::with(&[FELLOW, REAL], &[FELLOW, REAL])
+    }
+
+    /// Our session with `members`, connected to those of them in `connected`.
+    fn with(members: &[&'static str], connected: &[&'static str]) -> Self {
         let (ev_tx, events) = mpsc::unbounded_channel();
-        let (joined, signal_rx, server_tx) = joined_as(ME, &[FELLOW, REAL]);
+        let (joined, signal_rx, server_tx) = joined_as(ME, members);
         let mut session = Session::new(
             Arc::new(PeerConfig::new("ws://127.0.0.1:9")),
             joined,
@@ -1473,7 +1478,7 @@ impl Fellows {
             ev_tx,
         );
         let mut conns = Vec::new();
-        for id in [FELLOW, REAL] {
+        for &id in connected {
             session.authenticate_for_test(id);
             let (tx, rx) = mpsc::unbounded_channel();
             let conn_id = Uuid::new_v4();
@@ -1492,9 +1497,38 @@ impl Fellows {
             _server_tx: server_tx,
         };
         fellows.take_events();
-        fellows.sent_to(FELLOW);
-        fellows.sent_to(REAL);
+        for id in connected {
+            fellows.sent_to(id);
+        }
         fellows
+    }
+
+    /// Share one 5-byte file with `audience` only: its upload job.
+    fn share_only(&mut self, audience: &[&str]) -> JobId {
+        let jobs = self.session.share_files(
+            vec![PreparedFile {
+                identity: FileIdentity {
+                    size: 5,
+                    modified: None,
+                },
+                path: "/nonexistent/peershare-test.bin".into(),
+                name: "a.txt".into(),
+                hash: Hash::of(b"hello"),
+                tree_path: None,
+                executable: false,
+                text: false,
+            }],
+            super::ShareTree::default(),
+            Audience::Only(audience.iter().map(|p| p.to_string()).collect()),
+            Duration::from_secs(3600),
+        );
+        jobs[0]
+    }
+
+    /// The session's clock moves `by` forward and its timer fires.
+    fn later(&mut self, by: Duration) {
+        self.session.config.clock.advance(by);
+        self.session.on_tick();
     }
 
     /// Share one 5-byte file with everyone: its upload job.
@@ -1773,4 +1807,229 @@ async fn session_7008_for_recipient_that_left_ends_its_delivery_with_6003_not_an
         ] if peer == RECIPIENT && *outcome == failed),
         "{events:#?}"
     );
+}
+
+/// How a one-file upload ends: completed with these outcomes, or failed with this code.
+enum End<'a> {
+    Completed(&'a [(&'a str, Outcome)]),
+    Failed(u16),
+}
+
+/// The events that end a one-file upload `job`: the `recipient-outcome`s `outcomes` (in
+/// this order), then `upload-completed` or `upload-failed` as `end` says, then the end of
+/// the share.
+fn ends_with(events: &[Event], job: JobId, outcomes: &[(&str, Outcome)], end: End) {
+    let (ends, tail) = events.split_at(outcomes.len());
+    for (event, (who, expected)) in ends.iter().zip(outcomes) {
+        assert!(
+            matches!(event, Event::RecipientOutcome { job_id, peer, outcome, bytes_sent: 0, .. }
+                if *job_id == job && peer == who && outcome == expected),
+            "{events:#?}"
+        );
+    }
+    match (tail, end) {
+        (
+            [
+                Event::UploadCompleted {
+                    job_id,
+                    outcomes: o,
+                    ..
+                },
+                Event::UploadGroupEnded {
+                    files: 1,
+                    completed: 1,
+                    failed: 0,
+                    ..
+                },
+            ],
+            End::Completed(all),
+        ) => {
+            assert_eq!(*job_id, job);
+            let expected: Vec<(String, Outcome)> = all
+                .iter()
+                .map(|(p, o)| (p.to_string(), o.clone()))
+                .collect();
+            let mut got: Vec<(String, Outcome)> =
+                o.iter().map(|(p, o)| (p.clone(), o.clone())).collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut expected = expected;
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, expected);
+        }
+        (
+            [
+                Event::UploadFailed {
+                    job_id: Some(job_id),
+                    code,
+                    ..
+                },
+                Event::UploadGroupEnded {
+                    files: 1,
+                    completed: 0,
+                    failed: 1,
+                    ..
+                },
+            ],
+            End::Failed(failed),
+        ) => assert_eq!((*job_id, *code), (job, failed)),
+        _ => panic!("{events:#?}"),
+    }
+}
+
+const GONE: &str = "ac-gone";
+
+#[tokio::test]
+async fn session_targeted_recipient_gone_before_the_offer_fails_6003_and_the_upload_ends() {
+    // GONE is named but never connected: the offer reaches REAL only.
+    let mut f = Fellows::with(&[REAL, GONE], &[REAL]);
+    let job = f.share_only(&[REAL, GONE]);
+    f.take_events();
+    let file_id = f.offered_file(REAL).expect("offered to REAL");
+    f.control(
+        REAL,
+        ControlMessage::Decline {
+            file_id,
+            have: false,
+        },
+    );
+    let events = f.take_events();
+    assert!(
+        matches!(&events[..], [Event::RecipientOutcome { peer, outcome: Outcome::Declined, .. }] if peer == REAL),
+        "the upload waits for GONE: {events:#?}"
+    );
+    f.session
+        .on_signaling(ServerMessage::PeerLeft { id: GONE.into() });
+    f.later(f.session.config.resume_grace);
+    let gone = Outcome::Failed {
+        code: codes::PEER_GONE,
+    };
+    let all = [(REAL, Outcome::Declined), (GONE, gone.clone())];
+    ends_with(&f.take_events(), job, &[(GONE, gone)], End::Completed(&all));
+}
+
+#[tokio::test]
+async fn session_offer_expiry_fails_unreached_recipients_6001_and_ends_the_upload() {
+    let mut f = Fellows::with(&[REAL, GONE], &[REAL]);
+    let job = f.share_only(&[REAL, GONE]);
+    f.take_events();
+    f.later(Duration::from_secs(3599));
+    assert_eq!(f.take_events(), [], "alive for an hour");
+    f.later(Duration::from_secs(1));
+    let expired = Outcome::Failed {
+        code: codes::OFFER_EXPIRED,
+    };
+    // REAL got the offer and never asked; GONE was never reached.
+    let outcomes = [(REAL, expired.clone()), (GONE, expired)];
+    ends_with(
+        &f.take_events(),
+        job,
+        &outcomes,
+        End::Failed(codes::OFFER_EXPIRED),
+    );
+    f.later(Duration::from_secs(3600));
+    assert_eq!(f.take_events(), [], "one terminal event");
+}
+
+#[tokio::test]
+async fn session_offer_expiry_with_nobody_in_the_session_fails_the_upload_6001() {
+    let mut f = Fellows::with(&[], &[]);
+    let job = f.share();
+    assert!(matches!(
+        &f.take_events()[..],
+        [Event::UploadStarted { .. }]
+    ));
+    f.later(Duration::from_secs(3600));
+    ends_with(
+        &f.take_events(),
+        job,
+        &[],
+        End::Failed(codes::OFFER_EXPIRED),
+    );
+}
+
+#[tokio::test]
+async fn session_expired_offer_serves_a_started_job_and_refuses_new_ones_6001() {
+    let mut s = Sender::new();
+    s.clock.advance(Duration::from_secs(7200));
+    s.tick();
+    assert_eq!(s.take_events(), [], "a delivery under way goes on");
+    // The recipient's connection came back: it resumes its job.
+    s.control(ControlMessage::Request {
+        job_id: s.download_job,
+        file_id: s.file_id,
+        offset: 2,
+    });
+    let commands = s.commands();
+    assert_eq!(errors(&commands), []);
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, ConnCommand::OpenJob { .. })),
+        "the resume is served"
+    );
+    // A job that never started is refused.
+    let late = JobId::new();
+    s.control(ControlMessage::Request {
+        job_id: late,
+        file_id: s.file_id,
+        offset: 0,
+    });
+    assert_eq!(errors(&s.commands()), [(Some(late), codes::OFFER_EXPIRED)]);
+    s.done();
+    let delivered = s.delivered();
+    let events = s.take_events();
+    assert_eq!(events.first(), Some(&delivered), "{events:#?}");
+    assert!(
+        matches!(events[1], Event::UploadCompleted { .. }),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn session_offer_with_ttl_beyond_a_century_is_kept_a_century() {
+    let mut f = Fellows::new();
+    f.hello(FELLOW, false);
+    let file_id = FileId::new();
+    f.control(
+        FELLOW,
+        ControlMessage::Offer {
+            file_id,
+            name: "b.txt".into(),
+            size: 5,
+            hash: Hash::of(b"hello").to_hex(),
+            ttl_ms: u64::MAX,
+            group: None,
+            path: None,
+            executable: false,
+            text: false,
+        },
+    );
+    let century = 100 * 365 * 24 * 3600 * 1000;
+    assert!(f.take_events().iter().any(|e| matches!(e,
+            Event::DownloadAvailable { expires_in_ms, .. } if *expires_in_ms == century)),);
+    f.later(Duration::from_secs(365 * 24 * 3600));
+    let files = f.session.available_files();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].expires_in_ms < century);
+}
+
+#[tokio::test]
+async fn session_send_only_members_watch_follows_hellos_and_departures() {
+    let mut f = Fellows::new();
+    let watch = f.session.send_only_watch();
+    assert!(watch.borrow().is_empty());
+    f.hello(FELLOW, true);
+    f.hello(REAL, false);
+    assert_eq!(
+        watch.borrow().iter().collect::<Vec<_>>(),
+        [&FELLOW.to_string()]
+    );
+    // A named send-only member is no recipient a targeted share waits for.
+    let job = f.share_only(&[FELLOW, REAL]);
+    f.take_events();
+    let file_id = f.offered_file(REAL).expect("offered to REAL");
+    f.real_declines(job, file_id);
+    f.session
+        .on_signaling(ServerMessage::PeerLeft { id: FELLOW.into() });
+    assert!(watch.borrow().is_empty());
 }

@@ -1,7 +1,7 @@
 //! Our shared files: offers, serving requests (with resume offsets), per-recipient
 //! outcomes, and cancelling uploads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -170,7 +170,7 @@ impl Session {
         for (index, f) in files.into_iter().enumerate() {
             let job_id = JobId::new();
             let file_id = FileId::new();
-            let shared = SharedFile {
+            let mut shared = SharedFile {
                 job_id,
                 group: OfferGroup {
                     id: group_id,
@@ -189,6 +189,12 @@ impl Session {
                 state: UploadState::new(audience.clone(), f.identity.size, expires),
                 informed: Default::default(),
             };
+            // The members the share names are waited for (not the names of no one).
+            if let Audience::Only(named) = &audience {
+                for peer in named.iter().filter(|p| self.links.contains_key(*p)) {
+                    shared.state.awaits(peer);
+                }
+            }
             tracing::info!(%job_id, %file_id, name = %shared.name, size = shared.identity.size, "sharing file");
             self.emit(Event::UploadStarted {
                 job_id,
@@ -227,9 +233,13 @@ impl Session {
                 .map(|(id, s)| (s.group.index, *id));
             files.push(found.ok_or_else(|| Error::InvalidJob(job.to_string()))?);
         }
+        let member = self.links.contains_key(peer);
         for (_, file_id) in &files {
             if let Some(shared) = self.shares.get_mut(file_id) {
                 shared.state.add_recipient(peer);
+                if member {
+                    shared.state.awaits(peer);
+                }
             }
         }
         if self.links.get(peer).is_some_and(|l| l.control_open) {
@@ -265,8 +275,12 @@ impl Session {
         if !shared.state.should_offer(peer, now) {
             return;
         }
+        let mut completion = None;
         if send_only {
+            // For its information: a targeted share that names it does not wait for it.
+            completion = shared.state.forget(peer);
             if !shared.informed.insert(peer.to_string()) {
+                self.emit_completion(file_id, completion);
                 return;
             }
         } else {
@@ -284,6 +298,7 @@ impl Session {
             text: shared.text,
         };
         self.send_control(peer, msg);
+        self.emit_completion(file_id, completion);
     }
 
     pub(super) fn on_request(&mut self, peer: &str, job_id: JobId, file_id: FileId, offset: u64) {
@@ -294,7 +309,8 @@ impl Session {
             code,
             message,
         };
-        if let Some((code, message)) = self.refusal(peer, file_id, offset, now) {
+        let started = self.started(job_id, file_id);
+        if let Some((code, message)) = self.refusal(peer, file_id, offset, now, started) {
             tracing::warn!(%peer, %file_id, code, "refusing request");
             self.send_control(peer, refuse(code, message));
             return;
@@ -333,7 +349,7 @@ impl Session {
             && (old_peer != peer || *old_file != file_id)
             && let Some(old_share) = self.shares.get_mut(old_file)
         {
-            let completion = old_share.state.forget_pending(old_peer);
+            let completion = old_share.state.forget(old_peer);
             self.emit_completion(old_file, completion);
         }
         let shared = &self.shares[&file_id];
@@ -462,12 +478,15 @@ impl Session {
     /// Why a `request` (or `hashes-request`, or a job of a `batch-request`) of `peer`
     /// for `file_id` from `offset` is refused, if it is: the file is not shared (1181) or
     /// was cancelled (6004), or `peer` may not have it now (5091, 6001, 5101, 6005).
+    /// `started`: the request continues a job already served (the offer's lifetime
+    /// passing does not refuse it).
     pub(super) fn refusal(
         &self,
         peer: &str,
         file_id: FileId,
         offset: u64,
         now: u64,
+        started: bool,
     ) -> Option<(u16, String)> {
         if self.revoked.contains(&file_id) {
             return Some((
@@ -489,9 +508,17 @@ impl Session {
         }
         shared
             .state
-            .authorize(peer, offset, now)
+            .authorize(peer, offset, now, started)
             .err()
             .map(|code| (code, refusal_message(code, offset)))
+    }
+
+    /// Whether job `job_id` of `file_id` started being served (it may be suspended): it
+    /// began while the offer was alive, and may resume after the offer's lifetime.
+    fn started(&self, job_id: JobId, file_id: FileId) -> bool {
+        self.serving
+            .get(&job_id)
+            .is_some_and(|s| s.file_id == file_id)
     }
 
     /// The other jobs of `peer` for `file_id` that a new job `job_id` replaces; 6010 if
@@ -562,7 +589,8 @@ impl Session {
             code,
             message,
         };
-        if let Some((code, message)) = self.refusal(peer, file_id, offset, now) {
+        let started = self.started(job_id, file_id);
+        if let Some((code, message)) = self.refusal(peer, file_id, offset, now, started) {
             tracing::warn!(%peer, %file_id, code, "refusing hashes-request");
             self.send_control(peer, refuse(code, message));
             return;
@@ -773,8 +801,25 @@ impl Session {
         let Some(shared) = self.shares.get_mut(file_id) else {
             return;
         };
+        let recorded = shared.state.on_outcome(peer, outcome.clone());
+        self.emit_recorded(file_id, peer, outcome, bytes_sent, recorded);
+    }
+
+    /// The events of an outcome as the upload job `recorded` it: `recipient-outcome`, and
+    /// the job's completion if it was the last one.
+    fn emit_recorded(
+        &mut self,
+        file_id: &FileId,
+        peer: &str,
+        outcome: Outcome,
+        bytes_sent: u64,
+        recorded: Recorded,
+    ) {
+        let Some(shared) = self.shares.get(file_id) else {
+            return;
+        };
         let (job_id, name, size) = (shared.job_id, shared.name.clone(), shared.identity.size);
-        let Recorded::New(completion) = shared.state.on_outcome(peer, outcome.clone()) else {
+        let Recorded::New(completion) = recorded else {
             tracing::debug!(%peer, %file_id, ?outcome, "outcome not recorded");
             return;
         };
@@ -817,13 +862,14 @@ impl Session {
 
     /// `peer` only sends (its `hello` listed `send-only`): it is no recipient of our shares.
     /// An offer that went to it before its `hello` arrived is taken off its recipients
-    /// without an outcome (as if it had gone for its information only), and an upload
-    /// whose other recipients are all resolved completes now.
+    /// without an outcome (as if it had gone for its information only), a targeted share
+    /// that named it stops waiting for it, and an upload whose other recipients are all
+    /// resolved completes now.
     pub(super) fn not_a_recipient(&mut self, peer: &str) {
         let mut files: Vec<(u32, FileId)> = self
             .shares
             .iter()
-            .filter(|(_, s)| s.state.is_pending(peer))
+            .filter(|(_, s)| s.state.is_pending(peer) || s.state.audience().names(peer))
             .map(|(id, s)| (s.group.index, *id))
             .collect();
         files.sort();
@@ -833,7 +879,7 @@ impl Session {
             };
             tracing::debug!(%peer, %file_id, "the peer only sends: not a recipient");
             shared.informed.insert(peer.to_string());
-            let completion = shared.state.forget_pending(peer);
+            let completion = shared.state.forget(peer);
             self.emit_completion(&file_id, completion);
         }
     }
@@ -863,20 +909,64 @@ impl Session {
                 },
             );
         }
-        // Offers it never answered.
-        let files: Vec<FileId> = self
+        // Offers it never answered, and targeted shares that never reached it.
+        let mut files: Vec<(u32, FileId)> = self
             .shares
             .iter()
-            .filter(|(_, s)| s.state.is_pending(peer))
-            .map(|(id, _)| *id)
+            .map(|(id, s)| (s.group.index, *id))
             .collect();
-        for file_id in files {
+        files.sort();
+        for (_, file_id) in files {
+            let Some(shared) = self.shares.get_mut(&file_id) else {
+                continue;
+            };
+            let recorded = shared.state.on_peer_gone(peer);
             let outcome = Outcome::Failed {
                 code: codes::PEER_GONE,
             };
-            self.record_outcome(&file_id, peer, outcome, 0);
+            self.emit_recorded(&file_id, peer, outcome, 0, recorded);
         }
         self.stream_slots.forget(peer);
+    }
+
+    /// Uploads whose offer lifetime ended: the recipients it never will reach fail with
+    /// 6001 (a delivery under way, or suspended and resumable, goes on), and an upload
+    /// that reached nobody fails with 6001. Every upload job ends.
+    pub(super) fn expire_shares(&mut self) {
+        let now = self.now_ms();
+        let mut files: Vec<(u32, FileId)> = self
+            .shares
+            .iter()
+            .filter(|(_, s)| !s.state.is_finished() && !s.state.is_alive(now))
+            .map(|(id, s)| (s.group.index, *id))
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        files.sort();
+        let served: HashSet<(FileId, String)> = self
+            .serving
+            .values()
+            .map(|s| (s.file_id, s.peer.clone()))
+            .collect();
+        for (_, file_id) in files {
+            let Some(shared) = self.shares.get_mut(&file_id) else {
+                continue;
+            };
+            let delivering = |peer: &str| served.contains(&(file_id, peer.to_string()));
+            let unreached = shared.state.expire(now, delivering);
+            for peer in unreached {
+                tracing::info!(%peer, %file_id, "the offer expired before this recipient fetched the file");
+                let outcome = Outcome::Failed {
+                    code: codes::OFFER_EXPIRED,
+                };
+                self.record_outcome(&file_id, &peer, outcome, 0);
+            }
+            if let Some(shared) = self.shares.get_mut(&file_id) {
+                let completion = shared.state.settle();
+                self.emit_completion(&file_id, completion);
+            }
+        }
     }
 
     /// The job's data channel did not open within [`JOB_CHANNEL_OPEN_TIMEOUT`] although the
