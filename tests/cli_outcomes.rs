@@ -1042,8 +1042,13 @@ async fn cli_send_broadcast_does_not_wait_for_a_fellow_send_to_others_exits_0() 
     let (a_src, b_src) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
     let a_data = write_random(&a_src, 4 * MIB, 31);
     let b_data = write_random(&b_src, 1000, 32);
-    // Sender A shares with everyone.
-    let mut a = send(&["--server", &url, "--code", code], &[&a_src]);
+    // Sender A shares with everyone (with the session's logs, shown if it hangs).
+    let mut a = {
+        let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
+        cmd.env("PEERSHARE_LOG", "peershare=debug");
+        cmd.args(["--server", &url, "--code", code]).arg(&a_src);
+        JsonRun::spawn(cmd)
+    };
     let ticket = a.ticket().await;
     // A recipient slow enough that B joins before it has A's file (before A's cut-off).
     let out = tmp.path().join("out");

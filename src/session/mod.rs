@@ -68,6 +68,12 @@ const MAX_HELD_UNKNOWN_RECIPIENTS: usize = 16;
 /// Longest wait for the signaling client to write what was queued before `leave`.
 const LEAVE_FLUSH: Duration = Duration::from_secs(2);
 
+/// Longest wait for the connections to close gracefully when leaving. Each bounds its
+/// own flush and close (3 s each); this bounds the whole, for a connection task that is
+/// busy inside the WebRTC stack and does not read its close command: leaving never
+/// hangs.
+const LEAVE_CLOSE: Duration = Duration::from_secs(8);
+
 /// How often timers (reconnects, grace periods) are checked.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -661,8 +667,9 @@ impl Session {
                 }
             }
         }
-        for rx in closing {
-            let _ = rx.await;
+        let closed = futures_util::future::join_all(closing);
+        if tokio::time::timeout(LEAVE_CLOSE, closed).await.is_err() {
+            tracing::warn!("a connection did not close in time; leaving without it");
         }
         for (_, d) in self.draining.drain() {
             d.conn.close();

@@ -2033,3 +2033,20 @@ async fn session_send_only_members_watch_follows_hellos_and_departures() {
         .on_signaling(ServerMessage::PeerLeft { id: FELLOW.into() });
     assert!(watch.borrow().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn session_leave_with_a_connection_that_never_closes_still_leaves() {
+    let mut s = Sender::new();
+    // The stand-in connection task never answers its close command (a task busy inside
+    // the WebRTC stack): leaving waits a bounded time, then tells the server anyway.
+    tokio::time::timeout(Duration::from_secs(60), s.session.shutdown())
+        .await
+        .expect("leaving does not hang");
+    let close = s.commands();
+    assert!(closes(&close), "the connection was asked to close");
+    let mut left = false;
+    while let Ok(msg) = s.signal_rx.try_recv() {
+        left |= matches!(msg, ClientMessage::Leave);
+    }
+    assert!(left, "the server is told the peer left");
+}

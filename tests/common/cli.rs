@@ -131,10 +131,18 @@ impl JsonRun {
 
     /// Wait for the process to end: its exit code, every event it printed, its stderr.
     pub async fn finish(mut self) -> (i32, Vec<Value>, String) {
-        let status = tokio::time::timeout(GUARD, self.child.wait())
-            .await
-            .expect("process hung")
-            .expect("process status");
+        let status = match tokio::time::timeout(GUARD, self.child.wait()).await {
+            Ok(status) => status.expect("process status"),
+            Err(_) => {
+                // Killed, its output ends: show what it said before hanging.
+                let _ = self.child.kill().await;
+                while let Some(v) = self.lines.recv().await {
+                    self.seen.push(v);
+                }
+                let stderr = self.stderr.await.unwrap_or_default();
+                panic!("process hung; events {:#?}\nstderr:\n{stderr}", self.seen);
+            }
+        };
         while let Some(v) = self.lines.recv().await {
             self.seen.push(v);
         }
