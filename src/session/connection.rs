@@ -119,6 +119,14 @@ pub(crate) enum ConnCommand {
 /// Longest wait for a graceful close of the control channel.
 const GRACEFUL_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Longest a connection attempt may take from its start to an open control channel
+/// (description exchange, ICE, DTLS, SCTP and the channel's own handshake). Setup takes
+/// tens of milliseconds on a LAN and a few round trips on a long path (2.6 s at 200 ms);
+/// ICE ends an attempt whose checks fail, but nothing else ended one whose answer or
+/// handshake never came. Past this the attempt ends as failed, and the link's reconnect
+/// (the offerer's backoff, the answerer's `reconnect` request) starts a new one.
+pub(crate) const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long the offerer holds an answer that lists no candidates, waiting for the
 /// answerer's first trickled candidate so that both are applied together (see
 /// [`Conn::hold_answer`]). The candidate normally follows the answer within a millisecond
@@ -283,9 +291,16 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
         conn.send_sealed(SealKind::Offer, offer.sdp.into_bytes())
             .await;
     }
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     let result = loop {
         let held_until = conn.held_answer.as_ref().map(|(_, until)| *until);
         tokio::select! {
+            () = tokio::time::sleep_until(setup_deadline), if !conn.control_open => {
+                break Err(Error::ConnectionFailed(format!(
+                    "the connection did not open within {} s",
+                    SETUP_TIMEOUT.as_secs()
+                )));
+            }
             () = async {
                 match held_until {
                     Some(until) => tokio::time::sleep_until(until).await,
@@ -670,6 +685,40 @@ mod tests {
             candidate: line.into(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connection_setup_never_answered_ends_failed_after_the_setup_timeout() {
+        // An offerer whose pair key never comes: its offer waits, nothing answers, and
+        // ICE never starts, so nothing but the setup deadline ends the attempt.
+        let (signal_tx, mut signal_rx) = mpsc::channel(64);
+        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let conn_id = Uuid::new_v4();
+        let _handle = spawn(ConnSetup {
+            me: "me".into(),
+            key: None,
+            tag_conn: true,
+            remote: "peer".into(),
+            conn_id,
+            offerer: true,
+            settings: RtcSettings {
+                bind: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                ..RtcSettings::default()
+            },
+            ice_servers: Vec::new(),
+            signal_tx,
+            events,
+        });
+        let (remote, id, event) = tokio::time::timeout(4 * SETUP_TIMEOUT, events_rx.recv())
+            .await
+            .expect("the attempt ends")
+            .expect("the connection's last event");
+        assert_eq!((remote.as_str(), id), ("peer", conn_id));
+        let ConnEvent::Down(reason) = event else {
+            panic!("expected the connection to end");
+        };
+        assert!(reason.contains("did not open within 30 s"), "{reason}");
+        assert!(signal_rx.try_recv().is_err(), "nothing unsealed was sent");
     }
 
     #[test]
