@@ -13,9 +13,14 @@ use serde_json::Value;
 const MIB: usize = 1024 * 1024;
 
 fn send(extra: &[&str], files: &[&Path]) -> JsonRun {
+    JsonRun::spawn(send_command(extra, files))
+}
+
+/// The command line of [`send`], to change before it runs.
+fn send_command(extra: &[&str], files: &[&Path]) -> tokio::process::Command {
     let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
     cmd.args(extra).args(files);
-    JsonRun::spawn(cmd)
+    cmd
 }
 
 fn recv(extra: &[&str], out: &Path, ticket: &str) -> JsonRun {
@@ -1043,12 +1048,9 @@ async fn cli_send_broadcast_does_not_wait_for_a_fellow_send_to_others_exits_0() 
     let a_data = write_random(&a_src, 4 * MIB, 31);
     let b_data = write_random(&b_src, 1000, 32);
     // Sender A shares with everyone (with the session's logs, shown if it hangs).
-    let mut a = {
-        let mut cmd = peershare(&["send", "--bind", "127.0.0.1", "--json"]);
-        cmd.env("PEERSHARE_LOG", "peershare=debug");
-        cmd.args(["--server", &url, "--code", code]).arg(&a_src);
-        JsonRun::spawn(cmd)
-    };
+    let mut a = send_command(&["--server", &url, "--code", code], &[&a_src]);
+    a.env("PEERSHARE_LOG", "peershare=debug");
+    let mut a = JsonRun::spawn(a);
     let ticket = a.ticket().await;
     // A recipient slow enough that B joins before it has A's file (before A's cut-off).
     let out = tmp.path().join("out");

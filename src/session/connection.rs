@@ -291,11 +291,13 @@ async fn run(setup: ConnSetup, mut commands: mpsc::UnboundedReceiver<ConnCommand
         conn.send_sealed(SealKind::Offer, offer.sdp.into_bytes())
             .await;
     }
-    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
+    // One timer for the whole attempt, polled only until the control channel opens.
+    let setup_deadline = tokio::time::sleep(SETUP_TIMEOUT);
+    tokio::pin!(setup_deadline);
     let result = loop {
         let held_until = conn.held_answer.as_ref().map(|(_, until)| *until);
         tokio::select! {
-            () = tokio::time::sleep_until(setup_deadline), if !conn.control_open => {
+            () = &mut setup_deadline, if !conn.control_open => {
                 break Err(Error::ConnectionFailed(format!(
                     "the connection did not open within {} s",
                     SETUP_TIMEOUT.as_secs()

@@ -131,22 +131,19 @@ impl JsonRun {
 
     /// Wait for the process to end: its exit code, every event it printed, its stderr.
     pub async fn finish(mut self) -> (i32, Vec<Value>, String) {
-        let status = match tokio::time::timeout(GUARD, self.child.wait()).await {
-            Ok(status) => status.expect("process status"),
-            Err(_) => {
-                // Killed, its output ends: show what it said before hanging.
-                let _ = self.child.kill().await;
-                while let Some(v) = self.lines.recv().await {
-                    self.seen.push(v);
-                }
-                let stderr = self.stderr.await.unwrap_or_default();
-                panic!("process hung; events {:#?}\nstderr:\n{stderr}", self.seen);
-            }
-        };
+        let waited = tokio::time::timeout(GUARD, self.child.wait()).await;
+        if waited.is_err() {
+            // Killed, its output ends: what it said before hanging is shown below.
+            let _ = self.child.kill().await;
+        }
         while let Some(v) = self.lines.recv().await {
             self.seen.push(v);
         }
         let stderr = self.stderr.await.unwrap_or_default();
+        let Ok(status) = waited else {
+            panic!("process hung; events {:#?}\nstderr:\n{stderr}", self.seen);
+        };
+        let status = status.expect("process status");
         (status.code().unwrap_or(-1), self.seen, stderr)
     }
 }
