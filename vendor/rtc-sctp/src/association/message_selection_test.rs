@@ -314,3 +314,38 @@ fn reset_follows_expired_pending_tail_after_partial_ack() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn send_limits_each_pass_charges_the_reason_it_stopped() -> Result<()> {
+    use crate::association::send_limits::SendLimit;
+    let mut a = timed_test_association();
+    let t0 = Instant::now();
+    let ppi = PayloadProtocolIdentifier::Binary;
+    let fragment_size = a.max_payload_size;
+    let mut stream = a.open_stream(1, ppi)?;
+    stream.write_sctp(t0, &Bytes::from(vec![7; fragment_size as usize * 3]), ppi)?;
+
+    // The congestion window takes one fragment.
+    a.cwnd = fragment_size;
+    assert_eq!(1, a.pop_pending_data_chunks_to_send(t0).0.len());
+    // The peer's window takes nothing more (one chunk is in flight, so no probe).
+    a.cwnd = u32::MAX;
+    a.rwnd = fragment_size - 1;
+    let t1 = t0 + Duration::from_millis(400);
+    assert!(a.pop_pending_data_chunks_to_send(t1).0.is_empty());
+    // Both open: the rest goes and nothing is left to send.
+    a.rwnd = u32::MAX;
+    let t2 = t0 + Duration::from_millis(700);
+    assert_eq!(2, a.pop_pending_data_chunks_to_send(t2).0.len());
+
+    let report = a
+        .send_limits
+        .record(t0 + Duration::from_millis(1000), SendLimit::NoData)
+        .unwrap_or_else(|| panic!("a report after 1 s"));
+    assert_eq!(report.span, Duration::from_millis(1000));
+    assert!((report.share(SendLimit::Cwnd) - 0.4).abs() < 1e-9);
+    assert!((report.share(SendLimit::Rwnd) - 0.3).abs() < 1e-9);
+    assert!((report.share(SendLimit::NoData) - 0.3).abs() < 1e-9);
+    assert_eq!(report.share(SendLimit::Pacer), 0.0);
+    Ok(())
+}

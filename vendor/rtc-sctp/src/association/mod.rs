@@ -41,6 +41,7 @@ use crate::queue::{
 use crate::shared::{AssociationEventInner, AssociationId, EndpointEvent, EndpointEventInner};
 use crate::util::{constant_time_eq, sna16lt, sna32gt, sna32gte, sna32lt, sna32lte};
 use crate::{AssociationEvent, Payload, Side};
+use send_limits::{SendLimit, SendLimits};
 use shared::error::{Error, Result};
 use shared::{TransportContext, TransportMessage, TransportProtocol};
 use stream::{Stream, StreamEvent, StreamId, StreamState};
@@ -61,6 +62,7 @@ use thiserror::Error;
 pub(crate) mod congestion;
 pub(crate) mod mtu_probe;
 pub(crate) mod receive_window;
+pub(crate) mod send_limits;
 pub(crate) mod state;
 pub(crate) mod stats;
 pub(crate) mod stream;
@@ -263,6 +265,8 @@ pub struct Association {
     bbr: Option<congestion::Bbr>,
     /// The pacer holds new DATA until then (BBR only).
     pacing_wait: Option<Instant>,
+    /// What held new DATA back, in time (reported at `trace`).
+    send_limits: SendLimits,
     /// RACK (RFC 8985): the latest transmission time among acknowledged DATA.
     rack_sent: Option<Instant>,
     /// Retransmitted TSNs still outstanding, watched by RACK for a second loss.
@@ -382,6 +386,7 @@ impl Default for Association {
             fast_recover_exit_point: 0,
             bbr: None,
             pacing_wait: None,
+            send_limits: SendLimits::default(),
             rack_sent: None,
             rtx_tsns: VecDeque::new(),
             rto_recover_tsn: None,
@@ -3502,6 +3507,7 @@ impl Association {
     ) -> (Vec<ChunkPayloadData>, Vec<u16>) {
         let mut chunks = vec![];
         let mut sis_to_reset = vec![]; // stream identifiers to reset
+        let mut limit = SendLimit::NoData;
         if let Some(bbr) = self.bbr.as_mut() {
             let inflight = self.inflight_queue.get_num_bytes();
             if self.pending_queue.is_empty() && inflight + (self.mtu as usize) < self.cwnd as usize
@@ -3557,15 +3563,18 @@ impl Association {
                 }
 
                 if self.inflight_queue.get_num_bytes() + data_len > self.cwnd as usize {
+                    limit = SendLimit::Cwnd;
                     break; // would exceeds cwnd
                 }
 
                 if data_len > self.rwnd as usize {
+                    limit = SendLimit::Rwnd;
                     break; // no more rwnd
                 }
 
                 if let Some(wait) = self.bbr.as_ref().and_then(|b| b.pacing_wait(now)) {
                     self.pacing_wait = Some(self.pacing_wait.map_or(wait, |w| w.min(wait)));
+                    limit = SendLimit::Pacer;
                     break; // paced: the next chunk goes at `wait`
                 }
 
@@ -3609,6 +3618,9 @@ impl Association {
             }
         }
 
+        if let Some(report) = self.send_limits.record(now, limit) {
+            trace!(target: "rtc_sctp::send_limits", "[{}] new DATA held back {}", self.side, report);
+        }
         (chunks, sis_to_reset)
     }
 
