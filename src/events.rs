@@ -124,8 +124,8 @@ pub enum Event {
     /// Sender: one recipient's outcome (delivered, declined or failed), with the bytes
     /// sent to it over all attempts (more than the size when resumes re-sent data). Also
     /// for a member of the session that a targeted share ([`crate::Share::To`]) names and
-    /// that the offer never reached: failed 6003 once it left the session for good, 6001 when the offer's
-    /// lifetime ended.
+    /// that the offer never reached: failed 6003 once it left the session for good, 6011
+    /// or 6012 as soon as it failed to authenticate, 6001 when the offer's lifetime ended.
     RecipientOutcome {
         job_id: JobId,
         file_id: FileId,

@@ -211,16 +211,18 @@ impl UploadState {
     /// The recipient left for good: its pending delivery failed (6003), and so did the
     /// file for an awaited member ([`UploadState::awaits`]) that the offer never reached.
     pub fn on_peer_gone(&mut self, peer: &str) -> Recorded {
+        self.on_peer_unreachable(peer, codes::PEER_GONE)
+    }
+
+    /// The recipient can never be reached again (it left for good: 6003; it was refused:
+    /// 6011, 6012): its pending delivery failed with `code`, and so did the file for an
+    /// awaited member that the offer never reached.
+    pub fn on_peer_unreachable(&mut self, peer: &str, code: u16) -> Recorded {
         if !self.is_pending(peer) && !self.awaits_unoffered(peer) {
             return Recorded::Ignored;
         }
         self.mark_offered(peer);
-        self.on_outcome(
-            peer,
-            Outcome::Failed {
-                code: codes::PEER_GONE,
-            },
-        )
+        self.on_outcome(peer, Outcome::Failed { code })
     }
 
     /// Whether `peer` is awaited and the offer has not reached it yet.

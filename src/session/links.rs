@@ -37,13 +37,22 @@ pub(crate) enum Auth {
     /// The PAKE gave a key. `verified` once a session description of the peer carried a
     /// valid MAC: the peer knows the secret and its DTLS fingerprint is authentic.
     Keyed { key: PairKey, verified: bool },
-    /// Failed for good: no connection is made with this client.
-    Failed,
+    /// Failed for good: no connection is made with this client. `code` says why (6011
+    /// authentication failed, 6012 code burnt).
+    Failed { code: u16 },
 }
 
 impl Auth {
     pub(crate) fn verified(&self) -> bool {
         matches!(self, Auth::Keyed { verified: true, .. })
+    }
+
+    /// The code this client was refused with, if it was.
+    pub(crate) fn refusal(&self) -> Option<u16> {
+        match self {
+            Auth::Failed { code } => Some(*code),
+            _ => None,
+        }
     }
 
     fn key(&self) -> Option<&PairKey> {
@@ -169,7 +178,9 @@ impl Session {
                 verified: false,
             }
         } else if self.burnt {
-            Auth::Failed
+            Auth::Failed {
+                code: codes::CODE_BURNT,
+            }
         } else {
             let (handshake, msg) =
                 Handshake::start(self.code.secret(), self.code.route(), &self.me, &info.id);
@@ -183,7 +194,7 @@ impl Session {
             );
             Auth::Waiting(handshake)
         };
-        let failed = matches!(auth, Auth::Failed);
+        let failed = matches!(auth, Auth::Failed { .. });
         let link = Link {
             auth,
             name: info.name,
@@ -313,8 +324,8 @@ impl Session {
         };
         let fails = match kind {
             Some("pake") => matches!(link.auth, Auth::Waiting(_)),
-            Some("offer" | "answer") => !matches!(link.auth, Auth::Failed),
-            Some("candidate") => !matches!(link.auth, Auth::Failed) && !link.auth.verified(),
+            Some("offer" | "answer") => !matches!(link.auth, Auth::Failed { .. }),
+            Some("candidate") => !matches!(link.auth, Auth::Failed { .. }) && !link.auth.verified(),
             _ => false,
         };
         if !fails {
@@ -332,7 +343,7 @@ impl Session {
             tracing::debug!(%from, "signal from a client that is not in the session");
             return;
         };
-        if matches!(link.auth, Auth::Failed) {
+        if matches!(link.auth, Auth::Failed { .. }) {
             tracing::debug!(%from, "ignoring a signal of a client that failed to authenticate");
             return;
         }
@@ -464,7 +475,12 @@ impl Session {
                 return;
             }
         }
-        let Auth::Waiting(handshake) = std::mem::replace(&mut link.auth, Auth::Failed) else {
+        let Auth::Waiting(handshake) = std::mem::replace(
+            &mut link.auth,
+            Auth::Failed {
+                code: codes::PEER_AUTH_FAILED,
+            },
+        ) else {
             return;
         };
         let finished = hex::decode(msg)
@@ -543,7 +559,7 @@ impl Session {
             return;
         };
         let was_verified = link.auth.verified();
-        link.auth = Auth::Failed;
+        link.auth = Auth::Failed { code };
         link.retry_at = None;
         link.outbox.clear();
         link.control_open = false;
@@ -563,7 +579,7 @@ impl Session {
         let authenticating = self
             .links
             .values()
-            .filter(|l| !l.auth.verified() && !matches!(l.auth, Auth::Failed))
+            .filter(|l| !l.auth.verified() && !matches!(l.auth, Auth::Failed { .. }))
             .count();
         self.emit(Event::PeerAuthFailed {
             peer: peer.to_string(),
@@ -572,6 +588,9 @@ impl Session {
             message,
             authenticating,
         });
+        // Refused for good: what we share with it can never reach it, so a share that
+        // names it does not wait for it until the offer expires.
+        self.recipient_unreachable(peer, code);
         if code != codes::PEER_AUTH_FAILED || self.burnt {
             return;
         }
@@ -587,7 +606,7 @@ impl Session {
         let unverified: Vec<String> = self
             .links
             .iter()
-            .filter(|(_, l)| !l.auth.verified() && !matches!(l.auth, Auth::Failed))
+            .filter(|(_, l)| !l.auth.verified() && !matches!(l.auth, Auth::Failed { .. }))
             .map(|(id, _)| id.clone())
             .collect();
         for other in unverified {
@@ -744,7 +763,7 @@ impl Session {
             .filter(|(_, l)| {
                 l.conn.is_none()
                     && l.retry_at.is_some_and(|t| t <= now)
-                    && !matches!(l.auth, Auth::Failed)
+                    && !matches!(l.auth, Auth::Failed { .. })
             })
             .map(|(id, _)| id.clone())
             .collect();

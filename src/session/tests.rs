@@ -1908,6 +1908,86 @@ async fn session_targeted_recipient_gone_before_the_offer_fails_6003_and_the_upl
 }
 
 #[tokio::test]
+async fn session_targeted_recipient_refused_fails_6011_and_the_upload_ends() {
+    // GONE is named, stays in the session and fails to authenticate (a PAKE message
+    // without `msg`): refused for good, so the share does not wait for it.
+    let mut f = Fellows::with(&[REAL, GONE], &[REAL]);
+    let job = f.share_only(&[REAL, GONE]);
+    f.take_events();
+    let file_id = f.offered_file(REAL).expect("offered to REAL");
+    f.control(
+        REAL,
+        ControlMessage::Decline {
+            file_id,
+            have: false,
+        },
+    );
+    f.take_events();
+    f.session.on_signaling(ServerMessage::Signal {
+        from: GONE.into(),
+        data: serde_json::json!({"kind": "pake"}),
+    });
+    let events = f.take_events();
+    assert!(
+        events
+            .first()
+            .is_some_and(auth_failed(GONE, codes::PEER_AUTH_FAILED)),
+        "{events:#?}"
+    );
+    let refused = Outcome::Failed {
+        code: codes::PEER_AUTH_FAILED,
+    };
+    let all = [(REAL, Outcome::Declined), (GONE, refused.clone())];
+    ends_with(&events[1..], job, &[(GONE, refused)], End::Completed(&all));
+    // Its leaving later records nothing more.
+    f.session
+        .on_signaling(ServerMessage::PeerLeft { id: GONE.into() });
+    f.later(f.session.config.resume_grace);
+    assert_eq!(f.take_events(), [], "one outcome per recipient");
+}
+
+#[tokio::test]
+async fn session_share_naming_a_refused_client_fails_it_6011_at_once() {
+    let mut f = Fellows::with(&[REAL, GONE], &[REAL]);
+    f.session.on_signaling(ServerMessage::Signal {
+        from: GONE.into(),
+        data: serde_json::json!({"kind": "pake"}),
+    });
+    let events = f.take_events();
+    assert!(
+        matches!(&events[..], [e] if auth_failed(GONE, codes::PEER_AUTH_FAILED)(e)),
+        "{events:#?}"
+    );
+    let job = f.share_only(&[REAL, GONE]);
+    let refused = Outcome::Failed {
+        code: codes::PEER_AUTH_FAILED,
+    };
+    let events = f.take_events();
+    assert!(
+        matches!(&events[..], [
+            Event::UploadStarted { .. },
+            Event::RecipientOutcome { peer, outcome, .. },
+        ] if peer == GONE && *outcome == refused),
+        "{events:#?}"
+    );
+    let file_id = f.offered_file(REAL).expect("offered to REAL");
+    f.control(
+        REAL,
+        ControlMessage::Decline {
+            file_id,
+            have: false,
+        },
+    );
+    let all = [(REAL, Outcome::Declined), (GONE, refused)];
+    ends_with(
+        &f.take_events(),
+        job,
+        &[(REAL, Outcome::Declined)],
+        End::Completed(&all),
+    );
+}
+
+#[tokio::test]
 async fn session_offer_expiry_fails_unreached_recipients_6001_and_ends_the_upload() {
     let mut f = Fellows::with(&[REAL, GONE], &[REAL]);
     let job = f.share_only(&[REAL, GONE]);

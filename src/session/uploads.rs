@@ -217,6 +217,11 @@ impl Session {
             }
             ids.push(job_id);
         }
+        if let Audience::Only(named) = &audience {
+            for peer in named {
+                self.fail_if_refused(peer);
+            }
+        }
         ids
     }
 
@@ -248,7 +253,16 @@ impl Session {
                 self.offer_to(&file_id, peer);
             }
         }
+        self.fail_if_refused(peer);
         Ok(())
+    }
+
+    /// A share named `peer`, a client refused for good: it will never reach it, so its
+    /// outcome is recorded now (the refusal's code) instead of when the offer expires.
+    fn fail_if_refused(&mut self, peer: &str) {
+        if let Some(code) = self.links.get(peer).and_then(|l| l.auth.refusal()) {
+            self.recipient_unreachable(peer, code);
+        }
     }
 
     /// Offer every live share `peer` should get (on a new connection).
@@ -893,6 +907,14 @@ impl Session {
 
     /// A departed recipient did not come back: its pending deliveries fail (6003).
     pub(super) fn recipient_gone(&mut self, peer: &str) {
+        self.recipient_unreachable(peer, codes::PEER_GONE);
+    }
+
+    /// `peer` will never take a delivery from us again (it left for good: 6003; it was
+    /// refused: 6011 authentication failed, 6012 code burnt): its deliveries under way,
+    /// the offers it has not answered and the targeted shares that name it fail with
+    /// `code`.
+    pub(super) fn recipient_unreachable(&mut self, peer: &str, code: u16) {
         let jobs: Vec<(JobId, FileId)> = self
             .serving
             .iter()
@@ -900,14 +922,7 @@ impl Session {
             .map(|(id, s)| (*id, s.file_id))
             .collect();
         for (job_id, file_id) in jobs {
-            self.finish_serving(
-                job_id,
-                file_id,
-                peer,
-                Outcome::Failed {
-                    code: codes::PEER_GONE,
-                },
-            );
+            self.finish_serving(job_id, file_id, peer, Outcome::Failed { code });
         }
         // Offers it never answered, and targeted shares that never reached it.
         let mut files: Vec<(u32, FileId)> = self
@@ -920,10 +935,8 @@ impl Session {
             let Some(shared) = self.shares.get_mut(&file_id) else {
                 continue;
             };
-            let recorded = shared.state.on_peer_gone(peer);
-            let outcome = Outcome::Failed {
-                code: codes::PEER_GONE,
-            };
+            let recorded = shared.state.on_peer_unreachable(peer, code);
+            let outcome = Outcome::Failed { code };
             self.emit_recorded(&file_id, peer, outcome, 0, recorded);
         }
         self.stream_slots.forget(peer);
