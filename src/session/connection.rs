@@ -125,7 +125,7 @@ const GRACEFUL_CLOSE: std::time::Duration = std::time::Duration::from_secs(3);
 /// ICE ends an attempt whose checks fail, but nothing else ended one whose answer or
 /// handshake never came. Past this the attempt ends as failed, and the link's reconnect
 /// (the offerer's backoff, the answerer's `reconnect` request) starts a new one.
-pub(crate) const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long the offerer holds an answer that lists no candidates, waiting for the
 /// answerer's first trickled candidate so that both are applied together (see

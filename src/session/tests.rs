@@ -1453,14 +1453,27 @@ const REAL: &str = "ab-recipient";
 impl Fellows {
     /// `REAL` declines `file_id`: the share of `job` completes with it alone.
     fn real_declines(&mut self, job: JobId, file_id: FileId) {
+        self.declines(REAL, file_id);
+        declined_by_real_only(job, file_id, &self.take_events());
+    }
+
+    /// `peer` declines `file_id`.
+    fn declines(&mut self, peer: &'static str, file_id: FileId) {
         self.control(
-            REAL,
+            peer,
             ControlMessage::Decline {
                 file_id,
                 have: false,
             },
         );
-        declined_by_real_only(job, file_id, &self.take_events());
+    }
+
+    /// `peer` fails to authenticate: a PAKE message without `msg` (refused with 6011).
+    fn fails_auth(&mut self, peer: &str) {
+        self.session.on_signaling(ServerMessage::Signal {
+            from: peer.into(),
+            data: serde_json::json!({"kind": "pake"}),
+        });
     }
 
     fn new() -> Self {
@@ -1655,13 +1668,7 @@ async fn session_send_only_hello_after_offer_takes_member_off_recipients() {
     f.hello(FELLOW, true);
     f.hello(REAL, false);
     // Whatever the fellow says about our file, it is no recipient.
-    f.control(
-        FELLOW,
-        ControlMessage::Decline {
-            file_id,
-            have: false,
-        },
-    );
+    f.declines(FELLOW, file_id);
     assert_eq!(
         f.take_events(),
         [],
@@ -1885,13 +1892,7 @@ async fn session_targeted_recipient_gone_before_the_offer_fails_6003_and_the_upl
     let job = f.share_only(&[REAL, GONE]);
     f.take_events();
     let file_id = f.offered_file(REAL).expect("offered to REAL");
-    f.control(
-        REAL,
-        ControlMessage::Decline {
-            file_id,
-            have: false,
-        },
-    );
+    f.declines(REAL, file_id);
     let events = f.take_events();
     assert!(
         matches!(&events[..], [Event::RecipientOutcome { peer, outcome: Outcome::Declined, .. }] if peer == REAL),
@@ -1915,18 +1916,9 @@ async fn session_targeted_recipient_refused_fails_6011_and_the_upload_ends() {
     let job = f.share_only(&[REAL, GONE]);
     f.take_events();
     let file_id = f.offered_file(REAL).expect("offered to REAL");
-    f.control(
-        REAL,
-        ControlMessage::Decline {
-            file_id,
-            have: false,
-        },
-    );
+    f.declines(REAL, file_id);
     f.take_events();
-    f.session.on_signaling(ServerMessage::Signal {
-        from: GONE.into(),
-        data: serde_json::json!({"kind": "pake"}),
-    });
+    f.fails_auth(GONE);
     let events = f.take_events();
     assert!(
         events
@@ -1949,10 +1941,7 @@ async fn session_targeted_recipient_refused_fails_6011_and_the_upload_ends() {
 #[tokio::test]
 async fn session_share_naming_a_refused_client_fails_it_6011_at_once() {
     let mut f = Fellows::with(&[REAL, GONE], &[REAL]);
-    f.session.on_signaling(ServerMessage::Signal {
-        from: GONE.into(),
-        data: serde_json::json!({"kind": "pake"}),
-    });
+    f.fails_auth(GONE);
     let events = f.take_events();
     assert!(
         matches!(&events[..], [e] if auth_failed(GONE, codes::PEER_AUTH_FAILED)(e)),
@@ -1971,13 +1960,7 @@ async fn session_share_naming_a_refused_client_fails_it_6011_at_once() {
         "{events:#?}"
     );
     let file_id = f.offered_file(REAL).expect("offered to REAL");
-    f.control(
-        REAL,
-        ControlMessage::Decline {
-            file_id,
-            have: false,
-        },
-    );
+    f.declines(REAL, file_id);
     let all = [(REAL, Outcome::Declined), (GONE, refused)];
     ends_with(
         &f.take_events(),
